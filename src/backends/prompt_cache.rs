@@ -1,0 +1,145 @@
+//! µ-law 8 kHz audio of fixed prompts, synthesised ahead of time so the greeting plays at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+
+use super::{BackendError, TextToSpeech};
+use crate::engine::audio::{g711, resample};
+
+/// At most this many prompts are kept.
+pub const PROMPT_CACHE_MAX_ENTRIES: usize = 2_000;
+/// At most this many bytes of audio (about 2.2 hours at 8 kB/s) are kept.
+pub const PROMPT_CACHE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Prompts synthesised at once by [`PromptCache::warm`].
+const WARM_CONCURRENCY: usize = 2;
+
+/// µ-law 8 kHz audio of fixed prompts, keyed by (voice, text). Cheap to clone (clones share the
+/// cache), thread-safe, bounded by [`PROMPT_CACHE_MAX_ENTRIES`] and [`PROMPT_CACHE_MAX_BYTES`]:
+/// the oldest insertions are evicted first.
+#[derive(Clone)]
+pub struct PromptCache {
+    tts: Arc<dyn TextToSpeech>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<String, Arc<[u8]>>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl std::fmt::Debug for PromptCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("PromptCache")
+            .field("entries", &inner.map.len())
+            .field("bytes", &inner.bytes)
+            .finish()
+    }
+}
+
+/// Unambiguous key for (voice, text).
+fn key(voice: &str, text: &str) -> String {
+    format!("{}:{voice}{text}", voice.len())
+}
+
+impl PromptCache {
+    pub fn new(tts: Arc<dyn TextToSpeech>) -> Self {
+        Self {
+            tts,
+            inner: Arc::new(Mutex::new(Inner::default())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The map stays consistent across a panic elsewhere: every update is done in one place.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, voice: &str, text: &str) -> Option<Arc<[u8]>> {
+        self.lock().map.get(&key(voice, text)).cloned()
+    }
+
+    /// Number of cached prompts.
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cache hit → returns at once; miss → synthesize, convert to 8 kHz µ-law, insert, return.
+    pub async fn speak(&self, voice: &str, text: &str) -> Result<Arc<[u8]>, BackendError> {
+        if let Some(hit) = self.get(voice, text) {
+            return Ok(hit);
+        }
+        let speech = self.tts.synthesize(text, voice).await?;
+        let pcm8k = if speech.sample_rate == 8_000 {
+            speech.pcm
+        } else {
+            resample(&speech.pcm, speech.sample_rate, 8_000)
+        };
+        let mut ulaw = vec![0u8; pcm8k.len()];
+        g711::encode_into(&pcm8k, &mut ulaw);
+        let audio: Arc<[u8]> = ulaw.into();
+        Ok(self.insert(key(voice, text), audio))
+    }
+
+    /// Inserts unless another task got there first; returns the cached value either way, so
+    /// every caller of a prompt shares one allocation.
+    fn insert(&self, key: String, audio: Arc<[u8]>) -> Arc<[u8]> {
+        let mut inner = self.lock();
+        if let Some(existing) = inner.map.get(&key) {
+            return existing.clone();
+        }
+        if audio.len() > PROMPT_CACHE_MAX_BYTES {
+            return audio; // too big to keep; still usable once
+        }
+        while inner.map.len() >= PROMPT_CACHE_MAX_ENTRIES
+            || inner.bytes + audio.len() > PROMPT_CACHE_MAX_BYTES
+        {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(evicted) = inner.map.remove(&oldest) {
+                inner.bytes -= evicted.len();
+            }
+        }
+        inner.bytes += audio.len();
+        inner.order.push_back(key.clone());
+        inner.map.insert(key, audio.clone());
+        audio
+    }
+
+    /// Synthesize many prompts concurrently-but-bounded ahead of time; errors are logged, not
+    /// returned.
+    pub async fn warm(&self, voice: &str, texts: &[String]) {
+        let mut seen = std::collections::HashSet::new();
+        // Owned values only: the future must stay `Send` for any caller's lifetimes.
+        let todo: Vec<String> = texts
+            .iter()
+            .filter(|t| seen.insert(t.as_str()) && self.get(voice, t).is_none())
+            .cloned()
+            .collect();
+        let jobs = todo.into_iter().map(|text| {
+            let cache = self.clone();
+            let voice = voice.to_owned();
+            async move { cache.speak(&voice, &text).await.err() }
+        });
+        let mut results = futures_util::stream::iter(jobs).buffer_unordered(WARM_CONCURRENCY);
+        let mut failures = 0usize;
+        while let Some(result) = results.next().await {
+            if let Some(err) = result {
+                failures += 1;
+                tracing::warn!(voice, error = %err, "prompt synthesis failed while warming the cache");
+            }
+        }
+        if failures > 0 {
+            tracing::warn!(voice, failures, "some prompts were not cached");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Deterministic, nearly free speech backends for load tests and end-to-end robustness tests.
+//! They go through the same traits, sessions and bounded buffers as the real ones.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{
+    BackendError, BoxFuture, Speech, SpeechToText, SttSession, TextToSpeech, UtteranceBuffer,
+};
+
+/// The transcripts [`ScriptedStt`] hands out, in order, cycling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptedAnswers(pub Vec<String>);
+
+impl Default for ScriptedAnswers {
+    /// A caller who gives a name, a place, agrees, answers a number and has no questions.
+    fn default() -> Self {
+        Self::from([
+            "my name is john smith",
+            "i live in chicago",
+            "yes",
+            "five",
+            "no thank you",
+        ])
+    }
+}
+
+impl<S: Into<String>, const N: usize> From<[S; N]> for ScriptedAnswers {
+    fn from(answers: [S; N]) -> Self {
+        Self(answers.into_iter().map(Into::into).collect())
+    }
+}
+
+impl From<Vec<String>> for ScriptedAnswers {
+    fn from(answers: Vec<String>) -> Self {
+        Self(answers)
+    }
+}
+
+/// Speech-to-text that returns, for each finished utterance that had any audio, the next answer
+/// (cycling through the list), and `""` for a session that received no audio.
+///
+/// The position is shared by every session started from this value (and its clones), so with many
+/// concurrent calls each call sees some interleaving of the answers; give each simulated call its
+/// own `ScriptedStt` when the order matters.
+#[derive(Debug, Clone)]
+pub struct ScriptedStt {
+    answers: Arc<[String]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl ScriptedStt {
+    pub fn new(answers: ScriptedAnswers) -> Self {
+        Self {
+            answers: answers.0.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// How many answers have been handed out.
+    pub fn answered(&self) -> usize {
+        self.next.load(Ordering::Relaxed)
+    }
+}
+
+impl SpeechToText for ScriptedStt {
+    fn start(&self) -> Box<dyn SttSession> {
+        Box::new(ScriptedSession {
+            stt: self.clone(),
+            buffer: UtteranceBuffer::default(),
+        })
+    }
+}
+
+struct ScriptedSession {
+    stt: ScriptedStt,
+    buffer: UtteranceBuffer,
+}
+
+impl SttSession for ScriptedSession {
+    fn push(&mut self, pcm16k: &[i16]) {
+        self.buffer.push(pcm16k);
+    }
+
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
+        let answer = if self.buffer.pushed() == 0 || self.stt.answers.is_empty() {
+            String::new()
+        } else {
+            let i = self.stt.next.fetch_add(1, Ordering::Relaxed);
+            self.stt.answers[i % self.stt.answers.len()].clone()
+        };
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+/// Milliseconds of scripted speech per character of text.
+pub const SCRIPTED_MS_PER_CHAR: u64 = 60;
+/// Longest scripted speech.
+pub const SCRIPTED_MAX_MS: u64 = 8_000;
+const SCRIPTED_RATE: u32 = 8_000;
+const CACHE_ENTRIES: usize = 1_024;
+
+/// Text-to-speech that returns a speech-shaped tone (a voiced buzz with syllable-rate loudness
+/// changes) at 8 kHz lasting 60 ms per character (at most 8 s), cached per text.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptedTts {
+    cache: Arc<Mutex<HashMap<String, Arc<[i16]>>>>,
+}
+
+impl ScriptedTts {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn speech(&self, text: &str) -> Arc<[i16]> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pcm) = cache.get(text) {
+            return pcm.clone();
+        }
+        let pcm: Arc<[i16]> = tone(text).into();
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(text.to_owned(), pcm.clone());
+        pcm
+    }
+}
+
+/// The scripted waveform for `text`.
+fn tone(text: &str) -> Vec<i16> {
+    let ms = (text.chars().count() as u64 * SCRIPTED_MS_PER_CHAR).min(SCRIPTED_MAX_MS);
+    let n = (ms * u64::from(SCRIPTED_RATE) / 1000) as usize;
+    let rate = f64::from(SCRIPTED_RATE);
+    let mut noise: u32 = 0x1234_5678;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / rate;
+            // A 140 Hz buzz with a few harmonics, 4 syllables per second, a little breath noise.
+            let f0 = 140.0 * (1.0 + 0.05 * (2.0 * std::f64::consts::PI * 0.7 * t).sin());
+            let phase = 2.0 * std::f64::consts::PI * f0 * t;
+            let voiced = phase.sin() + 0.5 * (2.0 * phase).sin() + 0.3 * (3.0 * phase).sin();
+            noise ^= noise << 13;
+            noise ^= noise >> 17;
+            noise ^= noise << 5;
+            let breath = (noise as f64 / u32::MAX as f64) * 2.0 - 1.0;
+            let syllable = (std::f64::consts::PI * 4.0 * t).sin().abs();
+            let fade = (t / 0.02).min(1.0) * ((ms as f64 / 1000.0 - t) / 0.02).clamp(0.0, 1.0);
+            let v = (0.8 * voiced + 0.1 * breath) * syllable * fade * 6_000.0;
+            v.round().clamp(-32_768.0, 32_767.0) as i16
+        })
+        .collect()
+}
+
+impl TextToSpeech for ScriptedTts {
+    fn synthesize(
+        &self,
+        text: &str,
+        _voice: &str,
+    ) -> BoxFuture<'static, Result<Speech, BackendError>> {
+        let pcm = self.speech(text);
+        Box::pin(async move {
+            Ok(Speech {
+                pcm: pcm.to_vec(),
+                sample_rate: SCRIPTED_RATE,
+            })
+        })
+    }
+
+    fn voices(&self) -> Vec<String> {
+        // The same names as the offline voices, so configurations validate against either.
+        ["slt", "kal16", "rms", "awb", "kal"]
+            .map(String::from)
+            .to_vec()
+    }
+}

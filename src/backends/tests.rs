@@ -1,0 +1,398 @@
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use super::flite::{MAX_TTS_CHARS, sanitize};
+use super::sphinx::{fill_high_band, high_band_ratio};
+use super::*;
+use crate::engine::audio::{SAMPLES_8K, SAMPLES_16K, Upsampler8To16, g711, resample};
+
+// ---- helpers ----
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("audio-fixtures")
+}
+
+/// Reads a 16-bit PCM mono WAV file: (samples, sample rate).
+fn read_wav(path: &std::path::Path) -> (Vec<i16>, u32) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[0..4], b"RIFF", "{}", path.display());
+    assert_eq!(&bytes[8..12], b"WAVE", "{}", path.display());
+    let mut pos = 12;
+    let mut rate = 0;
+    let mut data = None;
+    while pos + 8 <= bytes.len() {
+        let id = &bytes[pos..pos + 4];
+        let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        let body = &bytes[pos + 8..(pos + 8 + len).min(bytes.len())];
+        match id {
+            b"fmt " => {
+                assert_eq!(u16::from_le_bytes([body[0], body[1]]), 1, "PCM");
+                assert_eq!(u16::from_le_bytes([body[2], body[3]]), 1, "mono");
+                rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
+                assert_eq!(u16::from_le_bytes([body[14], body[15]]), 16, "16-bit");
+            }
+            b"data" => data = Some(body),
+            _ => {}
+        }
+        pos += 8 + len + (len & 1);
+    }
+    let data = data.expect("data chunk");
+    (
+        data.chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect(),
+        rate,
+    )
+}
+
+/// 8 kHz caller audio as the server hears it: µ-law on the wire, decoded, upsampled to 16 kHz by
+/// the hot path's streaming upsampler in 20 ms frames.
+fn telephone_path(pcm8k: &[i16]) -> Vec<Vec<i16>> {
+    let mut up = Upsampler8To16::new();
+    let mut frames = Vec::new();
+    let mut ulaw = [0u8; SAMPLES_8K];
+    let mut decoded = [0i16; SAMPLES_8K];
+    // A trailing silent frame flushes the upsampler's delay.
+    let padded: Vec<i16> = pcm8k
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(0, SAMPLES_8K))
+        .collect();
+    for chunk in padded.chunks(SAMPLES_8K) {
+        let mut frame8 = [0i16; SAMPLES_8K];
+        frame8[..chunk.len()].copy_from_slice(chunk);
+        g711::encode_into(&frame8, &mut ulaw);
+        g711::decode_into(&ulaw, &mut decoded);
+        let mut out = [0i16; SAMPLES_16K];
+        up.process(&decoded, &mut out);
+        frames.push(out.to_vec());
+    }
+    frames
+}
+
+fn rms(pcm: &[i16]) -> f64 {
+    (pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
+}
+
+static SPHINX: OnceLock<SphinxStt> = OnceLock::new();
+
+fn sphinx() -> &'static SphinxStt {
+    SPHINX.get_or_init(|| {
+        let t = Instant::now();
+        let stt = SphinxStt::new(SphinxConfig::default()).expect("pocketsphinx loads");
+        eprintln!(
+            "pocketsphinx: {} decoders loaded in {:?}",
+            SphinxConfig::default().pool_size,
+            t.elapsed()
+        );
+        stt
+    })
+}
+
+async fn transcribe_fixture(
+    stt: &dyn SpeechToText,
+    name: &str,
+) -> (String, std::time::Duration, f64) {
+    let (pcm, rate) = read_wav(&fixture_dir().join(name));
+    assert_eq!(rate, 8000, "{name}: fixtures are 8 kHz");
+    let mut session = stt.start();
+    for frame in telephone_path(&pcm) {
+        session.push(&frame);
+    }
+    let t = Instant::now();
+    let text = session.finish().await.expect("transcribes");
+    (text, t.elapsed(), pcm.len() as f64 / 8000.0)
+}
+
+// ---- plain helpers ----
+
+#[test]
+fn utterance_buffer_keeps_the_newest_30_seconds() {
+    let mut b = UtteranceBuffer::default();
+    let frame: Vec<i16> = (0..320).map(|i| i as i16).collect();
+    for _ in 0..(MAX_UTTERANCE_SAMPLES / 320 + 10) {
+        b.push(&frame);
+    }
+    assert_eq!(b.dropped(), 10 * 320);
+    assert_eq!(b.pushed(), (MAX_UTTERANCE_SAMPLES + 3200) as u64);
+    let v = b.into_vec();
+    assert_eq!(v.len(), MAX_UTTERANCE_SAMPLES);
+    assert_eq!(&v[..320], &frame[..]);
+
+    let mut b = UtteranceBuffer::default();
+    let huge = vec![7i16; MAX_UTTERANCE_SAMPLES + 5];
+    b.push(&[1, 2, 3]);
+    b.push(&huge);
+    assert_eq!(b.dropped(), 8);
+    assert_eq!(b.into_vec(), vec![7i16; MAX_UTTERANCE_SAMPLES]);
+}
+
+#[test]
+fn transcripts_are_normalized() {
+    assert_eq!(
+        normalize_transcript("<s> Hello  WORLD(2) [noise] ++uh++ </s>"),
+        "hello world"
+    );
+    assert_eq!(normalize_transcript(""), "");
+}
+
+#[test]
+fn tts_text_is_sanitized() {
+    assert_eq!(sanitize("a\0b\n\tc"), "a b c");
+    assert_eq!(sanitize("José’s “café” — ok…"), "Jose's \"cafe\" - ok...");
+    assert_eq!(sanitize("日本語 hi 🙂"), "hi");
+    let long = "word ".repeat(1000);
+    let s = sanitize(&long);
+    assert!(
+        s.len() <= MAX_TTS_CHARS && s.len() > MAX_TTS_CHARS - 10,
+        "{}",
+        s.len()
+    );
+    assert!(s.ends_with("word"));
+    assert!(sanitize(&"x".repeat(5000)).len() == MAX_TTS_CHARS);
+}
+
+#[test]
+fn high_band_fill_adds_quiet_noise_above_4k_only() {
+    let mut silence = vec![0i16; 16_000];
+    fill_high_band(&mut silence, -30.0);
+    let level_db = 20.0 * (rms(&silence) / 32768.0).log10();
+    assert!((-31.0..-29.0).contains(&level_db), "{level_db}");
+    assert!(
+        high_band_ratio(&silence) > 0.9,
+        "{}",
+        high_band_ratio(&silence)
+    );
+    // A 1 kHz tone has no energy above 4 kHz; white noise has half.
+    let tone: Vec<i16> = (0..16_000)
+        .map(|i| ((i as f64 * 2.0 * std::f64::consts::PI / 16.0).sin() * 8000.0) as i16)
+        .collect();
+    assert!(high_band_ratio(&tone) < 1e-6, "{}", high_band_ratio(&tone));
+}
+
+// ---- scripted ----
+
+#[tokio::test]
+async fn scripted_stt_cycles_answers_and_ignores_empty_sessions() {
+    let stt = ScriptedStt::new(ScriptedAnswers::from(["one", "two"]));
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let mut s = stt.start();
+        s.push(&[0; 320]);
+        got.push(s.finish().await.unwrap());
+    }
+    assert_eq!(got, ["one", "two", "one"]);
+    assert_eq!(stt.start().finish().await.unwrap(), "");
+    assert_eq!(stt.answered(), 3);
+    assert_eq!(ScriptedAnswers::default().0.len(), 5);
+}
+
+#[tokio::test]
+async fn scripted_tts_duration_follows_text_length() {
+    let tts = ScriptedTts::new();
+    let s = tts.synthesize("hello", "slt").await.unwrap();
+    assert_eq!(s.sample_rate, 8000);
+    assert_eq!(s.duration_ms(), 300);
+    assert!(rms(&s.pcm) > 500.0);
+    let long = tts.synthesize(&"x".repeat(1000), "slt").await.unwrap();
+    assert_eq!(long.duration_ms(), 8000);
+    assert_eq!(tts.synthesize("", "slt").await.unwrap().pcm.len(), 0);
+}
+
+#[tokio::test]
+async fn scripted_backends_build() {
+    let b = Backends::scripted(ScriptedAnswers::default());
+    assert_eq!(b.name, "scripted");
+    let mut s = b.stt.start();
+    s.push(&[1; 320]);
+    assert_eq!(s.finish().await.unwrap(), "my name is john smith");
+}
+
+// ---- prompt cache ----
+
+#[tokio::test]
+async fn prompt_cache_returns_the_same_arc() {
+    let cache = PromptCache::new(Arc::new(ScriptedTts::new()));
+    assert!(cache.get("slt", "hello").is_none());
+    let a = cache.speak("slt", "hello").await.unwrap();
+    assert_eq!(a.len(), 2400); // 300 ms at 8 kHz, one byte per sample
+    let b = cache.speak("slt", "hello").await.unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert!(Arc::ptr_eq(&a, &cache.get("slt", "hello").unwrap()));
+    // Voice is part of the key, unambiguously.
+    assert!(cache.get("sl", "thello").is_none());
+    let texts: Vec<String> = (0..50).map(|i| format!("prompt {i}")).collect();
+    cache.warm("awb", &texts).await;
+    assert_eq!(cache.len(), 51);
+    // `warm` can run in its own task with owned arguments.
+    let (c2, voice) = (cache.clone(), String::from("kal"));
+    tokio::spawn(async move { c2.warm(&voice, &texts).await })
+        .await
+        .unwrap();
+    assert_eq!(cache.len(), 101);
+}
+
+#[tokio::test]
+async fn prompt_cache_with_flite_is_8k_ulaw() {
+    let tts: Arc<dyn TextToSpeech> = Arc::new(FliteTts::new().unwrap());
+    let cache = PromptCache::new(tts);
+    let a = cache.speak("slt", "Thanks for calling.").await.unwrap();
+    let b = cache.speak("slt", "Thanks for calling.").await.unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    // About a second of audio at 8000 bytes per second, not silent.
+    assert!((4000..24_000).contains(&a.len()), "{}", a.len());
+    let mut pcm = vec![0i16; a.len()];
+    g711::decode_into(&a, &mut pcm);
+    assert!(rms(&pcm) > 500.0);
+}
+
+// ---- flite ----
+
+#[tokio::test]
+async fn flite_speaks_a_sentence() {
+    let tts = FliteTts::new().unwrap();
+    let voices = tts.voices();
+    assert_eq!(voices[0], "slt");
+    let sentence = "Hello, thanks for calling. May I have your full name, please?";
+    for voice in &voices {
+        let t = Instant::now();
+        let s = tts.synthesize(sentence, voice).await.unwrap();
+        let elapsed = t.elapsed();
+        eprintln!(
+            "flite {voice}: {} ms of audio at {} Hz in {elapsed:?}, rms {:.0}",
+            s.duration_ms(),
+            s.sample_rate,
+            rms(&s.pcm)
+        );
+        assert!(
+            (2_000..8_000).contains(&s.duration_ms()),
+            "{voice}: {} ms",
+            s.duration_ms()
+        );
+        assert!(rms(&s.pcm) > 300.0, "{voice} is silent");
+    }
+    // Unknown voice → default; odd text does not break it.
+    let s = tts.synthesize("Okay.", "nonexistent").await.unwrap();
+    assert_eq!(s.sample_rate, 16_000);
+    for odd in [
+        "",
+        "\0\0",
+        "🙂🙂",
+        "$$$ 123,456.78 %^&*",
+        &"a".repeat(20_000),
+        "Mr. O'Brien—Dr. Nuñez",
+    ] {
+        tts.synthesize(odd, "slt").await.unwrap();
+    }
+}
+
+// ---- pocketsphinx on the telephone path ----
+
+/// (fixture, words its transcript must contain)
+const FIXTURES: &[(&str, &[&str])] = &[
+    ("name.wav", &["john"]),
+    ("location.wav", &["chicago"]),
+    ("yes.wav", &["yes"]),
+    ("no.wav", &["no"]),
+    ("number_five.wav", &["five"]),
+    ("number_three.wav", &["three"]),
+    ("free_text.wav", &["warehouse"]),
+    ("question_pay.wav", &["pay"]),
+    ("no_questions.wav", &["no"]),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sphinx_transcribes_fixtures_over_the_telephone_path() {
+    let stt = sphinx();
+    let mut failures = Vec::new();
+    for (name, words) in FIXTURES {
+        let (text, took, secs) = transcribe_fixture(stt, name).await;
+        eprintln!("{name}: {text:?} ({secs:.2} s of audio decoded in {took:?})");
+        let heard: Vec<&str> = text.split(' ').collect();
+        if !words.iter().all(|w| heard.contains(w)) {
+            failures.push(format!("{name}: {text:?} lacks {words:?}"));
+        }
+    }
+    let (mumble, _, _) = transcribe_fixture(stt, "mumble.wav").await;
+    eprintln!("mumble.wav: {mumble:?}");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sphinx_empty_session_is_empty_and_pool_survives_concurrency() {
+    let stt = sphinx();
+    assert_eq!(stt.start().finish().await.unwrap(), "");
+    // More concurrent utterances than decoders: they queue for the pool.
+    let (pcm, _) = read_wav(&fixture_dir().join("yes.wav"));
+    let frames = telephone_path(&pcm);
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let mut s = stt.start();
+        for f in &frames {
+            s.push(f);
+        }
+        tasks.push(tokio::spawn(s.finish()));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), "yes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn explore_voices() {
+    use super::sphinx::HighBandFill;
+    let tts = FliteTts::new().unwrap();
+    let phrases_env = std::env::var("PHRASES").unwrap_or("my name is john smith,i live in chicago,yes,no,five,three years,i worked in a warehouse,what is the pay,no thank you".into());
+    let phrases: Vec<&str> = phrases_env.split(',').collect();
+    let levels: Vec<f64> = std::env::var("LEVELS")
+        .unwrap_or("-30".into())
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let voices_env = std::env::var("VOICES").unwrap_or("slt,kal16,rms,awb,kal".into());
+    let wide = std::env::var("WIDE").is_ok();
+    for level in levels {
+        let fill = if level > 0.0 {
+            HighBandFill::Never
+        } else {
+            HighBandFill::Always
+        };
+        let stt = SphinxStt::new(SphinxConfig {
+            high_band_fill: fill,
+            high_band_fill_dbfs: level,
+            ..SphinxConfig::default()
+        })
+        .unwrap();
+        for voice in voices_env.split(',') {
+            let mut ok = 0;
+            let mut line = String::new();
+            for &p in &phrases {
+                let s = tts.synthesize(p, voice).await.unwrap();
+                let t = if wide {
+                    let pcm16 = resample(&s.pcm, s.sample_rate, 16000);
+                    let mut sess = stt.start();
+                    sess.push(&vec![0i16; 4800]);
+                    sess.push(&pcm16);
+                    sess.push(&vec![0i16; 4800]);
+                    sess.finish().await.unwrap()
+                } else {
+                    let mut pcm8 = resample(&s.pcm, s.sample_rate, 8000);
+                    let pad = vec![0i16; 2400];
+                    pcm8 = pad.iter().chain(&pcm8).chain(&pad).copied().collect();
+                    let mut sess = stt.start();
+                    for f in telephone_path(&pcm8) {
+                        sess.push(&f);
+                    }
+                    sess.finish().await.unwrap()
+                };
+                if t == p {
+                    ok += 1;
+                }
+                line += &format!(" [{t}]");
+            }
+            eprintln!("{level} {voice}: {ok}/{}{line}", phrases.len());
+        }
+    }
+}

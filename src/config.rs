@@ -1,0 +1,171 @@
+//! Typed server configuration from flags and environment (clap reads both). Secrets are redacted in
+//! `Debug` so a config can be logged.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which speech backends serve calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendSet {
+    /// flite TTS + PocketSphinx STT on this machine: no cloud account needed.
+    Offline,
+    /// Canned transcripts and cached tone audio: no model cost, for load tests.
+    Scripted,
+}
+
+#[derive(Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "RECEPTIONIST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Database URL: `sqlite://path` or `postgres://...`. Default: a SQLite file in the data directory.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for recordings and the default SQLite database.
+    #[arg(long, env = "RECEPTIONIST_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// The public base URL the carrier reaches (e.g. `https://rx.example.com`). Used to build the
+    /// media stream URL and to check Twilio signatures. Default: `http://<listen>`.
+    #[arg(long, env = "RECEPTIONIST_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Twilio auth token, used to check `X-Twilio-Signature`.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN")]
+    pub twilio_auth_token: Option<Secret>,
+
+    /// Accept unsigned Twilio requests when no auth token is set (local development only).
+    #[arg(
+        long,
+        env = "RECEPTIONIST_INSECURE_NO_SIGNATURE",
+        default_value_t = false
+    )]
+    pub insecure_no_signature: bool,
+
+    /// Maximum concurrent calls on this node; more are refused with a busy message.
+    #[arg(long, env = "RECEPTIONIST_MAX_CALLS", default_value_t = 200)]
+    pub max_calls: usize,
+
+    /// Maximum length of one call, in seconds.
+    #[arg(long, env = "RECEPTIONIST_MAX_CALL_SECS", default_value_t = 900)]
+    pub max_call_secs: u64,
+
+    /// Speech backends.
+    #[arg(
+        long,
+        env = "RECEPTIONIST_BACKENDS",
+        value_enum,
+        default_value = "offline"
+    )]
+    pub backends: BackendSet,
+
+    /// This node's identity; a restart marks only this node's unfinished calls as interrupted.
+    #[arg(long, env = "RECEPTIONIST_NODE_ID", default_value = "node-1")]
+    pub node_id: String,
+}
+
+impl ServeConfig {
+    /// The configured database URL, or a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("receptionist.db").display()
+            ),
+        }
+    }
+
+    /// Public base URL without a trailing slash.
+    pub fn public_url(&self) -> String {
+        let url = match &self.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", self.listen),
+        };
+        url.trim_end_matches('/').to_string()
+    }
+
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.data_dir.join("recordings")
+    }
+
+    pub fn max_call_length(&self) -> Duration {
+        Duration::from_secs(self.max_call_secs.max(30))
+    }
+}
+
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("data_dir", &self.data_dir)
+            .field("public_url", &self.public_url)
+            .field("twilio_auth_token", &self.twilio_auth_token)
+            .field("insecure_no_signature", &self.insecure_no_signature)
+            .field("max_calls", &self.max_calls)
+            .field("max_call_secs", &self.max_call_secs)
+            .field("backends", &self.backends)
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+/// Hide a password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A secret string: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(
+            redact_url("postgres://u:pw@localhost/db"),
+            "postgres://u:***@localhost/db"
+        );
+    }
+}

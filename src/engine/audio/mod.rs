@@ -1,0 +1,22 @@
+//! The audio hot path: G.711 µ-law, 8 → 16 kHz resampling, voice activity detection and the
+//! framing of caller audio into exact 20 ms frames. Pure (no clock, no I/O) and, on the steady
+//! path, allocation-free: every buffer is allocated in a constructor.
+
+pub mod g711;
+mod pipeline;
+pub mod resample;
+pub mod vad;
+
+pub use pipeline::{InboundFrame, InboundPipeline, MAX_BUFFERED_FRAMES};
+pub use resample::{Upsampler8To16, UpsamplerKind, resample, resample_to_8k};
+pub use vad::{EarshotVad, EnergyVad, VoiceDetector, level_dbfs};
+
+/// Length of one frame of the hot path, in milliseconds.
+pub const FRAME_MS: u64 = 20;
+/// One 20 ms frame at 8 kHz (also: bytes of one 20 ms µ-law frame).
+pub const SAMPLES_8K: usize = 160;
+/// One 20 ms frame at 16 kHz.
+pub const SAMPLES_16K: usize = 320;
+
+#[cfg(test)]
+mod vad_eval;

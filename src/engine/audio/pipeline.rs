@@ -1,0 +1,234 @@
+//! Caller audio, µ-law in, exact 20 ms frames out: decode → 8 kHz PCM → 16 kHz PCM → VAD.
+
+use super::g711;
+use super::resample::Upsampler8To16;
+use super::vad::{EarshotVad, VoiceDetector, level_dbfs};
+use super::{SAMPLES_8K, SAMPLES_16K};
+
+/// Frame of caller audio after the inbound pipeline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InboundFrame {
+    /// The decoded 20 ms at 8 kHz.
+    pub pcm8k: [i16; SAMPLES_8K],
+    /// The same audio at 16 kHz (delayed by the upsampler: 10 ms with the default).
+    pub pcm16k: [i16; SAMPLES_16K],
+    /// The voice activity detector's decision for this frame.
+    pub speech: bool,
+    /// RMS level of `pcm8k` in dBFS ([`super::vad::MIN_DBFS`] for digital silence).
+    pub level_dbfs: f32,
+}
+
+/// Decode µ-law → 8 kHz PCM → 16 kHz PCM → VAD, in exact 20 ms frames.
+///
+/// Work happens in [`InboundPipeline::pop`], so audio dropped on overflow costs nothing.
+pub struct InboundPipeline {
+    vad: Box<dyn VoiceDetector>,
+    upsampler: Upsampler8To16,
+    /// Undelivered µ-law bytes, a ring of `MAX_BUFFERED_FRAMES` frames. Its head is always at a
+    /// frame boundary; its tail may hold a partial frame.
+    ring: Box<[u8]>,
+    head: usize,
+    len: usize,
+    dropped_frames: u64,
+    popped_frames: u64,
+}
+
+/// Bound on undelivered audio: 50 frames, 1 s.
+pub const MAX_BUFFERED_FRAMES: usize = 50;
+
+impl InboundPipeline {
+    /// A pipeline with the given voice activity detector.
+    pub fn new(vad: Box<dyn VoiceDetector>) -> Self {
+        Self {
+            vad,
+            upsampler: Upsampler8To16::new(),
+            ring: vec![0u8; MAX_BUFFERED_FRAMES * SAMPLES_8K].into_boxed_slice(),
+            head: 0,
+            len: 0,
+            dropped_frames: 0,
+            popped_frames: 0,
+        }
+    }
+
+    /// A pipeline with the default detector: [`EarshotVad::new`] (earshot at threshold 0.5, with
+    /// phone-band folding). Measured on the fixtures it kept precision and recall above 0.94
+    /// in every noise condition and called no noise-only frame speech, where the energy detector
+    /// and plain earshot failed on -30 dBFS noise; see `engine::audio::vad_eval`.
+    pub fn with_default_vad() -> Self {
+        Self::new(Box::new(EarshotVad::new()))
+    }
+
+    /// Accepts any payload size (Twilio sends 160 B, others vary); buffers partial frames.
+    /// Bounded: keeps at most 1 s of undelivered audio, dropping the oldest whole frames, and
+    /// counts them in [`InboundPipeline::dropped_frames`].
+    pub fn push(&mut self, mulaw: &[u8]) {
+        let cap = self.ring.len();
+        let mut input = mulaw;
+        let total = self.len + input.len();
+        if total > cap {
+            let drop_frames = (total - cap).div_ceil(SAMPLES_8K);
+            let drop_bytes = drop_frames * SAMPLES_8K;
+            let from_ring = drop_bytes.min(self.len);
+            self.head = (self.head + from_ring) % cap;
+            self.len -= from_ring;
+            let from_input = (drop_bytes - from_ring).min(input.len());
+            input = &input[from_input..];
+            self.dropped_frames += drop_frames as u64;
+        }
+        // Now self.len + input.len() <= cap.
+        let tail = (self.head + self.len) % cap;
+        let first = input.len().min(cap - tail);
+        self.ring[tail..tail + first].copy_from_slice(&input[..first]);
+        let second = input.len() - first;
+        self.ring[..second].copy_from_slice(&input[first..]);
+        self.len += input.len();
+    }
+
+    /// The next complete 20 ms frame, or `None` until 160 bytes are buffered.
+    pub fn pop(&mut self) -> Option<InboundFrame> {
+        if self.len < SAMPLES_8K {
+            return None;
+        }
+        let cap = self.ring.len();
+        let mut mulaw = [0u8; SAMPLES_8K];
+        // The ring length is a multiple of a frame and the head is at a frame boundary, so a
+        // frame is never split across the wrap.
+        mulaw.copy_from_slice(&self.ring[self.head..self.head + SAMPLES_8K]);
+        self.head = (self.head + SAMPLES_8K) % cap;
+        self.len -= SAMPLES_8K;
+        self.popped_frames += 1;
+
+        let mut frame = InboundFrame {
+            pcm8k: [0; SAMPLES_8K],
+            pcm16k: [0; SAMPLES_16K],
+            speech: false,
+            level_dbfs: 0.0,
+        };
+        g711::decode_into(&mulaw, &mut frame.pcm8k);
+        self.upsampler.process(&frame.pcm8k, &mut frame.pcm16k);
+        frame.speech = self.vad.is_speech(&frame.pcm16k);
+        frame.level_dbfs = level_dbfs(&frame.pcm8k);
+        Some(frame)
+    }
+
+    /// Whole frames dropped because more than 1 s of audio was waiting.
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped_frames
+    }
+
+    /// Frames delivered by [`InboundPipeline::pop`] so far.
+    pub fn popped_frames(&self) -> u64 {
+        self.popped_frames
+    }
+
+    /// Bytes of µ-law waiting (including a partial frame).
+    pub fn buffered_bytes(&self) -> usize {
+        self.len
+    }
+
+    /// Discards buffered audio and resets the upsampler and the detector (counters are kept).
+    pub fn reset(&mut self) {
+        self.head = 0;
+        self.len = 0;
+        self.upsampler.reset();
+        self.vad.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::vad::EnergyVad;
+    use super::*;
+
+    fn energy() -> InboundPipeline {
+        InboundPipeline::new(Box::new(EnergyVad::default()))
+    }
+
+    #[test]
+    fn frames_come_out_in_exact_20ms_units_from_any_payload_size() {
+        let mut p = energy();
+        let stream: Vec<u8> = (0..1600u32).map(|i| (i % 251) as u8).collect();
+        let mut frames = Vec::new();
+        for chunk in stream.chunks(37) {
+            p.push(chunk);
+            while let Some(f) = p.pop() {
+                frames.push(f);
+            }
+        }
+        assert_eq!(frames.len(), 10);
+        assert_eq!(p.buffered_bytes(), 0);
+        for (k, f) in frames.iter().enumerate() {
+            for (i, &s) in f.pcm8k.iter().enumerate() {
+                assert_eq!(s, g711::ulaw_decode(stream[k * 160 + i]));
+            }
+        }
+        assert_eq!(p.dropped_frames(), 0);
+        assert_eq!(p.popped_frames(), 10);
+        p.push(&[0xFF; 159]);
+        assert!(p.pop().is_none());
+        p.push(&[0xFF]);
+        assert!(p.pop().is_some());
+        p.push(&[]);
+        assert!(p.pop().is_none());
+    }
+
+    #[test]
+    fn digital_silence_is_silent_and_not_speech() {
+        let mut p = InboundPipeline::with_default_vad();
+        for _ in 0..100 {
+            p.push(&[0xFF; 160]);
+            let f = p.pop().unwrap();
+            assert!(!f.speech);
+            assert_eq!(f.level_dbfs, super::super::vad::MIN_DBFS);
+            assert!(f.pcm16k.iter().all(|&s| s == 0));
+        }
+    }
+
+    #[test]
+    fn overflow_drops_oldest_whole_frames_and_counts_them() {
+        let mut p = energy();
+        // 60 frames, each filled with its own code word.
+        for k in 0..60u8 {
+            p.push(&[k; 160]);
+        }
+        assert_eq!(p.dropped_frames(), 10);
+        assert_eq!(p.buffered_bytes(), 8000);
+        let first = p.pop().unwrap();
+        assert_eq!(first.pcm8k[0], g711::ulaw_decode(10));
+        // A partial frame at the tail survives an overflowing push, aligned.
+        let mut p = energy();
+        p.push(&[1; 100]);
+        let mut big = vec![2u8; 60]; // completes frame 0
+        big.extend(std::iter::repeat_n(3u8, 160 * 55));
+        big.extend([4u8; 10]);
+        p.push(&big);
+        // 1 + 55 whole frames + 10 bytes = 8970 bytes; keep 8000 of them: drop 7 whole frames.
+        assert_eq!(p.dropped_frames(), 7);
+        assert_eq!(p.buffered_bytes(), 8970 - 7 * 160);
+        let mut n = 0;
+        while let Some(f) = p.pop() {
+            assert!(f.pcm8k.iter().all(|&s| s == g711::ulaw_decode(3)));
+            n += 1;
+        }
+        assert_eq!(n, 49);
+        assert_eq!(p.buffered_bytes(), 10);
+        // A single huge payload keeps only its newest second.
+        let mut p = energy();
+        let huge: Vec<u8> = (0..100_000u32).map(|i| (i / 160 % 200) as u8).collect();
+        p.push(&huge);
+        assert_eq!(p.dropped_frames(), 625 - 50);
+        assert_eq!(
+            p.pop().unwrap().pcm8k[0],
+            g711::ulaw_decode(((625 - 50) % 200) as u8)
+        );
+    }
+
+    #[test]
+    fn reset_discards_audio() {
+        let mut p = energy();
+        p.push(&[0u8; 500]);
+        p.reset();
+        assert_eq!(p.buffered_bytes(), 0);
+        assert!(p.pop().is_none());
+    }
+}

@@ -1,0 +1,380 @@
+//! Sample-rate conversion: a streaming 8 kHz → 16 kHz upsampler for caller audio (hot path, fixed
+//! 20 ms chunks, no allocation after construction) and whole-buffer conversion for synthesized
+//! speech (not hot; once per sentence).
+//!
+//! Both use rubato 5. The streaming upsampler defaults to `Fft` with `FixedSync::Both`: exactly
+//! 320 samples out per 160 in, a proper anti-imaging filter (the 4-8 kHz band stays empty) and
+//! 10 ms delay. `Async` polynomial (cubic) has 0.25 ms delay but leaves spectral images of the
+//! speech in the 4-8 kHz band; see [`UpsamplerKind`].
+
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{Async, FixedAsync, FixedSync, PolynomialDegree, Resampler};
+
+use super::{SAMPLES_8K, SAMPLES_16K};
+
+/// Which algorithm an [`Upsampler8To16`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsamplerKind {
+    /// rubato `Fft`, fixed both sides: band-limited, 10 ms delay. The default.
+    Fft,
+    /// rubato `Async` with cubic polynomial interpolation: 0.25 ms delay, no anti-imaging filter.
+    PolyCubic,
+    /// Linear interpolation (no rubato): 1 sample delay, crude. Fallback only.
+    Linear,
+}
+
+enum Inner {
+    Fft(Box<rubato::Fft<f32>>),
+    Poly(Box<Async<f32>>),
+    Linear,
+}
+
+/// Streaming 8 kHz → 16 kHz conversion for fixed 160-sample (20 ms) chunks.
+pub struct Upsampler8To16 {
+    inner: Inner,
+    kind: UpsamplerKind,
+    input: Vec<f32>,
+    output: Vec<f32>,
+    /// Output samples produced by the resampler but not yet handed out (only `PolyCubic` may
+    /// produce a chunk that is not exactly 320 long).
+    pending: usize,
+    /// Last input sample, for `Linear`.
+    prev: f32,
+}
+
+impl Default for Upsampler8To16 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Upsampler8To16 {
+    /// The default: rubato `Fft` (band-limited; 10 ms delay).
+    pub fn new() -> Self {
+        Self::with_kind(UpsamplerKind::Fft)
+    }
+
+    /// An upsampler of the given kind. If rubato refuses the configuration (it should not), this
+    /// falls back to [`UpsamplerKind::Linear`]; see [`Upsampler8To16::kind`].
+    pub fn with_kind(kind: UpsamplerKind) -> Self {
+        let inner = match kind {
+            UpsamplerKind::Fft => {
+                rubato::Fft::<f32>::new(8000, 16000, SAMPLES_8K, 1, FixedSync::Both)
+                    .ok()
+                    .filter(|r| {
+                        r.input_frames_next() == SAMPLES_8K && r.output_frames_next() == SAMPLES_16K
+                    })
+                    .map(|r| Inner::Fft(Box::new(r)))
+            }
+            UpsamplerKind::PolyCubic => Async::<f32>::new_poly(
+                2.0,
+                1.0,
+                PolynomialDegree::Cubic,
+                SAMPLES_8K,
+                1,
+                FixedAsync::Input,
+            )
+            .ok()
+            .filter(|r| r.input_frames_next() == SAMPLES_8K)
+            .map(|r| Inner::Poly(Box::new(r))),
+            UpsamplerKind::Linear => Some(Inner::Linear),
+        };
+        let (inner, kind) = match inner {
+            Some(inner) => (inner, kind),
+            None => (Inner::Linear, UpsamplerKind::Linear),
+        };
+        let out_cap = match &inner {
+            Inner::Poly(r) => r.output_frames_max().max(SAMPLES_16K) + SAMPLES_16K,
+            _ => SAMPLES_16K,
+        };
+        Self {
+            inner,
+            kind,
+            input: vec![0.0; SAMPLES_8K],
+            output: vec![0.0; out_cap],
+            pending: 0,
+            prev: 0.0,
+        }
+    }
+
+    /// The algorithm actually in use.
+    pub fn kind(&self) -> UpsamplerKind {
+        self.kind
+    }
+
+    /// Delay from input to output, in 16 kHz samples.
+    pub fn delay_samples(&self) -> usize {
+        match &self.inner {
+            Inner::Fft(r) => r.output_delay(),
+            Inner::Poly(r) => r.output_delay(),
+            Inner::Linear => 2,
+        }
+    }
+
+    /// Forgets all history (e.g. after a gap in the stream).
+    pub fn reset(&mut self) {
+        match &mut self.inner {
+            Inner::Fft(r) => r.reset(),
+            Inner::Poly(r) => r.reset(),
+            Inner::Linear => {}
+        }
+        self.pending = 0;
+        self.prev = 0.0;
+    }
+
+    /// Converts one 20 ms chunk. Never allocates; never panics (a resampler error, which cannot
+    /// happen with the buffers sized here, yields silence).
+    pub fn process(&mut self, input: &[i16; SAMPLES_8K], out: &mut [i16; SAMPLES_16K]) {
+        const SCALE_IN: f32 = 1.0 / 32768.0;
+        if let Inner::Linear = self.inner {
+            let mut prev = self.prev;
+            for (pair, &s) in out.chunks_exact_mut(2).zip(input.iter()) {
+                let s = s as f32;
+                pair[0] = to_i16((prev + s) * 0.5);
+                pair[1] = s as i16;
+                prev = s;
+            }
+            self.prev = prev;
+            return;
+        }
+        for (d, &s) in self.input.iter_mut().zip(input.iter()) {
+            *d = s as f32 * SCALE_IN;
+        }
+        let produced = match &mut self.inner {
+            Inner::Fft(r) => run(r.as_mut(), &self.input, &mut self.output[..]),
+            Inner::Poly(r) => {
+                let start = self.pending;
+                run(r.as_mut(), &self.input, &mut self.output[start..]).map(|n| n + start)
+            }
+            Inner::Linear => Some(0),
+        };
+        let Some(available) = produced else {
+            self.pending = 0;
+            out.fill(0);
+            return;
+        };
+        let take = available.min(SAMPLES_16K);
+        // If the resampler came up short (PolyCubic at start-up), pad at the front with
+        // silence so the newest audio is at the end of the frame.
+        let pad = SAMPLES_16K - take;
+        out[..pad].fill(0);
+        for (d, &s) in out[pad..].iter_mut().zip(&self.output[..take]) {
+            *d = to_i16(s * 32768.0);
+        }
+        // Keep any surplus for the next call.
+        self.output.copy_within(take..available, 0);
+        self.pending = available - take;
+    }
+}
+
+fn run(r: &mut dyn Resampler<f32>, input: &[f32], output: &mut [f32]) -> Option<usize> {
+    let frames_out = output.len();
+    let a_in = InterleavedSlice::new(input, 1, input.len()).ok()?;
+    let mut a_out = InterleavedSlice::new_mut(output, 1, frames_out).ok()?;
+    r.process_into_buffer(&a_in, &mut a_out, None)
+        .ok()
+        .map(|(_, n)| n)
+}
+
+#[inline]
+fn to_i16(x: f32) -> i16 {
+    // `as` saturates and maps NaN to 0.
+    x.round() as i16
+}
+
+/// Largest sample rate accepted by [`resample`] (anything above is certainly a bug).
+pub const MAX_SAMPLE_RATE: u32 = 384_000;
+
+/// Whole-buffer resampling of synthesized speech at any rate to 8 kHz.
+pub fn resample_to_8k(pcm: &[i16], sample_rate: u32) -> Vec<i16> {
+    resample(pcm, sample_rate, 8000)
+}
+
+/// Whole-buffer resampling from `from_rate` to `to_rate` (band-limited, delay-compensated: the
+/// output lines up with the input and has `len * to / from` samples, rounded up). Returns an
+/// empty vector for a rate of 0 or above [`MAX_SAMPLE_RATE`]. Allocates; not for the hot path.
+pub fn resample(pcm: &[i16], from_rate: u32, to_rate: u32) -> Vec<i16> {
+    let valid = |r: u32| r > 0 && r <= MAX_SAMPLE_RATE;
+    if !valid(from_rate) || !valid(to_rate) {
+        return Vec::new();
+    }
+    if from_rate == to_rate || pcm.is_empty() {
+        return pcm.to_vec();
+    }
+    let input: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
+    let fft = rubato::Fft::<f32>::new(
+        from_rate as usize,
+        to_rate as usize,
+        1024,
+        1,
+        FixedSync::Both,
+    );
+    let out = fft.ok().and_then(|mut r| {
+        let a_in = InterleavedSlice::new(&input[..], 1, input.len()).ok()?;
+        r.process_all(&a_in, input.len(), None).ok()
+    });
+    match out {
+        Some(buf) => buf
+            .take_data()
+            .into_iter()
+            .map(|s| to_i16(s * 32768.0))
+            .collect(),
+        None => linear_resample(pcm, from_rate, to_rate),
+    }
+}
+
+/// Plain linear interpolation, used only if rubato refuses a rate pair.
+fn linear_resample(pcm: &[i16], from_rate: u32, to_rate: u32) -> Vec<i16> {
+    let out_len = (pcm.len() as u64 * to_rate as u64).div_ceil(from_rate as u64) as usize;
+    let step = from_rate as f64 / to_rate as f64;
+    let last = pcm.len() - 1;
+    (0..out_len)
+        .map(|i| {
+            let pos = i as f64 * step;
+            let idx = (pos as usize).min(last);
+            let frac = (pos - idx as f64) as f32;
+            let a = pcm[idx] as f32;
+            let b = pcm[(idx + 1).min(last)] as f32;
+            to_i16(a + (b - a) * frac)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(freq: f32, rate: u32, n: usize, amp: f32) -> Vec<i16> {
+        (0..n)
+            .map(|i| {
+                let t = i as f32 / rate as f32;
+                (amp * (2.0 * std::f32::consts::PI * freq * t).sin()) as i16
+            })
+            .collect()
+    }
+
+    /// Correlation of `x` with a unit sine/cosine at `freq`: amplitude of that component.
+    fn tone_amplitude(x: &[i16], freq: f32, rate: u32) -> f32 {
+        let (mut s, mut c) = (0.0f64, 0.0f64);
+        for (i, &v) in x.iter().enumerate() {
+            let ph = 2.0 * std::f64::consts::PI * freq as f64 * i as f64 / rate as f64;
+            s += v as f64 * ph.sin();
+            c += v as f64 * ph.cos();
+        }
+        (2.0 * (s * s + c * c).sqrt() / x.len() as f64) as f32
+    }
+
+    fn stream(kind: UpsamplerKind, input: &[i16]) -> (Vec<i16>, Upsampler8To16) {
+        let mut up = Upsampler8To16::with_kind(kind);
+        assert_eq!(up.kind(), kind);
+        let mut out = Vec::new();
+        let mut frame = [0i16; SAMPLES_16K];
+        for chunk in input.chunks_exact(SAMPLES_8K) {
+            let chunk: &[i16; SAMPLES_8K] = chunk.try_into().unwrap();
+            up.process(chunk, &mut frame);
+            out.extend_from_slice(&frame);
+        }
+        (out, up)
+    }
+
+    #[test]
+    fn upsampler_keeps_tone_and_leaves_upper_band_empty() {
+        for kind in [UpsamplerKind::Fft, UpsamplerKind::PolyCubic] {
+            let input = sine(1000.0, 8000, 8000, 10000.0);
+            let (out, up) = stream(kind, &input);
+            assert_eq!(out.len(), 16000);
+            // Skip the start-up delay.
+            let steady = &out[1600..];
+            let a = tone_amplitude(steady, 1000.0, 16000);
+            assert!((a - 10000.0).abs() < 300.0, "{kind:?}: amplitude {a}");
+            // Image of 1 kHz at 7 kHz: Fft suppresses it, cubic only attenuates.
+            let image = tone_amplitude(steady, 7000.0, 16000);
+            if kind == UpsamplerKind::Fft {
+                assert!(image < 10.0, "{kind:?}: image {image}");
+            }
+            println!(
+                "{kind:?}: delay {} samples, image at 7 kHz {image:.1}",
+                up.delay_samples()
+            );
+        }
+    }
+
+    #[test]
+    fn fft_upsampler_delay_is_10ms() {
+        let up = Upsampler8To16::new();
+        assert_eq!(up.kind(), UpsamplerKind::Fft);
+        assert!(up.delay_samples() <= 160, "{}", up.delay_samples());
+    }
+
+    #[test]
+    fn linear_upsampler_works() {
+        let input = sine(500.0, 8000, 1600, 8000.0);
+        let (out, _) = stream(UpsamplerKind::Linear, &input);
+        let a = tone_amplitude(&out[100..], 500.0, 16000);
+        assert!((a - 8000.0).abs() < 400.0, "{a}");
+    }
+
+    #[test]
+    fn full_scale_input_does_not_wrap() {
+        let mut up = Upsampler8To16::new();
+        let square: [i16; SAMPLES_8K] =
+            std::array::from_fn(|i| if (i / 8) % 2 == 0 { i16::MAX } else { i16::MIN });
+        let mut out = [0i16; SAMPLES_16K];
+        for _ in 0..10 {
+            up.process(&square, &mut out);
+        }
+        // Gibbs overshoot must saturate, not wrap around.
+        let flips = out
+            .windows(2)
+            .filter(|w| (w[0] as i32 - w[1] as i32).abs() > 60000)
+            .count();
+        assert!(flips < 45, "{flips}");
+    }
+
+    #[test]
+    fn whole_buffer_resample_lengths_and_tone() {
+        for (from, to) in [
+            (16000, 8000),
+            (22050, 8000),
+            (24000, 8000),
+            (48000, 8000),
+            (8000, 16000),
+            (44100, 16000),
+        ] {
+            let n = from as usize; // one second
+            let input = sine(440.0, from, n, 12000.0);
+            let out = resample(&input, from, to);
+            let expected = (n as u64 * to as u64).div_ceil(from as u64) as usize;
+            assert_eq!(out.len(), expected, "{from}->{to}");
+            let a = tone_amplitude(&out[200..out.len() - 200], 440.0, to);
+            assert!((a - 12000.0).abs() < 400.0, "{from}->{to}: {a}");
+        }
+        assert_eq!(resample_to_8k(&[1, 2, 3], 8000), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn whole_buffer_resample_edge_cases() {
+        assert!(resample(&[1, 2, 3], 0, 8000).is_empty());
+        assert!(resample(&[1, 2, 3], 8000, 0).is_empty());
+        assert!(resample(&[1, 2, 3], u32::MAX, 8000).is_empty());
+        assert!(resample(&[], 16000, 8000).is_empty());
+        assert_eq!(resample(&[7], 16000, 8000).len(), 1);
+        assert_eq!(resample(&[7; 3], 8001, 8000).len(), 3);
+        assert_eq!(
+            linear_resample(&[0, 100], 8000, 16000),
+            vec![0, 50, 100, 100]
+        );
+    }
+
+    #[test]
+    fn downsampling_removes_content_above_nyquist() {
+        let input = sine(6000.0, 16000, 16000, 12000.0);
+        let out = resample_to_8k(&input, 16000);
+        let peak = out[200..out.len() - 200]
+            .iter()
+            .map(|s| s.unsigned_abs())
+            .max()
+            .unwrap();
+        assert!(peak < 200, "{peak}");
+    }
+}

@@ -1,0 +1,470 @@
+//! Measures the voice activity detectors on the project's fixtures (flite speech through the
+//! µ-law path, mixed with synthetic noise) and checks the default one.
+//!
+//! Print the table: `cargo test --lib engine::audio::vad_eval::measure -- --ignored --nocapture`.
+//! Timings (meaningful only with optimised dependencies):
+//! `cargo test --lib engine::audio::vad_eval::per_frame_timings -- --ignored --nocapture`.
+
+use super::g711;
+use super::resample::{Upsampler8To16, UpsamplerKind};
+use super::vad::{EarshotVad, EnergyVad, VoiceDetector, level_dbfs};
+use super::{InboundPipeline, SAMPLES_8K, SAMPLES_16K};
+
+/// flite voices (slt, rms, awb) saying receptionist-call sentences, with pauses; µ-law, 8 kHz,
+/// peak-normalised to -6 dBFS. See audio-fixtures/vad/README.md.
+const FIXTURES: [(&str, &[u8]); 3] = [
+    (
+        "slt",
+        include_bytes!("../../../audio-fixtures/vad/speech_slt_8k.ulaw"),
+    ),
+    (
+        "rms",
+        include_bytes!("../../../audio-fixtures/vad/speech_rms_8k.ulaw"),
+    ),
+    (
+        "awb",
+        include_bytes!("../../../audio-fixtures/vad/speech_awb_8k.ulaw"),
+    ),
+];
+
+/// Deterministic noise (xorshift32), no dependency on `rand`.
+struct Noise(u32);
+
+impl Noise {
+    fn uniform(&mut self) -> f32 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.0 = x;
+        (x as f32 / u32::MAX as f32) * 2.0 - 1.0
+    }
+    /// Approximately Gaussian, unit variance (Irwin-Hall with 4 terms).
+    fn gauss(&mut self) -> f32 {
+        (self.uniform() + self.uniform() + self.uniform() + self.uniform()) * (3.0f32 / 4.0).sqrt()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum NoiseKind {
+    White,
+    /// Paul Kellet's economy pink filter.
+    Pink,
+    /// Integrated white noise (low-frequency rumble).
+    Brown,
+    /// 60 Hz mains hum with harmonics.
+    Hum,
+}
+
+/// `n` samples of noise at `dbfs` RMS (full-scale square wave = 0 dBFS).
+fn noise(kind: NoiseKind, dbfs: f32, n: usize, seed: u32) -> Vec<f32> {
+    let mut g = Noise(seed.max(1));
+    let mut raw: Vec<f32> = match kind {
+        NoiseKind::White => (0..n).map(|_| g.gauss()).collect(),
+        NoiseKind::Pink => {
+            let (mut b0, mut b1, mut b2) = (0.0f32, 0.0f32, 0.0f32);
+            (0..n)
+                .map(|_| {
+                    let w = g.gauss();
+                    b0 = 0.99765 * b0 + w * 0.0990460;
+                    b1 = 0.96300 * b1 + w * 0.2965164;
+                    b2 = 0.57000 * b2 + w * 1.0526913;
+                    b0 + b1 + b2 + w * 0.1848
+                })
+                .collect()
+        }
+        NoiseKind::Brown => {
+            let mut y = 0.0f32;
+            (0..n)
+                .map(|_| {
+                    y = 0.995 * y + g.gauss();
+                    y
+                })
+                .collect()
+        }
+        NoiseKind::Hum => (0..n)
+            .map(|i| {
+                let t = i as f32 / 8000.0;
+                (1..=5)
+                    .map(|h| (2.0 * std::f32::consts::PI * 60.0 * h as f32 * t).sin() / h as f32)
+                    .sum::<f32>()
+            })
+            .collect(),
+    };
+    let rms = (raw.iter().map(|x| x * x).sum::<f32>() / n.max(1) as f32)
+        .sqrt()
+        .max(1e-9);
+    let target = 32768.0 * 10f32.powf(dbfs / 20.0);
+    raw.iter_mut().for_each(|x| *x *= target / rms);
+    raw
+}
+
+fn mix_to_mulaw(speech: &[i16], noise: Option<&[f32]>) -> Vec<u8> {
+    speech
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let n = noise.map_or(0.0, |n| n[i]);
+            g711::ulaw_encode((s as f32 + n).round().clamp(-32768.0, 32767.0) as i16)
+        })
+        .collect()
+}
+
+/// Per-frame truth from the clean signal: above -55 dBFS, pauses under 200 ms bridged.
+/// `None` = don't care (within 2 frames of a speech boundary).
+fn labels(clean: &[i16]) -> Vec<Option<bool>> {
+    let mut speech: Vec<bool> = clean
+        .chunks_exact(SAMPLES_8K)
+        .map(|f| level_dbfs(f) > -55.0)
+        .collect();
+    // Bridge short gaps between speech frames.
+    let mut last_speech: Option<usize> = None;
+    for i in 0..speech.len() {
+        if speech[i] {
+            if let Some(j) = last_speech
+                && i - j > 1
+                && i - j <= 10
+            {
+                speech[j..i].iter_mut().for_each(|s| *s = true);
+            }
+            last_speech = Some(i);
+        }
+    }
+    let mut out: Vec<Option<bool>> = speech.iter().map(|&s| Some(s)).collect();
+    for i in 1..speech.len() {
+        if speech[i] != speech[i - 1] {
+            let lo = i.saturating_sub(2);
+            let hi = (i + 2).min(speech.len());
+            out[lo..hi].iter_mut().for_each(|l| *l = None);
+        }
+    }
+    out
+}
+
+/// Runs µ-law audio through decode → upsample (`kind`) → `vad`; one decision per 20 ms.
+fn decide(mulaw: &[u8], kind: UpsamplerKind, vad: &mut dyn VoiceDetector) -> Vec<bool> {
+    let mut up = Upsampler8To16::with_kind(kind);
+    let mut pcm8 = [0i16; SAMPLES_8K];
+    let mut pcm16 = [0i16; SAMPLES_16K];
+    mulaw
+        .chunks_exact(SAMPLES_8K)
+        .map(|chunk| {
+            g711::decode_into(chunk, &mut pcm8);
+            up.process(&pcm8, &mut pcm16);
+            vad.is_speech(&pcm16)
+        })
+        .collect()
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    tp: u32,
+    fp: u32,
+    fn_: u32,
+    tn: u32,
+}
+
+impl Counts {
+    fn add(&mut self, truth: &[Option<bool>], got: &[bool]) {
+        for (t, &g) in truth.iter().zip(got) {
+            match (t, g) {
+                (Some(true), true) => self.tp += 1,
+                (Some(true), false) => self.fn_ += 1,
+                (Some(false), true) => self.fp += 1,
+                (Some(false), false) => self.tn += 1,
+                (None, _) => {}
+            }
+        }
+    }
+    fn precision(&self) -> f32 {
+        self.tp as f32 / (self.tp + self.fp).max(1) as f32
+    }
+    fn recall(&self) -> f32 {
+        self.tp as f32 / (self.tp + self.fn_).max(1) as f32
+    }
+    fn false_positive_rate(&self) -> f32 {
+        self.fp as f32 / (self.fp + self.tn).max(1) as f32
+    }
+}
+
+type Factory = fn() -> Box<dyn VoiceDetector>;
+
+fn candidates() -> Vec<(&'static str, UpsamplerKind, Factory)> {
+    vec![
+        ("earshot (default)", UpsamplerKind::Fft, || {
+            Box::new(EarshotVad::new())
+        }),
+        ("earshot no fold", UpsamplerKind::Fft, || {
+            Box::new(EarshotVad::wideband(0.5))
+        }),
+        ("earshot no fold/cubic", UpsamplerKind::PolyCubic, || {
+            Box::new(EarshotVad::wideband(0.5))
+        }),
+        ("earshot fold 0.2", UpsamplerKind::Fft, || {
+            Box::new(EarshotVad::new().with_folding(0.2))
+        }),
+        ("earshot fold 1.0", UpsamplerKind::Fft, || {
+            Box::new(EarshotVad::new().with_folding(1.0))
+        }),
+        ("earshot thr 0.3", UpsamplerKind::Fft, || {
+            Box::new(EarshotVad::with_threshold(0.3))
+        }),
+        ("earshot thr 0.7", UpsamplerKind::Fft, || {
+            Box::new(EarshotVad::with_threshold(0.7))
+        }),
+        ("energy -35", UpsamplerKind::Fft, || {
+            Box::new(EnergyVad::new(-35.0))
+        }),
+        ("energy -35 hang 5", UpsamplerKind::Fft, || {
+            Box::new(EnergyVad::with_hangover(-35.0, 5))
+        }),
+        ("energy -45 hang 5", UpsamplerKind::Fft, || {
+            Box::new(EnergyVad::with_hangover(-45.0, 5))
+        }),
+    ]
+}
+
+/// Speech conditions: (name, noise kind and level).
+const SPEECH_CONDITIONS: [(&str, Option<(NoiseKind, f32)>); 6] = [
+    ("clean", None),
+    ("white -50", Some((NoiseKind::White, -50.0))),
+    ("white -40", Some((NoiseKind::White, -40.0))),
+    ("pink -40", Some((NoiseKind::Pink, -40.0))),
+    ("white -30", Some((NoiseKind::White, -30.0))),
+    ("brown -35", Some((NoiseKind::Brown, -35.0))),
+];
+
+/// Noise-only conditions (10 s each): every frame should be "not speech".
+const NOISE_CONDITIONS: [(&str, Option<(NoiseKind, f32)>); 8] = [
+    ("µ-law 0xFF", None),
+    ("white -50", Some((NoiseKind::White, -50.0))),
+    ("white -40", Some((NoiseKind::White, -40.0))),
+    ("white -30", Some((NoiseKind::White, -30.0))),
+    ("pink -40", Some((NoiseKind::Pink, -40.0))),
+    ("pink -30", Some((NoiseKind::Pink, -30.0))),
+    ("brown -35", Some((NoiseKind::Brown, -35.0))),
+    ("hum -40", Some((NoiseKind::Hum, -40.0))),
+];
+
+struct Report {
+    /// Per speech condition: counts summed over fixtures.
+    speech: Vec<Counts>,
+    /// Per noise condition: fraction of frames called speech.
+    noise_fp: Vec<f32>,
+}
+
+fn evaluate(kind: UpsamplerKind, make: Factory) -> Report {
+    let speech = SPEECH_CONDITIONS
+        .iter()
+        .enumerate()
+        .map(|(ci, (_, cond))| {
+            let mut counts = Counts::default();
+            for (fi, (_, fixture)) in FIXTURES.iter().enumerate() {
+                let clean: Vec<i16> = fixture.iter().map(|&b| g711::ulaw_decode(b)).collect();
+                let n =
+                    cond.map(|(k, db)| noise(k, db, clean.len(), 7 + ci as u32 * 31 + fi as u32));
+                let mulaw = mix_to_mulaw(&clean, n.as_deref());
+                let mut vad = make();
+                let got = decide(&mulaw, kind, vad.as_mut());
+                counts.add(&labels(&clean), &got);
+            }
+            counts
+        })
+        .collect();
+    let silence = vec![0i16; 8000 * 10];
+    let noise_fp = NOISE_CONDITIONS
+        .iter()
+        .enumerate()
+        .map(|(ci, (_, cond))| {
+            let mulaw = match cond {
+                None => vec![0xFF; silence.len()],
+                Some((k, db)) => mix_to_mulaw(
+                    &silence,
+                    Some(&noise(*k, *db, silence.len(), 99 + ci as u32)),
+                ),
+            };
+            let mut vad = make();
+            let got = decide(&mulaw, kind, vad.as_mut());
+            // Skip the first 100 ms: detectors settle.
+            let got = &got[5..];
+            got.iter().filter(|&&g| g).count() as f32 / got.len() as f32
+        })
+        .collect();
+    Report { speech, noise_fp }
+}
+
+#[test]
+#[ignore = "measurement: prints the comparison table (slow without optimised dependencies)"]
+fn measure_detectors() {
+    println!(
+        "\nVAD precision / recall on flite speech (3 voices, {} labelled frames per condition) through µ-law 8 kHz -> 16 kHz:",
+        {
+            FIXTURES
+                .iter()
+                .map(|(_, f)| f.len() / SAMPLES_8K)
+                .sum::<usize>()
+        }
+    );
+    print!("{:<22}", "detector");
+    for (name, _) in SPEECH_CONDITIONS {
+        print!(" | {name:^13}");
+    }
+    println!();
+    let mut reports = Vec::new();
+    for (name, kind, make) in candidates() {
+        let r = evaluate(kind, make);
+        print!("{name:<22}");
+        for c in &r.speech {
+            print!(" | P {:.2} R {:.2}", c.precision(), c.recall());
+        }
+        println!();
+        reports.push((name, r));
+    }
+    println!(
+        "\nFraction of noise-only frames called speech (10 s each; also: FPR on the speech fixtures' pauses, clean):"
+    );
+    print!("{:<22}", "detector");
+    for (name, _) in NOISE_CONDITIONS {
+        print!(" | {name:^10}");
+    }
+    println!(" | pauses");
+    for (name, r) in &reports {
+        print!("{name:<22}");
+        for fp in &r.noise_fp {
+            print!(" | {:>9.1}%", fp * 100.0);
+        }
+        println!(" | {:>5.1}%", r.speech[0].false_positive_rate() * 100.0);
+    }
+}
+
+/// The default detector: what `InboundPipeline::with_default_vad` runs.
+#[test]
+fn default_vad_is_accurate_and_robust() {
+    // The default (`EarshotVad::new()` after the Fft upsampler, i.e.
+    // `InboundPipeline::with_default_vad`).
+    let d = &evaluate(UpsamplerKind::Fft, || Box::new(EarshotVad::new()));
+    let clean = d.speech[0];
+    assert!(
+        clean.recall() > 0.85 && clean.precision() > 0.9,
+        "clean: P {} R {}",
+        clean.precision(),
+        clean.recall()
+    );
+    let white40 = d.speech[2];
+    assert!(
+        white40.recall() > 0.8 && white40.precision() > 0.9,
+        "white -40: P {} R {}",
+        white40.precision(),
+        white40.recall()
+    );
+    // Silence and -40 dBFS white noise are not speech.
+    assert_eq!(d.noise_fp[0], 0.0);
+    assert!(d.noise_fp[2] < 0.02, "white -40: {}", d.noise_fp[2]);
+    // Robust: no noise-only condition (up to -30 dBFS) is called speech in more than 2 % of frames.
+    for (i, fp) in d.noise_fp.iter().enumerate() {
+        assert!(*fp < 0.02, "{}: {fp}", NOISE_CONDITIONS[i].0);
+    }
+    for (i, c) in d.speech.iter().enumerate() {
+        assert!(
+            c.precision() > 0.9 && c.recall() > 0.85,
+            "{}",
+            SPEECH_CONDITIONS[i].0
+        );
+    }
+}
+
+/// The pipeline itself (not just `decide`) finds speech in a fixture and none in silence.
+#[test]
+fn default_pipeline_detects_speech_in_fixture() {
+    let (_, fixture) = FIXTURES[0];
+    let clean: Vec<i16> = fixture.iter().map(|&b| g711::ulaw_decode(b)).collect();
+    let truth = labels(&clean);
+    let mut p = InboundPipeline::with_default_vad();
+    let mut got = Vec::new();
+    for chunk in fixture.chunks(160) {
+        p.push(chunk);
+        while let Some(f) = p.pop() {
+            got.push(f.speech);
+        }
+    }
+    let mut c = Counts::default();
+    c.add(&truth, &got);
+    assert!(c.recall() > 0.85, "{}", c.recall());
+    assert!(c.precision() > 0.9, "{}", c.precision());
+}
+
+#[test]
+#[ignore = "timing; run with optimised dependencies"]
+fn per_frame_timings() {
+    use std::hint::black_box;
+    use std::time::Instant;
+    let (_, fixture) = FIXTURES[1];
+    let frames: Vec<&[u8]> = fixture.chunks_exact(SAMPLES_8K).collect();
+    let n = frames.len();
+    let reps = 20;
+    let time = |label: &str, f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        let per = t.elapsed().as_nanos() as f64 / (reps * n) as f64;
+        println!("{label:<28} {:>8.2} µs/frame", per / 1000.0);
+    };
+    let mut pcm8 = [0i16; SAMPLES_8K];
+    let mut pcm16 = [0i16; SAMPLES_16K];
+    time("g711 decode 160", &mut || {
+        for f in &frames {
+            g711::decode_into(black_box(f), &mut pcm8);
+            black_box(&pcm8);
+        }
+    });
+    let mut enc = [0u8; SAMPLES_8K];
+    time("g711 encode 160", &mut || {
+        for _ in &frames {
+            g711::encode_into(black_box(&pcm8), &mut enc);
+            black_box(&enc);
+        }
+    });
+    for kind in [
+        UpsamplerKind::Fft,
+        UpsamplerKind::PolyCubic,
+        UpsamplerKind::Linear,
+    ] {
+        let mut up = Upsampler8To16::with_kind(kind);
+        time(&format!("upsample {kind:?}"), &mut || {
+            for f in &frames {
+                g711::decode_into(f, &mut pcm8);
+                up.process(black_box(&pcm8), &mut pcm16);
+                black_box(&pcm16);
+            }
+        });
+    }
+    let mut up = Upsampler8To16::new();
+    let pcm16s: Vec<[i16; SAMPLES_16K]> = frames
+        .iter()
+        .map(|f| {
+            g711::decode_into(f, &mut pcm8);
+            up.process(&pcm8, &mut pcm16);
+            pcm16
+        })
+        .collect();
+    let mut earshot = EarshotVad::new();
+    time("earshot (20 ms frame)", &mut || {
+        for f in &pcm16s {
+            black_box(earshot.is_speech(black_box(f)));
+        }
+    });
+    let mut energy = EnergyVad::default();
+    time("energy", &mut || {
+        for f in &pcm16s {
+            black_box(energy.is_speech(black_box(f)));
+        }
+    });
+    let mut p = InboundPipeline::with_default_vad();
+    time("pipeline push+pop (default)", &mut || {
+        for f in &frames {
+            p.push(f);
+            black_box(p.pop());
+        }
+    });
+}

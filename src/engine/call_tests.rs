@@ -1,0 +1,845 @@
+//! Whole scripted calls in virtual time: no sockets, no sleeps. A simulated carrier plays the
+//! agent's audio on its own clock and echoes marks (and all pending marks on `clear`) as Twilio
+//! does; a simulated caller speaks (a loud tone the energy VAD hears) when the agent has finished;
+//! a simulated recogniser answers each utterance from a script.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::engine::audio::{EnergyVad, InboundPipeline, g711};
+use crate::model::{
+    AnswerValue, DisclosureKind, LanguageMode, Question, QuestionKind, ReceptionistSettings,
+    ReceptionistStatus,
+};
+
+pub(crate) fn settings() -> ReceptionistSettings {
+    ReceptionistSettings {
+        phone_number: "+15550001111".into(),
+        agent_name: "Chloe".into(),
+        voice: "slt".into(),
+        intro_message: "Hi, I'm Chloe from ABC Staffing.".into(),
+        language_mode: LanguageMode::English,
+        manual_approval: false,
+        disclose_ai: true,
+        disclose_recording: true,
+        disclose_e_verify: true,
+        collect_location: true,
+        enforce_job_location_match: false,
+        custom_context: "Pay is $18 per hour. Shifts start at 6 am.".into(),
+        questions: vec![
+            Question {
+                text: "Are you at least 18 years old?".into(),
+                kind: QuestionKind::YesNo,
+                expected: Some("yes".into()),
+                dealbreaker: true,
+                weight: 1.0,
+            },
+            Question {
+                text: "How many years of warehouse experience do you have?".into(),
+                kind: QuestionKind::Number,
+                expected: Some(">= 1".into()),
+                dealbreaker: false,
+                weight: 1.0,
+            },
+        ],
+        score_threshold: 70,
+        status: ReceptionistStatus::Live,
+    }
+}
+
+/// What the caller does next.
+#[derive(Debug, Clone)]
+enum Act {
+    /// Wait until the agent has been silent for a while, then speak for `ms`; the recogniser
+    /// returns `text` for it (`None`: recogniser fails).
+    Say { ms: u64, text: Option<&'static str> },
+    /// Speak `ms` after the agent starts speaking its next utterance (a barge-in attempt).
+    SayOver {
+        after_ms: u64,
+        ms: u64,
+        text: &'static str,
+    },
+    /// Press a key once the agent is silent.
+    Key(char),
+    /// Hang up after `ms` more.
+    HangUp { after_ms: u64 },
+}
+
+struct Sim {
+    engine: CallEngine,
+    t0: Instant,
+    now_ms: u64,
+    // carrier playback clock
+    carrier_queue: VecDeque<CarrierItem>,
+    carrier_busy_until: u64,
+    echo_marks: bool,
+    // what happened
+    events: Vec<CallEvent>,
+    record: Vec<RecordFrame>,
+    sent_media: usize,
+    clears: usize,
+    speaks: Vec<(u64, String)>,
+    cancelled: Vec<u64>,
+    ended: Option<EndReason>,
+    // caller
+    script: VecDeque<Act>,
+    speaking_until: Option<u64>,
+    agent_last_audio_ms: u64,
+    stt_pending: VecDeque<(u64, Option<&'static str>)>,
+    current_utterance_text: Option<Option<&'static str>>,
+    utterance_texts: std::collections::HashMap<u64, Option<&'static str>>,
+    tts_fail: Vec<String>,
+    stt_silent: bool,
+    outputs_seen: usize,
+    hangup_at: Option<u64>,
+    /// The agent played audio since the caller last spoke (the caller waits for a reply).
+    agent_replied: bool,
+}
+
+#[derive(Debug)]
+enum CarrierItem {
+    Audio,
+    Mark(String),
+}
+
+const TONE_AMPL: f32 = 8000.0;
+
+fn tone_frame(n: u64) -> [u8; 160] {
+    let mut f = [0u8; 160];
+    for (i, b) in f.iter_mut().enumerate() {
+        let t = (n * 160 + i as u64) as f32 / 8000.0;
+        let s = (t * 2.0 * std::f32::consts::PI * 440.0).sin() * TONE_AMPL;
+        *b = g711::ulaw_encode(s as i16);
+    }
+    f
+}
+
+impl Sim {
+    fn new(settings: ReceptionistSettings, returning: bool, script: Vec<Act>) -> Self {
+        Self::with_timing(settings, returning, script, Timing::default())
+    }
+
+    fn with_timing(
+        settings: ReceptionistSettings,
+        returning: bool,
+        script: Vec<Act>,
+        timing: Timing,
+    ) -> Self {
+        let t0 = Instant::now();
+        let engine = CallEngine::with_pipeline(
+            t0,
+            EngineConfig {
+                settings: Arc::new(settings),
+                returning_caller: returning,
+                timing,
+            },
+            InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
+        );
+        let mut sim = Self {
+            engine,
+            t0,
+            now_ms: 0,
+            carrier_queue: VecDeque::new(),
+            carrier_busy_until: 0,
+            echo_marks: true,
+            events: Vec::new(),
+            record: Vec::new(),
+            sent_media: 0,
+            clears: 0,
+            speaks: Vec::new(),
+            cancelled: Vec::new(),
+            ended: None,
+            script: script.into(),
+            speaking_until: None,
+            agent_last_audio_ms: 0,
+            stt_pending: VecDeque::new(),
+            current_utterance_text: None,
+            utterance_texts: Default::default(),
+            tts_fail: Vec::new(),
+            stt_silent: false,
+            outputs_seen: 0,
+            hangup_at: None,
+            agent_replied: true,
+        };
+        sim.drain();
+        sim
+    }
+
+    fn now(&self) -> Instant {
+        self.t0 + Duration::from_millis(self.now_ms)
+    }
+
+    fn input(&mut self, input: Input<'_>) {
+        let now = self.now();
+        if self.engine.is_finished() {
+            return;
+        }
+        self.engine.handle_input(now, input).unwrap();
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        let mut replies: Vec<(u64, String)> = Vec::new();
+        loop {
+            self.outputs_seen += 1;
+            assert!(self.outputs_seen < 10_000_000, "runaway outputs");
+            match self.engine.poll_output() {
+                Output::Timeout(t) => {
+                    assert!(
+                        t >= self.now() || self.engine.is_finished(),
+                        "deadline in the past"
+                    );
+                    break;
+                }
+                Output::ToCaller(ToCaller::Media(_)) => {
+                    self.sent_media += 1;
+                    self.carrier_queue.push_back(CarrierItem::Audio);
+                }
+                Output::ToCaller(ToCaller::Mark(id)) => {
+                    self.carrier_queue
+                        .push_back(CarrierItem::Mark(id.to_string()));
+                }
+                Output::ToCaller(ToCaller::Clear) => {
+                    self.clears += 1;
+                    // Twilio: empty the buffer and echo every pending mark
+                    let marks: Vec<String> = self
+                        .carrier_queue
+                        .drain(..)
+                        .filter_map(|i| match i {
+                            CarrierItem::Mark(m) => Some(m),
+                            CarrierItem::Audio => None,
+                        })
+                        .collect();
+                    self.carrier_busy_until = self.now_ms;
+                    if self.echo_marks {
+                        for m in marks {
+                            replies.push((u64::MAX, m));
+                        }
+                    }
+                }
+                Output::Speak { speech, text } => {
+                    self.speaks.push((speech, text.clone()));
+                    replies.push((speech, text));
+                }
+                Output::CancelSpeech { speech } => self.cancelled.push(speech),
+                Output::SttAudio { utterance, .. } => {
+                    if let Some(t) = self.current_utterance_text {
+                        self.utterance_texts.entry(utterance).or_insert(t);
+                    }
+                }
+                Output::SttFinish { utterance } => {
+                    let text = self
+                        .utterance_texts
+                        .get(&utterance)
+                        .copied()
+                        .unwrap_or(Some(""));
+                    self.stt_pending.push_back((utterance, text));
+                }
+                Output::SttCancel { .. } => {}
+                Output::Record(f) => {
+                    if let Some(last) = self.record.last() {
+                        assert_eq!(f.slot, last.slot + 1, "recording slots are contiguous");
+                    } else {
+                        assert_eq!(f.slot, 0);
+                    }
+                    self.record.push(*f);
+                }
+                Output::Event(e) => self.events.push(e),
+                Output::Ended(r) => {
+                    assert!(self.ended.is_none(), "ended twice");
+                    self.ended = Some(r);
+                }
+            }
+        }
+        for (speech, text) in replies {
+            if speech == u64::MAX {
+                self.input(Input::MarkEchoed(&text));
+            } else if self.tts_fail.iter().any(|f| text.contains(f.as_str())) {
+                self.input(Input::TtsFailed { speech });
+            } else {
+                // 25 ms of audio per character (a non-silent tone so recordings show it)
+                let n = text.len() * 200;
+                let audio: Arc<[u8]> = (0..n)
+                    .map(|i| if i % 2 == 0 { 0x10 } else { 0x90 })
+                    .collect();
+                self.input(Input::TtsAudio {
+                    speech,
+                    mulaw: audio,
+                });
+            }
+        }
+    }
+
+    /// Advance the carrier's playback to `now`, echoing marks as their audio finishes.
+    fn carrier_play(&mut self) {
+        loop {
+            match self.carrier_queue.front() {
+                Some(CarrierItem::Audio) => {
+                    let start = self.carrier_busy_until.max(self.now_ms.saturating_sub(20));
+                    if start + 20 > self.now_ms {
+                        return;
+                    }
+                    self.carrier_busy_until = start + 20;
+                    self.agent_last_audio_ms = self.carrier_busy_until;
+                    self.agent_replied = true;
+                    self.carrier_queue.pop_front();
+                }
+                Some(CarrierItem::Mark(_)) => {
+                    if self.carrier_busy_until > self.now_ms {
+                        return;
+                    }
+                    let Some(CarrierItem::Mark(m)) = self.carrier_queue.pop_front() else {
+                        unreachable!()
+                    };
+                    if self.echo_marks {
+                        self.input(Input::MarkEchoed(&m));
+                    }
+                }
+                None => return,
+            }
+        }
+    }
+
+    fn agent_silent_for(&self, ms: u64) -> bool {
+        self.agent_replied
+            && self.carrier_queue.is_empty()
+            && self.now_ms >= self.agent_last_audio_ms + ms
+    }
+
+    /// Run in 20 ms steps until the call ends or `limit_ms`.
+    fn run(&mut self, limit_ms: u64) {
+        let mut frame_n = 0u64;
+        let mut over_started: Option<u64> = None;
+        while self.ended.is_none() && self.now_ms < limit_ms {
+            self.now_ms += 20;
+            self.carrier_play();
+            // recogniser answers 100 ms after the end of an utterance
+            if let Some((u, text)) = self.stt_pending.pop_front() {
+                if self.stt_silent {
+                    // never answers
+                } else {
+                    match text {
+                        Some(t) => self.input(Input::Transcript {
+                            utterance: u,
+                            text: t,
+                        }),
+                        None => self.input(Input::SttFailed { utterance: u }),
+                    }
+                }
+            }
+            // caller
+            let speaking = self.speaking_until.is_some_and(|u| self.now_ms < u);
+            if !speaking && self.speaking_until.is_some() {
+                self.speaking_until = None;
+                self.current_utterance_text = None;
+            }
+            if self.speaking_until.is_none() {
+                match self.script.front().cloned() {
+                    Some(Act::Say { ms, text }) if self.agent_silent_for(600) => {
+                        self.script.pop_front();
+                        self.agent_replied = false;
+                        self.speaking_until = Some(self.now_ms + ms);
+                        self.current_utterance_text = Some(text);
+                    }
+                    Some(Act::SayOver { after_ms, ms, text }) => {
+                        let agent_talking = !self.carrier_queue.is_empty();
+                        if agent_talking && over_started.is_none() {
+                            over_started = Some(self.now_ms);
+                        }
+                        if over_started.is_some_and(|s| self.now_ms >= s + after_ms) {
+                            self.script.pop_front();
+                            over_started = None;
+                            self.speaking_until = Some(self.now_ms + ms);
+                            self.current_utterance_text = Some(Some(text));
+                        }
+                    }
+                    Some(Act::Key(d)) if self.agent_silent_for(600) => {
+                        self.script.pop_front();
+                        self.agent_replied = false;
+                        self.input(Input::Dtmf(d));
+                    }
+                    Some(Act::HangUp { after_ms }) => {
+                        self.script.pop_front();
+                        self.hangup_at = Some(self.now_ms + after_ms);
+                    }
+                    _ => {}
+                }
+            }
+            if self.hangup_at.is_some_and(|h| self.now_ms >= h) {
+                self.input(Input::CarrierStop);
+                break;
+            }
+            let frame = if self.speaking_until.is_some() {
+                tone_frame(frame_n)
+            } else {
+                [0xFFu8; 160]
+            };
+            frame_n += 1;
+            let ts = self.now_ms - 20;
+            self.input(Input::CallerAudio {
+                timestamp_ms: Some(ts),
+                mulaw: &frame,
+            });
+        }
+    }
+
+    fn answers(&self) -> Vec<crate::model::AnswerRecord> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Answer(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn transcript(&self) -> Vec<TranscriptLine> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Transcript(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn disclosures(&self) -> Vec<DisclosureRecord> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Disclosure(d) => Some(d.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn happy_script() -> Vec<Act> {
+    vec![
+        Act::Say {
+            ms: 800,
+            text: Some("my name is john smith"),
+        },
+        Act::Say {
+            ms: 600,
+            text: Some("i live in chicago"),
+        },
+        Act::Say {
+            ms: 400,
+            text: Some("yes"),
+        },
+        Act::Say {
+            ms: 500,
+            text: Some("three years"),
+        },
+        Act::Say {
+            ms: 700,
+            text: Some("what is the pay"),
+        },
+        Act::Say {
+            ms: 500,
+            text: Some("no thank you"),
+        },
+    ]
+}
+
+#[test]
+fn a_whole_call_completes_with_answers_disclosures_and_a_gapless_recording() {
+    let mut sim = Sim::new(settings(), false, happy_script());
+    sim.run(180_000);
+    assert_eq!(
+        sim.ended,
+        Some(EndReason::Completed),
+        "events: {:#?}",
+        sim.events
+    );
+
+    let names: Vec<_> = sim
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Name { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, vec!["John Smith"]);
+    assert!(sim.events.contains(&CallEvent::Location {
+        location: "Chicago".into()
+    }));
+    let answers = sim.answers();
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[0].value, AnswerValue::Yes);
+    assert_eq!(answers[1].value, AnswerValue::Number(3.0));
+
+    let d = sim.disclosures();
+    assert_eq!(d.len(), 3);
+    assert!(d.iter().all(|d| d.played_in_full), "{d:?}");
+    assert_eq!(d[2].kind, DisclosureKind::EVerify);
+
+    let t = sim.transcript();
+    assert!(t[0].text.starts_with("Hi, I'm Chloe"));
+    assert_eq!(t[0].speaker, Speaker::Agent);
+    assert!(
+        t.iter()
+            .any(|l| l.speaker == Speaker::Caller && l.text == "what is the pay")
+    );
+    assert!(
+        t.iter()
+            .any(|l| l.speaker == Speaker::Agent && l.text.contains("$18 per hour"))
+    );
+    assert!(t.last().unwrap().text.contains("Goodbye"));
+    // times are ordered per speaker
+    for w in t.windows(2) {
+        if w[0].speaker == w[1].speaker {
+            assert!(w[0].start_ms <= w[1].start_ms);
+        }
+    }
+    assert_eq!(sim.clears, 0);
+
+    // the recording covers the whole call, agent and caller on their own channels
+    let rec_ms = sim.record.len() as u64 * 20;
+    assert!(
+        rec_ms + 40 >= sim.now_ms,
+        "recording {rec_ms} ms of {} ms",
+        sim.now_ms
+    );
+    let agent_frames = sim
+        .record
+        .iter()
+        .filter(|f| f.agent.iter().any(|&s| s != 0))
+        .count();
+    let caller_frames = sim
+        .record
+        .iter()
+        .filter(|f| f.caller.iter().any(|&s| s.abs() > 100))
+        .count();
+    assert_eq!(
+        agent_frames, sim.sent_media,
+        "every agent frame sent is recorded once"
+    );
+    assert_eq!(
+        caller_frames as u64,
+        (800 + 600 + 400 + 500 + 700 + 500) / 20
+    );
+
+    // one latency record per answered turn, and they are small in virtual time
+    let lat: Vec<_> = sim
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Latency(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lat.len(), 6);
+    for l in &lat {
+        assert!(l.endpointing_ms >= 700 && l.endpointing_ms <= 1300, "{l:?}");
+        assert!(l.total_ms >= l.endpointing_ms);
+    }
+}
+
+#[test]
+fn barge_in_clears_and_keeps_only_what_was_heard() {
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![
+            Act::Say {
+                ms: 800,
+                text: Some("my name is john smith"),
+            },
+            // talk over "Got it. Which city or area do you live in?"
+            Act::SayOver {
+                after_ms: 300,
+                ms: 800,
+                text: "chicago",
+            },
+            Act::HangUp { after_ms: 3000 },
+        ],
+    );
+    sim.run(60_000);
+    assert_eq!(sim.clears, 1, "one clear on barge-in");
+    assert!(!sim.cancelled.is_empty());
+    let t = sim.transcript();
+    let interrupted: Vec<_> = t.iter().filter(|l| l.interrupted).collect();
+    assert_eq!(interrupted.len(), 1, "{t:#?}");
+    assert!(interrupted[0].text.ends_with('…'));
+    assert!(sim.events.contains(&CallEvent::Location {
+        location: "Chicago".into()
+    }));
+    // the agent's recorded audio stops at the barge-in: nothing after the clear is recorded as
+    // played beyond what the carrier had time to play
+    assert_eq!(sim.ended, Some(EndReason::CallerHangup));
+}
+
+#[test]
+fn disclosures_cannot_be_interrupted() {
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![Act::SayOver {
+            after_ms: 200,
+            ms: 2000,
+            text: "hello hello",
+        }],
+    );
+    sim.run(15_000);
+    assert_eq!(sim.clears, 0);
+    let d = sim.disclosures();
+    assert_eq!(d.len(), 3);
+    assert!(d.iter().all(|d| d.played_in_full));
+}
+
+#[test]
+fn keypad_answers_a_yes_no_question() {
+    let mut s = settings();
+    s.collect_location = false;
+    let mut sim = Sim::new(
+        s,
+        false,
+        vec![
+            Act::Say {
+                ms: 600,
+                text: Some("i'm maria"),
+            },
+            Act::Key('2'),
+            Act::HangUp { after_ms: 2000 },
+        ],
+    );
+    sim.run(60_000);
+    let a = sim.answers();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].value, AnswerValue::No);
+    assert!(a[0].via_dtmf);
+    assert!(a[0].dealbreaker_failed);
+}
+
+#[test]
+fn silence_gets_reminders_then_a_polite_hang_up() {
+    let mut sim = Sim::new(settings(), false, vec![]);
+    sim.run(120_000);
+    assert_eq!(sim.ended, Some(EndReason::Silence));
+    let reminders = sim
+        .speaks
+        .iter()
+        .filter(|(_, t)| t == "Are you still there?")
+        .count();
+    assert_eq!(reminders, 2);
+    assert!(
+        sim.speaks
+            .last()
+            .unwrap()
+            .1
+            .contains("I haven't heard anything")
+    );
+}
+
+#[test]
+fn a_failing_recogniser_gets_an_apology_not_dead_air() {
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![
+            Act::Say {
+                ms: 600,
+                text: None,
+            },
+            Act::Say {
+                ms: 600,
+                text: Some("my name is john smith"),
+            },
+            Act::HangUp { after_ms: 3000 },
+        ],
+    );
+    sim.run(60_000);
+    assert!(
+        sim.speaks
+            .iter()
+            .any(|(_, t)| t == crate::engine::dialogue::APOLOGY)
+    );
+    assert!(
+        sim.events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Name { .. }))
+    );
+}
+
+#[test]
+fn a_recogniser_that_never_answers_times_out_into_an_apology() {
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![Act::Say {
+            ms: 600,
+            text: Some("john"),
+        }],
+    );
+    sim.stt_silent = true;
+    sim.run(200_000);
+    assert!(
+        sim.speaks
+            .iter()
+            .any(|(_, t)| t == crate::engine::dialogue::APOLOGY)
+    );
+    // repeated silence after it still ends the call politely
+    assert!(sim.ended.is_some());
+}
+
+#[test]
+fn failing_synthesis_falls_back_to_an_apology() {
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![
+            Act::Say {
+                ms: 600,
+                text: Some("my name is john smith"),
+            },
+            Act::HangUp { after_ms: 4000 },
+        ],
+    );
+    sim.tts_fail.push("Which city".into());
+    sim.run(60_000);
+    assert!(
+        sim.speaks
+            .iter()
+            .any(|(_, t)| t == crate::engine::dialogue::APOLOGY)
+    );
+}
+
+#[test]
+fn caller_hang_up_mid_sentence_keeps_answers_and_flushes_the_recording() {
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![
+            Act::Say {
+                ms: 800,
+                text: Some("my name is john smith"),
+            },
+            // during "Thank you, John. Which city or area do you live in?"
+            Act::HangUp { after_ms: 1800 },
+        ],
+    );
+    sim.run(60_000);
+    assert_eq!(sim.ended, Some(EndReason::CallerHangup));
+    assert!(
+        sim.events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Name { .. }))
+    );
+    let rec_ms = sim.record.len() as u64 * 20;
+    assert!(
+        rec_ms + 40 >= sim.now_ms && rec_ms <= sim.now_ms + 40,
+        "{rec_ms} vs {}",
+        sim.now_ms
+    );
+    // the agent line being spoken at hang-up is kept as interrupted
+    assert!(sim.transcript().iter().any(|l| l.interrupted));
+}
+
+#[test]
+fn max_call_length_closes_the_call() {
+    let timing = Timing {
+        max_call: Duration::from_secs(12),
+        silence_reminder: Duration::from_secs(60),
+        ..Timing::default()
+    };
+    let mut sim = Sim::with_timing(settings(), false, vec![], timing);
+    sim.run(120_000);
+    assert_eq!(sim.ended, Some(EndReason::MaxDuration));
+    assert!(
+        sim.speaks
+            .iter()
+            .any(|(_, t)| t == crate::engine::dialogue::TIME_LIMIT_GOODBYE)
+    );
+}
+
+#[test]
+fn a_carrier_that_never_echoes_marks_still_moves_on() {
+    let mut sim = Sim::new(settings(), false, happy_script());
+    sim.echo_marks = false;
+    sim.run(240_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    // without echoes nothing is confirmed as played in full
+    assert!(sim.disclosures().iter().all(|d| !d.played_in_full));
+}
+
+#[test]
+fn garbage_marks_and_stray_inputs_are_ignored() {
+    let mut sim = Sim::new(settings(), false, vec![]);
+    sim.input(Input::MarkEchoed("nonsense"));
+    sim.input(Input::MarkEchoed("s999f10"));
+    sim.input(Input::Transcript {
+        utterance: 42,
+        text: "stale",
+    });
+    sim.input(Input::TtsAudio {
+        speech: 999,
+        mulaw: Arc::from(vec![0u8; 10]),
+    });
+    sim.input(Input::Dtmf('x'));
+    sim.input(Input::CallerAudio {
+        timestamp_ms: None,
+        mulaw: &[],
+    });
+    sim.input(Input::CallerAudio {
+        timestamp_ms: Some(u64::MAX),
+        mulaw: &[0xFF; 7],
+    });
+    sim.run(5_000);
+    assert!(sim.ended.is_none());
+    assert!(
+        sim.engine
+            .handle_input(sim.now(), Input::Disconnected)
+            .is_ok()
+    );
+    assert!(matches!(
+        sim.engine.handle_input(sim.now(), Input::Tick),
+        Err(CallError::Ended)
+    ));
+}
+
+#[test]
+fn returning_caller_is_welcomed_back() {
+    let mut s = settings();
+    s.custom_context = "If you already applied, expect a reply within 3 days.".into();
+    let mut sim = Sim::new(
+        s,
+        true,
+        vec![
+            Act::Say {
+                ms: 600,
+                text: Some("my name is john smith"),
+            },
+            Act::HangUp { after_ms: 1000 },
+        ],
+    );
+    sim.run(60_000);
+    assert!(
+        sim.speaks
+            .iter()
+            .any(|(_, t)| t.contains("already applied"))
+    );
+}
+
+#[test]
+fn mark_names_round_trip() {
+    for id in [
+        MarkId {
+            speech: 3,
+            frames: 10,
+            last: false,
+        },
+        MarkId {
+            speech: 12,
+            frames: 57,
+            last: true,
+        },
+    ] {
+        assert_eq!(MarkId::parse(&id.to_string()), Some(id));
+    }
+    assert_eq!(MarkId::parse("bogus"), None);
+}

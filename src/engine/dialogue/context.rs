@@ -1,0 +1,254 @@
+//! Answering a caller's question from the recruiter's custom context only: the sentences that share
+//! the most meaningful words (with a few recruiting synonyms) with the question. Nothing is invented:
+//! when nothing matches, the agent says a recruiter will follow up.
+
+use super::understand::normalize;
+
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "is", "are", "was", "were", "be", "do", "does", "did", "i", "you", "we",
+    "they", "it", "of", "to", "in", "on", "for", "and", "or", "what", "whats", "what's", "how",
+    "when", "where", "which", "who", "can", "could", "would", "will", "there", "any", "about",
+    "me", "my", "your", "our", "this", "that", "with", "at", "as", "have", "has", "tell", "know",
+    "like", "so", "if", "much", "many", "please", "also", "just", "um", "uh", "get", "by", "from",
+    "be", "s",
+];
+
+/// Groups of words that mean the same thing for a caller's question.
+const SYNONYMS: &[&[&str]] = &[
+    &[
+        "pay",
+        "wage",
+        "salary",
+        "hourly",
+        "rate",
+        "paid",
+        "money",
+        "compensation",
+        "hour",
+    ],
+    &["shift", "schedule", "night", "day", "weekend", "time"],
+    &[
+        "where", "address", "located", "location", "locate", "place", "site", "office",
+    ],
+    &[
+        "benefit",
+        "insurance",
+        "health",
+        "dental",
+        "vacation",
+        "pto",
+        "401k",
+        "retirement",
+    ],
+    &[
+        "job",
+        "position",
+        "opening",
+        "role",
+        "hiring",
+        "work",
+        "opportunity",
+        "vacancy",
+    ],
+    &[
+        "apply",
+        "applied",
+        "application",
+        "hear",
+        "back",
+        "reply",
+        "status",
+    ],
+    &["start", "begin", "starting", "when"],
+    &[
+        "requirement",
+        "require",
+        "need",
+        "license",
+        "experience",
+        "certification",
+        "qualification",
+    ],
+];
+
+fn stem(word: &str) -> String {
+    let w = word.trim_matches('\'');
+    for suffix in ["ing", "ed", "es", "s"] {
+        if w.len() > suffix.len() + 2
+            && let Some(stripped) = w.strip_suffix(suffix)
+        {
+            return stripped.to_string();
+        }
+    }
+    w.to_string()
+}
+
+fn concept(word: &str) -> String {
+    let s = stem(word);
+    for (i, group) in SYNONYMS.iter().enumerate() {
+        if group.iter().any(|g| *g == word || stem(g) == s) {
+            return format!("#{i}");
+        }
+    }
+    s
+}
+
+fn terms(text: &str) -> Vec<String> {
+    let n = normalize(text);
+    let mut out: Vec<String> = n
+        .split_whitespace()
+        .filter(|w| !STOPWORDS.contains(w))
+        .map(concept)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Split the custom context into sentences (lines and sentence ends).
+pub fn sentences(context: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in context.lines() {
+        let mut current = String::new();
+        let chars: Vec<char> = line.chars().collect();
+        for (i, &c) in chars.iter().enumerate() {
+            current.push(c);
+            let end = matches!(c, '.' | '!' | '?')
+                && chars.get(i + 1).is_none_or(|n| n.is_whitespace())
+                && !(c == '.'
+                    && i > 0
+                    && chars[i - 1].is_ascii_digit()
+                    && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit()));
+            if end {
+                let s = current.trim().trim_start_matches(['-', '*', '•']).trim();
+                if !s.is_empty() {
+                    out.push(s.to_string());
+                }
+                current.clear();
+            }
+        }
+        let s = current.trim().trim_start_matches(['-', '*', '•']).trim();
+        if !s.is_empty() {
+            out.push(s.to_string());
+        }
+    }
+    out
+}
+
+/// The best one or two context sentences answering `question`, or `None`.
+pub fn answer(context: &str, question: &str) -> Option<String> {
+    let q = terms(question);
+    if q.is_empty() {
+        return None;
+    }
+    let mut scored: Vec<(usize, usize, String)> = sentences(context)
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let t = terms(&s);
+            let score = q.iter().filter(|w| t.contains(w)).count();
+            (score, i, s)
+        })
+        .filter(|(score, _, _)| *score > 0)
+        .collect();
+    if scored.is_empty() {
+        return None;
+    }
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let best = scored[0].0;
+    let mut picked: Vec<(usize, String)> = scored
+        .into_iter()
+        .filter(|(s, _, _)| *s == best)
+        .take(2)
+        .map(|(_, i, s)| (i, s))
+        .collect();
+    picked.sort();
+    Some(
+        picked
+            .into_iter()
+            .map(|(_, s)| ensure_period(&s))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+fn ensure_period(s: &str) -> String {
+    if s.ends_with(['.', '!', '?']) {
+        s.to_string()
+    } else {
+        format!("{s}.")
+    }
+}
+
+/// The context's line for a caller who already applied, if it has one.
+pub fn returning_caller_line(context: &str) -> Option<String> {
+    sentences(context)
+        .into_iter()
+        .find(|s| {
+            let n = normalize(s);
+            n.contains("already applied")
+                || n.contains("applied before")
+                || n.contains("previously applied")
+                || n.contains("called before")
+                || n.contains("returning")
+        })
+        .map(|s| ensure_period(&s))
+}
+
+/// Context sentences about open jobs that mention the caller's location.
+pub fn jobs_near(context: &str, location: &str) -> Vec<String> {
+    let loc = normalize(location);
+    if loc.is_empty() {
+        return Vec::new();
+    }
+    let job = concept("job");
+    sentences(context)
+        .into_iter()
+        .filter(|s| {
+            let n = normalize(s);
+            n.contains(&loc) && terms(s).contains(&job)
+        })
+        .map(|s| ensure_period(&s))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CTX: &str = "We are hiring warehouse associates in Chicago and forklift drivers in Dallas.\n\
+        Pay is $18.50 per hour, with overtime after 40 hours.\n\
+        Shifts run from 6 am to 2 pm or 2 pm to 10 pm, Monday to Friday.\n\
+        Full-time staff get health insurance after 60 days.\n\
+        If you already applied, expect a reply within 3 days.";
+
+    #[test]
+    fn answers_from_context() {
+        assert_eq!(
+            answer(CTX, "what is the pay").as_deref(),
+            Some("Pay is $18.50 per hour, with overtime after 40 hours.")
+        );
+        assert!(
+            answer(CTX, "what are the shifts")
+                .unwrap()
+                .starts_with("Shifts run")
+        );
+        assert!(
+            answer(CTX, "do you offer benefits")
+                .unwrap()
+                .contains("health insurance")
+        );
+        assert_eq!(answer(CTX, "do you like pizza"), None);
+        assert_eq!(answer("", "what is the pay"), None);
+    }
+
+    #[test]
+    fn returning_and_jobs() {
+        assert_eq!(
+            returning_caller_line(CTX).as_deref(),
+            Some("If you already applied, expect a reply within 3 days.")
+        );
+        assert_eq!(jobs_near(CTX, "Chicago").len(), 1);
+        assert!(jobs_near(CTX, "Boston").is_empty());
+    }
+}

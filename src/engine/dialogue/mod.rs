@@ -1,0 +1,689 @@
+//! The receptionist's script as a state machine: intro, disclosures, name, location, screening
+//! questions (re-asked at most twice), the caller's own questions answered from the custom context,
+//! and a polite close. It knows nothing of audio or time: the call engine tells it what the caller
+//! said (or keyed), that the caller stayed silent, that a backend failed or that time ran out, and it
+//! answers with the next [`Turn`]: what to say and what to do after.
+//!
+//! This is the deterministic default policy; a language-model policy can replace the reply wording
+//! later without changing the engine.
+
+pub mod context;
+pub mod understand;
+
+use std::sync::Arc;
+
+use crate::model::{
+    AnswerRecord, AnswerValue, CallEvent, DisclosureKind, EndReason, QuestionKind,
+    ReceptionistSettings,
+};
+
+/// How many times a question is asked at most (the first time plus two re-asks).
+pub const MAX_ASKS: u8 = 3;
+/// Silence reminders before the agent hangs up.
+pub const MAX_REMINDERS: u8 = 2;
+/// Backend failures apologised for before the agent ends the call.
+pub const MAX_BACKEND_FAILURES: u8 = 3;
+/// Caller questions answered before the agent moves to the close.
+pub const MAX_CALLER_QUESTIONS: u8 = 5;
+
+/// What a prompt is, for the engine: disclosures are never interruptible and are tracked until the
+/// carrier confirms they played in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    Intro,
+    Disclosure(DisclosureKind),
+    Say,
+    Closing,
+}
+
+/// One sentence or short paragraph the agent speaks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    pub text: String,
+    pub interruptible: bool,
+    pub kind: PromptKind,
+}
+
+impl Prompt {
+    fn say(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            interruptible: true,
+            kind: PromptKind::Say,
+        }
+    }
+}
+
+/// What the agent expects to hear next; the engine uses it for endpointing and the keypad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Name,
+    Location,
+    Answer(QuestionKind),
+    CallerQuestion,
+}
+
+/// After the prompts have played.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Listen(Expect),
+    HangUp(EndReason),
+}
+
+/// The agent's next turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    pub prompts: Vec<Prompt>,
+    pub next: Next,
+}
+
+/// What the caller did.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply<'a> {
+    Speech(&'a str),
+    Keypad(&'a str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Name,
+    Location,
+    Question(usize),
+    CallerQuestions,
+    Done,
+}
+
+/// The receptionist script for one call.
+pub struct Dialogue {
+    settings: Arc<ReceptionistSettings>,
+    returning_caller: bool,
+    stage: Stage,
+    /// Times the current stage's question has been asked.
+    asks: u8,
+    reminders: u8,
+    backend_failures: u8,
+    caller_questions: u8,
+    name: Option<String>,
+    location: Option<String>,
+    events: Vec<CallEvent>,
+}
+
+impl Dialogue {
+    pub fn new(settings: Arc<ReceptionistSettings>, returning_caller: bool) -> Self {
+        Self {
+            settings,
+            returning_caller,
+            stage: Stage::Name,
+            asks: 0,
+            reminders: 0,
+            backend_failures: 0,
+            caller_questions: 0,
+            name: None,
+            location: None,
+            events: Vec::new(),
+        }
+    }
+
+    /// The fixed prompts of this receptionist, to synthesise ahead of time.
+    pub fn fixed_prompts(settings: &ReceptionistSettings) -> Vec<String> {
+        let mut d = Dialogue::new(Arc::new(settings.clone()), false);
+        let mut out: Vec<String> = d.start().prompts.into_iter().map(|p| p.text).collect();
+        out.push(NAME_QUESTION.to_string());
+        out.push(LOCATION_QUESTION.to_string());
+        out.push(CALLER_QUESTIONS.to_string());
+        out.push(APOLOGY.to_string());
+        out.push(SILENCE_GOODBYE.to_string());
+        out.push(FAILURE_GOODBYE.to_string());
+        out.push(TIME_LIMIT_GOODBYE.to_string());
+        for q in &settings.questions {
+            out.push(q.text.clone());
+        }
+        out
+    }
+
+    /// Events (name, location, answers) produced since the last call.
+    pub fn take_events(&mut self) -> Vec<CallEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// What the agent is waiting for now.
+    pub fn expect(&self) -> Expect {
+        match self.stage {
+            Stage::Name => Expect::Name,
+            Stage::Location => Expect::Location,
+            Stage::Question(i) => Expect::Answer(self.settings.questions[i].kind),
+            Stage::CallerQuestions | Stage::Done => Expect::CallerQuestion,
+        }
+    }
+
+    /// Greeting, disclosures and the first question.
+    pub fn start(&mut self) -> Turn {
+        let s = &self.settings;
+        let mut prompts = Vec::new();
+        let intro = if s.intro_message.trim().is_empty() {
+            format!(
+                "Hi, I'm {}. Thanks for calling about our open positions.",
+                s.agent_name
+            )
+        } else {
+            s.intro_message.trim().to_string()
+        };
+        prompts.push(Prompt {
+            text: intro,
+            interruptible: false,
+            kind: PromptKind::Intro,
+        });
+        for (on, kind, text) in [
+            (
+                s.disclose_ai,
+                DisclosureKind::Ai,
+                "Please note that I am an AI assistant, not a person.",
+            ),
+            (
+                s.disclose_recording,
+                DisclosureKind::Recording,
+                "This call is recorded for hiring purposes.",
+            ),
+            (
+                s.disclose_e_verify,
+                DisclosureKind::EVerify,
+                "We participate in E-Verify.",
+            ),
+        ] {
+            if on {
+                prompts.push(Prompt {
+                    text: text.to_string(),
+                    interruptible: false,
+                    kind: PromptKind::Disclosure(kind),
+                });
+            }
+        }
+        self.stage = Stage::Name;
+        self.asks = 1;
+        prompts.push(Prompt::say(NAME_QUESTION));
+        Turn {
+            prompts,
+            next: Next::Listen(Expect::Name),
+        }
+    }
+
+    /// The caller answered (by voice or keypad).
+    pub fn on_reply(&mut self, reply: Reply<'_>) -> Turn {
+        self.reminders = 0;
+        match self.stage {
+            Stage::Name => self.on_name(reply),
+            Stage::Location => self.on_location(reply),
+            Stage::Question(i) => self.on_answer(i, reply),
+            Stage::CallerQuestions => self.on_caller_question(reply),
+            Stage::Done => self.closing(EndReason::Completed),
+        }
+    }
+
+    /// The caller said nothing for a while after the agent finished.
+    pub fn on_silence(&mut self) -> Turn {
+        self.reminders += 1;
+        if self.reminders > MAX_REMINDERS {
+            self.stage = Stage::Done;
+            return Turn {
+                prompts: vec![closing_prompt(SILENCE_GOODBYE)],
+                next: Next::HangUp(EndReason::Silence),
+            };
+        }
+        let mut prompts = vec![Prompt::say("Are you still there?")];
+        prompts.push(Prompt::say(self.current_question()));
+        Turn {
+            prompts,
+            next: Next::Listen(self.expect()),
+        }
+    }
+
+    /// A speech backend failed or timed out: apologise and ask again, or end the call politely.
+    pub fn on_backend_failure(&mut self) -> Turn {
+        self.backend_failures += 1;
+        if self.backend_failures >= MAX_BACKEND_FAILURES {
+            self.stage = Stage::Done;
+            return Turn {
+                prompts: vec![closing_prompt(FAILURE_GOODBYE)],
+                next: Next::HangUp(EndReason::BackendFailure),
+            };
+        }
+        Turn {
+            prompts: vec![Prompt::say(APOLOGY), Prompt::say(self.current_question())],
+            next: Next::Listen(self.expect()),
+        }
+    }
+
+    /// The maximum call length was reached.
+    pub fn on_time_limit(&mut self) -> Turn {
+        self.stage = Stage::Done;
+        Turn {
+            prompts: vec![closing_prompt(TIME_LIMIT_GOODBYE)],
+            next: Next::HangUp(EndReason::MaxDuration),
+        }
+    }
+
+    fn current_question(&self) -> String {
+        match self.stage {
+            Stage::Name => NAME_QUESTION.to_string(),
+            Stage::Location => LOCATION_QUESTION.to_string(),
+            Stage::Question(i) => self.settings.questions[i].text.clone(),
+            Stage::CallerQuestions | Stage::Done => CALLER_QUESTIONS.to_string(),
+        }
+    }
+
+    fn on_name(&mut self, reply: Reply<'_>) -> Turn {
+        let name = match reply {
+            Reply::Speech(t) => understand::extract_name(t),
+            Reply::Keypad(_) => None,
+        };
+        let mut prompts = Vec::new();
+        match name {
+            Some(name) => {
+                let first = name.split(' ').next().unwrap_or(&name).to_string();
+                self.events.push(CallEvent::Name { name: name.clone() });
+                self.name = Some(name);
+                prompts.push(Prompt::say(format!("Thank you, {first}.")));
+            }
+            None if self.asks < MAX_ASKS => {
+                self.asks += 1;
+                return Turn {
+                    prompts: vec![Prompt::say(
+                        "Sorry, I didn't catch your name. Could you tell me your first and last name?",
+                    )],
+                    next: Next::Listen(Expect::Name),
+                };
+            }
+            None => prompts.push(Prompt::say("No problem, let's continue.")),
+        }
+        if self.returning_caller {
+            let line = context::returning_caller_line(&self.settings.custom_context)
+                .unwrap_or_else(|| {
+                    "I see you've called us before. I'll add this call to your existing application."
+                        .to_string()
+                });
+            prompts.push(Prompt::say(format!("Welcome back. {line}")));
+        }
+        self.advance_after(Stage::Name, prompts)
+    }
+
+    fn on_location(&mut self, reply: Reply<'_>) -> Turn {
+        let place = match reply {
+            Reply::Speech(t) => understand::extract_location(t),
+            Reply::Keypad(_) => None,
+        };
+        let mut prompts = Vec::new();
+        match place {
+            Some(place) => {
+                self.events.push(CallEvent::Location {
+                    location: place.clone(),
+                });
+                self.location = Some(place);
+                prompts.push(Prompt::say("Got it."));
+            }
+            None if self.asks < MAX_ASKS => {
+                self.asks += 1;
+                return Turn {
+                    prompts: vec![Prompt::say(
+                        "Sorry, I didn't catch that. Which city or area do you live in?",
+                    )],
+                    next: Next::Listen(Expect::Location),
+                };
+            }
+            None => prompts.push(Prompt::say("No problem, let's continue.")),
+        }
+        self.advance_after(Stage::Location, prompts)
+    }
+
+    fn on_answer(&mut self, i: usize, reply: Reply<'_>) -> Turn {
+        let q = self.settings.questions[i].clone();
+        let (raw, value, via_dtmf) = match reply {
+            Reply::Speech(t) => (t.to_string(), understand::understand(q.kind, t), false),
+            Reply::Keypad(d) => (d.to_string(), understand::understand_dtmf(q.kind, d), true),
+        };
+        let value = match value {
+            Some(v) => v,
+            None if self.asks < MAX_ASKS => {
+                self.asks += 1;
+                let hint = match q.kind {
+                    QuestionKind::YesNo => {
+                        "Sorry, I didn't catch that. Please say yes or no, or press 1 for yes and 2 for no."
+                    }
+                    QuestionKind::Number => {
+                        "Sorry, I didn't catch that. Please say a number, or type it on your keypad followed by the pound key."
+                    }
+                    QuestionKind::FreeText => "Sorry, I didn't catch that.",
+                };
+                return Turn {
+                    prompts: vec![Prompt::say(hint), Prompt::say(q.text.clone())],
+                    next: Next::Listen(Expect::Answer(q.kind)),
+                };
+            }
+            None => AnswerValue::Unclear,
+        };
+        let meets_expected = q
+            .expected
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+            .and_then(|e| understand::parse_expected(q.kind, e).ok())
+            .and_then(|e| understand::meets(&e, &value));
+        let dealbreaker_failed = q.dealbreaker && meets_expected == Some(false);
+        self.events.push(CallEvent::Answer(AnswerRecord {
+            question_index: i,
+            question: q.text.clone(),
+            kind: q.kind,
+            raw,
+            value: value.clone(),
+            attempts: self.asks,
+            via_dtmf,
+            meets_expected,
+            dealbreaker_failed,
+        }));
+        let ack = match value {
+            AnswerValue::Unclear => "No problem, let's move on.",
+            _ => "Thank you.",
+        };
+        self.advance_after(Stage::Question(i), vec![Prompt::say(ack)])
+    }
+
+    fn on_caller_question(&mut self, reply: Reply<'_>) -> Turn {
+        let text = match reply {
+            Reply::Speech(t) => t,
+            Reply::Keypad(_) => return self.closing(EndReason::Completed),
+        };
+        if understand::is_done(text) {
+            return self.closing(EndReason::Completed);
+        }
+        let n = understand::normalize(text);
+        if matches!(
+            n.as_str(),
+            "yes" | "yeah" | "yes please" | "sure" | "yes i do" | "i do" | "yep" | "okay"
+        ) {
+            return Turn {
+                prompts: vec![Prompt::say("Sure, what would you like to know?")],
+                next: Next::Listen(Expect::CallerQuestion),
+            };
+        }
+        self.caller_questions += 1;
+        let answer = context::answer(&self.settings.custom_context, text).unwrap_or_else(|| {
+            "I don't have that information, but a recruiter will follow up with you about it."
+                .to_string()
+        });
+        if self.caller_questions >= MAX_CALLER_QUESTIONS {
+            let mut t = self.closing(EndReason::Completed);
+            t.prompts.insert(0, Prompt::say(answer));
+            return t;
+        }
+        Turn {
+            prompts: vec![
+                Prompt::say(answer),
+                Prompt::say("Do you have any other questions?"),
+            ],
+            next: Next::Listen(Expect::CallerQuestion),
+        }
+    }
+
+    /// Move to the stage after `from`, appending its question to `prompts`.
+    fn advance_after(&mut self, from: Stage, mut prompts: Vec<Prompt>) -> Turn {
+        let next = match from {
+            Stage::Name if self.settings.collect_location => Stage::Location,
+            Stage::Name | Stage::Location => self.first_question_stage(0),
+            Stage::Question(i) => self.first_question_stage(i + 1),
+            Stage::CallerQuestions | Stage::Done => Stage::Done,
+        };
+        self.stage = next;
+        self.asks = 1;
+        match next {
+            Stage::Location => {
+                prompts.push(Prompt::say(LOCATION_QUESTION));
+                Turn {
+                    prompts,
+                    next: Next::Listen(Expect::Location),
+                }
+            }
+            Stage::Question(i) => {
+                let q = &self.settings.questions[i];
+                prompts.push(Prompt::say(q.text.clone()));
+                Turn {
+                    prompts,
+                    next: Next::Listen(Expect::Answer(q.kind)),
+                }
+            }
+            Stage::CallerQuestions => {
+                if self.settings.enforce_job_location_match
+                    && let Some(loc) = &self.location
+                {
+                    let jobs = context::jobs_near(&self.settings.custom_context, loc);
+                    if jobs.is_empty() {
+                        prompts.push(Prompt::say(format!(
+                            "I don't see open positions near {loc} right now, but we'll keep your details on file."
+                        )));
+                    } else {
+                        prompts.push(Prompt::say(format!(
+                            "Based on your location, this may interest you: {}",
+                            jobs.join(" ")
+                        )));
+                    }
+                }
+                prompts.push(Prompt::say(CALLER_QUESTIONS));
+                Turn {
+                    prompts,
+                    next: Next::Listen(Expect::CallerQuestion),
+                }
+            }
+            Stage::Done | Stage::Name => {
+                let mut t = self.closing(EndReason::Completed);
+                prompts.append(&mut t.prompts);
+                t.prompts = prompts;
+                t
+            }
+        }
+    }
+
+    fn first_question_stage(&self, from: usize) -> Stage {
+        if from < self.settings.questions.len() {
+            Stage::Question(from)
+        } else {
+            Stage::CallerQuestions
+        }
+    }
+
+    fn closing(&mut self, reason: EndReason) -> Turn {
+        self.stage = Stage::Done;
+        let thanks = match &self.name {
+            Some(n) => format!(
+                "Thank you for calling, {}.",
+                n.split(' ').next().unwrap_or(n)
+            ),
+            None => "Thank you for calling.".to_string(),
+        };
+        Turn {
+            prompts: vec![closing_prompt(format!(
+                "{thanks} You'll get a text message shortly to confirm the details we captured. Have a great day. Goodbye!"
+            ))],
+            next: Next::HangUp(reason),
+        }
+    }
+}
+
+fn closing_prompt(text: impl Into<String>) -> Prompt {
+    Prompt {
+        text: text.into(),
+        interruptible: false,
+        kind: PromptKind::Closing,
+    }
+}
+
+pub const NAME_QUESTION: &str = "To get started, may I have your first and last name?";
+pub const LOCATION_QUESTION: &str = "Which city or area do you live in?";
+pub const CALLER_QUESTIONS: &str =
+    "Do you have any questions about the job, like the pay, the shifts or the location?";
+pub const APOLOGY: &str = "Sorry, I'm having trouble on my end. Let me ask that again.";
+pub const SILENCE_GOODBYE: &str =
+    "I haven't heard anything, so I'll end the call now. Feel free to call back any time. Goodbye.";
+pub const FAILURE_GOODBYE: &str =
+    "I'm sorry, we're having technical difficulties. Please call back a little later. Goodbye.";
+pub const TIME_LIMIT_GOODBYE: &str = "We've reached the time limit for this call. Thank you for calling; a recruiter will be in touch. Goodbye.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LanguageMode, Question, ReceptionistStatus};
+
+    pub fn settings() -> ReceptionistSettings {
+        ReceptionistSettings {
+            phone_number: "+15550001111".into(),
+            agent_name: "Chloe".into(),
+            voice: "slt".into(),
+            intro_message: "Hi, I'm Chloe from ABC Staffing.".into(),
+            language_mode: LanguageMode::English,
+            manual_approval: false,
+            disclose_ai: true,
+            disclose_recording: true,
+            disclose_e_verify: false,
+            collect_location: true,
+            enforce_job_location_match: false,
+            custom_context:
+                "Pay is $18 per hour. If you already applied, expect a reply within 3 days.".into(),
+            questions: vec![
+                Question {
+                    text: "Are you at least 18 years old?".into(),
+                    kind: QuestionKind::YesNo,
+                    expected: Some("yes".into()),
+                    dealbreaker: true,
+                    weight: 1.0,
+                },
+                Question {
+                    text: "How many years of warehouse experience do you have?".into(),
+                    kind: QuestionKind::Number,
+                    expected: Some(">= 1".into()),
+                    dealbreaker: false,
+                    weight: 2.0,
+                },
+            ],
+            score_threshold: 70,
+            status: ReceptionistStatus::Live,
+        }
+    }
+
+    #[test]
+    fn full_script() {
+        let mut d = Dialogue::new(Arc::new(settings()), false);
+        let t = d.start();
+        assert_eq!(t.prompts.len(), 4);
+        assert!(!t.prompts[0].interruptible && !t.prompts[1].interruptible);
+        assert_eq!(t.next, Next::Listen(Expect::Name));
+        let t = d.on_reply(Reply::Speech("my name is john smith"));
+        assert_eq!(t.prompts[0].text, "Thank you, John.");
+        assert_eq!(t.next, Next::Listen(Expect::Location));
+        let t = d.on_reply(Reply::Speech("i live in chicago"));
+        assert_eq!(t.next, Next::Listen(Expect::Answer(QuestionKind::YesNo)));
+        // unclear twice, then keypad
+        let t = d.on_reply(Reply::Speech("banana"));
+        assert!(t.prompts[0].text.contains("press 1"));
+        let t = d.on_reply(Reply::Keypad("1"));
+        assert_eq!(t.next, Next::Listen(Expect::Answer(QuestionKind::Number)));
+        let t = d.on_reply(Reply::Speech("three years"));
+        assert_eq!(t.next, Next::Listen(Expect::CallerQuestion));
+        let t = d.on_reply(Reply::Speech("what is the pay"));
+        assert!(t.prompts[0].text.contains("$18 per hour"));
+        let t = d.on_reply(Reply::Speech("no thank you"));
+        assert_eq!(t.next, Next::HangUp(EndReason::Completed));
+        assert!(t.prompts[0].text.contains("John"));
+        let ev = d.take_events();
+        let answers: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Answer(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers[0].value, AnswerValue::Yes);
+        assert!(answers[0].via_dtmf);
+        assert_eq!(answers[0].attempts, 2);
+        assert_eq!(answers[1].value, AnswerValue::Number(3.0));
+        assert_eq!(answers[1].meets_expected, Some(true));
+    }
+
+    #[test]
+    fn asks_at_most_three_times_and_flags_dealbreaker() {
+        let mut s = settings();
+        s.collect_location = false;
+        let mut d = Dialogue::new(Arc::new(s), false);
+        d.start();
+        d.on_reply(Reply::Speech("john"));
+        d.on_reply(Reply::Speech("hmm"));
+        d.on_reply(Reply::Speech("hmm"));
+        let t = d.on_reply(Reply::Speech("hmm"));
+        assert_eq!(t.next, Next::Listen(Expect::Answer(QuestionKind::Number)));
+        let t = d.on_reply(Reply::Speech("none"));
+        assert!(matches!(t.next, Next::Listen(_)));
+        let ev = d.take_events();
+        let a = ev
+            .iter()
+            .find_map(|e| match e {
+                CallEvent::Answer(a) if a.question_index == 0 => Some(a.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(a.value, AnswerValue::Unclear);
+        assert_eq!(a.attempts, 3);
+        assert!(!a.dealbreaker_failed);
+
+        let mut d = Dialogue::new(Arc::new(settings()), false);
+        d.start();
+        d.on_reply(Reply::Speech("john"));
+        d.on_reply(Reply::Speech("chicago"));
+        d.on_reply(Reply::Speech("no"));
+        let a = d
+            .take_events()
+            .into_iter()
+            .find_map(|e| match e {
+                CallEvent::Answer(a) => Some(a),
+                _ => None,
+            })
+            .unwrap();
+        assert!(a.dealbreaker_failed);
+    }
+
+    #[test]
+    fn silence_and_failures_end_politely() {
+        let mut d = Dialogue::new(Arc::new(settings()), false);
+        d.start();
+        assert!(matches!(d.on_silence().next, Next::Listen(Expect::Name)));
+        assert!(matches!(d.on_silence().next, Next::Listen(Expect::Name)));
+        assert_eq!(d.on_silence().next, Next::HangUp(EndReason::Silence));
+
+        let mut d = Dialogue::new(Arc::new(settings()), false);
+        d.start();
+        assert_eq!(d.on_backend_failure().prompts[0].text, APOLOGY);
+        d.on_backend_failure();
+        assert_eq!(
+            d.on_backend_failure().next,
+            Next::HangUp(EndReason::BackendFailure)
+        );
+    }
+
+    #[test]
+    fn returning_caller_hears_context_line() {
+        let mut d = Dialogue::new(Arc::new(settings()), true);
+        d.start();
+        let t = d.on_reply(Reply::Speech("my name is john smith"));
+        assert!(t.prompts.iter().any(|p| p.text.contains("already applied")));
+    }
+
+    #[test]
+    fn no_questions_no_location_goes_to_caller_questions() {
+        let mut s = settings();
+        s.questions.clear();
+        s.collect_location = false;
+        let mut d = Dialogue::new(Arc::new(s), false);
+        d.start();
+        let t = d.on_reply(Reply::Speech("maria"));
+        assert_eq!(t.next, Next::Listen(Expect::CallerQuestion));
+    }
+}

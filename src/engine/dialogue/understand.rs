@@ -1,0 +1,615 @@
+//! Understanding a caller's reply without a language model: yes/no, numbers, names, places, and
+//! whether an answer meets the recruiter's expectation. Deterministic, so tests can rely on it.
+
+use crate::model::{AnswerValue, QuestionKind};
+
+/// Lowercase, punctuation to spaces, whitespace folded. Keeps apostrophes inside words.
+pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last_space = true;
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let c = c.to_ascii_lowercase();
+        let in_number = (c == '.' || c == ',')
+            && i > 0
+            && chars[i - 1].is_ascii_digit()
+            && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
+        if c.is_alphanumeric() || c == '\'' || in_number {
+            out.push(c);
+            last_space = false;
+        } else if !last_space {
+            out.push(' ');
+            last_space = true;
+        }
+    }
+    out.trim_end().to_string()
+}
+
+fn words(text: &str) -> Vec<String> {
+    normalize(text)
+        .split_whitespace()
+        .map(|w| w.trim_matches('\'').to_string())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+const YES_WORDS: &[&str] = &[
+    "yes",
+    "yeah",
+    "yep",
+    "yup",
+    "ya",
+    "yah",
+    "sure",
+    "correct",
+    "right",
+    "absolutely",
+    "definitely",
+    "certainly",
+    "affirmative",
+    "okay",
+    "ok",
+    "indeed",
+];
+const NO_WORDS: &[&str] = &[
+    "no", "nope", "nah", "not", "don't", "dont", "never", "negative", "can't", "cant", "haven't",
+    "havent", "won't", "wont", "isn't", "aren't", "didn't", "doesn't", "cannot",
+];
+
+/// A yes/no reading of the caller's words, from the first decisive word ("no I don't" is no,
+/// "yes I do" is yes, "I do" and "I have" are yes).
+pub fn parse_yes_no(text: &str) -> Option<bool> {
+    let w = words(text);
+    for (i, word) in w.iter().enumerate() {
+        if NO_WORDS.contains(&word.as_str()) {
+            return Some(false);
+        }
+        if YES_WORDS.contains(&word.as_str()) {
+            // "of course" / "yes" / "sure" unless negated right after ("sure not")
+            if w.get(i + 1).map(|n| n == "not").unwrap_or(false) {
+                return Some(false);
+            }
+            return Some(true);
+        }
+        if word == "course" && i > 0 && w[i - 1] == "of" {
+            return Some(true);
+        }
+    }
+    // "i do", "i have", "i can", "i am", "i will" without a negation
+    for pair in w.windows(2) {
+        if pair[0] == "i" && ["do", "have", "can", "am", "will", "did"].contains(&pair[1].as_str())
+        {
+            return Some(true);
+        }
+    }
+    None
+}
+
+fn small_number(word: &str) -> Option<f64> {
+    const UNITS: &[&str] = &[
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+    ];
+    const TENS: &[&str] = &[
+        "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    if let Some(i) = UNITS.iter().position(|u| *u == word) {
+        return Some(i as f64);
+    }
+    if let Some(i) = TENS.iter().position(|t| *t == word) {
+        return Some((i as f64 + 2.0) * 10.0);
+    }
+    match word {
+        "a" | "an" => None,
+        "none" | "no" => None,
+        "couple" => Some(2.0),
+        "half" => Some(0.5),
+        _ => None,
+    }
+}
+
+/// The first number in the reply: digits ("5", "2.5", "40,000") or words ("twenty one",
+/// "three hundred", "a couple"). `None` when there is none.
+pub fn parse_number(text: &str) -> Option<f64> {
+    let w = words(text);
+    // digits first
+    for word in &w {
+        let cleaned: String = word.chars().filter(|c| *c != ',' && *c != '$').collect();
+        let digits: String = cleaned
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        if !digits.is_empty()
+            && let Ok(v) = digits.parse::<f64>()
+        {
+            return Some(v);
+        }
+    }
+    let mut i = 0;
+    while i < w.len() {
+        if let Some(first) = small_number(&w[i]) {
+            let mut value = first;
+            let mut j = i + 1;
+            if first >= 20.0
+                && first % 10.0 == 0.0
+                && let Some(unit) = w.get(j).and_then(|x| small_number(x))
+                && unit < 10.0
+            {
+                value += unit;
+                j += 1;
+            }
+            if w.get(j).map(|x| x == "hundred").unwrap_or(false) {
+                value *= 100.0;
+                j += 1;
+            } else if w.get(j).map(|x| x == "thousand").unwrap_or(false) {
+                value *= 1000.0;
+                j += 1;
+            }
+            if w.get(j).map(|x| x == "and").unwrap_or(false)
+                && w.get(j + 1).map(|x| x == "a").unwrap_or(false)
+                && w.get(j + 2).map(|x| x == "half").unwrap_or(false)
+            {
+                value += 0.5;
+            }
+            return Some(value);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Parse keypad digits as a number (`#` and `*` ignored).
+pub fn parse_digits(digits: &str) -> Option<f64> {
+    let d: String = digits.chars().filter(|c| c.is_ascii_digit()).collect();
+    if d.is_empty() { None } else { d.parse().ok() }
+}
+
+const FILLERS: &[&str] = &[
+    "um", "uh", "er", "hmm", "well", "hi", "hello", "hey", "yes", "yeah", "oh", "so", "okay", "ok",
+    "sure",
+];
+const NOT_A_NAME: &[&str] = &[
+    "no", "not", "what", "why", "who", "the", "a", "an", "is", "it", "and", "i", "you", "sorry",
+    "pardon", "repeat", "again", "calling", "here", "there", "job", "about",
+];
+
+fn title_case(words: &[&str]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Strip a lead-in phrase (the longest that matches) and fillers; what remains, up to `max` words.
+fn after_lead_in<'a>(w: &'a [String], lead_ins: &[&[&str]], max: usize) -> Vec<&'a str> {
+    let mut start = 0;
+    while start < w.len() && FILLERS.contains(&w[start].as_str()) {
+        start += 1;
+    }
+    let rest = &w[start..];
+    let mut best = 0;
+    for lead in lead_ins {
+        if lead.len() <= rest.len()
+            && lead.iter().zip(rest).all(|(a, b)| *a == b.as_str())
+            && lead.len() > best
+        {
+            best = lead.len();
+        }
+    }
+    // a lead-in can also appear later: "hi there my name is john"
+    if best == 0 {
+        for s in 0..rest.len() {
+            for lead in lead_ins {
+                if lead.len() >= 2
+                    && s + lead.len() <= rest.len()
+                    && lead.iter().zip(&rest[s..]).all(|(a, b)| *a == b.as_str())
+                {
+                    return rest[s + lead.len()..]
+                        .iter()
+                        .take(max)
+                        .map(|s| s.as_str())
+                        .collect();
+                }
+            }
+        }
+    }
+    rest[best..].iter().take(max).map(|s| s.as_str()).collect()
+}
+
+/// The caller's name from "my name is John Smith", "this is Maria", "I'm Ana Lopez", or just
+/// "John Smith". `None` when the reply does not sound like a name.
+pub fn extract_name(text: &str) -> Option<String> {
+    let w = words(text);
+    let leads: &[&[&str]] = &[
+        &["my", "name", "is"],
+        &["my", "name's"],
+        &["name", "is"],
+        &["my", "full", "name", "is"],
+        &["this", "is"],
+        &["i", "am"],
+        &["i'm"],
+        &["it's"],
+        &["it", "is"],
+        &["call", "me"],
+        &["they", "call", "me"],
+    ];
+    let mut name: Vec<&str> = after_lead_in(&w, leads, 4);
+    // stop at a connective: "john smith and i am calling about ..."
+    if let Some(pos) = name
+        .iter()
+        .position(|x| ["and", "i", "i'm", "calling", "from"].contains(x))
+    {
+        name.truncate(pos);
+    }
+    name.truncate(3);
+    if name.is_empty()
+        || name.iter().any(|x| NOT_A_NAME.contains(x))
+        || name.iter().any(|x| {
+            !x.chars()
+                .all(|c| c.is_alphabetic() || c == '\'' || c == '-')
+        })
+    {
+        return None;
+    }
+    Some(title_case(&name))
+}
+
+/// The caller's city or area from "I live in Chicago", "I'm in the Bronx", "near Dallas", or just
+/// "Chicago".
+pub fn extract_location(text: &str) -> Option<String> {
+    let w = words(text);
+    let leads: &[&[&str]] = &[
+        &["i", "live", "in"],
+        &["i", "live", "near"],
+        &["i", "live", "at"],
+        &["i'm", "in"],
+        &["i", "am", "in"],
+        &["i'm", "from"],
+        &["i", "am", "from"],
+        &["i'm", "located", "in"],
+        &["i", "am", "located", "in"],
+        &["i'm", "based", "in"],
+        &["located", "in"],
+        &["based", "in"],
+        &["from"],
+        &["in"],
+        &["near"],
+        &["it's"],
+        &["it", "is"],
+    ];
+    let mut place: Vec<&str> = after_lead_in(&w, leads, 5);
+    while place.first().map(|x| *x == "the").unwrap_or(false) {
+        place.remove(0);
+    }
+    if let Some(pos) = place.iter().position(|x| ["and", "but", "so"].contains(x)) {
+        place.truncate(pos);
+    }
+    place.truncate(4);
+    if place.is_empty()
+        || place
+            .iter()
+            .all(|x| ["no", "not", "what", "sorry", "i", "don't", "know"].contains(x))
+    {
+        return None;
+    }
+    Some(title_case(&place))
+}
+
+/// Whether the reply means "no more questions" / "that's all".
+pub fn is_done(text: &str) -> bool {
+    let n = normalize(text);
+    let w: Vec<&str> = n.split_whitespace().collect();
+    if w.is_empty() {
+        return false;
+    }
+    let phrases = [
+        "no",
+        "nope",
+        "nah",
+        "no thanks",
+        "no thank you",
+        "that's all",
+        "that's it",
+        "nothing",
+        "i'm good",
+        "i'm fine",
+        "all good",
+        "not really",
+        "i don't",
+        "none",
+        "goodbye",
+        "bye",
+    ];
+    phrases
+        .iter()
+        .any(|p| n == *p || n.starts_with(&format!("{p} ")))
+        || (w.len() <= 4 && w[0] == "no" && !n.contains('?'))
+}
+
+/// The answer value for a question kind from spoken words; `None` when unclear.
+pub fn understand(kind: QuestionKind, text: &str) -> Option<AnswerValue> {
+    match kind {
+        QuestionKind::YesNo => {
+            parse_yes_no(text).map(|y| if y { AnswerValue::Yes } else { AnswerValue::No })
+        }
+        QuestionKind::Number => parse_number(text).map(AnswerValue::Number),
+        QuestionKind::FreeText => {
+            let t = text.trim();
+            if normalize(t).is_empty() {
+                None
+            } else {
+                Some(AnswerValue::Text(t.to_string()))
+            }
+        }
+    }
+}
+
+/// The answer value from keypad digits: 1 = yes, 2 = no; numbers as typed.
+pub fn understand_dtmf(kind: QuestionKind, digits: &str) -> Option<AnswerValue> {
+    match kind {
+        QuestionKind::YesNo => match digits.trim_end_matches('#') {
+            "1" => Some(AnswerValue::Yes),
+            "2" => Some(AnswerValue::No),
+            _ => None,
+        },
+        QuestionKind::Number => parse_digits(digits).map(AnswerValue::Number),
+        QuestionKind::FreeText => None,
+    }
+}
+
+/// A parsed `expected` value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expectation {
+    Yes,
+    No,
+    Compare(Cmp, f64),
+    Range(f64, f64),
+    Keywords(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cmp {
+    Eq,
+    Ge,
+    Le,
+    Gt,
+    Lt,
+}
+
+/// Parse a recruiter's `expected` for a question kind. Errors name what is wrong.
+pub fn parse_expected(kind: QuestionKind, expected: &str) -> Result<Expectation, String> {
+    let e = expected.trim();
+    match kind {
+        QuestionKind::YesNo => match e.to_ascii_lowercase().as_str() {
+            "yes" | "y" | "true" => Ok(Expectation::Yes),
+            "no" | "n" | "false" => Ok(Expectation::No),
+            _ => Err(format!(
+                "expected must be \"yes\" or \"no\" for a yes_no question, not {e:?}"
+            )),
+        },
+        QuestionKind::Number => {
+            let num = |s: &str| -> Result<f64, String> {
+                s.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| format!("{:?} is not a number", s.trim()))
+            };
+            for (prefix, cmp) in [
+                (">=", Cmp::Ge),
+                ("<=", Cmp::Le),
+                (">", Cmp::Gt),
+                ("<", Cmp::Lt),
+                ("=", Cmp::Eq),
+            ] {
+                if let Some(rest) = e.strip_prefix(prefix) {
+                    return Ok(Expectation::Compare(cmp, num(rest)?));
+                }
+            }
+            // a range "18-65" (but not a negative number "-5")
+            if let Some((pos, _)) = e.char_indices().skip(1).find(|(_, c)| *c == '-') {
+                let lo = num(&e[..pos])?;
+                let hi = num(&e[pos + 1..])?;
+                if lo > hi {
+                    return Err(format!("range {e:?} has its low end above its high end"));
+                }
+                return Ok(Expectation::Range(lo, hi));
+            }
+            Ok(Expectation::Compare(Cmp::Eq, num(e).map_err(|_| {
+                format!(
+                    "expected must be a number, a comparison such as \">= 2\", or a range such as \"18-65\", not {e:?}"
+                )
+            })?))
+        }
+        QuestionKind::FreeText => Ok(Expectation::Keywords(
+            e.split(',')
+                .map(|k| normalize(k))
+                .filter(|k| !k.is_empty())
+                .collect(),
+        )),
+    }
+}
+
+/// Whether an answer meets the expectation; `None` when there is nothing to judge.
+pub fn meets(expectation: &Expectation, value: &AnswerValue) -> Option<bool> {
+    match (expectation, value) {
+        (_, AnswerValue::Unclear) => None,
+        (Expectation::Yes, AnswerValue::Yes) | (Expectation::No, AnswerValue::No) => Some(true),
+        (Expectation::Yes, AnswerValue::No) | (Expectation::No, AnswerValue::Yes) => Some(false),
+        (Expectation::Compare(cmp, x), AnswerValue::Number(v)) => Some(match cmp {
+            Cmp::Eq => (v - x).abs() < 1e-9,
+            Cmp::Ge => v >= x,
+            Cmp::Le => v <= x,
+            Cmp::Gt => v > x,
+            Cmp::Lt => v < x,
+        }),
+        (Expectation::Range(lo, hi), AnswerValue::Number(v)) => Some(v >= lo && v <= hi),
+        (Expectation::Keywords(k), AnswerValue::Text(t)) => {
+            if k.is_empty() {
+                None
+            } else {
+                let n = normalize(t);
+                Some(k.iter().any(|kw| n.contains(kw.as_str())))
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yes_no() {
+        for y in [
+            "yes",
+            "Yeah, I do.",
+            "sure",
+            "of course",
+            "I have",
+            "yes i do",
+            "correct",
+        ] {
+            assert_eq!(parse_yes_no(y), Some(true), "{y}");
+        }
+        for n in [
+            "no",
+            "nope",
+            "I don't",
+            "no I don't",
+            "not really",
+            "I do not",
+            "never",
+        ] {
+            assert_eq!(parse_yes_no(n), Some(false), "{n}");
+        }
+        for u in ["", "banana", "what was the question"] {
+            assert_eq!(parse_yes_no(u), None, "{u}");
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_number("five"), Some(5.0));
+        assert_eq!(parse_number("three years"), Some(3.0));
+        assert_eq!(parse_number("about twenty one"), Some(21.0));
+        assert_eq!(parse_number("I have 12 years"), Some(12.0));
+        assert_eq!(parse_number("$40,000"), Some(40000.0));
+        assert_eq!(parse_number("two and a half"), Some(2.5));
+        assert_eq!(parse_number("a couple of years"), Some(2.0));
+        assert_eq!(parse_number("three hundred"), Some(300.0));
+        assert_eq!(parse_number("none of your business"), None);
+        assert_eq!(parse_digits("12#"), Some(12.0));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            extract_name("my name is john smith").as_deref(),
+            Some("John Smith")
+        );
+        assert_eq!(extract_name("Um, this is Maria.").as_deref(), Some("Maria"));
+        assert_eq!(extract_name("I'm Ana Lopez").as_deref(), Some("Ana Lopez"));
+        assert_eq!(extract_name("john smith").as_deref(), Some("John Smith"));
+        assert_eq!(
+            extract_name("hi there my name is john and i am calling about the job").as_deref(),
+            Some("John")
+        );
+        assert_eq!(extract_name("what"), None);
+        assert_eq!(extract_name(""), None);
+        assert_eq!(extract_name("no"), None);
+    }
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            extract_location("i live in chicago").as_deref(),
+            Some("Chicago")
+        );
+        assert_eq!(
+            extract_location("I'm in the Bronx").as_deref(),
+            Some("Bronx")
+        );
+        assert_eq!(
+            extract_location("san antonio").as_deref(),
+            Some("San Antonio")
+        );
+        assert_eq!(extract_location("i don't know"), None);
+    }
+
+    #[test]
+    fn done_phrases() {
+        assert!(is_done("no thank you"));
+        assert!(is_done("No."));
+        assert!(is_done("that's all"));
+        assert!(!is_done("what is the pay"));
+        assert!(!is_done(""));
+    }
+
+    #[test]
+    fn expectations() {
+        let e = parse_expected(QuestionKind::Number, ">= 2").unwrap();
+        assert_eq!(meets(&e, &AnswerValue::Number(3.0)), Some(true));
+        assert_eq!(meets(&e, &AnswerValue::Number(1.0)), Some(false));
+        let r = parse_expected(QuestionKind::Number, "18-65").unwrap();
+        assert_eq!(r, Expectation::Range(18.0, 65.0));
+        assert_eq!(
+            parse_expected(QuestionKind::Number, "5").unwrap(),
+            Expectation::Compare(Cmp::Eq, 5.0)
+        );
+        assert!(parse_expected(QuestionKind::Number, "lots").is_err());
+        assert!(parse_expected(QuestionKind::Number, "65-18").is_err());
+        assert!(parse_expected(QuestionKind::YesNo, "maybe").is_err());
+        assert!(parse_expected(QuestionKind::Number, "é-5").is_err());
+        assert!(parse_expected(QuestionKind::Number, "-").is_err());
+        let k = parse_expected(QuestionKind::FreeText, "forklift, warehouse").unwrap();
+        assert_eq!(
+            meets(&k, &AnswerValue::Text("I worked in a Warehouse".into())),
+            Some(true)
+        );
+        assert_eq!(meets(&k, &AnswerValue::Unclear), None);
+    }
+
+    #[test]
+    fn dtmf() {
+        assert_eq!(
+            understand_dtmf(QuestionKind::YesNo, "1"),
+            Some(AnswerValue::Yes)
+        );
+        assert_eq!(
+            understand_dtmf(QuestionKind::YesNo, "2"),
+            Some(AnswerValue::No)
+        );
+        assert_eq!(understand_dtmf(QuestionKind::YesNo, "7"), None);
+        assert_eq!(
+            understand_dtmf(QuestionKind::Number, "42#"),
+            Some(AnswerValue::Number(42.0))
+        );
+    }
+}

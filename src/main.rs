@@ -1,0 +1,132 @@
+//! The `receptionist` command line: serve, migrate, workspace management, and a simulated call.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use receptionist::config::ServeConfig;
+use receptionist::store::{Role, Store};
+
+#[derive(Parser)]
+#[command(
+    name = "receptionist",
+    version,
+    about = "An AI phone receptionist for recruiting teams"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server.
+    Serve(ServeConfig),
+    /// Create the database schema (also done by `serve` at start) and exit.
+    Migrate(DbArgs),
+    /// Workspaces and API keys.
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
+    /// Play caller audio from WAV files into a running server as Twilio would.
+    Simulate(receptionist::simulate::SimulateArgs),
+}
+
+#[derive(clap::Args)]
+struct DbArgs {
+    /// Database URL: `sqlite://path` or `postgres://...`. Default: a SQLite file in the data directory.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Directory holding the default SQLite database.
+    #[arg(long, env = "RECEPTIONIST_DATA_DIR", default_value = "./data")]
+    data_dir: std::path::PathBuf,
+}
+
+impl DbArgs {
+    async fn connect(&self) -> anyhow::Result<Store> {
+        let url = match &self.database_url {
+            Some(u) => u.clone(),
+            None => {
+                std::fs::create_dir_all(&self.data_dir)?;
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    self.data_dir.join("receptionist.db").display()
+                )
+            }
+        };
+        Ok(Store::connect(&url).await?)
+    }
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCommand {
+    /// Create a workspace and print its first admin API key.
+    Create {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Create another API key for a workspace.
+    AddKey {
+        workspace_id: String,
+        /// admin or viewer
+        #[arg(long, default_value = "admin")]
+        role: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => {
+            tracing::info!(config = ?config, "starting");
+            receptionist::server::serve(config).await
+        }
+        Command::Migrate(db) => {
+            let store = db.connect().await?;
+            store.close().await;
+            eprintln!("database is up to date");
+            Ok(())
+        }
+        Command::Workspace { command } => match command {
+            WorkspaceCommand::Create { name, db } => {
+                let name = name.trim();
+                anyhow::ensure!(!name.is_empty(), "the workspace name must not be empty");
+                let store = db.connect().await?;
+                let (ws, key) = store.create_workspace(name).await?;
+                store.close().await;
+                eprintln!("workspace {} created ({})", ws.name, ws.id);
+                eprintln!("admin API key (shown once; use as `Authorization: Bearer KEY`):");
+                println!("{key}");
+                Ok(())
+            }
+            WorkspaceCommand::AddKey {
+                workspace_id,
+                role,
+                db,
+            } => {
+                let role = match role.as_str() {
+                    "admin" => Role::Admin,
+                    "viewer" => Role::Viewer,
+                    other => anyhow::bail!("role must be admin or viewer, not {other:?}"),
+                };
+                let store = db.connect().await?;
+                let key = store.create_api_key(&workspace_id, role).await?;
+                store.close().await;
+                println!("{key}");
+                Ok(())
+            }
+        },
+        Command::Simulate(args) => receptionist::simulate::run(args).await,
+    }
+}

@@ -1,0 +1,530 @@
+//! The per-call driver: the only code that reads the clock, touches the socket or spawns tasks for
+//! a call. It turns carrier messages and backend results into engine inputs, and carries out the
+//! engine's outputs: media/mark/clear to the carrier, synthesis and recognition requests, recording
+//! chunks, persisted events, and the end of the call.
+//!
+//! One task per call. Every queue it owns is bounded: backend results (64, producers wait),
+//! persisted events (1024, producer waits: never dropped), recording chunks (shared, bounded,
+//! producer waits).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::AppState;
+use crate::backends::{BackendError, SttSession};
+use crate::engine::call::Timing;
+use crate::engine::media::twilio::{self, Inbound, StartInfo};
+use crate::engine::{CallEngine, EngineConfig, Input, Output, ToCaller};
+use crate::model::{CallEvent, EndReason};
+use crate::store::{CallStatus, Store, now_ms};
+
+/// How long a new socket may take to send a valid `start`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages tolerated before `start` (Twilio sends one: `connected`).
+const MAX_MESSAGES_BEFORE_START: usize = 500;
+const STT_FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+const TTS_TIMEOUT: Duration = Duration::from_secs(8);
+/// Recording chunk: one second of stereo audio.
+const RECORD_CHUNK_SAMPLES: usize = 8000 * 2;
+
+enum BackendEvent {
+    Tts {
+        speech: u64,
+        result: Result<Arc<[u8]>, BackendError>,
+    },
+    Stt {
+        utterance: u64,
+        result: Result<String, BackendError>,
+    },
+}
+
+enum Persist {
+    Event(CallEvent),
+    Finish {
+        ended_at_ms: i64,
+        duration_ms: i64,
+        reason: EndReason,
+    },
+}
+
+/// Why a session never became a call.
+#[derive(Debug)]
+enum StartError {
+    Closed,
+    Timeout,
+    Protocol(#[allow(dead_code)] String),
+}
+
+/// Read until a valid `start`, dropping media that comes before it.
+async fn wait_for_start(socket: &mut WebSocket) -> Result<StartInfo, StartError> {
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    let mut dropped_media = 0usize;
+    for _ in 0..MAX_MESSAGES_BEFORE_START {
+        let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Err(_) => return Err(StartError::Timeout),
+            Ok(None) => return Err(StartError::Closed),
+            Ok(Some(Err(e))) => return Err(StartError::Protocol(format!("socket error: {e}"))),
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg {
+            Message::Text(text) => match twilio::parse(text.as_str()) {
+                Ok(Inbound::Start(info)) => {
+                    if dropped_media > 0 {
+                        tracing::debug!(dropped_media, "media before start dropped");
+                    }
+                    if !info.is_mulaw_8k_mono() {
+                        return Err(StartError::Protocol(format!(
+                            "unsupported media format {} {} Hz {} channel(s)",
+                            info.encoding, info.sample_rate, info.channels
+                        )));
+                    }
+                    return Ok(info);
+                }
+                Ok(Inbound::Media { .. }) => dropped_media += 1,
+                Ok(Inbound::Stop { .. }) => return Err(StartError::Closed),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(StartError::Protocol(format!(
+                        "bad message before start: {e}"
+                    )));
+                }
+            },
+            Message::Binary(_) => {
+                return Err(StartError::Protocol("binary message".into()));
+            }
+            Message::Close(_) => return Err(StartError::Closed),
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    Err(StartError::Protocol(
+        "too many messages before start".into(),
+    ))
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Run one Twilio media session to its end.
+pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
+    let start = match wait_for_start(&mut socket).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(reason = ?e, "media session ended before a valid start");
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    // the stream must belong to a call the webhook accepted, with the token it issued
+    let (Some(call_id), Some(token)) = (
+        start.custom_parameters.get("callId").cloned(),
+        start.custom_parameters.get("token").cloned(),
+    ) else {
+        tracing::warn!("media session without callId/token parameters: refused");
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    };
+    let call = match state.store.call_by_id(&call_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            tracing::warn!(call = %call_id, "media session for an unknown call: refused");
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "call lookup failed");
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    if !constant_time_eq(&call.token_hash, &super::twilio::sha256_hex(&token))
+        || call.call_sid != start.call_sid
+        || call.status != CallStatus::Accepted
+    {
+        tracing::warn!(call = %call_id, "media session token, call sid or state mismatch: refused");
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    }
+    let Some(_slot) = state.calls.claim(&call_id) else {
+        tracing::warn!(call = %call_id, "at the concurrent call limit: media session refused");
+        let _ = state
+            .store
+            .finish_call(&call_id, now_ms(), 0, EndReason::Disconnected)
+            .await;
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    };
+    let recording_rel = format!("recordings/{call_id}.wav");
+    let started_at = now_ms();
+    let started = match state
+        .store
+        .start_call(&call_id, &start.stream_sid, started_at, &recording_rel)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(call = %call_id, error = %e, "cannot start call");
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    state
+        .recorder
+        .open(&call_id, state.config.data_dir.join(&recording_rel))
+        .await;
+
+    let timing = Timing {
+        max_call: state.config.max_call_length(),
+        ..Timing::default()
+    };
+    let engine = CallEngine::new(
+        Instant::now(),
+        EngineConfig {
+            settings: Arc::new(call.settings.clone()),
+            returning_caller: started.returning_caller,
+            timing,
+        },
+    );
+    let (persist_tx, persist_rx) = mpsc::channel::<Persist>(1024);
+    let persister = tokio::spawn(persist_task(
+        state.store.clone(),
+        call_id.clone(),
+        persist_rx,
+    ));
+
+    let reason = CallDriver {
+        state: &state,
+        call_id: &call_id,
+        stream_sid: &start.stream_sid,
+        voice: call.settings.voice.clone(),
+        engine,
+        socket: &mut socket,
+        persist: persist_tx.clone(),
+        stt: HashMap::new(),
+        tts: HashMap::new(),
+        out: String::with_capacity(512),
+        payload: Vec::with_capacity(1024),
+        record: Vec::with_capacity(RECORD_CHUNK_SAMPLES),
+        socket_open: true,
+    }
+    .run()
+    .await;
+
+    let _ = socket.send(Message::Close(None)).await;
+    drop(persist_tx);
+    match tokio::time::timeout(Duration::from_secs(60), persister).await {
+        Ok(Ok(())) => {}
+        _ => tracing::error!(call = %call_id, "call records not all persisted in time"),
+    }
+    tracing::info!(call = %call_id, reason = reason.as_str(), "call ended");
+}
+
+struct CallDriver<'a> {
+    state: &'a AppState,
+    call_id: &'a str,
+    stream_sid: &'a str,
+    voice: String,
+    engine: CallEngine,
+    socket: &'a mut WebSocket,
+    persist: mpsc::Sender<Persist>,
+    stt: HashMap<u64, Box<dyn SttSession>>,
+    tts: HashMap<u64, JoinHandle<()>>,
+    out: String,
+    payload: Vec<u8>,
+    record: Vec<i16>,
+    socket_open: bool,
+}
+
+impl CallDriver<'_> {
+    async fn run(mut self) -> EndReason {
+        let (btx, mut brx) = mpsc::channel::<BackendEvent>(64);
+        let reason = loop {
+            // carry out every output; stop at the next deadline
+            let (deadline, ended) = self.drain(&btx).await;
+            if let Some(reason) = ended {
+                break reason;
+            }
+            tokio::select! {
+                msg = self.socket.recv(), if self.socket_open => {
+                    self.on_socket(msg);
+                }
+                Some(ev) = brx.recv() => {
+                    self.on_backend(ev);
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    self.input(Input::Tick);
+                }
+            }
+        };
+        for (_, h) in self.tts.drain() {
+            h.abort();
+        }
+        self.stt.clear();
+        if !self.record.is_empty() {
+            let chunk = std::mem::take(&mut self.record);
+            self.state.recorder.append(self.call_id, chunk).await;
+        }
+        self.state.recorder.close(self.call_id).await;
+        let _ = self
+            .persist
+            .send(Persist::Finish {
+                ended_at_ms: now_ms(),
+                duration_ms: self.engine.call_ms() as i64,
+                reason,
+            })
+            .await;
+        reason
+    }
+
+    fn input(&mut self, input: Input<'_>) {
+        // an input after the end is a no-op: the loop is about to stop
+        let _ = self.engine.handle_input(Instant::now(), input);
+    }
+
+    fn on_socket(&mut self, msg: Option<Result<Message, axum::Error>>) {
+        match msg {
+            None => {
+                self.socket_open = false;
+                self.input(Input::Disconnected);
+            }
+            Some(Err(e)) => {
+                self.socket_open = false;
+                tracing::warn!(call = %self.call_id, error = %e, "media socket error");
+                self.input(Input::Abort(EndReason::ProtocolError));
+            }
+            Some(Ok(Message::Text(text))) => match twilio::parse(text.as_str()) {
+                Ok(Inbound::Media {
+                    payload,
+                    timestamp_ms,
+                    ..
+                }) => {
+                    if let Err(e) = twilio::decode_payload(payload, &mut self.payload) {
+                        tracing::warn!(call = %self.call_id, error = %e, "bad media payload: ending session");
+                        self.input(Input::Abort(EndReason::ProtocolError));
+                        return;
+                    }
+                    let payload = std::mem::take(&mut self.payload);
+                    self.input(Input::CallerAudio {
+                        timestamp_ms,
+                        mulaw: &payload,
+                    });
+                    self.payload = payload;
+                }
+                Ok(Inbound::Dtmf { digit, .. }) => self.input(Input::Dtmf(digit)),
+                Ok(Inbound::Mark { name }) => self.input(Input::MarkEchoed(name)),
+                Ok(Inbound::Stop { .. }) => self.input(Input::CarrierStop),
+                Ok(Inbound::Start(_)) => {
+                    tracing::warn!(call = %self.call_id, "second start ignored");
+                }
+                Ok(Inbound::Connected { .. }) => {}
+                Ok(Inbound::Unknown { event }) => {
+                    tracing::debug!(call = %self.call_id, event, "unknown event ignored");
+                }
+                Err(e) => {
+                    tracing::warn!(call = %self.call_id, error = %e, "malformed carrier message: ending session");
+                    self.input(Input::Abort(EndReason::ProtocolError));
+                }
+            },
+            Some(Ok(Message::Binary(_))) => {
+                tracing::warn!(call = %self.call_id, "binary message on a Twilio stream: ending session");
+                self.input(Input::Abort(EndReason::ProtocolError));
+            }
+            Some(Ok(Message::Close(_))) => {
+                self.socket_open = false;
+                self.input(Input::Disconnected);
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+        }
+    }
+
+    fn on_backend(&mut self, ev: BackendEvent) {
+        match ev {
+            BackendEvent::Tts { speech, result } => {
+                self.tts.remove(&speech);
+                match result {
+                    Ok(mulaw) => self.input(Input::TtsAudio { speech, mulaw }),
+                    Err(e) => {
+                        tracing::warn!(call = %self.call_id, error = %e, "speech synthesis failed");
+                        self.input(Input::TtsFailed { speech });
+                    }
+                }
+            }
+            BackendEvent::Stt { utterance, result } => match result {
+                Ok(text) => self.input(Input::Transcript {
+                    utterance,
+                    text: &text,
+                }),
+                Err(e) => {
+                    tracing::warn!(call = %self.call_id, error = %e, "speech recognition failed");
+                    self.input(Input::SttFailed { utterance });
+                }
+            },
+        }
+    }
+
+    /// Carry out outputs until the engine asks to wait; returns its deadline, and the end reason
+    /// once the call is over.
+    async fn drain(&mut self, btx: &mpsc::Sender<BackendEvent>) -> (Instant, Option<EndReason>) {
+        let mut ended = None;
+        loop {
+            match self.engine.poll_output() {
+                Output::Timeout(t) => return (t, ended),
+                Output::ToCaller(msg) => {
+                    self.out.clear();
+                    match &msg {
+                        ToCaller::Media(frame) => {
+                            twilio::write_media(self.stream_sid, frame, &mut self.out)
+                        }
+                        ToCaller::Mark(id) => {
+                            twilio::write_mark(self.stream_sid, &id.to_string(), &mut self.out)
+                        }
+                        ToCaller::Clear => twilio::write_clear(self.stream_sid, &mut self.out),
+                    }
+                    if self.socket_open
+                        && self
+                            .socket
+                            .send(Message::Text(self.out.clone().into()))
+                            .await
+                            .is_err()
+                    {
+                        self.socket_open = false;
+                        self.input(Input::Disconnected);
+                    }
+                }
+                Output::Speak { speech, text } => {
+                    let prompts = self.state.prompts.clone();
+                    let voice = self.voice.clone();
+                    let tx = btx.clone();
+                    let handle = tokio::spawn(async move {
+                        let result =
+                            match tokio::time::timeout(TTS_TIMEOUT, prompts.speak(&voice, &text))
+                                .await
+                            {
+                                Ok(r) => r,
+                                Err(_) => Err(BackendError::Timeout),
+                            };
+                        let _ = tx.send(BackendEvent::Tts { speech, result }).await;
+                    });
+                    self.tts.insert(speech, handle);
+                }
+                Output::CancelSpeech { speech } => {
+                    if let Some(h) = self.tts.remove(&speech) {
+                        h.abort();
+                    }
+                }
+                Output::SttAudio { utterance, pcm16k } => {
+                    let stt = &self.state.backends.stt;
+                    self.stt
+                        .entry(utterance)
+                        .or_insert_with(|| stt.start())
+                        .push(&pcm16k[..]);
+                }
+                Output::SttFinish { utterance } => {
+                    if let Some(session) = self.stt.remove(&utterance) {
+                        let tx = btx.clone();
+                        tokio::spawn(async move {
+                            let result =
+                                match tokio::time::timeout(STT_FINISH_TIMEOUT, session.finish())
+                                    .await
+                                {
+                                    Ok(r) => r,
+                                    Err(_) => Err(BackendError::Timeout),
+                                };
+                            let _ = tx.send(BackendEvent::Stt { utterance, result }).await;
+                        });
+                    } else {
+                        let _ = btx.try_send(BackendEvent::Stt {
+                            utterance,
+                            result: Ok(String::new()),
+                        });
+                    }
+                }
+                Output::SttCancel { utterance } => {
+                    self.stt.remove(&utterance);
+                }
+                Output::Record(frame) => {
+                    for i in 0..frame.caller.len() {
+                        self.record.push(frame.caller[i]);
+                        self.record.push(frame.agent[i]);
+                    }
+                    if self.record.len() >= RECORD_CHUNK_SAMPLES {
+                        let chunk = std::mem::replace(
+                            &mut self.record,
+                            Vec::with_capacity(RECORD_CHUNK_SAMPLES),
+                        );
+                        self.state.recorder.append(self.call_id, chunk).await;
+                    }
+                }
+                Output::Event(e) => {
+                    let _ = self.persist.send(Persist::Event(e)).await;
+                }
+                Output::Ended(reason) => ended = Some(reason),
+            }
+        }
+    }
+}
+
+/// Writes a call's events in order, batching what has queued up; a failed write is retried
+/// (never dropped) with backoff until it lands or the call's persistence gives up after minutes.
+async fn persist_task(store: Store, call_id: String, mut rx: mpsc::Receiver<Persist>) {
+    let mut seq: i64 = 0;
+    let mut batch: Vec<CallEvent> = Vec::with_capacity(64);
+    let mut finish: Option<(i64, i64, EndReason)> = None;
+    loop {
+        let Some(first) = rx.recv().await else { break };
+        let mut push = |p: Persist, batch: &mut Vec<CallEvent>| match p {
+            Persist::Event(e) => batch.push(e),
+            Persist::Finish {
+                ended_at_ms,
+                duration_ms,
+                reason,
+            } => finish = Some((ended_at_ms, duration_ms, reason)),
+        };
+        push(first, &mut batch);
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(p) => push(p, &mut batch),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            retry(&call_id, "append events", || {
+                store.append_events(&call_id, seq, &batch)
+            })
+            .await;
+            seq += batch.len() as i64;
+            batch.clear();
+        }
+        if let Some((ended_at, duration, reason)) = finish.take() {
+            retry(&call_id, "finish call", || {
+                store.finish_call(&call_id, ended_at, duration, reason)
+            })
+            .await;
+        }
+    }
+}
+
+async fn retry<F, Fut>(call_id: &str, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::store::StoreResult<()>>,
+{
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=12 {
+        match f().await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(call = %call_id, attempt, error = %e, "database write failed; retrying: {what}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    tracing::error!(call = %call_id, "giving up on a database write after retries: {what}");
+}

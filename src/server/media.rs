@@ -1,0 +1,29 @@
+//! The media WebSocket upgrade: `GET /twilio/media`, signed by Twilio like a webhook (the signed
+//! URL is the `wss://` stream URL with no parameters). The call itself runs in [`super::driver`].
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::twilio::{check_signature, media_url};
+
+/// Largest WebSocket message accepted from a carrier. A 20 ms media message is about 300 bytes;
+/// anything near this is not Twilio.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+pub async fn twilio_media(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let url = media_url(&state.config.public_url());
+    if let Err(why) = check_signature(&state, &headers, &url, &[]) {
+        tracing::warn!(reason = why, "media stream upgrade refused");
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| super::driver::run_twilio(state, socket))
+}

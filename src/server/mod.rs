@@ -1,0 +1,226 @@
+//! All I/O: HTTP routes (carrier webhooks, media WebSocket, recruiter API), the per-call driver.
+
+pub mod api;
+pub mod auth;
+pub mod driver;
+pub mod error;
+pub mod media;
+pub mod twilio;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::backends::{Backends, PromptCache};
+use crate::config::ServeConfig;
+use crate::recording::Recorder;
+use crate::store::Store;
+
+/// Shared by every route. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ServeConfig>,
+    pub backends: Backends,
+    pub prompts: PromptCache,
+    pub recorder: Recorder,
+    pub calls: Arc<CallSlots>,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: ServeConfig, backends: Backends) -> Self {
+        let prompts = PromptCache::new(backends.tts.clone());
+        let max = config.max_calls;
+        Self {
+            store,
+            config: Arc::new(config),
+            backends,
+            prompts,
+            recorder: Recorder::start(4096),
+            calls: Arc::new(CallSlots::new(max)),
+        }
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/twilio/voice", post(twilio::voice_webhook))
+        .route("/twilio/media", get(media::twilio_media))
+        .merge(api::router())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(1024 * 1024))
+        .with_state(state)
+}
+
+/// Concurrent call accounting for this node: a slot is taken when the webhook accepts a call and
+/// given back when its media session ends, or when the carrier never connects.
+pub struct CallSlots {
+    max: usize,
+    active: AtomicUsize,
+    held: Mutex<HashMap<String, SlotGuard>>,
+}
+
+impl CallSlots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            active: AtomicUsize::new(0),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// A slot, unless the node is at its limit.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<SlotGuard> {
+        let mut cur = self.active.load(Ordering::SeqCst);
+        loop {
+            if cur >= self.max {
+                return None;
+            }
+            match self
+                .active
+                .compare_exchange(cur, cur + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => {
+                    return Some(SlotGuard {
+                        slots: self.clone(),
+                    });
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, SlotGuard>> {
+        // a poisoned map only means a panic elsewhere while holding it; the map is still valid
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep an accepted call's slot until its stream connects (or 60 s pass).
+    pub fn hold(self: &Arc<Self>, call_id: String, slot: SlotGuard) {
+        self.held().insert(call_id.clone(), slot);
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            if me.held().remove(&call_id).is_some() {
+                tracing::info!(call = %call_id, "accepted call never connected its stream");
+            }
+        });
+    }
+
+    /// The slot held for `call_id` by its webhook; on another node (or after the hold expired),
+    /// a fresh one if any is free.
+    pub fn claim(self: &Arc<Self>, call_id: &str) -> Option<SlotGuard> {
+        let held = self.held().remove(call_id);
+        held.or_else(|| self.try_acquire())
+    }
+}
+
+/// Returns its slot when dropped.
+pub struct SlotGuard {
+    slots: Arc<CallSlots>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Start the server: connect the database, repair what a crash left, listen.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    std::fs::create_dir_all(config.recordings_dir())?;
+    let store = Store::connect(&config.database_url()).await?;
+    recover(&store, &config).await?;
+    let backends = match config.backends {
+        crate::config::BackendSet::Offline => Backends::offline()?,
+        crate::config::BackendSet::Scripted => {
+            Backends::scripted(crate::backends::ScriptedAnswers::default())
+        }
+    };
+    let listen = config.listen;
+    let state = AppState::new(store.clone(), config, backends);
+    // synthesise every live receptionist's fixed prompts and the shared ones before taking calls
+    warm_prompts(&state).await;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, public_url = %state.config.public_url(), backends = state.backends.name, "listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    store.close().await;
+    Ok(())
+}
+
+/// Calls this node left unfinished (a crash or a kill) are marked interrupted and their
+/// recordings made playable.
+pub async fn recover(store: &Store, config: &ServeConfig) -> anyhow::Result<()> {
+    let stale = store
+        .interrupt_unfinished_calls(&config.node_id, crate::store::now_ms())
+        .await?;
+    for (call_id, path) in stale {
+        if let Some(path) = path {
+            let full = config.data_dir.join(&path);
+            match crate::recording::repair(&full) {
+                Ok(bytes) => {
+                    tracing::info!(call = %call_id, bytes, "repaired an interrupted call's recording")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(call = %call_id, error = %e, "cannot repair recording"),
+            }
+        }
+        tracing::info!(call = %call_id, "marked interrupted");
+    }
+    Ok(())
+}
+
+async fn warm_prompts(state: &AppState) {
+    let shared: Vec<String> = [
+        crate::engine::dialogue::APOLOGY,
+        crate::engine::dialogue::FAILURE_GOODBYE,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let voices = state.backends.tts.voices();
+    for v in voices.iter().take(8) {
+        state.prompts.warm(v, &shared).await;
+    }
+    match state.store.all_live_receptionists().await {
+        Ok(list) => {
+            for r in list {
+                let texts = crate::engine::dialogue::Dialogue::fixed_prompts(&r.settings);
+                state.prompts.warm(&r.settings.voice, &texts).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list receptionists to warm prompts"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,165 @@
+//! The candidate pipeline: one candidate per workspace and phone number.
+
+use super::calls::{SUMMARY_COLUMNS, SummaryRow};
+use super::{
+    Candidate, CandidateDetail, CandidateFilter, CandidateSummary, Store, StoreError, StoreResult,
+    on_pool, parse_enum,
+};
+use sqlx::AssertSqlSafe;
+
+const COLUMNS: &str = "k.id, k.workspace_id, k.receptionist_id, k.phone_number, k.name, \
+    k.location, k.email, k.status, k.created_at, k.updated_at, k.last_call_at, \
+    r.agent_name AS receptionist_name, \
+    (SELECT COUNT(*) FROM calls c WHERE c.candidate_id = k.id) AS call_count, \
+    (SELECT COUNT(*) FROM evaluations e WHERE e.candidate_id = k.id) AS evaluation_count, \
+    (SELECT c.duration_ms FROM calls c WHERE c.candidate_id = k.id \
+        ORDER BY c.accepted_at DESC LIMIT 1) AS last_call_duration_ms, \
+    (SELECT COUNT(*) FROM calls c WHERE c.candidate_id = k.id \
+        AND c.recording_path IS NOT NULL) AS recording_count";
+
+const FROM: &str = "candidates k JOIN receptionists r ON r.id = k.receptionist_id";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    workspace_id: String,
+    receptionist_id: String,
+    phone_number: Option<String>,
+    name: Option<String>,
+    location: Option<String>,
+    email: Option<String>,
+    status: String,
+    created_at: i64,
+    updated_at: i64,
+    last_call_at: i64,
+    receptionist_name: String,
+    call_count: i64,
+    evaluation_count: i64,
+    last_call_duration_ms: Option<i64>,
+    recording_count: i64,
+}
+
+impl Row {
+    fn into_summary(self) -> StoreResult<CandidateSummary> {
+        Ok(CandidateSummary {
+            candidate: Candidate {
+                id: self.id,
+                workspace_id: self.workspace_id,
+                receptionist_id: self.receptionist_id,
+                phone_number: self.phone_number,
+                name: self.name,
+                location: self.location,
+                email: self.email,
+                status: parse_enum("candidate status", &self.status)?,
+                created_at_ms: self.created_at,
+                updated_at_ms: self.updated_at,
+                last_call_at_ms: self.last_call_at,
+            },
+            receptionist_name: self.receptionist_name,
+            call_count: self.call_count,
+            evaluation_count: self.evaluation_count,
+            last_call_duration_ms: self.last_call_duration_ms,
+            has_recording: self.recording_count > 0,
+        })
+    }
+}
+
+/// `%text%` for LIKE, lower-cased, with `\` escaping LIKE's wildcards.
+fn like_pattern(text: &str) -> String {
+    let mut out = String::from("%");
+    for ch in text.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('%');
+    out
+}
+
+impl Store {
+    /// The workspace's candidates, latest call first, filtered by status, receptionist and a
+    /// case-insensitive search of name, email and phone (a search with digits also matches the
+    /// phone number ignoring spaces, dashes and parentheses in the query).
+    pub async fn list_candidates(
+        &self,
+        workspace_id: &str,
+        filter: &CandidateFilter,
+    ) -> StoreResult<Vec<CandidateSummary>> {
+        let status = filter.status.map(|s| s.as_str().to_string());
+        let q = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+        let text = q.map(like_pattern);
+        let digits: Option<String> = q.map(|q| {
+            let d: String = q.chars().filter(char::is_ascii_digit).collect();
+            if d.is_empty() {
+                like_pattern(q)
+            } else {
+                like_pattern(&d)
+            }
+        });
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {FROM} WHERE k.workspace_id = $1 \
+             AND ($2 IS NULL OR k.status = $2) \
+             AND ($3 IS NULL OR k.receptionist_id = $3) \
+             AND ($4 IS NULL OR LOWER(COALESCE(k.name, '')) LIKE $4 ESCAPE '\\' \
+                  OR LOWER(COALESCE(k.email, '')) LIKE $4 ESCAPE '\\' \
+                  OR COALESCE(k.phone_number, '') LIKE $5 ESCAPE '\\') \
+             ORDER BY k.last_call_at DESC, k.id DESC LIMIT $6 OFFSET $7"
+        );
+        let limit = filter.limit.unwrap_or(50).clamp(0, 500);
+        let offset = filter.offset.unwrap_or(0).max(0);
+        let rows: Vec<Row> = on_pool!(self, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(workspace_id)
+                .bind(&status)
+                .bind(&filter.receptionist_id)
+                .bind(&text)
+                .bind(&digits)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(Row::into_summary).collect()
+    }
+
+    /// A candidate of this workspace with its calls, newest first.
+    pub async fn get_candidate(
+        &self,
+        workspace_id: &str,
+        id: &str,
+    ) -> StoreResult<CandidateDetail> {
+        let sql = format!("SELECT {COLUMNS} FROM {FROM} WHERE k.workspace_id = $1 AND k.id = $2");
+        let calls_sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM calls c LEFT JOIN candidates k ON k.id = c.candidate_id \
+             WHERE c.workspace_id = $1 AND c.candidate_id = $2 ORDER BY c.accepted_at DESC, c.id DESC"
+        );
+        let (row, calls): (Option<Row>, Vec<SummaryRow>) = on_pool!(self, |pool| {
+            let row = sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(workspace_id)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            let calls = sqlx::query_as(AssertSqlSafe(calls_sql.as_str()))
+                .bind(workspace_id)
+                .bind(id)
+                .fetch_all(pool)
+                .await?;
+            (row, calls)
+        });
+        let summary = row.ok_or(StoreError::NotFound)?.into_summary()?;
+        let calls = calls
+            .into_iter()
+            .map(SummaryRow::into_summary)
+            .collect::<StoreResult<_>>()?;
+        Ok(CandidateDetail { summary, calls })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(super::like_pattern("Ann_%"), "%ann\\_\\%%");
+    }
+}

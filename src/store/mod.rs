@@ -1,0 +1,462 @@
+//! Storage: the only module that touches sqlx. Works on SQLite (the embedded default) and
+//! PostgreSQL, chosen by the URL scheme; migrations are embedded and run at [`Store::connect`].
+//!
+//! # Why an enum over two native pools rather than sqlx's `Any` driver
+//!
+//! [`Store`] holds either a `SqlitePool` or a `PgPool`, and each query is written once, as portable
+//! SQL with `$N` placeholders (which sqlx's SQLite driver accepts too), and expanded for both pools
+//! by the private `on_pool!` macro. Compared with `Any`:
+//! - each backend keeps its native driver: native types (`BOOLEAN`, `BIGINT`, `DOUBLE PRECISION`),
+//!   its own connect options (SQLite: create the file, WAL, foreign keys, busy timeout) and its own
+//!   embedded migrations (`migrations/sqlite`, `migrations/postgres`) with no runtime driver
+//!   registry to install;
+//! - unique-violation detection (`Conflict`) goes through each driver's real error codes;
+//! - the cost is that every query body is compiled twice, which the macro hides.
+//!
+//! Conventions: times are epoch milliseconds (`BIGINT`), JSON is stored as `TEXT`, ids are UUID
+//! strings. Nothing here logs phone numbers, names or transcripts: log lines carry ids only.
+
+mod calls;
+mod candidates;
+mod receptionists;
+mod workspaces;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::model::{
+    AnswerRecord, CandidateStatus, DisclosureRecord, EndReason, ReceptionistSettings,
+    ReceptionistStatus, TranscriptLine, TurnLatency,
+};
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What can go wrong in the store. The HTTP layer maps these (server/error.rs).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such row (or not in the caller's workspace).
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness or state rule was violated; `field` names what collided.
+    #[error("conflict on {field}: {message}")]
+    Conflict {
+        field: &'static str,
+        message: String,
+    },
+    /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
+    #[error("unsupported database URL scheme {0:?} (expected sqlite: or postgres:)")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be understood (bad enum text, bad JSON).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Expands `$body` once per backend with `$pool` bound to the native pool. The second form also
+/// binds `$begin`, the statement that opens a write transaction: `BEGIN IMMEDIATE` on SQLite, so
+/// a transaction that reads before it writes takes the write lock up front and waits (busy
+/// timeout) instead of failing with "database is locked" when it would upgrade its lock.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            crate::store::Pool::Sqlite($pool) => $body,
+            crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+    ($store:expr, |$pool:ident, $begin:ident| $body:expr) => {
+        match &$store.pool {
+            crate::store::Pool::Sqlite($pool) => {
+                let $begin: &'static str = "BEGIN IMMEDIATE";
+                $body
+            }
+            crate::store::Pool::Postgres($pool) => {
+                let $begin: &'static str = "BEGIN";
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// The database handle. Cheap to clone (a pool inside).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// Which backend a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Store {
+    /// Connect by URL scheme (`sqlite:` or `postgres:`/`postgresql:`) and run the migrations.
+    /// SQLite: the file and its directory are created if missing; WAL mode; foreign keys on.
+    pub async fn connect(url: &str) -> StoreResult<Store> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        let pool = match scheme {
+            "sqlite" => {
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                let file = options.get_filename();
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                if !in_memory
+                    && let Some(dir) = file.parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    tokio::fs::create_dir_all(dir).await?;
+                }
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(if in_memory { 1 } else { 8 })
+                    .connect_with(options)
+                    .await?;
+                sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+                Pool::Sqlite(pool)
+            }
+            "postgres" | "postgresql" => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?;
+                sqlx::migrate!("migrations/postgres").run(&pool).await?;
+                Pool::Postgres(pool)
+            }
+            other => return Err(StoreError::UnsupportedUrl(other.to_string())),
+        };
+        Ok(Store { pool })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Close every pooled connection (tests drop their database afterwards).
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public records
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub created_at_ms: i64,
+}
+
+/// An API key's role: admin may write, viewer reads only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// Who is calling the recruiter API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub workspace_id: String,
+    pub role: Role,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Receptionist {
+    pub id: String,
+    pub workspace_id: String,
+    pub settings: ReceptionistSettings,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What the voice webhook records when it accepts a call.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub id: String,
+    pub workspace_id: String,
+    pub receptionist_id: String,
+    pub call_sid: String,
+    pub from_number: String,
+    pub to_number: String,
+    pub forwarded_from: Option<String>,
+    /// SHA-256 of the one-time media stream token.
+    pub token_hash: String,
+    pub node_id: String,
+    pub accepted_at_ms: i64,
+    pub settings: ReceptionistSettings,
+}
+
+/// A call's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    /// The webhook answered; the media stream has not started.
+    Accepted,
+    InProgress,
+    Completed,
+    /// The server stopped during the call.
+    Interrupted,
+}
+
+/// A full `calls` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub receptionist_id: String,
+    pub carrier: String,
+    pub call_sid: String,
+    pub stream_sid: Option<String>,
+    pub from_number: String,
+    pub to_number: String,
+    pub forwarded_from: Option<String>,
+    pub token_hash: String,
+    pub node_id: String,
+    pub status: CallStatus,
+    pub accepted_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub ended_at_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub end_reason: Option<EndReason>,
+    /// Relative to the data directory.
+    pub recording_path: Option<String>,
+    pub candidate_id: Option<String>,
+    /// The receptionist's settings as they were when the call was accepted.
+    pub settings: ReceptionistSettings,
+}
+
+/// What [`Store::start_call`] decided about the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedCall {
+    pub candidate_id: String,
+    /// The workspace already had a candidate with this phone number.
+    pub returning_caller: bool,
+}
+
+/// One row of the calls list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallSummary {
+    pub id: String,
+    pub receptionist_id: String,
+    pub candidate_id: Option<String>,
+    pub candidate_name: Option<String>,
+    pub from_number: String,
+    pub to_number: String,
+    pub forwarded_from: Option<String>,
+    pub status: CallStatus,
+    pub accepted_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub ended_at_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub end_reason: Option<EndReason>,
+    /// Relative to the data directory; the file may be missing if the call never produced audio.
+    pub recording_path: Option<String>,
+}
+
+/// A call with everything it produced, assembled from its events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallDetail {
+    pub summary: CallSummary,
+    pub transcript: Vec<TranscriptLine>,
+    /// The latest name the caller gave on this call.
+    pub name: Option<String>,
+    pub location: Option<String>,
+    /// The latest answer per question, ordered by question index.
+    pub answers: Vec<AnswerRecord>,
+    pub disclosures: Vec<DisclosureRecord>,
+    pub latencies: Vec<TurnLatency>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: String,
+    pub workspace_id: String,
+    /// The receptionist the candidate first called.
+    pub receptionist_id: String,
+    pub phone_number: Option<String>,
+    pub name: Option<String>,
+    pub location: Option<String>,
+    pub email: Option<String>,
+    pub status: CandidateStatus,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub last_call_at_ms: i64,
+}
+
+/// One row of the candidate pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateSummary {
+    pub candidate: Candidate,
+    /// The receptionist's agent name.
+    pub receptionist_name: String,
+    pub call_count: i64,
+    pub evaluation_count: i64,
+    /// Duration of the latest call, if it ended.
+    pub last_call_duration_ms: Option<i64>,
+    pub has_recording: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateDetail {
+    pub summary: CandidateSummary,
+    /// Newest first.
+    pub calls: Vec<CallSummary>,
+}
+
+/// Filters of the candidate pipeline; all optional. Newest (latest call) first.
+#[derive(Debug, Clone, Default)]
+pub struct CandidateFilter {
+    pub status: Option<CandidateStatus>,
+    pub receptionist_id: Option<String>,
+    /// Case-insensitive substring of name, email or phone number.
+    pub q: Option<String>,
+    /// Default 50, at most 500.
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the query files
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The snake_case name serde gives a unit enum variant.
+pub(crate) fn enum_str<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => unreachable!("enum_str on a non-unit enum: {other:?}"),
+    }
+}
+
+/// Parse a stored enum text back through serde.
+pub(crate) fn parse_enum<T: DeserializeOwned>(what: &str, s: &str) -> StoreResult<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| StoreError::Corrupt(format!("unknown {what} {s:?}")))
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot serialize: {e}")))
+}
+
+pub(crate) fn from_json<T: DeserializeOwned>(what: &str, s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad {what} JSON: {e}")))
+}
+
+/// Map a unique violation to `Conflict { field }`, anything else to `Database`.
+pub(crate) fn unique_to_conflict(e: sqlx::Error, field: &'static str, message: &str) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Conflict {
+            field,
+            message: message.to_string(),
+        };
+    }
+    StoreError::Database(e)
+}
+
+/// A phone number in E.164: `+`, then 2 to 15 digits, the first not 0.
+pub fn is_e164(phone: &str) -> bool {
+    let Some(digits) = phone.strip_prefix('+') else {
+        return false;
+    };
+    (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+pub(crate) fn receptionist_status_str(s: ReceptionistStatus) -> String {
+    enum_str(&s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e164() {
+        assert!(is_e164("+15551234567"));
+        assert!(is_e164("+44"));
+        assert!(!is_e164("+4"));
+        assert!(!is_e164("+0123"));
+        assert!(!is_e164("15551234567"));
+        assert!(!is_e164("anonymous"));
+        assert!(!is_e164("+1234567890123456"));
+    }
+
+    #[test]
+    fn enums_round_trip_through_text() {
+        assert_eq!(enum_str(&EndReason::CallerHangup), "caller_hangup");
+        let r: EndReason = parse_enum("end reason", "server_interrupted").unwrap();
+        assert_eq!(r, EndReason::ServerInterrupted);
+        assert_eq!(enum_str(&CallStatus::InProgress), "in_progress");
+        assert!(parse_enum::<CallStatus>("status", "nope").is_err());
+    }
+
+    #[tokio::test]
+    async fn sqlite_creates_file_and_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/deeper/rx.db");
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        assert!(path.exists());
+        let (ws, key) = store.create_workspace("Acme").await.unwrap();
+        let p = store.authenticate(&key).await.unwrap().unwrap();
+        assert_eq!(p.workspace_id, ws.id);
+        assert_eq!(p.role, Role::Admin);
+        assert!(store.authenticate("rk_wrong").await.unwrap().is_none());
+        store.close().await;
+    }
+}
