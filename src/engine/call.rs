@@ -549,12 +549,10 @@ impl CallEngine {
             Phase::Transcribing {
                 since_ms,
                 utterance,
-            } => {
-                if now >= since_ms + self.timing.stt_timeout.as_millis() as u64 {
-                    self.out.push_back(Output::SttCancel { utterance });
-                    let t = self.dialogue.on_backend_failure();
-                    self.play_turn(t);
-                }
+            } if now >= since_ms + self.timing.stt_timeout.as_millis() as u64 => {
+                self.out.push_back(Output::SttCancel { utterance });
+                let t = self.dialogue.on_backend_failure();
+                self.play_turn(t);
             }
             _ => {}
         }
@@ -572,7 +570,7 @@ impl CallEngine {
         }
         let mut d = self.timing.max_call.as_millis() as u64;
         if self.time_limit_hit {
-            d = d + 30_000;
+            d += 30_000;
         }
         let mut min = |x: u64| d = d.min(x.max(self.now_ms));
         if let Some(seg) = self.segments.iter().find(|s| !s.end_mark_sent) {
@@ -753,7 +751,7 @@ impl CallEngine {
                 g711::decode_into(&frame, &mut slot.agent);
             }
             self.out.push_back(Output::ToCaller(ToCaller::Media(frame)));
-            if frames_sent % every == 0 && end < audio.len() {
+            if frames_sent.is_multiple_of(every) && end < audio.len() {
                 let id = MarkId {
                     speech,
                     frames: frames_sent,

@@ -448,7 +448,7 @@ pub fn parse_expected(kind: QuestionKind, expected: &str) -> Result<Expectation,
         }
         QuestionKind::FreeText => Ok(Expectation::Keywords(
             e.split(',')
-                .map(|k| normalize(k))
+                .map(normalize)
                 .filter(|k| !k.is_empty())
                 .collect(),
         )),
