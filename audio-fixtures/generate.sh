@@ -9,7 +9,7 @@
 # Usage: audio-fixtures/generate.sh [VOICE]     (run from anywhere; writes next to this script)
 set -euo pipefail
 
-VOICE="${1:-slt}"
+VOICE="${1:-kal16}"
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
@@ -27,7 +27,7 @@ PHRASES=(
     "number_five|five"
     "number_three|three years"
     "free_text|i worked in a warehouse"
-    "question_pay|what is the pay"
+    "question_pay|how much money will i make"
     "no_questions|no thank you"
 )
 

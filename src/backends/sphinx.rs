@@ -72,7 +72,7 @@ pub enum HighBandFill {
 }
 
 /// Below this share of the energy above 4 kHz, 16 kHz audio is treated as upsampled narrowband.
-pub const HIGH_BAND_EMPTY_RATIO: f64 = 1e-4;
+pub const HIGH_BAND_EMPTY_RATIO: f64 = 1e-5;
 
 /// PocketSphinx settings.
 #[derive(Debug, Clone)]
@@ -88,6 +88,8 @@ pub struct SphinxConfig {
     pub high_band_fill: HighBandFill,
     /// RMS level of the filler noise, in dBFS.
     pub high_band_fill_dbfs: f64,
+    /// Further PocketSphinx options, e.g. `("-remove_noise", "no")`.
+    pub extra_args: Vec<(String, String)>,
 }
 
 impl Default for SphinxConfig {
@@ -104,6 +106,7 @@ impl Default for SphinxConfig {
             pool_size: std::thread::available_parallelism().map_or(2, |n| n.get()),
             high_band_fill: HighBandFill::Auto,
             high_band_fill_dbfs: -30.0,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -145,7 +148,7 @@ fn path_arg(p: &Path, what: &str) -> Result<CString, BackendError> {
 impl Decoder {
     fn load(config: &SphinxConfig) -> Result<Self, BackendError> {
         silence_sphinx_logging();
-        let args = [
+        let mut args = vec![
             CString::new("-hmm").expect("no NUL"),
             path_arg(&config.hmm, "acoustic model")?,
             CString::new("-lm").expect("no NUL"),
@@ -153,6 +156,13 @@ impl Decoder {
             CString::new("-dict").expect("no NUL"),
             path_arg(&config.dict, "dictionary")?,
         ];
+        for (name, value) in &config.extra_args {
+            for arg in [name, value] {
+                args.push(CString::new(arg.as_str()).map_err(|_| {
+                    BackendError::Unavailable(format!("pocketsphinx option {name}: NUL"))
+                })?);
+            }
+        }
         let mut argv: Vec<*mut c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
         // SAFETY: argv holds valid NUL-terminated strings that outlive the call (SphinxBase copies
         // them); it is not modified by the parser.
@@ -180,7 +190,15 @@ impl Decoder {
                 "pocketsphinx: decoder failed to load".into(),
             ));
         }
-        Ok(Self { raw })
+        let mut decoder = Self { raw };
+        // PocketSphinx's front end adapts (noise and silence statistics) from one utterance to
+        // the next, and a fresh decoder starts far from what telephone audio looks like: its
+        // first utterance came out worse ("yes" → "yeah and"). One second of the filler noise
+        // brings it to the state later utterances see.
+        let mut prime = vec![0i16; 16_000];
+        fill_high_band(&mut prime, config.high_band_fill_dbfs);
+        decoder.decode(&prime)?;
+        Ok(decoder)
     }
 
     /// Decode one whole utterance of 16 kHz audio.
@@ -328,9 +346,6 @@ async fn decode_pooled(pool: Arc<Pool>, mut pcm: Vec<i16>) -> Result<String, Bac
             HighBandFill::Never => false,
             HighBandFill::Auto => high_band_ratio(&pcm) < HIGH_BAND_EMPTY_RATIO,
         };
-        if let Ok(db) = std::env::var("FOLD_DB") {
-            fold_high_band(&mut pcm, db.parse().unwrap());
-        }
         if fill {
             fill_high_band(&mut pcm, fill_dbfs);
         }
@@ -451,28 +466,5 @@ pub(crate) fn fill_high_band(pcm: &mut [i16], level_dbfs: f64) {
         *s = (f64::from(*s) + n * gain)
             .round()
             .clamp(-32_768.0, 32_767.0) as i16;
-    }
-}
-
-/// Mirrors the 0-4 kHz band into 4-8 kHz (spectral folding), `gain_db` below the original.
-pub(crate) fn fold_high_band(pcm: &mut [i16], gain_db: f64) {
-    let mirrored: Vec<f64> = pcm
-        .iter()
-        .enumerate()
-        .map(|(n, &s)| {
-            if n % 2 == 0 {
-                f64::from(s)
-            } else {
-                -f64::from(s)
-            }
-        })
-        .collect();
-    let high = fir(&high_pass_taps(4_300.0), &mirrored);
-    let g = 10f64.powf(gain_db / 20.0);
-    // Linear-phase FIR: delay of half its length.
-    let delay = HP_TAPS / 2;
-    for (i, s) in pcm.iter_mut().enumerate() {
-        let h = high.get(i + delay).copied().unwrap_or(0.0);
-        *s = (f64::from(*s) + h * g).round().clamp(-32_768.0, 32_767.0) as i16;
     }
 }
