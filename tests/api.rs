@@ -10,13 +10,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use clap::Parser;
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tower::ServiceExt;
 
 use receptionist::backends::{Backends, ScriptedAnswers};
-use receptionist::config::ServeConfig;
 use receptionist::model::{
     AnswerRecord, AnswerValue, CallEvent, CandidateStatus, DisclosureKind, DisclosureRecord,
     EndReason, QuestionKind, Speaker, TranscriptLine, TurnLatency,
@@ -24,13 +21,9 @@ use receptionist::model::{
 use receptionist::server::AppState;
 use receptionist::store::{CallStatus, CandidateFilter, NewCall, Role, Store};
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+mod common;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    serve: ServeConfig,
-}
+use common::{Backend, TestDatabase};
 
 /// One test's world: a store on a fresh database, the router over it, a data directory.
 #[derive(Clone)]
@@ -42,60 +35,21 @@ struct Harness {
     _tmp: Arc<tempfile::TempDir>,
 }
 
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Where a PostgreSQL test database lives, to drop it afterwards.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
-
-async fn harness(backend: Backend) -> (Harness, Option<PgDatabase>) {
+async fn harness(backend: Backend) -> (Harness, TestDatabase) {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     std::fs::create_dir_all(&data_dir).unwrap();
-    let (url, pg) = match backend {
-        Backend::Sqlite => (
-            format!("sqlite://{}", data_dir.join("db/receptionist.db").display()),
-            None,
-        ),
-        Backend::Postgres => {
-            let admin_url = std::env::var("TEST_POSTGRES_URL")
-                .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
-            let name = format!("rx_test_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&admin_url)
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL at TEST_POSTGRES_URL / {DEFAULT_POSTGRES_URL} is required: {e}"
-                    )
-                });
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-            let mut url = url::Url::parse(&admin_url).unwrap();
-            url.set_path(&format!("/{name}"));
-            (url.to_string(), Some(PgDatabase { admin_url, name }))
-        }
-    };
-    let store = Store::connect(&url).await.unwrap();
+    let db = TestDatabase::create(backend, &data_dir).await;
+    let store = Store::connect(&db.url).await.unwrap();
     let data_dir_arg = data_dir.display().to_string();
-    let config = Cli::try_parse_from([
-        "test",
+    let config = common::serve_config(&[
         "--data-dir",
         data_dir_arg.as_str(),
         "--node-id",
         "test-node",
         "--database-url",
-        url.as_str(),
-    ])
-    .unwrap()
-    .serve;
+        db.url.as_str(),
+    ]);
     let backends = Backends::scripted(ScriptedAnswers::default());
     let state = AppState::new(store.clone(), config, backends);
     let app = receptionist::server::api::router().with_state(state);
@@ -106,7 +60,7 @@ async fn harness(backend: Backend) -> (Harness, Option<PgDatabase>) {
             data_dir,
             _tmp: Arc::new(tmp),
         },
-        pg,
+        db,
     )
 }
 
@@ -116,20 +70,11 @@ where
     F: FnOnce(Harness) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (h, pg) = harness(backend).await;
+    let (h, db) = harness(backend).await;
     let store = h.store.clone();
     let outcome = tokio::spawn(body(h)).await;
     store.close().await;
-    if let Some(pg) = pg {
-        let mut conn = sqlx::PgConnection::connect(&pg.admin_url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            pg.name
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
+    db.drop_database().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }

@@ -421,6 +421,7 @@ async fn create_receptionist(
         .store
         .create_receptionist(&principal.workspace_id, &settings)
         .await?;
+    state.warm_prompts_for(&r.settings);
     Ok((StatusCode::CREATED, Json(ReceptionistOut::from(&r))).into_response())
 }
 
@@ -439,6 +440,7 @@ async fn update_receptionist(
         .store
         .update_receptionist(&principal.workspace_id, &id, &settings)
         .await?;
+    state.warm_prompts_for(&r.settings);
     Ok(Json(ReceptionistOut::from(&r)).into_response())
 }
 

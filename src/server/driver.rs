@@ -106,6 +106,23 @@ async fn wait_for_start(socket: &mut WebSocket) -> Result<StartInfo, StartError>
     ))
 }
 
+/// Whether a socket error means the connection went away (reset, closed without a close frame)
+/// rather than the peer breaking the protocol (oversized or malformed frames).
+fn is_disconnect(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match e.into_inner().downcast::<Error>() {
+        Ok(e) => matches!(
+            *e,
+            Error::ConnectionClosed
+                | Error::AlreadyClosed
+                | Error::Io(_)
+                | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+        ),
+        Err(_) => false,
+    }
+}
+
 fn constant_time_eq(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
@@ -295,8 +312,15 @@ impl CallDriver<'_> {
             }
             Some(Err(e)) => {
                 self.socket_open = false;
-                tracing::warn!(call = %self.call_id, error = %e, "media socket error");
-                self.input(Input::Abort(EndReason::ProtocolError));
+                let error = e.to_string();
+                if is_disconnect(e) {
+                    // the connection went away without a close frame: the network dropped
+                    tracing::info!(call = %self.call_id, error, "media socket lost");
+                    self.input(Input::Disconnected);
+                } else {
+                    tracing::warn!(call = %self.call_id, error, "media socket error");
+                    self.input(Input::Abort(EndReason::ProtocolError));
+                }
             }
             Some(Ok(Message::Text(text))) => match twilio::parse(text.as_str()) {
                 Ok(Inbound::Media {

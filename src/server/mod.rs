@@ -46,6 +46,17 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Synthesise a receptionist's fixed prompts in the background, so its calls start speaking
+    /// at once.
+    pub fn warm_prompts_for(&self, settings: &crate::model::ReceptionistSettings) {
+        let prompts = self.prompts.clone();
+        let voice = settings.voice.clone();
+        let texts = crate::engine::dialogue::Dialogue::fixed_prompts(settings);
+        tokio::spawn(async move { prompts.warm(&voice, &texts).await });
+    }
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     Router::new()

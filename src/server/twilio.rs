@@ -248,13 +248,8 @@ pub async fn voice_webhook(
         }
     };
     state.calls.hold(call_id.clone(), slot);
-    // make sure this receptionist's fixed prompts are ready before the stream connects
-    let prompts = state.prompts.clone();
-    let settings = receptionist.settings.clone();
-    tokio::spawn(async move {
-        let texts = crate::engine::dialogue::Dialogue::fixed_prompts(&settings);
-        prompts.warm(&settings.voice, &texts).await;
-    });
+    // cache hits cost nothing; after a restart or an eviction this brings them back
+    state.warm_prompts_for(&receptionist.settings);
     tracing::info!(call = %call_id, "call accepted");
     connect_stream(
         &media_url(&state.config.public_url()),

@@ -1,0 +1,98 @@
+//! Helpers shared by the integration tests: a fresh database per test (SQLite in a temporary
+//! directory, or a new PostgreSQL database dropped afterwards) and a `ServeConfig` from flags.
+//!
+//! PostgreSQL comes from `TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
+//! when it is unreachable the PostgreSQL tests fail, they do not skip.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::Path;
+
+use clap::Parser;
+use sqlx::Connection;
+
+use receptionist::config::ServeConfig;
+
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database created for one test.
+pub struct TestDatabase {
+    pub url: String,
+    /// PostgreSQL only: where to drop it from.
+    pg: Option<PgDatabase>,
+}
+
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// SQLite: `<dir>/db/receptionist.db`. PostgreSQL: a new, uniquely named database.
+    pub async fn create(backend: Backend, dir: &Path) -> TestDatabase {
+        match backend {
+            Backend::Sqlite => TestDatabase {
+                url: format!("sqlite://{}", dir.join("db/receptionist.db").display()),
+                pg: None,
+            },
+            Backend::Postgres => {
+                let admin_url = std::env::var("TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
+                let name = format!("rx_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "PostgreSQL at TEST_POSTGRES_URL / {DEFAULT_POSTGRES_URL} is required: {e}"
+                        )
+                    });
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+                let mut url = url::Url::parse(&admin_url).unwrap();
+                url.set_path(&format!("/{name}"));
+                TestDatabase {
+                    url: url.to_string(),
+                    pg: Some(PgDatabase { admin_url, name }),
+                }
+            }
+        }
+    }
+
+    /// Drop a PostgreSQL database (closing whatever is still connected); SQLite files go with
+    /// their temporary directory.
+    pub async fn drop_database(self) {
+        if let Some(pg) = self.pg {
+            let mut conn = sqlx::PgConnection::connect(&pg.admin_url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                pg.name
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeConfig,
+}
+
+/// A server configuration from command-line flags (environment variables apply as in `serve`).
+pub fn serve_config(args: &[&str]) -> ServeConfig {
+    Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+        .unwrap()
+        .serve
+}
