@@ -1409,7 +1409,7 @@ struct FailingStt;
 struct FailingSession;
 
 impl SpeechToText for FailingStt {
-    fn start(&self) -> Box<dyn SttSession> {
+    fn start(&self, _hint: receptionist::backends::SttHint) -> Box<dyn SttSession> {
         Box::new(FailingSession)
     }
 }

@@ -67,10 +67,25 @@ pub trait TextToSpeech: Send + Sync + 'static {
     fn voices(&self) -> Vec<String>;
 }
 
+/// What the dialogue expects the caller to say next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SttHint {
+    #[default]
+    Any,
+    Name,
+    Location,
+    YesNo,
+    Number,
+    FreeText,
+    /// The caller's own question (or "no").
+    Question,
+}
+
 /// Speech to text.
 pub trait SpeechToText: Send + Sync + 'static {
-    /// One session per caller utterance. Audio is 16 kHz mono i16 in 20 ms frames.
-    fn start(&self) -> Box<dyn SttSession>;
+    /// One session per caller utterance. Audio is 16 kHz mono i16 in 20 ms frames. `hint` is what
+    /// the dialogue expects (providers may use it to bias recognition; scripted backends answer it).
+    fn start(&self, hint: SttHint) -> Box<dyn SttSession>;
 }
 
 /// One caller utterance being transcribed.

@@ -6,25 +6,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    BackendError, BoxFuture, Speech, SpeechToText, SttSession, TextToSpeech, UtteranceBuffer,
+    BackendError, BoxFuture, Speech, SpeechToText, SttHint, SttSession, TextToSpeech,
+    UtteranceBuffer,
 };
 
-/// The transcripts [`ScriptedStt`] hands out, in order, cycling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The transcripts [`ScriptedStt`] hands out, in order, cycling. Empty (the default): answer
+/// what the dialogue expects (see [`ScriptedStt::answer_for`]), so any number of concurrent calls
+/// each get a plausible conversation from any caller audio.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ScriptedAnswers(pub Vec<String>);
-
-impl Default for ScriptedAnswers {
-    /// A caller who gives a name, a place, agrees, answers a number and has no questions.
-    fn default() -> Self {
-        Self::from([
-            "my name is john smith",
-            "i live in chicago",
-            "yes",
-            "five",
-            "no thank you",
-        ])
-    }
-}
 
 impl<S: Into<String>, const N: usize> From<[S; N]> for ScriptedAnswers {
     fn from(answers: [S; N]) -> Self {
@@ -39,7 +29,8 @@ impl From<Vec<String>> for ScriptedAnswers {
 }
 
 /// Speech-to-text that returns, for each finished utterance that had any audio, the next answer
-/// (cycling through the list), and `""` for a session that received no audio.
+/// (cycling through the list; or, with no list, the answer the dialogue expects), and `""` for a
+/// session that received no audio.
 ///
 /// The position is shared by every session started from this value (and its clones), so with many
 /// concurrent calls each call sees some interleaving of the answers; give each simulated call its
@@ -64,10 +55,25 @@ impl ScriptedStt {
     }
 }
 
+impl ScriptedStt {
+    /// A plausible caller's answer to what the dialogue expects.
+    pub fn answer_for(hint: SttHint) -> &'static str {
+        match hint {
+            SttHint::Name => "my name is john smith",
+            SttHint::Location => "i live in chicago",
+            SttHint::YesNo => "yes",
+            SttHint::Number => "five",
+            SttHint::FreeText => "i worked in a warehouse",
+            SttHint::Question | SttHint::Any => "no thank you",
+        }
+    }
+}
+
 impl SpeechToText for ScriptedStt {
-    fn start(&self) -> Box<dyn SttSession> {
+    fn start(&self, hint: SttHint) -> Box<dyn SttSession> {
         Box::new(ScriptedSession {
             stt: self.clone(),
+            hint,
             buffer: UtteranceBuffer::default(),
         })
     }
@@ -75,6 +81,7 @@ impl SpeechToText for ScriptedStt {
 
 struct ScriptedSession {
     stt: ScriptedStt,
+    hint: SttHint,
     buffer: UtteranceBuffer,
 }
 
@@ -84,13 +91,22 @@ impl SttSession for ScriptedSession {
     }
 
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
-        let answer = if self.buffer.pushed() == 0 || self.stt.answers.is_empty() {
+        let answer = if self.buffer.pushed() == 0 {
             String::new()
+        } else if self.stt.answers.is_empty() {
+            self.stt.next.fetch_add(1, Ordering::Relaxed);
+            Self::answer_of(self.hint)
         } else {
             let i = self.stt.next.fetch_add(1, Ordering::Relaxed);
             self.stt.answers[i % self.stt.answers.len()].clone()
         };
         Box::pin(async move { Ok(answer) })
+    }
+}
+
+impl ScriptedSession {
+    fn answer_of(hint: SttHint) -> String {
+        ScriptedStt::answer_for(hint).to_string()
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, Once};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{BackendError, BoxFuture, SpeechToText, SttSession, UtteranceBuffer};
+use super::{BackendError, BoxFuture, SpeechToText, SttHint, SttSession, UtteranceBuffer};
 
 #[allow(non_camel_case_types)]
 #[repr(C)]
@@ -360,7 +360,7 @@ async fn decode_pooled(pool: Arc<Pool>, mut pcm: Vec<i16>) -> Result<String, Bac
 }
 
 impl SpeechToText for SphinxStt {
-    fn start(&self) -> Box<dyn SttSession> {
+    fn start(&self, _hint: SttHint) -> Box<dyn SttSession> {
         Box::new(SphinxSession {
             pool: self.pool.clone(),
             buffer: UtteranceBuffer::default(),

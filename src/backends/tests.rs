@@ -96,7 +96,7 @@ async fn transcribe_fixture(
 ) -> (String, std::time::Duration, f64) {
     let (pcm, rate) = read_wav(&fixture_dir().join(name));
     assert_eq!(rate, 8000, "{name}: fixtures are 8 kHz");
-    let mut session = stt.start();
+    let mut session = stt.start(SttHint::Any);
     let frames = telephone_path(&pcm);
     let ratio = high_band_ratio(&frames.concat());
     assert!(
@@ -184,14 +184,18 @@ async fn scripted_stt_cycles_answers_and_ignores_empty_sessions() {
     let stt = ScriptedStt::new(ScriptedAnswers::from(["one", "two"]));
     let mut got = Vec::new();
     for _ in 0..3 {
-        let mut s = stt.start();
+        let mut s = stt.start(SttHint::Any);
         s.push(&[0; 320]);
         got.push(s.finish().await.unwrap());
     }
     assert_eq!(got, ["one", "two", "one"]);
-    assert_eq!(stt.start().finish().await.unwrap(), "");
+    assert_eq!(stt.start(SttHint::Any).finish().await.unwrap(), "");
     assert_eq!(stt.answered(), 3);
-    assert_eq!(ScriptedAnswers::default().0.len(), 5);
+    assert!(ScriptedAnswers::default().0.is_empty());
+    let by_hint = ScriptedStt::new(ScriptedAnswers::default());
+    let mut s = by_hint.start(SttHint::Location);
+    s.push(&[1; 320]);
+    assert_eq!(s.finish().await.unwrap(), "i live in chicago");
 }
 
 #[tokio::test]
@@ -210,7 +214,7 @@ async fn scripted_tts_duration_follows_text_length() {
 async fn scripted_backends_build() {
     let b = Backends::scripted(ScriptedAnswers::default());
     assert_eq!(b.name, "scripted");
-    let mut s = b.stt.start();
+    let mut s = b.stt.start(SttHint::Name);
     s.push(&[1; 320]);
     assert_eq!(s.finish().await.unwrap(), "my name is john smith");
 }
@@ -337,13 +341,13 @@ async fn sphinx_transcribes_fixtures_over_the_telephone_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sphinx_empty_session_is_empty_and_pool_survives_concurrency() {
     let stt = sphinx();
-    assert_eq!(stt.start().finish().await.unwrap(), "");
+    assert_eq!(stt.start(SttHint::Any).finish().await.unwrap(), "");
     // More concurrent utterances than decoders: they queue for the pool.
     let (pcm, _) = read_wav(&fixture_dir().join("yes.wav"));
     let frames = telephone_path(&pcm);
     let mut tasks = Vec::new();
     for _ in 0..5 {
-        let mut s = stt.start();
+        let mut s = stt.start(SttHint::Any);
         for f in &frames {
             s.push(f);
         }

@@ -198,11 +198,9 @@ pub enum Output {
     CancelSpeech {
         speech: u64,
     },
-    /// Caller audio for an utterance's recogniser, 20 ms at 16 kHz.
-    SttAudio {
-        utterance: u64,
-        pcm16k: Box<[i16; SAMPLES_16K]>,
-    },
+    /// Caller audio for recognisers is waiting: take it with [`CallEngine::pop_stt_frame`] until
+    /// it returns `None` (each frame carries its utterance).
+    SttAudio,
     /// The utterance ended: finish recognition, answer with `Input::Transcript` or `SttFailed`.
     SttFinish {
         utterance: u64,
@@ -211,7 +209,9 @@ pub enum Output {
     SttCancel {
         utterance: u64,
     },
-    Record(Box<RecordFrame>),
+    /// A chunk of the two-channel recording is ready: take it with
+    /// [`CallEngine::take_recording`].
+    Recording,
     /// Persist this.
     Event(CallEvent),
     /// The call is over: close the carrier socket. Always the last output before `Timeout(far)`.
@@ -296,14 +296,19 @@ struct Latency {
     transcript_ms: Option<u64>,
 }
 
-/// Pending recording slots, committed in order after `recording_delay`.
+/// Pending recording slots, committed in order after `recording_delay` into interleaved
+/// (caller, agent) chunks.
 struct Recorder {
     base_slot: u64,
     slots: VecDeque<RecordFrame>,
     dropped_late: u64,
+    chunk: Vec<i16>,
 }
 
-const MAX_PENDING_SLOTS: usize = 128;
+/// Slots that may be pending at once: the recording delay plus the pacing lead, with margin.
+const MAX_PENDING_SLOTS: usize = 48;
+/// Interleaved samples per recording chunk: half a second of stereo audio.
+pub const RECORDING_CHUNK_SAMPLES: usize = 8000;
 
 impl Recorder {
     fn new() -> Self {
@@ -311,7 +316,13 @@ impl Recorder {
             base_slot: 0,
             slots: VecDeque::with_capacity(MAX_PENDING_SLOTS),
             dropped_late: 0,
+            chunk: Vec::with_capacity(RECORDING_CHUNK_SAMPLES),
         }
+    }
+
+    /// Hand over the samples committed so far.
+    fn take(&mut self) -> Vec<i16> {
+        std::mem::replace(&mut self.chunk, Vec::with_capacity(RECORDING_CHUNK_SAMPLES))
     }
 
     /// Mutable slot `slot`, creating silent slots up to it; `None` when already committed.
@@ -336,13 +347,19 @@ impl Recorder {
     }
 
     fn commit_one(&mut self, out: &mut VecDeque<Output>) {
-        let frame = self.slots.pop_front().unwrap_or(RecordFrame {
-            slot: self.base_slot,
-            caller: [0; SAMPLES_8K],
-            agent: [0; SAMPLES_8K],
-        });
-        out.push_back(Output::Record(Box::new(frame)));
+        match self.slots.pop_front() {
+            Some(frame) => {
+                for (c, a) in frame.caller.iter().zip(frame.agent.iter()) {
+                    self.chunk.push(*c);
+                    self.chunk.push(*a);
+                }
+            }
+            None => self.chunk.extend_from_slice(&[0; SAMPLES_8K * 2]),
+        }
         self.base_slot += 1;
+        if self.chunk.len() >= RECORDING_CHUNK_SAMPLES {
+            out.push_back(Output::Recording);
+        }
     }
 
     /// Commit every slot that ends at or before `upto_ms`.
@@ -360,6 +377,72 @@ impl Recorder {
                 f.agent = [0; SAMPLES_8K];
             }
         }
+    }
+}
+
+/// Recent caller audio at 16 kHz: the pre-roll before speech onset, and captured frames waiting
+/// for the driver. Fixed size, allocated once; when the driver falls behind, the oldest
+/// undelivered frames are lost and counted.
+struct SttRing {
+    frames: Box<[[i16; SAMPLES_16K]; STT_RING_FRAMES]>,
+    /// Utterance of each frame; 0 for audio outside any utterance.
+    tags: [u64; STT_RING_FRAMES],
+    next: usize,
+    filled: usize,
+    undelivered: usize,
+    dropped: u64,
+}
+
+const STT_RING_FRAMES: usize = 24;
+
+impl SttRing {
+    fn new() -> Self {
+        Self {
+            frames: Box::new([[0; SAMPLES_16K]; STT_RING_FRAMES]),
+            tags: [0; STT_RING_FRAMES],
+            next: 0,
+            filled: 0,
+            undelivered: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Keep a frame; `utterance` 0 keeps it only as pre-roll.
+    fn push(&mut self, pcm: &[i16; SAMPLES_16K], utterance: u64) {
+        self.frames[self.next] = *pcm;
+        self.tags[self.next] = utterance;
+        self.next = (self.next + 1) % STT_RING_FRAMES;
+        self.filled = (self.filled + 1).min(STT_RING_FRAMES);
+        if utterance != 0 {
+            self.deliver(1);
+        }
+    }
+
+    /// Give the last `n` frames (the pre-roll) to `utterance`.
+    fn claim_last(&mut self, n: usize, utterance: u64) {
+        let n = n.min(self.filled).min(STT_RING_FRAMES - self.undelivered);
+        for i in 0..n {
+            let idx = (self.next + STT_RING_FRAMES - 1 - i) % STT_RING_FRAMES;
+            self.tags[idx] = utterance;
+        }
+        self.deliver(n);
+    }
+
+    fn deliver(&mut self, n: usize) {
+        self.undelivered += n;
+        if self.undelivered > STT_RING_FRAMES {
+            self.dropped += (self.undelivered - STT_RING_FRAMES) as u64;
+            self.undelivered = STT_RING_FRAMES;
+        }
+    }
+
+    fn pop(&mut self) -> Option<(u64, &[i16; SAMPLES_16K])> {
+        if self.undelivered == 0 {
+            return None;
+        }
+        let idx = (self.next + STT_RING_FRAMES - self.undelivered) % STT_RING_FRAMES;
+        self.undelivered -= 1;
+        Some((self.tags[idx], &self.frames[idx]))
     }
 }
 
@@ -384,7 +467,9 @@ pub struct CallEngine {
     cancelled_below: u64,
     capture: Option<Capture>,
     next_utterance: u64,
-    pre_roll: VecDeque<Box<[i16; SAMPLES_16K]>>,
+    stt_ring: SttRing,
+    /// An `Output::SttAudio` is queued and not yet drained.
+    stt_signalled: bool,
     speech_run: u32,
     caller_slot: u64,
     recorder: Recorder,
@@ -420,7 +505,7 @@ impl CallEngine {
             settings: config.settings,
             timing: config.timing,
             pipeline,
-            out: VecDeque::with_capacity(64),
+            out: VecDeque::with_capacity(32),
             phase: Phase::Speaking,
             turn_next: None,
             segments: VecDeque::new(),
@@ -430,7 +515,8 @@ impl CallEngine {
             cancelled_below: 0,
             capture: None,
             next_utterance: 1,
-            pre_roll: VecDeque::new(),
+            stt_ring: SttRing::new(),
+            stt_signalled: false,
             speech_run: 0,
             caller_slot: 0,
             recorder: Recorder::new(),
@@ -465,6 +551,32 @@ impl CallEngine {
 
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// What the dialogue is waiting for (a hint for recognisers).
+    pub fn expecting(&self) -> Expect {
+        self.dialogue.expect()
+    }
+
+    /// The next frame of caller audio for a recogniser (after `Output::SttAudio`), oldest first,
+    /// with its utterance.
+    pub fn pop_stt_frame(&mut self) -> Option<(u64, &[i16; SAMPLES_16K])> {
+        let frame = self.stt_ring.pop();
+        if frame.is_none() {
+            self.stt_signalled = false;
+        }
+        frame
+    }
+
+    /// Recogniser audio lost because the driver did not take it in time.
+    pub fn dropped_stt_frames(&self) -> u64 {
+        self.stt_ring.dropped
+    }
+
+    /// The recording samples committed so far (after `Output::Recording`): interleaved
+    /// (caller, agent), 8 kHz, in order with no gaps since the previous chunk.
+    pub fn take_recording(&mut self) -> Vec<i16> {
+        self.recorder.take()
     }
 
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), CallError> {
@@ -934,7 +1046,6 @@ impl CallEngine {
 
     fn on_frame(&mut self, frame: &audio::InboundFrame) {
         let now = self.now_ms;
-        let pcm = Box::new(frame.pcm16k);
         self.speech_run = if frame.speech { self.speech_run + 1 } else { 0 };
         let listening = matches!(self.phase, Phase::Listening { .. });
         let agent_interruptible =
@@ -950,10 +1061,8 @@ impl CallEngine {
                 cap.silence_frames += 1;
             }
             let utterance = cap.utterance;
-            self.out.push_back(Output::SttAudio {
-                utterance,
-                pcm16k: pcm,
-            });
+            self.stt_ring.push(&frame.pcm16k, utterance);
+            self.signal_stt();
             let cap = self.capture.as_ref().expect("capture checked above");
             // barge-in: enough speech over interruptible agent audio
             if cap.during_agent
@@ -977,31 +1086,37 @@ impl CallEngine {
             return;
         }
 
-        // not capturing: keep a short pre-roll
-        if self.pre_roll.len() >= frames(self.timing.pre_roll) as usize {
-            self.pre_roll.pop_front();
-        }
-        self.pre_roll.push_back(pcm);
+        // not capturing: the ring keeps a short pre-roll
+        self.stt_ring.push(&frame.pcm16k, 0);
         if self.speech_run >= frames(self.timing.speech_onset) && (listening || agent_interruptible)
         {
             let utterance = self.next_utterance;
             self.next_utterance += 1;
             let onset = self.speech_run as u64 * FRAME;
+            let pre_roll = (frames(self.timing.pre_roll) as usize)
+                .max(self.speech_run as usize)
+                .min(STT_RING_FRAMES / 2);
             self.capture = Some(Capture {
                 utterance,
                 start_ms: now.saturating_sub(onset),
                 last_speech_ms: now,
                 speech_frames: self.speech_run,
                 silence_frames: 0,
-                frames: self.pre_roll.len() as u32,
+                frames: pre_roll as u32,
                 during_agent: agent_interruptible,
             });
-            for pcm16k in self.pre_roll.drain(..) {
-                self.out.push_back(Output::SttAudio { utterance, pcm16k });
-            }
+            self.stt_ring.claim_last(pre_roll, utterance);
+            self.signal_stt();
             if listening {
                 self.phase = Phase::Capturing;
             }
+        }
+    }
+
+    fn signal_stt(&mut self) {
+        if !self.stt_signalled {
+            self.stt_signalled = true;
+            self.out.push_back(Output::SttAudio);
         }
     }
 
@@ -1170,6 +1285,9 @@ impl CallEngine {
         let upto =
             (self.now_ms.div_ceil(FRAME)).max(last_slot.min(self.now_ms / FRAME + 1)) * FRAME;
         self.recorder.commit_until(upto, &mut self.out);
+        if !self.recorder.chunk.is_empty() {
+            self.out.push_back(Output::Recording);
+        }
         self.out.push_back(Output::Ended(reason));
         self.phase = Phase::Ended;
         self.finished = true;

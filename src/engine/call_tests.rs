@@ -224,9 +224,11 @@ impl Sim {
                     replies.push((speech, text));
                 }
                 Output::CancelSpeech { speech } => self.cancelled.push(speech),
-                Output::SttAudio { utterance, .. } => {
-                    if let Some(t) = self.current_utterance_text {
-                        self.utterance_texts.entry(utterance).or_insert(t);
+                Output::SttAudio => {
+                    while let Some((utterance, _)) = self.engine.pop_stt_frame() {
+                        if let Some(t) = self.current_utterance_text {
+                            self.utterance_texts.entry(utterance).or_insert(t);
+                        }
                     }
                 }
                 Output::SttFinish { utterance } => {
@@ -238,13 +240,21 @@ impl Sim {
                     self.stt_pending.push_back((utterance, text));
                 }
                 Output::SttCancel { .. } => {}
-                Output::Record(f) => {
-                    if let Some(last) = self.record.last() {
-                        assert_eq!(f.slot, last.slot + 1, "recording slots are contiguous");
-                    } else {
-                        assert_eq!(f.slot, 0);
+                Output::Recording => {
+                    let chunk = self.engine.take_recording();
+                    assert_eq!(chunk.len() % 320, 0, "whole 20 ms stereo slots");
+                    for slot in chunk.chunks_exact(320) {
+                        let mut f = RecordFrame {
+                            slot: self.record.len() as u64,
+                            caller: [0; 160],
+                            agent: [0; 160],
+                        };
+                        for i in 0..160 {
+                            f.caller[i] = slot[2 * i];
+                            f.agent[i] = slot[2 * i + 1];
+                        }
+                        self.record.push(f);
                     }
-                    self.record.push(*f);
                 }
                 Output::Event(e) => self.events.push(e),
                 Output::Ended(r) => {

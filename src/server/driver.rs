@@ -16,11 +16,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::AppState;
-use crate::backends::{BackendError, SttSession};
+use crate::backends::{BackendError, SttHint, SttSession};
 use crate::engine::call::Timing;
+use crate::engine::dialogue::Expect;
 use crate::engine::media::twilio::{self, Inbound, StartInfo};
 use crate::engine::{CallEngine, EngineConfig, Input, Output, ToCaller};
-use crate::model::{CallEvent, EndReason};
+use crate::model::{CallEvent, EndReason, QuestionKind};
 use crate::store::{CallStatus, Store, now_ms};
 
 /// How long a new socket may take to send a valid `start`.
@@ -29,8 +30,6 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGES_BEFORE_START: usize = 500;
 const STT_FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 const TTS_TIMEOUT: Duration = Duration::from_secs(8);
-/// Recording chunk: one second of stereo audio.
-const RECORD_CHUNK_SAMPLES: usize = 8000 * 2;
 
 enum BackendEvent {
     Tts {
@@ -227,7 +226,6 @@ pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
         tts: HashMap::new(),
         out: String::with_capacity(512),
         payload: Vec::with_capacity(1024),
-        record: Vec::with_capacity(RECORD_CHUNK_SAMPLES),
         socket_open: true,
     }
     .run()
@@ -254,7 +252,6 @@ struct CallDriver<'a> {
     tts: HashMap<u64, JoinHandle<()>>,
     out: String,
     payload: Vec<u8>,
-    record: Vec<i16>,
     socket_open: bool,
 }
 
@@ -283,10 +280,6 @@ impl CallDriver<'_> {
             h.abort();
         }
         self.stt.clear();
-        if !self.record.is_empty() {
-            let chunk = std::mem::take(&mut self.record);
-            self.state.recorder.append(self.call_id, chunk).await;
-        }
         self.state.recorder.close(self.call_id).await;
         let _ = self
             .persist
@@ -442,12 +435,15 @@ impl CallDriver<'_> {
                         h.abort();
                     }
                 }
-                Output::SttAudio { utterance, pcm16k } => {
+                Output::SttAudio => {
                     let stt = &self.state.backends.stt;
-                    self.stt
-                        .entry(utterance)
-                        .or_insert_with(|| stt.start())
-                        .push(&pcm16k[..]);
+                    let hint = stt_hint(self.engine.expecting());
+                    while let Some((utterance, pcm16k)) = self.engine.pop_stt_frame() {
+                        self.stt
+                            .entry(utterance)
+                            .or_insert_with(|| stt.start(hint))
+                            .push(&pcm16k[..]);
+                    }
                 }
                 Output::SttFinish { utterance } => {
                     if let Some(session) = self.stt.remove(&utterance) {
@@ -472,16 +468,9 @@ impl CallDriver<'_> {
                 Output::SttCancel { utterance } => {
                     self.stt.remove(&utterance);
                 }
-                Output::Record(frame) => {
-                    for i in 0..frame.caller.len() {
-                        self.record.push(frame.caller[i]);
-                        self.record.push(frame.agent[i]);
-                    }
-                    if self.record.len() >= RECORD_CHUNK_SAMPLES {
-                        let chunk = std::mem::replace(
-                            &mut self.record,
-                            Vec::with_capacity(RECORD_CHUNK_SAMPLES),
-                        );
+                Output::Recording => {
+                    let chunk = self.engine.take_recording();
+                    if !chunk.is_empty() {
                         self.state.recorder.append(self.call_id, chunk).await;
                     }
                 }
@@ -491,6 +480,18 @@ impl CallDriver<'_> {
                 Output::Ended(reason) => ended = Some(reason),
             }
         }
+    }
+}
+
+/// What the recogniser should expect, from what the dialogue is waiting for.
+fn stt_hint(expect: Expect) -> SttHint {
+    match expect {
+        Expect::Name => SttHint::Name,
+        Expect::Location => SttHint::Location,
+        Expect::Answer(QuestionKind::YesNo) => SttHint::YesNo,
+        Expect::Answer(QuestionKind::Number) => SttHint::Number,
+        Expect::Answer(QuestionKind::FreeText) => SttHint::FreeText,
+        Expect::CallerQuestion => SttHint::Question,
     }
 }
 

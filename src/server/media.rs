@@ -23,7 +23,12 @@ pub async fn twilio_media(
         tracing::warn!(reason = why, "media stream upgrade refused");
         return (StatusCode::FORBIDDEN, why).into_response();
     }
+    // Small buffers: a call's messages are a few hundred bytes, and the defaults (128 KiB each)
+    // would dominate the memory of thousands of calls.
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_MESSAGE_BYTES * 4)
         .on_upgrade(move |socket| super::driver::run_twilio(state, socket))
 }
