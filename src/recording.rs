@@ -36,10 +36,15 @@ fn header(data_len: u32) -> [u8; 44] {
     h
 }
 
+/// Chunks appended between header rewrites. The data itself reaches the OS at every chunk; the
+/// header's sizes lag by at most this many chunks, and [`repair`] fixes them after a crash.
+const HEADER_EVERY_CHUNKS: u32 = 8;
+
 /// A WAV file being written.
 pub struct WavWriter {
     file: BufWriter<File>,
     data_len: u64,
+    chunks_since_header: u32,
 }
 
 impl WavWriter {
@@ -50,18 +55,27 @@ impl WavWriter {
         let mut file = BufWriter::with_capacity(64 * 1024, File::create(path)?);
         file.write_all(&header(0))?;
         file.flush()?;
-        Ok(Self { file, data_len: 0 })
+        Ok(Self {
+            file,
+            data_len: 0,
+            chunks_since_header: 0,
+        })
     }
 
-    /// Append interleaved (caller, agent) samples and make the file playable up to here.
+    /// Append interleaved (caller, agent) samples; the file is a playable WAV at every point (its
+    /// header's sizes are refreshed every few chunks and at the end).
     pub fn append(&mut self, interleaved: &[i16]) -> io::Result<()> {
-        let mut bytes = Vec::with_capacity(interleaved.len() * 2);
         for s in interleaved {
-            bytes.extend_from_slice(&s.to_le_bytes());
+            self.file.write_all(&s.to_le_bytes())?;
         }
-        self.file.write_all(&bytes)?;
-        self.data_len += bytes.len() as u64;
-        self.rewrite_header()
+        self.data_len += interleaved.len() as u64 * 2;
+        self.chunks_since_header += 1;
+        if self.chunks_since_header >= HEADER_EVERY_CHUNKS {
+            self.chunks_since_header = 0;
+            self.rewrite_header()
+        } else {
+            self.file.flush()
+        }
     }
 
     fn rewrite_header(&mut self) -> io::Result<()> {
@@ -192,7 +206,11 @@ mod tests {
         let mut w = WavWriter::create(&path).unwrap();
         w.append(&[1, 2, 3, 4]).unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(bytes.len(), 44 + 8);
+        assert_eq!(bytes.len(), 44 + 8, "data reaches the file at every chunk");
+        for _ in 1..HEADER_EVERY_CHUNKS {
+            w.append(&[]).unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
         assert_eq!(u32::from_le_bytes(bytes[40..44].try_into().unwrap()), 8);
         w.append(&[5, 6]).unwrap();
         drop(w); // a crash: no finish
