@@ -3,11 +3,13 @@
 //! path, allocation-free: every buffer is allocated in a constructor.
 
 pub mod g711;
+#[cfg(feature = "opus")]
+pub mod opus;
 mod pipeline;
 pub mod resample;
 pub mod vad;
 
-pub use pipeline::{InboundFrame, InboundPipeline, MAX_BUFFERED_FRAMES};
+pub use pipeline::{InboundFrame, InboundPipeline, MAX_BUFFERED_FRAMES, VAD_GATE_DBFS};
 pub use resample::{Upsampler8To16, UpsamplerKind, resample, resample_to_8k};
 pub use vad::{EarshotVad, EnergyVad, VoiceDetector, level_dbfs};
 
