@@ -9,6 +9,8 @@ pub mod backends;
 pub mod config;
 /// PURE call engine: carrier wire formats, the audio hot path, the dialogue; no I/O, no clock.
 pub mod engine;
+/// A load generator: N concurrent simulated Twilio calls against a loopback server, one JSON report.
+pub mod loadgen;
 /// Plain data shared by every layer: receptionist settings, call events, answers.
 pub mod model;
 /// Call recordings: crash-safe two-channel WAV files.

@@ -30,6 +30,8 @@ enum Command {
     },
     /// Play caller audio from WAV files into a running server as Twilio would.
     Simulate(receptionist::simulate::SimulateArgs),
+    /// Load a loopback server with N concurrent simulated Twilio calls; print one JSON report line.
+    Loadgen(receptionist::loadgen::LoadgenArgs),
 }
 
 #[derive(clap::Args)]
@@ -128,5 +130,6 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         Command::Simulate(args) => receptionist::simulate::run(args).await,
+        Command::Loadgen(args) => receptionist::loadgen::run(args).await,
     }
 }

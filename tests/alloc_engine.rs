@@ -382,8 +382,9 @@ fn a_steady_call_does_not_allocate_per_frame() {
     );
 
     for (name, counts) in [("a", a), ("b", b), ("c", c)] {
-        // A recording chunk every 25 frames, one allocation each.
-        let max_chunks = (MEASURED_FRAMES / 25 + 1) as u64;
+        // A recording chunk per RECORDING_CHUNK_SAMPLES (stereo, 320 per frame), one allocation each.
+        let frames_per_chunk = receptionist::engine::call::RECORDING_CHUNK_SAMPLES / 320;
+        let max_chunks = (MEASURED_FRAMES / frames_per_chunk + 1) as u64;
         assert!(
             counts.recording_chunks <= max_chunks && counts.recording_allocs <= max_chunks,
             "({name}) recording: {counts:?}"

@@ -78,7 +78,7 @@ impl Default for Timing {
             mark_every_frames: 10,
             mark_grace: Duration::from_millis(1500),
             max_call: Duration::from_secs(900),
-            recording_delay: Duration::from_millis(600),
+            recording_delay: Duration::from_millis(400),
         }
     }
 }
@@ -306,9 +306,10 @@ struct Recorder {
 }
 
 /// Slots that may be pending at once: the recording delay plus the pacing lead, with margin.
-const MAX_PENDING_SLOTS: usize = 48;
-/// Interleaved samples per recording chunk: half a second of stereo audio.
-pub const RECORDING_CHUNK_SAMPLES: usize = 8000;
+const MAX_PENDING_SLOTS: usize = 36;
+/// Interleaved samples per recording chunk: 12 slots (240 ms) of stereo audio; a whole number of
+/// slots, so a chunk never outgrows its allocation.
+pub const RECORDING_CHUNK_SAMPLES: usize = 12 * SAMPLES_8K * 2;
 
 impl Recorder {
     fn new() -> Self {
@@ -393,7 +394,7 @@ struct SttRing {
     dropped: u64,
 }
 
-const STT_RING_FRAMES: usize = 24;
+const STT_RING_FRAMES: usize = 16;
 
 impl SttRing {
     fn new() -> Self {

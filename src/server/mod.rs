@@ -164,6 +164,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     warm_prompts(&state).await;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, public_url = %state.config.public_url(), backends = state.backends.name, "listening");
+    // Media frames are small and paced: Nagle's algorithm would hold each one back until the
+    // previous one is acknowledged (up to the 40 ms delayed ACK), which carriers hear as jitter.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

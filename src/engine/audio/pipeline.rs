@@ -10,7 +10,7 @@ use super::{SAMPLES_8K, SAMPLES_16K};
 pub struct InboundFrame {
     /// The decoded 20 ms at 8 kHz.
     pub pcm8k: [i16; SAMPLES_8K],
-    /// The same audio at 16 kHz (delayed by the upsampler: 10 ms with the default).
+    /// The same audio at 16 kHz (delayed by the upsampler: 2 ms with the default).
     pub pcm16k: [i16; SAMPLES_16K],
     /// The voice activity detector's decision for this frame.
     pub speech: bool,

@@ -1,0 +1,1719 @@
+//! The load generator: `receptionist loadgen` opens N concurrent Twilio-protocol calls to a server on
+//! loopback and reports, as one JSON line on stdout, how the server held up.
+//!
+//! Each call does what Twilio does (see [`crate::simulate`], whose signing, TwiML parsing and WAV
+//! reading it reuses): a signed voice webhook, a signed WebSocket upgrade, `connected`, `start`,
+//! then one 20 ms `media` frame every 20 ms (caller speech from `audio-fixtures/` or µ-law
+//! silence) with string `sequenceNumber`/`chunk`/`timestamp`. The agent's audio is played out on a
+//! real-time clock from a playback queue; a `mark` is echoed once the audio before it has played
+//! (at once when nothing is queued), and on `clear` the queue is dropped and every pending mark is
+//! echoed. When the agent has been idle for `--reply-gap-ms` after speaking, the caller answers
+//! with the next fixture utterance (cycling).
+//!
+//! Calls start spread over `--ramp-secs`, each lasts until the server ends it or `--duration-secs`
+//! after its `start` (then `stop` and close), and the whole run is cut at `--max-secs`.
+//!
+//! Without `--server`, the generator starts the server itself (this same binary, `serve --backends
+//! scripted` on a free loopback port, in a temporary data directory), creates a workspace and a
+//! receptionist, and stops it at the end. Only loopback servers are ever targeted.
+//!
+//! What it measures (all in the JSON line):
+//! - calls started / completed / failed (with reasons) and protocol errors;
+//! - server CPU seconds per call-second, from `/proc/PID/stat` (utime + stime in clock ticks, read
+//!   with `getconf CLK_TCK`, 100 if that fails), over the steady-state window from "every call has
+//!   started" to "the first call ended" (the whole run when that window is under 5 s);
+//! - server RSS (`VmRSS` sampled every 500 ms, `VmHWM`) and RSS per concurrent call;
+//! - the gaps between agent media frames received while the agent speaks (gaps over 500 ms are
+//!   turn boundaries and excluded), and how many exceed 40 ms;
+//! - the caller-side response latency (last utterance frame sent → first agent frame received,
+//!   which includes the server's endpointing silence; also from the utterance's last frame with
+//!   speech, since the recordings end with about 0.4 s of silence), and the server-side figure from
+//!   `GET /api/v1/calls/{id}` (`total_ms − endpointing_ms` per turn) when an API key is known;
+//! - `start` → first agent audio;
+//! - the generator's own CPU and how late its 20 ms ticks fired (if they are late, the
+//!   generator, not the server, is the bottleneck and the timing figures are suspect).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::engine::audio::{SAMPLES_8K, g711};
+use crate::engine::media::twilio::{self, Outbound, StartInfo};
+use crate::server::twilio::signature;
+use crate::simulate::{parse_twiml_stream, read_wav_8k};
+
+/// The caller's utterances, in the order they are spoken (then again from the first).
+pub const FIXTURES: [&str; 6] = [
+    "name.wav",
+    "location.wav",
+    "yes.wav",
+    "number_three.wav",
+    "question_pay.wav",
+    "no_questions.wav",
+];
+
+/// One 20 ms frame.
+const FRAME: Duration = Duration::from_millis(20);
+/// Base64 length of one 160-byte frame.
+const FRAME_B64: usize = 216;
+/// Gaps between agent frames longer than this are turn boundaries, not jitter.
+const TURN_GAP: Duration = Duration::from_millis(500);
+/// A gap longer than this is a late frame.
+const LATE_GAP: Duration = Duration::from_millis(40);
+/// The steady-state window must be at least this long to be used.
+const MIN_WINDOW: Duration = Duration::from_secs(5);
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+/// A frame with a sample louder than this (about −41 dBFS) has speech in it.
+const VOICED_LEVEL: u16 = 300;
+
+/// `receptionist loadgen`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadgenArgs {
+    /// A running server (loopback only). Default: start one (scripted backends) for this run.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// The running server's process id, for its CPU and memory (`/proc/PID`).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// The public URL the running server signs with (default: --server).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// The receptionist's number (required with --server).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Twilio auth token the running server checks (a random one when the server is started here).
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Workspace API key of the running server: adds the server-measured latencies.
+    #[arg(long, env = "RECEPTIONIST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Number of calls.
+    #[arg(long, default_value_t = 10)]
+    pub calls: usize,
+    /// Spread the calls' starts over this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub ramp_secs: f64,
+    /// Hang up each call this many seconds after its `start` unless the server ends it first.
+    #[arg(long, default_value_t = 40.0)]
+    pub duration_secs: f64,
+    /// Stop everything after this many seconds, whatever happens (default: duration + ramp + 60).
+    #[arg(long)]
+    pub max_secs: Option<f64>,
+    /// Directory with the caller recordings.
+    #[arg(long, default_value = "audio-fixtures")]
+    pub fixtures: PathBuf,
+    /// The caller answers once the agent has been silent this long after speaking.
+    #[arg(long, default_value_t = 700)]
+    pub reply_gap_ms: u64,
+    /// Threads placing the calls, each with a single-threaded runtime (one keeps up with about
+    /// 500 calls on this project's 2-core reference machine).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Keep the started server's log here (default: discarded with its temporary directory).
+    #[arg(long)]
+    pub server_log: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loopback only
+
+/// The server URL, if it is `http://` on a loopback address (127.0.0.0/8, ::1, `localhost`).
+pub fn loopback_url(server: &str) -> anyhow::Result<url::Url> {
+    let url =
+        url::Url::parse(server).with_context(|| format!("--server {server:?} is not a URL"))?;
+    if url.scheme() != "http" {
+        bail!("--server must be an http:// URL on loopback, not {server:?}");
+    }
+    let ok = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if !ok {
+        bail!(
+            "refusing to load {server:?}: the load generator only targets loopback \
+             (127.0.0.0/8, ::1, localhost)"
+        );
+    }
+    if url.port_or_known_default().is_none() {
+        bail!("--server {server:?} has no port");
+    }
+    Ok(url)
+}
+
+/// `localhost` must resolve to loopback addresses only.
+async fn check_resolves_to_loopback(url: &url::Url) -> anyhow::Result<()> {
+    if let Some(url::Host::Domain(d)) = url.host() {
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<_> = tokio::net::lookup_host((d, port)).await?.collect();
+        if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+            bail!("{d} resolves to {addrs:?}, not only loopback addresses: refusing");
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+/// Nearest-rank percentile of sorted values (`p` in 0..=100).
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+const FINE_LIMIT_US: u64 = 100_000;
+const FINE_US: u64 = 10;
+const COARSE_US: u64 = 1_000;
+const LIMIT_US: u64 = 120_000_000;
+const FINE_BUCKETS: usize = (FINE_LIMIT_US / FINE_US) as usize;
+const BUCKETS: usize = FINE_BUCKETS + ((LIMIT_US - FINE_LIMIT_US) / COARSE_US) as usize;
+
+/// A lock-free histogram of durations: 10 µs buckets below 100 ms, 1 ms buckets up to 120 s
+/// (larger values land in the last bucket; the maximum is kept exactly).
+pub struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    max_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Histogram {
+    pub fn new() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
+        }
+    }
+
+    fn index(us: u64) -> usize {
+        if us < FINE_LIMIT_US {
+            (us / FINE_US) as usize
+        } else {
+            FINE_BUCKETS + ((us.min(LIMIT_US - 1) - FINE_LIMIT_US) / COARSE_US) as usize
+        }
+    }
+
+    fn upper_us(index: usize) -> u64 {
+        if index < FINE_BUCKETS {
+            (index as u64 + 1) * FINE_US
+        } else {
+            FINE_LIMIT_US + ((index - FINE_BUCKETS) as u64 + 1) * COARSE_US
+        }
+    }
+
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.buckets[Self::index(us)].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Nearest-rank percentile in microseconds: the upper edge of the bucket holding it (never
+    /// above the maximum recorded).
+    pub fn percentile_us(&self, p: f64) -> Option<u64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let rank = (((p / 100.0) * n as f64).ceil() as u64).clamp(1, n);
+        let max = self.max_us.load(Ordering::Relaxed);
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= rank {
+                return Some(Self::upper_us(i).min(max));
+            }
+        }
+        Some(max)
+    }
+
+    pub fn max_us(&self) -> Option<u64> {
+        (self.count() > 0).then(|| self.max_us.load(Ordering::Relaxed))
+    }
+
+    fn ms(us: Option<u64>) -> Value {
+        us.map_or(Value::Null, |us| json!(round3(us as f64 / 1000.0)))
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+/// utime + stime (clock ticks) from the text of `/proc/PID/stat`.
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    // the command name (field 2) may hold spaces and parentheses: fields restart after the last ')'
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11); // field 3 (state) is index 0; utime is field 14
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `Key:   1234 kB` line of `/proc/PID/status`, in KiB.
+pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let v = l.strip_prefix(key)?.strip_prefix(':')?;
+        v.split_whitespace().next()?.parse().ok()
+    })
+}
+
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    parse_stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn status_kib(pid: &str, key: &str) -> Option<u64> {
+    parse_status_kib(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        key,
+    )
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    /// The server's CPU (0 when its pid is unknown).
+    cpu_ticks: u64,
+    rss_kib: u64,
+    /// The generator's own CPU.
+    self_ticks: u64,
+    /// Every process on the machine: busy time summed over CPUs.
+    machine_ticks: u64,
+}
+
+/// Busy clock ticks of all CPUs (user, nice, system, irq, softirq, steal) from `/proc/stat`.
+pub fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    Some([0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum())
+}
+
+fn machine_busy_ticks() -> Option<u64> {
+    parse_proc_stat_busy(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn take_sample(pid: Option<&str>) -> Option<Sample> {
+    let (server_ticks, rss_kib) = match pid {
+        Some(p) => (cpu_ticks(p)?, status_kib(p, "VmRSS")?),
+        None => (0, 0),
+    };
+    Some(Sample {
+        at: Instant::now(),
+        cpu_ticks: server_ticks,
+        rss_kib,
+        self_ticks: cpu_ticks("self").unwrap_or(0),
+        machine_ticks: machine_busy_ticks().unwrap_or(0),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Caller audio
+
+/// The fixture utterances as base64 20 ms µ-law frames, encoded once and shared by every call.
+struct Utterances {
+    /// Per utterance, its frames' base64 back to back ([`FRAME_B64`] characters each).
+    frames: Vec<String>,
+    /// Per utterance, the index of its last frame with speech in it (the recordings end with
+    /// about 0.4 s of silence).
+    last_voiced: Vec<usize>,
+    silence: String,
+}
+
+impl Utterances {
+    fn load(dir: &Path) -> anyhow::Result<Self> {
+        let mut frames = Vec::new();
+        let mut last_voiced = Vec::new();
+        for name in FIXTURES {
+            let path = dir.join(name);
+            let pcm = read_wav_8k(&path)
+                .with_context(|| format!("loading caller audio {}", path.display()))?;
+            let mut b64 = String::new();
+            last_voiced.push(
+                pcm.chunks(SAMPLES_8K)
+                    .rposition(|c| c.iter().any(|s| s.unsigned_abs() > VOICED_LEVEL))
+                    .unwrap_or(0),
+            );
+            for chunk in pcm.chunks(SAMPLES_8K) {
+                let mut frame = [0xFFu8; SAMPLES_8K];
+                for (f, s) in frame.iter_mut().zip(chunk) {
+                    *f = g711::ulaw_encode(*s);
+                }
+                base64::engine::general_purpose::STANDARD.encode_string(frame, &mut b64);
+            }
+            frames.push(b64);
+        }
+        Ok(Self {
+            frames,
+            last_voiced,
+            silence: base64::engine::general_purpose::STANDARD.encode([0xFFu8; SAMPLES_8K]),
+        })
+    }
+
+    fn frame(&self, utterance: usize, index: usize) -> Option<&str> {
+        self.frames[utterance].get(index * FRAME_B64..(index + 1) * FRAME_B64)
+    }
+}
+
+/// Twilio's inbound `media` message with an already base64-encoded payload (the same text as
+/// [`twilio::write_inbound_media`]).
+fn write_media_b64(
+    stream_sid: &str,
+    seq: u64,
+    chunk: u64,
+    ts_ms: u64,
+    b64: &str,
+    out: &mut String,
+) {
+    let _ = write!(
+        out,
+        "{{\"event\":\"media\",\"sequenceNumber\":\"{seq}\",\"media\":{{\"track\":\"inbound\",\
+         \"chunk\":\"{chunk}\",\"timestamp\":\"{ts_ms}\",\"payload\":\"{b64}\"}},\
+         \"streamSid\":\"{stream_sid}\"}}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared state of a run
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The voice webhook failed or answered an error.
+    Webhook,
+    /// The TwiML did not connect a stream (closed or busy).
+    Refused,
+    /// The WebSocket upgrade failed.
+    Connect,
+    /// The socket broke before the call ended.
+    Socket,
+    /// The call ended without a single frame of agent audio.
+    NoAudio,
+    /// Still running at `--max-secs`.
+    Cutoff,
+}
+
+const FAILURES: [(Failure, &str); 6] = [
+    (Failure::Webhook, "webhook"),
+    (Failure::Refused, "refused"),
+    (Failure::Connect, "connect"),
+    (Failure::Socket, "socket"),
+    (Failure::NoAudio, "no_audio"),
+    (Failure::Cutoff, "cutoff"),
+];
+
+#[derive(Default)]
+struct Metrics {
+    started: AtomicUsize,
+    /// Calls that sent `start` or failed before it.
+    settled: AtomicUsize,
+    connected: AtomicUsize,
+    active: AtomicUsize,
+    peak_active: AtomicUsize,
+    completed: AtomicUsize,
+    failed: [AtomicUsize; FAILURES.len()],
+    protocol_errors: AtomicU64,
+    agent_frames: AtomicU64,
+    marks_echoed: AtomicU64,
+    clears: AtomicU64,
+    late_frames: AtomicU64,
+    gaps: Histogram,
+    response: Histogram,
+    response_from_speech: Histogram,
+    first_audio: Histogram,
+    tick_lag: Histogram,
+    webhook_error_told: std::sync::atomic::AtomicBool,
+    all_started_at: OnceLock<Instant>,
+    first_end_at: OnceLock<Instant>,
+}
+
+impl Metrics {
+    fn fail(&self, f: Failure) {
+        let i = FAILURES.iter().position(|(x, _)| *x == f).unwrap_or(0);
+        self.failed[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn failed_total(&self) -> usize {
+        self.failed.iter().map(|f| f.load(Ordering::Relaxed)).sum()
+    }
+
+    fn settle(&self, calls: usize) {
+        if self.settled.fetch_add(1, Ordering::SeqCst) + 1 == calls {
+            let _ = self.all_started_at.set(Instant::now());
+        }
+    }
+}
+
+struct Ctx {
+    /// Where requests go: `http://host:port` (loopback).
+    server: String,
+    /// What signatures cover.
+    public: String,
+    token: Option<String>,
+    to: String,
+    calls: usize,
+    duration: Duration,
+    reply_gap_ms: u64,
+    hard_deadline: Instant,
+    audio: Utterances,
+    m: Metrics,
+}
+
+#[derive(Debug, Default)]
+struct CallResult {
+    call_id: Option<String>,
+    /// From `start` sent to the end.
+    connected: Option<(Instant, Instant)>,
+    completed: bool,
+}
+
+fn random_hex(n: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| char::from_digit(rng.random_range(0..16u32), 16).unwrap_or('0'))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// One call
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+enum Play {
+    Audio(u32),
+    Mark(String),
+}
+
+/// How a connected session ended.
+enum End {
+    /// The server closed the stream.
+    ByServer,
+    /// `--duration-secs` passed: we sent `stop`.
+    ByUs,
+    Socket,
+    Cutoff,
+}
+
+/// One load thread: its calls on a single-threaded runtime (one thread waking for all its
+/// sockets and timers is much cheaper than work-stealing workers waking each other).
+fn run_shard(ctx: Arc<Ctx>, starts: Vec<Instant>) -> anyhow::Result<Vec<CallResult>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let handles: Vec<_> = starts
+            .into_iter()
+            .map(|at| {
+                let ctx = ctx.clone();
+                let http = http.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    run_call(ctx, http).await
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(handles.len());
+        for h in handles {
+            let abort = h.abort_handle();
+            match tokio::time::timeout_at(ctx.hard_deadline + Duration::from_secs(5), h).await {
+                Ok(Ok(r)) => results.push(r),
+                _ => {
+                    abort.abort();
+                    ctx.m.fail(Failure::Cutoff);
+                    results.push(CallResult::default());
+                }
+            }
+        }
+        Ok(results)
+    })
+}
+
+async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
+    let mut result = CallResult::default();
+    ctx.m.started.fetch_add(1, Ordering::Relaxed);
+    let fail = |f: Failure| ctx.m.fail(f);
+    let connect = tokio::time::timeout_at(ctx.hard_deadline, open_stream(&ctx, &http)).await;
+    let (mut ws, info) = match connect {
+        Err(_) => {
+            fail(Failure::Cutoff);
+            ctx.m.settle(ctx.calls);
+            return result;
+        }
+        Ok(Err((f, call_id))) => {
+            result.call_id = call_id;
+            fail(f);
+            ctx.m.settle(ctx.calls);
+            return result;
+        }
+        Ok(Ok(x)) => x,
+    };
+    result.call_id = info.custom_parameters.get("callId").cloned();
+    let started = Instant::now();
+    ctx.m.settle(ctx.calls);
+    ctx.m.connected.fetch_add(1, Ordering::Relaxed);
+    let now_active = ctx.m.active.fetch_add(1, Ordering::SeqCst) + 1;
+    ctx.m.peak_active.fetch_max(now_active, Ordering::SeqCst);
+
+    let mut session = Session {
+        ctx: &ctx,
+        info: &info,
+        seq: 1,
+        chunk: 0,
+        playback: VecDeque::new(),
+        agent_idle_ms: 0,
+        agent_spoke: false,
+        speaking: None,
+        next_utterance: 0,
+        awaiting_reply: None,
+        speech_end: None,
+        started,
+        first_audio: false,
+        last_media_at: None,
+        frames_received: 0,
+        payload: Vec::with_capacity(256),
+    };
+    let end = session.run(&mut ws).await;
+    let frames = session.frames_received;
+    let ended = Instant::now();
+    ctx.m.active.fetch_sub(1, Ordering::SeqCst);
+    let _ = ctx.m.first_end_at.set(ended);
+    result.connected = Some((started, ended));
+    match end {
+        End::Cutoff => fail(Failure::Cutoff),
+        End::Socket => fail(Failure::Socket),
+        End::ByServer | End::ByUs if frames == 0 => fail(Failure::NoAudio),
+        End::ByServer | End::ByUs => {
+            result.completed = true;
+            ctx.m.completed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    result
+}
+
+/// Webhook, TwiML, signed upgrade, `connected` and `start`.
+async fn open_stream(
+    ctx: &Ctx,
+    http: &reqwest::Client,
+) -> Result<(Ws, StartInfo), (Failure, Option<String>)> {
+    let call_sid = format!("CA{}", random_hex(32));
+    let account_sid = format!("AC{}", random_hex(32));
+    let from = format!("+1555{:07}", rand::random_range(0..10_000_000u32));
+    let form: Vec<(String, String)> = vec![
+        ("AccountSid".into(), account_sid.clone()),
+        ("ApiVersion".into(), "2010-04-01".into()),
+        ("CallSid".into(), call_sid.clone()),
+        ("CallStatus".into(), "ringing".into()),
+        ("Called".into(), ctx.to.clone()),
+        ("Caller".into(), from.clone()),
+        ("Direction".into(), "inbound".into()),
+        ("From".into(), from),
+        ("To".into(), ctx.to.clone()),
+    ];
+    let mut req = http
+        .post(format!("{}/twilio/voice", ctx.server))
+        .form(&form);
+    if let Some(token) = &ctx.token {
+        let url = format!("{}/twilio/voice", ctx.public);
+        req = req.header("X-Twilio-Signature", signature(token, &url, &form));
+    }
+    let twiml = match req.send().await {
+        Ok(r) if r.status().is_success() => match r.text().await {
+            Ok(t) => t,
+            Err(_) => return Err((Failure::Webhook, None)),
+        },
+        Ok(r) => {
+            if !ctx.m.webhook_error_told.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "[loadgen] the voice webhook answered {} (on 403: the server checks signatures \
+                     against its public URL; see --auth-token and --public-url)",
+                    r.status()
+                );
+            }
+            return Err((Failure::Webhook, None));
+        }
+        Err(e) => {
+            if !ctx.m.webhook_error_told.swap(true, Ordering::Relaxed) {
+                eprintln!("[loadgen] the voice webhook failed: {e}");
+            }
+            return Err((Failure::Webhook, None));
+        }
+    };
+    let Some((stream_url, params)) = parse_twiml_stream(&twiml) else {
+        return Err((Failure::Refused, None));
+    };
+    let call_id = params
+        .iter()
+        .find(|(k, _)| k == "callId")
+        .map(|(_, v)| v.clone());
+    // connect to the loopback server whatever host the TwiML names; sign the URL it names
+    let path = match url::Url::parse(&stream_url) {
+        Ok(u) => u.path().to_string(),
+        Err(_) => return Err((Failure::Refused, call_id)),
+    };
+    let ws_url = format!("{}{path}", ctx.server.replacen("http://", "ws://", 1));
+    let Ok(mut request) = ws_url.as_str().into_client_request() else {
+        return Err((Failure::Connect, call_id));
+    };
+    if let Some(token) = &ctx.token
+        && let Ok(v) = signature(token, &stream_url, &[]).parse()
+    {
+        request.headers_mut().insert("X-Twilio-Signature", v);
+    }
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096);
+    let mut ws =
+        match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
+            Ok((ws, _)) => ws,
+            Err(_) => return Err((Failure::Connect, call_id)),
+        };
+    let info = StartInfo {
+        stream_sid: format!("MZ{}", random_hex(32)),
+        call_sid,
+        account_sid,
+        tracks: vec!["inbound".into()],
+        encoding: twilio::ENCODING_MULAW.into(),
+        sample_rate: 8000,
+        channels: 1,
+        custom_parameters: params.into_iter().collect(),
+    };
+    let mut connected = String::new();
+    twilio::write_connected(&mut connected);
+    let mut start = String::with_capacity(512);
+    twilio::write_start(&info, 1, &mut start);
+    if ws.feed(Message::Text(connected.into())).await.is_err()
+        || ws.send(Message::Text(start.into())).await.is_err()
+    {
+        return Err((Failure::Socket, call_id));
+    }
+    Ok((ws, info))
+}
+
+struct Session<'a> {
+    ctx: &'a Ctx,
+    info: &'a StartInfo,
+    seq: u64,
+    chunk: u64,
+    playback: VecDeque<Play>,
+    agent_idle_ms: u64,
+    agent_spoke: bool,
+    /// (utterance, next frame)
+    speaking: Option<(usize, usize)>,
+    next_utterance: usize,
+    /// When the caller's last utterance frame was sent, until the agent's next audio arrives.
+    awaiting_reply: Option<Instant>,
+    /// When the utterance's last frame with speech was sent, likewise.
+    speech_end: Option<Instant>,
+    started: Instant,
+    first_audio: bool,
+    last_media_at: Option<Instant>,
+    frames_received: u64,
+    payload: Vec<u8>,
+}
+
+impl Session<'_> {
+    async fn run(&mut self, ws: &mut Ws) -> End {
+        let call_deadline = self.started + self.ctx.duration;
+        let cutoff = tokio::time::sleep_until(self.ctx.hard_deadline);
+        tokio::pin!(cutoff);
+        // Burst: a late tick is made up at once, so the caller's stream keeps real-time rate
+        // and its timestamps stay true to the clock, as Twilio's do.
+        let mut tick = tokio::time::interval_at(self.started + FRAME, FRAME);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        loop {
+            tokio::select! {
+                msg = ws.next() => {
+                    let msg = match msg {
+                        None => return End::ByServer,
+                        Some(Err(_)) => return End::Socket,
+                        Some(Ok(m)) => m,
+                    };
+                    match msg {
+                        Message::Text(t) if self.on_text(t.as_str(), ws).await.is_err() => {
+                            return closed_or_broken(ws).await;
+                        }
+                        Message::Text(_) => {}
+                        Message::Close(_) => return End::ByServer,
+                        Message::Binary(_) => {
+                            self.ctx.m.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
+                }
+                at = tick.tick() => {
+                    let now = Instant::now();
+                    self.ctx.m.tick_lag.record(now.saturating_duration_since(at));
+                    if now >= call_deadline {
+                        self.seq += 1;
+                        let mut stop = String::with_capacity(256);
+                        twilio::write_stop(&self.info.stream_sid, &self.info.account_sid, &self.info.call_sid, self.seq, &mut stop);
+                        let _ = ws.send(Message::Text(stop.into())).await;
+                        // close, then read until the server's close: closing a socket with
+                        // unread data resets the connection, and the server would see a drop
+                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            let _ = ws.close(None).await;
+                            while let Some(Ok(_)) = ws.next().await {}
+                        })
+                        .await;
+                        return End::ByUs;
+                    }
+                    if self.on_tick(ws).await.is_err() {
+                        return closed_or_broken(ws).await;
+                    }
+                }
+                _ = &mut cutoff => return End::Cutoff,
+            }
+        }
+    }
+
+    async fn echo_mark(&mut self, name: &str, ws: &mut Ws) -> Result<(), ()> {
+        self.seq += 1;
+        let mut out = String::with_capacity(160);
+        twilio::write_inbound_mark(&self.info.stream_sid, self.seq, name, &mut out);
+        self.ctx.m.marks_echoed.fetch_add(1, Ordering::Relaxed);
+        ws.feed(Message::Text(out.into())).await.map_err(|_| ())
+    }
+
+    async fn on_text(&mut self, text: &str, ws: &mut Ws) -> Result<(), ()> {
+        let m = &self.ctx.m;
+        match twilio::parse_outbound(text) {
+            Ok(Outbound::Media { payload }) => {
+                if twilio::decode_payload(payload, &mut self.payload).is_err() {
+                    m.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                let now = Instant::now();
+                if !self.first_audio {
+                    self.first_audio = true;
+                    m.first_audio.record(now - self.started);
+                }
+                if let Some(sent) = self.awaiting_reply.take() {
+                    m.response.record(now - sent);
+                }
+                if let Some(sent) = self.speech_end.take() {
+                    m.response_from_speech.record(now - sent);
+                }
+                if let Some(prev) = self.last_media_at {
+                    let gap = now - prev;
+                    if gap <= TURN_GAP {
+                        m.gaps.record(gap);
+                        if gap > LATE_GAP {
+                            m.late_frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                self.last_media_at = Some(now);
+                let frames = self.payload.len().div_ceil(SAMPLES_8K) as u32;
+                self.frames_received += u64::from(frames);
+                m.agent_frames
+                    .fetch_add(u64::from(frames), Ordering::Relaxed);
+                match self.playback.back_mut() {
+                    Some(Play::Audio(n)) => *n += frames,
+                    _ => self.playback.push_back(Play::Audio(frames)),
+                }
+            }
+            Ok(Outbound::Mark { name }) => {
+                if self.playback.is_empty() {
+                    // nothing buffered: Twilio echoes at once
+                    self.echo_mark(name, ws).await?;
+                    ws.flush().await.map_err(|_| ())?;
+                } else {
+                    self.playback.push_back(Play::Mark(name.to_string()));
+                }
+            }
+            Ok(Outbound::Clear) => {
+                m.clears.fetch_add(1, Ordering::Relaxed);
+                let pending: Vec<Play> = self.playback.drain(..).collect();
+                for p in pending {
+                    if let Play::Mark(name) = p {
+                        self.echo_mark(&name, ws).await?;
+                    }
+                }
+                ws.flush().await.map_err(|_| ())?;
+            }
+            Ok(Outbound::Unknown { .. }) | Err(_) => {
+                m.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// 20 ms: echo the marks whose audio has played, play one frame, maybe start the next
+    /// utterance, send one caller frame.
+    async fn on_tick(&mut self, ws: &mut Ws) -> Result<(), ()> {
+        while let Some(Play::Mark(_)) = self.playback.front() {
+            if let Some(Play::Mark(name)) = self.playback.pop_front() {
+                self.echo_mark(&name, ws).await?;
+            }
+        }
+        let mut played = false;
+        if let Some(Play::Audio(n)) = self.playback.front_mut() {
+            *n -= 1;
+            if *n == 0 {
+                self.playback.pop_front();
+            }
+            played = true;
+        }
+        if played {
+            self.agent_idle_ms = 0;
+            self.agent_spoke = true;
+        } else {
+            self.agent_idle_ms += 20;
+        }
+        if self.speaking.is_none()
+            && self.agent_spoke
+            && self.agent_idle_ms >= self.ctx.reply_gap_ms
+        {
+            self.speaking = Some((self.next_utterance, 0));
+            self.next_utterance = (self.next_utterance + 1) % FIXTURES.len();
+            self.agent_spoke = false;
+        }
+        let audio = &self.ctx.audio;
+        let mut last_of_utterance = false;
+        let mut last_voiced = false;
+        let b64 = match self.speaking.as_mut() {
+            Some((u, i)) => {
+                let f = audio.frame(*u, *i).unwrap_or(&audio.silence);
+                last_voiced = *i == audio.last_voiced[*u];
+                *i += 1;
+                if audio.frame(*u, *i).is_none() {
+                    last_of_utterance = true;
+                }
+                f
+            }
+            None => &audio.silence,
+        };
+        self.seq += 1;
+        self.chunk += 1;
+        let mut out = String::with_capacity(330);
+        write_media_b64(
+            &self.info.stream_sid,
+            self.seq,
+            self.chunk,
+            (self.chunk - 1) * 20,
+            b64,
+            &mut out,
+        );
+        ws.feed(Message::Text(out.into())).await.map_err(|_| ())?;
+        ws.flush().await.map_err(|_| ())?;
+        if last_voiced {
+            self.speech_end = Some(Instant::now());
+        }
+        if last_of_utterance {
+            self.speaking = None;
+            self.awaiting_reply = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
+
+/// A send failed: if the server's close frame is on its way, the server ended the call.
+async fn closed_or_broken(ws: &mut Ws) -> End {
+    let wait = async {
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(Message::Close(_)) => return End::ByServer,
+                Ok(_) => {}
+                Err(_) => return End::Socket,
+            }
+        }
+        End::ByServer
+    };
+    tokio::time::timeout(Duration::from_secs(1), wait)
+        .await
+        .unwrap_or(End::Socket)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A server of our own
+
+struct OwnServer {
+    child: tokio::process::Child,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl OwnServer {
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Target {
+    server: String,
+    public: String,
+    pid: Option<u32>,
+    to: String,
+    token: Option<String>,
+    api_key: Option<String>,
+    own: Option<OwnServer>,
+}
+
+async fn start_own_server(
+    args: &LoadgenArgs,
+    http: &reqwest::Client,
+    deadline: Instant,
+) -> anyhow::Result<Target> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let dir = std::env::temp_dir().join(format!(
+        "receptionist-loadgen-{}-{}",
+        std::process::id(),
+        random_hex(8)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("receptionist.db").display()
+    );
+    let token = args
+        .auth_token
+        .clone()
+        .unwrap_or_else(|| format!("loadgen-{}", random_hex(24)));
+    let created = tokio::process::Command::new(&exe)
+        .args([
+            "workspace",
+            "create",
+            "Load Test",
+            "--database-url",
+            &db_url,
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .context("running `workspace create`")?;
+    if !created.status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+        bail!(
+            "`workspace create` failed: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+    }
+    let api_key = String::from_utf8(created.stdout)?.trim().to_string();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = args
+        .server_log
+        .clone()
+        .unwrap_or_else(|| dir.join("server.log"));
+    let log_file = std::fs::File::create(&log)
+        .with_context(|| format!("creating the server log {}", log.display()))?;
+    let child = tokio::process::Command::new(&exe)
+        .args(["serve", "--backends", "scripted", "--database-url", &db_url])
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--max-calls", &(args.calls + 10).to_string()])
+        .env("TWILIO_AUTH_TOKEN", &token)
+        .env_remove("RECEPTIONIST_PUBLIC_URL")
+        .env_remove("RECEPTIONIST_INSECURE_NO_SIGNATURE")
+        .env_remove("RECEPTIONIST_MAX_CALL_SECS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the server")?;
+    let pid = child.id();
+    let own = OwnServer { child, dir, log };
+    let server = format!("http://127.0.0.1:{port}");
+
+    let healthy_by = deadline.min(Instant::now() + Duration::from_secs(30));
+    loop {
+        if let Ok(r) = http.get(format!("{server}/healthz")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        if Instant::now() >= healthy_by {
+            bail!("the server never became healthy:\n{}", own.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let to = "+15550001111".to_string();
+    let body = json!({
+        "phone_number": to,
+        "agent_name": "Chloe",
+        "intro_message": "Hi, I am Chloe from ABC Staffing. Thanks for calling about our warehouse jobs.",
+        "collect_location": true,
+        "custom_context": "We are hiring warehouse associates in Chicago. Pay is 18 dollars per hour. Shifts start at 6 am.",
+        "questions": [
+            {"text": "Are you at least 18 years old?", "kind": "yes_no", "expected": "yes", "dealbreaker": true},
+            {"text": "How many years of warehouse experience do you have?", "kind": "number", "expected": ">= 1"}
+        ]
+    });
+    let resp = http
+        .post(format!("{server}/api/v1/receptionists"))
+        .bearer_auth(&api_key)
+        .json(&body)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!(
+            "creating the receptionist answered {}: {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    // its fixed prompts are synthesised in the background (scripted: milliseconds)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(Target {
+        public: server.clone(),
+        server,
+        pid,
+        to,
+        token: Some(token),
+        api_key: Some(api_key),
+        own: Some(own),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+/// Run `receptionist loadgen`: print the report as one JSON line on stdout.
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
+    let report = run_report(args).await?;
+    println!("{report}");
+    Ok(())
+}
+
+/// Run the load and return the report.
+pub async fn run_report(args: LoadgenArgs) -> anyhow::Result<Value> {
+    let begun = Instant::now();
+    anyhow::ensure!(args.calls > 0, "--calls must be at least 1");
+    anyhow::ensure!(
+        args.ramp_secs >= 0.0 && args.ramp_secs.is_finite(),
+        "--ramp-secs must be 0 or more"
+    );
+    anyhow::ensure!(
+        args.duration_secs > 0.0 && args.duration_secs.is_finite(),
+        "--duration-secs must be positive"
+    );
+    let max_secs = args
+        .max_secs
+        .unwrap_or(args.duration_secs + args.ramp_secs + 60.0);
+    anyhow::ensure!(
+        max_secs > 0.0 && max_secs.is_finite(),
+        "--max-secs must be positive"
+    );
+    let hard_deadline = begun + Duration::from_secs_f64(max_secs);
+    // run from elsewhere than the source tree: the recordings this binary was built with
+    let fixtures = if args.fixtures.is_relative() && !args.fixtures.exists() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(&args.fixtures)
+    } else {
+        args.fixtures.clone()
+    };
+    let audio = Utterances::load(&fixtures)?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build()?;
+
+    let mut target = match &args.server {
+        Some(server) => {
+            let url = loopback_url(server)?;
+            check_resolves_to_loopback(&url).await?;
+            let to = args
+                .to
+                .clone()
+                .context("--to (the receptionist's number) is required with --server")?;
+            if let Some(pid) = args.server_pid {
+                anyhow::ensure!(
+                    cpu_ticks(&pid.to_string()).is_some(),
+                    "cannot read /proc/{pid}/stat"
+                );
+            } else {
+                eprintln!("[loadgen] no --server-pid: server CPU and memory are not measured");
+            }
+            let server = server.trim_end_matches('/').to_string();
+            Target {
+                public: args
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| server.clone())
+                    .trim_end_matches('/')
+                    .to_string(),
+                server,
+                pid: args.server_pid,
+                to,
+                token: args.auth_token.clone(),
+                api_key: args.api_key.clone(),
+                own: None,
+            }
+        }
+        None => {
+            eprintln!("[loadgen] starting a server (scripted backends)");
+            start_own_server(&args, &http, hard_deadline).await?
+        }
+    };
+    let result = drive(&args, &target, http, audio, begun, hard_deadline).await;
+    if let Some(own) = target.own.take() {
+        if result.is_err() {
+            eprintln!("[loadgen] server log tail:\n{}", own.log_tail());
+        }
+        own.stop().await;
+    }
+    result
+}
+
+async fn drive(
+    args: &LoadgenArgs,
+    target: &Target,
+    http: reqwest::Client,
+    audio: Utterances,
+    begun: Instant,
+    hard_deadline: Instant,
+) -> anyhow::Result<Value> {
+    let clk_tck = clock_ticks_per_sec();
+    let pid = target.pid.map(|p| p.to_string());
+    let self_cpu_before = cpu_ticks("self");
+    let baseline_kib = pid.as_deref().and_then(|p| status_kib(p, "VmRSS"));
+
+    let ctx = Arc::new(Ctx {
+        server: target.server.clone(),
+        public: target.public.clone(),
+        token: target.token.clone(),
+        to: target.to.clone(),
+        calls: args.calls,
+        duration: Duration::from_secs_f64(args.duration_secs),
+        reply_gap_ms: args.reply_gap_ms,
+        hard_deadline,
+        audio,
+        m: Metrics::default(),
+    });
+
+    // server CPU and memory, every 500 ms
+    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
+    let sampler = {
+        let samples = samples.clone();
+        let pid = pid.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SAMPLE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                // the server gone: stop sampling
+                let Some(s) = take_sample(pid.as_deref()) else {
+                    break;
+                };
+                samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+            }
+        })
+    };
+
+    // progress on stderr
+    let progress = {
+        let ctx = ctx.clone();
+        let samples = samples.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let m = &ctx.m;
+                let rss = samples
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .last()
+                    .map(|s| format!(", server RSS {} MiB", s.rss_kib / 1024))
+                    .unwrap_or_default();
+                eprintln!(
+                    "[loadgen] {:.0} s: {} started, {} active (peak {}), {} completed, {} failed, gap p99 {} ms{rss}",
+                    begun.elapsed().as_secs_f64(),
+                    m.started.load(Ordering::Relaxed),
+                    m.active.load(Ordering::Relaxed),
+                    m.peak_active.load(Ordering::Relaxed),
+                    m.completed.load(Ordering::Relaxed),
+                    m.failed_total(),
+                    Histogram::ms(m.gaps.percentile_us(99.0)),
+                );
+            }
+        })
+    };
+
+    eprintln!(
+        "[loadgen] {} calls to {} over {} s, {} s each",
+        args.calls, target.server, args.ramp_secs, args.duration_secs
+    );
+    let t0 = Instant::now();
+    let ramp = Duration::from_secs_f64(args.ramp_secs);
+    let threads = args.threads.clamp(1, args.calls);
+    let mut shards = Vec::with_capacity(threads);
+    for t in 0..threads {
+        // call i starts at t0 + ramp * i / calls, on thread i % threads
+        let starts: Vec<Instant> = (t..args.calls)
+            .step_by(threads)
+            .map(|i| t0 + ramp.mul_f64(i as f64 / args.calls as f64))
+            .collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ctx = ctx.clone();
+        std::thread::Builder::new()
+            .name(format!("loadgen-{t}"))
+            .spawn(move || {
+                let _ = tx.send(run_shard(ctx, starts));
+            })
+            .context("starting a load thread")?;
+        shards.push(rx);
+    }
+    let mut results = Vec::with_capacity(args.calls);
+    for (t, rx) in shards.into_iter().enumerate() {
+        match tokio::time::timeout_at(hard_deadline + Duration::from_secs(10), rx).await {
+            Ok(Ok(Ok(r))) => results.extend(r),
+            Ok(Ok(Err(e))) => bail!("load thread {t}: {e:#}"),
+            _ => eprintln!("[loadgen] load thread {t} did not finish in time"),
+        }
+    }
+    // calls that never reported (a stuck thread) were cut off
+    for _ in results.len()..args.calls {
+        ctx.m.fail(Failure::Cutoff);
+    }
+    let calls_done = Instant::now();
+    progress.abort();
+    sampler.abort();
+    let final_sample = take_sample(pid.as_deref());
+    let hwm_kib = pid.as_deref().and_then(|p| status_kib(p, "VmHWM"));
+    let mut samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
+    samples.extend(final_sample);
+
+    // server-side latencies from the API
+    let mut server_added: Vec<f64> = Vec::new();
+    let mut end_reasons: BTreeMap<String, u64> = BTreeMap::new();
+    if let Some(key) = &target.api_key {
+        let ids: Vec<String> = results.iter().filter_map(|r| r.call_id.clone()).collect();
+        let fetch_by = hard_deadline.min(Instant::now() + Duration::from_secs(60));
+        // let the server persist the calls' last events
+        tokio::time::sleep(Duration::from_millis(500).min(fetch_by - Instant::now())).await;
+        let fetches = futures_util::stream::iter(ids.into_iter().map(|id| {
+            let http = http.clone();
+            let url = format!("{}/api/v1/calls/{id}", target.server);
+            let key = key.clone();
+            async move {
+                let r = http.get(url).bearer_auth(key).send().await.ok()?;
+                r.json::<Value>().await.ok()
+            }
+        }))
+        .buffer_unordered(8)
+        .collect::<Vec<_>>();
+        if let Ok(details) = tokio::time::timeout_at(fetch_by, fetches).await {
+            for d in details.into_iter().flatten() {
+                if let Some(lat) = d["latencies"].as_array() {
+                    for l in lat {
+                        if let (Some(t), Some(e)) =
+                            (l["total_ms"].as_u64(), l["endpointing_ms"].as_u64())
+                        {
+                            server_added.push(t.saturating_sub(e) as f64);
+                        }
+                    }
+                }
+                let reason = d["end_reason"].as_str().unwrap_or("unfinished").to_string();
+                *end_reasons.entry(reason).or_default() += 1;
+            }
+        } else {
+            eprintln!("[loadgen] fetching the server's call records ran out of time");
+        }
+    }
+    server_added.sort_by(f64::total_cmp);
+
+    // the CPU window: steady state, else the whole run
+    let connected: Vec<(Instant, Instant)> = results.iter().filter_map(|r| r.connected).collect();
+    let whole = (
+        connected.iter().map(|c| c.0).min().unwrap_or(t0),
+        connected.iter().map(|c| c.1).max().unwrap_or(calls_done),
+    );
+    let steady = match (ctx.m.all_started_at.get(), ctx.m.first_end_at.get()) {
+        (Some(&a), Some(&b)) if b > a && b - a >= MIN_WINDOW => Some((a, b)),
+        _ => None,
+    };
+    let (window, steady_state) = match steady {
+        Some(w) => (w, true),
+        None => (whole, false),
+    };
+    let cpu = cpu_over(&samples, window, &connected, clk_tck);
+    let server_cpu = cpu.as_ref().filter(|_| pid.is_some());
+
+    let m = &ctx.m;
+    let peak_active = m.peak_active.load(Ordering::SeqCst);
+    let peak_kib = samples
+        .iter()
+        .map(|s| s.rss_kib)
+        .max()
+        .filter(|_| pid.is_some());
+    let rss_per_call = match (peak_kib, baseline_kib) {
+        (Some(p), Some(b)) if peak_active > 0 => {
+            Some(round3(p.saturating_sub(b) as f64 / peak_active as f64))
+        }
+        _ => None,
+    };
+    let self_cpu = match (self_cpu_before, cpu_ticks("self")) {
+        (Some(a), Some(b)) => Some(round3(b.saturating_sub(a) as f64 / clk_tck as f64)),
+        _ => None,
+    };
+    let failures: BTreeMap<&str, usize> = FAILURES
+        .iter()
+        .enumerate()
+        .map(|(i, (_, name))| (*name, m.failed[i].load(Ordering::Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let secs = |i: Instant| round3(i.saturating_duration_since(t0).as_secs_f64());
+    let mut report = serde_json::Map::new();
+    merge(
+        &mut report,
+        json!({
+            "calls": args.calls,
+            "calls_started": m.started.load(Ordering::Relaxed),
+            "calls_connected": m.connected.load(Ordering::Relaxed),
+            "calls_completed": m.completed.load(Ordering::Relaxed),
+            "calls_failed": m.failed_total(),
+            "failures": failures,
+            "protocol_errors": m.protocol_errors.load(Ordering::Relaxed),
+            "peak_concurrent_calls": peak_active,
+            "ramp_secs": args.ramp_secs,
+            "duration_secs": args.duration_secs,
+            "run_secs": round3((calls_done - t0).as_secs_f64()),
+            "server": target.server,
+        }),
+    );
+    merge(
+        &mut report,
+        json!({
+            "server_pid": target.pid,
+            "clk_tck": clk_tck,
+            "server_cpu_s_per_call_s": server_cpu.map(|c| c.per_call_s),
+            "cpu_window_start_s": cpu.as_ref().map(|c| secs(c.start)),
+            "cpu_window_end_s": cpu.as_ref().map(|c| secs(c.end)),
+            "cpu_window_steady_state": steady_state,
+            "cpu_window_server_cpu_s": server_cpu.map(|c| c.cpu_s),
+            "cpu_window_call_s": cpu.as_ref().map(|c| c.call_s),
+            "server_cpu_cores_in_window": server_cpu.map(|c| c.cores(c.cpu_s)),
+            "loadgen_cpu_cores_in_window": cpu.as_ref().map(|c| c.cores(c.self_s)),
+            "machine_busy_cores_in_window": cpu.as_ref().map(|c| c.cores(c.machine_s)),
+            "machine_cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "server_rss_baseline_kib": baseline_kib,
+            "server_rss_peak_kib": peak_kib,
+            "server_hwm_kib": hwm_kib,
+        }),
+    );
+    merge(
+        &mut report,
+        json!({
+            "rss_per_call_kib": rss_per_call,
+            "agent_frames_received": m.agent_frames.load(Ordering::Relaxed),
+            "marks_echoed": m.marks_echoed.load(Ordering::Relaxed),
+            "clears": m.clears.load(Ordering::Relaxed),
+            "jitter_gaps": m.gaps.count(),
+            "jitter_gap_ms_p50": Histogram::ms(m.gaps.percentile_us(50.0)),
+            "jitter_gap_ms_p99": Histogram::ms(m.gaps.percentile_us(99.0)),
+            "jitter_gap_ms_max": Histogram::ms(m.gaps.max_us()),
+            "late_frames": m.late_frames.load(Ordering::Relaxed),
+            "response_latency_n": m.response.count(),
+            "response_latency_ms_p50": Histogram::ms(m.response.percentile_us(50.0)),
+            "response_latency_ms_p99": Histogram::ms(m.response.percentile_us(99.0)),
+        }),
+    );
+    merge(
+        &mut report,
+        json!({
+            "response_latency_ms_max": Histogram::ms(m.response.max_us()),
+            "response_from_speech_end_ms_p50": Histogram::ms(m.response_from_speech.percentile_us(50.0)),
+            "response_from_speech_end_ms_p99": Histogram::ms(m.response_from_speech.percentile_us(99.0)),
+            "server_added_latency_n": server_added.len(),
+            "server_added_latency_ms_p50": percentile(&server_added, 50.0),
+            "server_added_latency_ms_p99": percentile(&server_added, 99.0),
+            "server_added_latency_ms_max": server_added.last(),
+            "server_end_reasons": end_reasons,
+            "first_greeting_n": m.first_audio.count(),
+            "first_greeting_ms_p50": Histogram::ms(m.first_audio.percentile_us(50.0)),
+            "first_greeting_ms_p99": Histogram::ms(m.first_audio.percentile_us(99.0)),
+            "first_greeting_ms_max": Histogram::ms(m.first_audio.max_us()),
+            "loadgen_cpu_s": self_cpu,
+            "loadgen_threads": args.threads.clamp(1, args.calls),
+            "loadgen_tick_lag_ms_p99": Histogram::ms(m.tick_lag.percentile_us(99.0)),
+        }),
+    );
+    merge(
+        &mut report,
+        json!({
+            "loadgen_tick_lag_ms_max": Histogram::ms(m.tick_lag.max_us()),
+        }),
+    );
+    let report = Value::Object(report);
+    Ok(report)
+}
+
+/// (The report is built in parts: one `json!` of it all overflows the macro recursion limit.)
+fn merge(report: &mut serde_json::Map<String, Value>, part: Value) {
+    if let Value::Object(o) = part {
+        report.extend(o);
+    }
+}
+
+struct CpuWindow {
+    start: Instant,
+    end: Instant,
+    cpu_s: f64,
+    call_s: f64,
+    per_call_s: f64,
+    self_s: f64,
+    machine_s: f64,
+}
+
+impl CpuWindow {
+    /// CPU seconds over the window → cores busy on average.
+    fn cores(&self, cpu_s: f64) -> f64 {
+        round3(cpu_s / (self.end - self.start).as_secs_f64())
+    }
+}
+
+/// Server CPU over the samples that bound `window` most tightly from inside, per second of
+/// connected call within those samples.
+fn cpu_over(
+    samples: &[Sample],
+    window: (Instant, Instant),
+    calls: &[(Instant, Instant)],
+    clk_tck: u64,
+) -> Option<CpuWindow> {
+    let a = samples.iter().find(|s| s.at >= window.0)?;
+    let b = samples.iter().rev().find(|s| s.at <= window.1)?;
+    if b.at <= a.at {
+        return None;
+    }
+    let call_s: f64 = calls
+        .iter()
+        .map(|&(s, e)| {
+            let s = s.max(a.at);
+            let e = e.min(b.at);
+            e.saturating_duration_since(s).as_secs_f64()
+        })
+        .sum();
+    if call_s <= 0.0 {
+        return None;
+    }
+    let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / clk_tck as f64;
+    let cpu_s = secs(a.cpu_ticks, b.cpu_ticks);
+    Some(CpuWindow {
+        start: a.at,
+        end: b.at,
+        cpu_s: round3(cpu_s),
+        call_s: round3(call_s),
+        per_call_s: (cpu_s / call_s * 1e7).round() / 1e7,
+        self_s: round3(secs(a.self_ticks, b.self_ticks)),
+        machine_s: round3(secs(a.machine_ticks, b.machine_ticks)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_servers() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3:80/",
+            "http://localhost:8080",
+            "http://LOCALHOST:1",
+            "http://[::1]:8080",
+        ] {
+            assert!(loopback_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.1:8080",
+            "http://192.168.1.2:8080",
+            "http://example.com:8080",
+            "http://localhost.example.com:8080",
+            "http://[::2]:8080",
+            "http://0.0.0.0:8080",
+            "https://127.0.0.1:8443",
+            "ws://127.0.0.1:8080",
+            "127.0.0.1:8080",
+            "not a url",
+        ] {
+            assert!(loopback_url(bad).is_err(), "{bad}");
+        }
+        let e = loopback_url("http://203.0.113.9:8080")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only targets loopback"), "{e}");
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 100.0), Some(100.0));
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+        assert_eq!(percentile(&[], 50.0), None);
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 50.0), Some(2.0));
+        assert_eq!(percentile(&v, 51.0), Some(3.0));
+    }
+
+    #[test]
+    fn histogram_matches_exact_percentiles_within_a_bucket() {
+        let h = Histogram::new();
+        assert_eq!(h.percentile_us(50.0), None);
+        assert_eq!(h.max_us(), None);
+        // 1..=1000 ms in 1 ms steps, then 990 values of 20 ms
+        let mut exact: Vec<f64> = Vec::new();
+        for ms in 1..=1000u64 {
+            h.record(Duration::from_millis(ms));
+            exact.push((ms * 1000) as f64);
+        }
+        for _ in 0..990 {
+            h.record(Duration::from_micros(20_003));
+        }
+        exact.extend(std::iter::repeat_n(20_003.0, 990));
+        exact.sort_by(f64::total_cmp);
+        assert_eq!(h.count(), 1990);
+        for p in [1.0, 10.0, 50.0, 90.0, 99.0, 99.9, 100.0] {
+            let want = percentile(&exact, p).unwrap();
+            let got = h.percentile_us(p).unwrap() as f64;
+            let resolution = if want < FINE_LIMIT_US as f64 {
+                10.0
+            } else {
+                1000.0
+            };
+            assert!(
+                got >= want && got - want <= resolution,
+                "p{p}: {got} vs {want}"
+            );
+        }
+        assert_eq!(h.max_us(), Some(1_000_000));
+        assert_eq!(h.percentile_us(50.0), Some(20_010));
+        // beyond the last bucket: counted, the maximum exact
+        h.record(Duration::from_secs(1000));
+        assert_eq!(h.max_us(), Some(1_000_000_000));
+        assert_eq!(h.percentile_us(100.0), Some(LIMIT_US));
+    }
+
+    #[test]
+    fn proc_fields() {
+        let stat =
+            "1234 (tokio (rt) x) S 1 1234 1234 0 -1 4194560 5000 0 0 0 250 75 0 0 20 0 4 0 100 0 0";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(325));
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+        let status = "Name:\treceptionist\nVmHWM:\t   52000 kB\nVmRSS:\t   48123 kB\n";
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(48123));
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(52000));
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
+        let proc_stat = "cpu  100 5 50 1000 7 3 2 1 0 0\ncpu0 50 2 25 500 3 1 1 0 0 0\n";
+        assert_eq!(parse_proc_stat_busy(proc_stat), Some(161));
+        assert!(machine_busy_ticks().is_some());
+        // our own process is readable
+        assert!(cpu_ticks("self").is_some());
+        assert!(status_kib("self", "VmRSS").is_some());
+    }
+
+    #[test]
+    fn precomputed_media_matches_the_wire_writer() {
+        let frame = [0x12u8; SAMPLES_8K];
+        let b64 = base64::engine::general_purpose::STANDARD.encode(frame);
+        assert_eq!(b64.len(), FRAME_B64);
+        let mut a = String::new();
+        write_media_b64("MZabc", 7, 6, 100, &b64, &mut a);
+        let mut b = String::new();
+        twilio::write_inbound_media("MZabc", 7, 6, 100, &frame, &mut b);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn cpu_window_uses_inside_samples_and_overlapping_call_time() {
+        let t = Instant::now();
+        let s = |secs: u64, ticks: u64| Sample {
+            at: t + Duration::from_secs(secs),
+            cpu_ticks: ticks,
+            rss_kib: 0,
+            self_ticks: ticks / 2,
+            machine_ticks: ticks * 2,
+        };
+        let samples = [s(0, 0), s(2, 100), s(4, 300), s(6, 500), s(8, 900)];
+        // two calls: one over the whole window, one only half of it
+        let calls = [
+            (t, t + Duration::from_secs(10)),
+            (t + Duration::from_secs(4), t + Duration::from_secs(10)),
+        ];
+        let w = cpu_over(
+            &samples,
+            (t + Duration::from_secs(1), t + Duration::from_secs(7)),
+            &calls,
+            100,
+        )
+        .unwrap();
+        // samples at 2 s and 6 s: 4 CPU seconds over 4 + 2 call-seconds
+        assert_eq!(w.cpu_s, 4.0);
+        assert_eq!(w.call_s, 6.0);
+        assert!((w.per_call_s - 4.0 / 6.0).abs() < 1e-6);
+        assert_eq!(w.cores(w.cpu_s), 1.0);
+        assert_eq!(w.cores(w.self_s), 0.5);
+        assert_eq!(w.cores(w.machine_s), 2.0);
+        assert!(cpu_over(&samples, (t, t), &calls, 100).is_none());
+    }
+}

@@ -1,0 +1,81 @@
+//! `receptionist loadgen` end to end: the real binary starts its own server (scripted backends),
+//! places a few concurrent calls and prints one JSON line. Only outcomes are checked, never timings.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn self_spawned_run_completes_every_call() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/audio-fixtures");
+    let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))
+        .args(["loadgen", "--calls", "5", "--ramp-secs", "1"])
+        .args(["--duration-secs", "15", "--max-secs", "90"])
+        .args(["--fixtures", fixtures])
+        .env_remove("TWILIO_AUTH_TOKEN")
+        .env_remove("RECEPTIONIST_API_KEY")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadgen failed:\n{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one JSON line expected:\n{stdout}\n{stderr}"
+    );
+    let r: Value = serde_json::from_str(lines[0]).expect("the report is JSON");
+
+    assert_eq!(r["calls_started"], 5, "{r}");
+    assert_eq!(r["calls_completed"], 5, "{r}\n{stderr}");
+    assert_eq!(r["calls_failed"], 0, "{r}");
+    assert_eq!(r["protocol_errors"], 0, "{r}");
+    assert_eq!(r["peak_concurrent_calls"], 5, "{r}");
+    // every measurement is present (values are not judged here)
+    assert!(r["agent_frames_received"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["marks_echoed"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["first_greeting_n"], 5, "{r}");
+    for key in [
+        "server_cpu_s_per_call_s",
+        "server_rss_peak_kib",
+        "server_rss_baseline_kib",
+        "rss_per_call_kib",
+        "jitter_gap_ms_p50",
+        "jitter_gap_ms_p99",
+        "jitter_gap_ms_max",
+        "first_greeting_ms_p50",
+        "first_greeting_ms_p99",
+        "loadgen_cpu_s",
+    ] {
+        assert!(r[key].is_number(), "{key} missing in {r}");
+    }
+    for key in [
+        "response_latency_ms_p50",
+        "response_latency_ms_p99",
+        "server_added_latency_ms_p50",
+        "server_added_latency_ms_p99",
+        "late_frames",
+        "run_secs",
+    ] {
+        assert!(r.get(key).is_some(), "{key} missing in {r}");
+    }
+}
+
+#[test]
+fn refuses_servers_off_loopback() {
+    let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))
+        .args([
+            "loadgen",
+            "--server",
+            "http://192.0.2.1:8080",
+            "--to",
+            "+15550001111",
+        ])
+        .output()
+        .expect("the binary runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("only targets loopback"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
