@@ -5,37 +5,14 @@
 //! packets in order, as a call would. A counting allocator checks the decode allocates nothing on
 //! the Rust side (libopus decodes on the stack: C `malloc` is not seen by it).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use receptionist::engine::audio::opus::OpusDecoder;
 use receptionist::engine::audio::{g711, resample};
 
-/// Counts allocations (and reallocations) made by the current thread.
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: receptionist::testing::CountingAllocator = receptionist::testing::CountingAllocator;
 
 const FIXTURES: [&[u8]; 3] = [
     include_bytes!("../audio-fixtures/vad/speech_slt_8k.ulaw"),
@@ -82,11 +59,11 @@ fn decode(c: &mut Criterion) {
             next = (next + 1) % packets.len();
             black_box(&out[..n]);
         };
-        let before = ALLOCS.with(|c| c.get());
+        let before = receptionist::testing::allocations_so_far();
         for _ in 0..packets.len() {
             step();
         }
-        let allocs = ALLOCS.with(|c| c.get()) - before;
+        let allocs = receptionist::testing::allocations_so_far() - before;
         eprintln!(
             "alloc check: opus/{name}: {allocs} allocations in {} packets",
             packets.len()

@@ -21,3 +21,6 @@ pub mod server;
 pub mod simulate;
 /// The only module that touches the database (SQLite or PostgreSQL).
 pub mod store;
+/// Test support: a counting allocator and a sample receptionist (for tests and benches).
+#[doc(hidden)]
+pub mod testing;

@@ -14,8 +14,6 @@
 //! per 25 frames); those are counted separately. Everything else must be (close to) zero.
 //! Run with `--nocapture` to see the counts.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -24,39 +22,15 @@ use std::time::{Duration, Instant};
 use receptionist::engine::audio::{SAMPLES_8K, g711, level_dbfs};
 use receptionist::engine::call::{MarkId, Timing};
 use receptionist::engine::{CallEngine, EngineConfig, Input, Output, ToCaller};
-use receptionist::model::{
-    LanguageMode, Question, QuestionKind, ReceptionistSettings, ReceptionistStatus,
-};
+use receptionist::model::ReceptionistSettings;
 
 // ---- allocation counting ---------------------------------------------------------------------
 
-/// Counts allocations (and reallocations) made by the current thread; other test threads do not
-/// disturb the count.
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: receptionist::testing::CountingAllocator = receptionist::testing::CountingAllocator;
 
 fn allocs() -> u64 {
-    ALLOCS.with(|c| c.get())
+    receptionist::testing::allocations_so_far()
 }
 
 // ---- audio -----------------------------------------------------------------------------------
@@ -85,29 +59,7 @@ fn fixture_frames(keep: impl Fn(f32) -> bool) -> Vec<[u8; SAMPLES_8K]> {
 // ---- the call --------------------------------------------------------------------------------
 
 fn settings() -> ReceptionistSettings {
-    ReceptionistSettings {
-        phone_number: "+15550001111".into(),
-        agent_name: "Chloe".into(),
-        voice: "slt".into(),
-        intro_message: "Hi, I'm Chloe from ABC Staffing.".into(),
-        language_mode: LanguageMode::English,
-        manual_approval: false,
-        disclose_ai: true,
-        disclose_recording: true,
-        disclose_e_verify: true,
-        collect_location: true,
-        enforce_job_location_match: false,
-        custom_context: "Pay is $18 per hour. Shifts start at 6 am.".into(),
-        questions: vec![Question {
-            text: "Are you at least 18 years old?".into(),
-            kind: QuestionKind::YesNo,
-            expected: Some("yes".into()),
-            dealbreaker: true,
-            weight: 1.0,
-        }],
-        score_threshold: 70,
-        status: ReceptionistStatus::Live,
-    }
+    receptionist::testing::sample_settings()
 }
 
 /// Marks are echoed this long after they were sent (the audio before them has played).

@@ -3,39 +3,16 @@
 //!
 //! Counted with a global allocator that tallies allocations made by the current thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use receptionist::engine::audio::{self, InboundPipeline, g711};
 use receptionist::engine::media::twilio::{self, Inbound};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: receptionist::testing::CountingAllocator = receptionist::testing::CountingAllocator;
 
 fn allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    let before = ALLOCS.with(|c| c.get());
+    let before = receptionist::testing::allocations_so_far();
     let r = f();
-    (r, ALLOCS.with(|c| c.get()) - before)
+    (r, receptionist::testing::allocations_so_far() - before)
 }
 
 #[test]

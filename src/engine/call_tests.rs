@@ -9,44 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::engine::audio::{EnergyVad, InboundPipeline, g711};
-use crate::model::{
-    AnswerValue, DisclosureKind, LanguageMode, Question, QuestionKind, ReceptionistSettings,
-    ReceptionistStatus,
-};
+use crate::model::{AnswerValue, DisclosureKind, ReceptionistSettings};
 
 pub(crate) fn settings() -> ReceptionistSettings {
-    ReceptionistSettings {
-        phone_number: "+15550001111".into(),
-        agent_name: "Chloe".into(),
-        voice: "slt".into(),
-        intro_message: "Hi, I'm Chloe from ABC Staffing.".into(),
-        language_mode: LanguageMode::English,
-        manual_approval: false,
-        disclose_ai: true,
-        disclose_recording: true,
-        disclose_e_verify: true,
-        collect_location: true,
-        enforce_job_location_match: false,
-        custom_context: "Pay is $18 per hour. Shifts start at 6 am.".into(),
-        questions: vec![
-            Question {
-                text: "Are you at least 18 years old?".into(),
-                kind: QuestionKind::YesNo,
-                expected: Some("yes".into()),
-                dealbreaker: true,
-                weight: 1.0,
-            },
-            Question {
-                text: "How many years of warehouse experience do you have?".into(),
-                kind: QuestionKind::Number,
-                expected: Some(">= 1".into()),
-                dealbreaker: false,
-                weight: 1.0,
-            },
-        ],
-        score_threshold: 70,
-        status: ReceptionistStatus::Live,
-    }
+    crate::testing::sample_settings()
 }
 
 /// What the caller does next.

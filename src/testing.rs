@@ -1,0 +1,83 @@
+//! Support shared by the project's tests, benches and tools: a counting allocator and a sample
+//! receptionist. Not part of the server's API.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use crate::model::{
+    LanguageMode, Question, QuestionKind, ReceptionistSettings, ReceptionistStatus,
+};
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A global allocator that counts the allocations (and reallocations) made by the current
+/// thread, so other test threads do not disturb a count. Install it in a test or bench binary:
+///
+/// ```ignore
+/// #[global_allocator]
+/// static GLOBAL: receptionist::testing::CountingAllocator = receptionist::testing::CountingAllocator;
+/// ```
+pub struct CountingAllocator;
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
+// thread-local `Cell` with a const initialiser, which never allocates.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: the caller's layout contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` through this allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: as for `dealloc`, with the caller's new size.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Allocations made by this thread so far (with [`CountingAllocator`] installed).
+pub fn allocations_so_far() -> u64 {
+    ALLOCS.with(|c| c.get())
+}
+
+/// A typical live receptionist: intro, all three disclosures, location, a yes/no dealbreaker and a
+/// number question, a little custom context.
+pub fn sample_settings() -> ReceptionistSettings {
+    ReceptionistSettings {
+        phone_number: "+15550001111".into(),
+        agent_name: "Chloe".into(),
+        voice: "slt".into(),
+        intro_message: "Hi, I'm Chloe from ABC Staffing.".into(),
+        language_mode: LanguageMode::English,
+        manual_approval: false,
+        disclose_ai: true,
+        disclose_recording: true,
+        disclose_e_verify: true,
+        collect_location: true,
+        enforce_job_location_match: false,
+        custom_context: "Pay is $18 per hour. Shifts start at 6 am.".into(),
+        questions: vec![
+            Question {
+                text: "Are you at least 18 years old?".into(),
+                kind: QuestionKind::YesNo,
+                expected: Some("yes".into()),
+                dealbreaker: true,
+                weight: 1.0,
+            },
+            Question {
+                text: "How many years of warehouse experience do you have?".into(),
+                kind: QuestionKind::Number,
+                expected: Some(">= 1".into()),
+                dealbreaker: false,
+                weight: 1.0,
+            },
+        ],
+        score_threshold: 70,
+        status: ReceptionistStatus::Live,
+    }
+}
