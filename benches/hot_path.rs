@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use receptionist::engine::audio::{EnergyVad, InboundPipeline, SAMPLES_8K, g711, level_dbfs};
+use receptionist::engine::audio::{EnergyVad, InboundPipeline, SAMPLES_8K, VAD_GATE_DBFS};
 use receptionist::engine::call::{MarkId, Timing};
 use receptionist::engine::media::twilio::{self, Inbound};
 use receptionist::engine::{CallEngine, EngineConfig, Input, Output, ToCaller};
@@ -50,43 +50,17 @@ fn alloc_check(name: &str, warm: u32, n: u32, mut f: impl FnMut()) -> u64 {
 
 const SID: &str = "MZ00000000000000000000000000000000";
 
-/// Synthetic speech with pauses (flite voices, µ-law 8 kHz; see audio-fixtures/vad/README.md).
-const FIXTURES: [&[u8]; 3] = [
-    include_bytes!("../audio-fixtures/vad/speech_slt_8k.ulaw"),
-    include_bytes!("../audio-fixtures/vad/speech_rms_8k.ulaw"),
-    include_bytes!("../audio-fixtures/vad/speech_awb_8k.ulaw"),
-];
-
-/// The pipeline skips its detector below this level (`engine::audio::pipeline::VAD_GATE_DBFS`,
-/// not re-exported).
-const VAD_GATE_DBFS: f32 = -65.0;
-
 /// One 20 ms µ-law frame.
 type Frame = [u8; SAMPLES_8K];
 
-/// Every whole 20 ms µ-law frame of the fixtures whose level satisfies `keep`.
-fn fixture_frames(keep: impl Fn(f32) -> bool) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    for fixture in FIXTURES {
-        for chunk in fixture.chunks_exact(SAMPLES_8K) {
-            let mut pcm = [0i16; SAMPLES_8K];
-            g711::decode_into(chunk, &mut pcm);
-            if keep(level_dbfs(&pcm)) {
-                frames.push(chunk.try_into().expect("chunks_exact gives whole frames"));
-            }
-        }
-    }
-    frames
-}
-
 /// Frames loud enough to be speech (the detector runs on every one of them).
 fn speech_frames() -> Vec<Frame> {
-    fixture_frames(|db| db >= -45.0)
+    receptionist::testing::vad_fixture_frames(|db| db >= -45.0)
 }
 
 /// The pauses between sentences (dithered near-silence, about -80 dBFS), below the gate.
 fn quiet_frames() -> Vec<Frame> {
-    fixture_frames(|db| db < VAD_GATE_DBFS)
+    receptionist::testing::vad_fixture_frames(|db| db < VAD_GATE_DBFS)
 }
 
 // ---- inbound ---------------------------------------------------------------------------------
@@ -169,9 +143,9 @@ fn settings() -> ReceptionistSettings {
 
 /// `secs` of agent speech: the fixtures, looped.
 fn prompt_audio(secs: usize) -> Arc<[u8]> {
-    FIXTURES
-        .iter()
-        .flat_map(|f| f.iter().copied())
+    receptionist::testing::vad_fixture_frames(|_| true)
+        .into_iter()
+        .flatten()
         .cycle()
         .take(secs * 8000)
         .collect()

@@ -4,6 +4,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use crate::engine::audio::{SAMPLES_8K, g711, level_dbfs};
+
 use crate::model::{
     LanguageMode, Question, QuestionKind, ReceptionistSettings, ReceptionistStatus,
 };
@@ -80,4 +82,32 @@ pub fn sample_settings() -> ReceptionistSettings {
         score_threshold: 70,
         status: ReceptionistStatus::Live,
     }
+}
+
+/// The VAD fixtures: synthetic speech with pauses (flite voices, µ-law 8 kHz; see
+/// audio-fixtures/vad/README.md).
+pub const VAD_FIXTURES: [&str; 3] = [
+    "speech_slt_8k.ulaw",
+    "speech_rms_8k.ulaw",
+    "speech_awb_8k.ulaw",
+];
+
+/// Every whole 20 ms µ-law frame of the VAD fixtures whose level (dBFS) satisfies `keep`.
+pub fn vad_fixture_frames(keep: impl Fn(f32) -> bool) -> Vec<[u8; SAMPLES_8K]> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("audio-fixtures/vad");
+    let mut frames = Vec::new();
+    for name in VAD_FIXTURES {
+        let bytes = std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("reading the VAD fixture {name}: {e}"));
+        for chunk in bytes.chunks_exact(SAMPLES_8K) {
+            let mut pcm = [0i16; SAMPLES_8K];
+            g711::decode_into(chunk, &mut pcm);
+            if keep(level_dbfs(&pcm)) {
+                let mut frame = [0u8; SAMPLES_8K];
+                frame.copy_from_slice(chunk);
+                frames.push(frame);
+            }
+        }
+    }
+    frames
 }

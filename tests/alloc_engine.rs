@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use receptionist::engine::audio::{SAMPLES_8K, g711, level_dbfs};
+use receptionist::engine::audio::SAMPLES_8K;
 use receptionist::engine::call::{MarkId, Timing};
 use receptionist::engine::{CallEngine, EngineConfig, Input, Output, ToCaller};
 use receptionist::model::ReceptionistSettings;
@@ -34,27 +34,6 @@ fn allocs() -> u64 {
 }
 
 // ---- audio -----------------------------------------------------------------------------------
-
-/// Synthetic speech with pauses (flite voices, µ-law 8 kHz; see audio-fixtures/vad/README.md).
-const FIXTURES: [&[u8]; 3] = [
-    include_bytes!("../audio-fixtures/vad/speech_slt_8k.ulaw"),
-    include_bytes!("../audio-fixtures/vad/speech_rms_8k.ulaw"),
-    include_bytes!("../audio-fixtures/vad/speech_awb_8k.ulaw"),
-];
-
-fn fixture_frames(keep: impl Fn(f32) -> bool) -> Vec<[u8; SAMPLES_8K]> {
-    let mut frames = Vec::new();
-    for fixture in FIXTURES {
-        for chunk in fixture.chunks_exact(SAMPLES_8K) {
-            let mut pcm = [0i16; SAMPLES_8K];
-            g711::decode_into(chunk, &mut pcm);
-            if keep(level_dbfs(&pcm)) {
-                frames.push(chunk.try_into().expect("whole frames"));
-            }
-        }
-    }
-    frames
-}
 
 // ---- the call --------------------------------------------------------------------------------
 
@@ -294,14 +273,16 @@ fn a_steady_call_does_not_allocate_per_frame() {
     assert_eq!(allocs() - before, 1, "the counting allocator counts");
 
     // Each prompt lasts 45 s: phase (a) is one prompt from start to end.
-    let prompt: Arc<[u8]> = FIXTURES
-        .iter()
-        .flat_map(|f| f.iter().copied())
+    let prompt: Arc<[u8]> = receptionist::testing::vad_fixture_frames(|_| true)
+        .into_iter()
+        .flatten()
         .cycle()
         .take(45 * 8000)
         .collect();
-    let quiet = fixture_frames(|db| db < -65.0);
-    let speech = fixture_frames(|db| db >= -45.0);
+    let quiet = receptionist::testing::vad_fixture_frames(|db| {
+        db < receptionist::engine::audio::VAD_GATE_DBFS
+    });
+    let speech = receptionist::testing::vad_fixture_frames(|db| db >= -45.0);
     assert!(quiet.len() > 50 && speech.len() > 50);
 
     let mut call = Call::new(prompt);

@@ -108,14 +108,8 @@ async fn answered_to_the_end_then_welcomed_back(backend: Backend) {
         let caller = unique_phone();
         let mut opts = s.sim(
             &phone,
-            fixtures(&[
-                "name.wav",
-                "location.wav",
-                "yes.wav",
-                "number_three.wav",
-                "question_pay.wav",
-                "no_questions.wav",
-            ]),
+            // the load generator's caller: name, location, yes, a number, a question, done
+            fixtures(&receptionist::loadgen::FIXTURES),
         );
         opts.from = caller.clone();
         opts.max_duration = Duration::from_secs(200);

@@ -406,7 +406,10 @@ impl CallDriver<'_> {
                     if self.socket_open
                         && self
                             .socket
-                            .send(Message::Text(self.out.clone().into()))
+                            .send(Message::Text(
+                                // hand the serialised message over without copying it
+                                std::mem::replace(&mut self.out, String::with_capacity(512)).into(),
+                            ))
                             .await
                             .is_err()
                     {

@@ -50,10 +50,16 @@ impl AppState {
     /// Synthesise a receptionist's fixed prompts in the background, so its calls start speaking
     /// at once.
     pub fn warm_prompts_for(&self, settings: &crate::model::ReceptionistSettings) {
-        let prompts = self.prompts.clone();
-        let voice = settings.voice.clone();
+        let state = self.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move { state.warm_receptionist_prompts(&settings).await });
+    }
+
+    /// Synthesise (or find cached) every fixed prompt of a receptionist, the apology and
+    /// goodbyes included.
+    async fn warm_receptionist_prompts(&self, settings: &crate::model::ReceptionistSettings) {
         let texts = crate::engine::dialogue::Dialogue::fixed_prompts(settings);
-        tokio::spawn(async move { prompts.warm(&voice, &texts).await });
+        self.prompts.warm(&settings.voice, &texts).await;
     }
 }
 
@@ -201,22 +207,10 @@ pub async fn recover(store: &Store, config: &ServeConfig) -> anyhow::Result<()> 
 }
 
 async fn warm_prompts(state: &AppState) {
-    let shared: Vec<String> = [
-        crate::engine::dialogue::APOLOGY,
-        crate::engine::dialogue::FAILURE_GOODBYE,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let voices = state.backends.tts.voices();
-    for v in voices.iter().take(8) {
-        state.prompts.warm(v, &shared).await;
-    }
     match state.store.all_live_receptionists().await {
         Ok(list) => {
             for r in list {
-                let texts = crate::engine::dialogue::Dialogue::fixed_prompts(&r.settings);
-                state.prompts.warm(&r.settings.voice, &texts).await;
+                state.warm_receptionist_prompts(&r.settings).await;
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot list receptionists to warm prompts"),

@@ -248,8 +248,6 @@ pub async fn voice_webhook(
         }
     };
     state.calls.hold(call_id.clone(), slot);
-    // cache hits cost nothing; after a restart or an eviction this brings them back
-    state.warm_prompts_for(&receptionist.settings);
     tracing::info!(call = %call_id, "call accepted");
     connect_stream(
         &media_url(&state.config.public_url()),

@@ -531,42 +531,14 @@ pub const TIME_LIMIT_GOODBYE: &str = "We've reached the time limit for this call
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{LanguageMode, Question, ReceptionistStatus};
 
     pub fn settings() -> ReceptionistSettings {
-        ReceptionistSettings {
-            phone_number: "+15550001111".into(),
-            agent_name: "Chloe".into(),
-            voice: "slt".into(),
-            intro_message: "Hi, I'm Chloe from ABC Staffing.".into(),
-            language_mode: LanguageMode::English,
-            manual_approval: false,
-            disclose_ai: true,
-            disclose_recording: true,
-            disclose_e_verify: false,
-            collect_location: true,
-            enforce_job_location_match: false,
-            custom_context:
-                "Pay is $18 per hour. If you already applied, expect a reply within 3 days.".into(),
-            questions: vec![
-                Question {
-                    text: "Are you at least 18 years old?".into(),
-                    kind: QuestionKind::YesNo,
-                    expected: Some("yes".into()),
-                    dealbreaker: true,
-                    weight: 1.0,
-                },
-                Question {
-                    text: "How many years of warehouse experience do you have?".into(),
-                    kind: QuestionKind::Number,
-                    expected: Some(">= 1".into()),
-                    dealbreaker: false,
-                    weight: 2.0,
-                },
-            ],
-            score_threshold: 70,
-            status: ReceptionistStatus::Live,
-        }
+        let mut s = crate::testing::sample_settings();
+        s.disclose_e_verify = false;
+        s.custom_context =
+            "Pay is $18 per hour. If you already applied, expect a reply within 3 days.".into();
+        s.questions[1].weight = 2.0;
+        s
     }
 
     #[test]
