@@ -1,0 +1,186 @@
+//! `/api/v1/calls`: the call list, one call with everything it produced, and its recording.
+
+use std::path::{Component, Path};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiQuery, page, rfc3339};
+use crate::model::{AnswerRecord, DisclosureRecord, TranscriptLine, TurnLatency};
+use crate::server::AppState;
+use crate::server::error::ApiError;
+use crate::store::{CallDetail, CallStatus, CallSummary, Principal};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/calls", get(list_calls))
+        .route("/api/v1/calls/{id}", get(get_call))
+        .route("/api/v1/calls/{id}/recording", get(get_recording))
+}
+
+#[derive(Serialize)]
+pub(super) struct CallSummaryOut {
+    id: String,
+    receptionist_id: String,
+    candidate_id: Option<String>,
+    candidate_name: Option<String>,
+    from_number: String,
+    to_number: String,
+    forwarded_from: Option<String>,
+    status: CallStatus,
+    accepted_at: String,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    duration_ms: Option<i64>,
+    end_reason: Option<crate::model::EndReason>,
+    has_recording: bool,
+}
+
+impl CallSummaryOut {
+    /// `has_recording` from the stored path; the detail view also checks the file.
+    pub(super) fn new(c: CallSummary) -> Self {
+        CallSummaryOut {
+            has_recording: c.recording_path.is_some(),
+            id: c.id,
+            receptionist_id: c.receptionist_id,
+            candidate_id: c.candidate_id,
+            candidate_name: c.candidate_name,
+            from_number: c.from_number,
+            to_number: c.to_number,
+            forwarded_from: c.forwarded_from,
+            status: c.status,
+            accepted_at: rfc3339(c.accepted_at_ms),
+            started_at: c.started_at_ms.map(rfc3339),
+            ended_at: c.ended_at_ms.map(rfc3339),
+            duration_ms: c.duration_ms,
+            end_reason: c.end_reason,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CallDetailOut {
+    #[serde(flatten)]
+    summary: CallSummaryOut,
+    name: Option<String>,
+    location: Option<String>,
+    transcript: Vec<TranscriptLine>,
+    answers: Vec<AnswerRecord>,
+    disclosures: Vec<DisclosureRecord>,
+    latencies: Vec<TurnLatency>,
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+async fn list_calls(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (limit, offset) = page(query.limit, query.offset)?;
+    let calls = state
+        .store
+        .list_calls(&principal.workspace_id, limit, offset)
+        .await?;
+    let data: Vec<CallSummaryOut> = calls.into_iter().map(CallSummaryOut::new).collect();
+    Ok(Json(serde_json::json!({ "data": data, "limit": limit, "offset": offset })).into_response())
+}
+
+async fn get_call(
+    State(state): State<AppState>,
+    principal: Principal,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let CallDetail {
+        summary,
+        transcript,
+        name,
+        location,
+        answers,
+        disclosures,
+        latencies,
+    } = state.store.get_call(&principal.workspace_id, &id).await?;
+    let has_file = match &summary.recording_path {
+        Some(path) => recording_file(&state, path).await.is_some(),
+        None => false,
+    };
+    let mut summary = CallSummaryOut::new(summary);
+    summary.has_recording = has_file;
+    Ok(Json(CallDetailOut {
+        summary,
+        name,
+        location,
+        transcript,
+        answers,
+        disclosures,
+        latencies,
+    })
+    .into_response())
+}
+
+/// The recording's full path, if `relative` stays inside the data directory and the file exists.
+async fn recording_file(state: &AppState, relative: &str) -> Option<std::path::PathBuf> {
+    let rel = Path::new(relative);
+    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        tracing::warn!("refusing a recording path outside the data directory");
+        return None;
+    }
+    let root = tokio::fs::canonicalize(&state.config.data_dir).await.ok()?;
+    let full = tokio::fs::canonicalize(root.join(rel)).await.ok()?;
+    // A symlink must not lead out of the data directory either.
+    if !full.starts_with(&root) {
+        tracing::warn!("refusing a recording path that leaves the data directory");
+        return None;
+    }
+    let meta = tokio::fs::metadata(&full).await.ok()?;
+    meta.is_file().then_some(full)
+}
+
+/// Streams the call's WAV file.
+async fn get_recording(
+    State(state): State<AppState>,
+    principal: Principal,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let call = state.store.get_call(&principal.workspace_id, &id).await?;
+    let relative = call.summary.recording_path.ok_or(ApiError::NotFound)?;
+    let full = recording_file(&state, &relative)
+        .await
+        .ok_or(ApiError::NotFound)?;
+    let file = tokio::fs::File::open(&full).await?;
+    let len = file.metadata().await?.len();
+    let stream = futures_util::stream::unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = file?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "audio/wav".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"call-{}.wav\"", call.summary.id),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

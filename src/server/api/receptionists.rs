@@ -1,0 +1,400 @@
+//! `/api/v1/receptionists`: create, list, read and merge-update a receptionist's settings.
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiJson, ApiQuery, rfc3339};
+use crate::engine::dialogue::understand::parse_expected;
+use crate::model::{
+    LanguageMode, Question, QuestionKind, ReceptionistSettings, ReceptionistStatus,
+};
+use crate::server::AppState;
+use crate::server::auth::Admin;
+use crate::server::error::ApiError;
+use crate::store::{Principal, Receptionist, is_e164};
+
+pub const MAX_INTRO_CHARS: usize = 800;
+pub const MAX_CUSTOM_CONTEXT_CHARS: usize = 20_000;
+pub const MAX_QUESTIONS: usize = 20;
+const MAX_AGENT_NAME_CHARS: usize = 100;
+const MAX_QUESTION_CHARS: usize = 500;
+const MAX_VOICE_CHARS: usize = 64;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/receptionists",
+            get(list_receptionists).post(create_receptionist),
+        )
+        .route(
+            "/api/v1/receptionists/{id}",
+            get(get_receptionist).put(update_receptionist),
+        )
+}
+
+/// A receptionist as the API writes it. On create, `phone_number`, `agent_name` and
+/// `intro_message` are required; on update every field is optional (absent keeps the value).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceptionistInput {
+    pub phone_number: Option<String>,
+    pub agent_name: Option<String>,
+    pub voice: Option<String>,
+    pub intro_message: Option<String>,
+    pub language_mode: Option<LanguageMode>,
+    pub manual_approval: Option<bool>,
+    pub disclose_ai: Option<bool>,
+    pub disclose_recording: Option<bool>,
+    pub disclose_e_verify: Option<bool>,
+    pub collect_location: Option<bool>,
+    pub enforce_job_location_match: Option<bool>,
+    pub custom_context: Option<String>,
+    pub questions: Option<Vec<QuestionInput>>,
+    /// Wider than the stored `u8` so that 101 or -1 get a validation message, not a type error.
+    pub score_threshold: Option<i64>,
+    pub status: Option<ReceptionistStatus>,
+    // Read-only fields a client may echo back; ignored.
+    #[serde(default, rename = "id")]
+    _id: Option<IgnoredAny>,
+    #[serde(default, rename = "workspace_id")]
+    _workspace_id: Option<IgnoredAny>,
+    #[serde(default, rename = "created_at")]
+    _created_at: Option<IgnoredAny>,
+    #[serde(default, rename = "updated_at")]
+    _updated_at: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionInput {
+    pub text: Option<String>,
+    pub kind: Option<QuestionKind>,
+    #[serde(default)]
+    pub expected: Option<String>,
+    #[serde(default)]
+    pub dealbreaker: bool,
+    pub weight: Option<f64>,
+}
+
+/// Settings for a new receptionist before the input is applied.
+fn default_settings() -> ReceptionistSettings {
+    ReceptionistSettings {
+        phone_number: String::new(),
+        agent_name: String::new(),
+        voice: "slt".into(),
+        intro_message: String::new(),
+        language_mode: LanguageMode::English,
+        manual_approval: false,
+        disclose_ai: true,
+        disclose_recording: true,
+        disclose_e_verify: true,
+        collect_location: true,
+        enforce_job_location_match: false,
+        custom_context: String::new(),
+        questions: Vec::new(),
+        score_threshold: 70,
+        status: ReceptionistStatus::Live,
+    }
+}
+
+impl ReceptionistInput {
+    /// Apply the present fields onto `base`, validating as it goes; then validate the whole.
+    pub fn apply(self, mut s: ReceptionistSettings) -> Result<ReceptionistSettings, ApiError> {
+        if let Some(v) = self.phone_number {
+            s.phone_number = v.trim().to_string();
+        }
+        if let Some(v) = self.agent_name {
+            s.agent_name = v.trim().to_string();
+        }
+        if let Some(v) = self.voice {
+            s.voice = v.trim().to_string();
+        }
+        if let Some(v) = self.intro_message {
+            s.intro_message = v.trim().to_string();
+        }
+        if let Some(v) = self.language_mode {
+            s.language_mode = v;
+        }
+        if let Some(v) = self.manual_approval {
+            s.manual_approval = v;
+        }
+        if let Some(v) = self.disclose_ai {
+            s.disclose_ai = v;
+        }
+        if let Some(v) = self.disclose_recording {
+            s.disclose_recording = v;
+        }
+        if let Some(v) = self.disclose_e_verify {
+            s.disclose_e_verify = v;
+        }
+        if let Some(v) = self.collect_location {
+            s.collect_location = v;
+        }
+        if let Some(v) = self.enforce_job_location_match {
+            s.enforce_job_location_match = v;
+        }
+        if let Some(v) = self.custom_context {
+            s.custom_context = v;
+        }
+        if let Some(v) = self.score_threshold {
+            s.score_threshold = u8::try_from(v)
+                .ok()
+                .filter(|t| *t <= 100)
+                .ok_or_else(|| ApiError::validation("score_threshold", "must be 0 to 100"))?;
+        }
+        if let Some(v) = self.status {
+            s.status = v;
+        }
+        if let Some(questions) = self.questions {
+            if questions.len() > MAX_QUESTIONS {
+                return Err(ApiError::validation(
+                    "questions",
+                    format!("at most {MAX_QUESTIONS} questions"),
+                ));
+            }
+            s.questions = questions
+                .into_iter()
+                .enumerate()
+                .map(|(i, q)| q.into_question(i))
+                .collect::<Result<_, _>>()?;
+        }
+        validate_settings(&s)?;
+        Ok(s)
+    }
+}
+
+impl QuestionInput {
+    fn into_question(self, i: usize) -> Result<Question, ApiError> {
+        let field = |name: &str| format!("questions[{i}].{name}");
+        let text = self.text.unwrap_or_default().trim().to_string();
+        let kind = self.kind.ok_or_else(|| {
+            ApiError::validation(field("kind"), "required: yes_no, number or free_text")
+        })?;
+        let expected = self
+            .expected
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty());
+        Ok(Question {
+            text,
+            kind,
+            expected,
+            dealbreaker: self.dealbreaker,
+            weight: self.weight.unwrap_or(1.0),
+        })
+    }
+}
+
+/// Every rule a receptionist's settings must satisfy; errors name the field.
+pub fn validate_settings(s: &ReceptionistSettings) -> Result<(), ApiError> {
+    let chars = |v: &str| v.chars().count();
+    if s.phone_number.is_empty() {
+        return Err(ApiError::validation("phone_number", "required"));
+    }
+    if !is_e164(&s.phone_number) {
+        return Err(ApiError::validation(
+            "phone_number",
+            "must be in E.164 format: + then 2 to 15 digits, the first not 0 (e.g. +15551234567)",
+        ));
+    }
+    if s.agent_name.is_empty() {
+        return Err(ApiError::validation("agent_name", "must not be empty"));
+    }
+    if chars(&s.agent_name) > MAX_AGENT_NAME_CHARS {
+        return Err(ApiError::validation(
+            "agent_name",
+            format!("at most {MAX_AGENT_NAME_CHARS} characters"),
+        ));
+    }
+    if s.voice.is_empty() || chars(&s.voice) > MAX_VOICE_CHARS {
+        return Err(ApiError::validation(
+            "voice",
+            format!("must be 1 to {MAX_VOICE_CHARS} characters"),
+        ));
+    }
+    if s.intro_message.is_empty() {
+        return Err(ApiError::validation("intro_message", "must not be empty"));
+    }
+    if chars(&s.intro_message) > MAX_INTRO_CHARS {
+        return Err(ApiError::validation(
+            "intro_message",
+            format!("at most {MAX_INTRO_CHARS} characters"),
+        ));
+    }
+    if chars(&s.custom_context) > MAX_CUSTOM_CONTEXT_CHARS {
+        return Err(ApiError::validation(
+            "custom_context",
+            format!("at most {MAX_CUSTOM_CONTEXT_CHARS} characters"),
+        ));
+    }
+    if s.score_threshold > 100 {
+        return Err(ApiError::validation("score_threshold", "must be 0 to 100"));
+    }
+    if s.questions.len() > MAX_QUESTIONS {
+        return Err(ApiError::validation(
+            "questions",
+            format!("at most {MAX_QUESTIONS} questions"),
+        ));
+    }
+    for (i, q) in s.questions.iter().enumerate() {
+        let field = |name: &str| format!("questions[{i}].{name}");
+        if q.text.trim().is_empty() {
+            return Err(ApiError::validation(field("text"), "must not be empty"));
+        }
+        if chars(&q.text) > MAX_QUESTION_CHARS {
+            return Err(ApiError::validation(
+                field("text"),
+                format!("at most {MAX_QUESTION_CHARS} characters"),
+            ));
+        }
+        if !q.weight.is_finite() || q.weight < 0.0 {
+            return Err(ApiError::validation(
+                field("weight"),
+                "must be a finite number, 0 or more",
+            ));
+        }
+        if let Some(expected) = &q.expected {
+            // Numbers and yes/no are ASCII; rejecting anything else up front also keeps the
+            // expectation parser away from multi-byte input.
+            if q.kind != QuestionKind::FreeText && !expected.is_ascii() {
+                return Err(ApiError::validation(
+                    field("expected"),
+                    "must be yes/no, a number, a comparison (>= 18) or a range (18-65)",
+                ));
+            }
+            parse_expected(q.kind, expected)
+                .map_err(|message| ApiError::validation(field("expected"), message))?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ReceptionistOut<'a> {
+    id: &'a str,
+    workspace_id: &'a str,
+    #[serde(flatten)]
+    settings: &'a ReceptionistSettings,
+    created_at: String,
+    updated_at: String,
+}
+
+impl<'a> From<&'a Receptionist> for ReceptionistOut<'a> {
+    fn from(r: &'a Receptionist) -> Self {
+        ReceptionistOut {
+            id: &r.id,
+            workspace_id: &r.workspace_id,
+            settings: &r.settings,
+            created_at: rfc3339(r.created_at_ms),
+            updated_at: rfc3339(r.updated_at_ms),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ReceptionistListQuery {
+    status: Option<ReceptionistStatus>,
+}
+
+async fn create_receptionist(
+    State(state): State<AppState>,
+    Admin(principal): Admin,
+    ApiJson(input): ApiJson<ReceptionistInput>,
+) -> Result<Response, ApiError> {
+    for (field, present) in [
+        ("phone_number", input.phone_number.is_some()),
+        ("agent_name", input.agent_name.is_some()),
+        ("intro_message", input.intro_message.is_some()),
+    ] {
+        if !present {
+            return Err(ApiError::validation(field, "required"));
+        }
+    }
+    let settings = input.apply(default_settings())?;
+    let r = state
+        .store
+        .create_receptionist(&principal.workspace_id, &settings)
+        .await?;
+    state.warm_prompts_for(&r.settings);
+    Ok((StatusCode::CREATED, Json(ReceptionistOut::from(&r))).into_response())
+}
+
+async fn update_receptionist(
+    State(state): State<AppState>,
+    Admin(principal): Admin,
+    UrlPath(id): UrlPath<String>,
+    ApiJson(input): ApiJson<ReceptionistInput>,
+) -> Result<Response, ApiError> {
+    let current = state
+        .store
+        .get_receptionist(&principal.workspace_id, &id)
+        .await?;
+    let settings = input.apply(current.settings)?;
+    let r = state
+        .store
+        .update_receptionist(&principal.workspace_id, &id, &settings)
+        .await?;
+    state.warm_prompts_for(&r.settings);
+    Ok(Json(ReceptionistOut::from(&r)).into_response())
+}
+
+async fn get_receptionist(
+    State(state): State<AppState>,
+    principal: Principal,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let r = state
+        .store
+        .get_receptionist(&principal.workspace_id, &id)
+        .await?;
+    Ok(Json(ReceptionistOut::from(&r)).into_response())
+}
+
+async fn list_receptionists(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<ReceptionistListQuery>,
+) -> Result<Response, ApiError> {
+    let list = state
+        .store
+        .list_receptionists(&principal.workspace_id, query.status)
+        .await?;
+    let data: Vec<ReceptionistOut> = list.iter().map(ReceptionistOut::from).collect();
+    Ok(Json(serde_json::json!({ "data": data })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_values_are_checked_by_kind() {
+        let mut s = default_settings();
+        s.phone_number = "+15550001111".into();
+        s.agent_name = "Chloe".into();
+        s.intro_message = "Hi".into();
+        let q = |kind, expected: &str| Question {
+            text: "Q?".into(),
+            kind,
+            expected: Some(expected.into()),
+            dealbreaker: false,
+            weight: 1.0,
+        };
+        for (kind, expected, ok) in [
+            (QuestionKind::YesNo, "yes", true),
+            (QuestionKind::YesNo, "maybe", false),
+            (QuestionKind::Number, ">= 18", true),
+            (QuestionKind::Number, "18-65", true),
+            (QuestionKind::Number, "lots", false),
+            (QuestionKind::Number, "é-5", false),
+            (QuestionKind::FreeText, "forklift, warehouse", true),
+        ] {
+            s.questions = vec![q(kind, expected)];
+            assert_eq!(validate_settings(&s).is_ok(), ok, "{kind:?} {expected:?}");
+        }
+    }
+}
