@@ -38,6 +38,11 @@ pub struct ServeConfig {
     #[arg(long, env = "TWILIO_AUTH_TOKEN")]
     pub twilio_auth_token: Option<Secret>,
 
+    /// Twilio account SID: sends texts (confirmations, invitations) through Twilio's Messages
+    /// API with the auth token. Without it no texts are sent and callers are confirmed at once.
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+
     /// Accept unsigned Twilio requests when no auth token is set (local development only).
     #[arg(
         long,
@@ -89,6 +94,14 @@ impl ServeConfig {
         url.trim_end_matches('/').to_string()
     }
 
+    /// Whether this server can send texts (a Twilio account SID and auth token are set).
+    pub fn can_text(&self) -> bool {
+        self.twilio_account_sid
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
+            && self.twilio_auth_token.is_some()
+    }
+
     pub fn recordings_dir(&self) -> PathBuf {
         self.data_dir.join("recordings")
     }
@@ -109,6 +122,7 @@ impl fmt::Debug for ServeConfig {
             .field("data_dir", &self.data_dir)
             .field("public_url", &self.public_url)
             .field("twilio_auth_token", &self.twilio_auth_token)
+            .field("twilio_account_sid", &self.twilio_account_sid)
             .field("insecure_no_signature", &self.insecure_no_signature)
             .field("max_calls", &self.max_calls)
             .field("max_call_secs", &self.max_call_secs)

@@ -13,6 +13,8 @@ pub mod engine;
 pub mod loadgen;
 /// Plain data shared by every layer: receptionist settings, call events, answers.
 pub mod model;
+/// After the call: confirmation texts, evaluation, routing; pure decisions, store transitions.
+pub mod pipeline;
 /// Call recordings: crash-safe two-channel WAV files.
 pub mod recording;
 /// All I/O: HTTP routes, carrier webhooks, the media WebSocket, the per-call driver.

@@ -67,9 +67,23 @@ pub struct ReceptionistSettings {
     pub questions: Vec<Question>,
     pub score_threshold: u8,
     pub status: ReceptionistStatus,
+    /// Text the caller after the call to confirm what was captured; off: confirmed at once.
+    #[serde(default = "default_true")]
+    pub sms_confirmation: bool,
+    /// Interviewers this receptionist may ingest candidates into.
+    #[serde(default)]
+    pub interviewer_ids: Vec<String>,
+    /// Where automatically approved candidates are ingested (one of `interviewer_ids`).
+    #[serde(default)]
+    pub default_interviewer_id: Option<String>,
 }
 
-/// Pipeline status of a candidate (product.md, "After the call").
+fn default_true() -> bool {
+    true
+}
+
+/// Pipeline progress of a candidate (product.md, "After the call"): a text asks the caller to
+/// confirm what was captured, then the candidate is evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CandidateStatus {
@@ -77,9 +91,6 @@ pub enum CandidateStatus {
     Confirmed,
     Processing,
     Evaluated,
-    NeedsReview,
-    Approved,
-    Rejected,
 }
 
 impl CandidateStatus {
@@ -89,6 +100,22 @@ impl CandidateStatus {
             Self::Confirmed => "confirmed",
             Self::Processing => "processing",
             Self::Evaluated => "evaluated",
+        }
+    }
+}
+
+/// The decision on a candidate: set by routing after an evaluation, or by a recruiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Review {
+    NeedsReview,
+    Approved,
+    Rejected,
+}
+
+impl Review {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Self::NeedsReview => "needs_review",
             Self::Approved => "approved",
             Self::Rejected => "rejected",

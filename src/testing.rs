@@ -81,6 +81,9 @@ pub fn sample_settings() -> ReceptionistSettings {
         ],
         score_threshold: 70,
         status: ReceptionistStatus::Live,
+        sms_confirmation: true,
+        interviewer_ids: Vec::new(),
+        default_interviewer_id: None,
     }
 }
 

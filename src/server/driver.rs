@@ -22,7 +22,7 @@ use crate::engine::dialogue::Expect;
 use crate::engine::media::twilio::{self, Inbound, StartInfo};
 use crate::engine::{CallEngine, EngineConfig, Input, Output, ToCaller};
 use crate::model::{CallEvent, EndReason, QuestionKind};
-use crate::store::{CallStatus, Store, now_ms};
+use crate::store::{CallStatus, now_ms};
 
 /// How long a new socket may take to send a valid `start`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -208,11 +208,7 @@ pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
         },
     );
     let (persist_tx, persist_rx) = mpsc::channel::<Persist>(1024);
-    let persister = tokio::spawn(persist_task(
-        state.store.clone(),
-        call_id.clone(),
-        persist_rx,
-    ));
+    let persister = tokio::spawn(persist_task(state.clone(), call_id.clone(), persist_rx));
 
     let reason = CallDriver {
         state: &state,
@@ -500,7 +496,8 @@ fn stt_hint(expect: Expect) -> SttHint {
 
 /// Writes a call's events in order, batching what has queued up; a failed write is retried
 /// (never dropped) with backoff until it lands or the call's persistence gives up after minutes.
-async fn persist_task(store: Store, call_id: String, mut rx: mpsc::Receiver<Persist>) {
+async fn persist_task(state: AppState, call_id: String, mut rx: mpsc::Receiver<Persist>) {
+    let store = &state.store;
     let mut seq: i64 = 0;
     let mut batch: Vec<CallEvent> = Vec::with_capacity(64);
     let mut finish: Option<(i64, i64, EndReason)> = None;
@@ -534,6 +531,15 @@ async fn persist_task(store: Store, call_id: String, mut rx: mpsc::Receiver<Pers
                 store.finish_call(&call_id, ended_at, duration, reason)
             })
             .await;
+            // the confirmation text, the call.ended event...: queued once, delivered by the
+            // outbox worker (a failure here is retried at the next start-up)
+            retry(&call_id, "after-call work", || async {
+                crate::pipeline::after_call(store, &call_id, state.config.can_text())
+                    .await
+                    .map(|_| ())
+            })
+            .await;
+            state.outbox_notify.notify_one();
         }
     }
 }

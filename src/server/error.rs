@@ -91,6 +91,10 @@ impl From<StoreError> for ApiError {
                 field: field.to_string(),
                 message,
             },
+            StoreError::Invalid { field, message } => ApiError::Validation {
+                field: field.to_string(),
+                message,
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

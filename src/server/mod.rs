@@ -29,6 +29,8 @@ pub struct AppState {
     pub prompts: PromptCache,
     pub recorder: Recorder,
     pub calls: Arc<CallSlots>,
+    /// Wakes the outbox worker when something was queued.
+    pub outbox_notify: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
             prompts,
             recorder: Recorder::start(4096),
             calls: Arc::new(CallSlots::new(max)),
+            outbox_notify: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -68,6 +71,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/twilio/voice", post(twilio::voice_webhook))
+        .route("/twilio/sms", post(twilio::sms_webhook))
         .route("/twilio/media", get(media::twilio_media))
         .merge(api::router())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(1024 * 1024))
@@ -202,6 +206,12 @@ pub async fn recover(store: &Store, config: &ServeConfig) -> anyhow::Result<()> 
             }
         }
         tracing::info!(call = %call_id, "marked interrupted");
+    }
+    // after-call work a stop cut short (the calls just interrupted included)
+    for call_id in store.calls_awaiting_after_call().await? {
+        if let Err(e) = crate::pipeline::after_call(store, &call_id, config.can_text()).await {
+            tracing::warn!(call = %call_id, error = %e, "after-call work failed at start-up");
+        }
     }
     Ok(())
 }

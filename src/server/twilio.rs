@@ -255,6 +255,86 @@ pub async fn voice_webhook(
     )
 }
 
+/// Longest inbound text body kept (Twilio concatenates at most 1,600 characters).
+const MAX_SMS_CHARS: usize = 4_096;
+
+/// `POST /twilio/sms`: a caller's reply to a receptionist number, signed as the voice webhook is.
+/// YES confirms the candidate's details, STOP opts the number out of texts, anything else is kept
+/// as a correction and acknowledged once. Answers an empty TwiML `<Response/>`: replies go through
+/// the outbox like every other text.
+pub async fn sms_webhook(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let url = format!(
+        "{}{}",
+        state.config.public_url(),
+        uri.path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/twilio/sms")
+    );
+    if let Err(why) = check_signature(&state, &headers, &url, &params) {
+        tracing::warn!(reason = why, "SMS webhook refused");
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let (Some(sid), Some(from), Some(to)) = (get("MessageSid"), get("From"), get("To")) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "MessageSid, From and To are required",
+        )
+            .into_response();
+    };
+    if !(looks_like_sid(&sid, "SM") || looks_like_sid(&sid, "MM")) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "MessageSid is not a Twilio message sid",
+        )
+            .into_response();
+    }
+    let text: String = get("Body")
+        .unwrap_or_default()
+        .chars()
+        .take(MAX_SMS_CHARS)
+        .collect();
+    let inbound = crate::store::pipeline::InboundSms {
+        intent: crate::pipeline::sms::classify(&text),
+        message_sid: sid,
+        from,
+        to,
+        body: text,
+        acknowledgement: crate::pipeline::texts::acknowledgement(),
+        now_ms: crate::store::now_ms(),
+    };
+    match state.store.record_inbound_sms(&inbound).await {
+        Ok(outcome) => {
+            if let crate::store::pipeline::InboundOutcome::Stored { action, .. } = &outcome {
+                tracing::info!(intent = inbound.intent.as_str(), action, "text received");
+            } else {
+                tracing::info!(outcome = ?outcome, "text received, nothing to do");
+            }
+            state.outbox_notify.notify_one();
+            twiml(String::new())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store an inbound text");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot store the message",
+            )
+                .into_response()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

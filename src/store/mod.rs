@@ -18,8 +18,14 @@
 
 mod calls;
 mod candidates;
+mod interviewers;
+pub mod outbox;
+pub mod pipeline;
 mod receptionists;
 mod workspaces;
+
+pub use interviewers::{Interviewer, InterviewerInput};
+pub use workspaces::ApiKeyInfo;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,7 +37,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::model::{
     AnswerRecord, CandidateStatus, DisclosureRecord, EndReason, ReceptionistSettings,
-    ReceptionistStatus, TranscriptLine, TurnLatency,
+    ReceptionistStatus, Review, TranscriptLine, TurnLatency,
 };
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -45,6 +51,13 @@ pub enum StoreError {
     /// A uniqueness or state rule was violated; `field` names what collided.
     #[error("conflict on {field}: {message}")]
     Conflict {
+        field: &'static str,
+        message: String,
+    },
+    /// A request that breaks a rule only the database can check (e.g. an id that must belong
+    /// to a list); `field` names the input at fault.
+    #[error("{field}: {message}")]
+    Invalid {
         field: &'static str,
         message: String,
     },
@@ -194,11 +207,18 @@ impl Role {
 pub struct Principal {
     pub workspace_id: String,
     pub role: Role,
+    /// The API key's id (never the key): who made a change, in a candidate's history.
+    pub key_id: String,
 }
 
 impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+
+    /// How this principal is named as the actor of a change.
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.key_id)
     }
 }
 
@@ -320,6 +340,16 @@ pub struct Candidate {
     pub location: Option<String>,
     pub email: Option<String>,
     pub status: CandidateStatus,
+    pub review: Option<Review>,
+    /// `system` (routing) or `key:<id>` (a recruiter).
+    pub review_by: Option<String>,
+    pub reviewed_at_ms: Option<i64>,
+    pub ingested_interviewer_id: Option<String>,
+    pub ingested_at_ms: Option<i64>,
+    pub confirmed_at_ms: Option<i64>,
+    pub confirmation_sms_at_ms: Option<i64>,
+    /// Score of the newest evaluation.
+    pub latest_score: Option<f64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub last_call_at_ms: i64,
@@ -331,6 +361,7 @@ pub struct CandidateSummary {
     pub candidate: Candidate,
     /// The receptionist's agent name.
     pub receptionist_name: String,
+    pub ingested_interviewer_name: Option<String>,
     pub call_count: i64,
     pub evaluation_count: i64,
     /// Duration of the latest call, if it ended.
@@ -345,9 +376,35 @@ pub struct CandidateDetail {
     pub calls: Vec<CallSummary>,
 }
 
+/// A tab of the candidate pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tab {
+    #[default]
+    All,
+    /// Status `evaluated` (whatever the decision).
+    Evaluated,
+    NeedsReview,
+    Approved,
+    Rejected,
+}
+
+/// How many candidates each tab holds (same search and receptionist filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct TabCounts {
+    pub all: i64,
+    pub evaluated: i64,
+    pub needs_review: i64,
+    pub approved: i64,
+    pub rejected: i64,
+}
+
 /// Filters of the candidate pipeline; all optional. Newest (latest call) first.
 #[derive(Debug, Clone, Default)]
 pub struct CandidateFilter {
+    pub tab: Tab,
+    /// Continue after this `(last_call_at, id)` (the previous page's last row).
+    pub after: Option<(i64, String)>,
     pub status: Option<CandidateStatus>,
     pub receptionist_id: Option<String>,
     /// Case-insensitive substring of name, email or phone number.

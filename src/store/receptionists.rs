@@ -11,7 +11,7 @@ use super::{
 const COLUMNS: &str = "id, workspace_id, phone_number, agent_name, voice, intro_message, \
     language_mode, manual_approval, disclose_ai, disclose_recording, disclose_e_verify, \
     collect_location, enforce_job_location_match, custom_context, questions, score_threshold, \
-    status, created_at, updated_at";
+    status, created_at, updated_at, sms_confirmation, interviewer_ids, default_interviewer_id";
 
 const PHONE_TAKEN: &str = "this phone number is already used by a receptionist";
 
@@ -36,6 +36,9 @@ struct Row {
     status: String,
     created_at: i64,
     updated_at: i64,
+    sms_confirmation: bool,
+    interviewer_ids: String,
+    default_interviewer_id: Option<String>,
 }
 
 impl Row {
@@ -61,6 +64,9 @@ impl Row {
                 questions: from_json("questions", &self.questions)?,
                 score_threshold,
                 status: parse_enum("receptionist status", &self.status)?,
+                sms_confirmation: self.sms_confirmation,
+                interviewer_ids: from_json("interviewer_ids", &self.interviewer_ids)?,
+                default_interviewer_id: self.default_interviewer_id,
             },
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at,
@@ -78,9 +84,11 @@ impl Store {
         let id = new_id();
         let now = now_ms();
         let questions = to_json(&s.questions)?;
+        let interviewer_ids = to_json(&s.interviewer_ids)?;
         let sql = format!(
             "INSERT INTO receptionists ({COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+             $20, $21, $22)"
         );
         on_pool!(self, |pool| {
             sqlx::query(AssertSqlSafe(sql.as_str()))
@@ -103,6 +111,9 @@ impl Store {
                 .bind(receptionist_status_str(s.status))
                 .bind(now)
                 .bind(now)
+                .bind(s.sms_confirmation)
+                .bind(&interviewer_ids)
+                .bind(&s.default_interviewer_id)
                 .execute(pool)
                 .await
                 .map_err(|e| unique_to_conflict(e, "phone_number", PHONE_TAKEN))?;
@@ -126,13 +137,15 @@ impl Store {
     ) -> StoreResult<Receptionist> {
         let now = now_ms();
         let questions = to_json(&s.questions)?;
+        let interviewer_ids = to_json(&s.interviewer_ids)?;
         let affected = on_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE receptionists SET phone_number = $3, agent_name = $4, voice = $5, \
                  intro_message = $6, language_mode = $7, manual_approval = $8, disclose_ai = $9, \
                  disclose_recording = $10, disclose_e_verify = $11, collect_location = $12, \
                  enforce_job_location_match = $13, custom_context = $14, questions = $15, \
-                 score_threshold = $16, status = $17, updated_at = $18 \
+                 score_threshold = $16, status = $17, updated_at = $18, sms_confirmation = $19, \
+                 interviewer_ids = $20, default_interviewer_id = $21 \
                  WHERE id = $1 AND workspace_id = $2",
             )
             .bind(id)
@@ -153,6 +166,9 @@ impl Store {
             .bind(i64::from(s.score_threshold))
             .bind(receptionist_status_str(s.status))
             .bind(now)
+            .bind(s.sms_confirmation)
+            .bind(&interviewer_ids)
+            .bind(&s.default_interviewer_id)
             .execute(pool)
             .await
             .map_err(|e| unique_to_conflict(e, "phone_number", PHONE_TAKEN))?

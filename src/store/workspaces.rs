@@ -5,6 +5,16 @@ use sha2::{Digest, Sha256};
 
 use super::{Principal, Role, Store, StoreError, StoreResult, Workspace, new_id, now_ms, on_pool};
 
+/// An API key as listed: never the key or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
 /// A new plaintext API key: `rk_` and 64 hex digits (256 random bits).
 fn generate_key() -> String {
     let mut bytes = [0u8; 32];
@@ -57,23 +67,43 @@ impl Store {
 
     /// A new key for an existing workspace; the plaintext key is returned once.
     pub async fn create_api_key(&self, workspace_id: &str, role: Role) -> StoreResult<String> {
+        self.create_named_api_key(workspace_id, role, "")
+            .await
+            .map(|(_, key)| key)
+    }
+
+    /// A new named key; its description and the plaintext key (returned this once).
+    pub async fn create_named_api_key(
+        &self,
+        workspace_id: &str,
+        role: Role,
+        name: &str,
+    ) -> StoreResult<(ApiKeyInfo, String)> {
         let key = generate_key();
+        let info = ApiKeyInfo {
+            id: new_id(),
+            name: name.to_string(),
+            role,
+            created_at_ms: now_ms(),
+            revoked_at_ms: None,
+        };
         let result = on_pool!(self, |pool| {
             sqlx::query(
-                "INSERT INTO api_keys (key_hash, id, workspace_id, role, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO api_keys (key_hash, id, workspace_id, role, created_at, name) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(hash_api_key(&key))
-            .bind(new_id())
+            .bind(&info.id)
             .bind(workspace_id)
             .bind(role.as_str())
-            .bind(now_ms())
+            .bind(info.created_at_ms)
+            .bind(&info.name)
             .execute(pool)
             .await
             .map(|done| done.rows_affected())
         });
         match result {
-            Ok(_) => Ok(key),
+            Ok(_) => Ok((info, key)),
             Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
                 Err(StoreError::NotFound)
             }
@@ -84,21 +114,92 @@ impl Store {
     /// The workspace and role of a key, or `None` for an unknown or revoked key.
     pub async fn authenticate(&self, api_key: &str) -> StoreResult<Option<Principal>> {
         let hash = hash_api_key(api_key);
-        let row: Option<(String, String)> = on_pool!(self, |pool| {
+        let row: Option<(String, String, String)> = on_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT workspace_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                "SELECT workspace_id, role, id FROM api_keys \
+                 WHERE key_hash = $1 AND revoked_at IS NULL",
             )
             .bind(&hash)
             .fetch_optional(pool)
             .await?
         });
-        row.map(|(workspace_id, role)| {
+        row.map(|(workspace_id, role, key_id)| {
             Ok(Principal {
                 workspace_id,
                 role: super::parse_enum("role", &role)?,
+                key_id,
             })
         })
         .transpose()
+    }
+
+    /// The workspace's keys, oldest first, revoked ones included (never the key itself).
+    pub async fn list_api_keys(&self, workspace_id: &str) -> StoreResult<Vec<ApiKeyInfo>> {
+        let rows: Vec<(String, String, String, i64, Option<i64>)> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, name, role, created_at, revoked_at FROM api_keys \
+                 WHERE workspace_id = $1 ORDER BY created_at, id",
+            )
+            .bind(workspace_id)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(id, name, role, created_at_ms, revoked_at_ms)| {
+                Ok(ApiKeyInfo {
+                    id,
+                    name,
+                    role: super::parse_enum("role", &role)?,
+                    created_at_ms,
+                    revoked_at_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Revoke a key of this workspace (idempotent). The last active admin key cannot be revoked:
+    /// `Conflict { field: "id" }`, so a workspace is never locked out of its own settings.
+    pub async fn revoke_api_key(&self, workspace_id: &str, id: &str) -> StoreResult<()> {
+        let now = now_ms();
+        on_pool!(self, |pool, begin| {
+            let mut tx = pool.begin_with(begin).await?;
+            let key: Option<(String, Option<i64>)> = sqlx::query_as(
+                "SELECT role, revoked_at FROM api_keys WHERE id = $1 AND workspace_id = $2",
+            )
+            .bind(id)
+            .bind(workspace_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (role, revoked_at) = key.ok_or(StoreError::NotFound)?;
+            if revoked_at.is_some() {
+                return Ok(());
+            }
+            if role == Role::Admin.as_str() {
+                let (admins,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM api_keys WHERE workspace_id = $1 AND role = 'admin' \
+                     AND revoked_at IS NULL",
+                )
+                .bind(workspace_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if admins <= 1 {
+                    return Err(StoreError::Conflict {
+                        field: "id",
+                        message: "this is the workspace's last admin key; create another first"
+                            .into(),
+                    });
+                }
+            }
+            sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND workspace_id = $2")
+                .bind(id)
+                .bind(workspace_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(key_id = %id, %workspace_id, "API key revoked");
+            Ok(())
+        })
     }
 
     pub async fn get_workspace(&self, id: &str) -> StoreResult<Workspace> {

@@ -39,6 +39,8 @@ pub(super) struct CallSummaryOut {
     duration_ms: Option<i64>,
     end_reason: Option<crate::model::EndReason>,
     has_recording: bool,
+    /// Where the two-channel WAV streams from (range requests supported), when there is one.
+    recording_url: Option<String>,
 }
 
 impl CallSummaryOut {
@@ -46,6 +48,10 @@ impl CallSummaryOut {
     pub(super) fn new(c: CallSummary) -> Self {
         CallSummaryOut {
             has_recording: c.recording_path.is_some(),
+            recording_url: c
+                .recording_path
+                .as_ref()
+                .map(|_| format!("/api/v1/calls/{}/recording", c.id)),
             id: c.id,
             receptionist_id: c.receptionist_id,
             candidate_id: c.candidate_id,
@@ -64,7 +70,7 @@ impl CallSummaryOut {
 }
 
 #[derive(Serialize)]
-struct CallDetailOut {
+pub(super) struct CallDetailOut {
     #[serde(flatten)]
     summary: CallSummaryOut,
     name: Option<String>,
@@ -100,31 +106,41 @@ async fn get_call(
     principal: Principal,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let CallDetail {
-        summary,
-        transcript,
-        name,
-        location,
-        answers,
-        disclosures,
-        latencies,
-    } = state.store.get_call(&principal.workspace_id, &id).await?;
-    let has_file = match &summary.recording_path {
-        Some(path) => recording_file(&state, path).await.is_some(),
-        None => false,
-    };
-    let mut summary = CallSummaryOut::new(summary);
-    summary.has_recording = has_file;
-    Ok(Json(CallDetailOut {
-        summary,
-        name,
-        location,
-        transcript,
-        answers,
-        disclosures,
-        latencies,
-    })
-    .into_response())
+    let detail = state.store.get_call(&principal.workspace_id, &id).await?;
+    Ok(Json(CallDetailOut::new(&state, detail).await).into_response())
+}
+
+impl CallDetailOut {
+    /// A call with everything it produced; `has_recording` checks the file itself.
+    pub(super) async fn new(state: &AppState, detail: CallDetail) -> Self {
+        let CallDetail {
+            summary,
+            transcript,
+            name,
+            location,
+            answers,
+            disclosures,
+            latencies,
+        } = detail;
+        let has_file = match &summary.recording_path {
+            Some(path) => recording_file(state, path).await.is_some(),
+            None => false,
+        };
+        let mut summary = CallSummaryOut::new(summary);
+        summary.has_recording = has_file;
+        if !has_file {
+            summary.recording_url = None;
+        }
+        CallDetailOut {
+            summary,
+            name,
+            location,
+            transcript,
+            answers,
+            disclosures,
+            latencies,
+        }
+    }
 }
 
 /// The recording's full path, if `relative` stays inside the data directory and the file exists.

@@ -14,6 +14,8 @@
 
 pub mod calls;
 pub mod candidates;
+pub mod interviewers;
+pub mod keys;
 pub mod receptionists;
 
 use axum::Router;
@@ -38,6 +40,8 @@ pub fn router() -> Router<AppState> {
         .merge(receptionists::router())
         .merge(calls::router())
         .merge(candidates::router())
+        .merge(interviewers::router())
+        .merge(keys::router())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -95,6 +99,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 }
             }
         }
+    }
+}
+
+/// A JSON body that may be absent: an empty body is `T::default()`; otherwise as [`ApiJson`].
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "0")
+            || (req.headers().get(header::CONTENT_LENGTH).is_none()
+                && req.headers().get(header::TRANSFER_ENCODING).is_none());
+        if empty {
+            return Ok(OptionalJson(T::default()));
+        }
+        ApiJson::<T>::from_request(req, state)
+            .await
+            .map(|ApiJson(v)| OptionalJson(v))
     }
 }
 

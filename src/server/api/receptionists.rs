@@ -24,6 +24,28 @@ pub const MAX_QUESTIONS: usize = 20;
 const MAX_AGENT_NAME_CHARS: usize = 100;
 const MAX_QUESTION_CHARS: usize = 500;
 const MAX_VOICE_CHARS: usize = 64;
+const MAX_INTERVIEWERS: usize = 50;
+
+/// Every interviewer a receptionist names must be one of its workspace's.
+async fn check_interviewers(
+    state: &AppState,
+    workspace_id: &str,
+    s: &ReceptionistSettings,
+) -> Result<(), ApiError> {
+    if s.interviewer_ids.is_empty() {
+        return Ok(());
+    }
+    let known = state.store.list_interviewers(workspace_id).await?;
+    for (i, id) in s.interviewer_ids.iter().enumerate() {
+        if !known.iter().any(|k| &k.id == id) {
+            return Err(ApiError::validation(
+                format!("interviewer_ids[{i}]"),
+                "no such interviewer in this workspace",
+            ));
+        }
+    }
+    Ok(())
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -58,6 +80,10 @@ pub struct ReceptionistInput {
     /// Wider than the stored `u8` so that 101 or -1 get a validation message, not a type error.
     pub score_threshold: Option<i64>,
     pub status: Option<ReceptionistStatus>,
+    pub sms_confirmation: Option<bool>,
+    pub interviewer_ids: Option<Vec<String>>,
+    /// `""` clears it.
+    pub default_interviewer_id: Option<String>,
     // Read-only fields a client may echo back; ignored.
     #[serde(default, rename = "id")]
     _id: Option<IgnoredAny>,
@@ -99,6 +125,9 @@ fn default_settings() -> ReceptionistSettings {
         questions: Vec::new(),
         score_threshold: 70,
         status: ReceptionistStatus::Live,
+        sms_confirmation: true,
+        interviewer_ids: Vec::new(),
+        default_interviewer_id: None,
     }
 }
 
@@ -149,6 +178,23 @@ impl ReceptionistInput {
         }
         if let Some(v) = self.status {
             s.status = v;
+        }
+        if let Some(v) = self.sms_confirmation {
+            s.sms_confirmation = v;
+        }
+        if let Some(v) = self.interviewer_ids {
+            let mut ids: Vec<String> = Vec::with_capacity(v.len());
+            for id in v {
+                let id = id.trim().to_string();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            s.interviewer_ids = ids;
+        }
+        if let Some(v) = self.default_interviewer_id {
+            let v = v.trim();
+            s.default_interviewer_id = (!v.is_empty()).then(|| v.to_string());
         }
         if let Some(questions) = self.questions {
             if questions.len() > MAX_QUESTIONS {
@@ -240,6 +286,26 @@ pub fn validate_settings(s: &ReceptionistSettings) -> Result<(), ApiError> {
             format!("at most {MAX_QUESTIONS} questions"),
         ));
     }
+    if s.interviewer_ids.len() > MAX_INTERVIEWERS {
+        return Err(ApiError::validation(
+            "interviewer_ids",
+            format!("at most {MAX_INTERVIEWERS} interviewers"),
+        ));
+    }
+    if let Some(i) = s.interviewer_ids.iter().position(|id| id.is_empty()) {
+        return Err(ApiError::validation(
+            format!("interviewer_ids[{i}]"),
+            "must not be empty",
+        ));
+    }
+    if let Some(d) = &s.default_interviewer_id
+        && !s.interviewer_ids.contains(d)
+    {
+        return Err(ApiError::validation(
+            "default_interviewer_id",
+            "must be one of interviewer_ids",
+        ));
+    }
     for (i, q) in s.questions.iter().enumerate() {
         let field = |name: &str| format!("questions[{i}].{name}");
         if q.text.trim().is_empty() {
@@ -315,6 +381,7 @@ async fn create_receptionist(
         }
     }
     let settings = input.apply(default_settings())?;
+    check_interviewers(&state, &principal.workspace_id, &settings).await?;
     let r = state
         .store
         .create_receptionist(&principal.workspace_id, &settings)
@@ -334,6 +401,7 @@ async fn update_receptionist(
         .get_receptionist(&principal.workspace_id, &id)
         .await?;
     let settings = input.apply(current.settings)?;
+    check_interviewers(&state, &principal.workspace_id, &settings).await?;
     let r = state
         .store
         .update_receptionist(&principal.workspace_id, &id, &settings)
