@@ -4,99 +4,22 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`); when it is unreachable the PostgreSQL tests
 //! fail, they do not skip.
 
-use std::future::Future;
-use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use receptionist::backends::{Backends, ScriptedAnswers};
 use receptionist::model::{
-    AnswerRecord, AnswerValue, CallEvent, CandidateStatus, DisclosureKind, DisclosureRecord,
-    EndReason, QuestionKind, Speaker, TranscriptLine, TurnLatency,
+    AnswerValue, CallEvent, CandidateStatus, DisclosureKind, DisclosureRecord,
+    EndReason, QuestionKind, Speaker, TurnLatency,
 };
-use receptionist::server::AppState;
-use receptionist::store::{CallStatus, CandidateFilter, NewCall, Role, Store};
+use receptionist::store::{CallStatus, CandidateFilter, NewCall, Role};
 
+#[macro_use]
 mod common;
 
-use common::{Backend, TestDatabase};
-
-/// One test's world: a store on a fresh database, the router over it, a data directory.
-#[derive(Clone)]
-struct Harness {
-    app: Router,
-    store: Store,
-    /// The server's data directory: `<tmp>/data`, so that `<tmp>/secret.wav` is `../secret.wav`.
-    data_dir: std::path::PathBuf,
-    _tmp: Arc<tempfile::TempDir>,
-}
-
-async fn harness(backend: Backend) -> (Harness, TestDatabase) {
-    let tmp = tempfile::tempdir().unwrap();
-    let data_dir = tmp.path().join("data");
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let db = TestDatabase::create(backend, &data_dir).await;
-    let store = Store::connect(&db.url).await.unwrap();
-    let data_dir_arg = data_dir.display().to_string();
-    let config = common::serve_config(&[
-        "--data-dir",
-        data_dir_arg.as_str(),
-        "--node-id",
-        "test-node",
-        "--database-url",
-        db.url.as_str(),
-    ]);
-    let backends = Backends::scripted(ScriptedAnswers::default());
-    let state = AppState::new(store.clone(), config, backends);
-    let app = receptionist::server::api::router().with_state(state);
-    (
-        Harness {
-            app,
-            store,
-            data_dir,
-            _tmp: Arc::new(tmp),
-        },
-        db,
-    )
-}
-
-/// Run `body` on a fresh harness; always drop the PostgreSQL database, then re-raise a failure.
-async fn run<F, Fut>(backend: Backend, body: F)
-where
-    F: FnOnce(Harness) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (h, db) = harness(backend).await;
-    let store = h.store.clone();
-    let outcome = tokio::spawn(body(h)).await;
-    store.close().await;
-    db.drop_database().await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
-
-/// `#[tokio::test]`s named `<name>_sqlite` and `<name>_postgres` running the same body.
-macro_rules! both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::run(super::Backend::Sqlite, super::$name).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::run(super::Backend::Postgres, super::$name).await;
-            })*
-        }
-    };
-}
+use common::harness::*;
 
 both_databases!(
     receptionist_crud,
@@ -111,144 +34,6 @@ both_databases!(
     recording_endpoint,
     concurrent_calls,
 );
-
-// ---------------------------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------------------------
-
-impl Harness {
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(key) = key {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
-        }
-        let req = match body {
-            Some(body) => req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string())),
-            None => req.body(Body::empty()),
-        }
-        .unwrap();
-        let (status, bytes) = self.raw(req).await;
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
-        };
-        (status, value)
-    }
-
-    async fn raw(&self, req: Request<Body>) -> (StatusCode, Vec<u8>) {
-        let response = self.app.clone().oneshot(req).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, bytes.to_vec())
-    }
-
-    async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
-        self.send(Method::GET, path, Some(key), None).await
-    }
-
-    async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
-        self.send(Method::POST, path, Some(key), Some(body)).await
-    }
-
-    async fn put(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
-        self.send(Method::PUT, path, Some(key), Some(body)).await
-    }
-
-    /// A workspace and its admin key.
-    async fn workspace(&self) -> (String, String) {
-        let (ws, key) = self.store.create_workspace("Acme Staffing").await.unwrap();
-        (ws.id, key)
-    }
-
-    /// Create a receptionist through the API; returns its JSON.
-    async fn receptionist(&self, key: &str, phone: &str) -> Value {
-        let (status, body) = self
-            .post("/api/v1/receptionists", key, minimal(phone))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body
-    }
-}
-
-fn minimal(phone: &str) -> Value {
-    json!({
-        "phone_number": phone,
-        "agent_name": "Chloe",
-        "intro_message": "Hi, I'm Chloe from ABC Staffing. Thanks for calling!",
-    })
-}
-
-fn error_field(body: &Value) -> &str {
-    body["error"]["field"].as_str().unwrap_or("<none>")
-}
-
-fn unique_phone() -> String {
-    // E.164 with a random tail, so parallel tests never collide.
-    format!("+1555{:07}", rand::random::<u32>() % 10_000_000)
-}
-
-fn line(speaker: Speaker, text: &str, start_ms: u64, end_ms: u64) -> CallEvent {
-    CallEvent::Transcript(TranscriptLine {
-        speaker,
-        text: text.into(),
-        start_ms,
-        end_ms,
-        interrupted: false,
-        dtmf: false,
-    })
-}
-
-fn answer(index: usize, raw: &str, value: AnswerValue, attempts: u8) -> CallEvent {
-    CallEvent::Answer(AnswerRecord {
-        question_index: index,
-        question: format!("question {index}"),
-        kind: QuestionKind::YesNo,
-        raw: raw.into(),
-        value,
-        attempts,
-        via_dtmf: false,
-        meets_expected: None,
-        dealbreaker_failed: false,
-    })
-}
-
-/// Accept a call from `from` to the receptionist `r` (API JSON) on `node`.
-async fn accept(h: &Harness, r: &Value, from: &str, node: &str) -> NewCall {
-    let settings = h
-        .store
-        .receptionist_by_phone(r["phone_number"].as_str().unwrap())
-        .await
-        .unwrap()
-        .expect("routed by phone")
-        .settings;
-    let call = NewCall {
-        id: uuid::Uuid::new_v4().to_string(),
-        workspace_id: r["workspace_id"].as_str().unwrap().into(),
-        receptionist_id: r["id"].as_str().unwrap().into(),
-        call_sid: format!("CA{}", uuid::Uuid::new_v4().simple()),
-        from_number: from.into(),
-        to_number: settings.phone_number.clone(),
-        forwarded_from: None,
-        token_hash: "hash-1".into(),
-        node_id: node.into(),
-        accepted_at_ms: receptionist::store::now_ms(),
-        settings,
-    };
-    assert_eq!(h.store.accept_call(&call).await.unwrap(), call.id);
-    call
-}
 
 // ---------------------------------------------------------------------------------------------
 // Receptionists
@@ -1011,16 +796,38 @@ async fn candidate_pipeline_filters(h: Harness) {
         )
         .await;
     assert_eq!(names(&found), ["Bob_Stone", "Ann Lee"]);
-    let (_, found) = h.get("/api/v1/candidates?status=approved", &key).await;
+    let (_, found) = h.get("/api/v1/candidates?tab=approved", &key).await;
     assert!(names(&found).is_empty());
-    let (_, found) = h
+    assert_eq!(found["counts"]["all"], 3);
+    assert_eq!(found["counts"]["approved"], 0);
+    // cursor pages: newest first, one at a time, to the end
+    let (_, first) = h
         .get(
-            "/api/v1/candidates?status=awaiting_confirmation&limit=1&offset=1",
+            "/api/v1/candidates?status=awaiting_confirmation&limit=1",
             &key,
         )
         .await;
-    assert_eq!(names(&found), ["Bob_Stone"]);
+    assert_eq!(names(&first), ["Carla 100%"]);
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let (_, second) = h
+        .get(
+            &format!("/api/v1/candidates?status=awaiting_confirmation&limit=1&cursor={cursor}"),
+            &key,
+        )
+        .await;
+    assert_eq!(names(&second), ["Bob_Stone"]);
+    let cursor = second["next_cursor"].as_str().unwrap().to_string();
+    let (_, third) = h
+        .get(&format!("/api/v1/candidates?limit=5&cursor={cursor}"), &key)
+        .await;
+    assert_eq!(names(&third), ["Ann Lee"]);
+    assert!(third["next_cursor"].is_null());
+    let (status, body) = h.get("/api/v1/candidates?cursor=garbage!", &key).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "cursor");
     let (status, _) = h.get("/api/v1/candidates?status=hired", &key).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = h.get("/api/v1/candidates?tab=hired", &key).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // The store's filter directly.
