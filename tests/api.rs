@@ -4,15 +4,14 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`); when it is unreachable the PostgreSQL tests
 //! fail, they do not skip.
 
-
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use receptionist::model::{
-    AnswerValue, CallEvent, CandidateStatus, DisclosureKind, DisclosureRecord,
-    EndReason, QuestionKind, Speaker, TurnLatency,
+    AnswerValue, CallEvent, CandidateStatus, DisclosureKind, DisclosureRecord, EndReason,
+    QuestionKind, Speaker, TurnLatency,
 };
 use receptionist::store::{CallStatus, CandidateFilter, NewCall, Role};
 

@@ -797,6 +797,15 @@ impl Store {
             .rows_affected()
                 == 1;
             if !inserted {
+                // a retried job: the evaluation stands; undo this run's `processing`
+                sqlx::query(
+                    "UPDATE candidates SET status = 'evaluated' WHERE id = $1 \
+                     AND status = 'processing'",
+                )
+                .bind(&e.candidate_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
                 return Ok(RecordedEvaluation {
                     inserted: false,
                     review: current,
@@ -1349,6 +1358,57 @@ impl Store {
                 body: r.5,
                 error: r.7,
                 created_at_ms: r.8,
+            })
+            .collect())
+    }
+}
+
+/// A queued delivery or job that concerns a candidate (texts, emails, evaluations).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxItem {
+    pub id: String,
+    pub kind: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub payload: String,
+    pub created_at_ms: i64,
+    pub sent_at_ms: Option<i64>,
+}
+
+impl Store {
+    /// A candidate's deliveries and jobs, oldest first.
+    pub async fn outbox_for_candidate(&self, candidate_id: &str) -> StoreResult<Vec<OutboxItem>> {
+        type Row = (
+            String,
+            String,
+            String,
+            i64,
+            Option<String>,
+            String,
+            i64,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, kind, status, attempts, last_error, payload, created_at, sent_at \
+                 FROM outbox WHERE candidate_id = $1 ORDER BY created_at, id",
+            )
+            .bind(candidate_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|r| OutboxItem {
+                id: r.0,
+                kind: r.1,
+                status: r.2,
+                attempts: r.3,
+                last_error: r.4,
+                payload: r.5,
+                created_at_ms: r.6,
+                sent_at_ms: r.7,
             })
             .collect())
     }

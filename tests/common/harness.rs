@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use receptionist::backends::{Backends, ScriptedAnswers};
-use receptionist::model::{AnswerRecord, AnswerValue, CallEvent, QuestionKind, Speaker, TranscriptLine};
+use receptionist::model::{
+    AnswerRecord, AnswerValue, CallEvent, QuestionKind, Speaker, TranscriptLine,
+};
 use receptionist::server::AppState;
 use receptionist::store::{NewCall, Store};
 
@@ -105,7 +107,6 @@ macro_rules! both_databases {
         }
     };
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -244,4 +245,3 @@ pub async fn accept(h: &Harness, r: &Value, from: &str, node: &str) -> NewCall {
     assert_eq!(h.store.accept_call(&call).await.unwrap(), call.id);
     call
 }
-

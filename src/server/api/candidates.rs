@@ -314,6 +314,29 @@ async fn get_candidate(
         .into_iter()
         .map(Into::into)
         .collect();
+    // invitations by email and other deliveries (texts are listed with their bodies above)
+    let deliveries: Vec<serde_json::Value> = state
+        .store
+        .outbox_for_candidate(&id)
+        .await?
+        .into_iter()
+        .filter(|o| o.kind == "email")
+        .map(|o| {
+            let payload: serde_json::Value =
+                serde_json::from_str(&o.payload).unwrap_or(serde_json::Value::Null);
+            serde_json::json!({
+                "id": o.id,
+                "kind": o.kind,
+                "to": payload["to"],
+                "subject": payload["subject"],
+                "status": o.status,
+                "attempts": o.attempts,
+                "error": o.last_error,
+                "created_at": rfc3339(o.created_at_ms),
+                "sent_at": o.sent_at_ms.map(rfc3339),
+            })
+        })
+        .collect();
     #[derive(Serialize)]
     struct Out<'a> {
         #[serde(flatten)]
@@ -323,6 +346,7 @@ async fn get_candidate(
         notes: Vec<&'a HistoryOut>,
         corrections: Vec<&'a HistoryOut>,
         messages: Vec<MessageOut>,
+        emails: Vec<serde_json::Value>,
         history: &'a [HistoryOut],
     }
     Ok(Json(Out {
@@ -332,6 +356,7 @@ async fn get_candidate(
         notes,
         corrections,
         messages,
+        emails: deliveries,
         history: &history,
     })
     .into_response())

@@ -56,49 +56,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || mime.ends_with("+json")
-            });
-        if !is_json {
-            return Err(ApiError::BadRequest {
-                field: None,
-                message: "expected a body with content type application/json".into(),
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            });
-        }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest {
-                field: None,
-                message: e.body_text(),
-                status: e.status(),
-            })?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(&mut de) {
-            Ok(value) => {
-                // Trailing characters after the document.
-                de.end()
-                    .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-                Ok(ApiJson(value))
-            }
-            Err(e) => {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                match inner.classify() {
-                    serde_json::error::Category::Data => Err(ApiError::Validation {
-                        field: if path == "." { "body".into() } else { path },
-                        message: inner.to_string(),
-                    }),
-                    _ => Err(ApiError::bad_request(format!("malformed JSON: {inner}"))),
-                }
-            }
-        }
+        let (is_json, bytes) = read_body(req, state).await?;
+        parse_json(is_json, &bytes).map(ApiJson)
     }
 }
 
@@ -109,19 +68,64 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let empty = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() == "0")
-            || (req.headers().get(header::CONTENT_LENGTH).is_none()
-                && req.headers().get(header::TRANSFER_ENCODING).is_none());
-        if empty {
+        let (is_json, bytes) = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        ApiJson::<T>::from_request(req, state)
-            .await
-            .map(|ApiJson(v)| OptionalJson(v))
+        parse_json(is_json, &bytes).map(OptionalJson)
+    }
+}
+
+/// The body, and whether its content type is JSON.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, Bytes), ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        });
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(|e| ApiError::BadRequest {
+            field: None,
+            message: e.body_text(),
+            status: e.status(),
+        })?;
+    Ok((is_json, bytes))
+}
+
+/// Syntax errors answer 400; a wrong type or unknown field answers 422 naming the field's path;
+/// a non-JSON content type answers 415.
+fn parse_json<T: DeserializeOwned>(is_json: bool, bytes: &[u8]) -> Result<T, ApiError> {
+    if !is_json {
+        return Err(ApiError::BadRequest {
+            field: None,
+            message: "expected a body with content type application/json".into(),
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => {
+            // Trailing characters after the document.
+            de.end()
+                .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+            Ok(value)
+        }
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => Err(ApiError::Validation {
+                    field: if path == "." { "body".into() } else { path },
+                    message: inner.to_string(),
+                }),
+                _ => Err(ApiError::bad_request(format!("malformed JSON: {inner}"))),
+            }
+        }
     }
 }
 
