@@ -16,10 +16,13 @@
 //! Conventions: times are epoch milliseconds (`BIGINT`), JSON is stored as `TEXT`, ids are UUID
 //! strings. Nothing here logs phone numbers, names or transcripts: log lines carry ids only.
 
+mod analytics;
 mod calls;
 mod candidates;
 mod receptionists;
 mod workspaces;
+
+pub use analytics::{Analytics, AnalyticsMetrics, ReceptionistAnalytics, ended_step};
 
 use std::str::FromStr;
 use std::time::Duration;
