@@ -1,5 +1,5 @@
-//! Analytics (`GET /api/v1/analytics`) and where calls end (`ended_step`), against real
-//! databases: every test body runs once on SQLite and once on PostgreSQL
+//! Analytics (`GET /api/v1/analytics`), where calls end (`ended_step`), and range requests on
+//! recordings, against real databases: every test body runs once on SQLite and once on PostgreSQL
 //! (a fresh database per test, dropped afterwards), as in tests/api.rs.
 //!
 //! Rows are built through the store's public functions; only the candidate columns and the
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -32,6 +32,7 @@ struct Harness {
     app: Router,
     store: Store,
     db_url: String,
+    data_dir: std::path::PathBuf,
     _tmp: Arc<tempfile::TempDir>,
 }
 
@@ -60,6 +61,7 @@ async fn harness(backend: Backend) -> (Harness, TestDatabase) {
         app,
         store,
         db_url: db.url.clone(),
+        data_dir,
         _tmp: Arc::new(tmp),
     };
     (h, db)
@@ -105,6 +107,7 @@ both_databases!(
     ended_steps_are_recorded_for_drop_off,
     validation_errors,
     workspaces_are_isolated_and_viewers_read,
+    recording_ranges,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -767,4 +770,121 @@ async fn workspaces_are_isolated_and_viewers_read(h: Harness) {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["total"], a["total"]);
     assert_eq!(v["receptionists"], a["receptionists"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recordings: range requests
+// ---------------------------------------------------------------------------------------------
+
+async fn recording_ranges(h: Harness) {
+    let (ws, key) = h.workspace().await;
+    let viewer = h.store.create_api_key(&ws, Role::Viewer).await.unwrap();
+    let (_, other_key) = h.workspace().await;
+    let r = h.receptionist(&key, "Chloe", 0).await;
+    let (call, _) = h.start(&r, "+15550000001", store::now_ms()).await;
+    let wav: Vec<u8> = b"RIFF\x24\x00\x00\x00WAVEfmt "
+        .iter()
+        .copied()
+        .chain((0..200_000u32).map(|i| (i % 251) as u8))
+        .collect();
+    let len = wav.len();
+    std::fs::create_dir_all(h.data_dir.join("recordings")).unwrap();
+    std::fs::write(h.data_dir.join("recordings/c.wav"), &wav).unwrap();
+    let path = format!("/api/v1/calls/{}/recording", call.id);
+    let disposition = format!("inline; filename=\"call-{}.wav\"", call.id);
+    let get = |range: Option<&'static str>, method: Method| {
+        let (h, path, key) = (h.clone(), path.clone(), key.clone());
+        async move {
+            let headers: Vec<_> = range.map(|r| (header::RANGE, r)).into_iter().collect();
+            let response = h.request(method, &path, Some(&key), &headers).await;
+            let status = response.status();
+            let headers: HeaderMap = response.headers().clone();
+            (status, headers, body_bytes(response).await)
+        }
+    };
+
+    // No Range: the whole file, and a note that ranges work.
+    let (status, headers, body) = get(None, Method::GET).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::ACCEPT_RANGES], "bytes");
+    assert_eq!(headers[header::CONTENT_TYPE], "audio/wav");
+    assert_eq!(headers[header::CONTENT_DISPOSITION], disposition.as_str());
+    assert_eq!(headers[header::CONTENT_LENGTH], len.to_string().as_str());
+    assert_eq!(body, wav);
+
+    // A closed range.
+    let (status, headers, body) = get(Some("bytes=100-1099"), Method::GET).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        headers[header::CONTENT_RANGE],
+        format!("bytes 100-1099/{len}").as_str()
+    );
+    assert_eq!(headers[header::CONTENT_LENGTH], "1000");
+    assert_eq!(headers[header::CONTENT_TYPE], "audio/wav");
+    assert_eq!(headers[header::CONTENT_DISPOSITION], disposition.as_str());
+    assert_eq!(body, &wav[100..1100]);
+
+    // Open-ended and suffix ranges.
+    let (status, headers, body) = get(Some("bytes=199990-"), Method::GET).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        headers[header::CONTENT_RANGE],
+        format!("bytes 199990-{}/{len}", len - 1).as_str()
+    );
+    assert_eq!(body, &wav[199_990..]);
+    let (status, headers, body) = get(Some("bytes=-500"), Method::GET).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        headers[header::CONTENT_RANGE],
+        format!("bytes {}-{}/{len}", len - 500, len - 1).as_str()
+    );
+    assert_eq!(body, &wav[len - 500..]);
+
+    // Unsatisfiable: past the end, or several ranges at once (not served).
+    for range in ["bytes=300000-", "bytes=0-1,5-6"] {
+        let (status, headers, _) = get(Some(range), Method::GET).await;
+        assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+        assert_eq!(
+            headers[header::CONTENT_RANGE],
+            format!("bytes */{len}").as_str(),
+            "{range}"
+        );
+        assert!(headers.get(header::CONTENT_TYPE).is_none(), "{range}");
+    }
+
+    // HEAD: the headers of GET, no body.
+    let (status, headers, body) = get(None, Method::HEAD).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::ACCEPT_RANGES], "bytes");
+    assert_eq!(headers[header::CONTENT_TYPE], "audio/wav");
+    assert_eq!(headers[header::CONTENT_LENGTH], len.to_string().as_str());
+    assert!(body.is_empty());
+    let (status, headers, body) = get(Some("bytes=0-43"), Method::HEAD).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        headers[header::CONTENT_RANGE],
+        format!("bytes 0-43/{len}").as_str()
+    );
+    assert!(body.is_empty());
+
+    // Viewers may listen; other workspaces may not.
+    let response = h
+        .request(
+            Method::GET,
+            &path,
+            Some(&viewer),
+            &[(header::RANGE, "bytes=0-3")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body_bytes(response).await, b"RIFF");
+    let response = h
+        .request(
+            Method::GET,
+            &path,
+            Some(&other_key),
+            &[(header::RANGE, "bytes=0-3")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
