@@ -6,7 +6,7 @@ pub mod evaluate;
 pub mod sms;
 pub mod texts;
 
-use crate::model::{CallEvent, EndReason, ReceptionistSettings};
+use crate::model::{CallEvent, EndReason};
 use crate::store::pipeline::{
     AfterCall, AfterCallOutcome, NewEvaluation, RecordedEvaluation, SYSTEM,
 };
@@ -39,7 +39,7 @@ pub async fn after_call(
     }
     let answers: Vec<_> = answers.into_values().collect();
     let reason = call.end_reason.unwrap_or(EndReason::ServerInterrupted);
-    let step = ended_step(&call.settings, &events, reason);
+    let step = crate::store::ended_step(&call.settings, &events, reason);
     let confirmation_text = match (&name, can_text) {
         (Some(n), true) => Some(texts::confirmation(
             &call.settings.agent_name,
@@ -58,54 +58,6 @@ pub async fn after_call(
             now_ms: now_ms(),
         })
         .await
-}
-
-/// Where a call ended: `completed`, or the first step it did not get through.
-pub fn ended_step(
-    settings: &ReceptionistSettings,
-    events: &[CallEvent],
-    reason: EndReason,
-) -> String {
-    if reason == EndReason::Completed {
-        return "completed".into();
-    }
-    let agent_spoke = events.iter().any(
-        |e| matches!(e, CallEvent::Transcript(l) if l.speaker == crate::model::Speaker::Agent),
-    );
-    let disclosures = events
-        .iter()
-        .filter(|e| matches!(e, CallEvent::Disclosure(_)))
-        .count();
-    let configured = [
-        settings.disclose_ai,
-        settings.disclose_recording,
-        settings.disclose_e_verify,
-    ]
-    .iter()
-    .filter(|on| **on)
-    .count();
-    let has = |f: fn(&CallEvent) -> bool| events.iter().any(f);
-    if !agent_spoke {
-        return "intro".into();
-    }
-    if disclosures < configured {
-        return "disclosures".into();
-    }
-    if !has(|e| matches!(e, CallEvent::Name { .. })) {
-        return "name".into();
-    }
-    if settings.collect_location && !has(|e| matches!(e, CallEvent::Location { .. })) {
-        return "location".into();
-    }
-    for i in 0..settings.questions.len() {
-        if !events
-            .iter()
-            .any(|e| matches!(e, CallEvent::Answer(a) if a.question_index == i))
-        {
-            return format!("question_{}", i + 1);
-        }
-    }
-    "caller_questions".into()
 }
 
 /// Evaluate a candidate (the answers of `call_id`, or of their latest call), store it and route

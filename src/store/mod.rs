@@ -16,6 +16,7 @@
 //! Conventions: times are epoch milliseconds (`BIGINT`), JSON is stored as `TEXT`, ids are UUID
 //! strings. Nothing here logs phone numbers, names or transcripts: log lines carry ids only.
 
+mod analytics;
 mod calls;
 mod candidates;
 mod interviewers;
@@ -24,6 +25,7 @@ pub mod pipeline;
 mod receptionists;
 mod workspaces;
 
+pub use analytics::{Analytics, AnalyticsMetrics, ReceptionistAnalytics, ended_step};
 pub use interviewers::{Interviewer, InterviewerInput};
 pub use workspaces::ApiKeyInfo;
 

@@ -32,6 +32,8 @@ pub struct Harness {
     pub store: Store,
     /// The server's data directory: `<tmp>/data`, so that `<tmp>/secret.wav` is `../secret.wav`.
     pub data_dir: std::path::PathBuf,
+    /// The test database's URL (for statements a test makes on its own connection).
+    pub db_url: String,
     /// The server state behind `app` (config, outbox notifier...).
     pub state: AppState,
     _tmp: Arc<tempfile::TempDir>,
@@ -66,6 +68,7 @@ pub async fn harness(backend: Backend) -> (Harness, TestDatabase) {
             app,
             store,
             data_dir,
+            db_url: db.url.clone(),
             state,
             _tmp: Arc::new(tmp),
         },

@@ -2,13 +2,14 @@
 
 use std::path::{Component, Path};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::header;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use tower_http::services::ServeFile;
 
 use super::{ApiQuery, page, rfc3339};
 use crate::model::{AnswerRecord, DisclosureRecord, TranscriptLine, TurnLatency};
@@ -161,42 +162,52 @@ async fn recording_file(state: &AppState, relative: &str) -> Option<std::path::P
     meta.is_file().then_some(full)
 }
 
-/// Streams the call's WAV file.
+/// The call's WAV file, with HTTP range requests (`Accept-Ranges: bytes`; one range per request,
+/// `206` with `Content-Range`, `416` with `Content-Range: bytes */LEN` when unsatisfiable),
+/// `HEAD`, `Last-Modified` and `If-Modified-Since` / `If-Unmodified-Since`, all by tower-http's
+/// `ServeFile` once the path is known to stay inside the data directory. `If-Range` is ignored
+/// (tower-http does not implement it): a recording only grows, and not after its call ended.
 async fn get_recording(
     State(state): State<AppState>,
     principal: Principal,
     UrlPath(id): UrlPath<String>,
+    method: Method,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let call = state.store.get_call(&principal.workspace_id, &id).await?;
     let relative = call.summary.recording_path.ok_or(ApiError::NotFound)?;
     let full = recording_file(&state, &relative)
         .await
         .ok_or(ApiError::NotFound)?;
-    let file = tokio::fs::File::open(&full).await?;
-    let len = file.metadata().await?.len();
-    let stream = futures_util::stream::unfold(Some(file), |file| async move {
-        use tokio::io::AsyncReadExt;
-        let mut file = file?;
-        let mut buf = vec![0u8; 64 * 1024];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), Some(file)))
-            }
-            Err(e) => Some((Err(e), None)),
+    let mut request = Request::builder().method(method);
+    for name in [
+        header::RANGE,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+    ] {
+        if let Some(value) = headers.get(&name) {
+            request = request.header(name, value);
         }
-    });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "audio/wav".to_string()),
-            (header::CONTENT_LENGTH, len.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("inline; filename=\"call-{}.wav\"", call.summary.id),
-            ),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    }
+    let request = request.body(()).map_err(ApiError::internal)?;
+    let response = ServeFile::new(&full).try_call(request).await?;
+    let (mut parts, body) = response.into_parts();
+    if parts.status == StatusCode::NOT_FOUND {
+        // Removed since the check above.
+        return Err(ApiError::NotFound);
+    }
+    if parts.status.is_success() {
+        parts
+            .headers
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+        let disposition = format!("inline; filename=\"call-{}.wav\"", call.summary.id);
+        parts.headers.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&disposition).map_err(ApiError::internal)?,
+        );
+    } else {
+        // 304, 412, 416: no audio in the body.
+        parts.headers.remove(header::CONTENT_TYPE);
+    }
+    Ok(Response::from_parts(parts, Body::new(body)))
 }

@@ -1,4 +1,5 @@
-//! The recruiter API (`/api/v1`): receptionists, calls (with recordings) and candidates.
+//! The recruiter API (`/api/v1`): receptionists, calls (with recordings), candidates and
+//! analytics.
 //!
 //! Every route needs `Authorization: Bearer <key>`; writes need an admin key. A workspace only
 //! ever sees its own rows: another workspace's id answers 404. Errors share one JSON shape
@@ -12,6 +13,7 @@
 //!
 //! One module per resource, each owning its `router()` and its request and response types.
 
+pub mod analytics;
 pub mod calls;
 pub mod candidates;
 pub mod interviewers;
@@ -42,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .merge(candidates::router())
         .merge(interviewers::router())
         .merge(keys::router())
+        .merge(analytics::router())
 }
 
 // ---------------------------------------------------------------------------------------------
