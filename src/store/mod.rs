@@ -18,8 +18,19 @@
 
 mod calls;
 mod candidates;
+pub mod outbox;
 mod receptionists;
+pub mod webhooks;
 mod workspaces;
+
+pub use outbox::{
+    Attempt, AttemptRecord, ClaimedOutbox, EVENT_TYPES, EmailPayload, NewOutbox, OutboxKind,
+    OutboxRow, OutboxStatus, Settlement, SmsPayload,
+};
+// For producers' transactions (`crate::store::enqueue_outbox!`); the after-call pipeline uses them.
+#[allow(unused_imports)]
+pub(crate) use outbox::{emit_event, enqueue_outbox};
+pub use webhooks::{Delivery, WebhookEndpoint};
 
 use std::str::FromStr;
 use std::time::Duration;
