@@ -29,6 +29,9 @@ pub struct AppState {
     pub prompts: PromptCache,
     pub recorder: Recorder,
     pub calls: Arc<CallSlots>,
+    /// Wakes the outbox worker: `notify_one()` after committing outbox rows so they go out at
+    /// once rather than at the worker's next 1 s poll.
+    pub outbox_notify: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -42,6 +45,7 @@ impl AppState {
             prompts,
             recorder: Recorder::start(4096),
             calls: Arc::new(CallSlots::new(max)),
+            outbox_notify: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -165,7 +169,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     };
     let listen = config.listen;
+    let worker = crate::delivery::Worker::new(store.clone(), &config, &config.node_id)?;
     let state = AppState::new(store.clone(), config, backends);
+    // Deliveries run in their own task: a slow or dead receiver never holds up a call or a request.
+    let outbox = worker.spawn(state.outbox_notify.clone());
     // synthesise every live receptionist's fixed prompts and the shared ones before taking calls
     warm_prompts(&state).await;
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -180,6 +187,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Rows in flight keep their lease and are retried after it expires (at-least-once).
+    outbox.abort();
     store.close().await;
     Ok(())
 }
