@@ -1,4 +1,5 @@
-//! The recruiter API (`/api/v1`): receptionists, calls (with recordings) and candidates.
+//! The recruiter API (`/api/v1`): receptionists, calls (with recordings), candidates and webhook
+//! endpoints.
 //!
 //! Every route needs `Authorization: Bearer <key>`; writes need an admin key. A workspace only
 //! ever sees its own rows: another workspace's id answers 404. Errors share one JSON shape
@@ -15,6 +16,7 @@
 pub mod calls;
 pub mod candidates;
 pub mod receptionists;
+pub mod webhooks;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -38,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .merge(receptionists::router())
         .merge(calls::router())
         .merge(candidates::router())
+        .merge(webhooks::router())
 }
 
 // ---------------------------------------------------------------------------------------------
