@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod fakes;
+
 use std::path::Path;
 
 use clap::Parser;
