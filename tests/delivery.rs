@@ -641,6 +641,18 @@ async fn unconfigured_senders_fail_at_once(w: World) {
         &["--smtp-url", "gopher://x", "--smtp-from", "a@b.c"],
     );
     assert!(Worker::new(w.store.clone(), &bad, "n").is_err());
+    // TLS forms build (rustls with one crypto provider).
+    for url in [
+        "smtps://user:p%40ss@mail.example.com",
+        "smtp://mail.example.com:587?tls=required",
+    ] {
+        let tls = config(
+            &w.data_dir,
+            &w.db_url,
+            &["--smtp-url", url, "--smtp-from", "jobs@example.com"],
+        );
+        assert!(Worker::new(w.store.clone(), &tls, "n").is_ok(), "{url}");
+    }
 }
 
 async fn jobs_run_through_the_pipeline(w: World) {
