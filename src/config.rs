@@ -34,14 +34,33 @@ pub struct ServeConfig {
     #[arg(long, env = "RECEPTIONIST_PUBLIC_URL")]
     pub public_url: Option<String>,
 
-    /// Twilio auth token, used to check `X-Twilio-Signature`.
+    /// Twilio auth token, used to check `X-Twilio-Signature` and, with the account SID, to send
+    /// text messages.
     #[arg(long, env = "TWILIO_AUTH_TOKEN")]
     pub twilio_auth_token: Option<Secret>,
 
-    /// Twilio account SID: sends texts (confirmations, invitations) through Twilio's Messages
-    /// API with the auth token. Without it no texts are sent and callers are confirmed at once.
+    /// Twilio account SID (`AC...`) that sends text messages, with the auth token. Without it,
+    /// queued texts fail with "SMS is not configured".
     #[arg(long, env = "TWILIO_ACCOUNT_SID")]
     pub twilio_account_sid: Option<String>,
+
+    /// Base URL of Twilio's REST API (tests point it at a local fake).
+    #[arg(
+        long,
+        env = "TWILIO_API_BASE",
+        default_value = "https://api.twilio.com"
+    )]
+    pub twilio_api_base: String,
+
+    /// SMTP server that sends email: `smtp://host:port` (plain), `smtp://host?tls=required`
+    /// (STARTTLS) or `smtps://user:password@host` (TLS); credentials in the URL, percent-encoded.
+    /// Without it, queued email fails with "SMTP is not configured".
+    #[arg(long, env = "RECEPTIONIST_SMTP_URL")]
+    pub smtp_url: Option<Secret>,
+
+    /// The `From` of outgoing email, e.g. `Hiring <jobs@example.com>`.
+    #[arg(long, env = "RECEPTIONIST_SMTP_FROM")]
+    pub smtp_from: Option<String>,
 
     /// Accept unsigned Twilio requests when no auth token is set (local development only).
     #[arg(
@@ -123,6 +142,9 @@ impl fmt::Debug for ServeConfig {
             .field("public_url", &self.public_url)
             .field("twilio_auth_token", &self.twilio_auth_token)
             .field("twilio_account_sid", &self.twilio_account_sid)
+            .field("twilio_api_base", &self.twilio_api_base)
+            .field("smtp_url", &self.smtp_url)
+            .field("smtp_from", &self.smtp_from)
             .field("insecure_no_signature", &self.insecure_no_signature)
             .field("max_calls", &self.max_calls)
             .field("max_call_secs", &self.max_call_secs)

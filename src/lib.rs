@@ -7,6 +7,9 @@
 pub mod backends;
 /// Typed configuration from flags and environment; secrets redacted in `Debug`.
 pub mod config;
+/// The outbox worker: delivers queued SMS (Twilio), email (SMTP), signed webhooks and post-call
+/// jobs under one retry policy.
+pub mod delivery;
 /// PURE call engine: carrier wire formats, the audio hot path, the dialogue; no I/O, no clock.
 pub mod engine;
 /// A load generator: N concurrent simulated Twilio calls against a loopback server, one JSON report.

@@ -100,13 +100,21 @@ pub async fn evaluate_candidate(
     Ok(recorded)
 }
 
-/// Run a queued job (the outbox worker's entry point for non-delivery kinds). `Err` is retried
-/// with the outbox's policy.
+/// Why a job did not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobError {
+    /// Worth trying again later (the outbox's retry policy).
+    Retry(String),
+    /// Will never work (an unreadable payload): the job fails at once.
+    Permanent(String),
+}
+
+/// Run a queued job (the outbox worker's entry point for non-delivery kinds).
 pub async fn run_job(
     store: &Store,
     kind: crate::store::outbox::OutboxKind,
     payload: &str,
-) -> Result<(), String> {
+) -> Result<(), JobError> {
     use crate::store::outbox::OutboxKind;
     match kind {
         OutboxKind::Evaluate => {
@@ -116,8 +124,8 @@ pub async fn run_job(
                 call_id: Option<String>,
                 evaluation_id: String,
             }
-            let job: Job =
-                serde_json::from_str(payload).map_err(|e| format!("bad evaluate job: {e}"))?;
+            let job: Job = serde_json::from_str(payload)
+                .map_err(|e| JobError::Permanent(format!("bad evaluate job: {e}")))?;
             match evaluate_candidate(
                 store,
                 None,
@@ -131,9 +139,9 @@ pub async fn run_job(
                 Ok(_) => Ok(()),
                 // the candidate is gone (workspace deleted): nothing left to do
                 Err(StoreError::NotFound) => Ok(()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(JobError::Retry(e.to_string())),
             }
         }
-        other => Err(format!("{other:?} is not a job")),
+        other => Err(JobError::Permanent(format!("{other:?} is not a job"))),
     }
 }

@@ -29,7 +29,8 @@ pub struct AppState {
     pub prompts: PromptCache,
     pub recorder: Recorder,
     pub calls: Arc<CallSlots>,
-    /// Wakes the outbox worker when something was queued.
+    /// Wakes the outbox worker: `notify_one()` after committing outbox rows so they go out at
+    /// once rather than at the worker's next 1 s poll.
     pub outbox_notify: Arc<tokio::sync::Notify>,
 }
 
@@ -169,7 +170,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     };
     let listen = config.listen;
+    let worker = crate::delivery::Worker::new(store.clone(), &config, &config.node_id)?;
     let state = AppState::new(store.clone(), config, backends);
+    // Deliveries run in their own task: a slow or dead receiver never holds up a call or a request.
+    let outbox = worker.spawn(state.outbox_notify.clone());
     // synthesise every live receptionist's fixed prompts and the shared ones before taking calls
     warm_prompts(&state).await;
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -184,6 +188,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Rows in flight keep their lease and are retried after it expires (at-least-once).
+    outbox.abort();
     store.close().await;
     Ok(())
 }

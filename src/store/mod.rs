@@ -23,11 +23,20 @@ mod interviewers;
 pub mod outbox;
 pub mod pipeline;
 mod receptionists;
+pub mod webhooks;
 mod workspaces;
 
 pub use analytics::{Analytics, AnalyticsMetrics, ReceptionistAnalytics, ended_step};
 pub use interviewers::{Interviewer, InterviewerInput};
+pub use outbox::{
+    Attempt, AttemptRecord, ClaimedOutbox, EVENT_TYPES, EmailPayload, NewOutbox, OutboxKind,
+    OutboxRow, OutboxStatus, Settlement, SmsPayload,
+};
 pub use workspaces::ApiKeyInfo;
+// For producers' transactions (`crate::store::enqueue_outbox!`); the after-call pipeline uses them.
+#[allow(unused_imports)]
+pub(crate) use outbox::{emit_event, enqueue_outbox};
+pub use webhooks::{Delivery, WebhookEndpoint};
 
 use std::str::FromStr;
 use std::time::Duration;

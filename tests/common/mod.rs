@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod fakes;
 pub mod harness;
 
 use std::path::Path;

@@ -1,5 +1,5 @@
-//! The recruiter API (`/api/v1`): receptionists, calls (with recordings), candidates and
-//! analytics.
+//! The recruiter API (`/api/v1`): receptionists, calls (with recordings), candidates,
+//! interviewers, keys, analytics and webhook endpoints.
 //!
 //! Every route needs `Authorization: Bearer <key>`; writes need an admin key. A workspace only
 //! ever sees its own rows: another workspace's id answers 404. Errors share one JSON shape
@@ -19,6 +19,7 @@ pub mod candidates;
 pub mod interviewers;
 pub mod keys;
 pub mod receptionists;
+pub mod webhooks;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -45,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .merge(interviewers::router())
         .merge(keys::router())
         .merge(analytics::router())
+        .merge(webhooks::router())
 }
 
 // ---------------------------------------------------------------------------------------------
