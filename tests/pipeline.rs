@@ -811,6 +811,11 @@ async fn keys_api(h: Harness) {
     let viewer = created["key"].as_str().unwrap().to_string();
     assert!(viewer.starts_with("rk_"));
     assert_eq!(created["role"], "viewer");
+    let (status, me) = h.get("/api/v1/me", &viewer).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["role"], "viewer");
+    assert_eq!(me["key"]["name"], "Auditor");
+    assert_eq!(me["workspace"]["name"], "Acme Staffing");
     let (status, list) = h.get("/api/v1/keys", &viewer).await;
     assert_eq!(status, StatusCode::OK);
     let keys = list["data"].as_array().unwrap();

@@ -18,6 +18,7 @@ const MAX_NAME_CHARS: usize = 100;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/me", get(me))
         .route("/api/v1/keys", get(list_keys).post(create_key))
         .route("/api/v1/keys/{id}", delete(revoke_key))
 }
@@ -81,6 +82,24 @@ async fn create_key(
         }),
     )
         .into_response())
+}
+
+/// Who the key in use is: its workspace, role and name (the dashboard signs in with this).
+async fn me(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+    let workspace = state.store.get_workspace(&principal.workspace_id).await?;
+    let key = state
+        .store
+        .list_api_keys(&principal.workspace_id)
+        .await?
+        .into_iter()
+        .find(|k| k.id == principal.key_id)
+        .ok_or(ApiError::Unauthorized)?;
+    Ok(Json(serde_json::json!({
+        "workspace": { "id": workspace.id, "name": workspace.name },
+        "key": KeyOut::from(key),
+        "role": principal.role,
+    }))
+    .into_response())
 }
 
 async fn list_keys(
