@@ -85,6 +85,8 @@ both_databases!(
     busy_at_max_calls,
     // after the call
     after_the_call_texts_confirms_evaluates_ingests_and_tells,
+    // the dashboard's test call
+    browser_call_runs_the_same_engine,
     // the media socket
     broken_sessions_end_alone,
     media_before_start_and_unknown_events,
@@ -220,6 +222,100 @@ async fn after_the_call_texts_confirms_evaluates_ingests_and_tells(backend: Back
             .get(&format!("/api/v1/webhooks/{}/deliveries", endpoint["id"].as_str().unwrap()))
             .await;
         assert_eq!(deliveries["data"].as_array().unwrap().len(), expected.len(), "{deliveries}");
+    })
+    .await;
+}
+
+/// The dashboard's test call: a one-use token from the API, PCM16 over a WebSocket both ways,
+/// marks echoed, live transcript lines, a hang-up, and the call stored like a phone call.
+async fn browser_call_runs_the_same_engine(backend: Backend) {
+    run(backend, Setup::scripted(["my name is john smith"]), |s| async move {
+        let phone = unique_phone();
+        let r = s.receptionist(fast_receptionist(&phone)).await;
+        let path = format!("/api/v1/receptionists/{}/web-calls", r["id"].as_str().unwrap());
+        let (status, created) = s.send(reqwest::Method::POST, &path, json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created["sample_rate"], 8000);
+        let ws_path = created["ws_path"].as_str().unwrap().to_string();
+        assert!(!ws_path.contains(&s.key), "never the API key in a URL");
+        // a wrong token is refused before the upgrade
+        let forged = ws_path.replace(created["token"].as_str().unwrap(), "00");
+        assert!(tokio_tungstenite::connect_async(format!("ws://{}{forged}", s.addr)).await.is_err());
+
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{ws_path}", s.addr))
+            .await
+            .unwrap();
+        let mut started = false;
+        let mut agent_frames = 0usize;
+        let mut caller_heard = None;
+        let mut sent_name = false;
+        let mut last_agent = Instant::now();
+        let name = fixture("name.wav");
+        let mut to_send: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ended = loop {
+            assert!(Instant::now() < deadline, "the browser call never ended");
+            tokio::select! {
+                msg = ws.next() => {
+                    let Some(Ok(msg)) = msg else { panic!("socket closed before `ended`") };
+                    match msg {
+                        Message::Binary(pcm) => {
+                            assert_eq!(pcm.len(), 320, "20 ms of PCM16 at 8 kHz");
+                            agent_frames += 1;
+                            last_agent = Instant::now();
+                        }
+                        Message::Text(text) => {
+                            let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                            match v["type"].as_str().unwrap() {
+                                "started" => {
+                                    started = true;
+                                    assert!(v["call_id"].is_string());
+                                }
+                                // echo each mark as its audio "plays"
+                                "mark" => ws.send(Message::Text(text)).await.unwrap(),
+                                "transcript" if v["speaker"] == "caller" => {
+                                    caller_heard = Some(v["text"].as_str().unwrap().to_string());
+                                    ws.send(Message::Text(r#"{"type":"hangup"}"#.into())).await.unwrap();
+                                }
+                                "transcript" | "clear" => {}
+                                "ended" => break v,
+                                other => panic!("unexpected message {other}: {v}"),
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    // once the agent has asked for the name, say it (20 ms frames, real time)
+                    if !sent_name && agent_frames > 0 && last_agent.elapsed() > Duration::from_millis(600) {
+                        sent_name = true;
+                        for chunk in name.chunks(160).chain(std::iter::repeat_n(&[0i16; 160][..], 75)) {
+                            to_send.push_back(chunk.iter().flat_map(|s| s.to_le_bytes()).collect());
+                        }
+                    }
+                    let frame = to_send.pop_front().unwrap_or_else(|| vec![0u8; 320]);
+                    if started {
+                        ws.send(Message::Binary(frame.into())).await.unwrap();
+                    }
+                }
+            }
+        };
+        assert!(started);
+        assert_eq!(ended["reason"], "caller_hangup");
+        assert_eq!(caller_heard.as_deref(), Some("my name is john smith"));
+        assert!(agent_frames > 50, "the agent's audio reached the browser");
+
+        let call_id = created["call_id"].as_str().unwrap();
+        let call = s.wait_for_end(call_id).await;
+        assert_eq!(call["carrier"], "web");
+        assert!(call["from_number"].as_str().unwrap().starts_with("web:"));
+        assert_eq!(call["name"], "John Smith");
+        assert!(transcript_text(&call).contains("my name is john smith"), "{}", transcript_text(&call));
+        let (status, _) = s.get_bytes(&format!("/api/v1/calls/{call_id}/recording")).await;
+        assert_eq!(status, StatusCode::OK);
+        // the token was used: it opens nothing again
+        assert!(tokio_tungstenite::connect_async(format!("ws://{}{ws_path}", s.addr)).await.is_err());
     })
     .await;
 }
