@@ -154,6 +154,26 @@ pub fn check_signature(
     }
 }
 
+/// A webhook's form parameters, once `X-Twilio-Signature` checks out for this URL (the public
+/// URL and the request's path and query); otherwise the 403 to answer.
+fn signed_form(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, Response> {
+    let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let url = format!("{}{path}", state.config.public_url());
+    match check_signature(state, headers, &url, &params) {
+        Ok(()) => Ok(params),
+        Err(why) => {
+            tracing::warn!(reason = why, path = uri.path(), "carrier webhook refused");
+            Err((StatusCode::FORBIDDEN, why).into_response())
+        }
+    }
+}
+
 pub fn sha256_hex(s: &str) -> String {
     let d = Sha256::digest(s.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect()
@@ -173,18 +193,10 @@ pub async fn voice_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let url = format!(
-        "{}{}",
-        state.config.public_url(),
-        uri.path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/twilio/voice")
-    );
-    if let Err(why) = check_signature(&state, &headers, &url, &params) {
-        tracing::warn!(reason = why, "voice webhook refused");
-        return (StatusCode::FORBIDDEN, why).into_response();
-    }
+    let params = match signed_form(&state, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
     let get = |k: &str| {
         params
             .iter()
@@ -269,18 +281,10 @@ pub async fn sms_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let url = format!(
-        "{}{}",
-        state.config.public_url(),
-        uri.path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/twilio/sms")
-    );
-    if let Err(why) = check_signature(&state, &headers, &url, &params) {
-        tracing::warn!(reason = why, "SMS webhook refused");
-        return (StatusCode::FORBIDDEN, why).into_response();
-    }
+    let params = match signed_form(&state, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
     let get = |k: &str| {
         params
             .iter()
