@@ -155,13 +155,13 @@ pub fn check_signature(
 }
 
 /// A webhook's form parameters, once `X-Twilio-Signature` checks out for this URL (the public
-/// URL and the request's path and query); otherwise the 403 to answer.
+/// URL and the request's path and query); otherwise why not (answered with 403).
 fn signed_form(
     state: &AppState,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Vec<(String, String)>, Response> {
+) -> Result<Vec<(String, String)>, &'static str> {
     let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let url = format!("{}{path}", state.config.public_url());
@@ -169,7 +169,7 @@ fn signed_form(
         Ok(()) => Ok(params),
         Err(why) => {
             tracing::warn!(reason = why, path = uri.path(), "carrier webhook refused");
-            Err((StatusCode::FORBIDDEN, why).into_response())
+            Err(why)
         }
     }
 }
@@ -195,7 +195,7 @@ pub async fn voice_webhook(
 ) -> Response {
     let params = match signed_form(&state, &uri, &headers, &body) {
         Ok(p) => p,
-        Err(refused) => return refused,
+        Err(why) => return (StatusCode::FORBIDDEN, why).into_response(),
     };
     let get = |k: &str| {
         params
@@ -283,7 +283,7 @@ pub async fn sms_webhook(
 ) -> Response {
     let params = match signed_form(&state, &uri, &headers, &body) {
         Ok(p) => p,
-        Err(refused) => return refused,
+        Err(why) => return (StatusCode::FORBIDDEN, why).into_response(),
     };
     let get = |k: &str| {
         params
