@@ -13,6 +13,24 @@ use super::twilio::{check_signature, media_url};
 /// anything near this is not Twilio.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// The call's media stream (a WebSocket).
+///
+/// Twilio connects here as the voice webhook's TwiML says, signing the upgrade like a webhook; the
+/// socket then carries Twilio Media Streams messages (`connected`, `start`, `media`, `mark`,
+/// `stop` in; `media`, `mark`, `clear` out).
+#[utoipa::path(
+    get,
+    path = "/twilio/media",
+    tag = "carrier",
+    operation_id = "twilio_media_stream",
+    params(("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the `wss://` stream URL")),
+    responses(
+        (status = 101, description = "Switching Protocols: the media WebSocket"),
+        (status = 400, description = "Not a WebSocket upgrade request", content_type = "text/plain", body = String),
+        (status = 403, description = "Missing or bad signature (or no auth token configured)", content_type = "text/plain", body = String),
+        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
+    ),
+)]
 pub async fn twilio_media(
     State(state): State<AppState>,
     headers: HeaderMap,
