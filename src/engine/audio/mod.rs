@@ -6,6 +6,7 @@ pub mod g711;
 #[cfg(feature = "opus")]
 pub mod opus;
 mod pipeline;
+pub mod rate;
 pub mod resample;
 pub mod vad;
 
