@@ -247,3 +247,210 @@ impl CarrierCodec for PlivoCodec {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::media::Payload;
+    use crate::engine::media::tests::{b64, json_texts};
+
+    // The doc's sample messages (docs/telephony-protocols.md §3.2), with the placeholder payload
+    // filled in.
+    const DOC_START: &str = r#"{ "event": "start", "sequenceNumber": 1,
+  "start": { "callId": "12345678-...", "streamId": "87654321-...", "accountId": "MAXXXXXXXXXXXXXXXXXX",
+             "tracks": ["inbound"], "mediaFormat": { "encoding": "audio/x-mulaw", "sampleRate": 8000 } },
+  "extra_headers": "userId=12345;sessionId=abc-xyz" }"#;
+    const DOC_MEDIA: &str = r#"{ "event": "media", "sequenceNumber": 42, "streamId": "87654321-...",
+  "media": { "track": "inbound", "timestamp": "1705312200000", "chunk": 41, "payload": "////" },
+  "extra_headers": "..." }"#;
+    const DOC_DTMF: &str = r#"{ "event": "dtmf", "streamId": "...", "dtmf": { "digit": "5" } }"#;
+    const DOC_PLAYED: &str =
+        r#"{ "event": "playedStream", "streamId": "...", "name": "customer greeting audio" }"#;
+    const DOC_CLEARED: &str =
+        r#"{ "event": "clearedAudio", "streamId": "...", "sequenceNumber": 0 }"#;
+
+    #[test]
+    fn parses_the_doc_samples() {
+        let mut codec = PlivoCodec::new();
+        assert_eq!(codec.carrier(), Carrier::Plivo);
+        let Inbound::Start(start) = codec.parse(Msg::Text(DOC_START)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(start.stream_id, "87654321-...");
+        assert_eq!(start.call_id.as_deref(), Some("12345678-..."));
+        assert_eq!(start.account_id.as_deref(), Some("MAXXXXXXXXXXXXXXXXXX"));
+        assert_eq!(
+            (start.codec, start.outbound_codec),
+            (AudioCodec::Mulaw, AudioCodec::Mulaw)
+        );
+        assert_eq!(
+            start.custom_parameters.into_iter().collect::<Vec<_>>(),
+            [
+                ("sessionId".to_string(), "abc-xyz".to_string()),
+                ("userId".into(), "12345".into())
+            ]
+        );
+
+        let Inbound::Media {
+            payload,
+            timestamp_ms,
+            chunk,
+        } = codec.parse(Msg::Text(DOC_MEDIA)).unwrap()
+        else {
+            panic!()
+        };
+        // Unix milliseconds, rebased on the first media message.
+        assert_eq!((timestamp_ms, chunk), (Some(0), Some(41)));
+        assert_eq!(payload, Payload::Base64(Cow::Borrowed("////")));
+        let later = DOC_MEDIA.replace("1705312200000", "1705312200020");
+        let Inbound::Media { timestamp_ms, .. } = codec.parse(Msg::Text(&later)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(timestamp_ms, Some(20));
+        let earlier = DOC_MEDIA.replace("1705312200000", "1705312199000");
+        let Inbound::Media { timestamp_ms, .. } = codec.parse(Msg::Text(&earlier)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(timestamp_ms, Some(0));
+
+        assert_eq!(
+            codec.parse(Msg::Text(DOC_DTMF)).unwrap(),
+            Inbound::Dtmf('5')
+        );
+        assert_eq!(
+            codec.parse(Msg::Text(DOC_PLAYED)).unwrap(),
+            Inbound::Mark(Cow::Borrowed("customer greeting audio"))
+        );
+        assert_eq!(
+            codec.parse(Msg::Text(DOC_CLEARED)).unwrap(),
+            Inbound::Cleared
+        );
+        assert_eq!(
+            codec.parse(Msg::Text(r#"{"event":"stop"}"#)).unwrap(),
+            Inbound::Stop
+        );
+        assert_eq!(
+            codec
+                .parse(Msg::Text(r#"{"event":"played","name":5}"#))
+                .unwrap(),
+            Inbound::Ignored(Cow::Borrowed("played"))
+        );
+    }
+
+    #[test]
+    fn l16_streams_and_the_codecs_plivo_does_not_send() {
+        let with = |encoding: &str, rate: u32| {
+            DOC_START
+                .replace("audio/x-mulaw", encoding)
+                .replace("\"sampleRate\": 8000", &format!("\"sampleRate\": {rate}"))
+        };
+        for rate in [8000, 16000] {
+            let Inbound::Start(s) = PlivoCodec::new()
+                .parse(Msg::Text(&with("audio/x-l16", rate)))
+                .unwrap()
+            else {
+                panic!()
+            };
+            let l16 = AudioCodec::L16 {
+                rate,
+                order: ByteOrder::Little,
+            };
+            assert_eq!((s.codec, s.outbound_codec), (l16, l16));
+        }
+        for (enc, rate) in [
+            ("audio/x-alaw", 8000),
+            ("audio/opus", 16000),
+            ("audio/x-l16", 22050),
+            ("audio/x-mulaw", 16000),
+            ("audio/mpeg", 8000),
+        ] {
+            let text = with(enc, rate);
+            let r = PlivoCodec::new().parse(Msg::Text(&text));
+            assert!(
+                matches!(r, Err(WireError::UnsupportedCodec(_))),
+                "{enc}: {r:?}"
+            );
+        }
+        // No mediaFormat: µ-law 8 kHz; no extra_headers: no parameters.
+        let bare = r#"{"event":"start","start":{"callId":"c","streamId":"s"}}"#;
+        let Inbound::Start(s) = PlivoCodec::new().parse(Msg::Text(bare)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.codec, AudioCodec::Mulaw);
+        assert!(s.custom_parameters.is_empty());
+        // The XML attribute's comma form.
+        assert_eq!(
+            extra_headers("tenantId=t123,callToken=abc, flag ,=x;"),
+            [
+                ("".to_string(), "x".to_string()),
+                ("callToken".into(), "abc".into()),
+                ("flag".into(), "".into()),
+                ("tenantId".into(), "t123".into())
+            ]
+            .into()
+        );
+    }
+
+    #[test]
+    fn writes_round_trip() {
+        let mut codec = PlivoCodec::new();
+        let l16 = DOC_START
+            .replace("audio/x-mulaw", "audio/x-l16")
+            .replace("\"sampleRate\": 8000", "\"sampleRate\": 16000");
+        codec.parse(Msg::Text(&l16)).unwrap();
+        let mut out = OutMsgs::new();
+        let audio = vec![0x12u8; 640];
+        codec.write_media(&audio, &mut out);
+        codec.write_mark("customer greeting audio", &mut out);
+        codec.write_clear(&mut out);
+        codec.flush(&mut out);
+        let msgs = json_texts(&out);
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(msgs[0]["event"], "playAudio");
+        assert_eq!(msgs[0]["streamId"], "87654321-...");
+        assert_eq!(msgs[0]["media"]["contentType"], "audio/x-l16");
+        assert_eq!(msgs[0]["media"]["sampleRate"], 16000);
+        assert_eq!(b64(&msgs[0]["media"]["payload"]), audio);
+        assert_eq!(
+            msgs[1],
+            serde_json::json!({"event": "checkpoint", "streamId": "87654321-...", "name": "customer greeting audio"})
+        );
+        assert_eq!(
+            msgs[2],
+            serde_json::json!({"event": "clearAudio", "streamId": "87654321-..."})
+        );
+        assert!(codec.echoes_marks());
+
+        // µ-law, as in the doc's example.
+        let mut codec = PlivoCodec::new();
+        codec.parse(Msg::Text(DOC_START)).unwrap();
+        out.clear();
+        codec.write_media(&[0xFF; 160], &mut out);
+        let msgs = json_texts(&out);
+        assert_eq!(msgs[0]["media"]["contentType"], "audio/x-mulaw");
+        assert_eq!(msgs[0]["media"]["sampleRate"], 8000);
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        let mut codec = PlivoCodec::new();
+        for bad in [
+            r#"{"event":"start"}"#,
+            r#"{"event":"start","start":{"streamId":"s"}}"#,
+            r#"{"event":"start","start":{"callId":"c"}}"#,
+            r#"{"event":"start","start":{"callId":"c","streamId":"s","mediaFormat":{"sampleRate":"fast"}}}"#,
+            r#"{"event":"media","media":{"chunk":41}}"#,
+            r#"{"event":"media","media":{"payload":"AA==","timestamp":"yesterday"}}"#,
+            r#"{"event":"dtmf","dtmf":{"digit":"55"}}"#,
+            r#"{"event":"playedStream"}"#,
+            r#"{"event":"playedStream","name":7}"#,
+            "{\"event\":\"media\"",
+        ] {
+            assert!(codec.parse(Msg::Text(bad)).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            codec.parse(Msg::Binary(b"{}")),
+            Err(WireError::Unexpected(_))
+        ));
+    }
+}

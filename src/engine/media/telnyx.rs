@@ -221,3 +221,263 @@ impl CarrierCodec for TelnyxCodec {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::media::tests::{b64, json_texts};
+    use crate::engine::media::{MAX_MESSAGE_BYTES, Payload};
+
+    // The doc's sample messages (docs/telephony-protocols.md §2.2), verbatim but for the elided
+    // ids ("...") and the placeholder payload, which are filled in.
+    const DOC_CONNECTED: &str = r#"{ "event": "connected", "version": "1.0.0" }"#;
+    const DOC_START: &str = r#"{
+  "event": "start", "sequence_number": "1",
+  "start": {
+    "user_id": "3E6F995F-...", "call_control_id": "v2:T02llQx...", "call_session_id": "ff55a038-...",
+    "from": "+13122010094", "to": "+13122123456", "tags": ["TAG1","TAG2"],
+    "client_state": "aGF2ZSBh...", "custom_parameters": { "customer_id": "customer_123" },
+    "media_format": { "encoding": "PCMU", "sample_rate": 8000, "channels": 1 }
+  },
+  "stream_id": "32DE0DEA-53CB-4B21-89A4-9E1819C043BC"
+}"#;
+    const DOC_MEDIA: &str = r#"{ "event": "media", "sequence_number": "4",
+  "media": { "track": "inbound", "chunk": "2", "timestamp": "5", "payload": "/////w==" },
+  "stream_id": "32DE0DEA-..." }"#;
+    const DOC_DTMF: &str = r#"{ "event": "dtmf", "stream_id": "...", "occurred_at": "2025-06-05T08:54:19.698408Z",
+  "sequence_number": "5", "dtmf": { "digit": "1" } }"#;
+    const DOC_MARK: &str = r#"{ "event": "mark", "stream_id": "...", "sequence_number": "5", "mark": { "name": "some_mark_name" } }"#;
+    const DOC_STOP: &str = r#"{ "event": "stop", "sequence_number": "5",
+  "stop": { "user_id": "...", "call_control_id": "v2:..." }, "stream_id": "..." }"#;
+    const DOC_ERROR: &str = r#"{ "event": "error", "payload": { "code": 100003, "title": "malformed_frame", "detail": "..." }, "stream_id": "..." }"#;
+
+    fn parse(codec: &mut TelnyxCodec, text: &'static str) -> Result<Inbound<'static>, WireError> {
+        codec.parse(Msg::Text(text))
+    }
+
+    #[test]
+    fn parses_the_doc_samples() {
+        let mut codec = TelnyxCodec::default();
+        assert_eq!(codec.carrier(), Carrier::Telnyx);
+        assert_eq!(
+            parse(&mut codec, DOC_CONNECTED).unwrap(),
+            Inbound::Connected
+        );
+        let Inbound::Start(start) = parse(&mut codec, DOC_START).unwrap() else {
+            panic!()
+        };
+        assert_eq!(start.stream_id, "32DE0DEA-53CB-4B21-89A4-9E1819C043BC");
+        assert_eq!(start.call_id.as_deref(), Some("v2:T02llQx..."));
+        assert_eq!(start.account_id.as_deref(), Some("3E6F995F-..."));
+        assert_eq!(start.from.as_deref(), Some("+13122010094"));
+        assert_eq!(start.to.as_deref(), Some("+13122123456"));
+        assert_eq!(start.codec, AudioCodec::Mulaw);
+        assert_eq!(start.outbound_codec, AudioCodec::Mulaw);
+        assert_eq!(start.custom_parameters["customer_id"], "customer_123");
+        assert_eq!(start.custom_parameters.len(), 1);
+
+        let Inbound::Media {
+            payload,
+            timestamp_ms,
+            chunk,
+        } = parse(&mut codec, DOC_MEDIA).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((timestamp_ms, chunk), (Some(5), Some(2)));
+        let mut buf = Vec::new();
+        assert_eq!(payload.bytes(&mut buf).unwrap(), [0xFF; 4]);
+
+        assert_eq!(parse(&mut codec, DOC_DTMF).unwrap(), Inbound::Dtmf('1'));
+        assert_eq!(
+            parse(&mut codec, DOC_MARK).unwrap(),
+            Inbound::Mark(Cow::Borrowed("some_mark_name"))
+        );
+        assert_eq!(parse(&mut codec, DOC_STOP).unwrap(), Inbound::Stop);
+        assert_eq!(
+            parse(&mut codec, DOC_ERROR).unwrap(),
+            Inbound::CarrierError {
+                code: Some(100003),
+                title: "malformed_frame: ...".into()
+            }
+        );
+        assert_eq!(
+            parse(&mut codec, r#"{"event":"streaming.future","media":7}"#).unwrap(),
+            Inbound::Ignored(Cow::Borrowed("streaming.future"))
+        );
+    }
+
+    #[test]
+    fn media_borrows_its_payload() {
+        let mut codec = TelnyxCodec::default();
+        let Inbound::Media { payload, .. } = codec.parse(Msg::Text(DOC_MEDIA)).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(payload, Payload::Base64(Cow::Borrowed(_))));
+        // An escaped payload (a JSON encoder that escapes '/') still parses, owned.
+        let escaped = DOC_MEDIA.replace("/////w==", "\\/\\/\\/\\/\\/w==");
+        let Inbound::Media { payload, .. } = codec.parse(Msg::Text(&escaped)).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(payload, Payload::Base64(Cow::Owned(_))));
+        assert_eq!(payload.bytes(&mut Vec::new()).unwrap(), [0xFF; 4]);
+        // The outbound track of a both_tracks stream is the agent, not the caller.
+        let outbound = DOC_MEDIA.replace("\"inbound\"", "\"outbound\"");
+        assert!(matches!(
+            codec.parse(Msg::Text(&outbound)).unwrap(),
+            Inbound::Ignored(_)
+        ));
+    }
+
+    #[test]
+    fn codecs_from_the_start_message() {
+        let with = |encoding: &str, rate: &str| {
+            DOC_START
+                .replace("\"PCMU\"", &format!("\"{encoding}\""))
+                .replace("\"sample_rate\": 8000", &format!("\"sample_rate\": {rate}"))
+        };
+        let codec_of =
+            |outbound: AudioCodec, text: &str| -> Result<(AudioCodec, AudioCodec), WireError> {
+                match TelnyxCodec::new(outbound).parse(Msg::Text(text))? {
+                    Inbound::Start(s) => Ok((s.codec, s.outbound_codec)),
+                    other => panic!("{other:?}"),
+                }
+            };
+        let mulaw = AudioCodec::Mulaw;
+        assert_eq!(
+            codec_of(mulaw, &with("PCMA", "8000")).unwrap(),
+            (AudioCodec::Alaw, mulaw)
+        );
+        let l16 = AudioCodec::L16 {
+            rate: 16000,
+            order: ByteOrder::Big,
+        };
+        assert_eq!(
+            codec_of(mulaw, &with("L16", "16000")).unwrap(),
+            (l16, mulaw)
+        );
+        // L16 back to Telnyx is big-endian whatever the caller said.
+        let le = AudioCodec::L16 {
+            rate: 16000,
+            order: ByteOrder::Little,
+        };
+        assert_eq!(codec_of(le, &with("L16", "16000")).unwrap(), (l16, l16));
+        // No media_format: PCMU.
+        let bare = r#"{"event":"start","start":{"call_control_id":"v2:1"}}"#;
+        assert_eq!(codec_of(mulaw, bare).unwrap(), (mulaw, mulaw));
+
+        let opus = codec_of(mulaw, &with("OPUS", "16000"));
+        if cfg!(feature = "opus") {
+            assert_eq!(opus.unwrap(), (AudioCodec::Opus { rate: 16000 }, mulaw));
+        } else {
+            let Err(WireError::UnsupportedCodec(what)) = opus else {
+                panic!("{opus:?}")
+            };
+            assert_eq!(what, "OPUS (build with --features opus)");
+        }
+        // Opus back to the carrier: there is no encoder.
+        assert!(matches!(
+            codec_of(AudioCodec::Opus { rate: 16000 }, DOC_START),
+            Err(WireError::UnsupportedCodec(w)) if w.contains("no encoder")
+        ));
+        for (enc, rate) in [
+            ("G722", "8000"),
+            ("AMR-WB", "16000"),
+            ("L16", "44100"),
+            ("PCMU", "16000"),
+        ] {
+            assert!(
+                matches!(
+                    codec_of(mulaw, &with(enc, rate)),
+                    Err(WireError::UnsupportedCodec(_))
+                ),
+                "{enc} {rate}"
+            );
+        }
+        let stereo = DOC_START.replace("\"channels\": 1", "\"channels\": 2");
+        assert!(matches!(
+            codec_of(mulaw, &stereo),
+            Err(WireError::UnsupportedCodec(_))
+        ));
+        // custom_parameters in the request's array shape.
+        let array = DOC_START.replace(
+            r#"{ "customer_id": "customer_123" }"#,
+            r#"[{"name":"customer_id","value":"customer_123"}]"#,
+        );
+        let Inbound::Start(s) = TelnyxCodec::default().parse(Msg::Text(&array)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.custom_parameters["customer_id"], "customer_123");
+    }
+
+    #[test]
+    fn writes_round_trip() {
+        let mut codec = TelnyxCodec::default();
+        codec.parse(Msg::Text(DOC_START)).unwrap();
+        let mut out = OutMsgs::new();
+        let audio: Vec<u8> = (0..=255).collect();
+        codec.write_media(&audio, &mut out);
+        codec.write_mark("s1f10", &mut out);
+        codec.write_mark("odd \"name\"", &mut out);
+        codec.write_clear(&mut out);
+        codec.flush(&mut out);
+        let msgs = json_texts(&out);
+        assert_eq!(msgs.len(), 4);
+        assert_eq!(msgs[0]["event"], "media");
+        assert_eq!(b64(&msgs[0]["media"]["payload"]), audio);
+        assert_eq!(
+            msgs[1],
+            serde_json::json!({"event": "mark", "mark": {"name": "s1f10"}})
+        );
+        assert_eq!(msgs[2]["mark"]["name"], "odd \"name\"");
+        assert_eq!(msgs[3], serde_json::json!({"event": "clear"}));
+        // No stream id on outbound frames.
+        assert!(msgs.iter().all(|m| m.get("stream_id").is_none()));
+        assert!(codec.echoes_marks());
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        let mut codec = TelnyxCodec::default();
+        for bad in [
+            r#"{"event":"media"}"#,
+            r#"{"event":"media","media":{}}"#,
+            r#"{"event":"media","media":{"payload":5}}"#,
+            r#"{"event":"media","media":{"payload":"AA==","chunk":"x"}}"#,
+            r#"{"event":"start"}"#,
+            r#"{"event":"start","start":{}}"#,
+            r#"{"event":"start","start":{"call_control_id":"v2:1","custom_parameters":"x"}}"#,
+            r#"{"event":"start","start":{"call_control_id":"v2:1","media_format":{"sample_rate":-1}}}"#,
+            r#"{"event":"dtmf","dtmf":{"digit":"x"}}"#,
+            r#"{"event":"dtmf"}"#,
+            r#"{"event":"mark","mark":{}}"#,
+            r#"{"event":"error"}"#,
+            r#"{"event":"media","media":{"payload":"AA=="}} trailing"#,
+        ] {
+            assert!(codec.parse(Msg::Text(bad)).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            codec.parse(Msg::Binary(&[0; 160])),
+            Err(WireError::Unexpected(_))
+        ));
+        let huge = format!(
+            "{{\"event\":\"connected\",\"x\":\"{}\"}}",
+            "a".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert!(matches!(
+            codec.parse(Msg::Text(&huge)),
+            Err(WireError::TooLarge)
+        ));
+        // Bad base64 is found when the payload is decoded.
+        let Inbound::Media { payload, .. } = codec
+            .parse(Msg::Text(r#"{"event":"media","media":{"payload":"@@@@"}}"#))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(matches!(
+            payload.bytes(&mut Vec::new()),
+            Err(WireError::BadBase64)
+        ));
+    }
+}
