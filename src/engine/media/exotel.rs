@@ -244,3 +244,219 @@ impl CarrierCodec for ExotelCodec {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::media::Payload;
+    use crate::engine::media::tests::{b64, json_texts};
+
+    // The doc's sample messages (docs/telephony-protocols.md §6), with the placeholder payload
+    // and mark name filled in.
+    const DOC_CONNECTED: &str = r#"{ "event": "connected" }"#;
+    const DOC_START: &str = r#"{ "event": "start", "sequence_number": "1", "stream_sid": "MZ...",
+  "start": { "stream_sid": "MZ...", "call_sid": "CA...", "account_sid": "AC...",
+             "from": "+919876543210", "to": "+918047491899",
+             "custom_parameters": { "key1": "value1" },
+             "media_format": { "encoding": "audio/x-raw", "sample_rate": "8000", "bit_rate": "16" } } }"#;
+    const DOC_MEDIA: &str = r#"{ "event": "media", "sequence_number": "3", "stream_sid": "MZ...",
+  "media": { "chunk": "2", "timestamp": "200", "payload": "AAD/fw==" } }"#;
+    const DOC_DTMF: &str = r#"{ "event": "dtmf", "sequence_number": "7", "stream_sid": "MZ...", "dtmf": { "digit": "5", "duration": "100" } }"#;
+    const DOC_MARK: &str = r#"{ "event": "mark", "sequence_number": "15", "stream_sid": "MZ...", "mark": { "name": "s1f10" } }"#;
+    const DOC_STOP: &str = r#"{ "event": "stop", "sequence_number": "16", "stream_sid": "MZ..." }"#;
+
+    const PCM8K: AudioCodec = AudioCodec::L16 {
+        rate: 8000,
+        order: ByteOrder::Little,
+    };
+
+    #[test]
+    fn parses_the_doc_samples() {
+        let mut codec = ExotelCodec::new();
+        assert_eq!(codec.carrier(), Carrier::Exotel);
+        assert_eq!(
+            codec.parse(Msg::Text(DOC_CONNECTED)).unwrap(),
+            Inbound::Connected
+        );
+        let Inbound::Start(start) = codec.parse(Msg::Text(DOC_START)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(start.stream_id, "MZ...");
+        assert_eq!(start.call_id.as_deref(), Some("CA..."));
+        assert_eq!(start.account_id.as_deref(), Some("AC..."));
+        assert_eq!(start.from.as_deref(), Some("+919876543210"));
+        assert_eq!(start.to.as_deref(), Some("+918047491899"));
+        assert_eq!((start.codec, start.outbound_codec), (PCM8K, PCM8K));
+        assert_eq!(start.custom_parameters["key1"], "value1");
+        let Inbound::Media {
+            payload,
+            timestamp_ms,
+            chunk,
+        } = codec.parse(Msg::Text(DOC_MEDIA)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((timestamp_ms, chunk), (Some(200), Some(2)));
+        assert_eq!(payload, Payload::Base64(Cow::Borrowed("AAD/fw==")));
+        assert_eq!(payload.bytes(&mut Vec::new()).unwrap(), [0, 0, 0xFF, 0x7F]);
+        assert_eq!(
+            codec.parse(Msg::Text(DOC_DTMF)).unwrap(),
+            Inbound::Dtmf('5')
+        );
+        assert_eq!(
+            codec.parse(Msg::Text(DOC_MARK)).unwrap(),
+            Inbound::Mark(Cow::Borrowed("s1f10"))
+        );
+        assert_eq!(codec.parse(Msg::Text(DOC_STOP)).unwrap(), Inbound::Stop);
+    }
+
+    #[test]
+    fn formats() {
+        let with = |encoding: &str, rate: &str, bits: &str| {
+            let text = DOC_START
+                .replace("audio/x-raw", encoding)
+                .replace(
+                    "\"sample_rate\": \"8000\"",
+                    &format!("\"sample_rate\": {rate}"),
+                )
+                .replace("\"bit_rate\": \"16\"", &format!("\"bit_rate\": {bits}"));
+            match ExotelCodec::new().parse(Msg::Text(&text))? {
+                Inbound::Start(s) => Ok(s.codec),
+                other => panic!("{other:?}"),
+            }
+        };
+        let l16 = |rate| AudioCodec::L16 {
+            rate,
+            order: ByteOrder::Little,
+        };
+        assert_eq!(
+            with("audio/x-raw", "\"16000\"", "\"16\"").unwrap(),
+            l16(16000)
+        );
+        assert_eq!(with("audio/x-raw", "24000", "16").unwrap(), l16(24000));
+        assert_eq!(with("audio/L16", "\"8000\"", "\"16\"").unwrap(), l16(8000));
+        assert_eq!(
+            with("audio/x-mulaw", "\"8000\"", "\"8\"").unwrap(),
+            AudioCodec::Mulaw
+        );
+        for (enc, rate, bits) in [
+            ("audio/x-raw", "\"8000\"", "\"8\""),
+            ("audio/x-raw", "\"44100\"", "\"16\""),
+            ("audio/ogg", "\"8000\"", "\"16\""),
+        ] {
+            assert!(
+                matches!(with(enc, rate, bits), Err(WireError::UnsupportedCodec(_))),
+                "{enc} {rate} {bits}"
+            );
+        }
+        assert!(matches!(
+            with("audio/x-raw", "\"fast\"", "\"16\""),
+            Err(WireError::Json(_))
+        ));
+        // No media_format: the default, 16-bit PCM at 8 kHz; the stream sid from the top level.
+        let bare = r#"{"event":"start","stream_sid":"S9","start":{"call_sid":"C"}}"#;
+        let Inbound::Start(s) = ExotelCodec::new().parse(Msg::Text(bare)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((s.codec, s.stream_id.as_str()), (PCM8K, "S9"));
+        assert_eq!(chunk_bytes(PCM8K), 3200);
+        assert_eq!(chunk_bytes(l16(16000)), 3200);
+        assert_eq!(chunk_bytes(l16(24000)), 4800);
+        assert_eq!(chunk_bytes(AudioCodec::Mulaw), 3200);
+    }
+
+    #[test]
+    fn writes_chunks_of_at_least_3200_bytes() {
+        let mut codec = ExotelCodec::new();
+        codec.parse(Msg::Text(DOC_START)).unwrap();
+        let mut out = OutMsgs::new();
+        // 20 ms frames of 16-bit PCM at 8 kHz: nothing until 3200 bytes (10 frames).
+        let frame: Vec<u8> = (0..320u32).map(|i| i as u8).collect();
+        for _ in 0..9 {
+            codec.write_media(&frame, &mut out);
+        }
+        assert!(out.is_empty());
+        codec.write_media(&frame, &mut out);
+        let msgs = json_texts(&out);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0]["event"], "media");
+        assert_eq!(msgs[0]["stream_sid"], "MZ...");
+        assert_eq!(msgs[0]["streamSid"], "MZ...");
+        let sent = b64(&msgs[0]["media"]["payload"]);
+        assert_eq!(sent.len(), 3200);
+        assert_eq!(&sent[..320], &frame[..]);
+        out.clear();
+
+        // A mark flushes what is held, padded with silence to a whole chunk, then follows it.
+        codec.write_media(&frame[..100], &mut out);
+        codec.write_mark("s1end", &mut out);
+        let msgs = json_texts(&out);
+        assert_eq!(msgs.len(), 2);
+        let sent = b64(&msgs[0]["media"]["payload"]);
+        assert_eq!(sent.len(), 3200);
+        assert_eq!(&sent[..100], &frame[..100]);
+        assert!(sent[100..].iter().all(|&b| b == 0));
+        assert_eq!(
+            msgs[1],
+            serde_json::json!({"event": "mark", "stream_sid": "MZ...", "streamSid": "MZ...", "mark": {"name": "s1end"}})
+        );
+        out.clear();
+
+        // A clear drops what is held.
+        codec.write_media(&frame, &mut out);
+        codec.write_clear(&mut out);
+        codec.flush(&mut out);
+        let msgs = json_texts(&out);
+        assert_eq!(
+            msgs,
+            [serde_json::json!({"event": "clear", "stream_sid": "MZ...", "streamSid": "MZ..."})]
+        );
+        out.clear();
+
+        // A large write leaves as several whole chunks and a held remainder.
+        codec.write_media(&vec![1u8; 10_000], &mut out);
+        let sizes: Vec<usize> = json_texts(&out)
+            .iter()
+            .map(|m| b64(&m["media"]["payload"]).len())
+            .collect();
+        assert_eq!(sizes, [3200, 3200, 3200]);
+        assert!(sizes.iter().all(|s| s % CHUNK_MULTIPLE == 0));
+        out.clear();
+        codec.flush(&mut out);
+        assert_eq!(b64(&json_texts(&out)[0]["media"]["payload"]).len(), 3200);
+
+        // µ-law pads with µ-law silence.
+        let mut codec = ExotelCodec::new();
+        let mulaw = DOC_START.replace("audio/x-raw", "audio/x-mulaw");
+        codec.parse(Msg::Text(&mulaw)).unwrap();
+        out.clear();
+        codec.write_media(&[0x00; 160], &mut out);
+        codec.flush(&mut out);
+        let sent = b64(&json_texts(&out)[0]["media"]["payload"]);
+        assert_eq!(sent.len(), 3200);
+        assert!(sent[160..].iter().all(|&b| b == 0xFF));
+        assert!(codec.echoes_marks());
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        let mut codec = ExotelCodec::new();
+        for bad in [
+            r#"{"event":"start"}"#,
+            r#"{"event":"start","start":{"call_sid":"C"}}"#,
+            r#"{"event":"start","start":{"stream_sid":"S"}}"#,
+            r#"{"event":"start","start":{"stream_sid":"S","call_sid":"C","custom_parameters":[1]}}"#,
+            r#"{"event":"media","media":{"timestamp":"200"}}"#,
+            r#"{"event":"media","media":{"payload":"AA==","timestamp":"-5"}}"#,
+            r#"{"event":"dtmf","dtmf":{"duration":"100"}}"#,
+            r#"{"event":"mark","mark":{"name":null}}"#,
+            r#"{"event":"mark","mark":"s1"}"#,
+        ] {
+            assert!(codec.parse(Msg::Text(bad)).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            codec.parse(Msg::Binary(&[0; 3200])),
+            Err(WireError::Unexpected(_))
+        ));
+    }
+}

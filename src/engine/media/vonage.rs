@@ -202,3 +202,203 @@ impl CarrierCodec for VonageCodec {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::media::MAX_MESSAGE_BYTES;
+
+    /// The doc's first message (§4.2) with the NCCO headers of §4.1 flattened into it.
+    const DOC_CONNECTED: &str = r#"{"event":"websocket:connected","content-type":"audio/l16;rate=16000","tenantId":"t_123","caller":"+447700900001"}"#;
+
+    fn connected(codec: &mut VonageCodec, rate: u32) -> Box<StreamStart> {
+        let text = DOC_CONNECTED.replace("16000", &rate.to_string());
+        match codec.parse(Msg::Text(&text)).unwrap() {
+            Inbound::Start(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_doc_samples() {
+        let mut codec = VonageCodec::new();
+        assert_eq!(codec.carrier(), Carrier::Vonage);
+        let start = connected(&mut codec, 16000);
+        let l16 = AudioCodec::L16 {
+            rate: 16000,
+            order: ByteOrder::Little,
+        };
+        assert_eq!((start.codec, start.outbound_codec), (l16, l16));
+        assert_eq!(start.stream_id, "");
+        assert_eq!(start.call_id, None);
+        assert_eq!(
+            start.custom_parameters.into_iter().collect::<Vec<_>>(),
+            [
+                ("caller".to_string(), "+447700900001".to_string()),
+                ("tenantId".into(), "t_123".into())
+            ]
+        );
+        let frame = [7u8; 640];
+        assert_eq!(
+            codec.parse(Msg::Binary(&frame)).unwrap(),
+            Inbound::Media {
+                payload: Payload::Raw(&frame),
+                timestamp_ms: None,
+                chunk: None
+            }
+        );
+        for dtmf in [
+            r#"{"event":"websocket:dtmf","digit":"5","duration":260}"#,
+            r#"{"event":"websocket:dtmf","dtmf":"5"}"#,
+            r#"{"event":"websocket:dtmf","dtmf":5}"#,
+            r#"{"event":"websocket:dtmf","dtmf":{"digit":"5","duration":260}}"#,
+            r#"{"event":"websocket:dtmf","dtmf":{"digits":"5"}}"#,
+        ] {
+            assert_eq!(
+                codec.parse(Msg::Text(dtmf)).unwrap(),
+                Inbound::Dtmf('5'),
+                "{dtmf}"
+            );
+        }
+        assert_eq!(
+            codec
+                .parse(Msg::Text(r##"{"event":"websocket:dtmf","digit":"#"}"##))
+                .unwrap(),
+            Inbound::Dtmf('#')
+        );
+        assert_eq!(
+            codec
+                .parse(Msg::Text(r#"{"event":"websocket:cleared"}"#))
+                .unwrap(),
+            Inbound::Cleared
+        );
+        assert_eq!(
+            codec
+                .parse(Msg::Text(
+                    r#"{"event":"websocket:notify","payload":{"a":1}}"#
+                ))
+                .unwrap(),
+            Inbound::Ignored(Cow::Borrowed("websocket:notify"))
+        );
+    }
+
+    #[test]
+    fn binary_frames_must_be_one_20ms_frame() {
+        for (rate, size) in [(8000, 320usize), (16000, 640), (24000, 960)] {
+            let mut codec = VonageCodec::new();
+            assert!(matches!(
+                codec.parse(Msg::Binary(&vec![0; size])),
+                Err(WireError::Unexpected(_))
+            ));
+            connected(&mut codec, rate);
+            assert!(codec.parse(Msg::Binary(&vec![0; size])).is_ok());
+            for wrong in [0, 1, size - 1, size + 1, size - 2, 2 * size, 64 * 1024] {
+                match codec.parse(Msg::Binary(&vec![0; wrong])) {
+                    Err(WireError::FrameSize { len, expected }) => {
+                        assert_eq!((len, expected), (wrong, size));
+                    }
+                    other => panic!("{rate} Hz, {wrong} bytes: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        for bad in [
+            r#"{"event":"websocket:connected","content-type":"audio/l16;rate=44100"}"#,
+            r#"{"event":"websocket:connected","content-type":"audio/l16;rate=48000"}"#,
+            r#"{"event":"websocket:connected","content-type":"audio/pcmu"}"#,
+            r#"{"event":"websocket:connected","content-type":"audio/ogg"}"#,
+        ] {
+            assert!(
+                matches!(
+                    VonageCodec::new().parse(Msg::Text(bad)),
+                    Err(WireError::UnsupportedCodec(_))
+                ),
+                "{bad}"
+            );
+        }
+        for bad in [
+            r#"{"event":"websocket:connected"}"#,
+            r#"{"event":"websocket:connected","content-type":16000}"#,
+            r#"{"event":"websocket:connected","content-type":"audio/l16;rate=x"}"#,
+        ] {
+            assert!(VonageCodec::new().parse(Msg::Text(bad)).is_err(), "{bad}");
+        }
+        // No rate: 16 kHz.
+        let text = r#"{"event":"websocket:connected","content-type":"audio/L16"}"#;
+        let Inbound::Start(s) = VonageCodec::new().parse(Msg::Text(text)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.codec.sample_rate(), 16000);
+    }
+
+    #[test]
+    fn writes_exact_frames_and_no_marks() {
+        let mut codec = VonageCodec::new();
+        connected(&mut codec, 16000);
+        assert!(!codec.echoes_marks());
+        let mut out = OutMsgs::new();
+        let audio: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        codec.write_media(&audio, &mut out);
+        assert_eq!(out.iter().collect::<Vec<_>>(), [Msg::Binary(&audio[..640])]);
+        out.clear();
+        // The mark writes nothing but flushes the partial frame, padded with silence.
+        codec.write_mark("s1end", &mut out);
+        let msgs: Vec<_> = out.iter().collect();
+        assert_eq!(msgs.len(), 1);
+        let Msg::Binary(frame) = msgs[0] else {
+            panic!()
+        };
+        assert_eq!(frame.len(), 640);
+        assert_eq!(&frame[..360], &audio[640..]);
+        assert!(frame[360..].iter().all(|&b| b == 0));
+        out.clear();
+        codec.flush(&mut out);
+        assert!(out.is_empty());
+        // A clear drops what is held and tells Vonage.
+        codec.write_media(&audio[..100], &mut out);
+        assert!(out.is_empty());
+        codec.write_clear(&mut out);
+        assert_eq!(
+            out.iter().collect::<Vec<_>>(),
+            [Msg::Text(r#"{"action":"clear"}"#)]
+        );
+        out.clear();
+        codec.flush(&mut out);
+        assert!(out.is_empty());
+        // 8 kHz streams get 320-byte frames back.
+        let mut codec = VonageCodec::new();
+        connected(&mut codec, 8000);
+        codec.write_media(&[1; 640], &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|m| m == Msg::Binary(&[1; 320])));
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        let mut codec = VonageCodec::new();
+        connected(&mut codec, 16000);
+        for bad in [
+            "",
+            "{",
+            "[]",
+            "{}",
+            r#"{"event":null}"#,
+            r#"{"event":"websocket:dtmf"}"#,
+            r#"{"event":"websocket:dtmf","digit":"55"}"#,
+            r#"{"event":"websocket:dtmf","digit":"x"}"#,
+            r#"{"event":"websocket:dtmf","digit":12}"#,
+            r#"{"event":"websocket:dtmf","digit":true}"#,
+            r#"{"event":"websocket:dtmf","dtmf":{}}"#,
+        ] {
+            assert!(codec.parse(Msg::Text(bad)).is_err(), "{bad}");
+        }
+        let huge = format!(r#"{{"event":"x","y":"{}"}}"#, "a".repeat(MAX_MESSAGE_BYTES));
+        assert!(matches!(
+            codec.parse(Msg::Text(&huge)),
+            Err(WireError::TooLarge)
+        ));
+    }
+}
