@@ -165,7 +165,7 @@ pub enum AudioError {
 /// The decimation/interpolation factor for L16 at `rate`.
 fn l16_factor(rate: u32) -> Result<usize, AudioError> {
     let factor = (rate / 8000) as usize;
-    if rate % 8000 == 0 && matches!(factor, 1 | 2 | 3 | 4 | 6) {
+    if rate.is_multiple_of(8000) && matches!(factor, 1 | 2 | 3 | 4 | 6) {
         Ok(factor)
     } else {
         Err(AudioError::Unsupported(Unsupported::L16Rate(rate)))
@@ -264,7 +264,7 @@ impl InboundTranscoder {
             InState::Mulaw => out.extend_from_slice(payload),
             InState::Alaw => out.extend(payload.iter().map(|&b| ALAW_TO_ULAW[b as usize])),
             InState::L16 { order, down } => {
-                if payload.len() % 2 != 0 {
+                if !payload.len().is_multiple_of(2) {
                     return Err(AudioError::OddLength(payload.len()));
                 }
                 let order = *order;
