@@ -1,29 +1,19 @@
 //! Carrier media-stream wire formats ⇄ typed events. Parse and serialise only: no I/O, no clock,
-//! no policy. One sans-IO codec per carrier (`docs/telephony-protocols.md`), all behind
-//! [`CarrierCodec`]; [`Codec`] holds any of them without boxing.
+//! no policy. One sans-IO codec per carrier (`docs/telephony-protocols.md`) behind
+//! [`CarrierCodec`]; [`Codec`] holds any of them by value (no `dyn`, no box per call). Turning the
+//! carrier's audio into the engine's µ-law 8 kHz and back is not the codec's job but the
+//! transcoders' ([`InboundTranscoder`], [`OutboundTranscoder`]): the wire format and the audio
+//! format vary independently (Telnyx's two directions can even differ).
 //!
-//! How a driver uses it, per call:
-//!
-//! 1. `let mut codec = Codec::new(carrier)`; feed every WebSocket message to
-//!    [`CarrierCodec::parse`] as a [`Msg`]. An `Err` is a protocol violation (end the session);
-//!    [`Inbound::Ignored`] is an event this code does not need.
-//! 2. On [`Inbound::Start`], check the stream belongs to a call you accepted (its
-//!    `custom_parameters`, `call_id`), then build an [`InboundTranscoder`] for `start.codec`
-//!    and an [`OutboundTranscoder`] for `start.outbound_codec` (both are known to be supported:
-//!    the codec rejects a start it could not serve with [`WireError::UnsupportedCodec`]). Drop
-//!    media that comes before `Start`.
-//! 3. On [`Inbound::Media`], [`Payload::bytes`] into a reused buffer, transcode to µ-law 8 kHz
-//!    and hand it to the engine in slices of at most 160 bytes (20 ms), advancing
-//!    `timestamp_ms` by 20 per slice. [`Inbound::Mark`], [`Inbound::Dtmf`] and
-//!    [`Inbound::Stop`] map to the engine's inputs of the same name.
-//! 4. For the engine's output: transcode each µ-law frame with the outbound transcoder, then
-//!    [`CarrierCodec::write_media`]; [`CarrierCodec::write_mark`] and
-//!    [`CarrierCodec::write_clear`] (also reset the outbound transcoder) for marks and clears.
-//!    Writers append zero or more messages to an [`OutMsgs`]: send each of `out.iter()` in
-//!    order, then `out.clear()`. Some carriers batch audio into larger messages (Exotel) or
-//!    exact 20 ms frames (Vonage); a mark flushes what is held back.
-//! 5. If [`CarrierCodec::echoes_marks`] is false (Vonage), no mark will ever come back: the engine
-//!    must run on its own play-out clock from the start instead of waiting for echoes.
+//! How a driver uses it, per call: `Codec::new(carrier)`, then [`CarrierCodec::parse`] every
+//! socket message (`Err` = protocol violation: end the session). On [`Inbound::Start`], check the
+//! stream's `custom_parameters`/`call_id` and build the two transcoders from `start.codec` and
+//! `start.outbound_codec` (a start whose codecs this build cannot serve is already an `Err`); drop
+//! media before it. On [`Inbound::Media`]: [`Payload::bytes`] into a reused buffer, transcode, and
+//! feed the engine at most 160 bytes (20 ms) per input. Engine output: transcode each frame, then
+//! `write_media` / `write_mark` / `write_clear` into an [`OutMsgs`], send its messages in order
+//! and clear it. If [`CarrierCodec::echoes_marks`] is false (Vonage), the engine must time
+//! playback with its own clock from the start.
 
 pub mod exotel;
 pub mod plivo;
@@ -189,6 +179,7 @@ pub enum Inbound<'a> {
     /// The socket is up; the stream's format comes with [`Inbound::Start`].
     Connected,
     /// Once per stream (Vonage: its `websocket:connected` message, which carries the format).
+    /// Boxed so that the `Inbound` of every media message stays small.
     Start(Box<StreamStart>),
     /// Caller audio in `start.codec`.
     Media {
