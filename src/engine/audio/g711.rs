@@ -1,4 +1,5 @@
-//! G.711 µ-law (PCMU), the codec of every carrier media stream.
+//! G.711 µ-law (PCMU), the codec of every carrier media stream, and A-law (PCMA), which Telnyx and
+//! SignalWire can send instead.
 //!
 //! Decoding is a 256-entry table computed at compile time; it is bit-identical to SoX and to the
 //! ITU-T G.711 reference (`0x00` → -32124, `0x80` → 32124, `0xFF` and `0x7F` → 0). Encoding is the
@@ -6,6 +7,11 @@
 //! SoX does, done with bit operations: bit-identical to `sox -D` for all 65536 inputs, and
 //! `ulaw_encode(ulaw_decode(b)) == b` for every code word except the "negative zero" `0x7F`,
 //! which encodes back to `0xFF`.
+//!
+//! A-law is the same construction on 13 bits (G.711 §A): decoding is a compile-time table
+//! (`0xD5` → 8, `0x55` → -8, `0xAA` → 32256), encoding rounds to 13 bits and clips as SoX does;
+//! both are bit-identical to SoX, and every A-law code word round-trips. [`ULAW_TO_ALAW`] and
+//! [`ALAW_TO_ULAW`] transcode through the linear value, one table look-up per sample.
 
 /// µ-law bias, in 16-bit sample units.
 const BIAS: i32 = 0x84;
@@ -45,7 +51,7 @@ pub fn ulaw_decode(b: u8) -> i16 {
 
 /// Encodes one linear 16-bit sample as µ-law.
 #[inline]
-pub fn ulaw_encode(s: i16) -> u8 {
+pub const fn ulaw_encode(s: i16) -> u8 {
     // Round to 14 bits (as SoX does), then sign and magnitude.
     let mut v = ((s as i32) + 2) >> 2;
     let mask: u8 = if v < 0 {
@@ -84,6 +90,96 @@ pub fn encode_into(src: &[i16], dst: &mut [u8]) {
         *d = ulaw_encode(s);
     }
 }
+
+// ---- A-law ------------------------------------------------------------------------------------
+
+const fn alaw_decode_one(a: u8) -> i16 {
+    // Even bits are inverted on the wire.
+    let a = a ^ 0x55;
+    let segment = ((a >> 4) & 0x07) as i32;
+    let mantissa = (a & 0x0F) as i32;
+    // Segment 0 is linear (step 2 in 13-bit units); segment n >= 1 has an implicit leading one
+    // and step 2^n. Values are the segment's mid-points, scaled to 16 bits.
+    let magnitude = if segment == 0 {
+        (mantissa << 4) + 8
+    } else {
+        ((mantissa << 4) + 0x108) << (segment - 1)
+    };
+    if a & 0x80 != 0 {
+        magnitude as i16
+    } else {
+        -magnitude as i16
+    }
+}
+
+/// Encodes one linear 16-bit sample as A-law.
+#[inline]
+pub const fn alaw_encode(s: i16) -> u8 {
+    // Round to 13 bits and clip, as SoX does.
+    let mut v = ((s as i32) + 4) >> 3;
+    if v > 4095 {
+        v = 4095;
+    }
+    let mask: u8 = if v >= 0 {
+        0xD5
+    } else {
+        // One's complement of the magnitude: -1 → 0, -4096 → 4095.
+        v = -v - 1;
+        0x55
+    };
+    // Segment: 0 for v <= 0x1F, then one per doubling, up to 7 for v <= 0xFFF.
+    let segment = 32 - ((v as u32) >> 5).leading_zeros();
+    let mantissa = if segment < 2 {
+        (v >> 1) & 0x0F
+    } else {
+        (v >> segment) & 0x0F
+    };
+    (((segment << 4) as u8) | mantissa as u8) ^ mask
+}
+
+const fn build_alaw_table() -> [i16; 256] {
+    let mut table = [0i16; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = alaw_decode_one(i as u8);
+        i += 1;
+    }
+    table
+}
+
+/// A-law code word → linear 16-bit sample.
+pub static ALAW_TO_LINEAR: [i16; 256] = build_alaw_table();
+
+/// Decodes one A-law byte.
+#[inline]
+pub fn alaw_decode(b: u8) -> i16 {
+    ALAW_TO_LINEAR[b as usize]
+}
+
+const fn build_ulaw_to_alaw() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = alaw_encode(decode_one(i as u8));
+        i += 1;
+    }
+    table
+}
+
+const fn build_alaw_to_ulaw() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = ulaw_encode(alaw_decode_one(i as u8));
+        i += 1;
+    }
+    table
+}
+
+/// µ-law code word → the A-law code word nearest its value.
+pub static ULAW_TO_ALAW: [u8; 256] = build_ulaw_to_alaw();
+/// A-law code word → the µ-law code word nearest its value.
+pub static ALAW_TO_ULAW: [u8; 256] = build_alaw_to_ulaw();
 
 #[cfg(test)]
 mod tests {
@@ -190,5 +286,67 @@ mod tests {
         let mut enc = [0u8; 2];
         encode_into(&[0, 32124, 5], &mut enc);
         assert_eq!(enc, [0xFF, 0x80]);
+    }
+
+    // ---- A-law --------------------------------------------------------------------------------
+
+    #[test]
+    fn alaw_known_values() {
+        assert_eq!(alaw_decode(0xD5), 8);
+        assert_eq!(alaw_decode(0x55), -8);
+        assert_eq!(alaw_decode(0xAA), 32256);
+        assert_eq!(alaw_decode(0x2A), -32256);
+        assert_eq!(alaw_decode(0x80), 5504);
+        assert_eq!(alaw_decode(0x00), -5504);
+        assert_eq!(alaw_encode(0), 0xD5);
+        assert_eq!(alaw_encode(-8), 0x55);
+        assert_eq!(alaw_encode(-1), 0xD5); // rounds to zero on 13 bits
+        assert_eq!(alaw_encode(i16::MAX), 0xAA);
+        assert_eq!(alaw_encode(i16::MIN), 0x2A);
+    }
+
+    /// Checksums of SoX 14.4's output: bytes `0..=255` decoded by
+    /// `sox -t raw -e a-law -b 8 all.al -e signed -b 16 -L all.s16`; the ramp -32768..=32767
+    /// encoded by `sox -D -e signed -b 16 -L ramp.s16 -e a-law ramp.al`.
+    #[test]
+    fn alaw_bit_identical_to_sox() {
+        let table = fnv1a(ALAW_TO_LINEAR.iter().flat_map(|x| x.to_le_bytes()));
+        assert_eq!(table, 0x693a_40ca_62a3_d2a5);
+        let abs: i64 = ALAW_TO_LINEAR.iter().map(|&x| (x as i64).abs()).sum();
+        assert_eq!(abs, 1_564_672);
+        let encoded = fnv1a((i16::MIN..=i16::MAX).map(alaw_encode));
+        assert_eq!(encoded, 0xb3b7_55e1_69a3_5e25);
+    }
+
+    #[test]
+    fn alaw_code_words_round_trip_and_are_monotonic() {
+        for b in 0u8..=255 {
+            assert_eq!(alaw_encode(alaw_decode(b)), b, "code {b:#04x}");
+            // The sign bit (after un-inverting) is the top bit: 1 positive, 0 negative.
+            assert_eq!(alaw_decode(b), -alaw_decode(b ^ 0x80));
+        }
+        // Sorted by value, the code words of each sign rise with their un-inverted magnitude.
+        for m in 0u8..0x7F {
+            let (a, b) = ((m ^ 0x55) | 0x80, ((m + 1) ^ 0x55) | 0x80);
+            assert!(alaw_decode(a) < alaw_decode(b), "{a:#04x} {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn transcoding_tables_go_through_the_linear_value() {
+        for b in 0u8..=255 {
+            assert_eq!(ULAW_TO_ALAW[b as usize], alaw_encode(ulaw_decode(b)));
+            assert_eq!(ALAW_TO_ULAW[b as usize], ulaw_encode(alaw_decode(b)));
+            // µ-law → A-law → µ-law stays within one quantisation step of the original.
+            let back = ulaw_decode(ALAW_TO_ULAW[ULAW_TO_ALAW[b as usize] as usize]) as i32;
+            let orig = ulaw_decode(b) as i32;
+            assert!(
+                (back - orig).abs() <= (orig.abs() / 8).max(16),
+                "{b:#04x}: {orig} -> {back}"
+            );
+        }
+        // Silence maps to silence.
+        assert_eq!(ULAW_TO_ALAW[0xFF], 0xD5);
+        assert_eq!(ALAW_TO_ULAW[0xD5], 0xFE);
     }
 }

@@ -1,7 +1,8 @@
 //! Twilio Media Streams (bidirectional `<Connect><Stream>`), docs/telephony-protocols.md §1.4-1.6.
 //!
 //! Server side: [`parse`] what Twilio sends, [`write_media`], [`write_mark`], [`write_clear`] what
-//! the server sends. Carrier side (tests, simulator, load generator): the `write_connected` ..
+//! the server sends; [`TwilioCodec`] puts them behind the carrier-neutral
+//! [`super::CarrierCodec`]. Carrier side (tests, simulator, load generator): the `write_connected` ..
 //! `write_stop` helpers and [`parse_outbound`].
 //!
 //! Parsing is lenient where carriers differ (counters as strings or numbers, unknown events,
@@ -13,43 +14,22 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 
 use base64::Engine as _;
-use base64::engine::DecodePaddingMode;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 
-use super::push_json_str;
-
-/// Largest decoded media payload accepted (64 KiB, about 8 s of µ-law).
-pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
-/// Largest message text accepted by [`parse`] and [`parse_outbound`].
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+use super::wire::shown;
+pub use super::wire::{MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, WireError, decode_payload};
+use super::wire::{
+    borrowed_or_owned, lenient_digit, lenient_u64, push_json_str, push_str_field,
+    push_u64_str_field, string_map, unknown_event,
+};
+use super::{AudioCodec, Carrier, CarrierCodec, Msg, OutMsgs, Payload, StreamStart, check_codecs};
 
 /// Twilio's `start.mediaFormat.encoding` for µ-law.
 pub const ENCODING_MULAW: &str = "audio/x-mulaw";
-
-/// Why a message was rejected. Never contains audio.
-#[derive(Debug, thiserror::Error)]
-pub enum WireError {
-    /// Not JSON, or JSON of the wrong shape.
-    #[error("malformed message: {0}")]
-    Json(#[from] serde_json::Error),
-    /// A field this event requires is absent.
-    #[error("missing field `{0}`")]
-    MissingField(&'static str),
-    /// The media payload is not valid base64.
-    #[error("media payload is not valid base64")]
-    BadBase64,
-    /// A field is present but its value is unusable.
-    #[error("bad value for `{0}`")]
-    BadValue(&'static str),
-    /// The message or its decoded payload exceeds the size limit.
-    #[error("message too large")]
-    TooLarge,
-}
 
 /// The `start` message: who the stream belongs to and its audio format.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -214,13 +194,6 @@ struct RawOutbound<'a> {
     mark: Option<RawMark<'a>>,
 }
 
-/// Just the discriminator, to classify messages whose body does not parse.
-#[derive(Deserialize)]
-struct EventOnly<'a> {
-    #[serde(borrow)]
-    event: &'a str,
-}
-
 const INBOUND_EVENTS: [&str; 6] = ["connected", "start", "media", "dtmf", "mark", "stop"];
 const OUTBOUND_EVENTS: [&str; 3] = ["media", "mark", "clear"];
 
@@ -258,19 +231,7 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, WireError> {
                 .map_err(|_| WireError::BadValue("start.mediaFormat.sampleRate"))?;
             let channels = u32::try_from(channels.unwrap_or(1))
                 .map_err(|_| WireError::BadValue("start.mediaFormat.channels"))?;
-            let custom_parameters = start
-                .custom_parameters
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        serde_json::Value::String(s) => s,
-                        serde_json::Value::Null => String::new(),
-                        other => other.to_string(),
-                    };
-                    (k, v)
-                })
-                .collect();
+            let custom_parameters = string_map(start.custom_parameters.unwrap_or_default());
             Ok(Inbound::Start(StartInfo {
                 stream_sid,
                 call_sid,
@@ -345,176 +306,8 @@ pub fn parse_outbound(text: &str) -> Result<Outbound<'_>, WireError> {
     }
 }
 
-/// The full parse failed. If the text is an object whose event this code does not know, the
-/// shape of its body is none of our business: return the event name (reported as `Unknown`).
-fn unknown_event<'a>(
-    text: &'a str,
-    known: &[&str],
-    err: serde_json::Error,
-) -> Result<&'a str, WireError> {
-    match serde_json::from_str::<EventOnly<'a>>(text) {
-        Ok(e) if !known.contains(&e.event) => Ok(e.event),
-        _ => Err(WireError::Json(err)),
-    }
-}
-
-/// Decodes a base64 media payload into `out` (cleared first; no allocation once `out` has
-/// grown to the payload size). Rejects bad base64 and payloads over [`MAX_PAYLOAD_BYTES`].
-pub fn decode_payload(b64: &str, out: &mut Vec<u8>) -> Result<(), WireError> {
-    out.clear();
-    // 4 characters per 3 bytes, padded.
-    if b64.len() > MAX_PAYLOAD_BYTES.div_ceil(3) * 4 {
-        return Err(WireError::TooLarge);
-    }
-    if LENIENT_B64.decode_vec(b64.as_bytes(), out).is_err() {
-        out.clear();
-        return Err(WireError::BadBase64);
-    }
-    if out.len() > MAX_PAYLOAD_BYTES {
-        out.clear();
-        return Err(WireError::TooLarge);
-    }
-    Ok(())
-}
-
-/// Standard alphabet; padding optional on input (some carriers and tools omit it).
-const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-// ---------------------------------------------------------------------------------------------
-// Lenient scalars: Twilio sends counters as strings, other carriers as numbers.
-
-fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<u64>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a non-negative integer, as a number or a string")
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-            d.deserialize_any(V)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u64::try_from(v)
-                .map(Some)
-                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            if v.fract() == 0.0 && (0.0..9.0e15).contains(&v) {
-                Ok(Some(v as u64))
-            } else {
-                Err(E::invalid_value(de::Unexpected::Float(v), &self))
-            }
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            v.trim()
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
-        }
-    }
-    d.deserialize_option(V)
-}
-
-/// `Option<Cow<str>>` that borrows when the JSON string has no escapes (serde's own `Cow`
-/// impl always allocates when wrapped in `Option`).
-fn borrowed_or_owned<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<Cow<'de, str>>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-            d.deserialize_str(V)
-        }
-        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Borrowed(v)))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v.to_owned())))
-        }
-    }
-    d.deserialize_option(V)
-}
-
-fn lenient_digit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<char>, D::Error> {
-    struct V;
-    impl V {
-        fn check<E: de::Error>(c: char) -> Result<Option<char>, E> {
-            let c = c.to_ascii_uppercase();
-            if c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D') {
-                Ok(Some(c))
-            } else {
-                Err(E::invalid_value(de::Unexpected::Char(c), &"a DTMF digit"))
-            }
-        }
-    }
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<char>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a DTMF digit: 0-9, *, #, A-D")
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-            d.deserialize_any(V)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            match char::from_digit(v.min(10) as u32, 10) {
-                Some(c) => Ok(Some(c)),
-                None => Err(E::invalid_value(de::Unexpected::Unsigned(v), &self)),
-            }
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            let mut chars = v.chars();
-            match (chars.next(), chars.next()) {
-                (Some(c), None) => Self::check(c),
-                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
-            }
-        }
-    }
-    d.deserialize_option(V)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Writing. Every function appends to `out`, a reusable buffer: no allocation once it is warm.
-
-fn push_str_field(out: &mut String, key: &str, value: &str) {
-    out.push('"');
-    out.push_str(key);
-    out.push_str("\":\"");
-    push_json_str(out, value);
-    out.push('"');
-}
-
-fn push_u64_str_field(out: &mut String, key: &str, value: u64) {
-    out.push('"');
-    out.push_str(key);
-    // Writing to a String cannot fail.
-    let _ = write!(out, "\":\"{value}\"");
-}
 
 /// Server → Twilio: agent audio (raw µ-law, no header).
 pub fn write_media(stream_sid: &str, mulaw: &[u8], out: &mut String) {
@@ -650,6 +443,132 @@ pub fn write_stop(
     out.push_str("},");
     push_str_field(out, "streamSid", stream_sid);
     out.push('}');
+}
+
+// ---------------------------------------------------------------------------------------------
+// The carrier-neutral interface ([`super::CarrierCodec`]), shared with SignalWire.
+
+/// Twilio behind [`CarrierCodec`]: [`parse`] and the writers above, with the stream sid from
+/// `start`. Marks are echoed when played, and all pending marks on `clear`.
+#[derive(Debug, Default)]
+pub struct TwilioCodec {
+    stream: TwilioLikeStream,
+}
+
+impl TwilioCodec {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl CarrierCodec for TwilioCodec {
+    fn carrier(&self) -> Carrier {
+        Carrier::Twilio
+    }
+    fn parse<'a>(&mut self, msg: Msg<'a>) -> Result<super::Inbound<'a>, WireError> {
+        self.stream.parse(Carrier::Twilio, msg, twilio_codec)
+    }
+    fn write_media(&mut self, audio: &[u8], out: &mut OutMsgs) {
+        self.stream.write_media(audio, out);
+    }
+    fn write_mark(&mut self, name: &str, out: &mut OutMsgs) {
+        self.stream.write_mark(name, out);
+    }
+    fn write_clear(&mut self, out: &mut OutMsgs) {
+        self.stream.write_clear(out);
+    }
+    fn echoes_marks(&self) -> bool {
+        true
+    }
+}
+
+/// Twilio sends µ-law 8 kHz mono and nothing else.
+fn twilio_codec(info: &StartInfo) -> Result<AudioCodec, WireError> {
+    if info.is_mulaw_8k_mono() {
+        Ok(AudioCodec::Mulaw)
+    } else {
+        Err(WireError::unsupported(format_args!(
+            "{} at {} Hz, {} channel(s) (Twilio streams are audio/x-mulaw, 8000 Hz, mono)",
+            shown(&info.encoding),
+            info.sample_rate,
+            info.channels
+        )))
+    }
+}
+
+/// The per-call state of a Twilio-protocol stream (Twilio, SignalWire).
+#[derive(Debug, Default)]
+pub(super) struct TwilioLikeStream {
+    stream_sid: String,
+    started: bool,
+}
+
+impl TwilioLikeStream {
+    /// Parses with [`parse`] and maps to the carrier-neutral events; `codec_of` reads the start's
+    /// media format.
+    pub(super) fn parse<'a>(
+        &mut self,
+        carrier: Carrier,
+        msg: Msg<'a>,
+        codec_of: fn(&StartInfo) -> Result<AudioCodec, WireError>,
+    ) -> Result<super::Inbound<'a>, WireError> {
+        let Msg::Text(text) = msg else {
+            return Err(WireError::Unexpected("binary message on a JSON stream"));
+        };
+        Ok(match parse(text)? {
+            Inbound::Connected { .. } => super::Inbound::Connected,
+            Inbound::Start(info) => {
+                let codec = codec_of(&info)?;
+                check_codecs(codec, codec)?;
+                if !self.started {
+                    self.started = true;
+                    self.stream_sid.clone_from(&info.stream_sid);
+                }
+                super::Inbound::Start(Box::new(StreamStart {
+                    carrier,
+                    stream_id: info.stream_sid,
+                    call_id: Some(info.call_sid),
+                    account_id: Some(info.account_sid).filter(|a| !a.is_empty()),
+                    from: None,
+                    to: None,
+                    codec,
+                    outbound_codec: codec,
+                    custom_parameters: info.custom_parameters,
+                }))
+            }
+            // A unidirectional both-tracks fork also carries the agent's audio: not the caller's.
+            Inbound::Media {
+                track: Some("outbound"),
+                ..
+            } => super::Inbound::Ignored(Cow::Borrowed("media (outbound track)")),
+            Inbound::Media {
+                chunk,
+                timestamp_ms,
+                payload,
+                ..
+            } => super::Inbound::Media {
+                payload: Payload::Base64(Cow::Borrowed(payload)),
+                timestamp_ms,
+                chunk,
+            },
+            Inbound::Dtmf { digit, .. } => super::Inbound::Dtmf(digit),
+            Inbound::Mark { name } => super::Inbound::Mark(Cow::Borrowed(name)),
+            Inbound::Stop { .. } => super::Inbound::Stop,
+            Inbound::Unknown { event } => super::Inbound::Ignored(Cow::Borrowed(event)),
+        })
+    }
+
+    pub(super) fn write_media(&self, audio: &[u8], out: &mut OutMsgs) {
+        out.push_text(|s| write_media(&self.stream_sid, audio, s));
+    }
+
+    pub(super) fn write_mark(&self, name: &str, out: &mut OutMsgs) {
+        out.push_text(|s| write_mark(&self.stream_sid, name, s));
+    }
+
+    pub(super) fn write_clear(&self, out: &mut OutMsgs) {
+        out.push_text(|s| write_clear(&self.stream_sid, s));
+    }
 }
 
 #[cfg(test)]
@@ -1128,5 +1047,123 @@ mod tests {
             write_inbound_media(SID, i, i, i * 20, &[0xFF; 160], &mut out);
         }
         assert_eq!(out.capacity(), cap);
+    }
+
+    // ---- TwilioCodec: the same protocol behind the carrier-neutral interface ------------------
+
+    #[test]
+    fn codec_parses_the_doc_samples() {
+        use crate::engine::media::Inbound as In;
+        let mut codec = TwilioCodec::new();
+        assert_eq!(codec.carrier(), Carrier::Twilio);
+        assert_eq!(
+            codec.parse(Msg::Text(DOC_CONNECTED)).unwrap(),
+            In::Connected
+        );
+        let In::Start(start) = codec.parse(Msg::Text(DOC_START)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(start.carrier, Carrier::Twilio);
+        assert_eq!(start.stream_id, SID);
+        assert_eq!(
+            start.call_id.as_deref(),
+            Some("CAXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX")
+        );
+        assert_eq!(
+            start.account_id.as_deref(),
+            Some("ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX")
+        );
+        assert_eq!(
+            (start.codec, start.outbound_codec),
+            (AudioCodec::Mulaw, AudioCodec::Mulaw)
+        );
+        assert_eq!(start.custom_parameters, sample_start().custom_parameters);
+        assert_eq!((start.from.as_deref(), start.to.as_deref()), (None, None));
+
+        let In::Media {
+            payload,
+            timestamp_ms,
+            chunk,
+        } = codec.parse(Msg::Text(DOC_MEDIA)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((timestamp_ms, chunk), (Some(5), Some(2)));
+        // The doc's payload is elided ("..."): not base64.
+        assert_eq!(payload, Payload::Base64(Cow::Borrowed("no+JhoaJjpzS...")));
+        let mut buf = Vec::new();
+        assert!(matches!(payload.bytes(&mut buf), Err(WireError::BadBase64)));
+
+        assert_eq!(codec.parse(Msg::Text(DOC_DTMF)).unwrap(), In::Dtmf('1'));
+        assert_eq!(
+            codec.parse(Msg::Text(DOC_MARK)).unwrap(),
+            In::Mark(Cow::Borrowed("my label"))
+        );
+        assert_eq!(codec.parse(Msg::Text(DOC_STOP)).unwrap(), In::Stop);
+        assert_eq!(
+            codec
+                .parse(Msg::Text(r#"{"event":"transcription"}"#))
+                .unwrap(),
+            In::Ignored(Cow::Borrowed("transcription"))
+        );
+    }
+
+    #[test]
+    fn codec_writes_with_the_stream_sid_from_start() {
+        let mut codec = TwilioCodec::new();
+        codec.parse(Msg::Text(DOC_START)).unwrap();
+        // A second start does not change the stream the writers address.
+        let second = DOC_START.replace(SID, "MZother");
+        codec.parse(Msg::Text(&second)).unwrap();
+        let mut out = OutMsgs::new();
+        codec.write_media(&[0xFF; 160], &mut out);
+        codec.write_mark("s1f10", &mut out);
+        codec.write_clear(&mut out);
+        codec.flush(&mut out);
+        assert!(codec.echoes_marks());
+        let msgs: Vec<serde_json::Value> = out
+            .iter()
+            .map(|m| match m {
+                Msg::Text(t) => serde_json::from_str(t).unwrap(),
+                Msg::Binary(_) => panic!("binary"),
+            })
+            .collect();
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(msgs[0]["event"], "media");
+        assert_eq!(msgs[0]["streamSid"], SID);
+        let mut audio = Vec::new();
+        decode_payload(msgs[0]["media"]["payload"].as_str().unwrap(), &mut audio).unwrap();
+        assert_eq!(audio, [0xFF; 160]);
+        assert_eq!(msgs[1]["mark"]["name"], "s1f10");
+        assert_eq!(msgs[1]["streamSid"], SID);
+        assert_eq!(
+            msgs[2],
+            serde_json::json!({"event": "clear", "streamSid": SID})
+        );
+    }
+
+    #[test]
+    fn codec_refuses_what_twilio_never_sends() {
+        let mut codec = TwilioCodec::new();
+        assert!(matches!(
+            codec.parse(Msg::Binary(&[0; 160])),
+            Err(WireError::Unexpected(_))
+        ));
+        let l16 = DOC_START.replace("audio/x-mulaw", "audio/x-l16");
+        let Err(WireError::UnsupportedCodec(what)) = codec.parse(Msg::Text(&l16)) else {
+            panic!()
+        };
+        assert!(what.contains("audio/x-l16"), "{what}");
+        let stereo = DOC_START.replace("\"channels\": 1", "\"channels\": 2");
+        assert!(matches!(
+            codec.parse(Msg::Text(&stereo)),
+            Err(WireError::UnsupportedCodec(_))
+        ));
+        // The agent's own track on a both-tracks fork is not caller audio.
+        let outbound = DOC_MEDIA.replace("\"track\": \"inbound\"", "\"track\": \"outbound\"");
+        assert!(matches!(
+            codec.parse(Msg::Text(&outbound)).unwrap(),
+            crate::engine::media::Inbound::Ignored(_)
+        ));
     }
 }
