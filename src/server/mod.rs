@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod driver;
 pub mod error;
 pub mod media;
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/twilio/sms", post(twilio::sms_webhook))
         .route("/twilio/media", get(media::twilio_media))
         .merge(api::router())
+        .merge(dashboard::router())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(1024 * 1024))
         .with_state(state)
 }
