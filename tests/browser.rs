@@ -162,8 +162,7 @@ async fn setup(api: &Api, base: &str, admin_key: &str) -> World {
     // The intro is spoken and so lands in the transcript: it carries markup and a script that the
     // page must show as text.
     let phone = unique_phone();
-    let receptionist = api
-        .post(
+    api.post(
             "/api/v1/receptionists",
             json!({
                 "phone_number": phone,
