@@ -104,6 +104,7 @@ impl Harness {
             .settings;
         let call = NewCall {
             id: uuid::Uuid::new_v4().to_string(),
+            carrier: "twilio".into(),
             workspace_id: r["workspace_id"].as_str().unwrap().into(),
             receptionist_id: r["id"].as_str().unwrap().into(),
             call_sid: format!("CA{}", uuid::Uuid::new_v4().simple()),

@@ -473,6 +473,7 @@ async fn call_lifecycle(h: Harness) {
     // A retried webhook (same call SID) maps to the stored call and refreshes its token.
     let retry = NewCall {
         id: uuid::Uuid::new_v4().to_string(),
+        carrier: "twilio".into(),
         token_hash: "hash-2".into(),
         ..call.clone()
     };

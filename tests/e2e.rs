@@ -83,11 +83,256 @@ both_databases!(
     // the voice webhook
     webhook_signatures_and_routing,
     busy_at_max_calls,
+    // after the call
+    after_the_call_texts_confirms_evaluates_ingests_and_tells,
+    // the dashboard's test call
+    browser_call_runs_the_same_engine,
     // the media socket
     broken_sessions_end_alone,
     media_before_start_and_unknown_events,
     start_must_match_an_accepted_call,
 );
+
+/// After a call through the Twilio media path: the confirmation text reaches Twilio's Messages
+/// API, the caller replies YES on the signed SMS webhook, the candidate is confirmed, evaluated,
+/// approved and ingested (invitation by text and email), and every step reaches a webhook
+/// endpoint with a signature the test verifies itself.
+async fn after_the_call_texts_confirms_evaluates_ingests_and_tells(backend: Backend) {
+    let answers = ["my name is john smith", "yes", "three", "no thank you"];
+    run(backend, Setup::scripted(answers), |s| async move {
+        let receiver = common::fakes::WebhookReceiver::start().await;
+        let (status, endpoint) = s
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/webhooks",
+                json!({ "url": format!("{}/hooks", receiver.url), "events": [
+                    "call.ended", "candidate.evaluated", "candidate.approved",
+                    "candidate.rejected", "candidate.ingested", "sms.received"
+                ]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+        let secret = endpoint["secret"].as_str().unwrap().to_string();
+        let (status, interviewer) = s
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/interviewers",
+                json!({ "name": "Warehouse interview", "interview_link": "https://i.example/w" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{interviewer}");
+        let phone = unique_phone();
+        let mut body = fast_receptionist(&phone);
+        body["questions"] = json!([
+            {"text": "Are you at least eighteen years old?", "kind": "yes_no", "expected": "yes", "dealbreaker": true},
+            {"text": "How many years of warehouse experience do you have?", "kind": "number", "expected": ">= 1"}
+        ]);
+        body["score_threshold"] = json!(60);
+        body["interviewer_ids"] = json!([interviewer["id"]]);
+        body["default_interviewer_id"] = interviewer["id"].clone();
+        s.receptionist(body).await;
+
+        let caller = unique_phone();
+        let mut opts = s.sim(
+            &phone,
+            fixtures(&["name.wav", "yes.wav", "number_three.wav", "no_questions.wav"]),
+        );
+        opts.from = caller.clone();
+        let out = simulate_call(opts).await.unwrap();
+        let (_, params) = parse_twiml_stream(&out.twiml).unwrap();
+        let call_id = param(&params, "callId");
+        let call = s.wait_for_end(&call_id).await;
+        assert_eq!(call["end_reason"], "completed", "{}", transcript_text(&call));
+        let candidate_id = call["candidate_id"].as_str().unwrap().to_string();
+
+        // the confirmation text went out through Twilio's Messages API
+        s.twilio.wait_for_messages(1, Duration::from_secs(30)).await;
+        let text = s.twilio.messages()[0].clone();
+        assert_eq!(text.to, caller);
+        assert_eq!(text.from, phone);
+        assert!(text.body.contains("Name: John Smith"), "{}", text.body);
+        assert!(text.body.contains("Reply YES"), "{}", text.body);
+        let path = format!("/api/v1/candidates/{candidate_id}");
+        let (_, c) = s.get(&path).await;
+        assert_eq!(c["status"], "awaiting_confirmation");
+        // the recruiter adds the email the caller gave; the caller confirms
+        let (status, _) = s
+            .send(reqwest::Method::PATCH, &path, json!({ "email": "john@example.com" }))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(s.text(&caller, &phone, "Yes").await, StatusCode::OK);
+
+        s.wait_until("approved and ingested", || async {
+            let (_, c) = s.get(&path).await;
+            c["ingested"]["interviewer_id"] == interviewer["id"]
+        })
+        .await;
+        let (_, c) = s.get(&path).await;
+        assert_eq!(c["status"], "evaluated");
+        assert_eq!(c["review"], "approved");
+        assert_eq!(c["evaluations"][0]["score"], 100.0);
+        assert!(c["confirmed_at"].is_string());
+        // the invitation, by text and by email
+        s.twilio.wait_for_messages(2, Duration::from_secs(30)).await;
+        let invitation = s.twilio.messages()[1].clone();
+        assert_eq!(invitation.to, caller);
+        assert!(invitation.body.contains("https://i.example/w"), "{}", invitation.body);
+        s.smtp.wait_for_mails(1, Duration::from_secs(30)).await;
+        let mail = s.smtp.mails()[0].clone();
+        assert!(mail.body().contains("https://i.example/w"), "{}", mail.body());
+        s.wait_until("delivery states are recorded", || async {
+            let (_, c) = s.get(&path).await;
+            c["messages"].as_array().unwrap().iter().filter(|m| m["status"] == "sent").count() == 2
+        })
+        .await;
+
+        // every event, once, signed with the endpoint's secret
+        let expected = ["call.ended", "sms.received", "candidate.evaluated", "candidate.approved", "candidate.ingested"];
+        receiver.wait_for_arrivals(expected.len(), Duration::from_secs(30)).await;
+        let requests = receiver.requests();
+        let mut types = Vec::new();
+        let mut ids = std::collections::HashSet::new();
+        for r in &requests {
+            let header = r.header("x-receptionist-signature").expect("signed");
+            let (t, v1) = parse_signature(header);
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+            assert!((now - t).abs() < 300, "fresh timestamp");
+            use hmac::{Hmac, Mac};
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            mac.update(format!("{t}.{}", r.body).as_bytes());
+            let expected_sig: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(v1, expected_sig, "signature of {}", r.body);
+            let event: Value = serde_json::from_str(&r.body).unwrap();
+            assert!(ids.insert(event["id"].as_str().unwrap().to_string()), "unique ids");
+            assert!(event["created_at"].is_string());
+            types.push(event["type"].as_str().unwrap().to_string());
+            if event["type"] == "candidate.ingested" {
+                assert_eq!(event["data"]["candidate"]["id"], candidate_id.as_str());
+                assert_eq!(event["data"]["interviewer"]["id"], interviewer["id"]);
+            }
+            if event["type"] == "call.ended" {
+                assert_eq!(event["data"]["call_id"], call_id.as_str());
+                assert_eq!(event["data"]["ended_step"], "completed");
+            }
+        }
+        for e in expected {
+            assert_eq!(types.iter().filter(|t| *t == e).count(), 1, "{e} in {types:?}");
+        }
+        let (_, deliveries) = s
+            .get(&format!("/api/v1/webhooks/{}/deliveries", endpoint["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(deliveries["data"].as_array().unwrap().len(), expected.len(), "{deliveries}");
+    })
+    .await;
+}
+
+/// The dashboard's test call: a one-use token from the API, PCM16 over a WebSocket both ways,
+/// marks echoed, live transcript lines, a hang-up, and the call stored like a phone call.
+async fn browser_call_runs_the_same_engine(backend: Backend) {
+    run(backend, Setup::scripted(["my name is john smith"]), |s| async move {
+        let phone = unique_phone();
+        let r = s.receptionist(fast_receptionist(&phone)).await;
+        let path = format!("/api/v1/receptionists/{}/web-calls", r["id"].as_str().unwrap());
+        let (status, created) = s.send(reqwest::Method::POST, &path, json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created["sample_rate"], 8000);
+        let ws_path = created["ws_path"].as_str().unwrap().to_string();
+        assert!(!ws_path.contains(&s.key), "never the API key in a URL");
+        // a wrong token is refused before the upgrade
+        let forged = ws_path.replace(created["token"].as_str().unwrap(), "00");
+        assert!(tokio_tungstenite::connect_async(format!("ws://{}{forged}", s.addr)).await.is_err());
+
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{ws_path}", s.addr))
+            .await
+            .unwrap();
+        let mut started = false;
+        let mut agent_frames = 0usize;
+        let mut caller_heard = None;
+        let mut sent_name = false;
+        let mut last_agent = Instant::now();
+        let name = fixture("name.wav");
+        let mut to_send: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ended = loop {
+            assert!(Instant::now() < deadline, "the browser call never ended");
+            tokio::select! {
+                msg = ws.next() => {
+                    let Some(Ok(msg)) = msg else { panic!("socket closed before `ended`") };
+                    match msg {
+                        Message::Binary(pcm) => {
+                            assert_eq!(pcm.len(), 320, "20 ms of PCM16 at 8 kHz");
+                            agent_frames += 1;
+                            last_agent = Instant::now();
+                        }
+                        Message::Text(text) => {
+                            let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                            match v["type"].as_str().unwrap() {
+                                "started" => {
+                                    started = true;
+                                    assert!(v["call_id"].is_string());
+                                }
+                                // echo each mark as its audio "plays"
+                                "mark" => ws.send(Message::Text(text)).await.unwrap(),
+                                "transcript" if v["speaker"] == "caller" => {
+                                    caller_heard = Some(v["text"].as_str().unwrap().to_string());
+                                    ws.send(Message::Text(r#"{"type":"hangup"}"#.into())).await.unwrap();
+                                }
+                                "transcript" | "clear" => {}
+                                "ended" => break v,
+                                other => panic!("unexpected message {other}: {v}"),
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    // once the agent has asked for the name, say it (20 ms frames, real time)
+                    if !sent_name && agent_frames > 0 && last_agent.elapsed() > Duration::from_millis(600) {
+                        sent_name = true;
+                        for chunk in name.chunks(160).chain(std::iter::repeat_n(&[0i16; 160][..], 75)) {
+                            to_send.push_back(chunk.iter().flat_map(|s| s.to_le_bytes()).collect());
+                        }
+                    }
+                    let frame = to_send.pop_front().unwrap_or_else(|| vec![0u8; 320]);
+                    if started {
+                        ws.send(Message::Binary(frame.into())).await.unwrap();
+                    }
+                }
+            }
+        };
+        assert!(started);
+        assert_eq!(ended["reason"], "caller_hangup");
+        assert_eq!(caller_heard.as_deref(), Some("my name is john smith"));
+        assert!(agent_frames > 50, "the agent's audio reached the browser");
+
+        let call_id = created["call_id"].as_str().unwrap();
+        let call = s.wait_for_end(call_id).await;
+        assert_eq!(call["carrier"], "web");
+        assert!(call["from_number"].as_str().unwrap().starts_with("web:"));
+        assert_eq!(call["name"], "John Smith");
+        assert!(transcript_text(&call).contains("my name is john smith"), "{}", transcript_text(&call));
+        let (status, _) = s.get_bytes(&format!("/api/v1/calls/{call_id}/recording")).await;
+        assert_eq!(status, StatusCode::OK);
+        // the token was used: it opens nothing again
+        assert!(tokio_tungstenite::connect_async(format!("ws://{}{ws_path}", s.addr)).await.is_err());
+    })
+    .await;
+}
+
+/// `t=…,v1=…` of the webhook signature header.
+fn parse_signature(header: &str) -> (i64, String) {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = v.parse().ok(),
+            Some(("v1", v)) => v1 = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    (t.expect("t="), v1.expect("v1="))
+}
 
 /// 1 and 2: a whole call with the offline backends, then the same caller again.
 async fn answered_to_the_end_then_welcomed_back(backend: Backend) {
@@ -831,6 +1076,9 @@ impl Setup {
 
 /// One test's server: listening on 127.0.0.1, a fresh database, a workspace and its admin key.
 struct Server {
+    /// Twilio's Messages API and an SMTP server, which the server's outbox worker delivers to.
+    twilio: common::fakes::FakeTwilio,
+    smtp: common::fakes::FakeSmtp,
     addr: SocketAddr,
     base: String,
     state: AppState,
@@ -860,6 +1108,8 @@ where
         data_dir.display().to_string(),
         setup.max_calls.to_string(),
     );
+    let twilio = common::fakes::FakeTwilio::start_with_token(AUTH_TOKEN).await;
+    let smtp = common::fakes::FakeSmtp::start().await;
     let mut config = common::serve_config(&[
         "--listen",
         &listen,
@@ -873,14 +1123,26 @@ where
         AUTH_TOKEN,
         "--max-calls",
         &max_calls,
+        "--twilio-account-sid",
+        &twilio.account_sid,
+        "--twilio-api-base",
+        &twilio.url,
+        "--smtp-url",
+        &smtp.url,
+        "--smtp-from",
+        "Hiring <jobs@e2e.example>",
     ]);
     config.public_url = None;
     config.insecure_no_signature = false;
+    let worker = receptionist::delivery::Worker::new(store.clone(), &config, "e2e-node").unwrap();
     let state = AppState::new(store.clone(), config, setup.backends);
+    let outbox = worker.spawn(state.outbox_notify.clone());
     let app = router(state.clone());
     let serving = tokio::spawn(async move { axum::serve(listener, app).await });
     let (_, key) = store.create_workspace("E2E Staffing").await.unwrap();
     let server = Arc::new(Server {
+        twilio,
+        smtp,
         addr,
         base: format!("http://{addr}"),
         state,
@@ -895,6 +1157,7 @@ where
     });
     let outcome = tokio::spawn(body(server.clone())).await;
     serving.abort();
+    outbox.abort();
     store.close().await;
     db.drop_database().await;
     if let Err(e) = outcome {
@@ -980,6 +1243,45 @@ impl Server {
         let value: Value = response.json().await.unwrap();
         assert_eq!(status, StatusCode::CREATED, "{value}");
         value
+    }
+
+    /// A recruiter API call with the admin key and a JSON body.
+    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// An inbound text, signed as Twilio signs it.
+    async fn text(&self, from: &str, to: &str, body: &str) -> StatusCode {
+        let form: Vec<(String, String)> = [
+            ("MessageSid", format!("SM{}", uuid::Uuid::new_v4().simple())),
+            ("AccountSid", self.twilio.account_sid.clone()),
+            ("From", from.to_string()),
+            ("To", to.to_string()),
+            ("Body", body.to_string()),
+            ("NumMedia", "0".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let url = format!("{}/twilio/sms", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .header("X-Twilio-Signature", signature(AUTH_TOKEN, &url, &form))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        response.status()
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {

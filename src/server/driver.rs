@@ -167,6 +167,38 @@ pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
         let _ = socket.send(Message::Close(None)).await;
         return;
     }
+    let wire = Wire::Twilio {
+        stream_sid: start.stream_sid.clone(),
+    };
+    run_call(state, socket, call, wire).await;
+}
+
+/// Run a browser test call (`GET /web/call`, already authorised) to its end.
+pub async fn run_web(state: AppState, socket: WebSocket, call: crate::store::CallRow) {
+    run_call(state, socket, call, Wire::Web).await;
+}
+
+/// How a call's audio and control messages travel on its socket.
+enum Wire {
+    /// Twilio Media Streams: JSON text frames, base64 µ-law 8 kHz.
+    Twilio { stream_sid: String },
+    /// The dashboard's test call: binary frames of PCM16LE 8 kHz both ways, JSON text frames for
+    /// marks, clears, DTMF, hang-up, live transcript lines and the end.
+    Web,
+}
+
+impl Wire {
+    fn stream_id(&self) -> &str {
+        match self {
+            Wire::Twilio { stream_sid } => stream_sid,
+            Wire::Web => "web",
+        }
+    }
+}
+
+/// The call behind an authorised media socket, from `start` to the last record persisted.
+async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::CallRow, wire: Wire) {
+    let call_id = call.id.clone();
     let Some(_slot) = state.calls.claim(&call_id) else {
         tracing::warn!(call = %call_id, "at the concurrent call limit: media session refused");
         let _ = state
@@ -180,7 +212,7 @@ pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
     let started_at = now_ms();
     let started = match state
         .store
-        .start_call(&call_id, &start.stream_sid, started_at, &recording_rel)
+        .start_call(&call_id, wire.stream_id(), started_at, &recording_rel)
         .await
     {
         Ok(s) => s,
@@ -210,10 +242,15 @@ pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
     let (persist_tx, persist_rx) = mpsc::channel::<Persist>(1024);
     let persister = tokio::spawn(persist_task(state.clone(), call_id.clone(), persist_rx));
 
+    if matches!(wire, Wire::Web) {
+        let started = serde_json::json!({ "type": "started", "call_id": call_id }).to_string();
+        let _ = socket.send(Message::Text(started.into())).await;
+    }
+    let wire_is_web = matches!(wire, Wire::Web);
     let reason = CallDriver {
         state: &state,
         call_id: &call_id,
-        stream_sid: &start.stream_sid,
+        wire,
         voice: call.settings.voice.clone(),
         engine,
         socket: &mut socket,
@@ -227,6 +264,10 @@ pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
     .run()
     .await;
 
+    if wire_is_web {
+        let ended = serde_json::json!({ "type": "ended", "reason": reason.as_str() }).to_string();
+        let _ = socket.send(Message::Text(ended.into())).await;
+    }
     let _ = socket.send(Message::Close(None)).await;
     drop(persist_tx);
     match tokio::time::timeout(Duration::from_secs(60), persister).await {
@@ -239,7 +280,7 @@ pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
 struct CallDriver<'a> {
     state: &'a AppState,
     call_id: &'a str,
-    stream_sid: &'a str,
+    wire: Wire,
     voice: String,
     engine: CallEngine,
     socket: &'a mut WebSocket,
@@ -311,6 +352,7 @@ impl CallDriver<'_> {
                     self.input(Input::Abort(EndReason::ProtocolError));
                 }
             }
+            Some(Ok(msg)) if matches!(self.wire, Wire::Web) => self.on_web_message(msg),
             Some(Ok(Message::Text(text))) => match twilio::parse(text.as_str()) {
                 Ok(Inbound::Media {
                     payload,
@@ -356,6 +398,68 @@ impl CallDriver<'_> {
         }
     }
 
+    /// A message from the browser: caller audio (PCM16LE 8 kHz), or a JSON control message.
+    fn on_web_message(&mut self, msg: Message) {
+        match msg {
+            Message::Binary(bytes) => {
+                if bytes.len() % 2 != 0 {
+                    tracing::warn!(call = %self.call_id, "odd-length PCM frame: ending session");
+                    self.input(Input::Abort(EndReason::ProtocolError));
+                    return;
+                }
+                let mut payload = std::mem::take(&mut self.payload);
+                payload.clear();
+                payload.extend(bytes.chunks_exact(2).map(|b| {
+                    crate::engine::audio::g711::ulaw_encode(i16::from_le_bytes([b[0], b[1]]))
+                }));
+                // the engine takes 20 ms frames at most per input
+                for frame in payload.chunks(160) {
+                    self.input(Input::CallerAudio {
+                        timestamp_ms: None,
+                        mulaw: frame,
+                    });
+                }
+                self.payload = payload;
+            }
+            Message::Text(text) => {
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
+                    tracing::warn!(call = %self.call_id, "malformed browser message: ending session");
+                    self.input(Input::Abort(EndReason::ProtocolError));
+                    return;
+                };
+                match value["type"].as_str() {
+                    Some("mark") => {
+                        if let Some(name) = value["name"].as_str() {
+                            self.input(Input::MarkEchoed(name));
+                        }
+                    }
+                    Some("dtmf") => {
+                        if let Some(d) = value["digit"].as_str().and_then(|d| d.chars().next())
+                            && (d.is_ascii_digit() || d == '*' || d == '#')
+                        {
+                            self.input(Input::Dtmf(d));
+                        }
+                    }
+                    Some("hangup") => self.input(Input::CarrierStop),
+                    _ => tracing::debug!(call = %self.call_id, "unknown browser message ignored"),
+                }
+            }
+            Message::Close(_) => {
+                self.socket_open = false;
+                self.input(Input::Disconnected);
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+
+    /// Send one message to the caller's socket; a failed send means the caller is gone.
+    async fn send(&mut self, msg: Message) {
+        if self.socket_open && self.socket.send(msg).await.is_err() {
+            self.socket_open = false;
+            self.input(Input::Disconnected);
+        }
+    }
+
     fn on_backend(&mut self, ev: BackendEvent) {
         match ev {
             BackendEvent::Tts { speech, result } => {
@@ -389,29 +493,44 @@ impl CallDriver<'_> {
             match self.engine.poll_output() {
                 Output::Timeout(t) => return (t, ended),
                 Output::ToCaller(msg) => {
-                    self.out.clear();
-                    match &msg {
-                        ToCaller::Media(frame) => {
-                            twilio::write_media(self.stream_sid, frame, &mut self.out)
-                        }
-                        ToCaller::Mark(id) => {
-                            twilio::write_mark(self.stream_sid, &id.to_string(), &mut self.out)
-                        }
-                        ToCaller::Clear => twilio::write_clear(self.stream_sid, &mut self.out),
-                    }
-                    if self.socket_open
-                        && self
-                            .socket
-                            .send(Message::Text(
-                                // hand the serialised message over without copying it
+                    let message = match &self.wire {
+                        Wire::Twilio { stream_sid } => {
+                            self.out.clear();
+                            match &msg {
+                                ToCaller::Media(frame) => {
+                                    twilio::write_media(stream_sid, frame, &mut self.out)
+                                }
+                                ToCaller::Mark(id) => {
+                                    twilio::write_mark(stream_sid, &id.to_string(), &mut self.out)
+                                }
+                                ToCaller::Clear => twilio::write_clear(stream_sid, &mut self.out),
+                            }
+                            // hand the serialised message over without copying it
+                            Message::Text(
                                 std::mem::replace(&mut self.out, String::with_capacity(512)).into(),
-                            ))
-                            .await
-                            .is_err()
-                    {
-                        self.socket_open = false;
-                        self.input(Input::Disconnected);
-                    }
+                            )
+                        }
+                        Wire::Web => match &msg {
+                            ToCaller::Media(frame) => {
+                                let mut pcm = Vec::with_capacity(frame.len() * 2);
+                                for b in frame.iter() {
+                                    pcm.extend_from_slice(
+                                        &crate::engine::audio::g711::ulaw_decode(*b).to_le_bytes(),
+                                    );
+                                }
+                                Message::Binary(pcm.into())
+                            }
+                            ToCaller::Mark(id) => Message::Text(
+                                serde_json::json!({ "type": "mark", "name": id.to_string() })
+                                    .to_string()
+                                    .into(),
+                            ),
+                            ToCaller::Clear => {
+                                Message::Text(r#"{"type":"clear"}"#.to_string().into())
+                            }
+                        },
+                    };
+                    self.send(message).await;
                 }
                 Output::Speak { speech, text } => {
                     let prompts = self.state.prompts.clone();
@@ -474,6 +593,15 @@ impl CallDriver<'_> {
                     }
                 }
                 Output::Event(e) => {
+                    if let (Wire::Web, CallEvent::Transcript(line)) = (&self.wire, &e) {
+                        let mut live = serde_json::json!({ "type": "transcript" });
+                        if let (Some(obj), Ok(serde_json::Value::Object(fields))) =
+                            (live.as_object_mut(), serde_json::to_value(line))
+                        {
+                            obj.extend(fields);
+                        }
+                        self.send(Message::Text(live.to_string().into())).await;
+                    }
                     let _ = self.persist.send(Persist::Event(e)).await;
                 }
                 Output::Ended(reason) => ended = Some(reason),

@@ -1,8 +1,8 @@
 //! The media WebSocket upgrade: `GET /twilio/media`, signed by Twilio like a webhook (the signed
 //! URL is the `wss://` stream URL with no parameters). The call itself runs in [`super::driver`].
 
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -31,4 +31,48 @@ pub async fn twilio_media(
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_MESSAGE_BYTES * 4)
         .on_upgrade(move |socket| super::driver::run_twilio(state, socket))
+}
+
+#[derive(serde::Deserialize)]
+pub struct WebCallQuery {
+    call_id: String,
+    token: String,
+}
+
+/// `GET /web/call?call_id=…&token=…`: the dashboard's test call. The token is the one-use,
+/// short-lived one `POST /api/v1/receptionists/{id}/web-calls` issued (never an API key).
+pub async fn web_call(
+    State(state): State<AppState>,
+    Query(q): Query<WebCallQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let call = match state.store.call_by_id(&q.call_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return (StatusCode::FORBIDDEN, "unknown call").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "web call lookup failed");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let expired =
+        crate::store::now_ms() - call.accepted_at_ms > super::api::web_calls::TOKEN_TTL_MS;
+    let token_ok = {
+        use subtle::ConstantTimeEq;
+        let given = super::twilio::sha256_hex(&q.token);
+        given.len() == call.token_hash.len()
+            && bool::from(given.as_bytes().ct_eq(call.token_hash.as_bytes()))
+    };
+    if call.carrier != "web"
+        || !token_ok
+        || call.status != crate::store::CallStatus::Accepted
+        || expired
+    {
+        tracing::warn!(call = %call.id, "web call refused: bad, used or expired token");
+        return (StatusCode::FORBIDDEN, "bad, used or expired token").into_response();
+    }
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(4 * 1024)
+        .max_write_buffer_size(MAX_MESSAGE_BYTES * 4)
+        .on_upgrade(move |socket| super::driver::run_web(state, socket, call))
 }

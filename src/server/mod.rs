@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/twilio/voice", post(twilio::voice_webhook))
         .route("/twilio/sms", post(twilio::sms_webhook))
         .route("/twilio/media", get(media::twilio_media))
+        .route("/web/call", get(media::web_call))
         .merge(api::router())
         .merge(dashboard::router())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(1024 * 1024))

@@ -229,6 +229,7 @@ pub async fn voice_webhook(
     };
     let new_call = NewCall {
         id: call_id.clone(),
+        carrier: "twilio".into(),
         workspace_id: receptionist.workspace_id.clone(),
         receptionist_id: receptionist.id.clone(),
         call_sid: call_sid.clone(),

@@ -16,7 +16,7 @@ const CALL_COLUMNS: &str = "id, workspace_id, receptionist_id, carrier, carrier_
     started_at, ended_at, duration_ms, end_reason, recording_path, candidate_id, settings";
 
 /// Columns of [`SummaryRow`], for `calls c LEFT JOIN candidates k`.
-pub(super) const SUMMARY_COLUMNS: &str = "c.id, c.receptionist_id, c.candidate_id, \
+pub(super) const SUMMARY_COLUMNS: &str = "c.id, c.carrier, c.receptionist_id, c.candidate_id, \
     k.name AS candidate_name, c.from_number, c.to_number, c.forwarded_from, c.status, \
     c.accepted_at, c.started_at, c.ended_at, c.duration_ms, c.end_reason, c.recording_path";
 
@@ -77,6 +77,7 @@ impl Row {
 #[derive(sqlx::FromRow)]
 pub(super) struct SummaryRow {
     id: String,
+    carrier: String,
     receptionist_id: String,
     candidate_id: Option<String>,
     candidate_name: Option<String>,
@@ -96,6 +97,7 @@ impl SummaryRow {
     pub(super) fn into_summary(self) -> StoreResult<CallSummary> {
         Ok(CallSummary {
             id: self.id,
+            carrier: self.carrier,
             receptionist_id: self.receptionist_id,
             candidate_id: self.candidate_id,
             candidate_name: self.candidate_name,
@@ -164,7 +166,7 @@ impl Store {
                 "INSERT INTO calls (id, workspace_id, receptionist_id, carrier, carrier_call_sid, \
                  from_number, to_number, forwarded_from, token_hash, node_id, status, accepted_at, \
                  settings) \
-                 VALUES ($1, $2, $3, 'twilio', $4, $5, $6, $7, $8, $9, 'accepted', $10, $11) \
+                 VALUES ($1, $2, $3, $12, $4, $5, $6, $7, $8, $9, 'accepted', $10, $11) \
                  ON CONFLICT (carrier_call_sid) DO UPDATE SET token_hash = excluded.token_hash, \
                  node_id = excluded.node_id, accepted_at = excluded.accepted_at \
                  WHERE calls.status = 'accepted'",
@@ -180,6 +182,7 @@ impl Store {
             .bind(&c.node_id)
             .bind(c.accepted_at_ms)
             .bind(&settings)
+            .bind(&c.carrier)
             .execute(&mut *tx)
             .await?;
             let (id,): (String,) =

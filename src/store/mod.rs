@@ -246,6 +246,8 @@ pub struct Receptionist {
 #[derive(Debug, Clone)]
 pub struct NewCall {
     pub id: String,
+    /// `twilio`, or `web` for a test call from the dashboard.
+    pub carrier: String,
     pub workspace_id: String,
     pub receptionist_id: String,
     pub call_sid: String,
@@ -310,6 +312,8 @@ pub struct StartedCall {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallSummary {
     pub id: String,
+    /// `twilio`, or `web` (a test call from the dashboard).
+    pub carrier: String,
     pub receptionist_id: String,
     pub candidate_id: Option<String>,
     pub candidate_name: Option<String>,

@@ -643,7 +643,7 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await?;
                     if opted_out == 0
-                        && !last_ack.is_some_and(|t| now - t < ACKNOWLEDGEMENT_INTERVAL_MS)
+                        && last_ack.is_none_or(|t| now - t >= ACKNOWLEDGEMENT_INTERVAL_MS)
                     {
                         queue_sms!(
                             &mut *tx,

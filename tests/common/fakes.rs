@@ -152,8 +152,13 @@ struct TwilioState {
 impl FakeTwilio {
     /// Account `AC` + 32 hex digits, a random auth token.
     pub async fn start() -> FakeTwilio {
+        Self::start_with_token(&uuid::Uuid::new_v4().simple().to_string()).await
+    }
+
+    /// With the auth token a server under test already uses (it signs webhooks with it too).
+    pub async fn start_with_token(auth_token: &str) -> FakeTwilio {
         let account_sid = format!("AC{}", uuid::Uuid::new_v4().simple());
-        let auth_token = uuid::Uuid::new_v4().simple().to_string();
+        let auth_token = auth_token.to_string();
         let state = Arc::new(TwilioState {
             account_sid: account_sid.clone(),
             auth_token: auth_token.clone(),

@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Serialize)]
 pub(super) struct CallSummaryOut {
     id: String,
+    carrier: String,
     receptionist_id: String,
     candidate_id: Option<String>,
     candidate_name: Option<String>,
@@ -54,6 +55,7 @@ impl CallSummaryOut {
                 .as_ref()
                 .map(|_| format!("/api/v1/calls/{}/recording", c.id)),
             id: c.id,
+            carrier: c.carrier,
             receptionist_id: c.receptionist_id,
             candidate_id: c.candidate_id,
             candidate_name: c.candidate_name,

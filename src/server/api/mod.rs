@@ -19,6 +19,7 @@ pub mod candidates;
 pub mod interviewers;
 pub mod keys;
 pub mod receptionists;
+pub mod web_calls;
 pub mod webhooks;
 
 use axum::Router;
@@ -45,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .merge(candidates::router())
         .merge(interviewers::router())
         .merge(keys::router())
+        .merge(web_calls::router())
         .merge(analytics::router())
         .merge(webhooks::router())
 }

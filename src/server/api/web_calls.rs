@@ -1,0 +1,116 @@
+//! `POST /api/v1/receptionists/{id}/web-calls`: a test call from the dashboard ("Try it"). It
+//! returns a short-lived, one-use token for the media WebSocket `GET /web/call`, so the API key
+//! never appears in a URL. The call runs through the same engine as a phone call and is stored
+//! like one (carrier `web`; the caller is the key that placed it).
+//!
+//! Wire protocol on `/web/call` (see the README): binary frames are PCM16LE mono 8 kHz audio both
+//! ways; JSON text frames carry marks (the browser echoes each once the audio before it has
+//! played), `clear` (barge-in), `dtmf`, `hangup`, live `transcript` lines, `started` and `ended`.
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::{OptionalJson, rfc3339};
+use crate::server::AppState;
+use crate::server::auth::Admin;
+use crate::server::error::ApiError;
+use crate::store::NewCall;
+
+/// How long a web-call token may wait before its socket connects.
+pub const TOKEN_TTL_MS: i64 = 60_000;
+/// The sample rate of the browser protocol's PCM, both ways.
+pub const SAMPLE_RATE: u32 = 8_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/api/v1/receptionists/{id}/web-calls",
+        post(create_web_call),
+    )
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebCallInput {}
+
+#[derive(Serialize)]
+struct WebCallOut {
+    call_id: String,
+    token: String,
+    /// Path (and query) of the media WebSocket on this server.
+    ws_path: String,
+    sample_rate: u32,
+    expires_at: String,
+}
+
+async fn create_web_call(
+    State(state): State<AppState>,
+    Admin(principal): Admin,
+    UrlPath(id): UrlPath<String>,
+    OptionalJson(_): OptionalJson<WebCallInput>,
+) -> Result<Response, ApiError> {
+    let receptionist = state
+        .store
+        .get_receptionist(&principal.workspace_id, &id)
+        .await?;
+    let key_name = state
+        .store
+        .list_api_keys(&principal.workspace_id)
+        .await?
+        .into_iter()
+        .find(|k| k.id == principal.key_id)
+        .map(|k| k.name)
+        .filter(|n| !n.is_empty());
+    let caller = match key_name {
+        Some(name) => format!("web:{name}"),
+        None => format!(
+            "web:key {}",
+            &principal.key_id[..8.min(principal.key_id.len())]
+        ),
+    };
+    let Some(slot) = state.calls.try_acquire() else {
+        return Err(ApiError::BadRequest {
+            field: None,
+            message: "this server is at its concurrent call limit; try again in a minute".into(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+        });
+    };
+    let token = {
+        use rand::Rng;
+        let bytes: [u8; 24] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let now = crate::store::now_ms();
+    let call = NewCall {
+        id: crate::store::new_id(),
+        carrier: "web".into(),
+        workspace_id: principal.workspace_id.clone(),
+        receptionist_id: receptionist.id.clone(),
+        call_sid: format!("WEB{}", uuid::Uuid::new_v4().simple()),
+        from_number: caller,
+        to_number: receptionist.settings.phone_number.clone(),
+        forwarded_from: None,
+        token_hash: crate::server::twilio::sha256_hex(&token),
+        node_id: state.config.node_id.clone(),
+        accepted_at_ms: now,
+        settings: receptionist.settings.clone(),
+    };
+    let call_id = state.store.accept_call(&call).await?;
+    state.calls.hold(call_id.clone(), slot);
+    state.warm_prompts_for(&receptionist.settings);
+    tracing::info!(call = %call_id, "web call accepted");
+    Ok((
+        StatusCode::CREATED,
+        Json(WebCallOut {
+            ws_path: format!("/web/call?call_id={call_id}&token={token}"),
+            call_id,
+            token,
+            sample_rate: SAMPLE_RATE,
+            expires_at: rfc3339(now + TOKEN_TTL_MS),
+        }),
+    )
+        .into_response())
+}
