@@ -77,6 +77,8 @@ def test_sign_in_and_create_a_receptionist_in_four_steps(new_page, env):
     expect(p.locator(".step[aria-current=step]")).to_contain_text("Basic information")
     expect(p.locator("input[name=phone_number]")).to_have_attribute("aria-invalid", "true")
     p.shot("editor-validation")
+    p.locator("[data-field=phone_number]").scroll_into_view_if_needed()
+    p.shot("readme-editor", full_page=False)
     phone = unique_phone()
     p.fill("input[name=phone_number]", phone)
     expect(error).to_have_count(0)
@@ -149,6 +151,10 @@ def test_find_play_approve_and_ingest_a_candidate(admin, env):
     expect(row).to_contain_text("Rex <i>the agent</i>")
     expect(row).to_contain_text("Needs review")
     expect(row.get_by_role("img", name="Has a recording")).to_be_visible()
+    # the copy buttons
+    p.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=env.base)
+    row.get_by_role("button", name="Copy phone number").click()
+    assert p.evaluate("navigator.clipboard.readText()") == c["phone_number"]
     p.shot("pipeline")
     row.get_by_role("link", name="View").click()
 
@@ -168,6 +174,7 @@ def test_find_play_approve_and_ingest_a_candidate(admin, env):
     expect(line).to_have_class(re.compile(r"\bactive\b"))
     expect(line).to_have_attribute("aria-current", "true")
     p.wait_for_function(f"() => document.querySelector('audio').currentTime > {start + 0.5}")
+    p.shot("readme-candidate", full_page=False)
     # answers with pass/fail, the evaluation
     expect(p.locator(".answers")).to_contain_text("Pass")
     expect(p.locator(".evaluation .score")).to_be_visible()
@@ -321,6 +328,7 @@ def test_a_call_from_the_browser_with_a_fake_microphone(admin, env):
     heard = p.locator(".live-transcript .line.caller", has_text=SMITH)
     expect(heard.first).to_be_visible(timeout=60000)
     p.shot("try-it")
+    p.shot("readme-try-it", full_page=False)
     p.get_by_role("button", name="Hang up").click()
     expect(p.locator("[data-call-state=ended]")).to_be_visible(timeout=20000)
 

@@ -293,8 +293,17 @@ function actorLabel(actor) {
 function historyDetail(h) {
   const d = h.detail || {};
   switch (h.kind) {
-    case 'review':
-      return [REVIEW_LABELS[d.review] || d.review, d.reason ? `(${d.reason})` : ''].join(' ').trim();
+    case 'review': {
+      let why = '';
+      if (d.reason) why = `(${d.reason})`;
+      else if (d.manual_approval) why = '(manual approval)';
+      else if (d.threshold !== undefined && d.score !== undefined) why = `(score ${fmtScore(d.score)}, threshold ${d.threshold})`;
+      return `${REVIEW_LABELS[d.review] || d.review || ''} ${why}`.trim();
+    }
+    case 'details_updated': {
+      const f = d.fields;
+      return Array.isArray(f) ? f.join(', ') : f && typeof f === 'object' ? Object.keys(f).join(', ') : '';
+    }
     case 'evaluated':
       return d.score !== undefined ? `score ${fmtScore(d.score)}` : '';
     case 'ingested':
@@ -361,8 +370,15 @@ function EditDetails({ candidate, onClose, onDone }) {
   const set = (k) => (e) => setForm({ ...form, [k]: e.target.value });
   const submit = async () => {
     setError(null);
+    // only what changed ('' clears a value)
+    const changed = {};
+    for (const k of Object.keys(form)) if (form[k] !== (candidate[k] || '')) changed[k] = form[k];
+    if (!Object.keys(changed).length) {
+      onClose();
+      return;
+    }
     try {
-      await patch(`/api/v1/candidates/${seg(candidate.id)}`, form);
+      await patch(`/api/v1/candidates/${seg(candidate.id)}`, changed);
       toast('Details saved');
       onDone();
     } catch (e) {
