@@ -221,7 +221,9 @@ export function Editor({ id }) {
       <div class="form-actions">
         ${step > 1 ? html`<button type="button" class="button ghost" onClick=${() => setStep(step - 1)}>Back</button>` : html`<span></span>`}
         <div class="right">
-          ${step < 4 ? html`<button type="button" class=${`button${id ? ' ghost' : ' primary'}`} onClick=${() => setStep(step + 1)}>Next</button>` : null}
+          ${step < 4
+            ? html`<button type="button" class=${`button${id || reachedLast ? ' ghost' : ' primary'}`} onClick=${() => setStep(step + 1)}>Next</button>`
+            : null}
           ${canWrite && (id || reachedLast)
             ? html`<${ActionButton} class="button primary" data-mutates onClick=${save}>${id ? 'Save changes' : 'Create receptionist'}</${ActionButton}>`
             : null}

@@ -189,9 +189,11 @@ function Row({ c, canWrite, onIngest }) {
     <td data-label="Called">${fmtWhen(c.last_call_at)}</td>
     <td data-label="Duration" class="num">${fmtDuration(c.last_call_duration_ms)}</td>
     <td data-label="Evaluations" class="num">
-      ${c.evaluation_count}${c.latest_score !== null && c.latest_score !== undefined
-        ? html` <span class="muted">· score ${fmtScore(c.latest_score)}</span>`
-        : null}
+      <span>
+        ${c.evaluation_count}${c.latest_score !== null && c.latest_score !== undefined
+          ? html` <span class="muted">· score ${fmtScore(c.latest_score)}</span>`
+          : null}
+      </span>
     </td>
     <td data-label="Recording">
       ${c.has_recording

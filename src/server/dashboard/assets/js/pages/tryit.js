@@ -131,14 +131,16 @@ export function TryIt({ receptionistId }) {
               : null}
           </div>
           <${ErrorNote} error=${callError} />
-          ${state === 'live'
-            ? html`<div class="keypad" role="group" aria-label="Keypad">
-                ${KEYS.map((k) => html`<button type="button" class="key" onClick=${() => call.current.dtmf(k)}>${k}</button>`)}
-              </div>`
-            : null}
-          <h2>Transcript</h2>
-          <div class="live-transcript">
-            ${lines.length ? html`<${Transcript} lines=${lines} live=${true} />` : html`<p class="muted">${inCall ? 'Listening…' : 'The conversation appears here as it happens.'}</p>`}
+          <div class=${`call-layout${state === 'live' ? ' with-keypad' : ''}`}>
+            ${state === 'live'
+              ? html`<div class="keypad" role="group" aria-label="Keypad">
+                  ${KEYS.map((k) => html`<button type="button" class="key" onClick=${() => call.current.dtmf(k)}>${k}</button>`)}
+                </div>`
+              : null}
+            <div class="live-transcript">
+              <h2>Transcript</h2>
+              ${lines.length ? html`<${Transcript} lines=${lines} live=${true} />` : html`<p class="muted">${inCall ? 'Listening…' : 'The conversation appears here as it happens.'}</p>`}
+            </div>
           </div>
           ${ended && candidateId
             ? html`<p><a class="button" href=${`#/candidates/${seg(candidateId)}`}>Open the candidate</a></p>`
