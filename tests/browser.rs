@@ -189,7 +189,8 @@ async fn setup(api: &Api, base: &str, admin_key: &str) -> World {
                 "phone_number": unique_phone(),
                 "agent_name": "Chloe",
                 "intro_message": "Hi, I am Chloe from Acme.",
-                "disclose_ai": false,
+                // played in full only if the page echoes the server's marks as the audio plays
+                "disclose_ai": true,
                 "disclose_recording": false,
                 "disclose_e_verify": false,
                 "collect_location": false,

@@ -345,4 +345,32 @@ def test_a_call_from_the_browser_with_a_fake_microphone(admin, env):
         assert time.time() < deadline, f"no stored web call with the caller's words: {mine}"
         time.sleep(0.5)
     assert call["has_recording"] is True
+    # the page echoed each mark once the agent audio before it had played
+    assert call["disclosures"] and all(d["played_in_full"] for d in call["disclosures"]), call["disclosures"]
     expect(p.get_by_role("link", name="Open the candidate")).to_be_visible(timeout=15000)
+
+
+def test_the_pipeline_pages_over_the_cursor(new_page, env):
+    # two candidates by now (the phone call's and the browser call's); pages of one each
+    _, page = env.api("GET", "/api/v1/candidates")
+    if page["counts"]["all"] < 2:
+        pytest.skip("needs the browser call's candidate")
+    p = new_page()
+    cursors = []
+
+    def one_per_page(route):
+        url = route.request.url.replace("limit=50", "limit=1")
+        if "cursor=" in url:
+            cursors.append(url)
+        route.continue_(url=url)
+
+    p.page.route("**/api/v1/candidates?*", one_per_page)
+    p.sign_in(env.admin_key)
+    rows = p.locator("table.candidates tbody tr")
+    # the end of the list is in view, so the next page follows by itself
+    expect(rows).to_have_count(2)
+    assert cursors, "no page was asked for with a cursor"
+    expect(p.locator("[data-tab=all] .count")).to_have_text("2")
+    # newest first: the browser call's candidate, then the phone call's
+    expect(rows.nth(1)).to_have_attribute("data-candidate", env.candidate_id)
+    expect(p.get_by_role("button", name="Load more")).to_have_count(0)
