@@ -25,7 +25,7 @@ use super::AppState;
 /// The policy for the page and everything it loads. `connect-src 'self'` covers the same-origin
 /// `ws:`/`wss:` of the browser call (CSP level 3).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; media-src 'self' blob:; connect-src 'self'; \
+     style-src 'self'; img-src 'self'; media-src 'self' blob:; connect-src 'self'; \
      worker-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
@@ -221,6 +221,37 @@ mod tests {
             assert!(rest.starts_with("</script>"), "inline script: {rest}");
         }
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
+    }
+
+    #[test]
+    fn files_are_served_with_their_headers_and_revalidated() {
+        let page = serve("index.html", &HeaderMap::new());
+        assert_eq!(page.status(), StatusCode::OK);
+        let h = page.headers();
+        assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY);
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+        let etag = h[header::ETAG].clone();
+
+        let mut again = HeaderMap::new();
+        again.insert(header::IF_NONE_MATCH, etag.clone());
+        let not_modified = serve("index.html", &again);
+        assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(not_modified.headers()[header::ETAG], etag);
+
+        let vendor = serve("vendor/htm-3.1.1/htm.umd.js", &again);
+        assert_eq!(vendor.status(), StatusCode::OK);
+        assert!(
+            vendor.headers()[header::CACHE_CONTROL]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+
+        let missing = serve("nope.js", &HeaderMap::new());
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert_eq!(missing.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     }
 
     #[test]

@@ -93,6 +93,8 @@ export function CallPlayer({ call, children }) {
   const play = async () => {
     const a = audio.current;
     if (!a) return;
+    // one recording at a time
+    document.querySelectorAll('audio').forEach((other) => other !== a && other.pause());
     mixDown();
     if (graph.current && graph.current.state === 'suspended') await graph.current.resume();
     try {
