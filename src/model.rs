@@ -3,9 +3,10 @@
 //! returns it as is.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// What kind of answer a screening question expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum QuestionKind {
     YesNo,
@@ -17,7 +18,7 @@ pub enum QuestionKind {
 ///
 /// `expected` is, by kind: `yes` or `no`; a number, a comparison (`>= 18`, `<= 40`, `> 2`, `< 5`)
 /// or a range (`18-65`); for free text, comma-separated keywords of which one must appear.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Question {
     pub text: String,
     pub kind: QuestionKind,
@@ -33,7 +34,7 @@ fn default_weight() -> f64 {
     1.0
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LanguageMode {
     #[default]
@@ -41,7 +42,7 @@ pub enum LanguageMode {
     Multilingual,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceptionistStatus {
     #[default]
@@ -50,7 +51,7 @@ pub enum ReceptionistStatus {
 }
 
 /// Everything a call needs to know about its receptionist (a snapshot taken when the call starts).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReceptionistSettings {
     pub phone_number: String,
     pub agent_name: String,
@@ -84,7 +85,7 @@ fn default_true() -> bool {
 
 /// Pipeline progress of a candidate (product.md, "After the call"): a text asks the caller to
 /// confirm what was captured, then the candidate is evaluated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CandidateStatus {
     AwaitingConfirmation,
@@ -105,7 +106,7 @@ impl CandidateStatus {
 }
 
 /// The decision on a candidate: set by routing after an evaluation, or by a recruiter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Review {
     NeedsReview,
@@ -124,7 +125,7 @@ impl Review {
 }
 
 /// Why a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// The dialogue reached its polite close.
@@ -160,7 +161,7 @@ impl EndReason {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Speaker {
     Agent,
@@ -170,7 +171,7 @@ pub enum Speaker {
 /// One line of the transcript. Times are milliseconds since the media stream started.
 /// For the agent, `text` is what the caller actually heard (cut at the barge-in point when
 /// `interrupted`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TranscriptLine {
     pub speaker: Speaker,
     pub text: String,
@@ -184,7 +185,7 @@ pub struct TranscriptLine {
 }
 
 /// The understood value of an answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum AnswerValue {
     Yes,
@@ -196,7 +197,7 @@ pub enum AnswerValue {
 }
 
 /// The answer to one screening question.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AnswerRecord {
     pub question_index: usize,
     pub question: String,
@@ -212,7 +213,7 @@ pub struct AnswerRecord {
     pub dealbreaker_failed: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DisclosureKind {
     Ai,
@@ -221,7 +222,7 @@ pub enum DisclosureKind {
 }
 
 /// Whether a legal disclosure was played in full, as confirmed by the carrier's mark echo.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DisclosureRecord {
     pub kind: DisclosureKind,
     pub text: String,
@@ -229,7 +230,7 @@ pub struct DisclosureRecord {
 }
 
 /// Latency of one caller-turn → agent-reply, by stage, in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TurnLatency {
     pub turn: u32,
     /// Silence waited after the caller's last speech before deciding the turn ended.

@@ -1102,6 +1102,10 @@ async fn every_route_is_isolated_and_read_only_for_viewers(h: Harness) {
         ("/api/v1/receptionists", json!({})),
         ("/api/v1/interviewers", json!({})),
         ("/api/v1/keys", json!({ "role": "viewer" })),
+        (
+            "/api/v1/webhooks",
+            json!({ "url": "https://x.example", "events": ["call.ended"] }),
+        ),
     ] {
         let (status, _) = h.post(path, &viewer, body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "viewer: POST {path}");

@@ -9,7 +9,7 @@ use crate::model::{AnswerRecord, AnswerValue, Question, QuestionKind, Review};
 pub const DETERMINISTIC: &str = "deterministic";
 
 /// How one screening question scored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuestionScore {
     pub index: usize,
     pub question: String,

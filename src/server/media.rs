@@ -13,6 +13,24 @@ use super::twilio::{check_signature, media_url};
 /// anything near this is not Twilio.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// The call's media stream (a WebSocket).
+///
+/// Twilio connects here as the voice webhook's TwiML says, signing the upgrade like a webhook; the
+/// socket then carries Twilio Media Streams messages (`connected`, `start`, `media`, `mark`,
+/// `stop` in; `media`, `mark`, `clear` out).
+#[utoipa::path(
+    get,
+    path = "/twilio/media",
+    tag = "carrier",
+    operation_id = "twilio_media_stream",
+    params(("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the `wss://` stream URL")),
+    responses(
+        (status = 101, description = "Switching Protocols: the media WebSocket"),
+        (status = 400, description = "Not a WebSocket upgrade request", content_type = "text/plain", body = String),
+        (status = 403, description = "Missing or bad signature (or no auth token configured)", content_type = "text/plain", body = String),
+        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
+    ),
+)]
 pub async fn twilio_media(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -33,12 +51,28 @@ pub async fn twilio_media(
         .on_upgrade(move |socket| super::driver::run_twilio(state, socket))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WebCallQuery {
+    /// The call `POST /api/v1/receptionists/{id}/web-calls` created.
     call_id: String,
+    /// Its one-use token.
     token: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/web/call",
+    tag = "carrier",
+    operation_id = "web_call_stream",
+    params(WebCallQuery),
+    responses(
+        (status = 101, description = "Switching Protocols: the browser call's WebSocket (PCM16LE 8 kHz binary frames, JSON control frames)"),
+        (status = 400, description = "Not a WebSocket upgrade request, or missing parameters", content_type = "text/plain", body = String),
+        (status = 403, description = "Unknown call, or a bad, used or expired token", content_type = "text/plain", body = String),
+        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
+    ),
+)]
 /// `GET /web/call?call_id=…&token=…`: the dashboard's test call. The token is the one-use,
 /// short-lived one `POST /api/v1/receptionists/{id}/web-calls` issued (never an API key).
 pub async fn web_call(

@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod driver;
 pub mod error;
 pub mod media;
+pub mod openapi;
 pub mod twilio;
 
 use std::collections::HashMap;
@@ -14,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::backends::{Backends, PromptCache};
 use crate::config::ServeConfig;
@@ -70,16 +72,36 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/twilio/voice", post(twilio::voice_webhook))
-        .route("/twilio/sms", post(twilio::sms_webhook))
-        .route("/twilio/media", get(media::twilio_media))
-        .route("/web/call", get(media::web_call))
-        .merge(api::router())
+    let (router, _document) = routes().split_for_parts();
+    router
+        // the recruiters' page and its files: served here, not part of the documented API
         .merge(dashboard::router())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(1024 * 1024))
         .with_state(state)
+}
+
+/// Every route with its OpenAPI operation (see `openapi.rs`): registering a handler with
+/// `routes!` both serves it and documents it.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(twilio::voice_webhook))
+        .routes(routes!(twilio::sms_webhook))
+        .routes(routes!(media::twilio_media))
+        .routes(routes!(media::web_call))
+        .merge(api::routes())
+}
+
+/// Liveness: answers `ok` while the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    responses((status = 200, description = "The server is up", content_type = "text/plain", body = String, example = "ok")),
+)]
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// Concurrent call accounting for this node: a slot is taken when the webhook accepts a call and

@@ -154,6 +154,26 @@ pub fn check_signature(
     }
 }
 
+/// A webhook's form parameters, once `X-Twilio-Signature` checks out for this URL (the public
+/// URL and the request's path and query); otherwise why not (answered with 403).
+fn signed_form(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, &'static str> {
+    let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let url = format!("{}{path}", state.config.public_url());
+    match check_signature(state, headers, &url, &params) {
+        Ok(()) => Ok(params),
+        Err(why) => {
+            tracing::warn!(reason = why, path = uri.path(), "carrier webhook refused");
+            Err(why)
+        }
+    }
+}
+
 pub fn sha256_hex(s: &str) -> String {
     let d = Sha256::digest(s.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect()
@@ -166,25 +186,51 @@ fn looks_like_sid(s: &str, prefix: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
-/// `POST /twilio/voice`.
+/// The form Twilio posts to the voice webhook (only the fields this server reads; Twilio sends
+/// more, and every one is covered by the signature). The handler reads the signed pairs itself.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "PascalCase")]
+#[allow(dead_code)] // documents the form
+#[schema(as = TwilioVoiceForm)]
+struct VoiceForm {
+    /// The call's sid (`CA...`).
+    call_sid: String,
+    /// The number called: picks the receptionist.
+    to: String,
+    /// The caller (`anonymous` when absent).
+    from: Option<String>,
+    /// Kept when a phone menu forwarded the call.
+    forwarded_from: Option<String>,
+}
+
+/// A call comes in (Twilio's voice webhook).
+///
+/// The number called picks the receptionist. Answers TwiML: `<Connect><Stream>` to the media
+/// WebSocket with a one-time token, or a spoken message and a hang-up when no live receptionist
+/// has the number or the node is at its call limit.
+#[utoipa::path(
+    post,
+    path = "/twilio/voice",
+    tag = "carrier",
+    operation_id = "twilio_voice",
+    params(("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the public URL and the form")),
+    request_body(content = VoiceForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "TwiML: connect the media stream, or say a message and hang up", content_type = "text/xml", body = String),
+        (status = 400, description = "`CallSid` or `To` missing, or not a call sid", content_type = "text/plain", body = String),
+        (status = 403, description = "Missing or bad signature (or no auth token configured)", content_type = "text/plain", body = String),
+    ),
+)]
 pub async fn voice_webhook(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let url = format!(
-        "{}{}",
-        state.config.public_url(),
-        uri.path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/twilio/voice")
-    );
-    if let Err(why) = check_signature(&state, &headers, &url, &params) {
-        tracing::warn!(reason = why, "voice webhook refused");
-        return (StatusCode::FORBIDDEN, why).into_response();
-    }
+    let params = match signed_form(&state, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(why) => return (StatusCode::FORBIDDEN, why).into_response(),
+    };
     let get = |k: &str| {
         params
             .iter()
@@ -259,28 +305,52 @@ pub async fn voice_webhook(
 /// Longest inbound text body kept (Twilio concatenates at most 1,600 characters).
 const MAX_SMS_CHARS: usize = 4_096;
 
-/// `POST /twilio/sms`: a caller's reply to a receptionist number, signed as the voice webhook is.
-/// YES confirms the candidate's details, STOP opts the number out of texts, anything else is kept
-/// as a correction and acknowledged once. Answers an empty TwiML `<Response/>`: replies go through
-/// the outbox like every other text.
+/// The form Twilio posts to the messaging webhook (the fields this server reads).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "PascalCase")]
+#[allow(dead_code)] // documents the form
+#[schema(as = TwilioSmsForm)]
+struct SmsForm {
+    /// The message's sid (`SM...` or `MM...`).
+    message_sid: String,
+    /// The candidate's number.
+    from: String,
+    /// The receptionist's number.
+    to: String,
+    /// The text (kept up to 4,096 characters).
+    body: Option<String>,
+}
+
+/// A text comes in (Twilio's messaging webhook).
+///
+/// A caller's reply to a receptionist number, signed as the voice webhook is. YES confirms the
+/// candidate's details, STOP opts the number out of texts, anything else is kept as a correction
+/// and acknowledged once. Answers an empty TwiML `<Response/>`: replies go through the outbox like
+/// every other text.
+#[utoipa::path(
+    post,
+    path = "/twilio/sms",
+    tag = "carrier",
+    operation_id = "twilio_sms",
+    params(("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the public URL and the form")),
+    request_body(content = SmsForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "An empty TwiML `<Response/>`", content_type = "text/xml", body = String),
+        (status = 400, description = "`MessageSid`, `From` or `To` missing, or not a message sid", content_type = "text/plain", body = String),
+        (status = 403, description = "Missing or bad signature (or no auth token configured)", content_type = "text/plain", body = String),
+        (status = 500, description = "The message could not be stored (Twilio retries)", content_type = "text/plain", body = String),
+    ),
+)]
 pub async fn sms_webhook(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let url = format!(
-        "{}{}",
-        state.config.public_url(),
-        uri.path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/twilio/sms")
-    );
-    if let Err(why) = check_signature(&state, &headers, &url, &params) {
-        tracing::warn!(reason = why, "SMS webhook refused");
-        return (StatusCode::FORBIDDEN, why).into_response();
-    }
+    let params = match signed_form(&state, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(why) => return (StatusCode::FORBIDDEN, why).into_response(),
+    };
     let get = |k: &str| {
         params
             .iter()

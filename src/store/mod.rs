@@ -197,7 +197,7 @@ pub struct Workspace {
 }
 
 /// An API key's role: admin may write, viewer reads only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,
@@ -262,7 +262,7 @@ pub struct NewCall {
 }
 
 /// A call's lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallStatus {
     /// The webhook answered; the media stream has not started.
@@ -392,7 +392,9 @@ pub struct CandidateDetail {
 }
 
 /// A tab of the candidate pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Tab {
     #[default]
@@ -405,7 +407,7 @@ pub enum Tab {
 }
 
 /// How many candidates each tab holds (same search and receptionist filter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 pub struct TabCounts {
     pub all: i64,
     pub evaluated: i64,

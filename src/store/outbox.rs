@@ -299,7 +299,7 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 }
 
 /// An outbox row's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutboxStatus {
     Pending,

@@ -131,6 +131,45 @@ macro_rules! confirm {
     }};
 }
 
+/// Record a decision: the review, its actor and time, a history line with `$detail`, and (when
+/// `$changed`) the `candidate.approved` / `candidate.rejected` event. `$event_sql` selects
+/// [`EVENT_COLUMNS`] of one candidate.
+macro_rules! decide {
+    ($tx:expr, $ws:expr, $cand:expr, $decision:expr, $actor:expr, $detail:expr, $changed:expr,
+     $event_sql:expr, $now:expr) => {{
+        let decision: Review = $decision;
+        sqlx::query(
+            "UPDATE candidates SET review = $2, review_by = $3, reviewed_at = $4, \
+             updated_at = $4 WHERE id = $1",
+        )
+        .bind($cand)
+        .bind(decision.as_str())
+        .bind($actor)
+        .bind($now)
+        .execute($tx)
+        .await?;
+        history!($tx, $cand, "review", $actor, $detail, $now)?;
+        let event = match decision {
+            Review::Approved => Some("candidate.approved"),
+            Review::Rejected => Some("candidate.rejected"),
+            Review::NeedsReview => None,
+        };
+        if let Some(event) = event.filter(|_| $changed) {
+            let row: EventRow = sqlx::query_as(sqlx::AssertSqlSafe($event_sql))
+                .bind($cand)
+                .fetch_one($tx)
+                .await?;
+            emit_event!(
+                $tx,
+                $ws,
+                event,
+                &json!({ "candidate": candidate_json(&row), "actor": $actor, "reason": $detail["reason"] }),
+                $now
+            )?;
+        }
+    }};
+}
+
 /// What a finished call needs to decide its after-call work.
 #[derive(Debug, Clone)]
 pub struct AfterCall {
@@ -875,44 +914,17 @@ impl Store {
                     e.outcome.dealbreaker_failed,
                 );
                 review = Some(decided);
-                sqlx::query(
-                    "UPDATE candidates SET review = $2, review_by = $3, reviewed_at = $4, \
-                     updated_at = $4 WHERE id = $1",
-                )
-                .bind(&e.candidate_id)
-                .bind(decided.as_str())
-                .bind(SYSTEM)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                history!(
+                decide!(
                     &mut *tx,
+                    &e.workspace_id,
                     &e.candidate_id,
-                    "review",
+                    decided,
                     SYSTEM,
                     json!({ "review": decided, "score": e.outcome.score, "threshold": threshold, "manual_approval": manual }),
+                    current != Some(decided),
+                    event_sql.as_str(),
                     now
-                )?;
-                if current != Some(decided) {
-                    let event = match decided {
-                        Review::Approved => Some("candidate.approved"),
-                        Review::Rejected => Some("candidate.rejected"),
-                        Review::NeedsReview => None,
-                    };
-                    if let Some(event) = event {
-                        let row: EventRow = sqlx::query_as(sqlx::AssertSqlSafe(event_sql.as_str()))
-                            .bind(&e.candidate_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        emit_event!(
-                            &mut *tx,
-                            &e.workspace_id,
-                            event,
-                            &json!({ "candidate": candidate_json(&row), "actor": SYSTEM }),
-                            now
-                        )?;
-                    }
-                }
+                );
                 if decided == Review::Approved {
                     let allowed: Vec<String> = from_json("interviewer_ids", &interviewer_ids)?;
                     ingest_into = default_interviewer.filter(|d| allowed.contains(d));
@@ -950,44 +962,17 @@ impl Store {
                     .await?;
             let (review,) = row.ok_or(StoreError::NotFound)?;
             let changed = review.as_deref() != Some(decision.as_str());
-            sqlx::query(
-                "UPDATE candidates SET review = $2, review_by = $3, reviewed_at = $4, \
-                 updated_at = $4 WHERE id = $1",
-            )
-            .bind(candidate_id)
-            .bind(decision.as_str())
-            .bind(actor)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            history!(
+            decide!(
                 &mut *tx,
+                workspace_id,
                 candidate_id,
-                "review",
+                decision,
                 actor,
                 json!({ "review": decision, "reason": reason }),
+                changed,
+                event_sql.as_str(),
                 now
-            )?;
-            if changed {
-                let event = match decision {
-                    Review::Approved => Some("candidate.approved"),
-                    Review::Rejected => Some("candidate.rejected"),
-                    Review::NeedsReview => None,
-                };
-                if let Some(event) = event {
-                    let row: EventRow = sqlx::query_as(sqlx::AssertSqlSafe(event_sql.as_str()))
-                        .bind(candidate_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    emit_event!(
-                        &mut *tx,
-                        workspace_id,
-                        event,
-                        &json!({ "candidate": candidate_json(&row), "actor": actor, "reason": reason }),
-                        now
-                    )?;
-                }
-            }
+            );
             tx.commit().await?;
             Ok(changed)
         })
@@ -1054,34 +1039,17 @@ impl Store {
                 return Ok(IngestOutcome::AlreadyIngested);
             }
             if review.as_deref() != Some(Review::Approved.as_str()) {
-                sqlx::query(
-                    "UPDATE candidates SET review = 'approved', review_by = $2, reviewed_at = $3, \
-                     updated_at = $3 WHERE id = $1",
-                )
-                .bind(candidate_id)
-                .bind(actor)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                history!(
-                    &mut *tx,
-                    candidate_id,
-                    "review",
-                    actor,
-                    json!({ "review": Review::Approved, "reason": "ingested" }),
-                    now
-                )?;
-                let row: EventRow = sqlx::query_as(sqlx::AssertSqlSafe(event_sql.as_str()))
-                    .bind(candidate_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                emit_event!(
+                decide!(
                     &mut *tx,
                     workspace_id,
-                    "candidate.approved",
-                    &json!({ "candidate": candidate_json(&row), "actor": actor }),
+                    candidate_id,
+                    Review::Approved,
+                    actor,
+                    json!({ "review": Review::Approved, "reason": "ingested" }),
+                    true,
+                    event_sql.as_str(),
                     now
-                )?;
+                );
             }
             sqlx::query(
                 "UPDATE candidates SET ingested_interviewer_id = $2, ingested_at = $3, \

@@ -20,18 +20,20 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, Time};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiQuery, rfc3339};
 use crate::server::AppState;
-use crate::server::error::ApiError;
+use crate::server::error::{ApiError, ErrorBody, doc};
 use crate::store::{AnalyticsMetrics, Principal, ReceptionistAnalytics, now_ms};
 
 /// The window when `from` is not given: this long before `to`.
@@ -39,30 +41,47 @@ pub const DEFAULT_WINDOW_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/analytics", get(get_analytics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_analytics))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AnalyticsQuery {
+    /// Start of the window (inclusive): an RFC 3339 timestamp, or a `YYYY-MM-DD` date (that
+    /// day's midnight, UTC). Default: 30 days before `to`.
     from: Option<String>,
+    /// End of the window (inclusive): an RFC 3339 timestamp, or a `YYYY-MM-DD` date (that day's
+    /// last millisecond, UTC). Default: now.
     to: Option<String>,
+    /// Only this receptionist (one of the workspace's; else 404).
     receptionist_id: Option<String>,
 }
 
-#[derive(Serialize)]
+/// The numbers of one receptionist, or of all, over the window (calls by their `accepted_at`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = AnalyticsMetrics)]
 struct MetricsOut {
     calls: i64,
+    /// Calls with end reason `completed`.
     completed_calls: i64,
+    /// Mean duration of the ended calls; `null` when none ended.
     average_duration_ms: Option<i64>,
+    /// Distinct candidates of the window's calls; the next five count among them (as they
+    /// are now).
     candidates: i64,
     confirmed: i64,
+    /// With at least one evaluation.
     evaluated: i64,
     approved: i64,
     rejected: i64,
     ingested: i64,
+    /// Mean latest score of those that have one; `null` when none has.
     average_score: Option<f64>,
+    /// Ended calls by the step they ended at: `completed`, `intro`, `disclosures`, `name`,
+    /// `location`, `question_N` (1-based), `caller_questions`, or `unknown`. Steps with no call
+    /// are absent.
     drop_off: BTreeMap<String, i64>,
 }
 
@@ -84,7 +103,9 @@ impl From<AnalyticsMetrics> for MetricsOut {
     }
 }
 
-#[derive(Serialize)]
+/// One receptionist's numbers.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ReceptionistAnalytics)]
 struct ReceptionistOut {
     receptionist_id: String,
     agent_name: String,
@@ -93,9 +114,14 @@ struct ReceptionistOut {
     metrics: MetricsOut,
 }
 
-#[derive(Serialize)]
+/// The window, the workspace's totals and every receptionist's numbers (oldest receptionist
+/// first, with zeros when it had no call in the window).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Analytics)]
 struct AnalyticsOut {
+    #[schema(format = DateTime)]
     from: String,
+    #[schema(format = DateTime)]
     to: String,
     total: MetricsOut,
     receptionists: Vec<ReceptionistOut>,
@@ -155,6 +181,19 @@ fn window(from: Option<&str>, to: Option<&str>, now: i64) -> Result<(i64, i64), 
     Ok((from, to))
 }
 
+/// Calls, outcomes and drop-off per receptionist over a window.
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics",
+    tag = "analytics",
+    security(("bearer" = [])),
+    params(AnalyticsQuery),
+    responses(
+        (status = 200, description = "The window's numbers", body = AnalyticsOut),
+        doc::AnyKey, doc::Query, doc::Invalid,
+        (status = 404, description = "`receptionist_id` is not one of the workspace's", body = ErrorBody),
+    ),
+)]
 async fn get_analytics(
     State(state): State<AppState>,
     principal: Principal,

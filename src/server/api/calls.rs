@@ -2,41 +2,52 @@
 
 use std::path::{Component, Path};
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tower_http::services::ServeFile;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiQuery, page, rfc3339};
 use crate::model::{AnswerRecord, DisclosureRecord, TranscriptLine, TurnLatency};
 use crate::server::AppState;
-use crate::server::error::ApiError;
+use crate::server::error::{ApiError, ErrorBody, doc};
 use crate::store::{CallDetail, CallStatus, CallSummary, Principal};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/calls", get(list_calls))
-        .route("/api/v1/calls/{id}", get(get_call))
-        .route("/api/v1/calls/{id}/recording", get(get_recording))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_calls))
+        .routes(routes!(get_call))
+        .routes(routes!(get_recording))
 }
 
-#[derive(Serialize)]
+/// A call as listed.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CallSummary)]
 pub(super) struct CallSummaryOut {
     id: String,
     carrier: String,
     receptionist_id: String,
+    /// The caller's candidate, once the media stream started.
     candidate_id: Option<String>,
     candidate_name: Option<String>,
     from_number: String,
     to_number: String,
+    /// The number a phone menu forwarded the call from, when the carrier said.
     forwarded_from: Option<String>,
     status: CallStatus,
+    /// When the carrier's webhook was answered.
+    #[schema(format = DateTime)]
     accepted_at: String,
+    /// When the media stream started.
+    #[schema(format = DateTime)]
     started_at: Option<String>,
+    #[schema(format = DateTime)]
     ended_at: Option<String>,
     duration_ms: Option<i64>,
     end_reason: Option<crate::model::EndReason>,
@@ -72,24 +83,52 @@ impl CallSummaryOut {
     }
 }
 
-#[derive(Serialize)]
+/// A call with everything it produced.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Call)]
 pub(super) struct CallDetailOut {
     #[serde(flatten)]
     summary: CallSummaryOut,
+    /// The latest name the caller gave on this call.
     name: Option<String>,
     location: Option<String>,
     transcript: Vec<TranscriptLine>,
+    /// The latest answer per question, by question index.
     answers: Vec<AnswerRecord>,
     disclosures: Vec<DisclosureRecord>,
     latencies: Vec<TurnLatency>,
 }
 
-#[derive(Deserialize)]
+/// A page of calls, newest first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CallList)]
+struct CallListOut {
+    data: Vec<CallSummaryOut>,
+    limit: i64,
+    offset: i64,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// 1 to 500; default 50.
     limit: Option<i64>,
+    /// Default 0.
     offset: Option<i64>,
 }
 
+/// The workspace's calls.
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of calls, newest first", body = CallListOut),
+        doc::AnyKey, doc::Query, doc::Invalid,
+    ),
+)]
 async fn list_calls(
     State(state): State<AppState>,
     principal: Principal,
@@ -101,9 +140,26 @@ async fn list_calls(
         .list_calls(&principal.workspace_id, limit, offset)
         .await?;
     let data: Vec<CallSummaryOut> = calls.into_iter().map(CallSummaryOut::new).collect();
-    Ok(Json(serde_json::json!({ "data": data, "limit": limit, "offset": offset })).into_response())
+    Ok(Json(CallListOut {
+        data,
+        limit,
+        offset,
+    })
+    .into_response())
 }
 
+/// One call, with its transcript, answers, disclosures and latencies.
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls/{id}",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The call's id")),
+    responses(
+        (status = 200, description = "The call", body = CallDetailOut),
+        doc::AnyKey, doc::NotFound,
+    ),
+)]
 async fn get_call(
     State(state): State<AppState>,
     principal: Principal,
@@ -164,11 +220,35 @@ async fn recording_file(state: &AppState, relative: &str) -> Option<std::path::P
     meta.is_file().then_some(full)
 }
 
-/// The call's WAV file, with HTTP range requests (`Accept-Ranges: bytes`; one range per request,
-/// `206` with `Content-Range`, `416` with `Content-Range: bytes */LEN` when unsatisfiable),
-/// `HEAD`, `Last-Modified` and `If-Modified-Since` / `If-Unmodified-Since`, all by tower-http's
-/// `ServeFile` once the path is known to stay inside the data directory. `If-Range` is ignored
-/// (tower-http does not implement it): a recording only grows, and not after its call ended.
+/// The call's recording: a two-channel WAV (left the caller, right the agent).
+///
+/// With HTTP range requests (`Accept-Ranges: bytes`; one range per request, `206` with
+/// `Content-Range`, `416` with `Content-Range: bytes */LEN` when unsatisfiable), `HEAD`,
+/// `Last-Modified` and `If-Modified-Since` / `If-Unmodified-Since`. `If-Range` is ignored: a
+/// recording only grows, and not after its call ended.
+// All by tower-http's `ServeFile`, once the path is known to stay inside the data directory
+// (tower-http does not implement `If-Range`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls/{id}/recording",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The call's id"),
+        ("Range" = Option<String>, Header, description = "One byte range, e.g. `bytes=0-1023`"),
+        ("If-Modified-Since" = Option<String>, Header, description = "An HTTP date"),
+        ("If-Unmodified-Since" = Option<String>, Header, description = "An HTTP date"),
+    ),
+    responses(
+        (status = 200, description = "The whole recording (`Accept-Ranges: bytes`, `Last-Modified`, `Content-Disposition: inline`)", content_type = "audio/wav"),
+        (status = 206, description = "The range asked for, with `Content-Range`", content_type = "audio/wav"),
+        (status = 304, description = "Not modified since `If-Modified-Since`"),
+        (status = 412, description = "Modified since `If-Unmodified-Since`"),
+        (status = 416, description = "The range cannot be satisfied (`Content-Range: bytes */LEN`)"),
+        doc::AnyKey,
+        (status = 404, description = "No such call in this workspace, or it has no recording (yet)", body = ErrorBody),
+    ),
+)]
 async fn get_recording(
     State(state): State<AppState>,
     principal: Principal,

@@ -6,52 +6,59 @@
 //! `rejected` (the decision). Pages are newest call first; `next_cursor` continues a list and is
 //! `null` on the last page.
 
+use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::calls::CallDetailOut;
 use super::{ApiJson, ApiQuery, MAX_PAGE, OptionalJson, rfc3339};
 use crate::model::{CandidateStatus, Review};
+use crate::pipeline::evaluate::QuestionScore;
 use crate::server::AppState;
 use crate::server::auth::Admin;
-use crate::server::error::ApiError;
+use crate::server::error::{ApiError, doc};
 use crate::store::pipeline::{EvaluationRecord, HistoryEntry, IngestOutcome, SmsRecord};
-use crate::store::{CandidateDetail, CandidateFilter, CandidateSummary, Principal, Tab};
+use crate::store::{CandidateDetail, CandidateFilter, CandidateSummary, Principal, Tab, TabCounts};
 
 const MAX_NOTE_CHARS: usize = 5_000;
 const MAX_REASON_CHARS: usize = 1_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/candidates", get(list_candidates))
-        .route(
-            "/api/v1/candidates/{id}",
-            get(get_candidate).patch(update_candidate),
-        )
-        .route("/api/v1/candidates/{id}/approve", post(approve))
-        .route("/api/v1/candidates/{id}/reject", post(reject))
-        .route("/api/v1/candidates/{id}/notes", post(add_note))
-        .route("/api/v1/candidates/{id}/ingest", post(ingest))
-        .route("/api/v1/candidates/{id}/evaluations", get(list_evaluations))
-        .route("/api/v1/candidates/{id}/evaluate", post(evaluate))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_candidates))
+        .routes(routes!(get_candidate, update_candidate))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(add_note))
+        .routes(routes!(ingest))
+        .routes(routes!(list_evaluations))
+        .routes(routes!(evaluate))
 }
 
-#[derive(Serialize)]
+/// Where a candidate was ingested, and when.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Ingested)]
 pub(super) struct IngestedOut {
     interviewer_id: String,
     interviewer_name: Option<String>,
+    #[schema(format = DateTime)]
     at: String,
 }
 
-#[derive(Serialize)]
+/// A candidate as listed: one per workspace and phone number.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CandidateSummary)]
 pub(super) struct CandidateOut {
     id: String,
+    /// The receptionist the candidate first called.
     receptionist_id: String,
+    /// That receptionist's agent name.
     receptionist_name: String,
     phone_number: Option<String>,
     name: Option<String>,
@@ -61,16 +68,22 @@ pub(super) struct CandidateOut {
     review: Option<Review>,
     /// `system` (routing) or `key:<id>`.
     review_by: Option<String>,
+    #[schema(format = DateTime)]
     reviewed_at: Option<String>,
     ingested: Option<IngestedOut>,
+    #[schema(format = DateTime)]
     confirmed_at: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
     /// When the candidate last called.
+    #[schema(format = DateTime)]
     last_call_at: String,
     last_call_duration_ms: Option<i64>,
     call_count: i64,
     evaluation_count: i64,
+    /// Score (0-100) of the newest evaluation.
     latest_score: Option<f64>,
     has_recording: bool,
 }
@@ -112,15 +125,33 @@ impl CandidateOut {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct CandidateListQuery {
+    /// Default `all`.
+    #[param(inline)]
     tab: Option<Tab>,
+    #[param(inline)]
     status: Option<CandidateStatus>,
     receptionist_id: Option<String>,
+    /// Search in name, email and phone number; at most 200 characters.
     q: Option<String>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// 1 to 500; default 50.
     limit: Option<i64>,
+}
+
+/// A page of candidates, newest call first, with the count of each tab under the same filters.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CandidateList)]
+struct CandidateListOut {
+    data: Vec<CandidateOut>,
+    /// Continues the list; `null` on the last page.
+    next_cursor: Option<String>,
+    limit: i64,
+    counts: TabCounts,
 }
 
 fn encode_cursor(last_call_at: i64, id: &str) -> String {
@@ -141,6 +172,21 @@ fn decode_cursor(cursor: &str) -> Result<(i64, String), ApiError> {
     Ok((at, id.to_string()))
 }
 
+/// The candidate pipeline.
+///
+/// Tabs: `all`; `evaluated` (status evaluated, whatever the decision); `needs_review`,
+/// `approved`, `rejected` (the decision).
+#[utoipa::path(
+    get,
+    path = "/api/v1/candidates",
+    tag = "candidates",
+    security(("bearer" = [])),
+    params(CandidateListQuery),
+    responses(
+        (status = 200, description = "A page of candidates", body = CandidateListOut),
+        doc::AnyKey, doc::Query, doc::Invalid,
+    ),
+)]
 async fn list_candidates(
     State(state): State<AppState>,
     principal: Principal,
@@ -186,26 +232,41 @@ async fn list_candidates(
         .count_candidate_tabs(&principal.workspace_id, &filter)
         .await?;
     let data: Vec<CandidateOut> = list.into_iter().map(CandidateOut::new).collect();
-    Ok(Json(serde_json::json!({
-        "data": data,
-        "next_cursor": next_cursor,
-        "limit": limit,
-        "counts": counts,
-    }))
+    Ok(Json(CandidateListOut {
+        data,
+        next_cursor,
+        limit,
+        counts,
+    })
     .into_response())
 }
 
-#[derive(Serialize)]
+/// One evaluation of a candidate's answers.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Evaluation)]
 struct EvaluationOut {
     id: String,
+    /// The call whose answers were evaluated.
     call_id: Option<String>,
     receptionist_id: String,
+    /// 0 to 100.
     score: f64,
     dealbreaker_failed: bool,
     summary: String,
+    /// How each screening question scored (as stored with the evaluation).
+    #[schema(value_type = Vec<QuestionScore>)]
     questions: serde_json::Value,
+    /// Who evaluated: `deterministic` (the built-in rubric).
     evaluator: String,
+    #[schema(format = DateTime)]
     created_at: String,
+}
+
+/// The evaluations of a candidate, newest first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvaluationList)]
+struct EvaluationListOut {
+    data: Vec<EvaluationOut>,
 }
 
 impl From<EvaluationRecord> for EvaluationOut {
@@ -224,12 +285,20 @@ impl From<EvaluationRecord> for EvaluationOut {
     }
 }
 
-#[derive(Serialize)]
+/// One line of a candidate's history: what happened, who did it, and its details.
+#[derive(Clone, Serialize, ToSchema)]
+#[schema(as = HistoryEntry)]
 struct HistoryOut {
     id: String,
+    /// E.g. `call_ended`, `confirmation_sent`, `confirmation`, `reply`, `correction`, `note`,
+    /// `evaluated`, `review`, `invitation`, `ingested`, `details_updated`, `opted_out`.
     kind: String,
+    /// `system` or `key:<id>` (a recruiter).
     actor: String,
+    /// Depends on `kind` (a note's `text`, a review's decision and reason, ...).
+    #[schema(value_type = Object)]
     detail: serde_json::Value,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -245,17 +314,61 @@ impl From<HistoryEntry> for HistoryOut {
     }
 }
 
-#[derive(Serialize)]
+/// A text to or from the candidate.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Message)]
 struct MessageOut {
     id: String,
+    /// `out` or `in`.
     direction: String,
+    /// What the text is for (e.g. `confirmation`, `reply`, `acknowledgement`, `invitation`).
     purpose: String,
     from_number: String,
     to_number: String,
     body: String,
+    /// Outbound: `pending`, `sent` or `failed`; inbound: `received`.
     status: String,
     error: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+}
+
+/// An email sent to the candidate (an invitation), with its delivery state.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Email)]
+struct EmailOut {
+    id: String,
+    /// `email`.
+    kind: String,
+    to: Option<String>,
+    subject: Option<String>,
+    /// `pending`, `sent` or `failed`.
+    status: String,
+    attempts: i64,
+    /// The last attempt's error.
+    error: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    sent_at: Option<String>,
+}
+
+/// A candidate with everything it has.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Candidate)]
+struct CandidateDetailOut {
+    #[serde(flatten)]
+    candidate: CandidateOut,
+    /// Newest first.
+    calls: Vec<CallDetailOut>,
+    evaluations: Vec<EvaluationOut>,
+    /// The history's `note` lines.
+    notes: Vec<HistoryOut>,
+    /// The history's `correction` lines (texts that corrected the captured details).
+    corrections: Vec<HistoryOut>,
+    messages: Vec<MessageOut>,
+    emails: Vec<EmailOut>,
+    history: Vec<HistoryOut>,
 }
 
 impl From<SmsRecord> for MessageOut {
@@ -274,6 +387,18 @@ impl From<SmsRecord> for MessageOut {
     }
 }
 
+/// One candidate, with its calls, evaluations, notes, history, texts and emails.
+#[utoipa::path(
+    get,
+    path = "/api/v1/candidates/{id}",
+    tag = "candidates",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The candidate's id")),
+    responses(
+        (status = 200, description = "The candidate", body = CandidateDetailOut),
+        doc::AnyKey, doc::NotFound,
+    ),
+)]
 async fn get_candidate(
     State(state): State<AppState>,
     principal: Principal,
@@ -305,8 +430,11 @@ async fn get_candidate(
         .into_iter()
         .map(Into::into)
         .collect();
-    let notes: Vec<&HistoryOut> = history.iter().filter(|h| h.kind == "note").collect();
-    let corrections: Vec<&HistoryOut> = history.iter().filter(|h| h.kind == "correction").collect();
+    let of_kind = |kind: &str| -> Vec<HistoryOut> {
+        history.iter().filter(|h| h.kind == kind).cloned().collect()
+    };
+    let notes = of_kind("note");
+    let corrections = of_kind("correction");
     let messages: Vec<MessageOut> = state
         .store
         .candidate_messages(&id)
@@ -315,7 +443,7 @@ async fn get_candidate(
         .map(Into::into)
         .collect();
     // invitations by email and other deliveries (texts are listed with their bodies above)
-    let deliveries: Vec<serde_json::Value> = state
+    let emails: Vec<EmailOut> = state
         .store
         .outbox_for_candidate(&id)
         .await?
@@ -324,40 +452,29 @@ async fn get_candidate(
         .map(|o| {
             let payload: serde_json::Value =
                 serde_json::from_str(&o.payload).unwrap_or(serde_json::Value::Null);
-            serde_json::json!({
-                "id": o.id,
-                "kind": o.kind,
-                "to": payload["to"],
-                "subject": payload["subject"],
-                "status": o.status,
-                "attempts": o.attempts,
-                "error": o.last_error,
-                "created_at": rfc3339(o.created_at_ms),
-                "sent_at": o.sent_at_ms.map(rfc3339),
-            })
+            let text = |key: &str| payload[key].as_str().map(str::to_owned);
+            EmailOut {
+                to: text("to"),
+                subject: text("subject"),
+                id: o.id,
+                kind: o.kind,
+                status: o.status,
+                attempts: o.attempts,
+                error: o.last_error,
+                created_at: rfc3339(o.created_at_ms),
+                sent_at: o.sent_at_ms.map(rfc3339),
+            }
         })
         .collect();
-    #[derive(Serialize)]
-    struct Out<'a> {
-        #[serde(flatten)]
-        candidate: CandidateOut,
-        calls: Vec<CallDetailOut>,
-        evaluations: Vec<EvaluationOut>,
-        notes: Vec<&'a HistoryOut>,
-        corrections: Vec<&'a HistoryOut>,
-        messages: Vec<MessageOut>,
-        emails: Vec<serde_json::Value>,
-        history: &'a [HistoryOut],
-    }
-    Ok(Json(Out {
+    Ok(Json(CandidateDetailOut {
         candidate: CandidateOut::new(summary),
         calls: call_details,
         evaluations,
         notes,
         corrections,
         messages,
-        emails: deliveries,
-        history: &history,
+        emails,
+        history,
     })
     .into_response())
 }
@@ -371,14 +488,31 @@ async fn current(state: &AppState, principal: &Principal, id: &str) -> Result<Re
     Ok(Json(CandidateOut::new(summary)).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Corrections to a candidate's details; absent fields keep their values.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DetailsInput {
+    /// At most 200 characters.
     name: Option<String>,
+    /// At most 200 characters.
     location: Option<String>,
+    /// An email address (at most 254 characters).
     email: Option<String>,
 }
 
+/// Correct a candidate's name, location or email.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/candidates/{id}",
+    tag = "candidates",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The candidate's id")),
+    request_body = DetailsInput,
+    responses(
+        (status = 200, description = "The candidate as it now is", body = CandidateOut),
+        doc::AdminKey, doc::NotFound, doc::JsonBody,
+    ),
+)]
 async fn update_candidate(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -433,10 +567,27 @@ fn is_email(s: &str) -> bool {
         && !domain.contains('@')
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// An approval has no fields: the body may be empty or `{}`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ApproveInput {}
 
+/// Approve a candidate.
+///
+/// Texts the candidate when the receptionist says so, and notifies `candidate.approved`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/candidates/{id}/approve",
+    tag = "candidates",
+    operation_id = "approve_candidate",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The candidate's id")),
+    request_body(content = Option<ApproveInput>, description = "Optional: empty or `{}`"),
+    responses(
+        (status = 200, description = "The candidate as it now is", body = CandidateOut),
+        doc::AdminKey, doc::NotFound, doc::JsonBody,
+    ),
+)]
 async fn approve(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -457,12 +608,27 @@ async fn approve(
     current(&state, &principal, &id).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RejectInput {
+    /// Kept in the history; at most 1,000 characters.
     reason: Option<String>,
 }
 
+/// Reject a candidate.
+#[utoipa::path(
+    post,
+    path = "/api/v1/candidates/{id}/reject",
+    tag = "candidates",
+    operation_id = "reject_candidate",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The candidate's id")),
+    request_body(content = Option<RejectInput>, description = "Optional: empty, or a reason"),
+    responses(
+        (status = 200, description = "The candidate as it now is", body = CandidateOut),
+        doc::AdminKey, doc::NotFound, doc::JsonBody,
+    ),
+)]
 async fn reject(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -494,12 +660,27 @@ async fn reject(
     current(&state, &principal, &id).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NoteInput {
+    /// 1 to 5,000 characters.
     text: String,
 }
 
+/// Add a note to a candidate's history.
+#[utoipa::path(
+    post,
+    path = "/api/v1/candidates/{id}/notes",
+    tag = "candidates",
+    operation_id = "add_candidate_note",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The candidate's id")),
+    request_body = NoteInput,
+    responses(
+        (status = 201, description = "The note, as a history entry of kind `note`", body = HistoryOut),
+        doc::AdminKey, doc::NotFound, doc::JsonBody,
+    ),
+)]
 async fn add_note(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -523,12 +704,30 @@ async fn add_note(
     Ok((StatusCode::CREATED, Json(HistoryOut::from(note))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IngestInput {
+    /// One of the interviewers the candidate's receptionist may ingest into.
     interviewer_id: String,
 }
 
+/// Ingest a candidate into an interviewer (the next screening step).
+///
+/// Sends the interviewer's invitation by text and email (when the candidate has one); ingesting
+/// again into the same interviewer changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/candidates/{id}/ingest",
+    tag = "candidates",
+    operation_id = "ingest_candidate",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The candidate's id")),
+    request_body = IngestInput,
+    responses(
+        (status = 200, description = "The candidate as it now is", body = CandidateOut),
+        doc::AdminKey, doc::NotFound, doc::JsonBody,
+    ),
+)]
 async fn ingest(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -553,6 +752,18 @@ async fn ingest(
     current(&state, &principal, &id).await
 }
 
+/// A candidate's evaluations.
+#[utoipa::path(
+    get,
+    path = "/api/v1/candidates/{id}/evaluations",
+    tag = "candidates",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The candidate's id")),
+    responses(
+        (status = 200, description = "Its evaluations", body = EvaluationListOut),
+        doc::AnyKey, doc::NotFound,
+    ),
+)]
 async fn list_evaluations(
     State(state): State<AppState>,
     principal: Principal,
@@ -570,16 +781,30 @@ async fn list_evaluations(
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(Json(serde_json::json!({ "data": data })).into_response())
+    Ok(Json(EvaluationListOut { data }).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EvaluateInput {
     /// Evaluate this call's answers (default: the latest call's).
     call_id: Option<String>,
 }
 
+/// Evaluate a candidate's answers again, and route the candidate on the result.
+#[utoipa::path(
+    post,
+    path = "/api/v1/candidates/{id}/evaluate",
+    tag = "candidates",
+    operation_id = "evaluate_candidate",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The candidate's id")),
+    request_body(content = Option<EvaluateInput>, description = "Optional: empty, or the call to evaluate"),
+    responses(
+        (status = 201, description = "The new evaluation", body = EvaluationOut),
+        doc::AdminKey, doc::NotFound, doc::JsonBody,
+    ),
+)]
 async fn evaluate(
     State(state): State<AppState>,
     Admin(principal): Admin,

@@ -3,43 +3,52 @@
 //! `{interview_link}` are filled in (the link is added at the end when the template leaves it
 //! out). `PUT` merges like receptionists.
 
+use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiJson, rfc3339};
 use crate::server::AppState;
 use crate::server::auth::Admin;
-use crate::server::error::ApiError;
+use crate::server::error::{ApiError, doc};
 use crate::store::{Interviewer, InterviewerInput, Principal};
 
 const MAX_NAME_CHARS: usize = 200;
 const MAX_MESSAGE_CHARS: usize = 1_000;
 const MAX_LINK_CHARS: usize = 2_048;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/interviewers",
-            get(list_interviewers).post(create_interviewer),
-        )
-        .route(
-            "/api/v1/interviewers/{id}",
-            get(get_interviewer).put(update_interviewer),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_interviewers, create_interviewer))
+        .routes(routes!(get_interviewer, update_interviewer))
 }
 
-#[derive(Serialize)]
+/// An interviewer: the next screening step candidates are ingested into.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Interviewer)]
 struct InterviewerOut {
     id: String,
     name: String,
+    /// The invitation template: `{candidate_name}`, `{interviewer_name}` and `{interview_link}`
+    /// are filled in.
     invitation_message: String,
     interview_link: String,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
+}
+
+/// The workspace's interviewers, oldest first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = InterviewerList)]
+struct InterviewerListOut {
+    data: Vec<InterviewerOut>,
 }
 
 impl From<Interviewer> for InterviewerOut {
@@ -55,11 +64,18 @@ impl From<Interviewer> for InterviewerOut {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// An interviewer as the API writes it. On create, `name` and `interview_link` are required; on
+/// update every field is optional (absent keeps the value).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = InterviewerInput)]
 struct Input {
+    /// 1 to 200 characters.
     name: Option<String>,
+    /// At most 1,000 characters; `{candidate_name}`, `{interviewer_name}` and
+    /// `{interview_link}` are filled in (the link is added at the end when left out).
     invitation_message: Option<String>,
+    /// An http(s) URL.
     interview_link: Option<String>,
 }
 
@@ -103,6 +119,18 @@ impl Input {
     }
 }
 
+/// Create an interviewer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/interviewers",
+    tag = "interviewers",
+    security(("bearer" = ["admin"])),
+    request_body = Input,
+    responses(
+        (status = 201, description = "Created", body = InterviewerOut),
+        doc::AdminKey, doc::JsonBody,
+    ),
+)]
 async fn create_interviewer(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -126,6 +154,19 @@ async fn create_interviewer(
     Ok((StatusCode::CREATED, Json(InterviewerOut::from(i))).into_response())
 }
 
+/// Change an interviewer (a merge: absent fields keep their values).
+#[utoipa::path(
+    put,
+    path = "/api/v1/interviewers/{id}",
+    tag = "interviewers",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The interviewer's id")),
+    request_body = Input,
+    responses(
+        (status = 200, description = "The interviewer as it now is", body = InterviewerOut),
+        doc::AdminKey, doc::NotFound, doc::JsonBody,
+    ),
+)]
 async fn update_interviewer(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -148,6 +189,18 @@ async fn update_interviewer(
     Ok(Json(InterviewerOut::from(i)).into_response())
 }
 
+/// One interviewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/interviewers/{id}",
+    tag = "interviewers",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The interviewer's id")),
+    responses(
+        (status = 200, description = "The interviewer", body = InterviewerOut),
+        doc::AnyKey, doc::NotFound,
+    ),
+)]
 async fn get_interviewer(
     State(state): State<AppState>,
     principal: Principal,
@@ -160,6 +213,17 @@ async fn get_interviewer(
     Ok(Json(InterviewerOut::from(i)).into_response())
 }
 
+/// The workspace's interviewers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/interviewers",
+    tag = "interviewers",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Oldest first", body = InterviewerListOut),
+        doc::AnyKey,
+    ),
+)]
 async fn list_interviewers(
     State(state): State<AppState>,
     principal: Principal,
@@ -171,5 +235,5 @@ async fn list_interviewers(
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(Json(serde_json::json!({ "data": data })).into_response())
+    Ok(Json(InterviewerListOut { data }).into_response())
 }

@@ -1,35 +1,74 @@
 //! `/api/v1/keys`: a workspace's API keys. A new key is shown once; only its hash is stored.
 //! Admins create and revoke; viewers may list (never the keys themselves).
 
+use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiJson, rfc3339};
 use crate::server::AppState;
 use crate::server::auth::Admin;
-use crate::server::error::ApiError;
+use crate::server::error::{ApiError, ErrorBody, doc};
 use crate::store::{ApiKeyInfo, Principal, Role};
 
 const MAX_NAME_CHARS: usize = 100;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/keys", get(list_keys).post(create_key))
-        .route("/api/v1/keys/{id}", delete(revoke_key))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
 }
 
-#[derive(Serialize)]
+/// An API key as listed (never the key itself).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ApiKey)]
 struct KeyOut {
     id: String,
     name: String,
     role: Role,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     revoked_at: Option<String>,
+}
+
+/// A new API key: the key itself is shown this once.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CreatedApiKey)]
+struct CreatedKeyOut {
+    #[serde(flatten)]
+    info: KeyOut,
+    /// `rk_` and 64 hex digits. Shown this once; only its hash is stored.
+    key: String,
+}
+
+/// The workspace's keys, oldest first, revoked ones included.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ApiKeyList)]
+struct KeyListOut {
+    data: Vec<KeyOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = Workspace)]
+struct WorkspaceOut {
+    id: String,
+    name: String,
+}
+
+/// The key in use: its workspace, the key and its role.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Me)]
+struct MeOut {
+    workspace: WorkspaceOut,
+    key: KeyOut,
+    role: Role,
 }
 
 impl From<ApiKeyInfo> for KeyOut {
@@ -44,13 +83,27 @@ impl From<ApiKeyInfo> for KeyOut {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ApiKeyInput)]
 struct KeyInput {
     role: Role,
+    /// At most 100 characters.
     name: Option<String>,
 }
 
+/// Create an API key.
+#[utoipa::path(
+    post,
+    path = "/api/v1/keys",
+    tag = "keys",
+    security(("bearer" = ["admin"])),
+    request_body = KeyInput,
+    responses(
+        (status = 201, description = "The new key, shown this once", body = CreatedKeyOut),
+        doc::AdminKey, doc::JsonBody,
+    ),
+)]
 async fn create_key(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -67,16 +120,9 @@ async fn create_key(
         .store
         .create_named_api_key(&principal.workspace_id, input.role, name)
         .await?;
-    #[derive(Serialize)]
-    struct Created {
-        #[serde(flatten)]
-        info: KeyOut,
-        /// Shown this once.
-        key: String,
-    }
     Ok((
         StatusCode::CREATED,
-        Json(Created {
+        Json(CreatedKeyOut {
             info: info.into(),
             key,
         }),
@@ -84,7 +130,18 @@ async fn create_key(
         .into_response())
 }
 
-/// Who the key in use is: its workspace, role and name (the dashboard signs in with this).
+/// The key in use: its workspace, role and name (the dashboard signs in with this).
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "keys",
+    operation_id = "get_me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The key in use", body = MeOut),
+        doc::AnyKey,
+    ),
+)]
 async fn me(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
     let workspace = state.store.get_workspace(&principal.workspace_id).await?;
     let key = state
@@ -94,14 +151,28 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Respo
         .into_iter()
         .find(|k| k.id == principal.key_id)
         .ok_or(ApiError::Unauthorized)?;
-    Ok(Json(serde_json::json!({
-        "workspace": { "id": workspace.id, "name": workspace.name },
-        "key": KeyOut::from(key),
-        "role": principal.role,
-    }))
+    Ok(Json(MeOut {
+        workspace: WorkspaceOut {
+            id: workspace.id,
+            name: workspace.name,
+        },
+        key: KeyOut::from(key),
+        role: principal.role,
+    })
     .into_response())
 }
 
+/// The workspace's API keys.
+#[utoipa::path(
+    get,
+    path = "/api/v1/keys",
+    tag = "keys",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Oldest first, revoked ones included", body = KeyListOut),
+        doc::AnyKey,
+    ),
+)]
 async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
@@ -113,9 +184,22 @@ async fn list_keys(
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(Json(serde_json::json!({ "data": data })).into_response())
+    Ok(Json(KeyListOut { data }).into_response())
 }
 
+/// Revoke an API key (idempotent; the key stops working at once).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/keys/{id}",
+    tag = "keys",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The key's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        doc::AdminKey, doc::NotFound,
+        (status = 409, description = "The workspace's last admin key (create another first)", body = ErrorBody),
+    ),
+)]
 async fn revoke_key(
     State(state): State<AppState>,
     Admin(principal): Admin,

@@ -11,7 +11,10 @@
 //! any other unknown field is an error. Timestamps are RFC 3339 (UTC); durations and transcript
 //! times are milliseconds.
 //!
-//! One module per resource, each owning its `router()` and its request and response types.
+//! One module per resource, each owning its `router()` and its request and response types. A
+//! handler is registered with `.routes(routes!(handler))`, which serves it and adds its
+//! `#[utoipa::path]` operation to the OpenAPI document (server/openapi.rs); a new module is one
+//! `.merge(module::router())` in [`routes`].
 
 pub mod analytics;
 pub mod calls;
@@ -28,6 +31,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
 use super::error::ApiError;
@@ -39,8 +43,14 @@ pub use receptionists::{
 /// Largest page a list route returns.
 pub const MAX_PAGE: i64 = 500;
 
+/// The recruiter API alone (the whole server is `server::router`).
 pub fn router() -> Router<AppState> {
-    Router::new()
+    routes().into()
+}
+
+/// The recruiter API's routes with their OpenAPI operations.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(receptionists::router())
         .merge(calls::router())
         .merge(candidates::router())

@@ -1,12 +1,14 @@
 //! `/api/v1/receptionists`: create, list, read and merge-update a receptionist's settings.
 
+use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiJson, ApiQuery, rfc3339};
 use crate::engine::dialogue::understand::parse_expected;
@@ -15,7 +17,7 @@ use crate::model::{
 };
 use crate::server::AppState;
 use crate::server::auth::Admin;
-use crate::server::error::ApiError;
+use crate::server::error::{ApiError, doc};
 use crate::store::{Principal, Receptionist, is_e164};
 
 pub const MAX_INTRO_CHARS: usize = 800;
@@ -47,26 +49,28 @@ async fn check_interviewers(
     Ok(())
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/receptionists",
-            get(list_receptionists).post(create_receptionist),
-        )
-        .route(
-            "/api/v1/receptionists/{id}",
-            get(get_receptionist).put(update_receptionist),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_receptionists, create_receptionist))
+        .routes(routes!(get_receptionist, update_receptionist))
 }
 
 /// A receptionist as the API writes it. On create, `phone_number`, `agent_name` and
-/// `intro_message` are required; on update every field is optional (absent keeps the value).
-#[derive(Debug, Default, Deserialize)]
+/// `intro_message` are required; on update every field is optional (absent or `null` keeps the
+/// value). Defaults on create: `voice` `slt`, `language_mode` `english`, the three disclosures,
+/// `collect_location` and `sms_confirmation` on, `manual_approval` and
+/// `enforce_job_location_match` off, `score_threshold` 70, `status` `live`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceptionistInput {
+    /// E.164 (`+15551234567`), unique across workspaces.
+    #[schema(example = "+15550001111")]
     pub phone_number: Option<String>,
+    /// 1 to 100 characters.
     pub agent_name: Option<String>,
+    /// The text-to-speech voice, 1 to 64 characters.
     pub voice: Option<String>,
+    /// At most 800 characters.
     pub intro_message: Option<String>,
     pub language_mode: Option<LanguageMode>,
     pub manual_approval: Option<bool>,
@@ -75,35 +79,54 @@ pub struct ReceptionistInput {
     pub disclose_e_verify: Option<bool>,
     pub collect_location: Option<bool>,
     pub enforce_job_location_match: Option<bool>,
+    /// What the agent may tell callers about the job; at most 20,000 characters.
     pub custom_context: Option<String>,
+    /// At most 20; replaces the whole list.
     pub questions: Option<Vec<QuestionInput>>,
-    /// Wider than the stored `u8` so that 101 or -1 get a validation message, not a type error.
+    /// 0 to 100. (Wider than the stored `u8` so that 101 or -1 get a validation message, not a
+    /// type error.)
     pub score_threshold: Option<i64>,
     pub status: Option<ReceptionistStatus>,
     pub sms_confirmation: Option<bool>,
+    /// Interviewers (of this workspace) this receptionist may ingest candidates into; at most 50.
     pub interviewer_ids: Option<Vec<String>>,
-    /// `""` clears it.
+    /// One of `interviewer_ids`; `""` clears it.
     pub default_interviewer_id: Option<String>,
     // Read-only fields a client may echo back; ignored.
+    /// Read-only: accepted and ignored.
     #[serde(default, rename = "id")]
+    #[schema(value_type = Option<serde_json::Value>)]
     _id: Option<IgnoredAny>,
+    /// Read-only: accepted and ignored.
     #[serde(default, rename = "workspace_id")]
+    #[schema(value_type = Option<serde_json::Value>)]
     _workspace_id: Option<IgnoredAny>,
+    /// Read-only: accepted and ignored.
     #[serde(default, rename = "created_at")]
+    #[schema(value_type = Option<serde_json::Value>)]
     _created_at: Option<IgnoredAny>,
+    /// Read-only: accepted and ignored.
     #[serde(default, rename = "updated_at")]
+    #[schema(value_type = Option<serde_json::Value>)]
     _updated_at: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A screening question as the API writes it.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuestionInput {
+    /// Required: 1 to 500 characters.
     pub text: Option<String>,
+    /// Required.
     pub kind: Option<QuestionKind>,
+    /// By kind: `yes` or `no`; a number, a comparison (`>= 18`) or a range (`18-65`);
+    /// comma-separated keywords for free text.
     #[serde(default)]
     pub expected: Option<String>,
+    /// A failed expectation rejects the candidate whatever the score.
     #[serde(default)]
     pub dealbreaker: bool,
+    /// 0 or more; default 1.
     pub weight: Option<f64>,
 }
 
@@ -339,33 +362,59 @@ pub fn validate_settings(s: &ReceptionistSettings) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Serialize)]
-struct ReceptionistOut<'a> {
-    id: &'a str,
-    workspace_id: &'a str,
+/// A receptionist: its ids, every setting, and when it was created and last changed.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Receptionist)]
+struct ReceptionistOut {
+    id: String,
+    workspace_id: String,
     #[serde(flatten)]
-    settings: &'a ReceptionistSettings,
+    settings: ReceptionistSettings,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
-impl<'a> From<&'a Receptionist> for ReceptionistOut<'a> {
-    fn from(r: &'a Receptionist) -> Self {
+/// The workspace's receptionists, oldest first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ReceptionistList)]
+struct ReceptionistListOut {
+    data: Vec<ReceptionistOut>,
+}
+
+impl From<Receptionist> for ReceptionistOut {
+    fn from(r: Receptionist) -> Self {
         ReceptionistOut {
-            id: &r.id,
-            workspace_id: &r.workspace_id,
-            settings: &r.settings,
+            id: r.id,
+            workspace_id: r.workspace_id,
+            settings: r.settings,
             created_at: rfc3339(r.created_at_ms),
             updated_at: rfc3339(r.updated_at_ms),
         }
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReceptionistListQuery {
+    /// Only receptionists with this status.
+    #[param(inline)]
     status: Option<ReceptionistStatus>,
 }
 
+/// Create a receptionist.
+#[utoipa::path(
+    post,
+    path = "/api/v1/receptionists",
+    tag = "receptionists",
+    security(("bearer" = ["admin"])),
+    request_body = ReceptionistInput,
+    responses(
+        (status = 201, description = "Created", body = ReceptionistOut),
+        doc::AdminKey, doc::JsonBody, doc::Conflict,
+    ),
+)]
 async fn create_receptionist(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -387,9 +436,24 @@ async fn create_receptionist(
         .create_receptionist(&principal.workspace_id, &settings)
         .await?;
     state.warm_prompts_for(&r.settings);
-    Ok((StatusCode::CREATED, Json(ReceptionistOut::from(&r))).into_response())
+    Ok((StatusCode::CREATED, Json(ReceptionistOut::from(r))).into_response())
 }
 
+/// Change a receptionist's settings.
+///
+/// A merge: fields absent (or `null`) keep their values; the result is validated as a create is.
+#[utoipa::path(
+    put,
+    path = "/api/v1/receptionists/{id}",
+    tag = "receptionists",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The receptionist's id")),
+    request_body = ReceptionistInput,
+    responses(
+        (status = 200, description = "The receptionist as it now is", body = ReceptionistOut),
+        doc::AdminKey, doc::NotFound, doc::JsonBody, doc::Conflict,
+    ),
+)]
 async fn update_receptionist(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -407,9 +471,21 @@ async fn update_receptionist(
         .update_receptionist(&principal.workspace_id, &id, &settings)
         .await?;
     state.warm_prompts_for(&r.settings);
-    Ok(Json(ReceptionistOut::from(&r)).into_response())
+    Ok(Json(ReceptionistOut::from(r)).into_response())
 }
 
+/// One receptionist.
+#[utoipa::path(
+    get,
+    path = "/api/v1/receptionists/{id}",
+    tag = "receptionists",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The receptionist's id")),
+    responses(
+        (status = 200, description = "The receptionist", body = ReceptionistOut),
+        doc::AnyKey, doc::NotFound,
+    ),
+)]
 async fn get_receptionist(
     State(state): State<AppState>,
     principal: Principal,
@@ -419,9 +495,21 @@ async fn get_receptionist(
         .store
         .get_receptionist(&principal.workspace_id, &id)
         .await?;
-    Ok(Json(ReceptionistOut::from(&r)).into_response())
+    Ok(Json(ReceptionistOut::from(r)).into_response())
 }
 
+/// The workspace's receptionists.
+#[utoipa::path(
+    get,
+    path = "/api/v1/receptionists",
+    tag = "receptionists",
+    security(("bearer" = [])),
+    params(ReceptionistListQuery),
+    responses(
+        (status = 200, description = "Oldest first", body = ReceptionistListOut),
+        doc::AnyKey, doc::Query,
+    ),
+)]
 async fn list_receptionists(
     State(state): State<AppState>,
     principal: Principal,
@@ -431,8 +519,8 @@ async fn list_receptionists(
         .store
         .list_receptionists(&principal.workspace_id, query.status)
         .await?;
-    let data: Vec<ReceptionistOut> = list.iter().map(ReceptionistOut::from).collect();
-    Ok(Json(serde_json::json!({ "data": data })).into_response())
+    let data: Vec<ReceptionistOut> = list.into_iter().map(ReceptionistOut::from).collect();
+    Ok(Json(ReceptionistListOut { data }).into_response())
 }
 
 #[cfg(test)]

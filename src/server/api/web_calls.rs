@@ -7,17 +7,19 @@
 //! ways; JSON text frames carry marks (the browser echoes each once the audio before it has
 //! played), `clear` (barge-in), `dtmf`, `hangup`, live `transcript` lines, `started` and `ended`.
 
+use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{OptionalJson, rfc3339};
 use crate::server::AppState;
 use crate::server::auth::Admin;
-use crate::server::error::ApiError;
+use crate::server::error::{ApiError, doc};
 use crate::store::NewCall;
 
 /// How long a web-call token may wait before its socket connects.
@@ -25,19 +27,18 @@ pub const TOKEN_TTL_MS: i64 = 60_000;
 /// The sample rate of the browser protocol's PCM, both ways.
 pub const SAMPLE_RATE: u32 = 8_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/api/v1/receptionists/{id}/web-calls",
-        post(create_web_call),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_web_call))
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+/// No fields (an empty body or `{}`).
+#[derive(Debug, Default, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WebCallInput {}
+pub struct WebCallInput {}
 
-#[derive(Serialize)]
-struct WebCallOut {
+/// A test call's one-use token and where to connect.
+#[derive(Serialize, ToSchema)]
+pub struct WebCallOut {
     call_id: String,
     token: String,
     /// Path (and query) of the media WebSocket on this server.
@@ -46,6 +47,21 @@ struct WebCallOut {
     expires_at: String,
 }
 
+/// Start a test call from the browser: a one-use token (valid 60 s) for `GET /web/call`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/receptionists/{id}/web-calls",
+    tag = "receptionists",
+    operation_id = "create_web_call",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The receptionist's id")),
+    request_body(content = Option<WebCallInput>, description = "Optional: empty or `{}`"),
+    responses(
+        (status = 201, description = "The call's token and WebSocket path", body = WebCallOut),
+        (status = 503, description = "At the concurrent call limit", body = crate::server::error::ErrorBody),
+        doc::AdminKey, doc::NotFound, doc::JsonBody,
+    ),
+)]
 async fn create_web_call(
     State(state): State<AppState>,
     Admin(principal): Admin,

@@ -1,40 +1,57 @@
 //! `/api/v1/webhooks`: register, list, read and delete event endpoints, and read the deliveries
 //! made to one. The signing secret is shown once, in the answer to the create.
 
+use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{Object, Schema, Type};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiJson, ApiQuery, rfc3339};
 use crate::server::AppState;
 use crate::server::auth::Admin;
-use crate::server::error::ApiError;
+use crate::server::error::{ApiError, doc};
 use crate::store::{Attempt, Delivery, EVENT_TYPES, OutboxStatus, Principal, WebhookEndpoint};
 
 pub const MAX_URL_CHARS: usize = 2048;
 /// Largest page of deliveries (each carries its attempts).
 pub const MAX_DELIVERIES_PAGE: i64 = 100;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/webhooks",
-            get(list_endpoints).post(create_endpoint),
-        )
-        .route(
-            "/api/v1/webhooks/{id}",
-            get(get_endpoint).delete(delete_endpoint),
-        )
-        .route("/api/v1/webhooks/{id}/deliveries", get(list_deliveries))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_endpoints, create_endpoint))
+        .routes(routes!(get_endpoint, delete_endpoint))
+        .routes(routes!(list_deliveries))
 }
 
-#[derive(Debug, Deserialize)]
+/// An event type: one of [`EVENT_TYPES`] (its schema is that list).
+struct EventType;
+
+impl utoipa::PartialSchema for EventType {
+    fn schema() -> RefOr<Schema> {
+        Object::builder()
+            .schema_type(Type::String)
+            .enum_values(Some(EVENT_TYPES))
+            .into()
+    }
+}
+
+impl ToSchema for EventType {}
+
+/// An endpoint to register.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebhookEndpointInput)]
 pub struct EndpointInput {
+    /// Required: an absolute http(s) URL, at most 2,048 characters.
     pub url: Option<String>,
+    /// Required: at least one event type (duplicates are dropped).
+    #[schema(value_type = Option<Vec<EventType>>)]
     pub events: Option<Vec<String>>,
 }
 
@@ -85,33 +102,50 @@ impl EndpointInput {
     }
 }
 
-#[derive(Serialize)]
-struct EndpointOut<'a> {
-    id: &'a str,
-    url: &'a str,
-    events: &'a [String],
+/// A registered event endpoint.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebhookEndpoint)]
+struct EndpointOut {
+    id: String,
+    url: String,
+    #[schema(value_type = Vec<EventType>)]
+    events: Vec<String>,
+    /// The signing secret (`whsec_` and 64 hex digits): only in the answer to the create.
     #[serde(skip_serializing_if = "Option::is_none")]
-    secret: Option<&'a str>,
+    secret: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
-impl<'a> EndpointOut<'a> {
-    fn new(e: &'a WebhookEndpoint, with_secret: bool) -> Self {
+impl EndpointOut {
+    fn new(e: WebhookEndpoint, with_secret: bool) -> Self {
         EndpointOut {
-            id: &e.id,
-            url: &e.url,
-            events: &e.events,
-            secret: with_secret.then_some(e.secret.as_str()),
+            id: e.id,
+            url: e.url,
+            events: e.events,
+            secret: with_secret.then_some(e.secret),
             created_at: rfc3339(e.created_at_ms),
         }
     }
 }
 
-#[derive(Serialize)]
+/// The workspace's endpoints, oldest first (never their secrets).
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebhookEndpointList)]
+struct EndpointListOut {
+    data: Vec<EndpointOut>,
+}
+
+/// One attempt to deliver.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeliveryAttempt)]
 struct AttemptOut {
+    /// 1 for the first.
     attempt: i64,
+    #[schema(format = DateTime)]
     started_at: String,
     duration_ms: i64,
+    /// The receiver's HTTP status, when it answered.
     status_code: Option<i64>,
     error: Option<String>,
 }
@@ -128,18 +162,33 @@ impl From<Attempt> for AttemptOut {
     }
 }
 
-#[derive(Serialize)]
+/// One event's delivery to the endpoint, with its attempts.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Delivery)]
 struct DeliveryOut {
     id: String,
+    /// The event's id (`evt_...`), the same on every retry.
     event_id: Option<String>,
+    #[schema(value_type = Option<EventType>)]
     event_type: Option<String>,
     status: OutboxStatus,
     /// First to last.
     attempts: Vec<AttemptOut>,
     last_error: Option<String>,
+    /// When the next attempt is due (pending deliveries only).
+    #[schema(format = DateTime)]
     next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     sent_at: Option<String>,
+}
+
+/// A page of deliveries, newest first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeliveryList)]
+struct DeliveryListOut {
+    data: Vec<DeliveryOut>,
 }
 
 impl From<Delivery> for DeliveryOut {
@@ -158,14 +207,31 @@ impl From<Delivery> for DeliveryOut {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeliveriesQuery {
+    /// 1 to 100; default 20.
     limit: Option<i64>,
     /// The id of the last delivery of the previous page.
     before: Option<String>,
 }
 
+/// Register an event endpoint.
+///
+/// The answer carries the endpoint's signing secret, this once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks",
+    tag = "webhooks",
+    operation_id = "create_webhook",
+    security(("bearer" = ["admin"])),
+    request_body = EndpointInput,
+    responses(
+        (status = 201, description = "The endpoint, with its `secret`", body = EndpointOut),
+        doc::AdminKey, doc::JsonBody,
+    ),
+)]
 async fn create_endpoint(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -176,9 +242,21 @@ async fn create_endpoint(
         .store
         .create_webhook_endpoint(&principal.workspace_id, &url, &events)
         .await?;
-    Ok((StatusCode::CREATED, Json(EndpointOut::new(&e, true))).into_response())
+    Ok((StatusCode::CREATED, Json(EndpointOut::new(e, true))).into_response())
 }
 
+/// The workspace's event endpoints.
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks",
+    tag = "webhooks",
+    operation_id = "list_webhooks",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Oldest first, without secrets", body = EndpointListOut),
+        doc::AnyKey,
+    ),
+)]
 async fn list_endpoints(
     State(state): State<AppState>,
     principal: Principal,
@@ -187,10 +265,26 @@ async fn list_endpoints(
         .store
         .list_webhook_endpoints(&principal.workspace_id)
         .await?;
-    let data: Vec<EndpointOut> = list.iter().map(|e| EndpointOut::new(e, false)).collect();
-    Ok(Json(serde_json::json!({ "data": data })).into_response())
+    let data: Vec<EndpointOut> = list
+        .into_iter()
+        .map(|e| EndpointOut::new(e, false))
+        .collect();
+    Ok(Json(EndpointListOut { data }).into_response())
 }
 
+/// One event endpoint (without its secret).
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "get_webhook",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The endpoint", body = EndpointOut),
+        doc::AnyKey, doc::NotFound,
+    ),
+)]
 async fn get_endpoint(
     State(state): State<AppState>,
     principal: Principal,
@@ -200,9 +294,22 @@ async fn get_endpoint(
         .store
         .get_webhook_endpoint(&principal.workspace_id, &id)
         .await?;
-    Ok(Json(EndpointOut::new(&e, false)).into_response())
+    Ok(Json(EndpointOut::new(e, false)).into_response())
 }
 
+/// Delete an event endpoint; its pending deliveries are cancelled.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "delete_webhook",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The endpoint's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        doc::AdminKey, doc::NotFound,
+    ),
+)]
 async fn delete_endpoint(
     State(state): State<AppState>,
     Admin(principal): Admin,
@@ -215,6 +322,19 @@ async fn delete_endpoint(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The deliveries made to an event endpoint, each with its attempts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    operation_id = "list_webhook_deliveries",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The endpoint's id"), DeliveriesQuery),
+    responses(
+        (status = 200, description = "A page of deliveries, newest first", body = DeliveryListOut),
+        doc::AnyKey, doc::NotFound, doc::Query, doc::Invalid,
+    ),
+)]
 async fn list_deliveries(
     State(state): State<AppState>,
     principal: Principal,
@@ -244,5 +364,5 @@ async fn list_deliveries(
             other => other.into(),
         })?;
     let data: Vec<DeliveryOut> = list.into_iter().map(DeliveryOut::from).collect();
-    Ok(Json(serde_json::json!({ "data": data })).into_response())
+    Ok(Json(DeliveryListOut { data }).into_response())
 }
