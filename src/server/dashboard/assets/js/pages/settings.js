@@ -17,7 +17,12 @@ const EVENTS = [
 
 export function Settings() {
   return html`<div class="page settings">
-    <div class="page-head"><div><h1>Settings</h1></div></div>
+    <div class="page-head">
+      <div>
+        <h1>Settings</h1>
+        <p class="muted">Everything here goes through the public API; its reference is <a href="/api/v1/openapi.json" target="_blank" rel="noopener">/api/v1/openapi.json</a> (OpenAPI 3.1).</p>
+      </div>
+    </div>
     <${Keys} />
     <${Interviewers} />
     <${Webhooks} />
