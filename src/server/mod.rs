@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod driver;
 pub mod error;
 pub mod media;
@@ -73,6 +74,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let (router, _document) = routes().split_for_parts();
     router
+        // the recruiters' page and its files: served here, not part of the documented API
+        .merge(dashboard::router())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(1024 * 1024))
         .with_state(state)
 }
