@@ -3,6 +3,11 @@
 //! engine's outputs: media/mark/clear to the carrier, synthesis and recognition requests, recording
 //! chunks, persisted events, and the end of the call.
 //!
+//! The driver is carrier-neutral: a carrier's media stream goes through its sans-IO codec
+//! (`engine::media::Codec`) and the call's transcoders, so one loop serves every carrier; only
+//! Twilio's HTTP side (`server/twilio.rs`, `server/media.rs`) exists so far. The browser's test
+//! call (`Wire::Web`) has its own small JSON-and-PCM protocol.
+//!
 //! One task per call. Every queue it owns is bounded: backend results (64, producers wait),
 //! persisted events (1024, producer waits: never dropped), recording chunks (shared, bounded,
 //! producer waits).
@@ -19,7 +24,10 @@ use super::AppState;
 use crate::backends::{BackendError, SttHint, SttSession};
 use crate::engine::call::Timing;
 use crate::engine::dialogue::Expect;
-use crate::engine::media::twilio::{self, Inbound, StartInfo};
+use crate::engine::media::{
+    Carrier, CarrierCodec, Codec, Inbound as MediaIn, InboundTranscoder, Msg, OutMsgs,
+    OutboundTranscoder, StreamStart,
+};
 use crate::engine::{CallEngine, EngineConfig, Input, Output, ToCaller};
 use crate::model::{CallEvent, EndReason, QuestionKind};
 use crate::store::{CallStatus, now_ms};
@@ -59,8 +67,11 @@ enum StartError {
     Protocol(#[allow(dead_code)] String),
 }
 
-/// Read until a valid `start`, dropping media that comes before it.
-async fn wait_for_start(socket: &mut WebSocket) -> Result<StartInfo, StartError> {
+/// Read until a valid start, dropping media that comes before it.
+async fn wait_for_start(
+    socket: &mut WebSocket,
+    codec: &mut Codec,
+) -> Result<StreamStart, StartError> {
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     let mut dropped_media = 0usize;
     for _ in 0..MAX_MESSAGES_BEFORE_START {
@@ -70,34 +81,27 @@ async fn wait_for_start(socket: &mut WebSocket) -> Result<StartInfo, StartError>
             Ok(Some(Err(e))) => return Err(StartError::Protocol(format!("socket error: {e}"))),
             Ok(Some(Ok(m))) => m,
         };
-        match msg {
-            Message::Text(text) => match twilio::parse(text.as_str()) {
-                Ok(Inbound::Start(info)) => {
-                    if dropped_media > 0 {
-                        tracing::debug!(dropped_media, "media before start dropped");
-                    }
-                    if !info.is_mulaw_8k_mono() {
-                        return Err(StartError::Protocol(format!(
-                            "unsupported media format {} {} Hz {} channel(s)",
-                            info.encoding, info.sample_rate, info.channels
-                        )));
-                    }
-                    return Ok(info);
-                }
-                Ok(Inbound::Media { .. }) => dropped_media += 1,
-                Ok(Inbound::Stop { .. }) => return Err(StartError::Closed),
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(StartError::Protocol(format!(
-                        "bad message before start: {e}"
-                    )));
-                }
-            },
-            Message::Binary(_) => {
-                return Err(StartError::Protocol("binary message".into()));
-            }
+        let parsed = match &msg {
+            Message::Text(text) => codec.parse(Msg::Text(text.as_str())),
+            Message::Binary(bytes) => codec.parse(Msg::Binary(bytes)),
             Message::Close(_) => return Err(StartError::Closed),
-            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        match parsed {
+            Ok(MediaIn::Start(start)) => {
+                if dropped_media > 0 {
+                    tracing::debug!(dropped_media, "media before start dropped");
+                }
+                return Ok(*start);
+            }
+            Ok(MediaIn::Media { .. }) => dropped_media += 1,
+            Ok(MediaIn::Stop) => return Err(StartError::Closed),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(StartError::Protocol(format!(
+                    "bad message before start: {e}"
+                )));
+            }
         }
     }
     Err(StartError::Protocol(
@@ -129,7 +133,8 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 
 /// Run one Twilio media session to its end.
 pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
-    let start = match wait_for_start(&mut socket).await {
+    let mut codec = Codec::new(Carrier::Twilio);
+    let start = match wait_for_start(&mut socket, &mut codec).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(reason = ?e, "media session ended before a valid start");
@@ -160,16 +165,33 @@ pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
         }
     };
     if !constant_time_eq(&call.token_hash, &super::twilio::sha256_hex(&token))
-        || call.call_sid != start.call_sid
+        || start.call_id.as_deref() != Some(call.call_sid.as_str())
         || call.status != CallStatus::Accepted
     {
         tracing::warn!(call = %call_id, "media session token, call sid or state mismatch: refused");
         let _ = socket.send(Message::Close(None)).await;
         return;
     }
-    let wire = Wire::Twilio {
-        stream_sid: start.stream_sid.clone(),
+    let (inbound, outbound) = match (
+        InboundTranscoder::new(start.codec),
+        OutboundTranscoder::new(start.outbound_codec),
+    ) {
+        (Ok(i), Ok(o)) => (i, o),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(call = %call_id, error = %e, "media session with an unusable codec: refused");
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
     };
+    let wire = Wire::Carrier(Box::new(CarrierWire {
+        codec,
+        stream_id: start.stream_id,
+        inbound,
+        outbound,
+        out: OutMsgs::with_capacity(1024),
+        audio: Vec::with_capacity(1024),
+        mulaw: Vec::with_capacity(1024),
+    }));
     run_call(state, socket, call, wire).await;
 }
 
@@ -180,8 +202,8 @@ pub async fn run_web(state: AppState, socket: WebSocket, call: crate::store::Cal
 
 /// How a call's audio and control messages travel on its socket.
 enum Wire {
-    /// Twilio Media Streams: JSON text frames, base64 µ-law 8 kHz.
-    Twilio { stream_sid: String },
+    /// A carrier's media stream, through its sans-IO codec and the call's transcoders.
+    Carrier(Box<CarrierWire>),
     /// The dashboard's test call: binary frames of PCM16LE 8 kHz both ways, JSON text frames for
     /// marks, clears, DTMF, hang-up, live transcript lines and the end.
     Web,
@@ -190,10 +212,25 @@ enum Wire {
 impl Wire {
     fn stream_id(&self) -> &str {
         match self {
-            Wire::Twilio { stream_sid } => stream_sid,
+            Wire::Carrier(c) => &c.stream_id,
             Wire::Web => "web",
         }
     }
+}
+
+/// A carrier stream's codec and the buffers it reuses for every frame.
+struct CarrierWire {
+    codec: Codec,
+    stream_id: String,
+    /// The carrier's audio → the engine's µ-law 8 kHz.
+    inbound: InboundTranscoder,
+    /// The engine's µ-law 8 kHz → the carrier's audio.
+    outbound: OutboundTranscoder,
+    out: OutMsgs,
+    /// Agent audio in the carrier's codec.
+    audio: Vec<u8>,
+    /// Caller audio in µ-law 8 kHz.
+    mulaw: Vec<u8>,
 }
 
 /// The call behind an authorised media socket, from `start` to the last record persisted.
@@ -257,7 +294,6 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         persist: persist_tx.clone(),
         stt: HashMap::new(),
         tts: HashMap::new(),
-        out: String::with_capacity(512),
         payload: Vec::with_capacity(1024),
         socket_open: true,
     }
@@ -287,7 +323,6 @@ struct CallDriver<'a> {
     persist: mpsc::Sender<Persist>,
     stt: HashMap<u64, Box<dyn SttSession>>,
     tts: HashMap<u64, JoinHandle<()>>,
-    out: String,
     payload: Vec<u8>,
     socket_open: bool,
 }
@@ -353,48 +388,78 @@ impl CallDriver<'_> {
                 }
             }
             Some(Ok(msg)) if matches!(self.wire, Wire::Web) => self.on_web_message(msg),
-            Some(Ok(Message::Text(text))) => match twilio::parse(text.as_str()) {
-                Ok(Inbound::Media {
-                    payload,
-                    timestamp_ms,
-                    ..
-                }) => {
-                    if let Err(e) = twilio::decode_payload(payload, &mut self.payload) {
-                        tracing::warn!(call = %self.call_id, error = %e, "bad media payload: ending session");
-                        self.input(Input::Abort(EndReason::ProtocolError));
-                        return;
-                    }
-                    let payload = std::mem::take(&mut self.payload);
-                    self.input(Input::CallerAudio {
-                        timestamp_ms,
-                        mulaw: &payload,
-                    });
-                    self.payload = payload;
-                }
-                Ok(Inbound::Dtmf { digit, .. }) => self.input(Input::Dtmf(digit)),
-                Ok(Inbound::Mark { name }) => self.input(Input::MarkEchoed(name)),
-                Ok(Inbound::Stop { .. }) => self.input(Input::CarrierStop),
-                Ok(Inbound::Start(_)) => {
-                    tracing::warn!(call = %self.call_id, "second start ignored");
-                }
-                Ok(Inbound::Connected { .. }) => {}
-                Ok(Inbound::Unknown { event }) => {
-                    tracing::debug!(call = %self.call_id, event, "unknown event ignored");
-                }
-                Err(e) => {
-                    tracing::warn!(call = %self.call_id, error = %e, "malformed carrier message: ending session");
-                    self.input(Input::Abort(EndReason::ProtocolError));
-                }
-            },
-            Some(Ok(Message::Binary(_))) => {
-                tracing::warn!(call = %self.call_id, "binary message on a Twilio stream: ending session");
-                self.input(Input::Abort(EndReason::ProtocolError));
-            }
+            Some(Ok(Message::Text(text))) => self.on_carrier_message(Msg::Text(text.as_str())),
+            Some(Ok(Message::Binary(bytes))) => self.on_carrier_message(Msg::Binary(&bytes)),
             Some(Ok(Message::Close(_))) => {
                 self.socket_open = false;
                 self.input(Input::Disconnected);
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+        }
+    }
+
+    /// A message from the carrier, through its codec.
+    fn on_carrier_message(&mut self, msg: Msg<'_>) {
+        let Wire::Carrier(wire) = &mut self.wire else {
+            return;
+        };
+        let now = Instant::now();
+        let engine = &mut self.engine;
+        let call_id = self.call_id;
+        match wire.codec.parse(msg) {
+            Ok(MediaIn::Media {
+                payload,
+                timestamp_ms,
+                ..
+            }) => {
+                wire.mulaw.clear();
+                let decoded = payload
+                    .bytes(&mut self.payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| {
+                        wire.inbound
+                            .decode(bytes, &mut wire.mulaw)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = decoded {
+                    tracing::warn!(call = %call_id, error = %e, "bad media payload: ending session");
+                    let _ = engine.handle_input(now, Input::Abort(EndReason::ProtocolError));
+                    return;
+                }
+                // the engine takes at most 20 ms per input; later slices are 20 ms later
+                for (i, frame) in wire.mulaw.chunks(160).enumerate() {
+                    let _ = engine.handle_input(
+                        now,
+                        Input::CallerAudio {
+                            timestamp_ms: timestamp_ms.map(|t| t + 20 * i as u64),
+                            mulaw: frame,
+                        },
+                    );
+                }
+            }
+            Ok(MediaIn::Dtmf(digit)) => {
+                let _ = engine.handle_input(now, Input::Dtmf(digit));
+            }
+            Ok(MediaIn::Mark(name)) => {
+                let _ = engine.handle_input(now, Input::MarkEchoed(&name));
+            }
+            Ok(MediaIn::Stop) => {
+                let _ = engine.handle_input(now, Input::CarrierStop);
+            }
+            Ok(MediaIn::Start(_)) => {
+                tracing::warn!(call = %call_id, "second start ignored");
+            }
+            Ok(MediaIn::CarrierError { code, .. }) => {
+                tracing::warn!(call = %call_id, code = ?code, "the carrier reported an error");
+            }
+            Ok(MediaIn::Connected | MediaIn::Cleared) => {}
+            Ok(MediaIn::Ignored(event)) => {
+                tracing::debug!(call = %call_id, event = %event, "unknown event ignored");
+            }
+            Err(e) => {
+                tracing::warn!(call = %call_id, error = %e, "malformed carrier message: ending session");
+                let _ = engine.handle_input(now, Input::Abort(EndReason::ProtocolError));
+            }
         }
     }
 
@@ -493,22 +558,46 @@ impl CallDriver<'_> {
             match self.engine.poll_output() {
                 Output::Timeout(t) => return (t, ended),
                 Output::ToCaller(msg) => {
-                    let message = match &self.wire {
-                        Wire::Twilio { stream_sid } => {
-                            self.out.clear();
+                    let message = match &mut self.wire {
+                        Wire::Carrier(wire) => {
                             match &msg {
                                 ToCaller::Media(frame) => {
-                                    twilio::write_media(stream_sid, frame, &mut self.out)
+                                    wire.audio.clear();
+                                    wire.outbound.encode(frame, &mut wire.audio);
+                                    wire.codec.write_media(&wire.audio, &mut wire.out);
                                 }
                                 ToCaller::Mark(id) => {
-                                    twilio::write_mark(stream_sid, &id.to_string(), &mut self.out)
+                                    wire.codec.write_mark(&id.to_string(), &mut wire.out)
                                 }
-                                ToCaller::Clear => twilio::write_clear(stream_sid, &mut self.out),
+                                ToCaller::Clear => {
+                                    wire.codec.write_clear(&mut wire.out);
+                                    wire.outbound.reset();
+                                }
                             }
-                            // hand the serialised message over without copying it
-                            Message::Text(
-                                std::mem::replace(&mut self.out, String::with_capacity(512)).into(),
-                            )
+                            // usually one message: only a carrier that splits or batches
+                            // audio (Exotel, Vonage) makes more, and only then is `earlier` used
+                            let n = wire.out.len();
+                            let mut earlier = Vec::new();
+                            let mut last = None;
+                            for (i, m) in wire.out.iter().enumerate() {
+                                let owned = match m {
+                                    Msg::Text(t) => Message::Text(t.to_owned().into()),
+                                    Msg::Binary(b) => Message::Binary(b.to_vec().into()),
+                                };
+                                if i + 1 == n {
+                                    last = Some(owned);
+                                } else {
+                                    earlier.push(owned);
+                                }
+                            }
+                            wire.out.clear();
+                            for m in earlier {
+                                self.send(m).await;
+                            }
+                            match last {
+                                Some(m) => m,
+                                None => continue,
+                            }
                         }
                         Wire::Web => match &msg {
                             ToCaller::Media(frame) => {
