@@ -174,6 +174,15 @@ fn signed_form(
     }
 }
 
+/// A form field, trimmed; `None` when absent or empty.
+fn form_field(params: &[(String, String)], name: &str) -> Option<String> {
+    params
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
 pub fn sha256_hex(s: &str) -> String {
     let d = Sha256::digest(s.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect()
@@ -231,13 +240,7 @@ pub async fn voice_webhook(
         Ok(p) => p,
         Err(why) => return (StatusCode::FORBIDDEN, why).into_response(),
     };
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
+    let get = |k: &str| form_field(&params, k);
     let (Some(call_sid), Some(to)) = (get("CallSid"), get("To")) else {
         return (StatusCode::BAD_REQUEST, "CallSid and To are required").into_response();
     };
@@ -351,12 +354,7 @@ pub async fn sms_webhook(
         Ok(p) => p,
         Err(why) => return (StatusCode::FORBIDDEN, why).into_response(),
     };
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.trim().to_string())
-    };
+    let get = |k: &str| form_field(&params, k);
     let (Some(sid), Some(from), Some(to)) = (get("MessageSid"), get("From"), get("To")) else {
         return (
             StatusCode::BAD_REQUEST,

@@ -220,6 +220,8 @@ pub struct Principal {
     pub role: Role,
     /// The API key's id (never the key): who made a change, in a candidate's history.
     pub key_id: String,
+    /// The key's name (may be empty).
+    pub key_name: String,
 }
 
 impl Principal {

@@ -132,8 +132,8 @@ macro_rules! confirm {
 }
 
 /// Record a decision: the review, its actor and time, a history line with `$detail`, and (when
-/// `$changed`) the `candidate.approved` / `candidate.rejected` event. `$event_sql` selects
-/// [`EVENT_COLUMNS`] of one candidate.
+/// `$changed`) the `candidate.approved` / `candidate.rejected` event. `$event_sql` is
+/// [`EVENT_SQL`].
 macro_rules! decide {
     ($tx:expr, $ws:expr, $cand:expr, $decision:expr, $actor:expr, $detail:expr, $changed:expr,
      $event_sql:expr, $now:expr) => {{
@@ -155,7 +155,7 @@ macro_rules! decide {
             Review::NeedsReview => None,
         };
         if let Some(event) = event.filter(|_| $changed) {
-            let row: EventRow = sqlx::query_as(sqlx::AssertSqlSafe($event_sql))
+            let row: EventRow = sqlx::query_as($event_sql)
                 .bind($cand)
                 .fetch_one($tx)
                 .await?;
@@ -306,9 +306,9 @@ pub enum IngestOutcome {
     AlreadyIngested,
 }
 
-/// The candidate fields a webhook event carries.
-const EVENT_COLUMNS: &str = "id, receptionist_id, name, phone_number, email, location, status, \
-    review, latest_score, ingested_interviewer_id";
+/// One candidate's fields as a webhook event carries them ([`EventRow`]).
+const EVENT_SQL: &str = "SELECT id, receptionist_id, name, phone_number, email, location, status, \
+    review, latest_score, ingested_interviewer_id FROM candidates WHERE id = $1";
 
 type EventRow = (
     String,
@@ -348,7 +348,6 @@ impl Store {
     pub async fn after_call(&self, a: &AfterCall) -> StoreResult<AfterCallOutcome> {
         let now = a.now_ms;
         let call_id = a.call_id.as_str();
-        let event_sql = format!("SELECT {EVENT_COLUMNS} FROM candidates WHERE id = $1");
         on_pool!(self, |pool, begin| {
             let mut tx = pool.begin_with(begin).await?;
             type CallRow = (
@@ -420,16 +419,13 @@ impl Store {
                     .bind(&receptionist_id)
                     .fetch_one(&mut *tx)
                     .await?;
-            let row: EventRow = sqlx::query_as(sqlx::AssertSqlSafe(event_sql.as_str()))
-                .bind(&cand)
-                .fetch_one(&mut *tx)
-                .await?;
-            let phone = row.3.clone().filter(|p| is_e164(p));
-            let (last_text,): (Option<i64>,) =
-                sqlx::query_as("SELECT confirmation_sms_at FROM candidates WHERE id = $1")
-                    .bind(&cand)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let (phone, last_text): (Option<String>, Option<i64>) = sqlx::query_as(
+                "SELECT phone_number, confirmation_sms_at FROM candidates WHERE id = $1",
+            )
+            .bind(&cand)
+            .fetch_one(&mut *tx)
+            .await?;
+            let phone = phone.filter(|p| is_e164(p));
             let opted_out = match &phone {
                 Some(p) => sqlx::query_as::<_, (i64,)>(
                     "SELECT COUNT(*) FROM sms_opt_outs WHERE workspace_id = $1 AND phone_number = $2",
@@ -803,7 +799,6 @@ impl Store {
     pub async fn record_evaluation(&self, e: &NewEvaluation) -> StoreResult<RecordedEvaluation> {
         let now = e.now_ms;
         let details = json!({ "questions": e.outcome.questions }).to_string();
-        let event_sql = format!("SELECT {EVENT_COLUMNS} FROM candidates WHERE id = $1");
         on_pool!(self, |pool, begin| {
             let mut tx = pool.begin_with(begin).await?;
             let cand: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
@@ -883,7 +878,7 @@ impl Store {
                 "summary": e.outcome.summary,
                 "evaluator": e.evaluator,
             });
-            let row: EventRow = sqlx::query_as(sqlx::AssertSqlSafe(event_sql.as_str()))
+            let row: EventRow = sqlx::query_as(EVENT_SQL)
                 .bind(&e.candidate_id)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -922,7 +917,7 @@ impl Store {
                     SYSTEM,
                     json!({ "review": decided, "score": e.outcome.score, "threshold": threshold, "manual_approval": manual }),
                     current != Some(decided),
-                    event_sql.as_str(),
+                    EVENT_SQL,
                     now
                 );
                 if decided == Review::Approved {
@@ -951,7 +946,6 @@ impl Store {
         actor: &str,
     ) -> StoreResult<bool> {
         let now = super::now_ms();
-        let event_sql = format!("SELECT {EVENT_COLUMNS} FROM candidates WHERE id = $1");
         on_pool!(self, |pool, begin| {
             let mut tx = pool.begin_with(begin).await?;
             let row: Option<(Option<String>,)> =
@@ -970,7 +964,7 @@ impl Store {
                 actor,
                 json!({ "review": decision, "reason": reason }),
                 changed,
-                event_sql.as_str(),
+                EVENT_SQL,
                 now
             );
             tx.commit().await?;
@@ -990,7 +984,6 @@ impl Store {
         actor: &str,
     ) -> StoreResult<IngestOutcome> {
         let now = super::now_ms();
-        let event_sql = format!("SELECT {EVENT_COLUMNS} FROM candidates WHERE id = $1");
         on_pool!(self, |pool, begin| {
             let mut tx = pool.begin_with(begin).await?;
             type Cand = (
@@ -1047,7 +1040,7 @@ impl Store {
                     actor,
                     json!({ "review": Review::Approved, "reason": "ingested" }),
                     true,
-                    event_sql.as_str(),
+                    EVENT_SQL,
                     now
                 );
             }
@@ -1060,7 +1053,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            let row: EventRow = sqlx::query_as(sqlx::AssertSqlSafe(event_sql.as_str()))
+            let row: EventRow = sqlx::query_as(EVENT_SQL)
                 .bind(candidate_id)
                 .fetch_one(&mut *tx)
                 .await?;

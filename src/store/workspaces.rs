@@ -114,20 +114,21 @@ impl Store {
     /// The workspace and role of a key, or `None` for an unknown or revoked key.
     pub async fn authenticate(&self, api_key: &str) -> StoreResult<Option<Principal>> {
         let hash = hash_api_key(api_key);
-        let row: Option<(String, String, String)> = on_pool!(self, |pool| {
+        let row: Option<(String, String, String, String)> = on_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT workspace_id, role, id FROM api_keys \
+                "SELECT workspace_id, role, id, name FROM api_keys \
                  WHERE key_hash = $1 AND revoked_at IS NULL",
             )
             .bind(&hash)
             .fetch_optional(pool)
             .await?
         });
-        row.map(|(workspace_id, role, key_id)| {
+        row.map(|(workspace_id, role, key_id, key_name)| {
             Ok(Principal {
                 workspace_id,
                 role: super::parse_enum("role", &role)?,
                 key_id,
+                key_name,
             })
         })
         .transpose()

@@ -72,14 +72,7 @@ async fn create_web_call(
         .store
         .get_receptionist(&principal.workspace_id, &id)
         .await?;
-    let key_name = state
-        .store
-        .list_api_keys(&principal.workspace_id)
-        .await?
-        .into_iter()
-        .find(|k| k.id == principal.key_id)
-        .map(|k| k.name)
-        .filter(|n| !n.is_empty());
+    let key_name = Some(principal.key_name.clone()).filter(|n| !n.is_empty());
     let caller = match key_name {
         Some(name) => format!("web:{name}"),
         None => format!(
