@@ -782,5 +782,7 @@ impl CallEngine {
 }
 
 #[cfg(test)]
+mod clock_tests;
+#[cfg(test)]
 #[path = "../call_tests.rs"]
 mod tests;

@@ -413,3 +413,214 @@ fn heard_prefix(text: &str, fraction: f64) -> String {
     s.push('…');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DisclosureKind;
+
+    fn timing() -> Timing {
+        Timing::default()
+    }
+
+    fn prompt(text: &str, kind: PromptKind) -> Prompt {
+        Prompt {
+            text: text.to_string(),
+            interruptible: !matches!(kind, PromptKind::Disclosure(_)),
+            kind,
+        }
+    }
+
+    fn audio(frames: usize) -> Arc<[u8]> {
+        Arc::from(vec![0x80u8; frames * SAMPLES_8K])
+    }
+
+    /// Everything due at `now_ms`, as (media frames, marks).
+    fn pump(p: &mut Playout, now_ms: u64) -> (u32, Vec<MarkId>) {
+        let (mut media, mut marks) = (0, Vec::new());
+        while let Some(t) = p.poll_transmit(now_ms) {
+            match t {
+                Transmit::Media { mark, .. } => {
+                    media += 1;
+                    marks.extend(mark);
+                }
+                Transmit::Mark(id) => marks.push(id),
+            }
+        }
+        (media, marks)
+    }
+
+    fn disclosures(out: &VecDeque<Output>) -> Vec<bool> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event(CallEvent::Disclosure(d)) => Some(d.played_in_full),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn agent_lines(out: &VecDeque<Output>) -> Vec<TranscriptLine> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event(CallEvent::Transcript(l)) => Some(l.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pacing_keeps_about_the_lead_ahead_of_real_time() {
+        let mut p = Playout::new(&timing(), true);
+        let speech = p.queue(0, prompt("hello there", PromptKind::Say));
+        assert_eq!(pump(&mut p, 0).0, 0, "nothing to send before the audio");
+        assert_eq!(p.poll_timeout(), Some(4_000), "the synthesis deadline");
+        p.handle_tts_audio(speech, audio(200));
+        for now in (0..2_000).step_by(20) {
+            pump(&mut p, now);
+            let lead = p.play_cursor_ms - now;
+            assert!((200..=220).contains(&lead), "lead {lead} ms at {now}");
+            assert_eq!(p.poll_timeout(), Some(now + 20), "woken for the next frame");
+        }
+    }
+
+    #[test]
+    fn marks_go_out_in_order_and_the_last_echo_ends_the_segment() {
+        let mut p = Playout::new(&timing(), true);
+        let mut out = VecDeque::new();
+        let speech = p.queue(
+            0,
+            prompt(
+                "We record calls.",
+                PromptKind::Disclosure(DisclosureKind::Recording),
+            ),
+        );
+        p.handle_tts_audio(speech, audio(25));
+        let mut marks = Vec::new();
+        for now in (0..600).step_by(20) {
+            marks.extend(pump(&mut p, now).1);
+        }
+        let names: Vec<String> = marks.iter().map(|m| m.to_string()).collect();
+        assert_eq!(names, ["s1f10", "s1f20", "s1end25"]);
+        // the carrier is still playing: the segment waits for its echo, not the estimate
+        assert_eq!(p.poll_timeout(), Some(500 + 1_500));
+        assert!(!p.handle_mark("s1f10", &mut out));
+        assert!(!p.handle_mark("s1f20", &mut out));
+        assert!(p.handle_mark("s1end25", &mut out), "the turn has played");
+        assert_eq!(disclosures(&out), [true]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn clear_drops_queued_audio_and_pending_marks() {
+        let mut p = Playout::new(&timing(), true);
+        let mut out = VecDeque::new();
+        let a = p.queue(
+            0,
+            prompt("one two three four five six seven eight", PromptKind::Say),
+        );
+        let b = p.queue(0, prompt("and more", PromptKind::Say));
+        p.handle_tts_audio(a, audio(40));
+        p.handle_tts_audio(b, audio(10));
+        for now in (0..=200).step_by(20) {
+            pump(&mut p, now);
+        }
+        assert!(p.handle_mark("s1f10", &mut out) == false && out.is_empty());
+        // the caller heard 10 of 40 frames when the agent is stopped
+        assert!(p.clear(200, &mut out));
+        assert!(matches!(
+            out[0],
+            Output::ToCaller(super::super::ToCaller::Clear)
+        ));
+        let cancelled: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::CancelSpeech { speech } => Some(*speech),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cancelled, [b, a]);
+        let lines = agent_lines(&out);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].interrupted);
+        assert_eq!(lines[0].text, "one two…");
+        assert_eq!(lines[0].end_ms, 200);
+        // nothing more goes out, and a late echo of a cleared mark confirms nothing
+        assert!(p.is_empty());
+        assert_eq!(pump(&mut p, 220), (0, vec![]));
+        out.clear();
+        assert!(!p.handle_mark("s1f20", &mut out));
+        assert!(out.is_empty());
+        assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_carrier_that_stops_echoing_gets_the_grace_then_the_clock() {
+        let mut p = Playout::new(&timing(), true);
+        let mut out = VecDeque::new();
+        let a = p.queue(
+            0,
+            prompt(
+                "We record calls.",
+                PromptKind::Disclosure(DisclosureKind::Recording),
+            ),
+        );
+        p.handle_tts_audio(a, audio(5));
+        pump(&mut p, 0);
+        assert_eq!(p.poll_timeout(), Some(100 + 1_500));
+        assert!(!p.handle_time(1_599, &mut out));
+        assert!(p.handle_time(1_600, &mut out));
+        assert_eq!(disclosures(&out), [false], "not confirmed: never echoed");
+        // known silent now: the next segment waits one frame past its end
+        let b = p.queue(1_600, prompt("Next.", PromptKind::Say));
+        p.handle_tts_audio(b, audio(5));
+        pump(&mut p, 1_600);
+        assert_eq!(p.poll_timeout(), Some(1_700 + 20));
+    }
+
+    #[test]
+    fn without_echoes_the_clock_alone_times_playback() {
+        let mut p = Playout::new(&timing(), false);
+        let mut out = VecDeque::new();
+        let a = p.queue(
+            0,
+            prompt(
+                "We record calls.",
+                PromptKind::Disclosure(DisclosureKind::Recording),
+            ),
+        );
+        p.handle_tts_audio(a, audio(25));
+        for now in (0..=300).step_by(20) {
+            pump(&mut p, now);
+        }
+        // done exactly when its last frame has played: no grace, no echo awaited
+        assert_eq!(p.poll_timeout(), Some(500));
+        assert!(!p.handle_mark("s1end25", &mut out), "echoes are not used");
+        assert!(!p.handle_time(499, &mut out));
+        assert!(p.handle_time(500, &mut out));
+        assert_eq!(disclosures(&out), [true]);
+        assert_eq!(agent_lines(&out)[0].end_ms, 500);
+        assert!(
+            p.pending_marks.is_empty(),
+            "no marks kept for echoes that never come"
+        );
+    }
+
+    #[test]
+    fn without_echoes_the_clock_says_what_was_heard_of_an_interrupted_segment() {
+        let mut p = Playout::new(&timing(), false);
+        let mut out = VecDeque::new();
+        let a = p.queue(
+            0,
+            prompt("one two three four five six seven eight", PromptKind::Say),
+        );
+        p.handle_tts_audio(a, audio(40));
+        for now in (0..=400).step_by(20) {
+            pump(&mut p, now);
+        }
+        // 30 frames sent, 20 played by 400 ms
+        assert!(p.clear(400, &mut out));
+        let lines = agent_lines(&out);
+        assert_eq!(lines[0].text, "one two three four…");
+        assert_eq!(lines[0].end_ms, 400);
+    }
+}
