@@ -30,7 +30,7 @@ use crate::model::{
     CallEvent, EndReason, QuestionKind, ReceptionistSettings, Speaker, TranscriptLine,
 };
 
-/// Names `call_tests.rs` takes from here (it predates the split).
+// `call_tests.rs` takes this name from here (it predates the split).
 #[cfg(test)]
 use crate::model::DisclosureRecord;
 
