@@ -2,9 +2,10 @@
 //! `Connection`): it owns the phase of the conversation and small sub-machines, each with the same
 //! grammar (`handle_*` with the time, `poll_*` for what follows, `poll_timeout` for its deadline)
 //! and each tested alone: the inbound audio pipeline (decode → resample → VAD), turn-taking
-//! ([`crate::engine::dialogue::turn`]: onset, barge-in, endpointing), [`playout`] (pacing, marks,
-//! what was heard), [`recording`] (the two-channel timeline), [`recognizer`] (the feed to speech
-//! recognition), [`keypad`], [`latency`] and the dialogue.
+//! (`dialogue::turn`: onset, barge-in, endpointing), `playout` (pacing, marks, what was heard),
+//! `recording` (the two-channel timeline), `recognizer` (the feed to speech recognition),
+//! `keypad`, `latency` and the dialogue. Sub-machines put the effects they produce straight into
+//! the coordinator's output queue, so outputs keep the order they had before the split.
 //!
 //! Grammar (quinn/str0m): `handle_input(now, input)` mutates; then drain `poll_output()` until it
 //! returns `Output::Timeout(deadline)`; call `handle_input(now, Input::Tick)` at that deadline.

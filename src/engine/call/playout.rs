@@ -46,6 +46,11 @@ impl Segment {
     }
 }
 
+/// Marks awaiting their echo. A carrier that echoes keeps one or two in flight (the pacing lead);
+/// one that silently stopped would grow the queue, so the oldest are forgotten (a later echo
+/// confirms everything before it anyway).
+const MAX_PENDING_MARKS: usize = 64;
+
 #[derive(Debug, Clone, Copy)]
 struct PendingMark {
     id: MarkId,
@@ -90,7 +95,7 @@ impl Playout {
             segments: VecDeque::new(),
             next_speech: 1,
             play_cursor_ms: 0,
-            pending_marks: VecDeque::new(),
+            pending_marks: VecDeque::with_capacity(MAX_PENDING_MARKS),
             echoes_marks,
             carrier_echoes: None,
             lead_ms: timing.pacing_lead.as_millis() as u64,
@@ -173,10 +178,7 @@ impl Playout {
                 frames: seg.frames_sent,
                 last: true,
             };
-            if self.echoes_marks {
-                self.pending_marks
-                    .push_back(PendingMark { id, cleared: false });
-            }
+            self.expect_echo(id);
             return Some(Transmit::Mark(id));
         }
         if self.play_cursor_ms > now_ms + self.lead_ms {
@@ -200,11 +202,8 @@ impl Playout {
             frames: seg.frames_sent,
             last: false,
         });
-        if let Some(id) = mark
-            && self.echoes_marks
-        {
-            self.pending_marks
-                .push_back(PendingMark { id, cleared: false });
+        if let Some(id) = mark {
+            self.expect_echo(id);
         }
         Some(Transmit::Media {
             frame,
@@ -330,6 +329,17 @@ impl Playout {
                 transcribe(&seg, !heard_all, out);
             }
         }
+    }
+
+    fn expect_echo(&mut self, id: MarkId) {
+        if !self.echoes_marks {
+            return;
+        }
+        if self.pending_marks.len() == MAX_PENDING_MARKS {
+            self.pending_marks.pop_front();
+        }
+        self.pending_marks
+            .push_back(PendingMark { id, cleared: false });
     }
 
     /// How long after a segment's estimated end to wait for its last mark.
@@ -576,6 +586,22 @@ mod tests {
         p.handle_tts_audio(b, audio(5));
         pump(&mut p, 1_600);
         assert_eq!(p.poll_timeout(), Some(1_700 + 20));
+    }
+
+    #[test]
+    fn marks_awaiting_an_echo_are_bounded() {
+        let mut p = Playout::new(&timing(), true);
+        let mut out = VecDeque::new();
+        let a = p.queue(0, prompt("a long answer", PromptKind::Say));
+        p.handle_tts_audio(a, audio(3_000));
+        for now in (0..60_000).step_by(20) {
+            pump(&mut p, now);
+        }
+        assert_eq!(p.pending_marks.len(), MAX_PENDING_MARKS);
+        // a late echo of a recent mark still confirms what was heard
+        assert!(!p.handle_mark("s1f2990", &mut out));
+        assert_eq!(p.segments[0].frames_heard, 2990);
+        assert!(p.handle_mark("s1end3000", &mut out));
     }
 
     #[test]
