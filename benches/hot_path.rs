@@ -179,6 +179,7 @@ impl OutboundRig {
                 settings: Arc::new(settings()),
                 returning_caller: false,
                 timing: Timing::default(),
+                echoes_marks: true,
             },
         );
         let mut rig = Self {

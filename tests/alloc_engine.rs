@@ -110,6 +110,7 @@ impl Call {
                 settings: Arc::new(settings()),
                 returning_caller: false,
                 timing,
+                echoes_marks: true,
             },
         );
         let mut call = Self {

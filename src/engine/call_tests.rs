@@ -100,6 +100,7 @@ impl Sim {
                 settings: Arc::new(settings),
                 returning_caller: returning,
                 timing,
+                echoes_marks: true,
             },
             InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
         );

@@ -274,6 +274,11 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             settings: Arc::new(call.settings.clone()),
             returning_caller: started.returning_caller,
             timing,
+            echoes_marks: match &wire {
+                Wire::Carrier(w) => w.codec.echoes_marks(),
+                // the page echoes marks as it plays the audio
+                Wire::Web => true,
+            },
         },
     );
     let (persist_tx, persist_rx) = mpsc::channel::<Persist>(1024);

@@ -8,6 +8,7 @@
 //! later without changing the engine.
 
 pub mod context;
+pub mod turn;
 pub mod understand;
 
 use std::sync::Arc;

@@ -1,0 +1,789 @@
+//! `CallEngine`: one call as a pure state machine. A thin coordinator (after quinn-proto's
+//! `Connection`): it owns the phase of the conversation and small sub-machines, each with the same
+//! grammar (`handle_*` with the time, `poll_*` for what follows, `poll_timeout` for its deadline)
+//! and each tested alone: the inbound audio pipeline (decode → resample → VAD), turn-taking
+//! (`dialogue::turn`: onset, barge-in, endpointing), `playout` (pacing, marks, what was heard),
+//! `recording` (the two-channel timeline), `recognizer` (the feed to speech recognition),
+//! `keypad`, `latency` and the dialogue. Sub-machines put the effects they produce straight into
+//! the coordinator's output queue, so outputs keep the order they had before the split.
+//!
+//! Grammar (quinn/str0m): `handle_input(now, input)` mutates; then drain `poll_output()` until it
+//! returns `Output::Timeout(deadline)`; call `handle_input(now, Input::Tick)` at that deadline.
+//! The engine never reads the clock.
+//!
+//! Time is call time: milliseconds since the engine was created (the carrier's `start`).
+
+mod keypad;
+mod latency;
+mod playout;
+mod recognizer;
+mod recording;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::audio::{self, InboundPipeline, SAMPLES_8K, SAMPLES_16K};
+use crate::engine::dialogue::turn::{Floor, TurnEvent, TurnTaking, TurnTiming, Utterance, frames};
+use crate::engine::dialogue::{Dialogue, Expect, Next, PromptKind, Reply, Turn};
+use crate::model::{
+    CallEvent, EndReason, QuestionKind, ReceptionistSettings, Speaker, TranscriptLine,
+};
+
+// `call_tests.rs` takes this name from here (it predates the split).
+#[cfg(test)]
+use crate::model::DisclosureRecord;
+
+use keypad::Keypad;
+use latency::Latency;
+use playout::{Playout, Transmit};
+use recognizer::{Recognizer, STT_RING_FRAMES};
+pub use recording::RECORDING_CHUNK_SAMPLES;
+use recording::Recording;
+
+const FRAME: u64 = audio::FRAME_MS;
+
+/// Turn-taking and pacing knobs. Durations are rounded to 20 ms frames.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Consecutive speech needed to decide the caller started talking.
+    pub speech_onset: Duration,
+    /// Speech needed during interruptible agent speech before the agent stops (barge-in).
+    pub barge_in: Duration,
+    /// Utterances shorter than this (clicks, coughs) are discarded.
+    pub min_utterance: Duration,
+    /// Silence that ends the caller's turn.
+    pub endpoint: Duration,
+    /// Longer silence allowed when a number or free text is expected (people pause mid-answer).
+    pub endpoint_long: Duration,
+    /// Longest caller utterance before it is cut and processed.
+    pub max_utterance: Duration,
+    /// Audio captured before speech onset and sent to STT with the utterance.
+    pub pre_roll: Duration,
+    /// Silence after the agent finished before a reminder.
+    pub silence_reminder: Duration,
+    /// Waiting for keypad digits after the last one (numbers; `#` ends at once).
+    pub dtmf_gap: Duration,
+    /// Speech to text answer deadline after the end of the caller's turn.
+    pub stt_timeout: Duration,
+    /// Deadline for synthesised audio after it was requested.
+    pub tts_timeout: Duration,
+    /// How far ahead of real time agent audio is sent to the carrier.
+    pub pacing_lead: Duration,
+    /// A mark after every this many frames (for what-was-heard accounting).
+    pub mark_every_frames: u32,
+    /// When the carrier does not echo a segment's last mark, assume it played this long after its
+    /// estimated end.
+    pub mark_grace: Duration,
+    /// Maximum call length.
+    pub max_call: Duration,
+    /// Recording frames are committed this long after their time, so late frames still land.
+    pub recording_delay: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            speech_onset: Duration::from_millis(60),
+            barge_in: Duration::from_millis(300),
+            min_utterance: Duration::from_millis(160),
+            endpoint: Duration::from_millis(700),
+            endpoint_long: Duration::from_millis(1200),
+            max_utterance: Duration::from_secs(20),
+            pre_roll: Duration::from_millis(200),
+            silence_reminder: Duration::from_secs(8),
+            dtmf_gap: Duration::from_millis(2500),
+            stt_timeout: Duration::from_secs(6),
+            tts_timeout: Duration::from_secs(4),
+            pacing_lead: Duration::from_millis(200),
+            mark_every_frames: 10,
+            mark_grace: Duration::from_millis(1500),
+            max_call: Duration::from_secs(900),
+            recording_delay: Duration::from_millis(400),
+        }
+    }
+}
+
+/// Everything one call needs.
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub settings: Arc<ReceptionistSettings>,
+    /// The caller is already a candidate in this workspace.
+    pub returning_caller: bool,
+    pub timing: Timing,
+    /// The carrier echoes marks (`CarrierCodec::echoes_marks`). When false (Vonage) the play-out
+    /// clock alone says what was heard and when playback ends; when true a mark echo does, with
+    /// a fallback to the clock for a carrier that silently stops echoing.
+    pub echoes_marks: bool,
+}
+
+/// Inputs to the engine.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// Raw µ-law 8 kHz caller audio. `timestamp_ms`: the carrier's presentation time, if any.
+    CallerAudio {
+        timestamp_ms: Option<u64>,
+        mulaw: &'a [u8],
+    },
+    /// A keypad digit.
+    Dtmf(char),
+    /// The carrier echoed a mark the engine sent.
+    MarkEchoed(&'a str),
+    /// Final transcript of an utterance (possibly empty).
+    Transcript {
+        utterance: u64,
+        text: &'a str,
+    },
+    SttFailed {
+        utterance: u64,
+    },
+    /// The whole audio of a speech request, µ-law 8 kHz.
+    TtsAudio {
+        speech: u64,
+        mulaw: Arc<[u8]>,
+    },
+    TtsFailed {
+        speech: u64,
+    },
+    /// The carrier said the call ended (`stop`).
+    CarrierStop,
+    /// The socket closed without `stop`.
+    Disconnected,
+    /// The driver gives up on the call (protocol violation, shutdown).
+    Abort(EndReason),
+    /// A deadline passed.
+    Tick,
+}
+
+/// A mark's identity; its wire name is `s{speech}f{frames}` or `s{speech}end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkId {
+    pub speech: u64,
+    /// Frames of the segment sent before this mark.
+    pub frames: u32,
+    pub last: bool,
+}
+
+impl fmt::Display for MarkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.last {
+            write!(f, "s{}end{}", self.speech, self.frames)
+        } else {
+            write!(f, "s{}f{}", self.speech, self.frames)
+        }
+    }
+}
+
+impl MarkId {
+    pub fn parse(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix('s')?;
+        if let Some(pos) = rest.find("end") {
+            return Some(Self {
+                speech: rest[..pos].parse().ok()?,
+                frames: rest[pos + 3..].parse().ok()?,
+                last: true,
+            });
+        }
+        let pos = rest.find('f')?;
+        Some(Self {
+            speech: rest[..pos].parse().ok()?,
+            frames: rest[pos + 1..].parse().ok()?,
+            last: false,
+        })
+    }
+}
+
+/// Messages for the carrier.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToCaller {
+    /// 20 ms of µ-law agent audio.
+    Media([u8; SAMPLES_8K]),
+    Mark(MarkId),
+    Clear,
+}
+
+/// One 20 ms slot of the two-channel recording, in order with no gaps.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordFrame {
+    pub slot: u64,
+    pub caller: [i16; SAMPLES_8K],
+    pub agent: [i16; SAMPLES_8K],
+}
+
+/// Effects for the driver to carry out.
+#[derive(Debug)]
+pub enum Output {
+    ToCaller(ToCaller),
+    /// Synthesise `text` and answer with `Input::TtsAudio` or `Input::TtsFailed`.
+    Speak {
+        speech: u64,
+        text: String,
+    },
+    /// The speech is no longer wanted (barge-in); drop its audio if it arrives.
+    CancelSpeech {
+        speech: u64,
+    },
+    /// Caller audio for recognisers is waiting: take it with [`CallEngine::pop_stt_frame`] until
+    /// it returns `None` (each frame carries its utterance).
+    SttAudio,
+    /// The utterance ended: finish recognition, answer with `Input::Transcript` or `SttFailed`.
+    SttFinish {
+        utterance: u64,
+    },
+    /// Discard the utterance.
+    SttCancel {
+        utterance: u64,
+    },
+    /// A chunk of the two-channel recording is ready: take it with
+    /// [`CallEngine::take_recording`].
+    Recording,
+    /// Persist this.
+    Event(CallEvent),
+    /// The call is over: close the carrier socket. Always the last output before `Timeout(far)`.
+    Ended(EndReason),
+    /// Nothing more until an input or this deadline.
+    Timeout(Instant),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the call has ended")]
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// The agent is speaking the current turn.
+    Speaking,
+    /// Waiting for the caller. `since_ms` restarts the silence timer.
+    Listening { since_ms: u64 },
+    /// The caller is talking.
+    Capturing,
+    /// Waiting for the transcript of the utterance the recogniser awaits.
+    Transcribing,
+    /// Saying goodbye; hang up with the reason once it has played.
+    Ended,
+}
+
+/// One call.
+pub struct CallEngine {
+    start: Instant,
+    now_ms: u64,
+    timing: Timing,
+    settings: Arc<ReceptionistSettings>,
+    dialogue: Dialogue,
+    pipeline: InboundPipeline,
+    out: VecDeque<Output>,
+    phase: Phase,
+    /// What follows the current turn once it has played.
+    turn_next: Option<Next>,
+    turn_taking: TurnTaking,
+    playout: Playout,
+    recognizer: Recognizer,
+    recording: Recording,
+    keypad: Keypad,
+    latency: Latency,
+    time_limit_hit: bool,
+    finished: bool,
+}
+
+impl CallEngine {
+    pub fn new(now: Instant, config: EngineConfig) -> Self {
+        Self::with_pipeline(now, config, InboundPipeline::with_default_vad())
+    }
+
+    /// With a given inbound pipeline (tests choose the VAD).
+    pub fn with_pipeline(now: Instant, config: EngineConfig, pipeline: InboundPipeline) -> Self {
+        let t = &config.timing;
+        let turn_timing = TurnTiming {
+            onset: frames(t.speech_onset),
+            barge_in: frames(t.barge_in),
+            // shorter than the duration: round up so that exactly the duration is kept
+            min_utterance: (t.min_utterance.as_millis() as u64).div_ceil(FRAME) as u32,
+            endpoint: frames(t.endpoint),
+            endpoint_long: frames(t.endpoint_long),
+            max_utterance: frames(t.max_utterance),
+            pre_roll: frames(t.pre_roll),
+            max_pre_roll: (STT_RING_FRAMES / 2) as u32,
+        };
+        let mut engine = Self {
+            start: now,
+            now_ms: 0,
+            dialogue: Dialogue::new(config.settings.clone(), config.returning_caller),
+            settings: config.settings,
+            pipeline,
+            out: VecDeque::with_capacity(32),
+            phase: Phase::Speaking,
+            turn_next: None,
+            turn_taking: TurnTaking::new(turn_timing),
+            playout: Playout::new(t, config.echoes_marks),
+            recognizer: Recognizer::new(t.stt_timeout),
+            recording: Recording::new(t.recording_delay),
+            keypad: Keypad::new(t.dtmf_gap),
+            latency: Latency::default(),
+            time_limit_hit: false,
+            finished: false,
+            timing: config.timing,
+        };
+        let turn = engine.dialogue.start();
+        engine.play_turn(turn);
+        engine
+    }
+
+    pub fn settings(&self) -> &ReceptionistSettings {
+        &self.settings
+    }
+
+    /// Milliseconds since the call started.
+    pub fn call_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Recording frames that arrived too late to place (diagnostics).
+    pub fn late_frames(&self) -> u64 {
+        self.recording.late_frames()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// What the dialogue is waiting for (a hint for recognisers).
+    pub fn expecting(&self) -> Expect {
+        self.dialogue.expect()
+    }
+
+    /// The next frame of caller audio for a recogniser (after `Output::SttAudio`), oldest first,
+    /// with its utterance.
+    pub fn pop_stt_frame(&mut self) -> Option<(u64, &[i16; SAMPLES_16K])> {
+        self.recognizer.poll_frame()
+    }
+
+    /// Recogniser audio lost because the driver did not take it in time.
+    pub fn dropped_stt_frames(&self) -> u64 {
+        self.recognizer.dropped()
+    }
+
+    /// The recording samples committed so far (after `Output::Recording`): interleaved
+    /// (caller, agent), 8 kHz, in order with no gaps since the previous chunk.
+    pub fn take_recording(&mut self) -> Vec<i16> {
+        self.recording.take()
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), CallError> {
+        if self.finished {
+            return Err(CallError::Ended);
+        }
+        self.now_ms = self
+            .now_ms
+            .max(now.saturating_duration_since(self.start).as_millis() as u64);
+        match input {
+            Input::CallerAudio {
+                timestamp_ms,
+                mulaw,
+            } => self.on_audio(timestamp_ms, mulaw),
+            Input::Dtmf(d) => self.on_dtmf(d),
+            Input::MarkEchoed(name) => {
+                if self.playout.handle_mark(name, &mut self.out) {
+                    self.turn_played();
+                }
+            }
+            Input::Transcript { utterance, text } => self.on_transcript(utterance, text),
+            Input::SttFailed { utterance } => {
+                if self.transcribing(utterance) {
+                    let t = self.dialogue.on_backend_failure();
+                    self.play_turn(t);
+                }
+            }
+            Input::TtsAudio { speech, mulaw } => self.playout.handle_tts_audio(speech, mulaw),
+            Input::TtsFailed { speech } => self.on_tts_failed(speech),
+            Input::CarrierStop => self.finish(EndReason::CallerHangup),
+            Input::Disconnected => self.finish(EndReason::Disconnected),
+            Input::Abort(reason) => self.finish(reason),
+            Input::Tick => {}
+        }
+        if !self.finished {
+            self.on_time();
+        }
+        Ok(())
+    }
+
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
+        Output::Timeout(self.start + Duration::from_millis(self.next_deadline_ms()))
+    }
+
+    // ---- time ------------------------------------------------------------------------------
+
+    fn on_time(&mut self) {
+        let now = self.now_ms;
+        // maximum call length: say goodbye once; force the end a little later
+        if now >= self.timing.max_call.as_millis() as u64 && !self.time_limit_hit {
+            self.time_limit_hit = true;
+            self.interrupt_agent(false);
+            self.cancel_capture();
+            let t = self.dialogue.on_time_limit();
+            self.play_turn(t);
+        }
+        if now >= self.timing.max_call.as_millis() as u64 + 30_000 {
+            self.finish(EndReason::MaxDuration);
+            return;
+        }
+        // synthesis deadline
+        if let Some(speech) = self.playout.tts_overdue(now) {
+            self.on_tts_failed(speech);
+        }
+        match self.phase {
+            Phase::Listening { since_ms } => {
+                if self.keypad.poll_timeout().is_some_and(|d| now >= d) {
+                    self.submit_dtmf();
+                } else if self.keypad.is_empty()
+                    && now >= since_ms + self.timing.silence_reminder.as_millis() as u64
+                {
+                    let t = self.dialogue.on_silence();
+                    self.play_turn(t);
+                }
+            }
+            Phase::Transcribing => {
+                if let Some(utterance) = self.recognizer.handle_timeout(now) {
+                    self.out.push_back(Output::SttCancel { utterance });
+                    let t = self.dialogue.on_backend_failure();
+                    self.play_turn(t);
+                }
+            }
+            _ => {}
+        }
+        self.pump_audio();
+        if self.playout.handle_time(now, &mut self.out) {
+            self.turn_played();
+        }
+        self.recording.handle_time(now, &mut self.out);
+    }
+
+    fn next_deadline_ms(&self) -> u64 {
+        if self.finished {
+            return self.now_ms + 3_600_000;
+        }
+        let mut d = self.timing.max_call.as_millis() as u64;
+        if self.time_limit_hit {
+            d += 30_000;
+        }
+        let mut min = |x: Option<u64>| {
+            if let Some(x) = x {
+                d = d.min(x.max(self.now_ms));
+            }
+        };
+        min(self.playout.poll_timeout());
+        match self.phase {
+            Phase::Listening { since_ms } => match self.keypad.poll_timeout() {
+                None => min(Some(
+                    since_ms + self.timing.silence_reminder.as_millis() as u64,
+                )),
+                gap => min(gap),
+            },
+            Phase::Transcribing => min(self.recognizer.poll_timeout()),
+            _ => {}
+        }
+        min(self.recording.poll_timeout());
+        d
+    }
+
+    // ---- agent speech ----------------------------------------------------------------------
+
+    fn play_turn(&mut self, turn: Turn) {
+        for e in self.dialogue.take_events() {
+            self.out.push_back(Output::Event(e));
+        }
+        // a new turn replaces anything still queued
+        self.playout.drop_queued(&mut self.out);
+        for p in turn.prompts {
+            let text = p.text.clone();
+            let speech = self.playout.queue(self.now_ms, p);
+            self.out.push_back(Output::Speak { speech, text });
+        }
+        if let Next::HangUp(_) = turn.next {
+            self.phase = Phase::Ended;
+        } else {
+            self.phase = Phase::Speaking;
+        }
+        self.turn_next = Some(turn.next);
+        self.keypad.clear();
+        if self.playout.is_empty() {
+            self.turn_played();
+        }
+    }
+
+    fn on_tts_failed(&mut self, speech: u64) {
+        let Some(kind) = self.playout.awaiting_audio(speech) else {
+            return;
+        };
+        // an unspeakable goodbye: end the call (there is nothing else to say it with)
+        if matches!(self.phase, Phase::Ended) || kind == PromptKind::Closing {
+            let reason = match self.turn_next {
+                Some(Next::HangUp(r)) => r,
+                _ => EndReason::BackendFailure,
+            };
+            self.finish(reason);
+            return;
+        }
+        let t = self.dialogue.on_backend_failure();
+        self.play_turn(t);
+    }
+
+    /// Send agent frames due by now (paced ~`pacing_lead` ahead of real time).
+    fn pump_audio(&mut self) {
+        let now = self.now_ms;
+        while let Some(t) = self.playout.poll_transmit(now) {
+            match t {
+                Transmit::Mark(id) => self.out.push_back(Output::ToCaller(ToCaller::Mark(id))),
+                Transmit::Media {
+                    frame,
+                    play_at_ms,
+                    first,
+                    mark,
+                } => {
+                    // first audio of the reply: the turn's latency is known
+                    if first && let Some(l) = self.latency.handle_reply_audio(now) {
+                        self.out.push_back(Output::Event(CallEvent::Latency(l)));
+                    }
+                    self.recording
+                        .handle_agent_frame(play_at_ms, &frame, &mut self.out);
+                    self.out.push_back(Output::ToCaller(ToCaller::Media(frame)));
+                    if let Some(id) = mark {
+                        self.out.push_back(Output::ToCaller(ToCaller::Mark(id)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// All of the turn's audio has played.
+    fn turn_played(&mut self) {
+        match self.turn_next.take() {
+            Some(Next::HangUp(reason)) => self.finish(reason),
+            Some(Next::Listen(_)) | None => {
+                if self.turn_taking.utterance().is_none() {
+                    self.phase = Phase::Listening {
+                        since_ms: self.now_ms,
+                    };
+                } else {
+                    self.phase = Phase::Capturing;
+                }
+            }
+        }
+    }
+
+    /// Stop the agent: clear the carrier's buffer and cancel what is queued.
+    fn interrupt_agent(&mut self, barge_in: bool) {
+        if self.playout.clear(self.now_ms, &mut self.out) {
+            self.recording.erase_agent_from(self.now_ms);
+        }
+        self.turn_next = None;
+        if barge_in {
+            self.phase = Phase::Capturing;
+        }
+    }
+
+    fn current_interruptible(&self) -> bool {
+        !matches!(self.phase, Phase::Ended) && self.playout.interruptible()
+    }
+
+    // ---- caller audio ----------------------------------------------------------------------
+
+    fn on_audio(&mut self, timestamp_ms: Option<u64>, mulaw: &[u8]) {
+        self.pipeline.push(mulaw);
+        // the carrier's timestamp places the first frame of the message
+        let mut timestamp_ms = timestamp_ms;
+        while let Some(frame) = self.pipeline.pop() {
+            self.recording.handle_caller_frame(
+                self.now_ms,
+                timestamp_ms.take(),
+                &frame.pcm8k,
+                &mut self.out,
+            );
+            self.on_frame(&frame);
+        }
+    }
+
+    fn on_frame(&mut self, frame: &audio::InboundFrame) {
+        let capturing = self.turn_taking.utterance();
+        // the recogniser keeps a short pre-roll outside utterances
+        self.recognizer
+            .handle_frame(&frame.pcm16k, capturing.unwrap_or(0), &mut self.out);
+        let speaking = matches!(self.phase, Phase::Speaking);
+        let floor = Floor {
+            listening: matches!(self.phase, Phase::Listening { .. }),
+            agent_speaking: speaking,
+            agent_interruptible: speaking && self.current_interruptible(),
+            long_pause: capturing.is_some()
+                && matches!(
+                    self.dialogue.expect(),
+                    Expect::Answer(QuestionKind::Number)
+                        | Expect::Answer(QuestionKind::FreeText)
+                        | Expect::CallerQuestion
+                ),
+        };
+        self.turn_taking
+            .handle_frame(self.now_ms, frame.speech, floor);
+        while let Some(event) = self.turn_taking.poll_event() {
+            match event {
+                TurnEvent::Onset {
+                    utterance,
+                    pre_roll,
+                } => {
+                    self.recognizer
+                        .handle_onset(pre_roll, utterance, &mut self.out);
+                    if floor.listening {
+                        self.phase = Phase::Capturing;
+                    }
+                }
+                TurnEvent::BargeIn { .. } => self.interrupt_agent(true),
+                TurnEvent::Discarded { utterance } => self.discard_utterance(utterance),
+                TurnEvent::Ended(u) => self.end_utterance(u),
+            }
+        }
+    }
+
+    fn cancel_capture(&mut self) {
+        if let Some(utterance) = self.turn_taking.cancel() {
+            self.out.push_back(Output::SttCancel { utterance });
+        }
+    }
+
+    /// A click, a cough, or talk over the agent that never became a barge-in.
+    fn discard_utterance(&mut self, utterance: u64) {
+        self.out.push_back(Output::SttCancel { utterance });
+        if matches!(self.phase, Phase::Capturing) {
+            self.phase = Phase::Listening {
+                since_ms: self.now_ms,
+            };
+        }
+    }
+
+    fn end_utterance(&mut self, u: Utterance) {
+        if matches!(self.phase, Phase::Speaking) {
+            self.discard_utterance(u.id);
+            return;
+        }
+        self.out.push_back(Output::SttFinish { utterance: u.id });
+        self.latency.handle_endpoint(u.last_speech_ms, self.now_ms);
+        self.recognizer
+            .handle_end(self.now_ms, u.id, (u.start_ms, u.last_speech_ms + FRAME));
+        self.phase = Phase::Transcribing;
+    }
+
+    /// The recogniser's answer for `utterance` is the one awaited.
+    fn transcribing(&self, utterance: u64) -> bool {
+        matches!(self.phase, Phase::Transcribing) && self.recognizer.awaiting() == Some(utterance)
+    }
+
+    fn on_transcript(&mut self, utterance: u64, text: &str) {
+        if !self.transcribing(utterance) {
+            return;
+        }
+        self.latency.handle_transcript(self.now_ms);
+        let (start_ms, end_ms) = self
+            .recognizer
+            .handle_transcript()
+            .unwrap_or((self.now_ms, self.now_ms));
+        let text = text.trim();
+        if text.is_empty() {
+            // a sound with no words: keep listening (the silence timer restarts)
+            self.latency.discard();
+            self.phase = Phase::Listening {
+                since_ms: self.now_ms,
+            };
+            return;
+        }
+        self.out
+            .push_back(Output::Event(CallEvent::Transcript(TranscriptLine {
+                speaker: Speaker::Caller,
+                text: text.to_string(),
+                start_ms,
+                end_ms,
+                interrupted: false,
+                dtmf: false,
+            })));
+        let t = self.dialogue.on_reply(Reply::Speech(text));
+        self.play_turn(t);
+    }
+
+    // ---- keypad ----------------------------------------------------------------------------
+
+    fn on_dtmf(&mut self, digit: char) {
+        if !Keypad::is_key(digit) {
+            return;
+        }
+        let expect = self.dialogue.expect();
+        let accepting = match self.phase {
+            Phase::Listening { .. } | Phase::Capturing => true,
+            Phase::Speaking => self.current_interruptible(),
+            _ => false,
+        };
+        if !accepting
+            || !matches!(
+                expect,
+                Expect::Answer(QuestionKind::YesNo | QuestionKind::Number)
+            )
+        {
+            return;
+        }
+        if matches!(self.phase, Phase::Speaking) {
+            self.interrupt_agent(false);
+        }
+        self.cancel_capture();
+        self.keypad.handle_digit(self.now_ms, digit);
+        self.phase = Phase::Listening {
+            since_ms: self.now_ms,
+        };
+        if matches!(expect, Expect::Answer(QuestionKind::YesNo)) || digit == '#' {
+            self.submit_dtmf();
+        }
+    }
+
+    fn submit_dtmf(&mut self) {
+        let Some((digits, last_ms)) = self.keypad.take() else {
+            return;
+        };
+        self.out
+            .push_back(Output::Event(CallEvent::Transcript(TranscriptLine {
+                speaker: Speaker::Caller,
+                text: digits.clone(),
+                start_ms: last_ms,
+                end_ms: last_ms,
+                interrupted: false,
+                dtmf: true,
+            })));
+        self.latency.handle_keypad(self.now_ms);
+        let t = self.dialogue.on_reply(Reply::Keypad(&digits));
+        self.play_turn(t);
+    }
+
+    // ---- the end ---------------------------------------------------------------------------
+
+    fn finish(&mut self, reason: EndReason) {
+        if self.finished {
+            return;
+        }
+        // what the caller heard of an unfinished segment
+        self.playout.finish(self.now_ms, &mut self.out);
+        self.cancel_capture();
+        for e in self.dialogue.take_events() {
+            self.out.push_back(Output::Event(e));
+        }
+        // flush the recording up to now (the caller hung up: agent audio after now never played)
+        self.recording.finish(self.now_ms, &mut self.out);
+        self.out.push_back(Output::Ended(reason));
+        self.phase = Phase::Ended;
+        self.finished = true;
+    }
+}
+
+#[cfg(test)]
+mod clock_tests;
+#[cfg(test)]
+#[path = "../call_tests.rs"]
+mod tests;

@@ -1,0 +1,653 @@
+//! Agent speech on its way to the caller: the turn's segments (one per prompt, each waiting for
+//! its synthesised audio), outbound pacing about `pacing_lead` ahead of real time, marks, and the
+//! play-out clock that says what the caller heard and when playback ends.
+//!
+//! What was heard comes from the carrier's mark echoes when it sends them (`echoes_marks`); a
+//! segment ends when its last mark comes back, or `mark_grace` after its estimated end for a
+//! carrier that silently stops echoing. A carrier without echoes (Vonage) is timed by the clock
+//! alone: a segment has played when its estimated end has passed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::{FRAME, MarkId, Output, Timing};
+use crate::engine::audio::SAMPLES_8K;
+use crate::engine::dialogue::{Prompt, PromptKind};
+use crate::model::{CallEvent, DisclosureRecord, Speaker, TranscriptLine};
+
+#[derive(Debug)]
+struct Segment {
+    speech: u64,
+    text: String,
+    interruptible: bool,
+    kind: PromptKind,
+    requested_ms: u64,
+    audio: Option<Arc<[u8]>>,
+    /// Bytes of audio sent.
+    pos: usize,
+    frames_sent: u32,
+    /// Frames known to have played (echoed marks, or the clock).
+    frames_heard: u32,
+    first_play_ms: Option<u64>,
+    /// Estimated time the last frame finishes playing.
+    play_end_ms: u64,
+    end_mark_sent: bool,
+}
+
+impl Segment {
+    fn total_frames(&self) -> u32 {
+        self.audio
+            .as_ref()
+            .map(|a| a.len().div_ceil(SAMPLES_8K) as u32)
+            .unwrap_or(0)
+    }
+    fn all_sent(&self) -> bool {
+        self.audio.as_ref().is_some_and(|a| self.pos >= a.len())
+    }
+}
+
+/// Marks awaiting their echo. A carrier that echoes keeps one or two in flight (the pacing lead);
+/// one that silently stopped would grow the queue, so the oldest are forgotten (a later echo
+/// confirms everything before it anyway).
+const MAX_PENDING_MARKS: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+struct PendingMark {
+    id: MarkId,
+    cleared: bool,
+}
+
+/// What to send to the carrier next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Transmit {
+    /// 20 ms of agent audio that plays from `play_at_ms`; `first` when it starts its segment;
+    /// `mark` to send right after it.
+    Media {
+        frame: [u8; SAMPLES_8K],
+        play_at_ms: u64,
+        first: bool,
+        mark: Option<MarkId>,
+    },
+    /// The segment's last mark.
+    Mark(MarkId),
+}
+
+pub(super) struct Playout {
+    segments: VecDeque<Segment>,
+    next_speech: u64,
+    /// Call time at which audio already queued at the carrier finishes playing.
+    play_cursor_ms: u64,
+    pending_marks: VecDeque<PendingMark>,
+    /// The carrier is expected to echo marks (configuration).
+    echoes_marks: bool,
+    /// Whether it does: unknown until the first echo or the first segment that finished without
+    /// one.
+    carrier_echoes: Option<bool>,
+    lead_ms: u64,
+    mark_every: u32,
+    mark_grace_ms: u64,
+    tts_timeout_ms: u64,
+}
+
+impl Playout {
+    pub(super) fn new(timing: &Timing, echoes_marks: bool) -> Self {
+        Self {
+            segments: VecDeque::new(),
+            next_speech: 1,
+            play_cursor_ms: 0,
+            pending_marks: VecDeque::with_capacity(MAX_PENDING_MARKS),
+            echoes_marks,
+            carrier_echoes: None,
+            lead_ms: timing.pacing_lead.as_millis() as u64,
+            mark_every: timing.mark_every_frames.max(1),
+            mark_grace_ms: timing.mark_grace.as_millis() as u64,
+            tts_timeout_ms: timing.tts_timeout.as_millis() as u64,
+        }
+    }
+
+    /// Queue a prompt; its audio is awaited under the returned speech id.
+    pub(super) fn queue(&mut self, now_ms: u64, prompt: Prompt) -> u64 {
+        let speech = self.next_speech;
+        self.next_speech += 1;
+        self.segments.push_back(Segment {
+            speech,
+            text: prompt.text,
+            interruptible: prompt.interruptible,
+            kind: prompt.kind,
+            requested_ms: now_ms,
+            audio: None,
+            pos: 0,
+            frames_sent: 0,
+            frames_heard: 0,
+            first_play_ms: None,
+            play_end_ms: 0,
+            end_mark_sent: false,
+        });
+        speech
+    }
+
+    /// Nothing queued or playing.
+    pub(super) fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The caller may talk over what is queued: every segment is interruptible and the first one
+    /// has its audio.
+    pub(super) fn interruptible(&self) -> bool {
+        self.segments
+            .front()
+            .is_some_and(|s| s.interruptible && s.audio.is_some())
+            && self.segments.iter().all(|s| s.interruptible)
+    }
+
+    /// Synthesised audio for `speech`; unknown or already answered ids are ignored.
+    pub(super) fn handle_tts_audio(&mut self, speech: u64, mulaw: Arc<[u8]>) {
+        if let Some(seg) = self.segments.iter_mut().find(|s| s.speech == speech)
+            && seg.audio.is_none()
+        {
+            seg.audio = Some(mulaw);
+        }
+    }
+
+    /// The kind of prompt `speech` is, while its audio is still awaited.
+    pub(super) fn awaiting_audio(&self, speech: u64) -> Option<PromptKind> {
+        self.segments
+            .iter()
+            .find(|s| s.speech == speech && s.audio.is_none())
+            .map(|s| s.kind)
+    }
+
+    /// The segment next in line whose audio is overdue.
+    pub(super) fn tts_overdue(&self, now_ms: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| !s.end_mark_sent)
+            .filter(|s| s.audio.is_none() && now_ms >= s.requested_ms + self.tts_timeout_ms)
+            .map(|s| s.speech)
+    }
+
+    /// The next thing to send by `now_ms`, paced `pacing_lead` ahead of the play-out clock.
+    pub(super) fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
+        // segments play back to back: the first one not fully sent
+        let seg = self.segments.iter_mut().find(|s| !s.end_mark_sent)?;
+        let audio = seg.audio.as_ref()?;
+        if seg.pos >= audio.len() {
+            seg.end_mark_sent = true;
+            let id = MarkId {
+                speech: seg.speech,
+                frames: seg.frames_sent,
+                last: true,
+            };
+            self.expect_echo(id);
+            return Some(Transmit::Mark(id));
+        }
+        if self.play_cursor_ms > now_ms + self.lead_ms {
+            return None;
+        }
+        let end = (seg.pos + SAMPLES_8K).min(audio.len());
+        let mut frame = [0xFFu8; SAMPLES_8K];
+        frame[..end - seg.pos].copy_from_slice(&audio[seg.pos..end]);
+        let more = end < audio.len();
+        seg.pos = end;
+        seg.frames_sent += 1;
+        let play_at_ms = self.play_cursor_ms.max(now_ms);
+        let first = seg.first_play_ms.is_none();
+        if first {
+            seg.first_play_ms = Some(play_at_ms);
+        }
+        self.play_cursor_ms = play_at_ms + FRAME;
+        seg.play_end_ms = self.play_cursor_ms;
+        let mark = (seg.frames_sent.is_multiple_of(self.mark_every) && more).then_some(MarkId {
+            speech: seg.speech,
+            frames: seg.frames_sent,
+            last: false,
+        });
+        if let Some(id) = mark {
+            self.expect_echo(id);
+        }
+        Some(Transmit::Media {
+            frame,
+            play_at_ms,
+            first,
+            mark,
+        })
+    }
+
+    /// The carrier echoed a mark. Returns true when the turn's audio has all played.
+    pub(super) fn handle_mark(&mut self, name: &str, out: &mut VecDeque<Output>) -> bool {
+        if !self.echoes_marks {
+            return false;
+        }
+        let Some(id) = MarkId::parse(name) else {
+            return false;
+        };
+        self.carrier_echoes = Some(true);
+        let Some(pos) = self.pending_marks.iter().position(|m| m.id == id) else {
+            return false;
+        };
+        let mut played = false;
+        for _ in 0..=pos {
+            if let Some(m) = self.pending_marks.pop_front()
+                && m.id == id
+            {
+                played = !m.cleared;
+            }
+        }
+        if !played {
+            return false;
+        }
+        if let Some(seg) = self.segments.iter_mut().find(|s| s.speech == id.speech) {
+            seg.frames_heard = seg.frames_heard.max(id.frames);
+            if id.last {
+                return self.segment_done(id.speech, true, out);
+            }
+        }
+        false
+    }
+
+    /// Time passed: a segment whose end has passed without an echo is done (at once on a carrier
+    /// without echoes, after the grace otherwise). Returns true when the turn's audio has all
+    /// played.
+    pub(super) fn handle_time(&mut self, now_ms: u64, out: &mut VecDeque<Output>) -> bool {
+        self.advance_clock(now_ms);
+        if let Some(seg) = self.segments.front()
+            && seg.end_mark_sent
+            && now_ms >= seg.play_end_ms + self.grace_ms()
+        {
+            let speech = seg.speech;
+            if !self.echoes_marks {
+                return self.segment_done(speech, true, out);
+            }
+            if self.carrier_echoes.is_none() {
+                self.carrier_echoes = Some(false);
+            }
+            return self.segment_done(speech, false, out);
+        }
+        false
+    }
+
+    /// The earliest of: the overdue-audio deadline, the next frame to send, the end of the
+    /// segment playing.
+    pub(super) fn poll_timeout(&self) -> Option<u64> {
+        let mut d: Option<u64> = None;
+        let mut min = |x: u64| d = Some(d.map_or(x, |d| d.min(x)));
+        if let Some(seg) = self.segments.iter().find(|s| !s.end_mark_sent) {
+            if seg.audio.is_none() {
+                min(seg.requested_ms + self.tts_timeout_ms);
+            } else if !seg.all_sent() {
+                min(self.play_cursor_ms.saturating_sub(self.lead_ms));
+            }
+        }
+        if let Some(seg) = self.segments.front()
+            && seg.end_mark_sent
+        {
+            min(seg.play_end_ms + self.grace_ms());
+        }
+        d
+    }
+
+    /// Stop at `now_ms`: clear the carrier's buffer if anything was sent, forget the marks in
+    /// flight and drop every segment (what played of it goes to the transcript). Returns whether
+    /// audio was cleared.
+    pub(super) fn clear(&mut self, now_ms: u64, out: &mut VecDeque<Output>) -> bool {
+        self.advance_clock(now_ms);
+        let playing = self.segments.iter().any(|s| s.frames_sent > 0);
+        if playing {
+            out.push_back(Output::ToCaller(super::ToCaller::Clear));
+            for m in self.pending_marks.iter_mut() {
+                m.cleared = true;
+            }
+        }
+        self.play_cursor_ms = self.play_cursor_ms.min(now_ms);
+        self.drop_queued(out);
+        playing
+    }
+
+    /// Drop every segment, cancelling its synthesis (a new turn replaces what is queued).
+    pub(super) fn drop_queued(&mut self, out: &mut VecDeque<Output>) {
+        while let Some(seg) = self.segments.pop_back() {
+            out.push_back(Output::CancelSpeech { speech: seg.speech });
+            if seg.first_play_ms.is_some() {
+                transcribe(&seg, true, out);
+            }
+        }
+    }
+
+    /// The call ended at `now_ms`: record what the caller heard of unfinished segments.
+    pub(super) fn finish(&mut self, now_ms: u64, out: &mut VecDeque<Output>) {
+        self.advance_clock(now_ms);
+        while let Some(seg) = self.segments.pop_front() {
+            if let PromptKind::Disclosure(kind) = seg.kind {
+                out.push_back(Output::Event(CallEvent::Disclosure(DisclosureRecord {
+                    kind,
+                    text: seg.text.clone(),
+                    played_in_full: false,
+                })));
+            }
+            if seg.first_play_ms.is_some() {
+                let heard_all = seg.frames_heard >= seg.total_frames();
+                transcribe(&seg, !heard_all, out);
+            }
+        }
+    }
+
+    fn expect_echo(&mut self, id: MarkId) {
+        if !self.echoes_marks {
+            return;
+        }
+        if self.pending_marks.len() == MAX_PENDING_MARKS {
+            self.pending_marks.pop_front();
+        }
+        self.pending_marks
+            .push_back(PendingMark { id, cleared: false });
+    }
+
+    /// How long after a segment's estimated end to wait for its last mark.
+    fn grace_ms(&self) -> u64 {
+        match (self.echoes_marks, self.carrier_echoes) {
+            (false, _) => 0,
+            (true, Some(false)) => FRAME,
+            (true, _) => self.mark_grace_ms,
+        }
+    }
+
+    /// Without echoes, the clock says how much of each started segment has played.
+    fn advance_clock(&mut self, now_ms: u64) {
+        if self.echoes_marks {
+            return;
+        }
+        for seg in self.segments.iter_mut() {
+            if let Some(start) = seg.first_play_ms {
+                let played = (now_ms.saturating_sub(start) / FRAME) as u32;
+                seg.frames_heard = seg.frames_heard.max(played.min(seg.frames_sent));
+            }
+        }
+    }
+
+    fn segment_done(&mut self, speech: u64, confirmed: bool, out: &mut VecDeque<Output>) -> bool {
+        let Some(idx) = self.segments.iter().position(|s| s.speech == speech) else {
+            return false;
+        };
+        // segments play in order: anything before it is done too
+        for _ in 0..=idx {
+            let Some(seg) = self.segments.pop_front() else {
+                break;
+            };
+            let full = confirmed && seg.speech == speech;
+            if let PromptKind::Disclosure(kind) = seg.kind {
+                out.push_back(Output::Event(CallEvent::Disclosure(DisclosureRecord {
+                    kind,
+                    text: seg.text.clone(),
+                    played_in_full: full,
+                })));
+            }
+            transcribe(&seg, false, out);
+        }
+        self.segments.is_empty()
+    }
+}
+
+/// The agent's transcript line for a segment that started playing.
+fn transcribe(seg: &Segment, interrupted: bool, out: &mut VecDeque<Output>) {
+    let Some(start_ms) = seg.first_play_ms else {
+        return;
+    };
+    let total = seg.total_frames().max(1);
+    let (text, end_ms) = if interrupted {
+        let heard = seg.frames_heard.min(total);
+        (
+            heard_prefix(&seg.text, heard as f64 / total as f64),
+            start_ms + heard as u64 * FRAME,
+        )
+    } else {
+        (seg.text.clone(), seg.play_end_ms)
+    };
+    out.push_back(Output::Event(CallEvent::Transcript(TranscriptLine {
+        speaker: Speaker::Agent,
+        text,
+        start_ms,
+        end_ms,
+        interrupted,
+        dtmf: false,
+    })));
+}
+
+/// The first `fraction` of `text`, cut at a word boundary, with an ellipsis.
+fn heard_prefix(text: &str, fraction: f64) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let n = ((words.len() as f64) * fraction.clamp(0.0, 1.0)).floor() as usize;
+    if n >= words.len() {
+        return text.to_string();
+    }
+    let mut s = words[..n].join(" ");
+    s.push('…');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DisclosureKind;
+
+    fn timing() -> Timing {
+        Timing::default()
+    }
+
+    fn prompt(text: &str, kind: PromptKind) -> Prompt {
+        Prompt {
+            text: text.to_string(),
+            interruptible: !matches!(kind, PromptKind::Disclosure(_)),
+            kind,
+        }
+    }
+
+    fn audio(frames: usize) -> Arc<[u8]> {
+        Arc::from(vec![0x80u8; frames * SAMPLES_8K])
+    }
+
+    /// Everything due at `now_ms`, as (media frames, marks).
+    fn pump(p: &mut Playout, now_ms: u64) -> (u32, Vec<MarkId>) {
+        let (mut media, mut marks) = (0, Vec::new());
+        while let Some(t) = p.poll_transmit(now_ms) {
+            match t {
+                Transmit::Media { mark, .. } => {
+                    media += 1;
+                    marks.extend(mark);
+                }
+                Transmit::Mark(id) => marks.push(id),
+            }
+        }
+        (media, marks)
+    }
+
+    fn disclosures(out: &VecDeque<Output>) -> Vec<bool> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event(CallEvent::Disclosure(d)) => Some(d.played_in_full),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn agent_lines(out: &VecDeque<Output>) -> Vec<TranscriptLine> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event(CallEvent::Transcript(l)) => Some(l.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pacing_keeps_about_the_lead_ahead_of_real_time() {
+        let mut p = Playout::new(&timing(), true);
+        let speech = p.queue(0, prompt("hello there", PromptKind::Say));
+        assert_eq!(pump(&mut p, 0).0, 0, "nothing to send before the audio");
+        assert_eq!(p.poll_timeout(), Some(4_000), "the synthesis deadline");
+        p.handle_tts_audio(speech, audio(200));
+        for now in (0..2_000).step_by(20) {
+            pump(&mut p, now);
+            let lead = p.play_cursor_ms - now;
+            assert!((200..=220).contains(&lead), "lead {lead} ms at {now}");
+            assert_eq!(p.poll_timeout(), Some(now + 20), "woken for the next frame");
+        }
+    }
+
+    #[test]
+    fn marks_go_out_in_order_and_the_last_echo_ends_the_segment() {
+        let mut p = Playout::new(&timing(), true);
+        let mut out = VecDeque::new();
+        let speech = p.queue(
+            0,
+            prompt(
+                "We record calls.",
+                PromptKind::Disclosure(DisclosureKind::Recording),
+            ),
+        );
+        p.handle_tts_audio(speech, audio(25));
+        let mut marks = Vec::new();
+        for now in (0..600).step_by(20) {
+            marks.extend(pump(&mut p, now).1);
+        }
+        let names: Vec<String> = marks.iter().map(|m| m.to_string()).collect();
+        assert_eq!(names, ["s1f10", "s1f20", "s1end25"]);
+        // the carrier is still playing: the segment waits for its echo, not the estimate
+        assert_eq!(p.poll_timeout(), Some(500 + 1_500));
+        assert!(!p.handle_mark("s1f10", &mut out));
+        assert!(!p.handle_mark("s1f20", &mut out));
+        assert!(p.handle_mark("s1end25", &mut out), "the turn has played");
+        assert_eq!(disclosures(&out), [true]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn clear_drops_queued_audio_and_pending_marks() {
+        let mut p = Playout::new(&timing(), true);
+        let mut out = VecDeque::new();
+        let a = p.queue(
+            0,
+            prompt("one two three four five six seven eight", PromptKind::Say),
+        );
+        let b = p.queue(0, prompt("and more", PromptKind::Say));
+        p.handle_tts_audio(a, audio(40));
+        p.handle_tts_audio(b, audio(10));
+        for now in (0..=200).step_by(20) {
+            pump(&mut p, now);
+        }
+        assert!(!p.handle_mark("s1f10", &mut out));
+        assert!(out.is_empty(), "an echo mid-segment ends nothing");
+        // the caller heard 10 of 40 frames when the agent is stopped
+        assert!(p.clear(200, &mut out));
+        assert!(matches!(
+            out[0],
+            Output::ToCaller(super::super::ToCaller::Clear)
+        ));
+        let cancelled: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::CancelSpeech { speech } => Some(*speech),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cancelled, [b, a]);
+        let lines = agent_lines(&out);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].interrupted);
+        assert_eq!(lines[0].text, "one two…");
+        assert_eq!(lines[0].end_ms, 200);
+        // nothing more goes out, and a late echo of a cleared mark confirms nothing
+        assert!(p.is_empty());
+        assert_eq!(pump(&mut p, 220), (0, vec![]));
+        out.clear();
+        assert!(!p.handle_mark("s1f20", &mut out));
+        assert!(out.is_empty());
+        assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_carrier_that_stops_echoing_gets_the_grace_then_the_clock() {
+        let mut p = Playout::new(&timing(), true);
+        let mut out = VecDeque::new();
+        let a = p.queue(
+            0,
+            prompt(
+                "We record calls.",
+                PromptKind::Disclosure(DisclosureKind::Recording),
+            ),
+        );
+        p.handle_tts_audio(a, audio(5));
+        pump(&mut p, 0);
+        assert_eq!(p.poll_timeout(), Some(100 + 1_500));
+        assert!(!p.handle_time(1_599, &mut out));
+        assert!(p.handle_time(1_600, &mut out));
+        assert_eq!(disclosures(&out), [false], "not confirmed: never echoed");
+        // known silent now: the next segment waits one frame past its end
+        let b = p.queue(1_600, prompt("Next.", PromptKind::Say));
+        p.handle_tts_audio(b, audio(5));
+        pump(&mut p, 1_600);
+        assert_eq!(p.poll_timeout(), Some(1_700 + 20));
+    }
+
+    #[test]
+    fn marks_awaiting_an_echo_are_bounded() {
+        let mut p = Playout::new(&timing(), true);
+        let mut out = VecDeque::new();
+        let a = p.queue(0, prompt("a long answer", PromptKind::Say));
+        p.handle_tts_audio(a, audio(3_000));
+        for now in (0..60_000).step_by(20) {
+            pump(&mut p, now);
+        }
+        assert_eq!(p.pending_marks.len(), MAX_PENDING_MARKS);
+        // a late echo of a recent mark still confirms what was heard
+        assert!(!p.handle_mark("s1f2990", &mut out));
+        assert_eq!(p.segments[0].frames_heard, 2990);
+        assert!(p.handle_mark("s1end3000", &mut out));
+    }
+
+    #[test]
+    fn without_echoes_the_clock_alone_times_playback() {
+        let mut p = Playout::new(&timing(), false);
+        let mut out = VecDeque::new();
+        let a = p.queue(
+            0,
+            prompt(
+                "We record calls.",
+                PromptKind::Disclosure(DisclosureKind::Recording),
+            ),
+        );
+        p.handle_tts_audio(a, audio(25));
+        for now in (0..=300).step_by(20) {
+            pump(&mut p, now);
+        }
+        // done exactly when its last frame has played: no grace, no echo awaited
+        assert_eq!(p.poll_timeout(), Some(500));
+        assert!(!p.handle_mark("s1end25", &mut out), "echoes are not used");
+        assert!(!p.handle_time(499, &mut out));
+        assert!(p.handle_time(500, &mut out));
+        assert_eq!(disclosures(&out), [true]);
+        assert_eq!(agent_lines(&out)[0].end_ms, 500);
+        assert!(
+            p.pending_marks.is_empty(),
+            "no marks kept for echoes that never come"
+        );
+    }
+
+    #[test]
+    fn without_echoes_the_clock_says_what_was_heard_of_an_interrupted_segment() {
+        let mut p = Playout::new(&timing(), false);
+        let mut out = VecDeque::new();
+        let a = p.queue(
+            0,
+            prompt("one two three four five six seven eight", PromptKind::Say),
+        );
+        p.handle_tts_audio(a, audio(40));
+        for now in (0..=400).step_by(20) {
+            pump(&mut p, now);
+        }
+        // 30 frames sent, 20 played by 400 ms
+        assert!(p.clear(400, &mut out));
+        let lines = agent_lines(&out);
+        assert_eq!(lines[0].text, "one two three four…");
+        assert_eq!(lines[0].end_ms, 400);
+    }
+}

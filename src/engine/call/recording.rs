@@ -1,0 +1,235 @@
+//! The two-channel recording timeline: caller and agent audio placed in 20 ms slots of call time,
+//! committed in order `recording_delay` after their time (so late frames still land) into
+//! interleaved (caller, agent) chunks. Gapless by construction: a slot nobody wrote is silence.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::{FRAME, Output, RecordFrame};
+use crate::engine::audio::{SAMPLES_8K, g711};
+
+/// Slots that may be pending at once: the recording delay plus the pacing lead, with margin.
+const MAX_PENDING_SLOTS: usize = 36;
+/// Interleaved samples per recording chunk: 12 slots (240 ms) of stereo audio; a whole number of
+/// slots, so a chunk never outgrows its allocation.
+pub const RECORDING_CHUNK_SAMPLES: usize = 12 * SAMPLES_8K * 2;
+
+/// Pending slots and the chunk being filled. Announces a full chunk with `Output::Recording`.
+pub(super) struct Recording {
+    base_slot: u64,
+    slots: VecDeque<RecordFrame>,
+    dropped_late: u64,
+    chunk: Vec<i16>,
+    /// Where the next caller frame goes when the carrier gives no usable timestamp.
+    caller_slot: u64,
+    delay_ms: u64,
+}
+
+impl Recording {
+    pub(super) fn new(delay: Duration) -> Self {
+        Self {
+            base_slot: 0,
+            slots: VecDeque::with_capacity(MAX_PENDING_SLOTS),
+            dropped_late: 0,
+            chunk: Vec::with_capacity(RECORDING_CHUNK_SAMPLES),
+            caller_slot: 0,
+            delay_ms: delay.as_millis() as u64,
+        }
+    }
+
+    /// One 20 ms caller frame. `timestamp_ms` (the carrier's, for the first frame of a message)
+    /// places it when it is within a second of `now_ms`; otherwise it follows the previous one.
+    pub(super) fn handle_caller_frame(
+        &mut self,
+        now_ms: u64,
+        timestamp_ms: Option<u64>,
+        pcm: &[i16; SAMPLES_8K],
+        out: &mut VecDeque<Output>,
+    ) {
+        let slot = match timestamp_ms {
+            Some(ts) if ts / FRAME + 50 >= now_ms / FRAME && ts / FRAME <= now_ms / FRAME + 50 => {
+                ts / FRAME
+            }
+            _ => self.caller_slot,
+        };
+        self.caller_slot = slot + 1;
+        if let Some(s) = self.slot(slot, out) {
+            s.caller = *pcm;
+        }
+    }
+
+    /// One 20 ms agent frame (µ-law) that plays from `play_at_ms`.
+    pub(super) fn handle_agent_frame(
+        &mut self,
+        play_at_ms: u64,
+        mulaw: &[u8; SAMPLES_8K],
+        out: &mut VecDeque<Output>,
+    ) {
+        if let Some(slot) = self.slot(play_at_ms / FRAME, out) {
+            g711::decode_into(mulaw, &mut slot.agent);
+        }
+    }
+
+    /// Erase agent audio at and after `from_ms` (it was cleared before playing).
+    pub(super) fn erase_agent_from(&mut self, from_ms: u64) {
+        let from_slot = from_ms / FRAME;
+        for f in self.slots.iter_mut() {
+            if f.slot >= from_slot {
+                f.agent = [0; SAMPLES_8K];
+            }
+        }
+    }
+
+    /// Commit every slot older than the recording delay.
+    pub(super) fn handle_time(&mut self, now_ms: u64, out: &mut VecDeque<Output>) {
+        self.commit_until(now_ms.saturating_sub(self.delay_ms), out);
+    }
+
+    /// When the oldest pending slot is due.
+    pub(super) fn poll_timeout(&self) -> Option<u64> {
+        (!self.slots.is_empty()).then(|| (self.base_slot + 1) * FRAME + self.delay_ms)
+    }
+
+    /// The call ended at `now_ms`: agent audio after it never played; commit what there is and
+    /// announce the last (partial) chunk.
+    pub(super) fn finish(&mut self, now_ms: u64, out: &mut VecDeque<Output>) {
+        self.erase_agent_from(now_ms.max(1));
+        let last_slot = self.base_slot + self.slots.len() as u64;
+        let upto = (now_ms.div_ceil(FRAME)).max(last_slot.min(now_ms / FRAME + 1)) * FRAME;
+        self.commit_until(upto, out);
+        if !self.chunk.is_empty() {
+            out.push_back(Output::Recording);
+        }
+    }
+
+    /// Hand over the samples committed so far.
+    pub(super) fn take(&mut self) -> Vec<i16> {
+        std::mem::replace(&mut self.chunk, Vec::with_capacity(RECORDING_CHUNK_SAMPLES))
+    }
+
+    /// Frames that arrived after their slot was committed.
+    pub(super) fn late_frames(&self) -> u64 {
+        self.dropped_late
+    }
+
+    /// Mutable slot `slot`, creating silent slots up to it; `None` when already committed.
+    fn slot(&mut self, slot: u64, out: &mut VecDeque<Output>) -> Option<&mut RecordFrame> {
+        if slot < self.base_slot {
+            self.dropped_late += 1;
+            return None;
+        }
+        while slot >= self.base_slot + MAX_PENDING_SLOTS as u64 {
+            self.commit_one(out);
+        }
+        let idx = (slot - self.base_slot) as usize;
+        while self.slots.len() <= idx {
+            let s = self.base_slot + self.slots.len() as u64;
+            self.slots.push_back(RecordFrame {
+                slot: s,
+                caller: [0; SAMPLES_8K],
+                agent: [0; SAMPLES_8K],
+            });
+        }
+        self.slots.get_mut(idx)
+    }
+
+    fn commit_one(&mut self, out: &mut VecDeque<Output>) {
+        match self.slots.pop_front() {
+            Some(frame) => {
+                for (c, a) in frame.caller.iter().zip(frame.agent.iter()) {
+                    self.chunk.push(*c);
+                    self.chunk.push(*a);
+                }
+            }
+            None => self.chunk.extend_from_slice(&[0; SAMPLES_8K * 2]),
+        }
+        self.base_slot += 1;
+        if self.chunk.len() >= RECORDING_CHUNK_SAMPLES {
+            out.push_back(Output::Recording);
+        }
+    }
+
+    /// Commit every slot that ends at or before `upto_ms`.
+    fn commit_until(&mut self, upto_ms: u64, out: &mut VecDeque<Output>) {
+        while (self.base_slot + 1) * FRAME <= upto_ms {
+            self.commit_one(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(rec: &mut Recording, out: &mut VecDeque<Output>, all: &mut Vec<i16>) {
+        while let Some(o) = out.pop_front() {
+            if matches!(o, Output::Recording) {
+                all.extend(rec.take());
+            }
+        }
+    }
+
+    #[test]
+    fn slots_commit_in_order_after_the_delay_with_silence_in_gaps() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        // caller frames at slots 0, 1 and (a carrier timestamp) 5
+        rec.handle_caller_frame(0, None, &[1; SAMPLES_8K], &mut out);
+        rec.handle_caller_frame(20, None, &[2; SAMPLES_8K], &mut out);
+        rec.handle_caller_frame(100, Some(100), &[3; SAMPLES_8K], &mut out);
+        assert_eq!(rec.poll_timeout(), Some(20 + 400));
+        rec.handle_time(419, &mut out);
+        assert!(out.is_empty());
+        let mut all = Vec::new();
+        rec.finish(120, &mut out);
+        drain(&mut rec, &mut out, &mut all);
+        // six slots (0..=5), interleaved stereo
+        assert_eq!(all.len(), 6 * SAMPLES_8K * 2);
+        let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
+        assert_eq!(caller, vec![1, 2, 0, 0, 0, 3]);
+    }
+
+    #[test]
+    fn a_timestamp_far_from_now_is_ignored_and_late_frames_are_counted() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        rec.handle_caller_frame(0, Some(3_600_000), &[1; SAMPLES_8K], &mut out);
+        assert_eq!(rec.poll_timeout(), Some(20 + 400));
+        rec.handle_time(1000, &mut out);
+        assert_eq!(rec.poll_timeout(), None);
+        rec.handle_caller_frame(1000, Some(0), &[1; SAMPLES_8K], &mut out);
+        assert_eq!(rec.late_frames(), 1);
+    }
+
+    #[test]
+    fn the_timeline_stays_gapless_across_a_barge_in() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        let mut all = Vec::new();
+        // agent audio sent 200 ms ahead: slots 0..20; the caller talks over it from slot 0
+        for i in 0..20u64 {
+            rec.handle_agent_frame(i * FRAME, &[0x80; SAMPLES_8K], &mut out);
+        }
+        for i in 0..10u64 {
+            rec.handle_caller_frame(i * FRAME, None, &[7; SAMPLES_8K], &mut out);
+        }
+        // barge-in at 200 ms: the agent audio queued after it never played
+        rec.erase_agent_from(200);
+        for i in 10..40u64 {
+            rec.handle_caller_frame(i * FRAME, None, &[7; SAMPLES_8K], &mut out);
+            rec.handle_time(i * FRAME, &mut out);
+            drain(&mut rec, &mut out, &mut all);
+        }
+        rec.finish(800, &mut out);
+        drain(&mut rec, &mut out, &mut all);
+        assert_eq!(all.len(), 40 * SAMPLES_8K * 2);
+        for (slot, frame) in all.chunks(SAMPLES_8K * 2).enumerate() {
+            assert!(
+                frame.iter().step_by(2).all(|&c| c == 7),
+                "caller slot {slot}"
+            );
+            let agent_silent = frame.iter().skip(1).step_by(2).all(|&a| a == 0);
+            assert_eq!(agent_silent, slot >= 10, "agent slot {slot}");
+        }
+    }
+}

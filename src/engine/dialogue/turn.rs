@@ -1,0 +1,319 @@
+//! Turn-taking from the voice activity detector's verdicts, one per 20 ms frame: when the caller
+//! starts talking (speech onset), whether their talk over the agent is a barge-in, and when their
+//! turn ends (endpointing: enough silence, or an utterance too long). It knows nothing of audio or
+//! the dialogue: the call engine says who has the floor and whether a long pause is allowed.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::engine::audio::FRAME_MS;
+
+/// Turn-taking thresholds, in frames.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnTiming {
+    /// Consecutive speech frames that start an utterance.
+    pub onset: u32,
+    /// Speech frames over interruptible agent audio that stop the agent.
+    pub barge_in: u32,
+    /// Shorter utterances (clicks, coughs) are discarded.
+    pub min_utterance: u32,
+    /// Silence frames that end the turn, and the longer pause allowed mid-answer.
+    pub endpoint: u32,
+    pub endpoint_long: u32,
+    /// Frames after which an utterance is cut.
+    pub max_utterance: u32,
+    /// Frames before the onset that belong to the utterance, at most `max_pre_roll`.
+    pub pre_roll: u32,
+    pub max_pre_roll: u32,
+}
+
+/// Whole frames in `d`, at least one.
+pub fn frames(d: Duration) -> u32 {
+    (d.as_millis() as u64 / FRAME_MS).max(1) as u32
+}
+
+/// Who has the floor when a frame arrives.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Floor {
+    /// The agent waits for the caller.
+    pub listening: bool,
+    /// The agent is speaking.
+    pub agent_speaking: bool,
+    /// ... and may be talked over.
+    pub agent_interruptible: bool,
+    /// A number or free text is expected: allow the longer pause.
+    pub long_pause: bool,
+}
+
+/// A caller utterance that ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utterance {
+    pub id: u64,
+    pub start_ms: u64,
+    pub last_speech_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnEvent {
+    /// The caller started talking; the last `pre_roll` frames belong to the utterance.
+    Onset { utterance: u64, pre_roll: usize },
+    /// The caller talked over the agent long enough: stop the agent.
+    BargeIn { utterance: u64 },
+    /// The utterance ended with too little speech to be words.
+    Discarded { utterance: u64 },
+    /// The caller's turn ended.
+    Ended(Utterance),
+}
+
+#[derive(Debug)]
+struct Capture {
+    utterance: u64,
+    start_ms: u64,
+    last_speech_ms: u64,
+    speech_frames: u32,
+    silence_frames: u32,
+    frames: u32,
+    /// Started while the agent spoke (a possible barge-in).
+    during_agent: bool,
+}
+
+pub struct TurnTaking {
+    timing: TurnTiming,
+    /// Consecutive speech frames.
+    speech_run: u32,
+    capture: Option<Capture>,
+    next_utterance: u64,
+    /// At most two events per frame; drained after each.
+    events: VecDeque<TurnEvent>,
+}
+
+impl TurnTaking {
+    pub fn new(timing: TurnTiming) -> Self {
+        Self {
+            timing,
+            speech_run: 0,
+            capture: None,
+            next_utterance: 1,
+            events: VecDeque::with_capacity(4),
+        }
+    }
+
+    /// The utterance being captured, if any.
+    pub fn utterance(&self) -> Option<u64> {
+        self.capture.as_ref().map(|c| c.utterance)
+    }
+
+    /// One frame's verdict at `now_ms` (the frame's end). Drain [`Self::poll_event`] after it.
+    pub fn handle_frame(&mut self, now_ms: u64, speech: bool, floor: Floor) {
+        self.speech_run = if speech { self.speech_run + 1 } else { 0 };
+        let t = self.timing;
+        if let Some(cap) = self.capture.as_mut() {
+            cap.frames += 1;
+            if speech {
+                cap.speech_frames += 1;
+                cap.silence_frames = 0;
+                cap.last_speech_ms = now_ms;
+            } else {
+                cap.silence_frames += 1;
+            }
+            if cap.during_agent && floor.agent_speaking && cap.speech_frames >= t.barge_in {
+                self.events.push_back(TurnEvent::BargeIn {
+                    utterance: cap.utterance,
+                });
+            }
+            let endpoint = if floor.long_pause {
+                t.endpoint_long
+            } else {
+                t.endpoint
+            };
+            if cap.silence_frames >= endpoint || cap.frames >= t.max_utterance {
+                self.end();
+            }
+            return;
+        }
+        let agent_interruptible = floor.agent_speaking && floor.agent_interruptible;
+        if self.speech_run >= t.onset && (floor.listening || agent_interruptible) {
+            let utterance = self.next_utterance;
+            self.next_utterance += 1;
+            let onset_ms = self.speech_run as u64 * FRAME_MS;
+            let pre_roll = t.pre_roll.max(self.speech_run).min(t.max_pre_roll);
+            self.capture = Some(Capture {
+                utterance,
+                start_ms: now_ms.saturating_sub(onset_ms),
+                last_speech_ms: now_ms,
+                speech_frames: self.speech_run,
+                silence_frames: 0,
+                frames: pre_roll,
+                during_agent: agent_interruptible,
+            });
+            self.events.push_back(TurnEvent::Onset {
+                utterance,
+                pre_roll: pre_roll as usize,
+            });
+        }
+    }
+
+    /// Drop the utterance being captured (the caller keyed an answer, the call ends); its id.
+    pub fn cancel(&mut self) -> Option<u64> {
+        self.capture.take().map(|c| c.utterance)
+    }
+
+    pub fn poll_event(&mut self) -> Option<TurnEvent> {
+        self.events.pop_front()
+    }
+
+    fn end(&mut self) {
+        let Some(cap) = self.capture.take() else {
+            return;
+        };
+        self.events
+            .push_back(if cap.speech_frames < self.timing.min_utterance {
+                TurnEvent::Discarded {
+                    utterance: cap.utterance,
+                }
+            } else {
+                TurnEvent::Ended(Utterance {
+                    id: cap.utterance,
+                    start_ms: cap.start_ms,
+                    last_speech_ms: cap.last_speech_ms,
+                })
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> TurnTiming {
+        TurnTiming {
+            onset: 3,
+            barge_in: 15,
+            min_utterance: 8,
+            endpoint: 35,
+            endpoint_long: 60,
+            max_utterance: 1000,
+            pre_roll: 10,
+            max_pre_roll: 8,
+        }
+    }
+
+    const LISTENING: Floor = Floor {
+        listening: true,
+        agent_speaking: false,
+        agent_interruptible: false,
+        long_pause: false,
+    };
+
+    /// Feed `n` frames from `*ms` on, collecting events.
+    fn feed(
+        t: &mut TurnTaking,
+        ms: &mut u64,
+        n: u32,
+        speech: bool,
+        floor: Floor,
+    ) -> Vec<TurnEvent> {
+        let mut ev = Vec::new();
+        for _ in 0..n {
+            *ms += FRAME_MS;
+            t.handle_frame(*ms, speech, floor);
+            ev.extend(std::iter::from_fn(|| t.poll_event()));
+        }
+        ev
+    }
+
+    #[test]
+    fn the_turn_ends_after_the_configured_silence() {
+        let mut t = TurnTaking::new(timing());
+        let mut ms = 0;
+        assert!(feed(&mut t, &mut ms, 2, true, LISTENING).is_empty());
+        let ev = feed(&mut t, &mut ms, 1, true, LISTENING);
+        assert_eq!(
+            ev,
+            vec![TurnEvent::Onset {
+                utterance: 1,
+                pre_roll: 8
+            }]
+        );
+        feed(&mut t, &mut ms, 20, true, LISTENING);
+        let last_speech = ms;
+        assert!(feed(&mut t, &mut ms, 34, false, LISTENING).is_empty());
+        let ev = feed(&mut t, &mut ms, 1, false, LISTENING);
+        assert_eq!(
+            ev,
+            vec![TurnEvent::Ended(Utterance {
+                id: 1,
+                start_ms: 0,
+                last_speech_ms: last_speech
+            })]
+        );
+        assert_eq!(t.utterance(), None);
+    }
+
+    #[test]
+    fn a_longer_pause_is_allowed_when_asked() {
+        let mut t = TurnTaking::new(timing());
+        let floor = Floor {
+            long_pause: true,
+            ..LISTENING
+        };
+        let mut ms = 0;
+        feed(&mut t, &mut ms, 20, true, floor);
+        assert!(feed(&mut t, &mut ms, 59, false, floor).is_empty());
+        assert!(matches!(
+            feed(&mut t, &mut ms, 1, false, floor)[..],
+            [TurnEvent::Ended(_)]
+        ));
+    }
+
+    #[test]
+    fn a_click_is_discarded() {
+        let mut t = TurnTaking::new(timing());
+        let mut ms = 0;
+        feed(&mut t, &mut ms, 4, true, LISTENING);
+        let ev = feed(&mut t, &mut ms, 35, false, LISTENING);
+        assert_eq!(ev, vec![TurnEvent::Discarded { utterance: 1 }]);
+    }
+
+    #[test]
+    fn barge_in_only_over_interruptible_agent_speech() {
+        let speaking = Floor {
+            listening: false,
+            agent_speaking: true,
+            agent_interruptible: false,
+            long_pause: false,
+        };
+        // a disclosure: talk over it starts nothing
+        let mut t = TurnTaking::new(timing());
+        let mut ms = 0;
+        assert!(feed(&mut t, &mut ms, 100, true, speaking).is_empty());
+        // interruptible: onset at once, barge-in after `barge_in` speech frames, once
+        let interruptible = Floor {
+            agent_interruptible: true,
+            ..speaking
+        };
+        let mut t = TurnTaking::new(timing());
+        let mut ms = 0;
+        let ev = feed(&mut t, &mut ms, 3, true, interruptible);
+        assert!(matches!(ev[..], [TurnEvent::Onset { utterance: 1, .. }]));
+        assert!(feed(&mut t, &mut ms, 11, true, interruptible).is_empty());
+        let ev = feed(&mut t, &mut ms, 1, true, interruptible);
+        assert_eq!(ev, vec![TurnEvent::BargeIn { utterance: 1 }]);
+        // the agent stopped: the caller has the floor, no second barge-in
+        let after = Floor {
+            agent_speaking: false,
+            ..interruptible
+        };
+        assert!(feed(&mut t, &mut ms, 10, true, after).is_empty());
+    }
+
+    #[test]
+    fn cancel_drops_the_capture() {
+        let mut t = TurnTaking::new(timing());
+        let mut ms = 0;
+        feed(&mut t, &mut ms, 5, true, LISTENING);
+        assert_eq!(t.cancel(), Some(1));
+        assert_eq!(t.cancel(), None);
+        assert!(feed(&mut t, &mut ms, 40, false, LISTENING).is_empty());
+    }
+}
