@@ -17,11 +17,12 @@
 
 pub mod exotel;
 pub mod plivo;
+pub mod session;
 pub mod signalwire;
 pub mod telnyx;
 pub mod twilio;
 pub mod vonage;
-mod wire;
+pub(crate) mod wire;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ use std::str::FromStr;
 pub use crate::engine::audio::transcode::{
     AudioCodec, AudioError, ByteOrder, InboundTranscoder, OutboundTranscoder,
 };
+pub use session::{Handled, MediaSession, SessionError};
 pub use wire::{MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, WireError, decode_payload};
 
 /// The carriers whose media streams the server terminates.
