@@ -268,7 +268,7 @@ impl Sim {
                 }
             }
         }
-        self.from_carrier(carrier_replies);
+        self.feed_engine(carrier_replies);
         for (speech, text) in replies {
             if self.tts_fail.iter().any(|f| text.contains(f.as_str())) {
                 self.input(Input::TtsFailed { speech });
@@ -287,7 +287,7 @@ impl Sim {
     }
 
     /// Feeds the carrier's messages to the engine through the media session.
-    fn from_carrier(&mut self, msgs: Vec<Wire>) {
+    fn feed_engine(&mut self, msgs: Vec<Wire>) {
         for m in msgs {
             if self.engine.is_finished() {
                 return;
@@ -320,7 +320,7 @@ impl Sim {
             self.agent_replied = true;
         }
         let echoes = take_out(&mut self.carrier);
-        self.from_carrier(echoes);
+        self.feed_engine(echoes);
     }
 
     fn agent_silent_for(&self, ms: u64) -> bool {
@@ -379,7 +379,7 @@ impl Sim {
                         self.agent_replied = false;
                         self.carrier.send_dtmf(d);
                         let msgs = take_out(&mut self.carrier);
-                        self.from_carrier(msgs);
+                        self.feed_engine(msgs);
                     }
                     Some(Act::HangUp { after_ms }) => {
                         self.script.pop_front();
@@ -391,7 +391,7 @@ impl Sim {
             if self.hangup_at.is_some_and(|h| self.now_ms >= h) {
                 if self.carrier.send_stop() {
                     let msgs = take_out(&mut self.carrier);
-                    self.from_carrier(msgs);
+                    self.feed_engine(msgs);
                 } else {
                     // Vonage has no stop: the socket closes
                     self.input(Input::Disconnected);
@@ -406,7 +406,7 @@ impl Sim {
             frame_n += 1;
             self.carrier.send_audio(&frame);
             let msgs = take_out(&mut self.carrier);
-            self.from_carrier(msgs);
+            self.feed_engine(msgs);
         }
     }
 
