@@ -952,7 +952,10 @@ fn check_whole_call(carrier: Carrier, codec: AudioCodec, sim: &Sim) {
     let heard = sim.carrier.heard().len();
     assert!(heard > 8000, "{what}: {heard} samples heard");
     if carrier != Carrier::Exotel {
-        assert!(heard < sim.sent_media * 160, "{what}: {heard} samples heard");
+        assert!(
+            heard < sim.sent_media * 160,
+            "{what}: {heard} samples heard"
+        );
     }
     if echoes {
         assert!(sim.carrier.marks_echoed() > 0, "{what}");

@@ -13,7 +13,8 @@
 //! feed the engine at most 160 bytes (20 ms) per input. Engine output: transcode each frame, then
 //! `write_media` / `write_mark` / `write_clear` into an [`OutMsgs`], send its messages in order
 //! and clear it. If [`CarrierCodec::echoes_marks`] is false (Vonage), the engine must time
-//! playback with its own clock from the start.
+//! playback with its own clock from the start. [`MediaSession`] is that glue, written once for
+//! the driver, the engine tests and the tools.
 
 pub mod exotel;
 pub mod plivo;
