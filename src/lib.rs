@@ -22,7 +22,8 @@ pub mod recording;
 pub mod server;
 /// The only module that touches the database (SQLite or PostgreSQL).
 pub mod store;
-/// Test support: a counting allocator and a sample receptionist (for tests and benches).
+/// Test support: a counting allocator, a sample receptionist and the sans-IO fake carrier (for
+/// tests, benches and tools).
 #[doc(hidden)]
 pub mod testing;
 /// The tools beside the server: `simulate` and `loadgen`, speaking any carrier's protocol.
