@@ -12,8 +12,6 @@ pub mod config;
 pub mod delivery;
 /// PURE call engine: carrier wire formats, the audio hot path, the dialogue; no I/O, no clock.
 pub mod engine;
-/// A load generator: N concurrent simulated Twilio calls against a loopback server, one JSON report.
-pub mod loadgen;
 /// Plain data shared by every layer: receptionist settings, call events, answers.
 pub mod model;
 /// After the call: confirmation texts, evaluation, routing; pure decisions, store transitions.
@@ -22,10 +20,11 @@ pub mod pipeline;
 pub mod recording;
 /// All I/O: HTTP routes, carrier webhooks, the media WebSocket, the per-call driver.
 pub mod server;
-/// A simulated carrier: plays WAV files into a running server as Twilio would.
-pub mod simulate;
 /// The only module that touches the database (SQLite or PostgreSQL).
 pub mod store;
-/// Test support: a counting allocator and a sample receptionist (for tests and benches).
+/// Test support: a counting allocator, a sample receptionist and the sans-IO fake carrier (for
+/// tests, benches and tools).
 #[doc(hidden)]
 pub mod testing;
+/// The tools beside the server: `simulate` and `loadgen`, speaking any carrier's protocol.
+pub mod tools;

@@ -29,9 +29,9 @@ enum Command {
         command: WorkspaceCommand,
     },
     /// Play caller audio from WAV files into a running server as Twilio would.
-    Simulate(receptionist::simulate::SimulateArgs),
+    Simulate(receptionist::tools::simulate::SimulateArgs),
     /// Load a loopback server with N concurrent simulated Twilio calls; print one JSON report line.
-    Loadgen(receptionist::loadgen::LoadgenArgs),
+    Loadgen(receptionist::tools::loadgen::LoadgenArgs),
 }
 
 #[derive(clap::Args)]
@@ -129,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::Simulate(args) => receptionist::simulate::run(args).await,
-        Command::Loadgen(args) => receptionist::loadgen::run(args).await,
+        Command::Simulate(args) => receptionist::tools::simulate::run(args).await,
+        Command::Loadgen(args) => receptionist::tools::loadgen::run(args).await,
     }
 }

@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use receptionist::simulate::{CallerTurn, SimOptions, read_wav_8k, simulate_call};
+use receptionist::tools::simulate::{CallerTurn, SimOptions, read_wav_8k, simulate_call};
 
 const AUTH_TOKEN: &str = "browser-twilio-auth-token";
 

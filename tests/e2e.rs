@@ -36,10 +36,10 @@ use receptionist::engine::dialogue::{APOLOGY, FAILURE_GOODBYE};
 use receptionist::engine::media::twilio as wire;
 use receptionist::server::twilio::{BUSY_MESSAGE, CLOSED_MESSAGE, signature};
 use receptionist::server::{AppState, router};
-use receptionist::simulate::{
+use receptionist::store::{CallStatus, Store};
+use receptionist::tools::simulate::{
     CallerTurn, SimOptions, parse_twiml_stream, read_wav_8k, simulate_call,
 };
-use receptionist::store::{CallStatus, Store};
 
 use common::{Backend, TestDatabase};
 
@@ -354,7 +354,7 @@ async fn answered_to_the_end_then_welcomed_back(backend: Backend) {
         let mut opts = s.sim(
             &phone,
             // the load generator's caller: name, location, yes, a number, a question, done
-            fixtures(&receptionist::loadgen::FIXTURES),
+            fixtures(&receptionist::tools::loadgen::FIXTURES),
         );
         opts.from = caller.clone();
         opts.max_duration = Duration::from_secs(200);

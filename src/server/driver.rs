@@ -25,8 +25,7 @@ use crate::backends::{BackendError, SttHint, SttSession};
 use crate::engine::call::Timing;
 use crate::engine::dialogue::Expect;
 use crate::engine::media::{
-    Carrier, CarrierCodec, Codec, Inbound as MediaIn, InboundTranscoder, Msg, OutMsgs,
-    OutboundTranscoder, StreamStart,
+    Carrier, CarrierCodec, Codec, Handled, Inbound as MediaIn, MediaSession, Msg, StreamStart,
 };
 use crate::engine::{CallEngine, EngineConfig, Input, Output, ToCaller};
 use crate::model::{CallEvent, EndReason, QuestionKind};
@@ -172,25 +171,17 @@ pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
         let _ = socket.send(Message::Close(None)).await;
         return;
     }
-    let (inbound, outbound) = match (
-        InboundTranscoder::new(start.codec),
-        OutboundTranscoder::new(start.outbound_codec),
-    ) {
-        (Ok(i), Ok(o)) => (i, o),
-        (Err(e), _) | (_, Err(e)) => {
+    let session = match MediaSession::new(codec, &start) {
+        Ok(s) => s,
+        Err(e) => {
             tracing::warn!(call = %call_id, error = %e, "media session with an unusable codec: refused");
             let _ = socket.send(Message::Close(None)).await;
             return;
         }
     };
     let wire = Wire::Carrier(Box::new(CarrierWire {
-        codec,
+        session,
         stream_id: start.stream_id,
-        inbound,
-        outbound,
-        out: OutMsgs::with_capacity(1024),
-        audio: Vec::with_capacity(1024),
-        mulaw: Vec::with_capacity(1024),
     }));
     run_call(state, socket, call, wire).await;
 }
@@ -218,19 +209,10 @@ impl Wire {
     }
 }
 
-/// A carrier stream's codec and the buffers it reuses for every frame.
+/// A carrier stream: its media session (codec, transcoders, reused buffers) and its id.
 struct CarrierWire {
-    codec: Codec,
+    session: MediaSession,
     stream_id: String,
-    /// The carrier's audio → the engine's µ-law 8 kHz.
-    inbound: InboundTranscoder,
-    /// The engine's µ-law 8 kHz → the carrier's audio.
-    outbound: OutboundTranscoder,
-    out: OutMsgs,
-    /// Agent audio in the carrier's codec.
-    audio: Vec<u8>,
-    /// Caller audio in µ-law 8 kHz.
-    mulaw: Vec<u8>,
 }
 
 /// The call behind an authorised media socket, from `start` to the last record persisted.
@@ -275,7 +257,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             returning_caller: started.returning_caller,
             timing,
             echoes_marks: match &wire {
-                Wire::Carrier(w) => w.codec.echoes_marks(),
+                Wire::Carrier(w) => w.session.echoes_marks(),
                 // the page echoes marks as it plays the audio
                 Wire::Web => true,
             },
@@ -403,7 +385,7 @@ impl CallDriver<'_> {
         }
     }
 
-    /// A message from the carrier, through its codec.
+    /// A message from the carrier, through its media session.
     fn on_carrier_message(&mut self, msg: Msg<'_>) {
         let Wire::Carrier(wire) = &mut self.wire else {
             return;
@@ -411,54 +393,19 @@ impl CallDriver<'_> {
         let now = Instant::now();
         let engine = &mut self.engine;
         let call_id = self.call_id;
-        match wire.codec.parse(msg) {
-            Ok(MediaIn::Media {
-                payload,
-                timestamp_ms,
-                ..
-            }) => {
-                wire.mulaw.clear();
-                let decoded = payload
-                    .bytes(&mut self.payload)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| {
-                        wire.inbound
-                            .decode(bytes, &mut wire.mulaw)
-                            .map_err(|e| e.to_string())
-                    });
-                if let Err(e) = decoded {
-                    tracing::warn!(call = %call_id, error = %e, "bad media payload: ending session");
-                    let _ = engine.handle_input(now, Input::Abort(EndReason::ProtocolError));
-                    return;
-                }
-                // the engine takes at most 20 ms per input; later slices are 20 ms later
-                for (i, frame) in wire.mulaw.chunks(160).enumerate() {
-                    let _ = engine.handle_input(
-                        now,
-                        Input::CallerAudio {
-                            timestamp_ms: timestamp_ms.map(|t| t + 20 * i as u64),
-                            mulaw: frame,
-                        },
-                    );
-                }
-            }
-            Ok(MediaIn::Dtmf(digit)) => {
-                let _ = engine.handle_input(now, Input::Dtmf(digit));
-            }
-            Ok(MediaIn::Mark(name)) => {
-                let _ = engine.handle_input(now, Input::MarkEchoed(&name));
-            }
-            Ok(MediaIn::Stop) => {
-                let _ = engine.handle_input(now, Input::CarrierStop);
-            }
-            Ok(MediaIn::Start(_)) => {
+        let handled = wire.session.handle_message(msg, |input| {
+            // an input after the end is a no-op: the loop is about to stop
+            let _ = engine.handle_input(now, input);
+        });
+        match handled {
+            Ok(Handled::Done) => {}
+            Ok(Handled::SecondStart) => {
                 tracing::warn!(call = %call_id, "second start ignored");
             }
-            Ok(MediaIn::CarrierError { code, .. }) => {
+            Ok(Handled::CarrierError { code }) => {
                 tracing::warn!(call = %call_id, code = ?code, "the carrier reported an error");
             }
-            Ok(MediaIn::Connected | MediaIn::Cleared) => {}
-            Ok(MediaIn::Ignored(event)) => {
+            Ok(Handled::Ignored(event)) => {
                 tracing::debug!(call = %call_id, event = %event, "unknown event ignored");
             }
             Err(e) => {
@@ -565,26 +512,14 @@ impl CallDriver<'_> {
                 Output::ToCaller(msg) => {
                     let message = match &mut self.wire {
                         Wire::Carrier(wire) => {
-                            match &msg {
-                                ToCaller::Media(frame) => {
-                                    wire.audio.clear();
-                                    wire.outbound.encode(frame, &mut wire.audio);
-                                    wire.codec.write_media(&wire.audio, &mut wire.out);
-                                }
-                                ToCaller::Mark(id) => {
-                                    wire.codec.write_mark(&id.to_string(), &mut wire.out)
-                                }
-                                ToCaller::Clear => {
-                                    wire.codec.write_clear(&mut wire.out);
-                                    wire.outbound.reset();
-                                }
-                            }
+                            wire.session.write(&msg);
                             // usually one message: only a carrier that splits or batches
                             // audio (Exotel, Vonage) makes more, and only then is `earlier` used
-                            let n = wire.out.len();
+                            let out = wire.session.out();
+                            let n = out.len();
                             let mut earlier = Vec::new();
                             let mut last = None;
-                            for (i, m) in wire.out.iter().enumerate() {
+                            for (i, m) in out.iter().enumerate() {
                                 let owned = match m {
                                     Msg::Text(t) => Message::Text(t.to_owned().into()),
                                     Msg::Binary(b) => Message::Binary(b.to_vec().into()),
@@ -595,7 +530,7 @@ impl CallDriver<'_> {
                                     earlier.push(owned);
                                 }
                             }
-                            wire.out.clear();
+                            wire.session.clear_out();
                             for m in earlier {
                                 self.send(m).await;
                             }

@@ -13,15 +13,17 @@
 //! feed the engine at most 160 bytes (20 ms) per input. Engine output: transcode each frame, then
 //! `write_media` / `write_mark` / `write_clear` into an [`OutMsgs`], send its messages in order
 //! and clear it. If [`CarrierCodec::echoes_marks`] is false (Vonage), the engine must time
-//! playback with its own clock from the start.
+//! playback with its own clock from the start. [`MediaSession`] is that glue, written once for
+//! the driver, the engine tests and the tools.
 
 pub mod exotel;
 pub mod plivo;
+pub mod session;
 pub mod signalwire;
 pub mod telnyx;
 pub mod twilio;
 pub mod vonage;
-mod wire;
+pub(crate) mod wire;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -31,6 +33,7 @@ use std::str::FromStr;
 pub use crate::engine::audio::transcode::{
     AudioCodec, AudioError, ByteOrder, InboundTranscoder, OutboundTranscoder,
 };
+pub use session::{Handled, MediaSession, SessionError};
 pub use wire::{MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, WireError, decode_payload};
 
 /// The carriers whose media streams the server terminates.

@@ -1,5 +1,10 @@
-//! Support shared by the project's tests, benches and tools: a counting allocator and a sample
-//! receptionist. Not part of the server's API.
+//! Support shared by the project's tests, benches and tools: a counting allocator, a sample
+//! receptionist and the sans-IO fake carrier ([`carrier::FakeCarrier`]). Not part of the
+//! server's API.
+
+pub mod carrier;
+
+pub use carrier::{CallInfo, FakeCarrier, FakeCarrierError};
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -1,13 +1,13 @@
-//! The load generator: `receptionist loadgen` opens N concurrent Twilio-protocol calls to a server on
-//! loopback and reports, as one JSON line on stdout, how the server held up.
+//! The load generator: `receptionist loadgen` opens N concurrent calls in one carrier's protocol
+//! (`--carrier`, Twilio by default) to a server on loopback and reports, as one JSON line on
+//! stdout, how the server held up.
 //!
-//! Each call does what Twilio does (see [`crate::simulate`], whose signing, TwiML parsing and WAV
-//! reading it reuses): a signed voice webhook, a signed WebSocket upgrade, `connected`, `start`,
-//! then one 20 ms `media` frame every 20 ms (caller speech from `audio-fixtures/` or µ-law
-//! silence) with string `sequenceNumber`/`chunk`/`timestamp`. The agent's audio is played out on a
-//! real-time clock from a playback queue; a `mark` is echoed once the audio before it has played
-//! (at once when nothing is queued), and on `clear` the queue is dropped and every pending mark is
-//! echoed. When the agent has been idle for `--reply-gap-ms` after speaking, the caller answers
+//! Each call does what the carrier does: [`super::place_call`] (signed voice webhook, answer
+//! markup, signed WebSocket upgrade), then the fake carrier ([`FakeCarrier`]) streams `connected`,
+//! `start` and one 20 ms `media` message every 20 ms (caller speech from `audio-fixtures/` or
+//! silence) with the carrier's counters, plays the agent's audio out on a real-time clock, and
+//! echoes marks as the carrier does (once the audio before them has played; on `clear`, per the
+//! carrier). When the agent has been idle for `--reply-gap-ms` after speaking, the caller answers
 //! with the next fixture utterance (cycling).
 //!
 //! Calls start spread over `--ramp-secs`, each lasts until the server ends it or `--duration-secs`
@@ -33,15 +33,13 @@
 //! - the generator's own CPU and how late its 20 ms ticks fired (if they are late, the
 //!   generator, not the server, is the bottleneck and the timing figures are suspect).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -49,10 +47,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::{CallRequest, PlaceError, http_side, place_call, random_hex, read_wav_8k};
 use crate::engine::audio::{SAMPLES_8K, g711};
-use crate::engine::media::twilio::{self, Outbound, StartInfo};
-use crate::server::twilio::signature;
-use crate::simulate::{parse_twiml_stream, read_wav_8k};
+use crate::engine::media::{Carrier, Msg};
+use crate::testing::FakeCarrier;
+use crate::testing::carrier::codecs;
 
 /// The caller's utterances, in the order they are spoken (then again from the first).
 pub const FIXTURES: [&str; 6] = [
@@ -66,8 +65,6 @@ pub const FIXTURES: [&str; 6] = [
 
 /// One 20 ms frame.
 const FRAME: Duration = Duration::from_millis(20);
-/// Base64 length of one 160-byte frame.
-const FRAME_B64: usize = 216;
 /// Gaps between agent frames longer than this are turn boundaries, not jitter.
 const TURN_GAP: Duration = Duration::from_millis(500);
 /// A gap longer than this is a late frame.
@@ -121,6 +118,10 @@ pub struct LoadgenArgs {
     /// 500 calls on this project's 2-core reference machine).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// The carrier whose protocol the calls speak: twilio, telnyx, plivo, vonage, signalwire or
+    /// exotel.
+    #[arg(long, default_value = "twilio")]
+    pub carrier: Carrier,
     /// Keep the started server's log here (default: discarded with its temporary directory).
     #[arg(long)]
     pub server_log: Option<PathBuf>,
@@ -355,14 +356,13 @@ fn take_sample(pid: Option<&str>) -> Option<Sample> {
 // ---------------------------------------------------------------------------------------------
 // Caller audio
 
-/// The fixture utterances as base64 20 ms µ-law frames, encoded once and shared by every call.
+/// The fixture utterances as 20 ms µ-law frames, decoded once and shared by every call.
 struct Utterances {
-    /// Per utterance, its frames' base64 back to back ([`FRAME_B64`] characters each).
-    frames: Vec<String>,
+    frames: Vec<Vec<[u8; SAMPLES_8K]>>,
     /// Per utterance, the index of its last frame with speech in it (the recordings end with
     /// about 0.4 s of silence).
     last_voiced: Vec<usize>,
-    silence: String,
+    silence: [u8; SAMPLES_8K],
 }
 
 impl Utterances {
@@ -373,49 +373,33 @@ impl Utterances {
             let path = dir.join(name);
             let pcm = read_wav_8k(&path)
                 .with_context(|| format!("loading caller audio {}", path.display()))?;
-            let mut b64 = String::new();
             last_voiced.push(
                 pcm.chunks(SAMPLES_8K)
                     .rposition(|c| c.iter().any(|s| s.unsigned_abs() > VOICED_LEVEL))
                     .unwrap_or(0),
             );
-            for chunk in pcm.chunks(SAMPLES_8K) {
-                let mut frame = [0xFFu8; SAMPLES_8K];
-                for (f, s) in frame.iter_mut().zip(chunk) {
-                    *f = g711::ulaw_encode(*s);
-                }
-                base64::engine::general_purpose::STANDARD.encode_string(frame, &mut b64);
-            }
-            frames.push(b64);
+            let utterance = pcm
+                .chunks(SAMPLES_8K)
+                .map(|chunk| {
+                    let mut frame = [0xFFu8; SAMPLES_8K];
+                    for (f, s) in frame.iter_mut().zip(chunk) {
+                        *f = g711::ulaw_encode(*s);
+                    }
+                    frame
+                })
+                .collect();
+            frames.push(utterance);
         }
         Ok(Self {
             frames,
             last_voiced,
-            silence: base64::engine::general_purpose::STANDARD.encode([0xFFu8; SAMPLES_8K]),
+            silence: [0xFF; SAMPLES_8K],
         })
     }
 
-    fn frame(&self, utterance: usize, index: usize) -> Option<&str> {
-        self.frames[utterance].get(index * FRAME_B64..(index + 1) * FRAME_B64)
+    fn frame(&self, utterance: usize, index: usize) -> Option<&[u8; SAMPLES_8K]> {
+        self.frames[utterance].get(index)
     }
-}
-
-/// Twilio's inbound `media` message with an already base64-encoded payload (the same text as
-/// [`twilio::write_inbound_media`]).
-fn write_media_b64(
-    stream_sid: &str,
-    seq: u64,
-    chunk: u64,
-    ts_ms: u64,
-    b64: &str,
-    out: &mut String,
-) {
-    let _ = write!(
-        out,
-        "{{\"event\":\"media\",\"sequenceNumber\":\"{seq}\",\"media\":{{\"track\":\"inbound\",\
-         \"chunk\":\"{chunk}\",\"timestamp\":\"{ts_ms}\",\"payload\":\"{b64}\"}},\
-         \"streamSid\":\"{stream_sid}\"}}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,6 +479,7 @@ struct Ctx {
     public: String,
     token: Option<String>,
     to: String,
+    carrier: Carrier,
     calls: usize,
     duration: Duration,
     reply_gap_ms: u64,
@@ -511,24 +496,11 @@ struct CallResult {
     completed: bool,
 }
 
-fn random_hex(n: usize) -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| char::from_digit(rng.random_range(0..16u32), 16).unwrap_or('0'))
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // One call
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-enum Play {
-    Audio(u32),
-    Mark(String),
-}
 
 /// How a connected session ended.
 enum End {
@@ -582,7 +554,7 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
     ctx.m.started.fetch_add(1, Ordering::Relaxed);
     let fail = |f: Failure| ctx.m.fail(f);
     let connect = tokio::time::timeout_at(ctx.hard_deadline, open_stream(&ctx, &http)).await;
-    let (mut ws, info) = match connect {
+    let (mut ws, fake) = match connect {
         Err(_) => {
             fail(Failure::Cutoff);
             ctx.m.settle(ctx.calls);
@@ -596,7 +568,7 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
         }
         Ok(Ok(x)) => x,
     };
-    result.call_id = info.custom_parameters.get("callId").cloned();
+    result.call_id = fake.info().custom_parameters.get("callId").cloned();
     let started = Instant::now();
     ctx.m.settle(ctx.calls);
     ctx.m.connected.fetch_add(1, Ordering::Relaxed);
@@ -605,10 +577,8 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
 
     let mut session = Session {
         ctx: &ctx,
-        info: &info,
-        seq: 1,
-        chunk: 0,
-        playback: VecDeque::new(),
+        fake,
+        last_played: None,
         agent_idle_ms: 0,
         agent_spoke: false,
         speaking: None,
@@ -619,7 +589,6 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
         first_audio: false,
         last_media_at: None,
         frames_received: 0,
-        payload: Vec::with_capacity(256),
     };
     let end = session.run(&mut ws).await;
     let frames = session.frames_received;
@@ -639,74 +608,49 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
     result
 }
 
-/// Webhook, TwiML, signed upgrade, `connected` and `start`.
+/// Webhook, answer markup, signed upgrade, `connected` and `start`.
 async fn open_stream(
     ctx: &Ctx,
     http: &reqwest::Client,
-) -> Result<(Ws, StartInfo), (Failure, Option<String>)> {
-    let call_sid = format!("CA{}", random_hex(32));
-    let account_sid = format!("AC{}", random_hex(32));
+) -> Result<(Ws, FakeCarrier), (Failure, Option<String>)> {
     let from = format!("+1555{:07}", rand::random_range(0..10_000_000u32));
-    let form: Vec<(String, String)> = vec![
-        ("AccountSid".into(), account_sid.clone()),
-        ("ApiVersion".into(), "2010-04-01".into()),
-        ("CallSid".into(), call_sid.clone()),
-        ("CallStatus".into(), "ringing".into()),
-        ("Called".into(), ctx.to.clone()),
-        ("Caller".into(), from.clone()),
-        ("Direction".into(), "inbound".into()),
-        ("From".into(), from),
-        ("To".into(), ctx.to.clone()),
-    ];
-    let mut req = http
-        .post(format!("{}/twilio/voice", ctx.server))
-        .form(&form);
-    if let Some(token) = &ctx.token {
-        let url = format!("{}/twilio/voice", ctx.public);
-        req = req.header("X-Twilio-Signature", signature(token, &url, &form));
-    }
-    let twiml = match req.send().await {
-        Ok(r) if r.status().is_success() => match r.text().await {
-            Ok(t) => t,
-            Err(_) => return Err((Failure::Webhook, None)),
-        },
-        Ok(r) => {
-            if !ctx.m.webhook_error_told.swap(true, Ordering::Relaxed) {
-                eprintln!(
-                    "[loadgen] the voice webhook answered {} (on 403: the server checks signatures \
-                     against its public URL; see --auth-token and --public-url)",
-                    r.status()
-                );
-            }
-            return Err((Failure::Webhook, None));
-        }
+    let req = CallRequest {
+        server: &ctx.server,
+        public: &ctx.public,
+        auth_token: ctx.token.as_deref(),
+        to: &ctx.to,
+        from: &from,
+        forwarded_from: None,
+    };
+    let placed = match place_call(http, ctx.carrier, &req).await {
+        Ok(p) => p,
         Err(e) => {
             if !ctx.m.webhook_error_told.swap(true, Ordering::Relaxed) {
-                eprintln!("[loadgen] the voice webhook failed: {e}");
+                let hint = if matches!(e, PlaceError::Webhook { status: 403, .. }) {
+                    " (the server checks signatures against its public URL; see --auth-token \
+                     and --public-url)"
+                } else {
+                    ""
+                };
+                eprintln!("[loadgen] {e}{hint}");
             }
             return Err((Failure::Webhook, None));
         }
     };
-    let Some((stream_url, params)) = parse_twiml_stream(&twiml) else {
+    let Some(stream) = placed.stream else {
         return Err((Failure::Refused, None));
     };
-    let call_id = params
-        .iter()
-        .find(|(k, _)| k == "callId")
-        .map(|(_, v)| v.clone());
-    // connect to the loopback server whatever host the TwiML names; sign the URL it names
-    let path = match url::Url::parse(&stream_url) {
-        Ok(u) => u.path().to_string(),
-        Err(_) => return Err((Failure::Refused, call_id)),
-    };
-    let ws_url = format!("{}{path}", ctx.server.replacen("http://", "ws://", 1));
-    let Ok(mut request) = ws_url.as_str().into_client_request() else {
+    let call_id = stream.info.custom_parameters.get("callId").cloned();
+    let Ok(mut request) = stream.connect_url.as_str().into_client_request() else {
         return Err((Failure::Connect, call_id));
     };
-    if let Some(token) = &ctx.token
-        && let Ok(v) = signature(token, &stream_url, &[]).parse()
-    {
-        request.headers_mut().insert("X-Twilio-Signature", v);
+    for (name, value) in &stream.headers {
+        if let (Ok(name), Ok(value)) = (
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()),
+            value.parse(),
+        ) {
+            request.headers_mut().insert(name, value);
+        }
     }
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -716,34 +660,40 @@ async fn open_stream(
             Ok((ws, _)) => ws,
             Err(_) => return Err((Failure::Connect, call_id)),
         };
-    let info = StartInfo {
-        stream_sid: format!("MZ{}", random_hex(32)),
-        call_sid,
-        account_sid,
-        tracks: vec!["inbound".into()],
-        encoding: twilio::ENCODING_MULAW.into(),
-        sample_rate: 8000,
-        channels: 1,
-        custom_parameters: params.into_iter().collect(),
+    let codec = codecs(ctx.carrier)[0];
+    let Ok(mut fake) = FakeCarrier::new(ctx.carrier, codec, stream.info, Instant::now().into_std())
+    else {
+        return Err((Failure::Connect, call_id));
     };
-    let mut connected = String::new();
-    twilio::write_connected(&mut connected);
-    let mut start = String::with_capacity(512);
-    twilio::write_start(&info, 1, &mut start);
-    if ws.feed(Message::Text(connected.into())).await.is_err()
-        || ws.send(Message::Text(start.into())).await.is_err()
-    {
+    fake.forget_heard();
+    fake.connect();
+    if send_out(&mut fake, &mut ws).await.is_err() {
         return Err((Failure::Socket, call_id));
     }
-    Ok((ws, info))
+    Ok((ws, fake))
+}
+
+/// Sends what the fake carrier wrote, in order.
+async fn send_out(fake: &mut FakeCarrier, ws: &mut Ws) -> Result<(), ()> {
+    if fake.out().is_empty() {
+        return Ok(());
+    }
+    for m in fake.out().iter() {
+        let m = match m {
+            Msg::Text(t) => Message::Text(t.to_owned().into()),
+            Msg::Binary(b) => Message::Binary(b.to_vec().into()),
+        };
+        ws.feed(m).await.map_err(|_| ())?;
+    }
+    fake.clear_out();
+    ws.flush().await.map_err(|_| ())
 }
 
 struct Session<'a> {
     ctx: &'a Ctx,
-    info: &'a StartInfo,
-    seq: u64,
-    chunk: u64,
-    playback: VecDeque<Play>,
+    fake: FakeCarrier,
+    /// When the fake last finished playing agent audio, as of the last tick.
+    last_played: Option<std::time::Instant>,
     agent_idle_ms: u64,
     agent_spoke: bool,
     /// (utterance, next frame)
@@ -757,7 +707,6 @@ struct Session<'a> {
     first_audio: bool,
     last_media_at: Option<Instant>,
     frames_received: u64,
-    payload: Vec<u8>,
 }
 
 impl Session<'_> {
@@ -777,26 +726,23 @@ impl Session<'_> {
                         Some(Err(_)) => return End::Socket,
                         Some(Ok(m)) => m,
                     };
-                    match msg {
-                        Message::Text(t) if self.on_text(t.as_str(), ws).await.is_err() => {
-                            return closed_or_broken(ws).await;
-                        }
-                        Message::Text(_) => {}
+                    let sent = match &msg {
+                        Message::Text(t) => self.on_message(Msg::Text(t.as_str()), ws).await,
+                        Message::Binary(b) => self.on_message(Msg::Binary(b), ws).await,
                         Message::Close(_) => return End::ByServer,
-                        Message::Binary(_) => {
-                            self.ctx.m.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => {}
+                        _ => Ok(()),
+                    };
+                    if sent.is_err() {
+                        return closed_or_broken(ws).await;
                     }
                 }
                 at = tick.tick() => {
                     let now = Instant::now();
                     self.ctx.m.tick_lag.record(now.saturating_duration_since(at));
                     if now >= call_deadline {
-                        self.seq += 1;
-                        let mut stop = String::with_capacity(256);
-                        twilio::write_stop(&self.info.stream_sid, &self.info.account_sid, &self.info.call_sid, self.seq, &mut stop);
-                        let _ = ws.send(Message::Text(stop.into())).await;
+                        // Vonage has no stop: closing is the hang-up
+                        self.fake.send_stop();
+                        let _ = send_out(&mut self.fake, ws).await;
                         // close, then read until the server's close: closing a socket with
                         // unread data resets the connection, and the server would see a drop
                         let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -815,94 +761,62 @@ impl Session<'_> {
         }
     }
 
-    async fn echo_mark(&mut self, name: &str, ws: &mut Ws) -> Result<(), ()> {
-        self.seq += 1;
-        let mut out = String::with_capacity(160);
-        twilio::write_inbound_mark(&self.info.stream_sid, self.seq, name, &mut out);
-        self.ctx.m.marks_echoed.fetch_add(1, Ordering::Relaxed);
-        ws.feed(Message::Text(out.into())).await.map_err(|_| ())
-    }
-
-    async fn on_text(&mut self, text: &str, ws: &mut Ws) -> Result<(), ()> {
+    /// A message from the server, through the fake carrier; sends its answers (mark echoes).
+    async fn on_message(&mut self, msg: Msg<'_>, ws: &mut Ws) -> Result<(), ()> {
         let m = &self.ctx.m;
-        match twilio::parse_outbound(text) {
-            Ok(Outbound::Media { payload }) => {
-                if twilio::decode_payload(payload, &mut self.payload).is_err() {
-                    m.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
-                let now = Instant::now();
-                if !self.first_audio {
-                    self.first_audio = true;
-                    m.first_audio.record(now - self.started);
-                }
-                if let Some(sent) = self.awaiting_reply.take() {
-                    m.response.record(now - sent);
-                }
-                if let Some(sent) = self.speech_end.take() {
-                    m.response_from_speech.record(now - sent);
-                }
-                if let Some(prev) = self.last_media_at {
-                    let gap = now - prev;
-                    if gap <= TURN_GAP {
-                        m.gaps.record(gap);
-                        if gap > LATE_GAP {
-                            m.late_frames.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                self.last_media_at = Some(now);
-                let frames = self.payload.len().div_ceil(SAMPLES_8K) as u32;
-                self.frames_received += u64::from(frames);
-                m.agent_frames
-                    .fetch_add(u64::from(frames), Ordering::Relaxed);
-                match self.playback.back_mut() {
-                    Some(Play::Audio(n)) => *n += frames,
-                    _ => self.playback.push_back(Play::Audio(frames)),
-                }
-            }
-            Ok(Outbound::Mark { name }) => {
-                if self.playback.is_empty() {
-                    // nothing buffered: Twilio echoes at once
-                    self.echo_mark(name, ws).await?;
-                    ws.flush().await.map_err(|_| ())?;
-                } else {
-                    self.playback.push_back(Play::Mark(name.to_string()));
-                }
-            }
-            Ok(Outbound::Clear) => {
-                m.clears.fetch_add(1, Ordering::Relaxed);
-                let pending: Vec<Play> = self.playback.drain(..).collect();
-                for p in pending {
-                    if let Play::Mark(name) = p {
-                        self.echo_mark(&name, ws).await?;
-                    }
-                }
-                ws.flush().await.map_err(|_| ())?;
-            }
-            Ok(Outbound::Unknown { .. }) | Err(_) => {
-                m.protocol_errors.fetch_add(1, Ordering::Relaxed);
-            }
+        let (media, samples, marks, clears) = (
+            self.fake.media_received(),
+            self.fake.samples_received(),
+            self.fake.marks_echoed(),
+            self.fake.clears(),
+        );
+        let now = Instant::now();
+        if self.fake.handle_message(now.into_std(), msg).is_err() {
+            m.protocol_errors.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
+        if self.fake.media_received() > media {
+            if !self.first_audio {
+                self.first_audio = true;
+                m.first_audio.record(now - self.started);
+            }
+            if let Some(sent) = self.awaiting_reply.take() {
+                m.response.record(now - sent);
+            }
+            if let Some(sent) = self.speech_end.take() {
+                m.response_from_speech.record(now - sent);
+            }
+            if let Some(prev) = self.last_media_at {
+                let gap = now - prev;
+                if gap <= TURN_GAP {
+                    m.gaps.record(gap);
+                    if gap > LATE_GAP {
+                        m.late_frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            self.last_media_at = Some(now);
+            let frames = (self.fake.samples_received() - samples).div_ceil(SAMPLES_8K as u64);
+            self.frames_received += frames;
+            m.agent_frames.fetch_add(frames, Ordering::Relaxed);
+        }
+        m.marks_echoed
+            .fetch_add(self.fake.marks_echoed() - marks, Ordering::Relaxed);
+        m.clears
+            .fetch_add(self.fake.clears() - clears, Ordering::Relaxed);
+        send_out(&mut self.fake, ws).await
     }
 
     /// 20 ms: echo the marks whose audio has played, play one frame, maybe start the next
     /// utterance, send one caller frame.
     async fn on_tick(&mut self, ws: &mut Ws) -> Result<(), ()> {
-        while let Some(Play::Mark(_)) = self.playback.front() {
-            if let Some(Play::Mark(name)) = self.playback.pop_front() {
-                self.echo_mark(&name, ws).await?;
-            }
-        }
-        let mut played = false;
-        if let Some(Play::Audio(n)) = self.playback.front_mut() {
-            *n -= 1;
-            if *n == 0 {
-                self.playback.pop_front();
-            }
-            played = true;
-        }
+        let marks = self.fake.marks_echoed();
+        self.fake.handle_timeout(std::time::Instant::now());
+        self.ctx
+            .m
+            .marks_echoed
+            .fetch_add(self.fake.marks_echoed() - marks, Ordering::Relaxed);
+        let played = self.fake.is_playing() || self.fake.last_played() != self.last_played;
+        self.last_played = self.fake.last_played();
         if played {
             self.agent_idle_ms = 0;
             self.agent_spoke = true;
@@ -920,7 +834,7 @@ impl Session<'_> {
         let audio = &self.ctx.audio;
         let mut last_of_utterance = false;
         let mut last_voiced = false;
-        let b64 = match self.speaking.as_mut() {
+        let frame = match self.speaking.as_mut() {
             Some((u, i)) => {
                 let f = audio.frame(*u, *i).unwrap_or(&audio.silence);
                 last_voiced = *i == audio.last_voiced[*u];
@@ -932,19 +846,8 @@ impl Session<'_> {
             }
             None => &audio.silence,
         };
-        self.seq += 1;
-        self.chunk += 1;
-        let mut out = String::with_capacity(330);
-        write_media_b64(
-            &self.info.stream_sid,
-            self.seq,
-            self.chunk,
-            (self.chunk - 1) * 20,
-            b64,
-            &mut out,
-        );
-        ws.feed(Message::Text(out.into())).await.map_err(|_| ())?;
-        ws.flush().await.map_err(|_| ())?;
+        self.fake.send_audio(frame);
+        send_out(&mut self.fake, ws).await?;
         if last_voiced {
             self.speech_end = Some(Instant::now());
         }
@@ -1169,6 +1072,7 @@ pub async fn run_report(args: LoadgenArgs) -> anyhow::Result<Value> {
     } else {
         args.fixtures.clone()
     };
+    http_side(args.carrier)?;
     let audio = Utterances::load(&fixtures)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -1240,6 +1144,7 @@ async fn drive(
         public: target.public.clone(),
         token: target.token.clone(),
         to: target.to.clone(),
+        carrier: args.carrier,
         calls: args.calls,
         duration: Duration::from_secs_f64(args.duration_secs),
         reply_gap_ms: args.reply_gap_ms,
@@ -1670,18 +1575,6 @@ mod tests {
         // our own process is readable
         assert!(cpu_ticks("self").is_some());
         assert!(status_kib("self", "VmRSS").is_some());
-    }
-
-    #[test]
-    fn precomputed_media_matches_the_wire_writer() {
-        let frame = [0x12u8; SAMPLES_8K];
-        let b64 = base64::engine::general_purpose::STANDARD.encode(frame);
-        assert_eq!(b64.len(), FRAME_B64);
-        let mut a = String::new();
-        write_media_b64("MZabc", 7, 6, 100, &b64, &mut a);
-        let mut b = String::new();
-        twilio::write_inbound_media("MZabc", 7, 6, 100, &frame, &mut b);
-        assert_eq!(a, b);
     }
 
     #[test]
