@@ -314,8 +314,11 @@ pub struct StartedCall {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallSummary {
     pub id: String,
-    /// `twilio`, or `web` (a test call from the dashboard).
+    /// `twilio`, `telnyx`, `plivo`, `vonage`, `signalwire`, `exotel`, or `web` (a test call
+    /// from the dashboard).
     pub carrier: String,
+    /// The carrier's own id for the call (Twilio's CallSid, Telnyx's call control id, ...).
+    pub carrier_call_id: String,
     pub receptionist_id: String,
     pub candidate_id: Option<String>,
     pub candidate_name: Option<String>,
