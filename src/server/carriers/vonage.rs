@@ -205,7 +205,7 @@ fn normalise_number(n: &str) -> String {
         AnswerFields,
     ),
     responses(
-        (status = 200, description = "NCCO: connect the media WebSocket, or talk", content_type = "application/json", body = Object),
+        (status = 200, description = "NCCO: connect the media WebSocket, or talk", content_type = "application/json", body = [Object]),
         (status = 400, description = "`uuid` or `to` missing", content_type = "text/plain", body = String),
         (status = 403, description = "Missing, bad or expired JWT (or no signature secret configured)", content_type = "text/plain", body = String),
     ),
@@ -231,7 +231,7 @@ pub async fn answer_get(State(state): State<AppState>, uri: Uri, headers: Header
     params(("Authorization" = String, Header, description = "`Bearer` JWT signed with the signature secret (HS256), with `payload_hash`")),
     request_body(content = AnswerFields, content_type = "application/json"),
     responses(
-        (status = 200, description = "NCCO: connect the media WebSocket, or talk", content_type = "application/json", body = Object),
+        (status = 200, description = "NCCO: connect the media WebSocket, or talk", content_type = "application/json", body = [Object]),
         (status = 400, description = "Not JSON, or `uuid` or `to` missing", content_type = "text/plain", body = String),
         (status = 403, description = "Missing, bad or expired JWT (or no signature secret configured)", content_type = "text/plain", body = String),
     ),
