@@ -151,13 +151,10 @@ fn signed_form(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Vec<(String, String)>, Response> {
+) -> Result<Vec<(String, String)>, String> {
     let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
     let url = public_request_url(state, uri);
-    match check_signature(state, headers, &url, &params) {
-        Ok(()) => Ok(params),
-        Err(why) => Err(super::forbidden(Carrier::Twilio, "webhook", &why)),
-    }
+    check_signature(state, headers, &url, &params).map(|()| params)
 }
 
 fn looks_like_sid(s: &str, prefix: &str) -> bool {
@@ -210,7 +207,7 @@ pub async fn voice_webhook(
 ) -> Response {
     let params = match signed_form(&state, &uri, &headers, &body) {
         Ok(p) => p,
-        Err(refused) => return refused,
+        Err(why) => return super::forbidden(Carrier::Twilio, "webhook", &why),
     };
     let get = |k: &str| form_field(&params, k);
     let (Some(call_sid), Some(to)) = (get("CallSid"), get("To")) else {
@@ -277,7 +274,7 @@ pub async fn sms_webhook(
 ) -> Response {
     let params = match signed_form(&state, &uri, &headers, &body) {
         Ok(p) => p,
-        Err(refused) => return refused,
+        Err(why) => return super::forbidden(Carrier::Twilio, "webhook", &why),
     };
     let get = |k: &str| form_field(&params, k);
     let (Some(sid), Some(from), Some(to)) = (get("MessageSid"), get("From"), get("To")) else {
