@@ -27,6 +27,7 @@ both_databases!(
     signed_calls_stream_on_every_carrier,
     forged_signatures_are_refused_and_store_nothing,
     closed_and_busy_on_every_carrier,
+    receptionists_record_their_carrier,
 );
 
 /// The harness's router on a real socket; its address.
@@ -539,4 +540,46 @@ async fn closed_and_busy_on_every_carrier(h: Harness) {
     drop(held);
     let (_, list) = h.get("/api/v1/calls", &key).await;
     assert_eq!(list["data"], json!([]), "closed or busy calls were stored");
+}
+
+async fn receptionists_record_their_carrier(h: Harness) {
+    let addr = listen(&h).await;
+    let (_, key) = h.workspace().await;
+    let phone = unique_phone();
+    let r = h.receptionist(&key, &phone).await;
+    assert_eq!(r["carrier"], "twilio", "the default");
+    let path = format!("/api/v1/receptionists/{}", r["id"].as_str().unwrap());
+    let (st, body) = h.put(&path, &key, json!({"carrier": "Telnyx"})).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["carrier"], "telnyx");
+    let (st, body) = h.put(&path, &key, json!({"carrier": "skype"})).await;
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(common::harness::error_field(&body), "carrier");
+    let (_, body) = h.get(&path, &key).await;
+    assert_eq!(
+        body["carrier"], "telnyx",
+        "a refused update changes nothing"
+    );
+    let mut created = common::harness::minimal(&unique_phone());
+    created["carrier"] = json!("vonage");
+    let (st, body) = h.post("/api/v1/receptionists", &key, created).await;
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(body["carrier"], "vonage");
+    // a call on another carrier than the setting is still answered (and logged)
+    let call = InboundCall::new(Carrier::Plivo, &phone, "+15557654321");
+    let req = voice_request(
+        Carrier::Plivo,
+        PUBLIC_URL,
+        &carrier_credentials(),
+        &call,
+        now_secs(),
+    );
+    let (status, body) = send(addr, &req).await;
+    assert!(
+        matches!(
+            parse_answer(Carrier::Plivo, status, &body),
+            Ok(CarrierAction::Stream(_))
+        ),
+        "{body}"
+    );
 }

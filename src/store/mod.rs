@@ -239,6 +239,8 @@ impl Principal {
 pub struct Receptionist {
     pub id: String,
     pub workspace_id: String,
+    /// The carrier its number is on (`twilio` by default; see `engine::media::Carrier`).
+    pub carrier: String,
     pub settings: ReceptionistSettings,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,

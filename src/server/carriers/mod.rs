@@ -118,6 +118,9 @@ pub async fn accept(state: &AppState, incoming: IncomingCall) -> Answer {
         tracing::info!(carrier, carrier_call_id = %incoming.carrier_call_id, receptionist = %receptionist.id, "call to an inactive receptionist");
         return Answer::Closed;
     }
+    if receptionist.carrier != carrier {
+        tracing::warn!(carrier, expected = %receptionist.carrier, receptionist = %receptionist.id, "call arrived on another carrier than the receptionist's: answered");
+    }
     let Some(slot) = state.calls.try_acquire() else {
         tracing::warn!(carrier, carrier_call_id = %incoming.carrier_call_id, "at the concurrent call limit: refusing");
         return Answer::Busy;
