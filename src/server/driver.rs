@@ -811,3 +811,135 @@ where
     }
     tracing::error!(call = %call_id, "giving up on a database write after retries: {what}");
 }
+
+#[cfg(test)]
+mod start_tests {
+    use super::*;
+    use crate::engine::media::AudioCodec;
+    use crate::server::carriers::sha256_hex;
+
+    fn call(carrier: &str) -> crate::store::CallRow {
+        crate::store::CallRow {
+            id: "call-1".into(),
+            workspace_id: "w".into(),
+            receptionist_id: "r".into(),
+            carrier: carrier.into(),
+            call_sid: "CA1".into(),
+            stream_sid: None,
+            from_number: "+15550000001".into(),
+            to_number: "+15550000002".into(),
+            forwarded_from: None,
+            token_hash: sha256_hex("tok"),
+            node_id: "n".into(),
+            status: CallStatus::Accepted,
+            accepted_at_ms: 0,
+            started_at_ms: None,
+            ended_at_ms: None,
+            duration_ms: None,
+            end_reason: None,
+            recording_path: None,
+            candidate_id: None,
+            settings: crate::testing::sample_settings(),
+        }
+    }
+
+    fn start(carrier: Carrier, call_id: Option<&str>, params: &[(&str, &str)]) -> StreamStart {
+        StreamStart {
+            carrier,
+            stream_id: "S".into(),
+            call_id: call_id.map(String::from),
+            account_id: None,
+            from: None,
+            to: None,
+            codec: AudioCodec::Mulaw,
+            outbound_codec: AudioCodec::Mulaw,
+            custom_parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_start_must_present_its_call() {
+        let twilio = call("twilio");
+        let good = [("callId", "call-1"), ("token", "tok")];
+        // Twilio: no upgrade credential, so the parameters must carry the token
+        assert!(start_matches(
+            &start(Carrier::Twilio, Some("CA1"), &good),
+            &twilio,
+            false
+        ));
+        assert!(!start_matches(
+            &start(Carrier::Twilio, Some("CA1"), &[("callId", "call-1")]),
+            &twilio,
+            false
+        ));
+        assert!(!start_matches(
+            &start(
+                Carrier::Twilio,
+                Some("CA1"),
+                &[("callId", "call-1"), ("token", "x")]
+            ),
+            &twilio,
+            false
+        ));
+        assert!(!start_matches(
+            &start(Carrier::Twilio, Some("CA2"), &good),
+            &twilio,
+            false
+        ));
+        assert!(!start_matches(
+            &start(Carrier::Twilio, None, &good),
+            &twilio,
+            false
+        ));
+        // another carrier's stream for a Twilio call
+        assert!(!start_matches(
+            &start(Carrier::SignalWire, Some("CA1"), &good),
+            &twilio,
+            true
+        ));
+        // Plivo passes only the token; the upgrade named the call
+        let plivo = call("plivo");
+        assert!(start_matches(
+            &start(Carrier::Plivo, Some("CA1"), &[("token", "tok")]),
+            &plivo,
+            true
+        ));
+        assert!(!start_matches(
+            &start(Carrier::Plivo, Some("CA1"), &[("token", "nope")]),
+            &plivo,
+            true
+        ));
+        assert!(!start_matches(
+            &start(
+                Carrier::Plivo,
+                Some("CA1"),
+                &[("callId", "call-2"), ("token", "tok")]
+            ),
+            &plivo,
+            true
+        ));
+        // Vonage names no call: only behind a checked upgrade
+        let vonage = call("vonage");
+        assert!(start_matches(
+            &start(Carrier::Vonage, None, &good),
+            &vonage,
+            true
+        ));
+        assert!(!start_matches(
+            &start(Carrier::Vonage, None, &good),
+            &vonage,
+            false
+        ));
+        // a started call cannot be joined again
+        let mut started = call("telnyx");
+        started.status = CallStatus::InProgress;
+        assert!(!start_matches(
+            &start(Carrier::Telnyx, Some("CA1"), &good),
+            &started,
+            true
+        ));
+    }
+}
