@@ -62,7 +62,33 @@ pub struct ServeConfig {
     #[arg(long, env = "RECEPTIONIST_SMTP_FROM")]
     pub smtp_from: Option<String>,
 
-    /// Accept unsigned Twilio requests when no auth token is set (local development only).
+    /// Telnyx's webhook public key (base64 Ed25519, from the Telnyx portal), used to check
+    /// `telnyx-signature-ed25519`. Without it, Telnyx's requests are refused.
+    #[arg(long, env = "TELNYX_PUBLIC_KEY")]
+    pub telnyx_public_key: Option<Secret>,
+
+    /// Plivo auth token, used to check `X-Plivo-Signature-V3`. Without it, Plivo's requests are
+    /// refused.
+    #[arg(long, env = "PLIVO_AUTH_TOKEN")]
+    pub plivo_auth_token: Option<Secret>,
+
+    /// Vonage signature secret, used to check the signed webhook's `Authorization: Bearer` JWT.
+    /// Without it, Vonage's requests are refused.
+    #[arg(long, env = "VONAGE_SIGNATURE_SECRET")]
+    pub vonage_signature_secret: Option<Secret>,
+
+    /// SignalWire signing key, used to check `X-SignalWire-Signature`. Without it, SignalWire's
+    /// requests are refused.
+    #[arg(long, env = "SIGNALWIRE_SIGNING_KEY")]
+    pub signalwire_signing_key: Option<Secret>,
+
+    /// The token Exotel presents to the Voicebot applet's URL endpoint (as the Basic-auth password
+    /// or `?token=`). Without it, Exotel's requests are refused.
+    #[arg(long, env = "EXOTEL_STREAM_TOKEN")]
+    pub exotel_stream_token: Option<Secret>,
+
+    /// Accept unsigned carrier requests when that carrier's credential is not set (local
+    /// development only). Media streams still need the per-call credential of the answer.
     #[arg(
         long,
         env = "RECEPTIONIST_INSECURE_NO_SIGNATURE",
@@ -145,6 +171,11 @@ impl fmt::Debug for ServeConfig {
             .field("twilio_api_base", &self.twilio_api_base)
             .field("smtp_url", &self.smtp_url)
             .field("smtp_from", &self.smtp_from)
+            .field("telnyx_public_key", &self.telnyx_public_key)
+            .field("plivo_auth_token", &self.plivo_auth_token)
+            .field("vonage_signature_secret", &self.vonage_signature_secret)
+            .field("signalwire_signing_key", &self.signalwire_signing_key)
+            .field("exotel_stream_token", &self.exotel_stream_token)
             .field("insecure_no_signature", &self.insecure_no_signature)
             .field("max_calls", &self.max_calls)
             .field("max_call_secs", &self.max_call_secs)

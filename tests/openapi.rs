@@ -41,6 +41,18 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/twilio/voice"),
     ("POST", "/twilio/sms"),
     ("GET", "/twilio/media"),
+    ("POST", "/telnyx/voice"),
+    ("GET", "/telnyx/media"),
+    ("POST", "/plivo/voice"),
+    ("GET", "/plivo/media"),
+    ("GET", "/vonage/voice"),
+    ("POST", "/vonage/voice"),
+    ("GET", "/vonage/media"),
+    ("POST", "/signalwire/voice"),
+    ("GET", "/signalwire/media"),
+    ("GET", "/exotel/voice"),
+    ("POST", "/exotel/voice"),
+    ("GET", "/exotel/media"),
     ("GET", "/web/call"),
     ("GET", "/api/v1/receptionists"),
     ("POST", "/api/v1/receptionists"),
@@ -76,7 +88,15 @@ const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// Operations a test cannot answer with a 2xx through `Router::oneshot`.
-const NOT_TOURED: &[(&str, &str)] = &[("GET", "/twilio/media"), ("GET", "/web/call")];
+const NOT_TOURED: &[(&str, &str)] = &[
+    ("GET", "/twilio/media"),
+    ("GET", "/telnyx/media"),
+    ("GET", "/plivo/media"),
+    ("GET", "/vonage/media"),
+    ("GET", "/signalwire/media"),
+    ("GET", "/exotel/media"),
+    ("GET", "/web/call"),
+];
 
 const METHODS: [Method; 5] = [
     Method::GET,
@@ -428,6 +448,53 @@ async fn answers_match_the_document() {
             .await;
         assert_eq!(status, StatusCode::OK);
         assert!(twiml.contains("<Connect>"), "{twiml}");
+        // every other carrier's voice webhook, signed as that carrier signs it
+        {
+            use receptionist::engine::media::Carrier;
+            use receptionist::server::carriers::client::{InboundCall, Request, voice_request};
+            let creds = carrier_credentials();
+            let now = receptionist::store::now_ms() / 1000;
+            for carrier in [Carrier::Telnyx, Carrier::Plivo, Carrier::Vonage, Carrier::SignalWire, Carrier::Exotel] {
+                let call = InboundCall::new(carrier, &phone, caller);
+                let req = voice_request(carrier, PUBLIC_URL, &creds, &call, now);
+                let template = format!("/{carrier}/voice");
+                let (status, body) = api.carrier_request(&template, &req).await;
+                assert_eq!(status, StatusCode::OK, "{carrier}: {body}");
+            }
+            // Vonage's answer URL as a POST with a JSON body (hashed into the JWT)
+            let body = json!({"uuid": uuid::Uuid::new_v4().to_string(), "to": phone.trim_start_matches('+'), "from": "15557654321"}).to_string();
+            let hash: String = {
+                use sha2::Digest;
+                sha2::Sha256::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+            };
+            let jwt = receptionist::server::carriers::vonage::sign_jwt(
+                &creds.vonage_signature_secret,
+                &json!({"iat": now, "payload_hash": hash}),
+            );
+            let req = Request {
+                method: "POST",
+                url: format!("{PUBLIC_URL}/vonage/voice"),
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("authorization".into(), format!("Bearer {jwt}")),
+                ],
+                body: body.into_bytes(),
+            };
+            let (status, body) = api.carrier_request("/vonage/voice", &req).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            // Exotel's endpoint as a POST with the passthru form and the token in the query
+            let form = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs([("CallSid", uuid::Uuid::new_v4().simple().to_string()), ("CallTo", phone.clone()), ("CallFrom", caller.to_string())])
+                .finish();
+            let req = Request {
+                method: "POST",
+                url: format!("{PUBLIC_URL}/exotel/voice?token={}", creds.exotel_stream_token),
+                headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
+                body: form.into_bytes(),
+            };
+            let (status, body) = api.carrier_request("/exotel/voice", &req).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
 
         // A call that produced everything, with a recording, and its after-call work.
         let call = accept(&h, &r, caller, "test-node").await;
@@ -754,6 +821,35 @@ impl<'a> Api<'a> {
             .await;
         self.check(&method, template, status, content_type.as_deref(), &bytes);
         (status, bytes)
+    }
+
+    /// A carrier's request (from the carrier client) for the operation at `template`.
+    async fn carrier_request(
+        &self,
+        template: &str,
+        r: &receptionist::server::carriers::client::Request,
+    ) -> (StatusCode, String) {
+        let method = Method::from_bytes(r.method.as_bytes()).unwrap();
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(r.path_and_query());
+        for (k, v) in &r.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = req.body(Body::from(r.body.clone())).unwrap();
+        let response = tower::ServiceExt::oneshot(self.h.app.clone(), req)
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        self.check(&method, template, status, content_type.as_deref(), &bytes);
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     /// A form posted and signed as Twilio does.

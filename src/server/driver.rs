@@ -4,9 +4,9 @@
 //! chunks, persisted events, and the end of the call.
 //!
 //! The driver is carrier-neutral: a carrier's media stream goes through its sans-IO codec
-//! (`engine::media::Codec`) and the call's transcoders, so one loop serves every carrier; only
-//! Twilio's HTTP side (`server/twilio.rs`, `server/media.rs`) exists so far. The browser's test
-//! call (`Wire::Web`) has its own small JSON-and-PCM protocol.
+//! (`engine::media::Codec`) and the call's transcoders, so one loop serves every carrier
+//! ([`run_carrier`]); each carrier's HTTP side is in `server/carriers/`. The browser's test call
+//! (`Wire::Web`) has its own small JSON-and-PCM protocol.
 //!
 //! One task per call. Every queue it owns is bounded: backend results (64, producers wait),
 //! persisted events (1024, producer waits: never dropped), recording chunks (shared, bounded,
@@ -125,49 +125,81 @@ fn is_disconnect(e: axum::Error) -> bool {
     }
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+/// Whether a stream's `start` belongs to `call`, the call its upgrade or its parameters named:
+/// the `callId`/`token` parameters (where the carrier passed them) match it, the carrier's call
+/// id is the one the webhook stored (Vonage's socket has none: its upgrade credential and NCCO
+/// headers vouch instead), the carrier is the call's, and the call has not started.
+fn start_matches(start: &StreamStart, call: &crate::store::CallRow, upgrade_checked: bool) -> bool {
+    let params = &start.custom_parameters;
+    let id_ok = params.get("callId").is_none_or(|id| *id == call.id);
+    let token_ok = match params.get("token") {
+        Some(token) => super::carriers::constant_time_eq(
+            call.token_hash.as_bytes(),
+            super::carriers::sha256_hex(token).as_bytes(),
+        ),
+        // a carrier that cannot pass parameters relies on the upgrade's credential
+        None => upgrade_checked,
+    };
+    let carrier_call_ok = match start.call_id.as_deref() {
+        Some(id) => id == call.call_sid,
+        None => start.carrier == Carrier::Vonage && upgrade_checked,
+    };
+    id_ok
+        && token_ok
+        && carrier_call_ok
+        && call.carrier == start.carrier.as_str()
+        && call.status == CallStatus::Accepted
 }
 
-/// Run one Twilio media session to its end.
-pub async fn run_twilio(state: AppState, mut socket: WebSocket) {
-    let mut codec = Codec::new(Carrier::Twilio);
+/// Run one carrier media session to its end: wait for its `start`, check it against the call
+/// (`call`: the one the upgrade's credential named; `None` for Twilio, whose signed upgrade names
+/// no call and whose `start` parameters do), then run the call. `codec` is the carrier's, set up
+/// as the answer asked (Telnyx: the bidirectional codec).
+pub async fn run_carrier(
+    state: AppState,
+    mut socket: WebSocket,
+    mut codec: Codec,
+    call: Option<crate::store::CallRow>,
+) {
+    let carrier = codec.carrier();
     let start = match wait_for_start(&mut socket, &mut codec).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(reason = ?e, "media session ended before a valid start");
+            tracing::warn!(carrier = carrier.as_str(), reason = ?e, "media session ended before a valid start");
             let _ = socket.send(Message::Close(None)).await;
             return;
         }
     };
-    // the stream must belong to a call the webhook accepted, with the token it issued
-    let (Some(call_id), Some(token)) = (
-        start.custom_parameters.get("callId").cloned(),
-        start.custom_parameters.get("token").cloned(),
-    ) else {
-        tracing::warn!("media session without callId/token parameters: refused");
-        let _ = socket.send(Message::Close(None)).await;
-        return;
-    };
-    let call = match state.store.call_by_id(&call_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            tracing::warn!(call = %call_id, "media session for an unknown call: refused");
-            let _ = socket.send(Message::Close(None)).await;
-            return;
+    let upgrade_checked = call.is_some();
+    let call = match call {
+        Some(c) => c,
+        None => {
+            let Some(call_id) = start.custom_parameters.get("callId") else {
+                tracing::warn!(
+                    carrier = carrier.as_str(),
+                    "media session without callId/token parameters: refused"
+                );
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            };
+            match state.store.call_by_id(call_id).await {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    tracing::warn!(call = %call_id, "media session for an unknown call: refused");
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "call lookup failed");
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "call lookup failed");
-            let _ = socket.send(Message::Close(None)).await;
-            return;
-        }
     };
-    if !constant_time_eq(&call.token_hash, &super::twilio::sha256_hex(&token))
-        || start.call_id.as_deref() != Some(call.call_sid.as_str())
-        || call.status != CallStatus::Accepted
-    {
-        tracing::warn!(call = %call_id, "media session token, call sid or state mismatch: refused");
+    let call_id = call.id.clone();
+    if !start_matches(&start, &call, upgrade_checked) {
+        tracing::warn!(call = %call_id, carrier = carrier.as_str(), "media session token, call id, carrier or state mismatch: refused");
         let _ = socket.send(Message::Close(None)).await;
         return;
     }
@@ -718,4 +750,136 @@ where
         }
     }
     tracing::error!(call = %call_id, "giving up on a database write after retries: {what}");
+}
+
+#[cfg(test)]
+mod start_tests {
+    use super::*;
+    use crate::engine::media::AudioCodec;
+    use crate::server::carriers::sha256_hex;
+
+    fn call(carrier: &str) -> crate::store::CallRow {
+        crate::store::CallRow {
+            id: "call-1".into(),
+            workspace_id: "w".into(),
+            receptionist_id: "r".into(),
+            carrier: carrier.into(),
+            call_sid: "CA1".into(),
+            stream_sid: None,
+            from_number: "+15550000001".into(),
+            to_number: "+15550000002".into(),
+            forwarded_from: None,
+            token_hash: sha256_hex("tok"),
+            node_id: "n".into(),
+            status: CallStatus::Accepted,
+            accepted_at_ms: 0,
+            started_at_ms: None,
+            ended_at_ms: None,
+            duration_ms: None,
+            end_reason: None,
+            recording_path: None,
+            candidate_id: None,
+            settings: crate::testing::sample_settings(),
+        }
+    }
+
+    fn start(carrier: Carrier, call_id: Option<&str>, params: &[(&str, &str)]) -> StreamStart {
+        StreamStart {
+            carrier,
+            stream_id: "S".into(),
+            call_id: call_id.map(String::from),
+            account_id: None,
+            from: None,
+            to: None,
+            codec: AudioCodec::Mulaw,
+            outbound_codec: AudioCodec::Mulaw,
+            custom_parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_start_must_present_its_call() {
+        let twilio = call("twilio");
+        let good = [("callId", "call-1"), ("token", "tok")];
+        // Twilio: no upgrade credential, so the parameters must carry the token
+        assert!(start_matches(
+            &start(Carrier::Twilio, Some("CA1"), &good),
+            &twilio,
+            false
+        ));
+        assert!(!start_matches(
+            &start(Carrier::Twilio, Some("CA1"), &[("callId", "call-1")]),
+            &twilio,
+            false
+        ));
+        assert!(!start_matches(
+            &start(
+                Carrier::Twilio,
+                Some("CA1"),
+                &[("callId", "call-1"), ("token", "x")]
+            ),
+            &twilio,
+            false
+        ));
+        assert!(!start_matches(
+            &start(Carrier::Twilio, Some("CA2"), &good),
+            &twilio,
+            false
+        ));
+        assert!(!start_matches(
+            &start(Carrier::Twilio, None, &good),
+            &twilio,
+            false
+        ));
+        // another carrier's stream for a Twilio call
+        assert!(!start_matches(
+            &start(Carrier::SignalWire, Some("CA1"), &good),
+            &twilio,
+            true
+        ));
+        // Plivo passes only the token; the upgrade named the call
+        let plivo = call("plivo");
+        assert!(start_matches(
+            &start(Carrier::Plivo, Some("CA1"), &[("token", "tok")]),
+            &plivo,
+            true
+        ));
+        assert!(!start_matches(
+            &start(Carrier::Plivo, Some("CA1"), &[("token", "nope")]),
+            &plivo,
+            true
+        ));
+        assert!(!start_matches(
+            &start(
+                Carrier::Plivo,
+                Some("CA1"),
+                &[("callId", "call-2"), ("token", "tok")]
+            ),
+            &plivo,
+            true
+        ));
+        // Vonage names no call: only behind a checked upgrade
+        let vonage = call("vonage");
+        assert!(start_matches(
+            &start(Carrier::Vonage, None, &good),
+            &vonage,
+            true
+        ));
+        assert!(!start_matches(
+            &start(Carrier::Vonage, None, &good),
+            &vonage,
+            false
+        ));
+        // a started call cannot be joined again
+        let mut started = call("telnyx");
+        started.status = CallStatus::InProgress;
+        assert!(!start_matches(
+            &start(Carrier::Telnyx, Some("CA1"), &good),
+            &started,
+            true
+        ));
+    }
 }

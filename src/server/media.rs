@@ -1,55 +1,13 @@
-//! The media WebSocket upgrade: `GET /twilio/media`, signed by Twilio like a webhook (the signed
-//! URL is the `wss://` stream URL with no parameters). The call itself runs in [`super::driver`].
+//! The browser's test call upgrade, `GET /web/call`. Carriers' media upgrades are in
+//! [`super::carriers`]; the call itself runs in [`super::driver`].
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::twilio::{check_signature, media_url};
-
-/// Largest WebSocket message accepted from a carrier. A 20 ms media message is about 300 bytes;
-/// anything near this is not Twilio.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-
-/// The call's media stream (a WebSocket).
-///
-/// Twilio connects here as the voice webhook's TwiML says, signing the upgrade like a webhook; the
-/// socket then carries Twilio Media Streams messages (`connected`, `start`, `media`, `mark`,
-/// `stop` in; `media`, `mark`, `clear` out).
-#[utoipa::path(
-    get,
-    path = "/twilio/media",
-    tag = "carrier",
-    operation_id = "twilio_media_stream",
-    params(("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the `wss://` stream URL")),
-    responses(
-        (status = 101, description = "Switching Protocols: the media WebSocket"),
-        (status = 400, description = "Not a WebSocket upgrade request", content_type = "text/plain", body = String),
-        (status = 403, description = "Missing or bad signature (or no auth token configured)", content_type = "text/plain", body = String),
-        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
-    ),
-)]
-pub async fn twilio_media(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let url = media_url(&state.config.public_url());
-    if let Err(why) = check_signature(&state, &headers, &url, &[]) {
-        tracing::warn!(reason = why, "media stream upgrade refused");
-        return (StatusCode::FORBIDDEN, why).into_response();
-    }
-    // Small buffers: a call's messages are a few hundred bytes, and the defaults (128 KiB each)
-    // would dominate the memory of thousands of calls.
-    ws.max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(MAX_MESSAGE_BYTES * 4)
-        .on_upgrade(move |socket| super::driver::run_twilio(state, socket))
-}
+use super::carriers::MAX_MESSAGE_BYTES;
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -92,7 +50,7 @@ pub async fn web_call(
         crate::store::now_ms() - call.accepted_at_ms > super::api::web_calls::TOKEN_TTL_MS;
     let token_ok = {
         use subtle::ConstantTimeEq;
-        let given = super::twilio::sha256_hex(&q.token);
+        let given = super::carriers::sha256_hex(&q.token);
         given.len() == call.token_hash.len()
             && bool::from(given.as_bytes().ct_eq(call.token_hash.as_bytes()))
     };

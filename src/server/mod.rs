@@ -2,12 +2,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod carriers;
 pub mod dashboard;
 pub mod driver;
 pub mod error;
 pub mod media;
 pub mod openapi;
-pub mod twilio;
+
+/// Twilio's HTTP side, where it was before the other carriers came.
+pub use carriers::twilio;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,9 +89,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(healthz))
         .routes(routes!(openapi::openapi_json))
-        .routes(routes!(twilio::voice_webhook))
-        .routes(routes!(twilio::sms_webhook))
-        .routes(routes!(media::twilio_media))
+        .merge(carriers::router())
         .routes(routes!(media::web_call))
         .merge(api::routes())
 }

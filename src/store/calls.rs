@@ -16,7 +16,7 @@ const CALL_COLUMNS: &str = "id, workspace_id, receptionist_id, carrier, carrier_
     started_at, ended_at, duration_ms, end_reason, recording_path, candidate_id, settings";
 
 /// Columns of [`SummaryRow`], for `calls c LEFT JOIN candidates k`.
-pub(super) const SUMMARY_COLUMNS: &str = "c.id, c.carrier, c.receptionist_id, c.candidate_id, \
+pub(super) const SUMMARY_COLUMNS: &str = "c.id, c.carrier, c.carrier_call_sid, c.receptionist_id, c.candidate_id, \
     k.name AS candidate_name, c.from_number, c.to_number, c.forwarded_from, c.status, \
     c.accepted_at, c.started_at, c.ended_at, c.duration_ms, c.end_reason, c.recording_path";
 
@@ -78,6 +78,7 @@ impl Row {
 pub(super) struct SummaryRow {
     id: String,
     carrier: String,
+    carrier_call_sid: String,
     receptionist_id: String,
     candidate_id: Option<String>,
     candidate_name: Option<String>,
@@ -98,6 +99,7 @@ impl SummaryRow {
         Ok(CallSummary {
             id: self.id,
             carrier: self.carrier,
+            carrier_call_id: self.carrier_call_sid,
             receptionist_id: self.receptionist_id,
             candidate_id: self.candidate_id,
             candidate_name: self.candidate_name,
@@ -185,11 +187,19 @@ impl Store {
             .bind(&c.carrier)
             .execute(&mut *tx)
             .await?;
-            let (id,): (String,) =
-                sqlx::query_as("SELECT id FROM calls WHERE carrier_call_sid = $1")
+            let (id, carrier): (String, String) =
+                sqlx::query_as("SELECT id, carrier FROM calls WHERE carrier_call_sid = $1")
                     .bind(&c.call_sid)
                     .fetch_one(&mut *tx)
                     .await?;
+            // carriers' call ids do not collide in practice (their formats differ); if two ever
+            // did, the second carrier's call must not be handed the first one's row
+            if carrier != c.carrier {
+                return Err(StoreError::Conflict {
+                    field: "carrier_call_id",
+                    message: "already recorded for another carrier".into(),
+                });
+            }
             tx.commit().await?;
             id
         });
@@ -467,22 +477,25 @@ impl Store {
         Ok(parse_events(call_id, rows))
     }
 
-    /// Newest first.
+    /// Newest first; only the call with this carrier call id when one is given.
     pub async fn list_calls(
         &self,
         workspace_id: &str,
+        carrier_call_id: Option<&str>,
         limit: i64,
         offset: i64,
     ) -> StoreResult<Vec<CallSummary>> {
         let sql = format!(
             "SELECT {SUMMARY_COLUMNS} FROM calls c LEFT JOIN candidates k ON k.id = c.candidate_id \
-             WHERE c.workspace_id = $1 ORDER BY c.accepted_at DESC, c.id DESC LIMIT $2 OFFSET $3"
+             WHERE c.workspace_id = $1 AND ($4 IS NULL OR c.carrier_call_sid = $4) \
+             ORDER BY c.accepted_at DESC, c.id DESC LIMIT $2 OFFSET $3"
         );
         let rows: Vec<SummaryRow> = on_pool!(self, |pool| {
             sqlx::query_as(AssertSqlSafe(sql.as_str()))
                 .bind(workspace_id)
                 .bind(limit.clamp(0, 500))
                 .bind(offset.max(0))
+                .bind(carrier_call_id)
                 .fetch_all(pool)
                 .await?
         });

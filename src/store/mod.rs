@@ -239,6 +239,8 @@ impl Principal {
 pub struct Receptionist {
     pub id: String,
     pub workspace_id: String,
+    /// The carrier its number is on (`twilio` by default; see `engine::media::Carrier`).
+    pub carrier: String,
     pub settings: ReceptionistSettings,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -314,8 +316,11 @@ pub struct StartedCall {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallSummary {
     pub id: String,
-    /// `twilio`, or `web` (a test call from the dashboard).
+    /// `twilio`, `telnyx`, `plivo`, `vonage`, `signalwire`, `exotel`, or `web` (a test call
+    /// from the dashboard).
     pub carrier: String,
+    /// The carrier's own id for the call (Twilio's CallSid, Telnyx's call control id, ...).
+    pub carrier_call_id: String,
     pub receptionist_id: String,
     pub candidate_id: Option<String>,
     pub candidate_name: Option<String>,

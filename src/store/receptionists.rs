@@ -11,7 +11,8 @@ use super::{
 const COLUMNS: &str = "id, workspace_id, phone_number, agent_name, voice, intro_message, \
     language_mode, manual_approval, disclose_ai, disclose_recording, disclose_e_verify, \
     collect_location, enforce_job_location_match, custom_context, questions, score_threshold, \
-    status, created_at, updated_at, sms_confirmation, interviewer_ids, default_interviewer_id";
+    status, created_at, updated_at, sms_confirmation, interviewer_ids, default_interviewer_id, \
+    carrier";
 
 const PHONE_TAKEN: &str = "this phone number is already used by a receptionist";
 
@@ -39,6 +40,7 @@ struct Row {
     sms_confirmation: bool,
     interviewer_ids: String,
     default_interviewer_id: Option<String>,
+    carrier: String,
 }
 
 impl Row {
@@ -48,6 +50,7 @@ impl Row {
         Ok(Receptionist {
             id: self.id,
             workspace_id: self.workspace_id,
+            carrier: self.carrier,
             settings: ReceptionistSettings {
                 phone_number: self.phone_number,
                 agent_name: self.agent_name,
@@ -80,6 +83,7 @@ impl Store {
         &self,
         workspace_id: &str,
         s: &ReceptionistSettings,
+        carrier: &str,
     ) -> StoreResult<Receptionist> {
         let id = new_id();
         let now = now_ms();
@@ -88,7 +92,7 @@ impl Store {
         let sql = format!(
             "INSERT INTO receptionists ({COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-             $20, $21, $22)"
+             $20, $21, $22, $23)"
         );
         on_pool!(self, |pool| {
             sqlx::query(AssertSqlSafe(sql.as_str()))
@@ -114,6 +118,7 @@ impl Store {
                 .bind(s.sms_confirmation)
                 .bind(&interviewer_ids)
                 .bind(&s.default_interviewer_id)
+                .bind(carrier)
                 .execute(pool)
                 .await
                 .map_err(|e| unique_to_conflict(e, "phone_number", PHONE_TAKEN))?;
@@ -122,6 +127,7 @@ impl Store {
         Ok(Receptionist {
             id,
             workspace_id: workspace_id.to_string(),
+            carrier: carrier.to_string(),
             settings: s.clone(),
             created_at_ms: now,
             updated_at_ms: now,
@@ -134,6 +140,7 @@ impl Store {
         workspace_id: &str,
         id: &str,
         s: &ReceptionistSettings,
+        carrier: &str,
     ) -> StoreResult<Receptionist> {
         let now = now_ms();
         let questions = to_json(&s.questions)?;
@@ -145,7 +152,7 @@ impl Store {
                  disclose_recording = $10, disclose_e_verify = $11, collect_location = $12, \
                  enforce_job_location_match = $13, custom_context = $14, questions = $15, \
                  score_threshold = $16, status = $17, updated_at = $18, sms_confirmation = $19, \
-                 interviewer_ids = $20, default_interviewer_id = $21 \
+                 interviewer_ids = $20, default_interviewer_id = $21, carrier = $22 \
                  WHERE id = $1 AND workspace_id = $2",
             )
             .bind(id)
@@ -169,6 +176,7 @@ impl Store {
             .bind(s.sms_confirmation)
             .bind(&interviewer_ids)
             .bind(&s.default_interviewer_id)
+            .bind(carrier)
             .execute(pool)
             .await
             .map_err(|e| unique_to_conflict(e, "phone_number", PHONE_TAKEN))?

@@ -1,6 +1,7 @@
 //! The API test harness: a store on a fresh database (SQLite or PostgreSQL), the whole HTTP router
 //! over it (recruiter API and carrier webhooks, with Twilio signatures checked against
-//! [`TWILIO_TOKEN`]), a data directory, and helpers to call it as a client would.
+//! [`TWILIO_TOKEN`] and the other carriers' against [`carrier_credentials`]), a data directory,
+//! and helpers to call it as a client would.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,14 @@ pub const TWILIO_TOKEN: &str = "harness-twilio-token";
 /// The public URL the harness's server believes it has (signatures are over it).
 pub const PUBLIC_URL: &str = "http://rx.test";
 
+/// The credentials every carrier signs with in these tests (Twilio's is [`TWILIO_TOKEN`]).
+pub fn carrier_credentials() -> receptionist::server::carriers::client::Credentials {
+    receptionist::server::carriers::client::Credentials {
+        twilio_auth_token: TWILIO_TOKEN.into(),
+        ..receptionist::server::carriers::client::Credentials::test()
+    }
+}
+
 /// One test's world: a store on a fresh database, the router over it, a data directory.
 #[derive(Clone)]
 pub struct Harness {
@@ -46,7 +55,8 @@ pub async fn harness(backend: Backend) -> (Harness, TestDatabase) {
     let db = TestDatabase::create(backend, &data_dir).await;
     let store = Store::connect(&db.url).await.unwrap();
     let data_dir_arg = data_dir.display().to_string();
-    let config = super::serve_config(&[
+    let carrier_flags = carrier_credentials().server_flags();
+    let mut args = vec![
         "--data-dir",
         data_dir_arg.as_str(),
         "--node-id",
@@ -59,7 +69,15 @@ pub async fn harness(backend: Backend) -> (Harness, TestDatabase) {
         "AC00000000000000000000000000000000",
         "--public-url",
         PUBLIC_URL,
-    ]);
+    ];
+    // the other carriers' credentials (Twilio's is already there)
+    args.extend(
+        carrier_flags
+            .iter()
+            .map(String::as_str)
+            .skip_while(|f| *f != "--telnyx-public-key"),
+    );
+    let config = super::serve_config(&args);
     let backends = Backends::scripted(ScriptedAnswers::default());
     let state = AppState::new(store.clone(), config, backends);
     let app = receptionist::server::router(state.clone());

@@ -31,7 +31,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[schema(as = CallSummary)]
 pub(super) struct CallSummaryOut {
     id: String,
+    /// `twilio`, `telnyx`, `plivo`, `vonage`, `signalwire`, `exotel`, or `web` (a test call).
     carrier: String,
+    /// The carrier's own id for the call (Twilio's CallSid, Telnyx's call control id, Plivo's
+    /// CallUUID, Vonage's uuid, SignalWire's CallSid, Exotel's CallSid), to find it in the
+    /// carrier's console.
+    carrier_call_id: String,
     receptionist_id: String,
     /// The caller's candidate, once the media stream started.
     candidate_id: Option<String>,
@@ -67,6 +72,7 @@ impl CallSummaryOut {
                 .map(|_| format!("/api/v1/calls/{}/recording", c.id)),
             id: c.id,
             carrier: c.carrier,
+            carrier_call_id: c.carrier_call_id,
             receptionist_id: c.receptionist_id,
             candidate_id: c.candidate_id,
             candidate_name: c.candidate_name,
@@ -115,6 +121,8 @@ struct PageQuery {
     limit: Option<i64>,
     /// Default 0.
     offset: Option<i64>,
+    /// Only the call with this carrier call id (as the carrier's console shows it).
+    carrier_call_id: Option<String>,
 }
 
 /// The workspace's calls.
@@ -137,7 +145,12 @@ async fn list_calls(
     let (limit, offset) = page(query.limit, query.offset)?;
     let calls = state
         .store
-        .list_calls(&principal.workspace_id, limit, offset)
+        .list_calls(
+            &principal.workspace_id,
+            query.carrier_call_id.as_deref(),
+            limit,
+            offset,
+        )
         .await?;
     let data: Vec<CallSummaryOut> = calls.into_iter().map(CallSummaryOut::new).collect();
     Ok(Json(CallListOut {

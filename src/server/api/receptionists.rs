@@ -92,6 +92,10 @@ pub struct ReceptionistInput {
     pub interviewer_ids: Option<Vec<String>>,
     /// One of `interviewer_ids`; `""` clears it.
     pub default_interviewer_id: Option<String>,
+    /// The carrier the number is on: `twilio` (the default), `telnyx`, `plivo`, `vonage`,
+    /// `signalwire` or `exotel`. A call arriving on another carrier is still answered, and logged.
+    #[schema(example = "twilio")]
+    pub carrier: Option<String>,
     // Read-only fields a client may echo back; ignored.
     /// Read-only: accepted and ignored.
     #[serde(default, rename = "id")]
@@ -362,12 +366,29 @@ pub fn validate_settings(s: &ReceptionistSettings) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The carrier named in the input (any case), or `current`; a name that is not a carrier is a
+/// validation error on `carrier`.
+fn carrier_name(given: Option<String>, current: &str) -> Result<&'static str, ApiError> {
+    let name = given.as_deref().unwrap_or(current).trim();
+    name.parse::<crate::engine::media::Carrier>()
+        .map(|c| c.as_str())
+        .map_err(|_| {
+            ApiError::validation(
+                "carrier",
+                "must be twilio, telnyx, plivo, vonage, signalwire or exotel",
+            )
+        })
+}
+
 /// A receptionist: its ids, every setting, and when it was created and last changed.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Receptionist)]
 struct ReceptionistOut {
     id: String,
     workspace_id: String,
+    /// The carrier the number is on.
+    #[schema(example = "twilio")]
+    carrier: String,
     #[serde(flatten)]
     settings: ReceptionistSettings,
     #[schema(format = DateTime)]
@@ -388,6 +409,7 @@ impl From<Receptionist> for ReceptionistOut {
         ReceptionistOut {
             id: r.id,
             workspace_id: r.workspace_id,
+            carrier: r.carrier,
             settings: r.settings,
             created_at: rfc3339(r.created_at_ms),
             updated_at: rfc3339(r.updated_at_ms),
@@ -418,8 +440,9 @@ struct ReceptionistListQuery {
 async fn create_receptionist(
     State(state): State<AppState>,
     Admin(principal): Admin,
-    ApiJson(input): ApiJson<ReceptionistInput>,
+    ApiJson(mut input): ApiJson<ReceptionistInput>,
 ) -> Result<Response, ApiError> {
+    let carrier = carrier_name(input.carrier.take(), "twilio")?;
     for (field, present) in [
         ("phone_number", input.phone_number.is_some()),
         ("agent_name", input.agent_name.is_some()),
@@ -433,7 +456,7 @@ async fn create_receptionist(
     check_interviewers(&state, &principal.workspace_id, &settings).await?;
     let r = state
         .store
-        .create_receptionist(&principal.workspace_id, &settings)
+        .create_receptionist(&principal.workspace_id, &settings, carrier)
         .await?;
     state.warm_prompts_for(&r.settings);
     Ok((StatusCode::CREATED, Json(ReceptionistOut::from(r))).into_response())
@@ -458,17 +481,18 @@ async fn update_receptionist(
     State(state): State<AppState>,
     Admin(principal): Admin,
     UrlPath(id): UrlPath<String>,
-    ApiJson(input): ApiJson<ReceptionistInput>,
+    ApiJson(mut input): ApiJson<ReceptionistInput>,
 ) -> Result<Response, ApiError> {
     let current = state
         .store
         .get_receptionist(&principal.workspace_id, &id)
         .await?;
+    let carrier = carrier_name(input.carrier.take(), &current.carrier)?;
     let settings = input.apply(current.settings)?;
     check_interviewers(&state, &principal.workspace_id, &settings).await?;
     let r = state
         .store
-        .update_receptionist(&principal.workspace_id, &id, &settings)
+        .update_receptionist(&principal.workspace_id, &id, &settings, carrier)
         .await?;
     state.warm_prompts_for(&r.settings);
     Ok(Json(ReceptionistOut::from(r)).into_response())

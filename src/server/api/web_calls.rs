@@ -102,7 +102,7 @@ async fn create_web_call(
         from_number: caller,
         to_number: receptionist.settings.phone_number.clone(),
         forwarded_from: None,
-        token_hash: crate::server::twilio::sha256_hex(&token),
+        token_hash: crate::server::carriers::sha256_hex(&token),
         node_id: state.config.node_id.clone(),
         accepted_at_ms: now,
         settings: receptionist.settings.clone(),

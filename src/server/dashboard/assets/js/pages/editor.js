@@ -28,16 +28,26 @@ const STEPS = [
 /** Which step shows `field`. */
 function stepOf(field) {
   if (!field) return null;
-  if (/^(phone_number|agent_name|voice|intro_message|language_mode)$/.test(field)) return 1;
+  if (/^(phone_number|agent_name|voice|carrier|intro_message|language_mode)$/.test(field)) return 1;
   if (field === 'custom_context') return 3;
   if (field.startsWith('questions')) return 4;
   return 2;
 }
 
+const CARRIERS = [
+  ['twilio', 'Twilio'],
+  ['telnyx', 'Telnyx'],
+  ['plivo', 'Plivo'],
+  ['vonage', 'Vonage'],
+  ['signalwire', 'SignalWire'],
+  ['exotel', 'Exotel'],
+];
+
 const BLANK = {
   phone_number: '',
   agent_name: '',
   voice: 'slt',
+  carrier: 'twilio',
   intro_message: '',
   language_mode: 'english',
   disclose_ai: true,
@@ -73,6 +83,7 @@ function toApi(f) {
     phone_number: f.phone_number,
     agent_name: f.agent_name,
     voice: f.voice,
+    carrier: f.carrier,
     intro_message: f.intro_message,
     language_mode: f.language_mode,
     disclose_ai: f.disclose_ai,
@@ -275,6 +286,11 @@ function StepBasics({ form, update, error }) {
       <select name="voice" value=${form.voice} onChange=${(e) => update({ voice: e.target.value }, 'voice')}>
         ${VOICES.map(([v, l]) => html`<option value=${v}>${l}</option>`)}
         ${VOICES.some(([v]) => v === form.voice) ? null : html`<option value=${form.voice}>${form.voice}</option>`}
+      </select>
+    </${Field}>
+    <${Field} label="Carrier" field="carrier" error=${error} hint="Where the number is hosted; point its voice webhook at /{carrier}/voice.">
+      <select name="carrier" value=${form.carrier} onChange=${(e) => update({ carrier: e.target.value }, 'carrier')}>
+        ${CARRIERS.map(([v, l]) => html`<option value=${v}>${l}</option>`)}
       </select>
     </${Field}>
     <${Field} label="Intro message" field="intro_message" error=${error} counter=${`${introLen} / ${MAX_INTRO}`}

@@ -1,18 +1,34 @@
-//! Twilio's HTTP side: `X-Twilio-Signature` checking, the voice webhook (`POST /twilio/voice`) that
-//! routes a call by the number it was placed to, and the TwiML it answers with.
+//! Twilio's HTTP side: `X-Twilio-Signature` checking, the voice webhook (`POST /twilio/voice`),
+//! the messaging webhook (`POST /twilio/sms`), the TwiML they answer, and the media upgrade
+//! (`GET /twilio/media`), which Twilio signs like a webhook (the signed URL is the `wss://` stream
+//! URL with no parameters). SignalWire reuses the signature and the TwiML (`signalwire.rs`).
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
-use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::AppState;
-use crate::model::ReceptionistStatus;
-use crate::store::NewCall;
+use super::{
+    Answer, IncomingCall, form_field, media_url, public_request_url, xml_parameters, xml_response,
+};
+use crate::engine::media::{Carrier, Codec};
+use crate::server::AppState;
+
+pub use super::{BUSY_MESSAGE, CLOSED_MESSAGE, sha256_hex, xml_escape};
+
+/// Twilio's routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(voice_webhook))
+        .routes(routes!(sms_webhook))
+        .routes(routes!(media_stream))
+}
 
 /// Twilio's signature: base64(HMAC-SHA1(token, url + sorted key+value pairs)).
 pub fn signature(token: &str, url: &str, params: &[(String, String)]) -> String {
@@ -66,66 +82,31 @@ fn url_variants(url: &str) -> Vec<String> {
     out
 }
 
-/// The media WebSocket URL the carrier connects to, from the public base URL.
-pub fn media_url(public_url: &str) -> String {
-    let base = if let Some(rest) = public_url.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = public_url.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        public_url.to_string()
-    };
-    format!("{base}/twilio/media")
-}
-
-/// Escape text for XML attribute values and content.
-pub fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn twiml(body: String) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response>{body}</Response>\n"),
-    )
-        .into_response()
-}
-
-/// A spoken message and a hang-up.
+/// TwiML: a spoken message and a hang-up (also SignalWire's cXML).
 pub fn say_and_hang_up(text: &str) -> Response {
-    twiml(format!("<Say>{}</Say><Hangup/>", xml_escape(text)))
+    xml_response(&format!("<Say>{}</Say><Hangup/>", xml_escape(text)))
 }
 
-/// `<Connect><Stream>` with parameters that identify the call.
+/// TwiML `<Connect><Stream>` with parameters that identify the call (also SignalWire's cXML).
 pub fn connect_stream(stream_url: &str, params: &[(&str, &str)]) -> Response {
-    let mut p = String::new();
-    for (k, v) in params {
-        p.push_str(&format!(
-            "<Parameter name=\"{}\" value=\"{}\"/>",
-            xml_escape(k),
-            xml_escape(v)
-        ));
-    }
-    twiml(format!(
-        "<Connect><Stream url=\"{}\">{p}</Stream></Connect>",
-        xml_escape(stream_url)
+    xml_response(&format!(
+        "<Connect><Stream url=\"{}\">{}</Stream></Connect>",
+        xml_escape(stream_url),
+        xml_parameters(params)
     ))
 }
 
-pub const CLOSED_MESSAGE: &str = "Thank you for calling. This line is not taking calls right now. Please try again later. Goodbye.";
-pub const BUSY_MESSAGE: &str = "Thank you for calling. All of our lines are busy right now. Please call back in a few minutes. Goodbye.";
+/// The answer in TwiML.
+fn twiml_answer(state: &AppState, answer: Answer) -> Response {
+    match answer {
+        Answer::Connect(c) => connect_stream(
+            &media_url(&state.config.public_url(), Carrier::Twilio),
+            &c.params(),
+        ),
+        Answer::Closed => say_and_hang_up(CLOSED_MESSAGE),
+        Answer::Busy => say_and_hang_up(BUSY_MESSAGE),
+    }
+}
 
 /// Check `X-Twilio-Signature` for a request to `path_and_query` with form `params`.
 pub fn check_signature(
@@ -133,24 +114,33 @@ pub fn check_signature(
     headers: &HeaderMap,
     url: &str,
     params: &[(String, String)],
-) -> Result<(), &'static str> {
-    let Some(token) = &state.config.twilio_auth_token else {
-        return if state.config.insecure_no_signature {
-            Ok(())
-        } else {
-            Err("TWILIO_AUTH_TOKEN is not set; refusing unsigned carrier requests")
-        };
-    };
-    let Some(given) = headers
-        .get("x-twilio-signature")
-        .and_then(|v| v.to_str().ok())
+) -> Result<(), String> {
+    let Some(token) = super::credential(
+        state,
+        state.config.twilio_auth_token.as_ref(),
+        "TWILIO_AUTH_TOKEN",
+    )?
     else {
-        return Err("missing X-Twilio-Signature");
+        return Ok(());
     };
-    if validate(token.expose(), url, params, given) {
+    check_hmac_sha1(headers, "x-twilio-signature", token, url, params)
+}
+
+/// Twilio's scheme under a given header and key (SignalWire uses it with its own).
+pub fn check_hmac_sha1(
+    headers: &HeaderMap,
+    header: &str,
+    key: &str,
+    url: &str,
+    params: &[(String, String)],
+) -> Result<(), String> {
+    let Some(given) = super::header_str(headers, header) else {
+        return Err(format!("missing {header}"));
+    };
+    if validate(key, url, params, given) {
         Ok(())
     } else {
-        Err("bad X-Twilio-Signature")
+        Err(format!("bad {header}"))
     }
 }
 
@@ -161,31 +151,10 @@ fn signed_form(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Vec<(String, String)>, &'static str> {
+) -> Result<Vec<(String, String)>, String> {
     let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let url = format!("{}{path}", state.config.public_url());
-    match check_signature(state, headers, &url, &params) {
-        Ok(()) => Ok(params),
-        Err(why) => {
-            tracing::warn!(reason = why, path = uri.path(), "carrier webhook refused");
-            Err(why)
-        }
-    }
-}
-
-/// A form field, trimmed; `None` when absent or empty.
-fn form_field(params: &[(String, String)], name: &str) -> Option<String> {
-    params
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, v)| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
-pub fn sha256_hex(s: &str) -> String {
-    let d = Sha256::digest(s.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    let url = public_request_url(state, uri);
+    check_signature(state, headers, &url, &params).map(|()| params)
 }
 
 fn looks_like_sid(s: &str, prefix: &str) -> bool {
@@ -238,7 +207,7 @@ pub async fn voice_webhook(
 ) -> Response {
     let params = match signed_form(&state, &uri, &headers, &body) {
         Ok(p) => p,
-        Err(why) => return (StatusCode::FORBIDDEN, why).into_response(),
+        Err(why) => return super::forbidden(Carrier::Twilio, "webhook", &why),
     };
     let get = |k: &str| form_field(&params, k);
     let (Some(call_sid), Some(to)) = (get("CallSid"), get("To")) else {
@@ -247,62 +216,15 @@ pub async fn voice_webhook(
     if !looks_like_sid(&call_sid, "CA") {
         return (StatusCode::BAD_REQUEST, "CallSid is not a Twilio call sid").into_response();
     }
-    let from = get("From").unwrap_or_else(|| "anonymous".to_string());
-    let forwarded_from = get("ForwardedFrom");
-
-    let receptionist = match state.store.receptionist_by_phone(&to).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "receptionist lookup failed");
-            return say_and_hang_up(CLOSED_MESSAGE);
-        }
+    let incoming = IncomingCall {
+        carrier: Carrier::Twilio,
+        carrier_call_id: call_sid,
+        to,
+        from: get("From"),
+        forwarded_from: get("ForwardedFrom"),
     };
-    let Some(receptionist) = receptionist else {
-        tracing::info!(call_sid = %call_sid, "call to a number with no receptionist");
-        return say_and_hang_up(CLOSED_MESSAGE);
-    };
-    if receptionist.settings.status != ReceptionistStatus::Live {
-        tracing::info!(call_sid = %call_sid, receptionist = %receptionist.id, "call to an inactive receptionist");
-        return say_and_hang_up(CLOSED_MESSAGE);
-    }
-    let Some(slot) = state.calls.try_acquire() else {
-        tracing::warn!(call_sid = %call_sid, "at the concurrent call limit: refusing");
-        return say_and_hang_up(BUSY_MESSAGE);
-    };
-
-    let call_id = uuid::Uuid::new_v4().to_string();
-    let token = {
-        use rand::Rng;
-        let bytes: [u8; 24] = rand::rng().random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    };
-    let new_call = NewCall {
-        id: call_id.clone(),
-        carrier: "twilio".into(),
-        workspace_id: receptionist.workspace_id.clone(),
-        receptionist_id: receptionist.id.clone(),
-        call_sid: call_sid.clone(),
-        from_number: from,
-        to_number: to,
-        forwarded_from,
-        token_hash: sha256_hex(&token),
-        node_id: state.config.node_id.clone(),
-        accepted_at_ms: crate::store::now_ms(),
-        settings: receptionist.settings.clone(),
-    };
-    let call_id = match state.store.accept_call(&new_call).await {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot record the accepted call");
-            return say_and_hang_up(BUSY_MESSAGE);
-        }
-    };
-    state.calls.hold(call_id.clone(), slot);
-    tracing::info!(call = %call_id, "call accepted");
-    connect_stream(
-        &media_url(&state.config.public_url()),
-        &[("callId", &call_id), ("token", &token)],
-    )
+    let answer = super::accept(&state, incoming).await;
+    twiml_answer(&state, answer)
 }
 
 /// Longest inbound text body kept (Twilio concatenates at most 1,600 characters).
@@ -352,7 +274,7 @@ pub async fn sms_webhook(
 ) -> Response {
     let params = match signed_form(&state, &uri, &headers, &body) {
         Ok(p) => p,
-        Err(why) => return (StatusCode::FORBIDDEN, why).into_response(),
+        Err(why) => return super::forbidden(Carrier::Twilio, "webhook", &why),
     };
     let get = |k: &str| form_field(&params, k);
     let (Some(sid), Some(from), Some(to)) = (get("MessageSid"), get("From"), get("To")) else {
@@ -391,7 +313,7 @@ pub async fn sms_webhook(
                 tracing::info!(outcome = ?outcome, "text received, nothing to do");
             }
             state.outbox_notify.notify_one();
-            twiml(String::new())
+            xml_response("")
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot store an inbound text");
@@ -402,6 +324,37 @@ pub async fn sms_webhook(
                 .into_response()
         }
     }
+}
+
+/// The call's media stream (a WebSocket).
+///
+/// Twilio connects here as the voice webhook's TwiML says, signing the upgrade like a webhook; the
+/// socket then carries Twilio Media Streams messages (`connected`, `start`, `media`, `mark`,
+/// `stop` in; `media`, `mark`, `clear` out). The `start` must carry the `callId` and `token`
+/// parameters of the answer and the call's CallSid.
+#[utoipa::path(
+    get,
+    path = "/twilio/media",
+    tag = "carrier",
+    operation_id = "twilio_media_stream",
+    params(("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the `wss://` stream URL")),
+    responses(
+        (status = 101, description = "Switching Protocols: the media WebSocket"),
+        (status = 400, description = "Not a WebSocket upgrade request", content_type = "text/plain", body = String),
+        (status = 403, description = "Missing or bad signature (or no auth token configured)", content_type = "text/plain", body = String),
+        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
+    ),
+)]
+pub async fn media_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let url = media_url(&state.config.public_url(), Carrier::Twilio);
+    if let Err(why) = check_signature(&state, &headers, &url, &[]) {
+        return super::forbidden(Carrier::Twilio, "media upgrade", &why);
+    }
+    super::upgrade(ws, state, Codec::new(Carrier::Twilio), None)
 }
 
 #[cfg(test)]
@@ -467,18 +420,5 @@ mod tests {
             &[],
             &sig
         ));
-    }
-
-    #[test]
-    fn twiml_escapes_values() {
-        assert_eq!(xml_escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&apos;");
-        assert_eq!(
-            media_url("https://rx.example.com"),
-            "wss://rx.example.com/twilio/media"
-        );
-        assert_eq!(
-            media_url("http://127.0.0.1:8080"),
-            "ws://127.0.0.1:8080/twilio/media"
-        );
     }
 }
