@@ -220,17 +220,7 @@ pub async fn media_stream(
     uri: Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let call =
-        match super::authorise_media(&state, Carrier::Exotel, super::media_query(&uri).as_ref())
-            .await
-        {
-            Ok(c) => c,
-            Err(refused) => return refused,
-        };
-    match ws {
-        Ok(ws) => super::upgrade(ws, state, Codec::new(Carrier::Exotel), Some(call)),
-        Err(rejection) => rejection.into_response(),
-    }
+    super::upgrade_by_credential(state, Codec::new(Carrier::Exotel), &uri, ws).await
 }
 
 #[cfg(test)]

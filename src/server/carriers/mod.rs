@@ -24,6 +24,7 @@ pub mod twilio;
 pub mod vonage;
 
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -31,7 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
 use crate::config::Secret;
-use crate::engine::media::{Carrier, Codec};
+use crate::engine::media::{Carrier, CarrierCodec, Codec};
 use crate::model::ReceptionistStatus;
 use crate::store::{CallRow, CallStatus, NewCall};
 
@@ -336,6 +337,25 @@ pub async fn authorise_media(
         ));
     }
     Ok(call)
+}
+
+/// A media upgrade whose URL carries the call's credential (every carrier but Twilio, which signs
+/// its upgrades): the credential is checked before the upgrade, then the call runs with `codec`.
+pub async fn upgrade_by_credential(
+    state: AppState,
+    codec: Codec,
+    uri: &Uri,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let carrier = codec.carrier();
+    let call = match authorise_media(&state, carrier, media_query(uri).as_ref()).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
+    };
+    match ws {
+        Ok(ws) => upgrade(ws, state, codec, Some(call)),
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 /// Upgrade to the media WebSocket and run the call. `call` is the call the upgrade's credential

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -237,17 +237,7 @@ pub async fn media_stream(
     uri: Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let call =
-        match super::authorise_media(&state, Carrier::Plivo, super::media_query(&uri).as_ref())
-            .await
-        {
-            Ok(c) => c,
-            Err(refused) => return refused,
-        };
-    match ws {
-        Ok(ws) => super::upgrade(ws, state, Codec::new(Carrier::Plivo), Some(call)),
-        Err(rejection) => rejection.into_response(),
-    }
+    super::upgrade_by_credential(state, Codec::new(Carrier::Plivo), &uri, ws).await
 }
 
 #[cfg(test)]

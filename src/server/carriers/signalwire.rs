@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -143,18 +143,5 @@ pub async fn media_stream(
     uri: Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let call = match super::authorise_media(
-        &state,
-        Carrier::SignalWire,
-        super::media_query(&uri).as_ref(),
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(refused) => return refused,
-    };
-    match ws {
-        Ok(ws) => super::upgrade(ws, state, Codec::new(Carrier::SignalWire), Some(call)),
-        Err(rejection) => rejection.into_response(),
-    }
+    super::upgrade_by_credential(state, Codec::new(Carrier::SignalWire), &uri, ws).await
 }

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -208,22 +208,13 @@ pub async fn media_stream(
     uri: Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let call =
-        match super::authorise_media(&state, Carrier::Telnyx, super::media_query(&uri).as_ref())
-            .await
-        {
-            Ok(c) => c,
-            Err(refused) => return refused,
-        };
-    match ws {
-        Ok(ws) => super::upgrade(
-            ws,
-            state,
-            Codec::Telnyx(TelnyxCodec::new(OUTBOUND_CODEC)),
-            Some(call),
-        ),
-        Err(rejection) => rejection.into_response(),
-    }
+    super::upgrade_by_credential(
+        state,
+        Codec::Telnyx(TelnyxCodec::new(OUTBOUND_CODEC)),
+        &uri,
+        ws,
+    )
+    .await
 }
 
 #[cfg(test)]

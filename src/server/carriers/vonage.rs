@@ -277,17 +277,7 @@ pub async fn media_stream(
     uri: Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let call =
-        match super::authorise_media(&state, Carrier::Vonage, super::media_query(&uri).as_ref())
-            .await
-        {
-            Ok(c) => c,
-            Err(refused) => return refused,
-        };
-    match ws {
-        Ok(ws) => super::upgrade(ws, state, Codec::new(Carrier::Vonage), Some(call)),
-        Err(rejection) => rejection.into_response(),
-    }
+    super::upgrade_by_credential(state, Codec::new(Carrier::Vonage), &uri, ws).await
 }
 
 /// Sign claims as Vonage does (HS256), for tests and the carrier client.
