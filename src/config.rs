@@ -15,6 +15,36 @@ pub enum BackendSet {
     Scripted,
 }
 
+/// The audio Telnyx streams to the server (TeXML `<Stream codec>`). Agent audio always goes back as
+/// PCMU (`bidirectionalCodec`), the engine's own format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TelnyxStreamCodec {
+    /// G.711 µ-law 8 kHz: what the engine works in; nothing to transcode.
+    #[value(name = "PCMU")]
+    Pcmu,
+    /// G.711 A-law 8 kHz.
+    #[value(name = "PCMA")]
+    Pcma,
+    /// 16-bit linear PCM, 16 kHz.
+    #[value(name = "L16")]
+    L16,
+    /// Opus (16 kHz); needs a build with the `opus` feature.
+    #[value(name = "OPUS")]
+    Opus,
+}
+
+impl TelnyxStreamCodec {
+    /// The name TeXML takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TelnyxStreamCodec::Pcmu => "PCMU",
+            TelnyxStreamCodec::Pcma => "PCMA",
+            TelnyxStreamCodec::L16 => "L16",
+            TelnyxStreamCodec::Opus => "OPUS",
+        }
+    }
+}
+
 #[derive(Clone, clap::Args)]
 pub struct ServeConfig {
     /// Address to listen on.
@@ -66,6 +96,11 @@ pub struct ServeConfig {
     /// `telnyx-signature-ed25519`. Without it, Telnyx's requests are refused.
     #[arg(long, env = "TELNYX_PUBLIC_KEY")]
     pub telnyx_public_key: Option<Secret>,
+
+    /// The audio Telnyx streams in (`<Stream codec>`): asking for one rather than the call's own
+    /// keeps a call whose leg is G.722 or AMR-WB (which the server does not decode) answerable.
+    #[arg(long, env = "TELNYX_STREAM_CODEC", value_enum, default_value = "PCMU")]
+    pub telnyx_stream_codec: TelnyxStreamCodec,
 
     /// Plivo auth token, used to check `X-Plivo-Signature-V3`. Without it, Plivo's requests are
     /// refused.

@@ -220,7 +220,15 @@ async fn signed_calls_stream_on_every_carrier(h: Harness) {
             panic!("{carrier}: not a stream: {body}")
         };
         match carrier {
-            Carrier::Telnyx => assert_eq!(plan.audio.as_deref(), Some("PCMU")),
+            Carrier::Telnyx => {
+                assert_eq!(plan.audio.as_deref(), Some("PCMU"));
+                assert!(
+                    body.contains(
+                        r#"codec="PCMU" bidirectionalMode="rtp" bidirectionalCodec="PCMU""#
+                    ),
+                    "{body}"
+                );
+            }
             Carrier::Plivo => assert_eq!(plan.audio.as_deref(), Some("audio/x-mulaw;rate=8000")),
             Carrier::Vonage => assert_eq!(plan.audio.as_deref(), Some("audio/l16;rate=16000")),
             _ => {}

@@ -185,6 +185,11 @@ impl Drop for SlotGuard {
 
 /// Start the server: connect the database, repair what a crash left, listen.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    if config.telnyx_stream_codec == crate::config::TelnyxStreamCodec::Opus
+        && !cfg!(feature = "opus")
+    {
+        anyhow::bail!("TELNYX_STREAM_CODEC=OPUS needs a build with the `opus` feature");
+    }
     std::fs::create_dir_all(&config.data_dir)?;
     std::fs::create_dir_all(config.recordings_dir())?;
     let store = Store::connect(&config.database_url()).await?;

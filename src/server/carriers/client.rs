@@ -299,7 +299,7 @@ pub struct StreamPlan {
     /// What the carrier hands back in its `start` (Twilio, SignalWire and Telnyx `<Parameter>`s,
     /// Plivo `extraHeaders`, Vonage NCCO `headers`, Exotel the URL's query).
     pub parameters: BTreeMap<String, String>,
-    /// The audio asked for, in the carrier's own words (Telnyx `bidirectionalCodec`, Plivo
+    /// The audio asked for, in the carrier's own words (Telnyx `codec`, else `bidirectionalCodec`; Plivo
     /// `contentType`, Vonage `content-type`); `None` where the carrier's default applies.
     pub audio: Option<String>,
 }
@@ -420,7 +420,10 @@ fn parse_xml(carrier: Carrier, body: &str) -> Result<CarrierAction, String> {
                     .ok_or("<Stream> without url")?
                     .to_string(),
                 parameters,
-                audio: stream.attribute("bidirectionalCodec").map(String::from),
+                audio: stream
+                    .attribute("codec")
+                    .or(stream.attribute("bidirectionalCodec"))
+                    .map(String::from),
             }));
         }
     }

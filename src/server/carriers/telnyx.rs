@@ -1,6 +1,7 @@
 //! Telnyx's HTTP side (docs/telephony-protocols.md §2): the TeXML voice webhook
 //! (`POST /telnyx/voice`, form-encoded like Twilio's, signed with Ed25519), its TeXML answer
-//! (`<Connect><Stream bidirectionalMode="rtp" bidirectionalCodec="PCMU">` with `<Parameter>`s),
+//! (`<Connect><Stream codec=… bidirectionalMode="rtp" bidirectionalCodec="PCMU">` with
+//! `<Parameter>`s; `codec` from `TELNYX_STREAM_CODEC`),
 //! and the media upgrade (`GET /telnyx/media`), which Telnyx does not sign: the stream URL carries
 //! the call's credential.
 //!
@@ -101,12 +102,13 @@ fn check(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), Strin
 pub fn texml(state: &AppState, answer: &Answer) -> Response {
     match answer {
         Answer::Connect(c) => xml_response(&format!(
-            "<Connect><Stream url=\"{}\" bidirectionalMode=\"rtp\" bidirectionalCodec=\"{OUTBOUND_CODEC_NAME}\">{}</Stream></Connect>",
+            "<Connect><Stream url=\"{}\" codec=\"{}\" bidirectionalMode=\"rtp\" bidirectionalCodec=\"{OUTBOUND_CODEC_NAME}\">{}</Stream></Connect>",
             xml_escape(&media_url_for(
                 &state.config.public_url(),
                 Carrier::Telnyx,
                 c
             )),
+            state.config.telnyx_stream_codec.as_str(),
             xml_parameters(&c.params()),
         )),
         Answer::Closed => say_and_hang_up(CLOSED_MESSAGE),
