@@ -2,26 +2,32 @@
 //!
 //! - `inbound/*`: µ-law decode → 8 → 16 kHz upsampling → VAD (`InboundPipeline` push + pop), on
 //!   speech (the detector runs) and on quiet frames (below the pipeline's gate: it is skipped);
-//! - `outbound/frame`: `CallEngine` pacing of a long prompt (one `Tick` every 20 ms, marks echoed as
-//!   a carrier would, recording chunks taken) + `twilio::write_media` into a reused `String`;
+//! - `call_inbound/<carrier>`: a call (`testing::call::CallRig`: engine ⇄ `MediaSession` ⇄ the
+//!   fake carrier) in which the caller talks: the carrier's media message parsed, decoded and
+//!   transcoded, then the engine's input, for each carrier's default codec (and Telnyx's Opus
+//!   with `--features opus`);
+//! - `call_outbound/<carrier>`: the same call with the agent speaking a long prompt: the engine's
+//!   pacing, media and marks written in the carrier's protocol, mark echoes handled;
 //! - `twilio/*`: parsing one inbound `media` message and decoding its payload; writing one.
 //!
-//! Before each benchmark, a counting allocator checks the routine does not allocate once warm and
-//! prints what it saw (`alloc check: ...`); `tests/alloc_engine.rs` asserts the same over a whole
-//! call. Run: `cargo bench --bench hot_path`.
+//! The fake carrier's own work (writing caller media, parsing the server's messages strictly, its
+//! play-out clock) is timed apart and taken out: the figures are the server's side. Before each
+//! benchmark, a counting allocator checks the routine does not allocate once warm and prints what
+//! it saw (`alloc check: ...`; the `call_*` counts include the fake's, printed apart);
+//! `tests/alloc_engine.rs` asserts the server's side allocates nothing over whole calls. Run:
+//! `cargo bench --bench hot_path` (`benches/opus.rs` times Opus decode alone).
 
-use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use receptionist::engine::audio::{EnergyVad, InboundPipeline, SAMPLES_8K, VAD_GATE_DBFS};
-use receptionist::engine::call::{MarkId, Timing};
+use receptionist::engine::call::Timing;
 use receptionist::engine::media::twilio::{self, Inbound};
-use receptionist::engine::{CallEngine, EngineConfig, Input, Output, ToCaller};
-use receptionist::model::ReceptionistSettings;
+use receptionist::engine::media::{AudioCodec, Carrier};
+use receptionist::testing::call::CallRig;
+use receptionist::testing::carrier::codecs;
 
 // ---- allocation counting ---------------------------------------------------------------------
 
@@ -135,11 +141,7 @@ fn energy_pipeline() -> InboundPipeline {
     InboundPipeline::new(Box::new(EnergyVad::default()))
 }
 
-// ---- outbound --------------------------------------------------------------------------------
-
-fn settings() -> ReceptionistSettings {
-    receptionist::testing::sample_settings()
-}
+// ---- whole calls, per carrier -----------------------------------------------------------------
 
 /// `secs` of agent speech: the fixtures, looped.
 fn prompt_audio(secs: usize) -> Arc<[u8]> {
@@ -151,173 +153,142 @@ fn prompt_audio(secs: usize) -> Arc<[u8]> {
         .collect()
 }
 
-/// A call in which the agent speaks long prompts and the carrier echoes marks as it plays them.
-struct OutboundRig {
-    engine: CallEngine,
-    t0: Instant,
-    now_ms: u64,
-    /// Marks sent, with the call time at which the carrier will have played them.
-    marks: VecDeque<(u64, MarkId)>,
-    name: String,
-    wire: String,
-    prompt: Arc<[u8]>,
-    /// Agent frames the engine was given and has not yet sent.
-    frames_left: u64,
-    media: u64,
-    recording_chunks: u64,
-}
-
-/// How far ahead of real time the engine sends audio (the default `Timing::pacing_lead`).
-const LEAD_MS: u64 = 200;
-
-impl OutboundRig {
-    fn new(prompt: &Arc<[u8]>) -> Self {
-        let t0 = Instant::now();
-        let engine = CallEngine::new(
-            t0,
-            EngineConfig {
-                settings: Arc::new(settings()),
-                returning_caller: false,
-                timing: Timing::default(),
-                echoes_marks: true,
-            },
-        );
-        let mut rig = Self {
-            engine,
-            t0,
-            now_ms: 0,
-            marks: VecDeque::with_capacity(64),
-            name: String::with_capacity(64),
-            wire: String::with_capacity(512),
-            prompt: prompt.clone(),
-            frames_left: 0,
-            media: 0,
-            recording_chunks: 0,
-        };
-        rig.drain();
-        assert!(rig.frames_left > 0, "the call starts by speaking");
-        // Warm up: past the first burst (the pacing lead) into one frame per tick.
-        for _ in 0..50 {
-            rig.step();
-        }
-        rig
-    }
-
-    fn now(&self) -> Instant {
-        self.t0 + Duration::from_millis(self.now_ms)
-    }
-
-    /// Frames that can still be stepped with the agent speaking throughout.
-    fn budget(&self) -> u64 {
-        self.frames_left.saturating_sub(20)
-    }
-
-    /// One 20 ms tick: echo the marks played by now, then `Tick`. Returns media frames sent.
-    #[inline]
-    fn step(&mut self) -> u64 {
-        let media = self.media;
-        self.now_ms += 20;
-        while let Some(&(due, id)) = self.marks.front()
-            && due <= self.now_ms
-        {
-            self.marks.pop_front();
-            self.name.clear();
-            write!(self.name, "{id}").expect("writing to a String cannot fail");
-            let now = self.now();
-            self.engine
-                .handle_input(now, Input::MarkEchoed(&self.name))
-                .expect("call in progress");
-            self.drain();
-        }
-        let now = self.now();
-        self.engine
-            .handle_input(now, Input::Tick)
-            .expect("call in progress");
-        self.drain();
-        self.media - media
-    }
-
-    fn drain(&mut self) {
-        loop {
-            match self.engine.poll_output() {
-                Output::Timeout(_) => break,
-                Output::ToCaller(ToCaller::Media(frame)) => {
-                    self.wire.clear();
-                    twilio::write_media(SID, &frame, &mut self.wire);
-                    black_box(&self.wire);
-                    self.media += 1;
-                    self.frames_left -= 1;
-                }
-                Output::ToCaller(ToCaller::Mark(id)) => {
-                    self.name.clear();
-                    write!(self.name, "{id}").expect("writing to a String cannot fail");
-                    self.wire.clear();
-                    twilio::write_mark(SID, &self.name, &mut self.wire);
-                    black_box(&self.wire);
-                    self.marks.push_back((self.now_ms + LEAD_MS, id));
-                }
-                Output::Speak { speech, .. } => {
-                    self.frames_left += self.prompt.len().div_ceil(SAMPLES_8K) as u64;
-                    let now = self.now();
-                    self.engine
-                        .handle_input(
-                            now,
-                            Input::TtsAudio {
-                                speech,
-                                mulaw: self.prompt.clone(),
-                            },
-                        )
-                        .expect("call in progress");
-                }
-                Output::SttAudio => while self.engine.pop_stt_frame().is_some() {},
-                Output::Recording => {
-                    black_box(self.engine.take_recording());
-                    self.recording_chunks += 1;
-                }
-                Output::Ended(reason) => panic!("the call ended: {reason:?}"),
-                _ => {}
-            }
-        }
+/// Steady phases: no reminder while the caller is silent, no cut while the caller talks.
+fn steady_timing() -> Timing {
+    Timing {
+        silence_reminder: Duration::from_secs(3600),
+        max_utterance: Duration::from_secs(3600),
+        max_call: Duration::from_secs(3600),
+        ..Timing::default()
     }
 }
 
-fn outbound(c: &mut Criterion) {
-    let prompt = prompt_audio(60);
+/// The carriers and codecs benched: each carrier's default, and Telnyx's Opus with the feature.
+fn carrier_cases() -> Vec<(String, Carrier, AudioCodec)> {
+    let mut cases: Vec<_> = Carrier::ALL
+        .into_iter()
+        .map(|c| (c.to_string(), c, codecs(c)[0]))
+        .collect();
+    if let Some(&opus) = codecs(Carrier::Telnyx)
+        .iter()
+        .find(|c| matches!(c, AudioCodec::Opus { .. }))
+    {
+        cases.push(("telnyx_opus".into(), Carrier::Telnyx, opus));
+    }
+    cases
+}
 
-    let mut rig = OutboundRig::new(&prompt);
-    let (media, chunks) = (rig.media, rig.recording_chunks);
-    let n = 1000;
-    let count = alloc_check("outbound/frame", 0, n, || {
-        rig.step();
-    });
-    eprintln!(
-        "outbound/frame: {} media frames and {} recording chunks (one Vec each, by design) in \
-         {n} ticks; {} other allocations",
-        rig.media - media,
-        rig.recording_chunks - chunks,
-        count.saturating_sub(rig.recording_chunks - chunks)
-    );
+/// Times `step` over `iters` 20 ms steps of fresh rigs made by `setup` (untimed), each good for
+/// `budget` steps, with the fake carrier's own time taken out.
+fn time_steps(
+    iters: u64,
+    budget: u64,
+    mut setup: impl FnMut() -> CallRig,
+    mut step: impl FnMut(&mut CallRig),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let mut rig = setup();
+        let n = left.min(budget);
+        let fake = rig.fake_time();
+        let start = Instant::now();
+        for _ in 0..n {
+            step(&mut rig);
+        }
+        total += start.elapsed().saturating_sub(rig.fake_time() - fake);
+        left -= n;
+    }
+    total
+}
 
-    let mut group = c.benchmark_group("outbound");
+/// The caller talks and the agent listens: one 20 ms step is the carrier's media message parsed,
+/// its payload decoded and transcoded to µ-law 8 kHz (`MediaSession`), and the engine's input
+/// (VAD, recogniser feed, recording) with its ticks.
+fn call_inbound(c: &mut Criterion) {
+    let speech = speech_frames();
+    let quiet = quiet_frames();
+    let prompt = prompt_audio(1);
+    let mut group = c.benchmark_group("call_inbound");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("frame", |b| {
-        // One tick per iteration; a fresh call (set up untimed) whenever the prompts run out.
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let mut rig = OutboundRig::new(&prompt);
-                let n = left.min(rig.budget());
-                let start = Instant::now();
-                for _ in 0..n {
-                    black_box(rig.step());
-                }
-                total += start.elapsed();
-                left -= n;
+    for (name, carrier, codec) in carrier_cases() {
+        let setup = || {
+            let mut rig = CallRig::new(carrier, codec, steady_timing(), prompt.clone())
+                .expect("the carrier streams its codec");
+            // the greeting plays out; then the agent listens
+            while rig.now_ms() < rig.last_media_ms() + 2000 || !rig.carrier().is_idle() {
+                rig.step(Some(&quiet[0]));
             }
-            total
-        })
-    });
+            rig
+        };
+        let mut rig = setup();
+        let mut next = 0;
+        for _ in 0..100 {
+            rig.step(Some(&speech[next % speech.len()]));
+            next += 1;
+        }
+        let fake = rig.fake_allocs();
+        let count = alloc_check(&format!("call_inbound/{name}"), 0, 1000, || {
+            rig.step(Some(&speech[next % speech.len()]));
+            next += 1;
+        });
+        eprintln!(
+            "call_inbound/{name}: {} allocations by the server's side (recording chunks, one Vec \
+             each by design), {} by the fake carrier",
+            count - (rig.fake_allocs() - fake),
+            rig.fake_allocs() - fake
+        );
+        group.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                let mut next = 0;
+                time_steps(iters, 50_000, setup, |rig| {
+                    rig.step(Some(black_box(&speech[next % speech.len()])));
+                    next += 1;
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The agent speaks a long prompt: one 20 ms step is the engine's tick (pacing, marks,
+/// recording), its media written by `MediaSession` in the carrier's protocol, and the mark
+/// echoes handled as the carrier plays the audio out. No caller audio.
+fn call_outbound(c: &mut Criterion) {
+    const PROMPT_SECS: u64 = 60;
+    let prompt = prompt_audio(PROMPT_SECS as usize);
+    let mut group = c.benchmark_group("call_outbound");
+    group.throughput(Throughput::Elements(1));
+    for (name, carrier, codec) in carrier_cases() {
+        let setup = || {
+            let mut rig = CallRig::new(carrier, codec, steady_timing(), prompt.clone())
+                .expect("the carrier streams its codec");
+            assert!(rig.counts().speaks > 0, "the call starts by speaking");
+            // past the first burst (the pacing lead) into one frame per tick
+            for _ in 0..50 {
+                rig.step(None);
+            }
+            rig
+        };
+        let budget = PROMPT_SECS * 50 - 100;
+        let mut rig = setup();
+        let (before, fake) = (rig.counts(), rig.fake_allocs());
+        let count = alloc_check(&format!("call_outbound/{name}"), 0, 1000, || {
+            rig.step(None);
+        });
+        let (counts, fake) = (rig.counts(), rig.fake_allocs() - fake);
+        eprintln!(
+            "call_outbound/{name}: {} media, {} marks, {} recording chunks (one Vec each, by \
+             design) in 1000 steps; {} allocations by the server's side, {fake} by the fake carrier",
+            counts.media - before.media,
+            counts.marks - before.marks,
+            counts.recording_chunks - before.recording_chunks,
+            count - fake,
+        );
+        group.bench_function(&name, |b| {
+            b.iter_custom(|iters| time_steps(iters, budget, setup, |rig| rig.step(None)))
+        });
+    }
     group.finish();
 }
 
@@ -371,5 +342,5 @@ fn wire(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, inbound, outbound, wire);
+criterion_group!(benches, inbound, call_inbound, call_outbound, wire);
 criterion_main!(benches);

@@ -221,7 +221,8 @@ pub enum DisclosureKind {
     EVerify,
 }
 
-/// Whether a legal disclosure was played in full, as confirmed by the carrier's mark echo.
+/// Whether a legal disclosure was played in full: confirmed by the carrier's mark echo, or on a
+/// carrier without echoes (Vonage, `EngineConfig::echoes_marks` false) by the engine's play-out clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DisclosureRecord {
     pub kind: DisclosureKind,

@@ -1,30 +1,31 @@
-//! A whole `CallEngine` call does not allocate per frame on its steady path.
+//! A whole call does not allocate per frame on the server's steady path, on every carrier.
 //!
-//! The call runs in virtual time as the server's driver runs it: caller audio every 20 ms
-//! (`Input::CallerAudio`), `Input::Tick` at each deadline, agent speech as `Input::TtsAudio`, marks
-//! echoed by a simulated carrier once "played", every output drained (`pop_stt_frame` until `None`
-//! after `SttAudio`, `take_recording` after `Recording`). A counting global allocator tallies this
-//! thread's allocations over 30 s (1,500 frames) of each steady phase, after a warm-up:
+//! The call runs in virtual time as the server's driver runs it (`testing::call::CallRig`): the
+//! fake carrier in each carrier's default codec sends caller media every 20 ms, the server's
+//! `MediaSession` parses and transcodes it for the `CallEngine`, `Input::Tick` comes at each
+//! deadline, agent speech comes back as `Input::TtsAudio`, the session writes the engine's media,
+//! marks and clears in the carrier's protocol, and the fake plays them out and echoes the marks.
+//! A counting global allocator tallies this thread's allocations over 30 s (1,500 frames) of each
+//! steady phase, after a warm-up:
 //!
 //! - (a) the agent speaks a long prompt while the caller listens (pacing, marks, recording);
 //! - (b) the agent listens while the caller is silent (inbound pipeline, recording);
 //! - (c) the caller talks while the agent listens (VAD on every frame, recogniser audio).
 //!
-//! `take_recording` hands over a new `Vec` per half second of recording by design (one allocation
-//! per 25 frames); those are counted separately. Everything else must be (close to) zero.
-//! Run with `--nocapture` to see the counts.
+//! The fake carrier allocates (it parses the server's messages strictly, as `serde_json::Value`,
+//! and keeps mark names as `String`s): the rig counts the allocations of its steps apart and they
+//! are taken out. Everything else is counted: the session and the engine in both directions, and
+//! the rig's own glue. `take_recording` hands over a new `Vec` per half second of recording by
+//! design (one allocation per 25 frames); those are counted separately. The rest must be (close
+//! to) zero. Run with `--nocapture` to see the counts.
 
-use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use receptionist::engine::audio::SAMPLES_8K;
-use receptionist::engine::call::{MarkId, Timing};
-use receptionist::engine::{CallEngine, EngineConfig, Input, Output, ToCaller};
-use receptionist::model::ReceptionistSettings;
-
-// ---- allocation counting ---------------------------------------------------------------------
+use receptionist::engine::call::Timing;
+use receptionist::engine::media::Carrier;
+use receptionist::testing::call::{CallRig, RigCounts};
 
 #[global_allocator]
 static GLOBAL: receptionist::testing::CountingAllocator = receptionist::testing::CountingAllocator;
@@ -33,196 +34,37 @@ fn allocs() -> u64 {
     receptionist::testing::allocations_so_far()
 }
 
-// ---- audio -----------------------------------------------------------------------------------
-
-// ---- the call --------------------------------------------------------------------------------
-
-fn settings() -> ReceptionistSettings {
-    receptionist::testing::sample_settings()
-}
-
-/// Marks are echoed this long after they were sent (the audio before them has played).
-const ECHO_AFTER_MS: u64 = 200;
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    frames: u64,
+/// Counts over a stretch of call, the fake carrier's allocations taken out.
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    rig: RigCounts,
+    /// Allocations outside the fake carrier's steps, recording chunks included.
     allocs: u64,
-    recording_allocs: u64,
-    recording_chunks: u64,
-    media: u64,
-    marks: u64,
-    stt_frames: u64,
-    other_outputs: u64,
 }
 
-impl Counts {
-    fn since(&self, before: &Counts) -> Counts {
-        Counts {
-            frames: self.frames - before.frames,
-            allocs: self.allocs - before.allocs,
-            recording_allocs: self.recording_allocs - before.recording_allocs,
-            recording_chunks: self.recording_chunks - before.recording_chunks,
-            media: self.media - before.media,
-            marks: self.marks - before.marks,
-            stt_frames: self.stt_frames - before.stt_frames,
-            other_outputs: self.other_outputs - before.other_outputs,
-        }
-    }
-
+impl Phase {
     /// Allocations other than the recording chunks handed over.
     fn per_frame_allocs(&self) -> u64 {
-        self.allocs - self.recording_allocs
+        self.allocs - self.rig.recording_allocs
     }
 }
 
-struct Call {
-    engine: CallEngine,
-    t0: Instant,
-    now_ms: u64,
-    deadline_ms: u64,
-    marks: VecDeque<(u64, MarkId)>,
-    name: String,
-    /// Audio for every `Speak`.
-    prompt: Arc<[u8]>,
-    /// Speech ids given audio.
-    speaks: u64,
-    /// Call time of the last agent frame sent.
-    last_media_ms: u64,
-    counts: Counts,
-}
-
-impl Call {
-    fn new(prompt: Arc<[u8]>) -> Self {
-        let t0 = Instant::now();
-        let timing = Timing {
-            // Steady phases of 30 s: no reminder while the caller is silent, no cut while the
-            // caller talks.
-            silence_reminder: Duration::from_secs(600),
-            max_utterance: Duration::from_secs(600),
-            endpoint: Duration::from_secs(5),
-            endpoint_long: Duration::from_secs(5),
-            ..Timing::default()
-        };
-        let engine = CallEngine::new(
-            t0,
-            EngineConfig {
-                settings: Arc::new(settings()),
-                returning_caller: false,
-                timing,
-                echoes_marks: true,
-            },
-        );
-        let mut call = Self {
-            engine,
-            t0,
-            now_ms: 0,
-            deadline_ms: 0,
-            marks: VecDeque::with_capacity(64),
-            name: String::with_capacity(64),
-            prompt,
-            speaks: 0,
-            last_media_ms: 0,
-            counts: Counts::default(),
-        };
-        call.drain();
-        call
-    }
-
-    fn counts(&self) -> Counts {
-        Counts {
-            allocs: allocs(),
-            ..self.counts
-        }
-    }
-
-    fn input(&mut self, input: Input<'_>) {
-        let now = self.t0 + Duration::from_millis(self.now_ms);
-        self.engine
-            .handle_input(now, input)
-            .expect("call in progress");
-        self.drain();
-    }
-
-    fn echo_marks(&mut self) {
-        while let Some(&(due, id)) = self.marks.front()
-            && due <= self.now_ms
-        {
-            self.marks.pop_front();
-            let mut name = std::mem::take(&mut self.name);
-            name.clear();
-            write!(name, "{id}").expect("writing to a String cannot fail");
-            self.input(Input::MarkEchoed(&name));
-            self.name = name;
-        }
-    }
-
-    /// 20 ms of call: ticks at the deadlines within it, then one frame of caller audio.
-    fn step(&mut self, caller: &[u8; SAMPLES_8K]) {
-        let target = self.now_ms + 20;
-        let mut ticks = 0;
-        while self.deadline_ms <= target && ticks < 8 {
-            self.now_ms = self.now_ms.max(self.deadline_ms);
-            self.echo_marks();
-            self.input(Input::Tick);
-            ticks += 1;
-        }
-        self.now_ms = target;
-        self.echo_marks();
-        self.input(Input::CallerAudio {
-            timestamp_ms: Some(target - 20),
-            mulaw: caller,
-        });
-        self.counts.frames += 1;
-    }
-
-    fn drain(&mut self) {
-        loop {
-            match self.engine.poll_output() {
-                Output::Timeout(t) => {
-                    self.deadline_ms = t.saturating_duration_since(self.t0).as_millis() as u64;
-                    break;
-                }
-                Output::ToCaller(ToCaller::Media(frame)) => {
-                    std::hint::black_box(&frame);
-                    self.counts.media += 1;
-                    self.last_media_ms = self.now_ms;
-                }
-                Output::ToCaller(ToCaller::Mark(id)) => {
-                    self.counts.marks += 1;
-                    self.marks.push_back((self.now_ms + ECHO_AFTER_MS, id));
-                }
-                Output::ToCaller(ToCaller::Clear) => {
-                    // Twilio echoes every pending mark at once.
-                    for m in self.marks.iter_mut() {
-                        m.0 = self.now_ms;
-                    }
-                }
-                Output::Speak { speech, .. } => {
-                    self.speaks += 1;
-                    let now = self.t0 + Duration::from_millis(self.now_ms);
-                    let mulaw = self.prompt.clone();
-                    self.engine
-                        .handle_input(now, Input::TtsAudio { speech, mulaw })
-                        .expect("call in progress");
-                }
-                Output::SttAudio => {
-                    while let Some((_, pcm)) = self.engine.pop_stt_frame() {
-                        std::hint::black_box(pcm);
-                        self.counts.stt_frames += 1;
-                    }
-                }
-                Output::Recording => {
-                    let before = allocs();
-                    let chunk = self.engine.take_recording();
-                    self.counts.recording_allocs += allocs() - before;
-                    self.counts.recording_chunks += 1;
-                    drop(chunk);
-                }
-                Output::Ended(reason) => panic!("the call ended: {reason:?}"),
-                _ => self.counts.other_outputs += 1,
-            }
-        }
+fn since(rig: &CallRig, before: (RigCounts, u64, u64)) -> Phase {
+    let (counts, total, fake) = before;
+    let now = rig.counts();
+    Phase {
+        rig: RigCounts {
+            frames: now.frames - counts.frames,
+            media: now.media - counts.media,
+            marks: now.marks - counts.marks,
+            clears: now.clears - counts.clears,
+            speaks: now.speaks - counts.speaks,
+            stt_frames: now.stt_frames - counts.stt_frames,
+            recording_chunks: now.recording_chunks - counts.recording_chunks,
+            recording_allocs: now.recording_allocs - counts.recording_allocs,
+            other_outputs: now.other_outputs - counts.other_outputs,
+        },
+        allocs: (allocs() - total) - (rig.fake_allocs() - fake),
     }
 }
 
@@ -231,7 +73,7 @@ const MEASURED_FRAMES: usize = 1500;
 
 /// Steps `WARM_FRAMES` then `MEASURED_FRAMES` frames of `caller` audio (cycled) and returns the
 /// counts over the measured frames.
-fn phase(call: &mut Call, name: &str, caller: &[[u8; SAMPLES_8K]]) -> Counts {
+fn phase(rig: &mut CallRig, name: &str, caller: &[[u8; SAMPLES_8K]]) -> Phase {
     let mut next = 0;
     let mut frame = || {
         let f = &caller[next % caller.len()];
@@ -239,35 +81,108 @@ fn phase(call: &mut Call, name: &str, caller: &[[u8; SAMPLES_8K]]) -> Counts {
         f
     };
     for _ in 0..WARM_FRAMES {
-        call.step(frame());
+        rig.step(Some(frame()));
     }
-    let before = call.counts();
+    let before = (rig.counts(), allocs(), rig.fake_allocs());
     for _ in 0..MEASURED_FRAMES {
-        call.step(frame());
+        rig.step(Some(frame()));
     }
-    let c = call.counts().since(&before);
+    let p = since(rig, before);
+    let c = p.rig;
     println!(
-        "{name}: {} frames: {} allocations = {} recording chunks ({} allocations) + {} other; \
+        "{} {name}: {} frames: {} allocations = {} recording chunks ({} allocations) + {} other; \
          {} media, {} marks, {} recogniser frames, {} other outputs",
+        rig.carrier().carrier(),
         c.frames,
-        c.allocs,
+        p.allocs,
         c.recording_chunks,
         c.recording_allocs,
-        c.per_frame_allocs(),
+        p.per_frame_allocs(),
         c.media,
         c.marks,
         c.stt_frames,
         c.other_outputs
     );
-    c
+    p
 }
 
 /// At most this many allocations outside recording chunks in 1,500 frames: no per-frame
 /// allocation (one would show as >= 1,500).
 const SLACK: u64 = 2;
 
+fn steady_call(carrier: Carrier, prompt: &Arc<[u8]>) {
+    let quiet = receptionist::testing::vad_fixture_frames(|db| {
+        db < receptionist::engine::audio::VAD_GATE_DBFS
+    });
+    let speech = receptionist::testing::vad_fixture_frames(|db| db >= -45.0);
+    assert!(quiet.len() > 50 && speech.len() > 50);
+
+    let timing = Timing {
+        // Steady phases of 30 s: no reminder while the caller is silent, no cut while the
+        // caller talks.
+        silence_reminder: Duration::from_secs(600),
+        max_utterance: Duration::from_secs(600),
+        endpoint: Duration::from_secs(5),
+        endpoint_long: Duration::from_secs(5),
+        ..Timing::default()
+    };
+    let mut rig = CallRig::with_defaults(carrier, timing, prompt.clone());
+    assert!(
+        rig.counts().speaks >= 1,
+        "{carrier}: the call starts by speaking"
+    );
+
+    // (a) The agent speaks; the caller listens.
+    let a = phase(&mut rig, "(a) agent speaking", &quiet);
+    assert!(
+        a.rig.media >= MEASURED_FRAMES as u64 - 1,
+        "{carrier}: the agent spoke throughout: {a:?}"
+    );
+    if carrier != Carrier::Vonage {
+        assert!(a.rig.marks > 0, "{carrier}: marks: {a:?}");
+    }
+
+    // Let the opening turn play out until the agent listens.
+    let mut guard = 0;
+    while rig.now_ms() < rig.last_media_ms() + 2000 || !rig.carrier().is_idle() {
+        rig.step(Some(&quiet[0]));
+        guard += 1;
+        assert!(
+            guard < 100_000,
+            "{carrier}: the agent never stopped speaking"
+        );
+    }
+
+    // (b) The agent listens; the caller is silent.
+    let b = phase(&mut rig, "(b) agent listening, caller silent", &quiet);
+    assert_eq!(b.rig.media, 0, "{carrier}: the agent is silent: {b:?}");
+
+    // (c) The caller talks; the agent listens and streams it to the recogniser.
+    let c = phase(&mut rig, "(c) agent listening, caller talking", &speech);
+    assert!(
+        c.rig.stt_frames >= MEASURED_FRAMES as u64 - 1,
+        "{carrier}: the caller's audio went to the recogniser: {c:?}"
+    );
+
+    for (name, p) in [("a", a), ("b", b), ("c", c)] {
+        // A recording chunk per RECORDING_CHUNK_SAMPLES (stereo, 320 per frame), one allocation each.
+        let frames_per_chunk = receptionist::engine::call::RECORDING_CHUNK_SAMPLES / 320;
+        let max_chunks = (MEASURED_FRAMES / frames_per_chunk + 1) as u64;
+        assert!(
+            p.rig.recording_chunks <= max_chunks && p.rig.recording_allocs <= max_chunks,
+            "{carrier} ({name}) recording: {p:?}"
+        );
+        assert!(
+            p.per_frame_allocs() <= SLACK,
+            "{carrier} ({name}) {} allocations beyond recording chunks in {} frames: {p:?}",
+            p.per_frame_allocs(),
+            p.rig.frames
+        );
+    }
+}
+
 #[test]
-fn a_steady_call_does_not_allocate_per_frame() {
+fn a_steady_call_does_not_allocate_per_frame_on_any_carrier() {
     // The counter sees this thread's allocations.
     let before = allocs();
     drop(std::hint::black_box(vec![0u8; 16]));
@@ -280,54 +195,7 @@ fn a_steady_call_does_not_allocate_per_frame() {
         .cycle()
         .take(45 * 8000)
         .collect();
-    let quiet = receptionist::testing::vad_fixture_frames(|db| {
-        db < receptionist::engine::audio::VAD_GATE_DBFS
-    });
-    let speech = receptionist::testing::vad_fixture_frames(|db| db >= -45.0);
-    assert!(quiet.len() > 50 && speech.len() > 50);
-
-    let mut call = Call::new(prompt);
-    assert!(call.speaks >= 1, "the call starts by speaking");
-
-    // (a) The agent speaks; the caller listens.
-    let a = phase(&mut call, "(a) agent speaking", &quiet);
-    assert!(
-        a.media >= MEASURED_FRAMES as u64 - 1,
-        "the agent spoke throughout: {a:?}"
-    );
-
-    // Let the opening turn play out until the agent listens.
-    let mut guard = 0;
-    while call.now_ms < call.last_media_ms + 2000 || !call.marks.is_empty() {
-        call.step(&quiet[0]);
-        guard += 1;
-        assert!(guard < 100_000, "the agent never stopped speaking");
-    }
-
-    // (b) The agent listens; the caller is silent.
-    let b = phase(&mut call, "(b) agent listening, caller silent", &quiet);
-    assert_eq!(b.media, 0, "the agent is silent: {b:?}");
-
-    // (c) The caller talks; the agent listens and streams it to the recogniser.
-    let c = phase(&mut call, "(c) agent listening, caller talking", &speech);
-    assert!(
-        c.stt_frames >= MEASURED_FRAMES as u64 - 1,
-        "the caller's audio went to the recogniser: {c:?}"
-    );
-
-    for (name, counts) in [("a", a), ("b", b), ("c", c)] {
-        // A recording chunk per RECORDING_CHUNK_SAMPLES (stereo, 320 per frame), one allocation each.
-        let frames_per_chunk = receptionist::engine::call::RECORDING_CHUNK_SAMPLES / 320;
-        let max_chunks = (MEASURED_FRAMES / frames_per_chunk + 1) as u64;
-        assert!(
-            counts.recording_chunks <= max_chunks && counts.recording_allocs <= max_chunks,
-            "({name}) recording: {counts:?}"
-        );
-        assert!(
-            counts.per_frame_allocs() <= SLACK,
-            "({name}) {} allocations beyond recording chunks in {} frames: {counts:?}",
-            counts.per_frame_allocs(),
-            counts.frames
-        );
+    for carrier in Carrier::ALL {
+        steady_call(carrier, &prompt);
     }
 }

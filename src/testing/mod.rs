@@ -1,7 +1,8 @@
 //! Support shared by the project's tests, benches and tools: a counting allocator, a sample
-//! receptionist and the sans-IO fake carrier ([`carrier::FakeCarrier`]). Not part of the
-//! server's API.
+//! receptionist, the sans-IO fake carrier ([`carrier::FakeCarrier`]) and a whole call through it
+//! in virtual time ([`call::CallRig`]). Not part of the server's API.
 
+pub mod call;
 pub mod carrier;
 
 pub use carrier::{CallInfo, FakeCarrier, FakeCarrierError};

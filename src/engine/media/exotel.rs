@@ -10,12 +10,15 @@
 //! Audio is base64 16-bit little-endian PCM (`audio/x-raw`, "slin") at 8 kHz by default, 16 or
 //! 24 kHz on request; `audio/x-mulaw` is also accepted. Agent audio goes back in the same codec,
 //! in messages of at least 3.2 KB and a multiple of 320 bytes (Exotel plays shorter or ragged
-//! chunks with gaps): [`ExotelCodec`] holds audio back until it has [`chunk_bytes`], and a mark
-//! or [`CarrierCodec::flush`] pads what is held with silence to that size. The doc's "3.2 KB
-//! (100 ms)" only agrees with itself at 16 kHz; at 8 kHz 3.2 KB is 200 ms, and the byte rule is
-//! the one kept by default ([`ExotelCodec::with_min_chunk_bytes`] changes it). Holding back
-//! 200 ms means the engine must send more than 200 ms ahead of real time on Exotel at 8 kHz, or
-//! the carrier's buffer runs dry between chunks.
+//! chunks with gaps): [`ExotelCodec`] holds audio back until it has [`chunk_bytes`]. A mark
+//! written while audio is held back is deferred and written right after the chunk that holds
+//! its position, so marks never pad speech with silence mid-utterance; only
+//! [`CarrierCodec::flush`] pads what is held, which the media session calls at the end of an
+//! utterance (before its last mark). The doc's "3.2 KB (100 ms)" only agrees with itself at
+//! 16 kHz; at 8 kHz 3.2 KB is 200 ms of PCM (400 ms of µ-law), and the byte rule is the one kept
+//! by default ([`ExotelCodec::with_min_chunk_bytes`] changes it). Holding back a chunk means the
+//! engine must send more than a chunk ahead of real time on Exotel, or the carrier's buffer runs
+//! dry between chunks, and a mark's echo comes up to a chunk late.
 
 use std::borrow::Cow;
 
@@ -36,6 +39,9 @@ pub const L16_ORDER: ByteOrder = ByteOrder::Little;
 pub const MIN_CHUNK_BYTES: usize = 3200;
 /// Outbound media messages are a multiple of this.
 pub const CHUNK_MULTIPLE: usize = 320;
+/// Marks deferred behind held-back audio at most; one more pads the held audio to a chunk and
+/// writes them (the engine marks every 200 ms, so a 400 ms chunk defers two).
+pub const MAX_DEFERRED_MARKS: usize = 16;
 
 /// Bytes per outbound media message for `codec`: at least `min` and 100 ms, rounded up to a
 /// multiple of [`CHUNK_MULTIPLE`] (with [`MIN_CHUNK_BYTES`], 8 and 16 kHz: 3200; 24 kHz: 4800).
@@ -56,6 +62,10 @@ pub struct ExotelCodec {
     started: bool,
     min_chunk: usize,
     held: Chunker,
+    /// Marks written while audio was held back, in order: their names end to end in
+    /// `deferred_names`, each one's end in `deferred_ends`. Written after the next chunk.
+    deferred_names: String,
+    deferred_ends: Vec<usize>,
 }
 
 impl ExotelCodec {
@@ -75,6 +85,8 @@ impl ExotelCodec {
                 chunk_bytes(DEFAULT_CODEC, min),
                 DEFAULT_CODEC.silence_byte(),
             ),
+            deferred_names: String::with_capacity(32 * MAX_DEFERRED_MARKS),
+            deferred_ends: Vec::with_capacity(MAX_DEFERRED_MARKS),
         }
     }
 }
@@ -196,6 +208,31 @@ impl ExotelCodec {
             s.push_str("\"}}");
         });
     }
+
+    fn mark_message(stream_sid: &str, name: &str, out: &mut OutMsgs) {
+        out.push_text(|s| {
+            Self::open(stream_sid, "mark", s);
+            s.push_str(",\"mark\":{");
+            push_str_field(s, "name", name);
+            s.push_str("}}");
+        });
+    }
+
+    /// Writes the deferred marks, in order, and forgets them.
+    fn write_deferred(
+        stream_sid: &str,
+        names: &mut String,
+        ends: &mut Vec<usize>,
+        out: &mut OutMsgs,
+    ) {
+        let mut start = 0;
+        for &end in ends.iter() {
+            Self::mark_message(stream_sid, &names[start..end], out);
+            start = end;
+        }
+        names.clear();
+        ends.clear();
+    }
 }
 
 impl CarrierCodec for ExotelCodec {
@@ -226,33 +263,58 @@ impl CarrierCodec for ExotelCodec {
     }
 
     fn write_media(&mut self, audio: &[u8], out: &mut OutMsgs) {
-        let sid = &self.stream_sid;
-        self.held
-            .push(audio, |chunk| Self::media_message(sid, chunk, out));
-    }
-
-    fn write_mark(&mut self, name: &str, out: &mut OutMsgs) {
-        self.flush(out);
-        out.push_text(|s| {
-            Self::open(&self.stream_sid, "mark", s);
-            s.push_str(",\"mark\":{");
-            push_str_field(s, "name", name);
-            s.push_str("}}");
+        let (sid, names, ends) = (
+            &self.stream_sid,
+            &mut self.deferred_names,
+            &mut self.deferred_ends,
+        );
+        self.held.push(audio, |chunk| {
+            Self::media_message(sid, chunk, out);
+            // every deferred mark's position lies in the first chunk completed
+            if !ends.is_empty() {
+                Self::write_deferred(sid, names, ends, out);
+            }
         });
     }
 
+    /// Writes the mark at once when no audio is held back; otherwise defers it until the chunk
+    /// holding its position is written (by [`CarrierCodec::write_media`] or
+    /// [`CarrierCodec::flush`]), so that marks do not pad speech with silence.
+    fn write_mark(&mut self, name: &str, out: &mut OutMsgs) {
+        if self.held.is_empty() {
+            Self::mark_message(&self.stream_sid, name, out);
+            return;
+        }
+        if self.deferred_ends.len() >= MAX_DEFERRED_MARKS {
+            self.flush(out);
+            Self::mark_message(&self.stream_sid, name, out);
+            return;
+        }
+        self.deferred_names.push_str(name);
+        self.deferred_ends.push(self.deferred_names.len());
+    }
+
+    /// Drops what is held; marks deferred behind it follow the clear, so they are echoed as
+    /// cleared ones are.
     fn write_clear(&mut self, out: &mut OutMsgs) {
         self.held.clear();
         out.push_text(|s| {
             Self::open(&self.stream_sid, "clear", s);
             s.push('}');
         });
+        Self::write_deferred(
+            &self.stream_sid,
+            &mut self.deferred_names,
+            &mut self.deferred_ends,
+            out,
+        );
     }
 
     fn flush(&mut self, out: &mut OutMsgs) {
         let sid = &self.stream_sid;
         self.held
             .flush(|chunk| Self::media_message(sid, chunk, out));
+        Self::write_deferred(sid, &mut self.deferred_names, &mut self.deferred_ends, out);
     }
 
     fn echoes_marks(&self) -> bool {
@@ -406,9 +468,12 @@ mod tests {
         assert_eq!(&sent[..320], &frame[..]);
         out.clear();
 
-        // A mark flushes what is held, padded with silence to a whole chunk, then follows it.
+        // A mark behind held-back audio waits for the chunk that holds its position; only
+        // `flush` (the end of an utterance) pads.
         codec.write_media(&frame[..100], &mut out);
-        codec.write_mark("s1end", &mut out);
+        codec.write_mark("s1f10", &mut out);
+        assert!(out.is_empty());
+        codec.flush(&mut out);
         let msgs = json_texts(&out);
         assert_eq!(msgs.len(), 2);
         let sent = b64(&msgs[0]["media"]["payload"]);
@@ -417,8 +482,12 @@ mod tests {
         assert!(sent[100..].iter().all(|&b| b == 0));
         assert_eq!(
             msgs[1],
-            serde_json::json!({"event": "mark", "stream_sid": "MZ...", "streamSid": "MZ...", "mark": {"name": "s1end"}})
+            serde_json::json!({"event": "mark", "stream_sid": "MZ...", "streamSid": "MZ...", "mark": {"name": "s1f10"}})
         );
+        out.clear();
+        // With nothing held, a mark goes out at once.
+        codec.write_mark("s1end", &mut out);
+        assert_eq!(json_texts(&out)[0]["mark"]["name"], "s1end");
         out.clear();
 
         // A clear drops what is held.
@@ -462,6 +531,101 @@ mod tests {
         assert_eq!(sent.len(), 3200);
         assert!(sent[160..].iter().all(|&b| b == 0xFF));
         assert!(codec.echoes_marks());
+    }
+
+    /// What `out` holds: media as its length, marks as their name.
+    fn summary(out: &OutMsgs) -> Vec<String> {
+        json_texts(out)
+            .iter()
+            .map(|m| match m["event"].as_str().unwrap() {
+                "media" => b64(&m["media"]["payload"]).len().to_string(),
+                "mark" => m["mark"]["name"].as_str().unwrap().to_owned(),
+                other => other.to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn marks_never_pad_speech() {
+        // µ-law at 8 kHz: a 3.2 KB chunk is 400 ms, the engine marks every 200 ms.
+        let mut codec = ExotelCodec::new();
+        codec
+            .parse(Msg::Text(
+                &DOC_START.replace("audio/x-raw", "audio/x-mulaw"),
+            ))
+            .unwrap();
+        let mut out = OutMsgs::new();
+        let mut marks_after = Vec::new();
+        let mut sent = 0;
+        // 1.1 s of speech in 20 ms frames, a mark every 10 frames
+        for i in 1..=55 {
+            codec.write_media(&[0x10; 160], &mut out);
+            if i % 10 == 0 {
+                codec.write_mark(&format!("s1f{i}"), &mut out);
+            }
+            for m in json_texts(&out) {
+                if m["event"] == "media" {
+                    let audio = b64(&m["media"]["payload"]);
+                    assert!(audio.iter().all(|&b| b == 0x10), "no silence mid-utterance");
+                    sent += audio.len();
+                } else {
+                    // each mark follows the chunk holding its position, and no later one
+                    let at: usize = m["mark"]["name"].as_str().unwrap()[3..].parse().unwrap();
+                    assert!(sent >= at * 160 && sent < at * 160 + 3200, "{at}: {sent}");
+                    marks_after.push(at);
+                }
+            }
+            out.clear();
+        }
+        assert_eq!(marks_after, [10, 20, 30, 40]);
+        assert_eq!(sent, 6400);
+        // the utterance's end: the session flushes before its last mark
+        codec.flush(&mut out);
+        codec.write_mark("s1end55", &mut out);
+        assert_eq!(summary(&out), ["3200", "s1f50", "s1end55"]);
+        let padded = b64(&json_texts(&out)[0]["media"]["payload"]);
+        assert_eq!(
+            padded.iter().filter(|&&b| b == 0x10).count(),
+            55 * 160 - 6400
+        );
+        assert!(padded[55 * 160 - 6400..].iter().all(|&b| b == 0xFF));
+    }
+
+    #[test]
+    fn a_clear_drops_held_audio_and_then_writes_its_deferred_marks() {
+        let mut codec = ExotelCodec::new();
+        codec.parse(Msg::Text(DOC_START)).unwrap();
+        let mut out = OutMsgs::new();
+        codec.write_media(&[1; 640], &mut out);
+        codec.write_mark("s1f2", &mut out);
+        codec.write_media(&[1; 640], &mut out);
+        codec.write_mark("s1f4", &mut out);
+        assert!(out.is_empty());
+        codec.write_clear(&mut out);
+        // Twilio-like: the marks come back after the clear, which the engine reads as not played
+        assert_eq!(summary(&out), ["clear", "s1f2", "s1f4"]);
+        out.clear();
+        codec.flush(&mut out);
+        assert!(out.is_empty(), "nothing held or deferred after a clear");
+    }
+
+    #[test]
+    fn deferred_marks_are_bounded() {
+        let mut codec = ExotelCodec::new();
+        codec.parse(Msg::Text(DOC_START)).unwrap();
+        let mut out = OutMsgs::new();
+        codec.write_media(&[1; 2], &mut out);
+        for i in 0..MAX_DEFERRED_MARKS {
+            codec.write_mark(&format!("m{i}"), &mut out);
+        }
+        assert!(out.is_empty());
+        // one more pads the held audio and writes them all
+        codec.write_mark("last", &mut out);
+        let s = summary(&out);
+        assert_eq!(s.len(), MAX_DEFERRED_MARKS + 2);
+        assert_eq!(s[0], "3200");
+        assert_eq!(s[1], "m0");
+        assert_eq!(s[MAX_DEFERRED_MARKS + 1], "last");
     }
 
     #[test]

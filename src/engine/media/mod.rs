@@ -294,8 +294,10 @@ pub trait CarrierCodec {
     /// Writes agent audio, already in `start.outbound_codec`, as zero or more messages.
     fn write_media(&mut self, audio: &[u8], out: &mut OutMsgs);
 
-    /// Writes a mark after the audio written so far (flushing any held back). Writes nothing on
-    /// a carrier that does not echo marks.
+    /// Writes a mark after the audio written so far. A codec holding audio back either flushes
+    /// it (Vonage: less than 20 ms) or defers the mark until the audio before it is written
+    /// (Exotel: padding there would put silence into speech). Writes nothing on a carrier that
+    /// does not echo marks.
     fn write_mark(&mut self, name: &str, out: &mut OutMsgs);
 
     /// Writes a clear: the carrier drops the audio it has queued, and the codec drops what it
@@ -303,8 +305,8 @@ pub trait CarrierCodec {
     fn write_clear(&mut self, out: &mut OutMsgs);
 
     /// Writes audio held back to meet the carrier's framing, padded with silence to the
-    /// smallest size the carrier accepts. A mark does this by itself; call it when an utterance
-    /// ends without one.
+    /// smallest size the carrier accepts, and any marks deferred behind it: at the end of an
+    /// utterance ([`MediaSession::write`] calls it before an utterance's last mark).
     fn flush(&mut self, out: &mut OutMsgs) {
         let _ = out;
     }
@@ -447,6 +449,11 @@ impl Chunker {
     /// Drops what is held.
     pub(crate) fn clear(&mut self) {
         self.buf.clear();
+    }
+
+    /// Whether nothing is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     #[cfg(test)]

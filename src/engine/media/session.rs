@@ -140,6 +140,10 @@ impl MediaSession {
                 self.codec.write_media(&self.audio, &mut self.out);
             }
             ToCaller::Mark(id) => {
+                if id.last {
+                    // the utterance ends: what the codec holds back goes out, padded (Exotel)
+                    self.codec.flush(&mut self.out);
+                }
                 // a mark name is at most ~30 ASCII bytes: formatted on the stack
                 let mut name = MarkName::default();
                 let _ = fmt::write(&mut name, format_args!("{id}"));
@@ -153,7 +157,8 @@ impl MediaSession {
     }
 
     /// Writes audio the codec holds back for the carrier's framing (Vonage, Exotel), padded
-    /// with silence: when an utterance ends without a mark.
+    /// with silence, and marks deferred behind it. [`Self::write`] does this before an
+    /// utterance's last mark; call it when an utterance ends without one.
     pub fn flush(&mut self) {
         self.codec.flush(&mut self.out);
     }

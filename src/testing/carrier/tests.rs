@@ -134,11 +134,15 @@ fn marks_are_echoed_once_their_audio_has_played() {
             },
             "{carrier}"
         );
-        // 200 ms of audio, then a mark
+        // 200 ms of audio, then the utterance's last mark (Exotel writes what it holds back)
         for _ in 0..10 {
             session.write(&ToCaller::Media([0x20; 160]));
         }
-        session.write(&mark(1, 10));
+        session.write(&ToCaller::Mark(MarkId {
+            speech: 1,
+            frames: 10,
+            last: true,
+        }));
         play(&mut session, &mut fake, t0);
         assert!(fake.is_playing(), "{carrier}");
         let end = fake.poll_timeout().expect("playing");
@@ -150,7 +154,7 @@ fn marks_are_echoed_once_their_audio_has_played() {
         assert_eq!(
             deliver(&mut fake, &mut session),
             if echoes {
-                vec![Got::Mark("s1f10".into())]
+                vec![Got::Mark("s1end10".into())]
             } else {
                 vec![]
             },
