@@ -347,6 +347,11 @@ mod tests {
         secrets.telnyx_signing_key =
             Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
         assert_eq!(secrets.credentials().unwrap().telnyx_signing_key, [7u8; 32]);
+        // the README's server example
+        assert_eq!(
+            Credentials::test().telnyx_public_key(),
+            "GX9rI+FshTLGq8g4+s1ep4m+DHaykgM0A5v6iz02jWE="
+        );
         secrets.telnyx_signing_key = Some("c2hvcnQ=".into());
         assert!(secrets.credentials().is_err());
     }
