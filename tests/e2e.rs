@@ -741,11 +741,9 @@ async fn start_must_match_an_accepted_call(backend: Backend) {
                 }
             }
 
-            let (form, twiml) = s.accept(&phone, "+15550100006").await;
-            let (_, params) = twilio_stream(&twiml);
+            let (call_sid, params) = s.accept(&phone).await;
             let id = param(&params, "callId");
             let token = param(&params, "token");
-            let call_sid = form_value(&form, "CallSid");
             let other_sid = format!("CA{}", uuid::Uuid::new_v4().simple());
             let unknown_id = uuid::Uuid::new_v4().to_string();
             let wrong_token = "0".repeat(token.len());
@@ -1334,13 +1332,26 @@ impl Server {
         (status, response.text().await.unwrap())
     }
 
-    /// A signed webhook that must connect a stream; the form and the TwiML.
-    async fn accept(&self, to: &str, from: &str) -> (Vec<(String, String)>, String) {
-        let form = voice_form(to, from, None);
-        let (status, twiml) = self.webhook(&form, Signing::Valid).await;
-        assert_eq!(status, StatusCode::OK, "{twiml}");
-        assert!(twiml.contains("<Connect><Stream"), "{twiml}");
-        (form, twiml)
+    /// A call placed as Twilio places it (the tools' placer) that must connect a stream; its
+    /// CallSid and the stream's parameters.
+    async fn accept(&self, to: &str) -> (String, Vec<(String, String)>) {
+        let creds = credentials();
+        let req = receptionist::tools::CallRequest {
+            server: &self.base,
+            public: &self.base,
+            credentials: &creds,
+            to,
+            from: &unique_phone(),
+            forwarded_from: None,
+        };
+        let placed = receptionist::tools::place_call(&self.http, Carrier::Twilio, &req)
+            .await
+            .unwrap();
+        let stream = placed.stream.expect(&placed.answer);
+        (
+            placed.carrier_call_id,
+            stream.info.custom_parameters.into_iter().collect(),
+        )
     }
 
     async fn receptionist(&self, body: Value) -> Value {
@@ -1630,9 +1641,8 @@ impl RawStream {
 
     /// A call accepted by a signed webhook, its stream connected (not started); and its call id.
     async fn accepted(s: &Server, to: &str) -> (RawStream, String) {
-        let (form, twiml) = s.accept(to, &unique_phone()).await;
-        let (_, params) = twilio_stream(&twiml);
-        let mut stream = RawStream::connect(s, &form_value(&form, "CallSid")).await;
+        let (call_sid, params) = s.accept(to).await;
+        let mut stream = RawStream::connect(s, &call_sid).await;
         stream.params = params.clone();
         (stream, param(&params, "callId"))
     }
