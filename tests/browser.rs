@@ -218,7 +218,10 @@ async fn setup(api: &Api, base: &str, admin_key: &str) -> World {
             fixture("no_questions.wav"),
         ],
     );
-    opts.auth_token = Some(AUTH_TOKEN.into());
+    opts.credentials = receptionist::server::carriers::client::Credentials {
+        twilio_auth_token: AUTH_TOKEN.into(),
+        ..receptionist::server::carriers::client::Credentials::test()
+    };
     opts.from = unique_phone();
     opts.max_duration = Duration::from_secs(120);
     let out = simulate_call(opts).await.expect("the Twilio call");

@@ -1,10 +1,11 @@
 //! End to end: the real server (axum on 127.0.0.1:0 in this process, or the real binary where a
-//! process must die) and a real WebSocket client acting as Twilio, on real databases.
+//! process must die) and a real WebSocket client acting as the carrier (the simulator on the fake
+//! carrier: every carrier in `every_carrier_end_to_end`, Twilio elsewhere), on real databases.
 //!
 //! - Call-flow tests run once on SQLite (a file in a temporary directory) and once on PostgreSQL
 //!   (a fresh database per test, dropped afterwards; `TEST_POSTGRES_URL`, default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`; the PostgreSQL tests fail when it is down).
-//! - Every carrier request is signed with the configured Twilio auth token.
+//! - Every carrier request is signed with that carrier's credential ([`credentials`]).
 //! - Full calls use the offline backends (flite + PocketSphinx, loaded once per test binary) and
 //!   the caller recordings in `audio-fixtures/`; robustness tests use the scripted backends.
 //! - Calls run in real time (agent audio is paced at real-time speed). Nothing here sleeps to wait
@@ -33,17 +34,24 @@ use receptionist::backends::{
 };
 use receptionist::engine::audio::g711;
 use receptionist::engine::dialogue::{APOLOGY, FAILURE_GOODBYE};
-use receptionist::engine::media::twilio as wire;
+use receptionist::engine::media::{Carrier, twilio as wire};
+use receptionist::server::carriers::client::{CarrierAction, Credentials, parse_answer};
 use receptionist::server::twilio::{BUSY_MESSAGE, CLOSED_MESSAGE, signature};
 use receptionist::server::{AppState, router};
 use receptionist::store::{CallStatus, Store};
-use receptionist::tools::simulate::{
-    CallerTurn, SimOptions, parse_twiml_stream, read_wav_8k, simulate_call,
-};
+use receptionist::tools::simulate::{CallerTurn, SimOptions, read_wav_8k, simulate_call};
 
 use common::{Backend, TestDatabase};
 
 const AUTH_TOKEN: &str = "e2e-twilio-auth-token";
+
+/// What every carrier signs with here: Twilio with [`AUTH_TOKEN`], the others with the test ones.
+fn credentials() -> Credentials {
+    Credentials {
+        twilio_auth_token: AUTH_TOKEN.into(),
+        ..Credentials::test()
+    }
+}
 /// 20 ms of µ-law 8 kHz.
 const FRAME: usize = 160;
 const SILENCE: [u8; FRAME] = [0xFF; FRAME];
@@ -78,6 +86,7 @@ both_databases!(
     // the call flow
     answered_to_the_end_then_welcomed_back,
     caller_hangs_up_mid_sentence,
+    call_on_every_carrier,
     dropped_socket_is_disconnected,
     failing_speech_recognition_apologises,
     // the voice webhook
@@ -139,8 +148,7 @@ async fn after_the_call_texts_confirms_evaluates_ingests_and_tells(backend: Back
         );
         opts.from = caller.clone();
         let out = simulate_call(opts).await.unwrap();
-        let (_, params) = parse_twiml_stream(&out.twiml).unwrap();
-        let call_id = param(&params, "callId");
+        let call_id = out.call_id.clone().expect("the call was connected");
         let call = s.wait_for_end(&call_id).await;
         assert_eq!(call["end_reason"], "completed", "{}", transcript_text(&call));
         let candidate_id = call["candidate_id"].as_str().unwrap().to_string();
@@ -365,10 +373,10 @@ async fn answered_to_the_end_then_welcomed_back(backend: Backend) {
             "<Connect><Stream url=\"ws://127.0.0.1:{}/twilio/media\">",
             s.addr.port()
         );
-        assert!(out.twiml.contains(&stream), "{}", out.twiml);
-        let (_, params) = parse_twiml_stream(&out.twiml).unwrap();
+        assert!(out.answer.contains(&stream), "{}", out.answer);
+        let (_, params) = twilio_stream(&out.answer);
         let names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["callId", "token"], "{}", out.twiml);
+        assert_eq!(names, ["callId", "token"], "{}", out.answer);
         assert!(params.iter().all(|(_, v)| !v.is_empty()));
         // the carrier side saw a clean session
         assert!(out.first_audio_ms.is_some(), "no agent audio arrived");
@@ -539,7 +547,7 @@ async fn webhook_signatures_and_routing(backend: Backend) {
             let form = voice_form(&live, "+15550100003", Some("+15550109999"));
             let (status, twiml) = s.webhook(&form, Signing::Valid).await;
             assert_eq!(status, StatusCode::OK);
-            let (url, params) = parse_twiml_stream(&twiml).expect(&twiml);
+            let (url, params) = twilio_stream(&twiml);
             assert_eq!(
                 url,
                 format!("ws://127.0.0.1:{}/twilio/media", s.addr.port())
@@ -733,11 +741,9 @@ async fn start_must_match_an_accepted_call(backend: Backend) {
                 }
             }
 
-            let (form, twiml) = s.accept(&phone, "+15550100006").await;
-            let (_, params) = parse_twiml_stream(&twiml).unwrap();
+            let (call_sid, params) = s.accept(&phone).await;
             let id = param(&params, "callId");
             let token = param(&params, "token");
-            let call_sid = form_value(&form, "CallSid");
             let other_sid = format!("CA{}", uuid::Uuid::new_v4().simple());
             let unknown_id = uuid::Uuid::new_v4().to_string();
             let wrong_token = "0".repeat(token.len());
@@ -828,6 +834,102 @@ async fn caller_hangs_up_mid_sentence(backend: Backend) {
         );
         let file = s.data_dir.join(format!("recordings/{id}.wav"));
         assert_eq!(std::fs::read(file).unwrap(), bytes);
+    })
+    .await;
+}
+
+/// A whole call on each carrier at once, through the real server and a WebSocket client speaking
+/// that carrier's protocol (the simulator on the fake carrier): signed webhook, answer markup,
+/// authorised upgrade, `start`, media both ways, a keypad answer, a barge-in (the server sends the
+/// carrier's clear; the cut agent line is marked interrupted), the caller's hang-up (`stop`; a
+/// closed socket on Vonage); stored completed with the carrier, its call id, answers and recording.
+async fn call_on_every_carrier(backend: Backend) {
+    // no script: each utterance gets the answer its question expects, whatever the interleaving
+    run(backend, Setup::scripted::<0>([]), |s| async move {
+        let phone = unique_phone();
+        let mut body = fast_receptionist(&phone);
+        body["questions"] = json!([
+            {"text": "Are you at least eighteen years old?", "kind": "yes_no", "expected": "yes"},
+            {"text": "How many years of warehouse experience do you have?", "kind": "number", "expected": ">= 1"}
+        ]);
+        s.receptionist(body).await;
+        let calls = Carrier::ALL.map(|carrier| {
+            let mut opts = s.sim(
+                &phone,
+                vec![
+                    CallerTurn::Audio {
+                        label: "name.wav".into(),
+                        pcm8k: fixture("name.wav"),
+                    },
+                    // the yes/no question, on the keypad
+                    CallerTurn::Key('1'),
+                    // over the number question
+                    CallerTurn::BargeIn {
+                        after: Duration::from_millis(700),
+                        label: "number_three.wav".into(),
+                        pcm8k: fixture("number_three.wav"),
+                    },
+                    CallerTurn::HangUp,
+                ],
+            );
+            opts.carrier = carrier;
+            async move { (carrier, simulate_call(opts).await) }
+        });
+        for (carrier, out) in futures_util::future::join_all(calls).await {
+            let out = out.unwrap_or_else(|e| panic!("{carrier}: {e:#}"));
+            let id = out.call_id.clone().unwrap_or_else(|| panic!("{carrier}: no call id"));
+            let call = s.wait_for_end(&id).await;
+            let transcript = transcript_text(&call);
+            let context = format!(
+                "{carrier} ({} clears, {} marks echoed):\n{transcript}",
+                out.clears, out.marks_echoed
+            );
+            let stream = out.stream.as_ref().unwrap_or_else(|| panic!("{carrier}: {}", out.answer));
+            assert!(stream.url.contains(&format!("/{carrier}/media")), "{carrier}: {}", stream.url);
+            assert!(out.first_audio_ms.is_some(), "{carrier}: no agent audio");
+            assert!(out.media_received > 0, "{context}");
+            if carrier != Carrier::Vonage {
+                assert!(out.marks_echoed > 0, "{carrier}: no marks echoed");
+            }
+            assert!(out.clears > 0, "the barge-in sent no clear: {context}");
+            assert_eq!(out.protocol_errors, 0, "{context}");
+            assert!(!out.server_hung_up, "{carrier}: the caller hangs up");
+
+            assert_eq!(call["status"], "completed", "{context}");
+            assert_eq!(call["end_reason"], "caller_hangup", "{context}");
+            assert_eq!(call["carrier"], carrier.as_str(), "{context}");
+            assert_eq!(call["carrier_call_id"], out.carrier_call_id.as_str(), "{context}");
+            assert_eq!(call["name"], "John Smith", "{context}");
+            let answers = call["answers"].as_array().unwrap();
+            assert_eq!(answers.len(), 2, "{context}");
+            assert_eq!(answers[0]["value"], json!({"type": "yes"}), "{context}");
+            assert_eq!(answers[1]["value"]["type"], "number", "{context}");
+            let lines = call["transcript"].as_array().unwrap();
+            assert!(lines.iter().any(|l| l["dtmf"] == true), "{context}");
+            assert!(
+                lines.iter().any(|l| l["speaker"] == "agent" && l["interrupted"] == true),
+                "no interrupted agent line: {context}"
+            );
+            assert_eq!(call["has_recording"], true, "{context}");
+
+            // the recording has the caller's speech on its channel
+            let duration_ms = call["duration_ms"].as_i64().unwrap();
+            let (status, bytes) = s.get_bytes(&format!("/api/v1/calls/{id}/recording")).await;
+            assert_eq!(status, StatusCode::OK, "{carrier}");
+            let wav = Wav::parse(&bytes);
+            let recorded_ms = wav.duration_ms() as i64;
+            assert!(
+                (recorded_ms - duration_ms).abs() <= 1000,
+                "{carrier}: recording {recorded_ms} ms, call {duration_ms} ms"
+            );
+            for l in lines.iter().filter(|l| l["speaker"] == "caller" && l["dtmf"] != true) {
+                let (start, end) = (l["start_ms"].as_u64().unwrap(), l["end_ms"].as_u64().unwrap());
+                let rms = wav.rms(0, start, end);
+                assert!(rms > 300.0, "{carrier}: caller channel quiet ({rms:.0}) during {l}");
+            }
+        }
+        let (_, calls) = s.get("/api/v1/calls").await;
+        assert_eq!(calls["data"].as_array().unwrap().len(), Carrier::ALL.len());
     })
     .await;
 }
@@ -995,7 +1097,7 @@ async fn server_killed_mid_call_is_interrupted_on_restart() {
         &phone,
         vec![CallerTurn::Silence(Duration::from_secs(60))],
     );
-    opts.auth_token = Some(AUTH_TOKEN.into());
+    opts.credentials = credentials();
     opts.call_id_tx = Some(id_tx);
     opts.max_duration = Duration::from_secs(90);
     let call = tokio::spawn(simulate_call(opts));
@@ -1110,7 +1212,9 @@ where
     );
     let twilio = common::fakes::FakeTwilio::start_with_token(AUTH_TOKEN).await;
     let smtp = common::fakes::FakeSmtp::start().await;
-    let mut config = common::serve_config(&[
+    // every carrier's credential (Twilio's is given below)
+    let carrier_flags = credentials().server_flags();
+    let mut args = vec![
         "--listen",
         &listen,
         "--data-dir",
@@ -1131,7 +1235,14 @@ where
         &smtp.url,
         "--smtp-from",
         "Hiring <jobs@e2e.example>",
-    ]);
+    ];
+    args.extend(
+        carrier_flags
+            .iter()
+            .map(String::as_str)
+            .skip_while(|f| *f != "--telnyx-public-key"),
+    );
+    let mut config = common::serve_config(&args);
     config.public_url = None;
     config.insecure_no_signature = false;
     let worker = receptionist::delivery::Worker::new(store.clone(), &config, "e2e-node").unwrap();
@@ -1194,7 +1305,7 @@ impl Server {
     /// The simulator, signing as Twilio with this server's token.
     fn sim(&self, to: &str, turns: Vec<CallerTurn>) -> SimOptions {
         let mut opts = SimOptions::new(&self.base, to, turns);
-        opts.auth_token = Some(AUTH_TOKEN.into());
+        opts.credentials = credentials();
         opts.from = unique_phone();
         opts.max_duration = Duration::from_secs(120);
         opts
@@ -1221,13 +1332,26 @@ impl Server {
         (status, response.text().await.unwrap())
     }
 
-    /// A signed webhook that must connect a stream; the form and the TwiML.
-    async fn accept(&self, to: &str, from: &str) -> (Vec<(String, String)>, String) {
-        let form = voice_form(to, from, None);
-        let (status, twiml) = self.webhook(&form, Signing::Valid).await;
-        assert_eq!(status, StatusCode::OK, "{twiml}");
-        assert!(twiml.contains("<Connect><Stream"), "{twiml}");
-        (form, twiml)
+    /// A call placed as Twilio places it (the tools' placer) that must connect a stream; its
+    /// CallSid and the stream's parameters.
+    async fn accept(&self, to: &str) -> (String, Vec<(String, String)>) {
+        let creds = credentials();
+        let req = receptionist::tools::CallRequest {
+            server: &self.base,
+            public: &self.base,
+            credentials: &creds,
+            to,
+            from: &unique_phone(),
+            forwarded_from: None,
+        };
+        let placed = receptionist::tools::place_call(&self.http, Carrier::Twilio, &req)
+            .await
+            .unwrap();
+        let stream = placed.stream.expect(&placed.answer);
+        (
+            placed.carrier_call_id,
+            stream.info.custom_parameters.into_iter().collect(),
+        )
     }
 
     async fn receptionist(&self, body: Value) -> Value {
@@ -1374,6 +1498,14 @@ fn form_value(form: &[(String, String)], key: &str) -> String {
     form.iter().find(|(k, _)| k == key).unwrap().1.clone()
 }
 
+/// The stream a Twilio answer asks for: its URL and `<Parameter>`s (read as Twilio reads it).
+fn twilio_stream(twiml: &str) -> (String, Vec<(String, String)>) {
+    match parse_answer(Carrier::Twilio, 200, twiml) {
+        Ok(CarrierAction::Stream(plan)) => (plan.url, plan.parameters.into_iter().collect()),
+        other => panic!("no stream ({other:?}): {twiml}"),
+    }
+}
+
 fn param(params: &[(String, String)], key: &str) -> String {
     params
         .iter()
@@ -1509,9 +1641,8 @@ impl RawStream {
 
     /// A call accepted by a signed webhook, its stream connected (not started); and its call id.
     async fn accepted(s: &Server, to: &str) -> (RawStream, String) {
-        let (form, twiml) = s.accept(to, &unique_phone()).await;
-        let (_, params) = parse_twiml_stream(&twiml).unwrap();
-        let mut stream = RawStream::connect(s, &form_value(&form, "CallSid")).await;
+        let (call_sid, params) = s.accept(to).await;
+        let mut stream = RawStream::connect(s, &call_sid).await;
         stream.params = params.clone();
         (stream, param(&params, "callId"))
     }

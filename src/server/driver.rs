@@ -411,7 +411,15 @@ impl CallDriver<'_> {
             Some(Ok(Message::Binary(bytes))) => self.on_carrier_message(Msg::Binary(&bytes)),
             Some(Ok(Message::Close(_))) => {
                 self.socket_open = false;
-                self.input(Input::Disconnected);
+                // Vonage has no `stop`: its clean close is the caller hanging up (a dropped
+                // network has no close frame)
+                let vonage = matches!(&self.wire, Wire::Carrier(w)
+                    if w.session.codec().carrier() == crate::engine::media::Carrier::Vonage);
+                self.input(if vonage {
+                    Input::CarrierStop
+                } else {
+                    Input::Disconnected
+                });
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
         }

@@ -47,9 +47,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::{CallRequest, PlaceError, http_side, place_call, random_hex, read_wav_8k};
+use super::{CallRequest, CarrierSecrets, PlaceError, place_call, random_hex, read_wav_8k};
 use crate::engine::audio::{SAMPLES_8K, g711};
 use crate::engine::media::{Carrier, Msg};
+use crate::server::carriers::client::Credentials;
 use crate::testing::FakeCarrier;
 use crate::testing::carrier::codecs;
 
@@ -90,9 +91,10 @@ pub struct LoadgenArgs {
     /// The receptionist's number (required with --server).
     #[arg(long)]
     pub to: Option<String>,
-    /// Twilio auth token the running server checks (a random one when the server is started here).
-    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    /// The carriers' credentials the running server checks (unset: the test credentials, which a
+    /// server started here is given).
+    #[command(flatten)]
+    pub secrets: CarrierSecrets,
     /// Workspace API key of the running server: adds the server-measured latencies.
     #[arg(long, env = "RECEPTIONIST_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -477,7 +479,7 @@ struct Ctx {
     server: String,
     /// What signatures cover.
     public: String,
-    token: Option<String>,
+    credentials: Credentials,
     to: String,
     carrier: Carrier,
     calls: usize,
@@ -554,7 +556,7 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
     ctx.m.started.fetch_add(1, Ordering::Relaxed);
     let fail = |f: Failure| ctx.m.fail(f);
     let connect = tokio::time::timeout_at(ctx.hard_deadline, open_stream(&ctx, &http)).await;
-    let (mut ws, fake) = match connect {
+    let (mut ws, fake, call_id) = match connect {
         Err(_) => {
             fail(Failure::Cutoff);
             ctx.m.settle(ctx.calls);
@@ -568,7 +570,7 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
         }
         Ok(Ok(x)) => x,
     };
-    result.call_id = fake.info().custom_parameters.get("callId").cloned();
+    result.call_id = call_id;
     let started = Instant::now();
     ctx.m.settle(ctx.calls);
     ctx.m.connected.fetch_add(1, Ordering::Relaxed);
@@ -612,12 +614,12 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
 async fn open_stream(
     ctx: &Ctx,
     http: &reqwest::Client,
-) -> Result<(Ws, FakeCarrier), (Failure, Option<String>)> {
+) -> Result<(Ws, FakeCarrier, Option<String>), (Failure, Option<String>)> {
     let from = format!("+1555{:07}", rand::random_range(0..10_000_000u32));
     let req = CallRequest {
         server: &ctx.server,
         public: &ctx.public,
-        auth_token: ctx.token.as_deref(),
+        credentials: &ctx.credentials,
         to: &ctx.to,
         from: &from,
         forwarded_from: None,
@@ -627,8 +629,8 @@ async fn open_stream(
         Err(e) => {
             if !ctx.m.webhook_error_told.swap(true, Ordering::Relaxed) {
                 let hint = if matches!(e, PlaceError::Webhook { status: 403, .. }) {
-                    " (the server checks signatures against its public URL; see --auth-token \
-                     and --public-url)"
+                    " (the server checks signatures against its public URL; see --twilio-auth-token \
+                     (and the other carriers' secrets) and --public-url)"
                 } else {
                     ""
                 };
@@ -640,7 +642,7 @@ async fn open_stream(
     let Some(stream) = placed.stream else {
         return Err((Failure::Refused, None));
     };
-    let call_id = stream.info.custom_parameters.get("callId").cloned();
+    let call_id = stream.call_id();
     let Ok(mut request) = stream.connect_url.as_str().into_client_request() else {
         return Err((Failure::Connect, call_id));
     };
@@ -670,7 +672,7 @@ async fn open_stream(
     if send_out(&mut fake, &mut ws).await.is_err() {
         return Err((Failure::Socket, call_id));
     }
-    Ok((ws, fake))
+    Ok((ws, fake, call_id))
 }
 
 /// Sends what the fake carrier wrote, in order.
@@ -909,7 +911,7 @@ struct Target {
     public: String,
     pid: Option<u32>,
     to: String,
-    token: Option<String>,
+    credentials: Credentials,
     api_key: Option<String>,
     own: Option<OwnServer>,
 }
@@ -930,10 +932,7 @@ async fn start_own_server(
         "sqlite://{}?mode=rwc",
         dir.join("receptionist.db").display()
     );
-    let token = args
-        .auth_token
-        .clone()
-        .unwrap_or_else(|| format!("loadgen-{}", random_hex(24)));
+    let credentials = args.secrets.credentials()?;
     let created = tokio::process::Command::new(&exe)
         .args([
             "workspace",
@@ -972,7 +971,7 @@ async fn start_own_server(
         .arg(&dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--max-calls", &(args.calls + 10).to_string()])
-        .env("TWILIO_AUTH_TOKEN", &token)
+        .args(credentials.server_flags())
         .env_remove("RECEPTIONIST_PUBLIC_URL")
         .env_remove("RECEPTIONIST_INSECURE_NO_SIGNATURE")
         .env_remove("RECEPTIONIST_MAX_CALL_SECS")
@@ -1030,7 +1029,7 @@ async fn start_own_server(
         server,
         pid,
         to,
-        token: Some(token),
+        credentials,
         api_key: Some(api_key),
         own: Some(own),
     })
@@ -1072,7 +1071,6 @@ pub async fn run_report(args: LoadgenArgs) -> anyhow::Result<Value> {
     } else {
         args.fixtures.clone()
     };
-    http_side(args.carrier)?;
     let audio = Utterances::load(&fixtures)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -1106,7 +1104,7 @@ pub async fn run_report(args: LoadgenArgs) -> anyhow::Result<Value> {
                 server,
                 pid: args.server_pid,
                 to,
-                token: args.auth_token.clone(),
+                credentials: args.secrets.credentials()?,
                 api_key: args.api_key.clone(),
                 own: None,
             }
@@ -1142,7 +1140,7 @@ async fn drive(
     let ctx = Arc::new(Ctx {
         server: target.server.clone(),
         public: target.public.clone(),
-        token: target.token.clone(),
+        credentials: target.credentials.clone(),
         to: target.to.clone(),
         carrier: args.carrier,
         calls: args.calls,

@@ -11,10 +11,13 @@ pub mod simulate;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use base64::Engine as _;
 
 use crate::engine::audio;
 use crate::engine::media::Carrier;
-use crate::server::twilio::signature;
+use crate::server::carriers::client::{
+    CarrierAction, Credentials, InboundCall, media_headers, parse_answer, voice_request,
+};
 use crate::testing::CallInfo;
 
 /// `n` random lowercase hex digits (carrier-style ids).
@@ -26,15 +29,74 @@ pub fn random_hex(n: usize) -> String {
         .collect()
 }
 
+/// The carriers' credentials the tools sign with: the same names as `serve`'s flags and
+/// environment, the carrier's half of each (Telnyx: the private key whose public half the server
+/// has). Unset ones are the test credentials ([`Credentials::test`]), which is what `loadgen`
+/// gives a server it starts itself.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CarrierSecrets {
+    /// Twilio auth token the server checks signatures with.
+    #[arg(
+        long = "twilio-auth-token",
+        visible_alias = "auth-token",
+        env = "TWILIO_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    pub twilio_auth_token: Option<String>,
+    /// Telnyx signing key: the base64 32-byte Ed25519 private key whose public key the server has
+    /// as TELNYX_PUBLIC_KEY.
+    #[arg(long, env = "TELNYX_SIGNING_KEY", hide_env_values = true)]
+    pub telnyx_signing_key: Option<String>,
+    /// Plivo auth token (X-Plivo-Signature-V3).
+    #[arg(long, env = "PLIVO_AUTH_TOKEN", hide_env_values = true)]
+    pub plivo_auth_token: Option<String>,
+    /// Vonage signature secret (the webhook JWT).
+    #[arg(long, env = "VONAGE_SIGNATURE_SECRET", hide_env_values = true)]
+    pub vonage_signature_secret: Option<String>,
+    /// SignalWire signing key (X-SignalWire-Signature).
+    #[arg(long, env = "SIGNALWIRE_SIGNING_KEY", hide_env_values = true)]
+    pub signalwire_signing_key: Option<String>,
+    /// Exotel stream token (basic auth on the webhook, the token in the stream URL).
+    #[arg(long, env = "EXOTEL_STREAM_TOKEN", hide_env_values = true)]
+    pub exotel_stream_token: Option<String>,
+}
+
+impl CarrierSecrets {
+    /// The credentials to sign with: the given ones over the test ones.
+    pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        let test = Credentials::test();
+        let telnyx_signing_key = match &self.telnyx_signing_key {
+            Some(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+                .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                .context("--telnyx-signing-key must be 32 bytes in base64")?,
+            None => test.telnyx_signing_key,
+        };
+        let or = |given: &Option<String>, test: String| given.clone().unwrap_or(test);
+        Ok(Credentials {
+            twilio_auth_token: or(&self.twilio_auth_token, test.twilio_auth_token),
+            telnyx_signing_key,
+            plivo_auth_token: or(&self.plivo_auth_token, test.plivo_auth_token),
+            vonage_signature_secret: or(
+                &self.vonage_signature_secret,
+                test.vonage_signature_secret,
+            ),
+            signalwire_signing_key: or(&self.signalwire_signing_key, test.signalwire_signing_key),
+            exotel_stream_token: or(&self.exotel_stream_token, test.exotel_stream_token),
+        })
+    }
+}
+
 /// A call to place: who calls whom, on which server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CallRequest<'a> {
     /// Where the server listens, e.g. `http://127.0.0.1:8080`.
     pub server: &'a str,
     /// The public base URL the server was configured with (what carriers sign).
     pub public: &'a str,
-    /// The carrier credential the server checks signatures with, if any.
-    pub auth_token: Option<&'a str>,
+    /// What the carrier signs with.
+    pub credentials: &'a Credentials,
     pub to: &'a str,
     pub from: &'a str,
     pub forwarded_from: Option<&'a str>,
@@ -43,7 +105,7 @@ pub struct CallRequest<'a> {
 /// What the voice webhook answered.
 #[derive(Debug, Clone)]
 pub struct PlacedCall {
-    /// The answer markup (TwiML, ...), as received.
+    /// The answer markup (TwiML, NCCO, ...), as received.
     pub answer: String,
     /// The carrier's id for the call, as the webhook was told it.
     pub carrier_call_id: String,
@@ -65,133 +127,118 @@ pub struct StreamTarget {
     pub headers: Vec<(String, String)>,
 }
 
+impl StreamTarget {
+    /// The server's id for the call: a stream parameter, or in the stream URL's query (Plivo's
+    /// `extraHeaders` carry only the token).
+    pub fn call_id(&self) -> Option<String> {
+        self.info
+            .custom_parameters
+            .get("callId")
+            .cloned()
+            .or_else(|| {
+                let u = url::Url::parse(&self.url).ok()?;
+                u.query_pairs()
+                    .find(|(k, _)| k == "callId")
+                    .map(|(_, v)| v.into_owned())
+            })
+    }
+}
+
 /// Why a call could not be placed.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
-    #[error("carrier {0}: HTTP side not in this build yet")]
-    NotInThisBuild(Carrier),
     #[error("the voice webhook answered {status}: {body}")]
     Webhook { status: u16, body: String },
+    #[error("the voice webhook's answer is not what the carrier expects ({reason}): {body}")]
+    Answer { reason: String, body: String },
     #[error("the voice webhook failed: {0}")]
     Http(#[from] reqwest::Error),
 }
 
-/// Whether [`place_call`] can place calls as `carrier` in this build.
-pub fn http_side(carrier: Carrier) -> Result<(), PlaceError> {
-    match carrier {
-        Carrier::Twilio => Ok(()),
-        other => Err(PlaceError::NotInThisBuild(other)),
-    }
-}
-
-/// Places a call as `carrier` would: the signed voice webhook, the answer markup read for its
-/// stream, and the upgrade's headers. Twilio only so far: the other carriers' HTTP sides come
-/// with `server/carriers/`.
+/// Places a call as `carrier` would: the signed voice webhook
+/// ([`voice_request`]), its answer read as the carrier reads it ([`parse_answer`]), and the
+/// stream to open with the upgrade's headers ([`media_headers`]).
 pub async fn place_call(
     http: &reqwest::Client,
     carrier: Carrier,
     req: &CallRequest<'_>,
 ) -> Result<PlacedCall, PlaceError> {
-    http_side(carrier)?;
     let server = req.server.trim_end_matches('/');
-    let public = req.public.trim_end_matches('/');
-    let call_sid = format!("CA{}", random_hex(32));
-    let account_sid = format!("AC{}", random_hex(32));
-    let mut form: Vec<(String, String)> = vec![
-        ("AccountSid".into(), account_sid.clone()),
-        ("ApiVersion".into(), "2010-04-01".into()),
-        ("CallSid".into(), call_sid.clone()),
-        ("CallStatus".into(), "ringing".into()),
-        ("Called".into(), req.to.into()),
-        ("Caller".into(), req.from.into()),
-        ("Direction".into(), "inbound".into()),
-        ("From".into(), req.from.into()),
-        ("To".into(), req.to.into()),
-    ];
-    if let Some(f) = req.forwarded_from {
-        form.push(("ForwardedFrom".into(), f.into()));
+    let mut call = InboundCall::new(carrier, req.to, req.from);
+    call.forwarded_from = req.forwarded_from.map(String::from);
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let signed = voice_request(carrier, req.public, req.credentials, &call, now_secs);
+    let url = format!("{server}{}", signed.path_and_query());
+    let mut builder = match signed.method {
+        "GET" => http.get(&url),
+        _ => http.post(&url).body(signed.body.clone()),
+    };
+    for (name, value) in &signed.headers {
+        builder = builder.header(name, value);
     }
-    let mut post = http.post(format!("{server}/twilio/voice")).form(&form);
-    if let Some(token) = req.auth_token {
-        post = post.header(
-            "X-Twilio-Signature",
-            signature(token, &format!("{public}/twilio/voice"), &form),
-        );
-    }
-    let resp = post.send().await?;
-    let status = resp.status();
+    let resp = builder.send().await?;
+    let status = resp.status().as_u16();
     let answer = resp.text().await?;
-    if !status.is_success() {
+    // a refused request (a bad signature) is an error, not the carrier's hang-up
+    if (400..500).contains(&status) {
         return Err(PlaceError::Webhook {
-            status: status.as_u16(),
+            status,
             body: answer,
         });
     }
-    let stream = parse_twiml_stream(&answer).map(|(url, params)| {
-        let ws_server = server
-            .replacen("https://", "wss://", 1)
-            .replacen("http://", "ws://", 1);
-        let connect_url = match url::Url::parse(&url) {
-            Ok(u) => match u.query() {
-                Some(q) => format!("{ws_server}{}?{q}", u.path()),
-                None => format!("{ws_server}{}", u.path()),
-            },
-            Err(_) => url.clone(),
-        };
-        let headers = req
-            .auth_token
-            .map(|token| vec![("X-Twilio-Signature".into(), signature(token, &url, &[]))])
-            .unwrap_or_default();
-        StreamTarget {
-            url,
-            connect_url,
-            info: CallInfo {
-                stream_id: format!("MZ{}", random_hex(32)),
-                call_id: call_sid.clone(),
-                account_id: account_sid,
-                from: req.from.into(),
-                to: req.to.into(),
-                custom_parameters: params.into_iter().collect(),
-            },
-            headers,
+    let plan = match parse_answer(carrier, status, &answer) {
+        Ok(CarrierAction::Stream(plan)) => plan,
+        Ok(CarrierAction::HangUp { .. }) => {
+            return Ok(PlacedCall {
+                answer,
+                carrier_call_id: call.carrier_call_id,
+                stream: None,
+            });
         }
-    });
+        Err(_) if !(200..300).contains(&status) => {
+            return Err(PlaceError::Webhook {
+                status,
+                body: answer,
+            });
+        }
+        Err(reason) => {
+            return Err(PlaceError::Answer {
+                reason,
+                body: answer,
+            });
+        }
+    };
+    let ws_server = server
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    let connect_url = match url::Url::parse(&plan.url) {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{ws_server}{}?{q}", u.path()),
+            None => format!("{ws_server}{}", u.path()),
+        },
+        Err(_) => plan.url.clone(),
+    };
+    let headers = media_headers(carrier, &plan, req.credentials);
+    let stream = StreamTarget {
+        connect_url,
+        info: CallInfo {
+            stream_id: format!("MZ{}", random_hex(32)),
+            call_id: call.carrier_call_id.clone(),
+            account_id: format!("AC{}", random_hex(32)),
+            from: call.from.clone(),
+            to: call.to.clone(),
+            custom_parameters: plan.parameters.clone(),
+        },
+        headers,
+        url: plan.url,
+    };
     Ok(PlacedCall {
         answer,
-        carrier_call_id: call_sid,
-        stream,
+        carrier_call_id: call.carrier_call_id,
+        stream: Some(stream),
     })
-}
-
-/// Pull `<Stream url>` and its `<Parameter>`s out of TwiML.
-pub fn parse_twiml_stream(twiml: &str) -> Option<(String, Vec<(String, String)>)> {
-    fn attr(tag: &str, name: &str) -> Option<String> {
-        let key = format!("{name}=\"");
-        let start = tag.find(&key)? + key.len();
-        let end = tag[start..].find('"')? + start;
-        Some(unescape(&tag[start..end]))
-    }
-    fn unescape(s: &str) -> String {
-        s.replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&")
-    }
-    let s = twiml.find("<Stream ")?;
-    let tag_end = twiml[s..].find('>')? + s;
-    let url = attr(&twiml[s..tag_end], "url")?;
-    let mut params = Vec::new();
-    let mut rest = &twiml[tag_end..];
-    while let Some(p) = rest.find("<Parameter ") {
-        let end = rest[p..].find("/>")? + p;
-        let tag = &rest[p..end];
-        if let (Some(n), Some(v)) = (attr(tag, "name"), attr(tag, "value")) {
-            params.push((n, v));
-        }
-        rest = &rest[end..];
-    }
-    Some((url, params))
 }
 
 /// Read a mono or stereo 16-bit WAV (any rate) as 8 kHz mono.
@@ -272,21 +319,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn twiml_stream_and_parameters() {
-        let t = r#"<?xml version="1.0"?><Response><Connect><Stream url="wss://x.example/twilio/media"><Parameter name="callId" value="abc"/><Parameter name="token" value="a&amp;b"/></Stream></Connect></Response>"#;
-        let (url, p) = parse_twiml_stream(t).unwrap();
-        assert_eq!(url, "wss://x.example/twilio/media");
-        assert_eq!(
-            p,
-            vec![
-                ("callId".into(), "abc".into()),
-                ("token".into(), "a&b".into())
-            ]
-        );
-        assert!(parse_twiml_stream("<Response><Say>closed</Say><Hangup/></Response>").is_none());
-    }
-
-    #[test]
     fn wav_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.wav");
@@ -296,23 +328,31 @@ mod tests {
         assert!(read_wav_8k(&p).is_err());
     }
 
-    #[tokio::test]
-    async fn other_carriers_are_not_placed_yet() {
-        let http = reqwest::Client::new();
-        let req = CallRequest {
-            server: "http://127.0.0.1:9",
-            public: "http://127.0.0.1:9",
-            auth_token: None,
-            to: "+15550001111",
-            from: "+15555550100",
-            forwarded_from: None,
+    #[test]
+    fn secrets_default_to_the_test_credentials() {
+        let mut secrets = CarrierSecrets {
+            plivo_auth_token: Some("given".into()),
+            ..Default::default()
         };
-        for carrier in Carrier::ALL.into_iter().skip(1) {
-            let e = place_call(&http, carrier, &req).await.unwrap_err();
-            assert!(
-                e.to_string().contains("HTTP side not in this build yet"),
-                "{e}"
-            );
-        }
+        let creds = secrets.credentials().unwrap();
+        assert_eq!(creds.plivo_auth_token, "given");
+        assert_eq!(
+            creds.twilio_auth_token,
+            Credentials::test().twilio_auth_token
+        );
+        assert_eq!(
+            creds.telnyx_public_key(),
+            Credentials::test().telnyx_public_key()
+        );
+        secrets.telnyx_signing_key =
+            Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
+        assert_eq!(secrets.credentials().unwrap().telnyx_signing_key, [7u8; 32]);
+        // the README's server example
+        assert_eq!(
+            Credentials::test().telnyx_public_key(),
+            "GX9rI+FshTLGq8g4+s1ep4m+DHaykgM0A5v6iz02jWE="
+        );
+        secrets.telnyx_signing_key = Some("c2hvcnQ=".into());
+        assert!(secrets.credentials().is_err());
     }
 }

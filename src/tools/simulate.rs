@@ -1,8 +1,9 @@
 //! A simulated carrier: places a call to a running server as the carrier would ([`place_call`]:
-//! signed voice webhook, answer markup, signed WebSocket upgrade), then streams in the carrier's
-//! protocol through the fake carrier ([`FakeCarrier`]: `connected`/`start`, 20 ms caller media,
-//! `dtmf`, `stop`; the agent's audio on a real-time play-out clock, marks echoed as the carrier
-//! does), and answers each agent turn with the next caller turn.
+//! signed voice webhook, answer markup, authorised WebSocket upgrade), then streams in the
+//! carrier's protocol through the fake carrier ([`FakeCarrier`]: `connected`/`start`, 20 ms caller
+//! media, DTMF, `stop`; the agent's audio on a real-time play-out clock, marks echoed and clears
+//! honoured as the carrier does), and answers each agent turn with the next caller turn (or
+//! speaks over the agent: [`CallerTurn::BargeIn`]).
 //!
 //! Used by `receptionist simulate` and by the end-to-end tests.
 
@@ -18,15 +19,23 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use super::{CallRequest, place_call};
 use crate::engine::audio::{self, g711};
 use crate::engine::media::{AudioCodec, Carrier, Msg};
+use crate::server::carriers::client::Credentials;
 use crate::testing::FakeCarrier;
 
-pub use super::{parse_twiml_stream, read_wav_8k, write_wav_8k};
+pub use super::{read_wav_8k, write_wav_8k};
 
 /// One thing the caller does when the agent has finished speaking.
 #[derive(Debug, Clone)]
 pub enum CallerTurn {
     /// Speak: 8 kHz mono PCM.
     Audio { label: String, pcm8k: Vec<i16> },
+    /// Speak over the agent: start `after` into its next speech rather than waiting for it to
+    /// finish (when that speech is shorter, this is an ordinary answer).
+    BargeIn {
+        after: Duration,
+        label: String,
+        pcm8k: Vec<i16>,
+    },
     /// Press a key.
     Key(char),
     /// Stay silent for this long (then go on with the next turn).
@@ -38,8 +47,18 @@ pub enum CallerTurn {
 }
 
 impl CallerTurn {
-    /// `key:1` → a key press; `silence:5` → 5 s silence; `hangup`; `drop`; anything else is a WAV file.
+    /// `key:1` → a key press; `silence:5` → 5 s silence; `barge:0.5:FILE.wav` → FILE spoken
+    /// 0.5 s into the agent's next speech; `hangup`; `drop`; anything else is a WAV file.
     pub fn parse(spec: &str) -> anyhow::Result<Self> {
+        if let Some(rest) = spec.strip_prefix("barge:") {
+            let (secs, path) = rest.split_once(':').context("barge:SECONDS:FILE.wav")?;
+            let secs: f64 = secs.parse().context("barge:SECONDS:FILE.wav")?;
+            return Ok(Self::BargeIn {
+                after: Duration::from_secs_f64(secs.clamp(0.0, 600.0)),
+                label: path.to_string(),
+                pcm8k: read_wav_8k(Path::new(path))?,
+            });
+        }
         if let Some(k) = spec.strip_prefix("key:") {
             let mut c = k.chars();
             match (c.next(), c.next()) {
@@ -71,9 +90,10 @@ impl CallerTurn {
 pub struct SimOptions {
     /// Where the server listens, e.g. `http://127.0.0.1:8080`.
     pub server: String,
-    /// The public base URL the server was configured with (what Twilio signs); default `server`.
+    /// The public base URL the server was configured with (what carriers sign); default `server`.
     pub public_url: Option<String>,
-    pub auth_token: Option<String>,
+    /// What the carrier signs with.
+    pub credentials: Credentials,
     pub to: String,
     pub from: String,
     pub forwarded_from: Option<String>,
@@ -97,7 +117,7 @@ impl SimOptions {
         Self {
             server: server.trim_end_matches('/').to_string(),
             public_url: None,
-            auth_token: None,
+            credentials: Credentials::test(),
             to: to.to_string(),
             from: "+15555550100".to_string(),
             forwarded_from: None,
@@ -115,12 +135,14 @@ impl SimOptions {
 /// What happened.
 #[derive(Debug, Default)]
 pub struct SimOutcome {
-    /// The answer markup (TwiML, ...) the webhook answered.
-    pub twiml: String,
+    /// The answer markup (TwiML, NCCO, ...) the webhook answered.
+    pub answer: String,
+    /// The stream the answer asked for (URL, parameters, upgrade headers), if it connected one.
+    pub stream: Option<super::StreamTarget>,
     /// The server's call id (from the stream parameters), if the call was connected.
     pub call_id: Option<String>,
-    /// The carrier's id for the call (Twilio's CallSid).
-    pub call_sid: String,
+    /// The carrier's id for the call (Twilio's CallSid, Telnyx's call control id, ...).
+    pub carrier_call_id: String,
     /// What the caller heard, 8 kHz mono.
     pub heard: Vec<i16>,
     pub media_received: u64,
@@ -162,7 +184,7 @@ pub async fn simulate_call(opts: SimOptions) -> anyhow::Result<SimOutcome> {
         &CallRequest {
             server: &opts.server,
             public,
-            auth_token: opts.auth_token.as_deref(),
+            credentials: &opts.credentials,
             to: &opts.to,
             from: &opts.from,
             forwarded_from: opts.forwarded_from.as_deref(),
@@ -171,8 +193,9 @@ pub async fn simulate_call(opts: SimOptions) -> anyhow::Result<SimOutcome> {
     .await
     .context("placing the call")?;
     let mut outcome = SimOutcome {
-        twiml: placed.answer.clone(),
-        call_sid: placed.carrier_call_id.clone(),
+        answer: placed.answer.clone(),
+        stream: placed.stream.clone(),
+        carrier_call_id: placed.carrier_call_id.clone(),
         ..Default::default()
     };
     let Some(stream) = placed.stream else {
@@ -181,7 +204,7 @@ pub async fn simulate_call(opts: SimOptions) -> anyhow::Result<SimOutcome> {
         }
         return Ok(outcome);
     };
-    outcome.call_id = stream.info.custom_parameters.get("callId").cloned();
+    outcome.call_id = stream.call_id();
     if let (Some(tx), Some(id)) = (&opts.call_id_tx, &outcome.call_id) {
         let _ = tx.send(id.clone());
     }
@@ -212,6 +235,8 @@ pub async fn simulate_call(opts: SimOptions) -> anyhow::Result<SimOutcome> {
     let mut silence_until: Option<tokio::time::Instant> = None;
     let mut agent_idle_ms: u64 = 0;
     let mut agent_spoke_since_turn = false;
+    // since when the agent has been speaking without a pause (for a barge-in)
+    let mut agent_speaking_since: Option<tokio::time::Instant> = None;
 
     loop {
         if started.elapsed() > opts.max_duration {
@@ -255,25 +280,46 @@ pub async fn simulate_call(opts: SimOptions) -> anyhow::Result<SimOutcome> {
                 outcome.heard.extend_from_slice(&fake.heard()[before..]);
                 if played {
                     agent_idle_ms = 0;
-                    agent_spoke_since_turn = true;
+                    agent_speaking_since.get_or_insert_with(tokio::time::Instant::now);
+                    // what plays while the caller talks over it is not the agent's reply
+                    if speaking.is_none() {
+                        agent_spoke_since_turn = true;
+                    }
                 } else {
                     // keep the heard track time-aligned
                     outcome.heard.extend_from_slice(&[0i16; audio::SAMPLES_8K]);
                     if !fake.is_playing() {
                         agent_idle_ms += 20;
                     }
+                    // a frame late is jitter; a pause is the end of the agent's speech
+                    if agent_idle_ms >= 300 {
+                        agent_speaking_since = None;
+                    }
                 }
-                // the caller's next move once the agent has finished
+                // the caller's next move once the agent has finished (or, barging in, while it speaks)
+                let barge_now = matches!(
+                    turns.front(),
+                    Some(CallerTurn::BargeIn { after, .. })
+                        if agent_speaking_since.is_some_and(|t| t.elapsed() >= *after)
+                );
                 if speaking.is_none()
                     && silence_until.is_none_or(|t| tokio::time::Instant::now() >= t)
-                    && agent_spoke_since_turn
-                    && agent_idle_ms >= opts.reply_gap.as_millis() as u64
+                    && (barge_now
+                        || (agent_spoke_since_turn
+                            && agent_idle_ms >= opts.reply_gap.as_millis() as u64))
                 {
                     silence_until = None;
                     match turns.pop_front() {
                         Some(CallerTurn::Audio { label, pcm8k }) => {
                             if opts.verbose {
                                 eprintln!("[caller] plays {label} ({:.1} s)", pcm8k.len() as f64 / 8000.0);
+                            }
+                            speaking = Some((label, pcm8k, 0));
+                            agent_spoke_since_turn = false;
+                        }
+                        Some(CallerTurn::BargeIn { label, pcm8k, .. }) => {
+                            if opts.verbose {
+                                eprintln!("[caller] speaks over the agent: {label}");
                             }
                             speaking = Some((label, pcm8k, 0));
                             agent_spoke_since_turn = false;
@@ -346,9 +392,9 @@ pub struct SimulateArgs {
     /// The server's public URL, which signatures cover (default: --server).
     #[arg(long, env = "RECEPTIONIST_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// The Twilio auth token the server checks signatures with.
-    #[arg(long, env = "TWILIO_AUTH_TOKEN")]
-    pub auth_token: Option<String>,
+    /// The carriers' credentials the server checks (unset: the test credentials).
+    #[command(flatten)]
+    pub secrets: super::CarrierSecrets,
     /// The carrier to simulate: twilio, telnyx, plivo, vonage, signalwire or exotel.
     #[arg(long, default_value = "twilio")]
     pub carrier: Carrier,
@@ -367,7 +413,8 @@ pub struct SimulateArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 240)]
     pub max_secs: u64,
-    /// The caller's turns, in order: WAV files, `key:D`, `silence:SECS`, `hangup`, `drop`.
+    /// The caller's turns, in order: WAV files, `key:D`, `silence:SECS`, `barge:SECS:FILE.wav`,
+    /// `hangup`, `drop`.
     pub turns: Vec<String>,
 }
 
@@ -380,7 +427,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut opts = SimOptions::new(&args.server, &args.to, turns);
     opts.public_url = args.public_url.clone();
-    opts.auth_token = args.auth_token.clone();
+    opts.credentials = args.secrets.credentials()?;
     opts.from = args.from.clone();
     opts.carrier = args.carrier;
     opts.max_duration = Duration::from_secs(args.max_secs);
@@ -444,7 +491,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let call = simulate_call(opts).await?;
     let _ = stop_tx.send(());
     if call.call_id.is_none() {
-        println!("{}", call.twiml);
+        println!("{}", call.answer);
     }
     let _ = tokio::time::timeout(Duration::from_secs(15), printer).await;
     write_wav_8k(&args.out, &call.heard)?;
@@ -481,5 +528,11 @@ mod tests {
             CallerTurn::Silence(_)
         ));
         assert!(CallerTurn::parse("/no/such/file.wav").is_err());
+        assert!(CallerTurn::parse("barge:x:/no/such/file.wav").is_err());
+        let yes = concat!(env!("CARGO_MANIFEST_DIR"), "/audio-fixtures/yes.wav");
+        assert!(matches!(
+            CallerTurn::parse(&format!("barge:0.5:{yes}")).unwrap(),
+            CallerTurn::BargeIn { after, .. } if after == Duration::from_millis(500)
+        ));
     }
 }

@@ -33,6 +33,13 @@ pub struct Credentials {
     pub exotel_stream_token: String,
 }
 
+/// Secrets stay out of logs: only that they are there.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials { .. }")
+    }
+}
+
 impl Credentials {
     /// Fixed test credentials (never use them for a real account).
     pub fn test() -> Self {
