@@ -278,8 +278,15 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         .open(&call_id, state.config.data_dir.join(&recording_rel))
         .await;
 
+    // a codec that holds audio back to fill its chunks (Exotel) gets that much more lead, so its
+    // chunks reach the carrier as early before they play as single frames do elsewhere
+    let held_back = match &wire {
+        Wire::Carrier(w) => Duration::from_millis(w.session.held_back_ms()),
+        Wire::Web => Duration::ZERO,
+    };
     let timing = Timing {
         max_call: state.config.max_call_length(),
+        pacing_lead: Timing::default().pacing_lead + held_back,
         ..Timing::default()
     };
     let engine = CallEngine::new(

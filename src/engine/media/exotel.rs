@@ -66,6 +66,8 @@ pub struct ExotelCodec {
     /// `deferred_names`, each one's end in `deferred_ends`. Written after the next chunk.
     deferred_names: String,
     deferred_ends: Vec<usize>,
+    /// How long one outbound chunk plays, in ms (what may be held back).
+    chunk_ms: u64,
 }
 
 impl ExotelCodec {
@@ -87,8 +89,15 @@ impl ExotelCodec {
             ),
             deferred_names: String::with_capacity(32 * MAX_DEFERRED_MARKS),
             deferred_ends: Vec::with_capacity(MAX_DEFERRED_MARKS),
+            chunk_ms: chunk_ms(DEFAULT_CODEC, min),
         }
     }
+}
+
+/// How long a chunk of [`chunk_bytes`] plays, in ms.
+fn chunk_ms(codec: AudioCodec, min: usize) -> u64 {
+    let per_20ms = codec.bytes_per_20ms().unwrap_or(160).max(1);
+    (chunk_bytes(codec, min) * 20 / per_20ms) as u64
 }
 
 impl Default for ExotelCodec {
@@ -176,6 +185,7 @@ impl ExotelCodec {
             self.stream_sid.clone_from(&stream_sid);
             self.held
                 .reset(chunk_bytes(codec, self.min_chunk), codec.silence_byte());
+            self.chunk_ms = chunk_ms(codec, self.min_chunk);
         }
         Ok(Inbound::Start(Box::new(StreamStart {
             carrier: Carrier::Exotel,
@@ -320,6 +330,10 @@ impl CarrierCodec for ExotelCodec {
     fn echoes_marks(&self) -> bool {
         true
     }
+
+    fn held_back_ms(&self) -> u64 {
+        self.chunk_ms
+    }
 }
 
 #[cfg(test)]
@@ -439,6 +453,10 @@ mod tests {
         assert_eq!(chunk_bytes(PCM8K, MIN_CHUNK_BYTES), 3200);
         assert_eq!(chunk_bytes(l16(16000), MIN_CHUNK_BYTES), 3200);
         assert_eq!(chunk_bytes(l16(24000), MIN_CHUNK_BYTES), 4800);
+        assert_eq!(chunk_ms(PCM8K, MIN_CHUNK_BYTES), 200);
+        assert_eq!(chunk_ms(l16(16000), MIN_CHUNK_BYTES), 100);
+        assert_eq!(chunk_ms(AudioCodec::Mulaw, MIN_CHUNK_BYTES), 400);
+        assert_eq!(ExotelCodec::new().held_back_ms(), 200);
         assert_eq!(chunk_bytes(AudioCodec::Mulaw, MIN_CHUNK_BYTES), 3200);
         assert_eq!(chunk_bytes(PCM8K, 1600), 1600);
         assert_eq!(chunk_bytes(PCM8K, 0), 1600);

@@ -313,6 +313,13 @@ pub trait CarrierCodec {
 
     /// Whether the carrier echoes marks. When false, the engine must time playback itself.
     fn echoes_marks(&self) -> bool;
+
+    /// The most agent audio, in milliseconds, this codec may hold back before it sends a message
+    /// (Exotel's minimum chunk). The engine paces this much further ahead, so that a chunk
+    /// reaches the carrier as early before it plays as a 20 ms frame does elsewhere.
+    fn held_back_ms(&self) -> u64 {
+        0
+    }
 }
 
 /// Any carrier's codec, without boxing: what a driver holds per call.
@@ -374,6 +381,9 @@ impl CarrierCodec for Codec {
     }
     fn echoes_marks(&self) -> bool {
         dispatch!(self, c => c.echoes_marks())
+    }
+    fn held_back_ms(&self) -> u64 {
+        dispatch!(self, c => c.held_back_ms())
     }
 }
 

@@ -96,6 +96,11 @@ impl MediaSession {
         self.codec.echoes_marks()
     }
 
+    /// How much agent audio the codec may hold back (ms); the engine paces this much further ahead.
+    pub fn held_back_ms(&self) -> u64 {
+        self.codec.held_back_ms()
+    }
+
     /// Parses one message from the carrier and gives `input` the engine inputs it makes, in
     /// order. An `Err` is a protocol violation: the caller should end the session.
     pub fn handle_message<'a>(
