@@ -381,9 +381,9 @@ async fn answered_to_the_end_then_welcomed_back(backend: Backend) {
         );
         assert!(out.answer.contains(&stream), "{}", out.answer);
         let (_, params) = twilio_stream(&out.answer);
-        let names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = params.keys().map(String::as_str).collect();
         assert_eq!(names, ["callId", "token"], "{}", out.answer);
-        assert!(params.iter().all(|(_, v)| !v.is_empty()));
+        assert!(params.values().all(|v| !v.is_empty()));
         // the carrier side saw a clean session
         assert!(out.first_audio_ms.is_some(), "no agent audio arrived");
         assert!(out.marks_echoed > 0, "no marks were echoed");
@@ -559,7 +559,7 @@ async fn webhook_signatures_and_routing(backend: Backend) {
             assert_eq!(call["status"], "accepted");
             assert_eq!(call["forwarded_from"], "+15550109999");
             assert_eq!(call["from_number"], "+15550100003");
-            let row = s.store.call_by_id(&id).await.unwrap().unwrap();
+            let row = s.store.call_by_id(id).await.unwrap().unwrap();
             assert_eq!(row.forwarded_from.as_deref(), Some("+15550109999"));
             assert!(form.contains(&("CallSid".into(), row.call_sid)));
             assert_eq!(row.status, CallStatus::Accepted);
