@@ -1,6 +1,7 @@
 //! End to end: the real server (axum on 127.0.0.1:0 in this process, or the real binary where a
-//! process must die) and a real WebSocket client acting as the carrier (the simulator on the fake
-//! carrier: every carrier in `every_carrier_end_to_end`, Twilio elsewhere), on real databases.
+//! process must die) and a real WebSocket client acting as the carrier (the fake carrier, driven by
+//! the simulator or by hand: every carrier in `call_on_every_carrier`, Twilio elsewhere), on real
+//! databases.
 //!
 //! - Call-flow tests run once on SQLite (a file in a temporary directory) and once on PostgreSQL
 //!   (a fresh database per test, dropped afterwards; `TEST_POSTGRES_URL`, default
@@ -13,7 +14,7 @@
 
 mod common;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,12 +35,17 @@ use receptionist::backends::{
 };
 use receptionist::engine::audio::g711;
 use receptionist::engine::dialogue::{APOLOGY, FAILURE_GOODBYE};
-use receptionist::engine::media::{Carrier, twilio as wire};
-use receptionist::server::carriers::client::{CarrierAction, Credentials, parse_answer};
+use receptionist::engine::media::Carrier;
+use receptionist::server::carriers::client::{
+    CarrierAction, Credentials, InboundCall, parse_answer, voice_request,
+};
 use receptionist::server::twilio::{BUSY_MESSAGE, CLOSED_MESSAGE, signature};
 use receptionist::server::{AppState, router};
 use receptionist::store::{CallStatus, Store};
-use receptionist::tools::simulate::{CallerTurn, SimOptions, read_wav_8k, simulate_call};
+use receptionist::testing::{CallInfo, FakeCarrier};
+use receptionist::tools::simulate::{
+    CallerTurn, SimOptions, read_wav_8k, receive, send_out, simulate_call,
+};
 
 use common::{Backend, TestDatabase};
 
@@ -375,9 +381,9 @@ async fn answered_to_the_end_then_welcomed_back(backend: Backend) {
         );
         assert!(out.answer.contains(&stream), "{}", out.answer);
         let (_, params) = twilio_stream(&out.answer);
-        let names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = params.keys().map(String::as_str).collect();
         assert_eq!(names, ["callId", "token"], "{}", out.answer);
-        assert!(params.iter().all(|(_, v)| !v.is_empty()));
+        assert!(params.values().all(|v| !v.is_empty()));
         // the carrier side saw a clean session
         assert!(out.first_audio_ms.is_some(), "no agent audio arrived");
         assert!(out.marks_echoed > 0, "no marks were echoed");
@@ -511,28 +517,24 @@ async fn webhook_signatures_and_routing(backend: Backend) {
 
             // unsigned, badly signed, signed for other parameters or another URL: 403
             let form = voice_form(&live, "+15550100001", None);
-            let (status, _) = s.webhook(&form, Signing::None).await;
-            assert_eq!(status, StatusCode::FORBIDDEN);
-            let (status, _) = s.webhook(&form, Signing::Token("not-the-token")).await;
-            assert_eq!(status, StatusCode::FORBIDDEN);
-            let (status, _) = s
-                .webhook(&form, Signing::Url("http://127.0.0.1:1/twilio/voice"))
-                .await;
-            assert_eq!(status, StatusCode::FORBIDDEN);
             let mut tampered = form.clone();
-            let signed = s.sign_voice(&form);
-            tampered[0].1 = "+15550100999".into();
-            let (status, _) = s.webhook(&tampered, Signing::Given(&signed)).await;
-            assert_eq!(status, StatusCode::FORBIDDEN);
+            tampered.iter_mut().find(|(k, _)| k == "To").unwrap().1 = "+15550100999".into();
+            let (url, elsewhere) = (s.voice_url(), "http://127.0.0.1:1/twilio/voice");
+            for (form, sig) in [
+                (&form, None),
+                (&form, Some(signature("not-the-token", &url, &form))),
+                (&form, Some(signature(AUTH_TOKEN, elsewhere, &form))),
+                (&tampered, Some(s.sign_voice(&form))),
+            ] {
+                assert_eq!(s.webhook(form, sig).await.0, StatusCode::FORBIDDEN);
+            }
             // nothing was accepted
             let (_, calls) = s.get("/api/v1/calls").await;
             assert_eq!(calls["data"], json!([]));
 
             // a number with no receptionist, and an inactive one: closed message, hang up
             for to in [unique_phone(), inactive.clone()] {
-                let (status, twiml) = s
-                    .webhook(&voice_form(&to, "+15550100002", None), Signing::Valid)
-                    .await;
+                let (status, twiml) = s.voice(&voice_form(&to, "+15550100002", None)).await;
                 assert_eq!(status, StatusCode::OK);
                 assert!(
                     twiml.contains(&format!("<Say>{}</Say><Hangup/>", xml(CLOSED_MESSAGE))),
@@ -545,21 +547,21 @@ async fn webhook_signatures_and_routing(backend: Backend) {
 
             // a forwarded call keeps the number it was forwarded from
             let form = voice_form(&live, "+15550100003", Some("+15550109999"));
-            let (status, twiml) = s.webhook(&form, Signing::Valid).await;
+            let (status, twiml) = s.voice(&form).await;
             assert_eq!(status, StatusCode::OK);
             let (url, params) = twilio_stream(&twiml);
             assert_eq!(
                 url,
                 format!("ws://127.0.0.1:{}/twilio/media", s.addr.port())
             );
-            let id = param(&params, "callId");
+            let id = &params["callId"];
             let (_, call) = s.get(&format!("/api/v1/calls/{id}")).await;
             assert_eq!(call["status"], "accepted");
             assert_eq!(call["forwarded_from"], "+15550109999");
             assert_eq!(call["from_number"], "+15550100003");
-            let row = s.store.call_by_id(&id).await.unwrap().unwrap();
+            let row = s.store.call_by_id(id).await.unwrap().unwrap();
             assert_eq!(row.forwarded_from.as_deref(), Some("+15550109999"));
-            assert_eq!(row.call_sid, form_value(&form, "CallSid"));
+            assert!(form.contains(&("CallSid".into(), row.call_sid)));
             assert_eq!(row.status, CallStatus::Accepted);
         },
     )
@@ -579,9 +581,7 @@ async fn busy_at_max_calls(backend: Backend) {
         let first = tokio::spawn(simulate_call(opts));
         let first_id = id_rx.recv().await.expect("the first call was accepted");
 
-        let (status, twiml) = s
-            .webhook(&voice_form(&phone, "+15550100004", None), Signing::Valid)
-            .await;
+        let (status, twiml) = s.voice(&voice_form(&phone, "+15550100004", None)).await;
         assert_eq!(status, StatusCode::OK);
         assert!(
             twiml.contains(&format!("<Say>{}</Say><Hangup/>", xml(BUSY_MESSAGE))),
@@ -603,9 +603,7 @@ async fn busy_at_max_calls(backend: Backend) {
             async move { calls.active() == 0 }
         })
         .await;
-        let (_, twiml) = s
-            .webhook(&voice_form(&phone, "+15550100005", None), Signing::Valid)
-            .await;
+        let (_, twiml) = s.voice(&voice_form(&phone, "+15550100005", None)).await;
         assert!(twiml.contains("<Connect><Stream"), "{twiml}");
     })
     .await;
@@ -685,7 +683,7 @@ async fn media_before_start_and_unknown_events(backend: Backend) {
         stream.await_agent_turn().await;
         let unknown = format!(
             "{{\"event\":\"transcription\",\"streamSid\":\"{}\",\"transcription\":{{\"text\":\"hi\"}}}}",
-            stream.stream_sid
+            stream.fake.info().stream_id
         );
         stream.send(Message::text(unknown.clone())).await;
         stream.say(&speech).await;
@@ -741,9 +739,10 @@ async fn start_must_match_an_accepted_call(backend: Backend) {
                 }
             }
 
-            let (call_sid, params) = s.accept(&phone).await;
-            let id = param(&params, "callId");
-            let token = param(&params, "token");
+            let info = s.accept(&phone).await;
+            let call_sid = info.call_id.clone();
+            let id = info.custom_parameters["callId"].clone();
+            let token = info.custom_parameters["token"].clone();
             let other_sid = format!("CA{}", uuid::Uuid::new_v4().simple());
             let unknown_id = uuid::Uuid::new_v4().to_string();
             let wrong_token = "0".repeat(token.len());
@@ -753,7 +752,11 @@ async fn start_must_match_an_accepted_call(backend: Backend) {
                 ("wrong call sid", &other_sid, &id, &token),
                 ("no token", &call_sid, &id, &String::new()),
             ] {
-                let mut stream = RawStream::connect(&s, sid).await;
+                let other = CallInfo {
+                    call_id: sid.clone(),
+                    ..CallInfo::default()
+                };
+                let mut stream = RawStream::connect(&s, other).await;
                 stream
                     .send_start_with(&[("callId", call_id.as_str()), ("token", tok.as_str())])
                     .await;
@@ -761,7 +764,7 @@ async fn start_must_match_an_accepted_call(backend: Backend) {
                     stream.until_closed(Duration::from_secs(10)).await,
                     "{what}: the session was not closed"
                 );
-                assert_eq!(stream.agent_frames, 0, "{what}: the agent spoke");
+                assert_eq!(stream.fake.media_received(), 0, "{what}: the agent spoke");
                 let row = s.store.call_by_id(&id).await.unwrap().unwrap();
                 assert_eq!(row.status, CallStatus::Accepted, "{what}");
                 assert_eq!(row.stream_sid, None, "{what}");
@@ -773,10 +776,8 @@ async fn start_must_match_an_accepted_call(backend: Backend) {
             );
 
             // the real stream still connects
-            let mut stream = RawStream::connect(&s, &call_sid).await;
-            stream
-                .send_start_with(&[("callId", id.as_str()), ("token", token.as_str())])
-                .await;
+            let mut stream = RawStream::connect(&s, info).await;
+            stream.send_start(&id).await;
             stream.until_agent_speaks().await;
             stream.hang_up().await;
             let call = s.wait_for_end(&id).await;
@@ -809,7 +810,7 @@ async fn caller_hangs_up_mid_sentence(backend: Backend) {
         for _ in 0..25 {
             stream.step(&SILENCE).await;
         }
-        assert!(stream.agent_playing(), "the agent should still be talking");
+        assert!(stream.fake.is_playing(), "the agent should still be talking");
         stream.hang_up().await;
 
         let call = s.wait_for_end(&id).await;
@@ -1020,7 +1021,7 @@ async fn silent_socket_is_closed_after_the_start_timeout() {
         Backend::Sqlite,
         Setup::scripted(["hello"]),
         |s| async move {
-            let mut stream = RawStream::connect(&s, "CA00000000000000000000000000000000").await;
+            let mut stream = RawStream::connect(&s, CallInfo::default()).await;
             let first = tokio::time::timeout(
                 receptionist::server::driver::START_TIMEOUT + Duration::from_secs(10),
                 stream.ws.next(),
@@ -1276,19 +1277,6 @@ where
     }
 }
 
-/// How a webhook request is signed.
-#[derive(Clone, Copy)]
-enum Signing<'a> {
-    Valid,
-    None,
-    /// With another token.
-    Token(&'a str),
-    /// For another URL.
-    Url(&'a str),
-    /// This exact header.
-    Given(&'a str),
-}
-
 impl Server {
     fn voice_url(&self) -> String {
         format!("{}/twilio/voice", self.base)
@@ -1311,19 +1299,18 @@ impl Server {
         opts
     }
 
+    /// The voice webhook, validly signed.
+    async fn voice(&self, form: &[(String, String)]) -> (StatusCode, String) {
+        self.webhook(form, Some(self.sign_voice(form))).await
+    }
+
+    /// The voice webhook with this `X-Twilio-Signature` (or none).
     async fn webhook(
         &self,
         form: &[(String, String)],
-        signing: Signing<'_>,
+        sig: Option<String>,
     ) -> (StatusCode, String) {
         let mut req = self.http.post(self.voice_url()).form(form);
-        let sig = match signing {
-            Signing::Valid => Some(self.sign_voice(form)),
-            Signing::None => None,
-            Signing::Token(t) => Some(signature(t, &self.voice_url(), form)),
-            Signing::Url(u) => Some(signature(AUTH_TOKEN, u, form)),
-            Signing::Given(s) => Some(s.to_string()),
-        };
         if let Some(sig) = sig {
             req = req.header("X-Twilio-Signature", sig);
         }
@@ -1332,9 +1319,9 @@ impl Server {
         (status, response.text().await.unwrap())
     }
 
-    /// A call placed as Twilio places it (the tools' placer) that must connect a stream; its
-    /// CallSid and the stream's parameters.
-    async fn accept(&self, to: &str) -> (String, Vec<(String, String)>) {
+    /// A call placed as Twilio places it (the tools' placer) that must connect a stream; who its
+    /// `start` names (CallSid, stream parameters).
+    async fn accept(&self, to: &str) -> CallInfo {
         let creds = credentials();
         let req = receptionist::tools::CallRequest {
             server: &self.base,
@@ -1347,11 +1334,7 @@ impl Server {
         let placed = receptionist::tools::place_call(&self.http, Carrier::Twilio, &req)
             .await
             .unwrap();
-        let stream = placed.stream.expect(&placed.answer);
-        (
-            placed.carrier_call_id,
-            stream.info.custom_parameters.into_iter().collect(),
-        )
+        placed.stream.expect(&placed.answer).info
     }
 
     async fn receptionist(&self, body: Value) -> Value {
@@ -1472,47 +1455,20 @@ fn fast_receptionist(phone: &str) -> Value {
     })
 }
 
-/// The voice webhook form Twilio posts for an inbound call.
+/// The voice webhook form Twilio posts for an inbound call (as the tools' placer posts it).
 fn voice_form(to: &str, from: &str, forwarded_from: Option<&str>) -> Vec<(String, String)> {
-    let mut form: Vec<(String, String)> = [
-        ("To", to.to_string()),
-        ("From", from.to_string()),
-        ("CallSid", format!("CA{}", uuid::Uuid::new_v4().simple())),
-        ("AccountSid", format!("AC{}", uuid::Uuid::new_v4().simple())),
-        ("ApiVersion", "2010-04-01".to_string()),
-        ("CallStatus", "ringing".to_string()),
-        ("Direction", "inbound".to_string()),
-        ("Called", to.to_string()),
-        ("Caller", from.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    if let Some(f) = forwarded_from {
-        form.push(("ForwardedFrom".into(), f.into()));
-    }
-    form
-}
-
-fn form_value(form: &[(String, String)], key: &str) -> String {
-    form.iter().find(|(k, _)| k == key).unwrap().1.clone()
+    let mut call = InboundCall::new(Carrier::Twilio, to, from);
+    call.forwarded_from = forwarded_from.map(String::from);
+    let req = voice_request(Carrier::Twilio, "http://e2e", &credentials(), &call, 0);
+    form_urlencoded::parse(&req.body).into_owned().collect()
 }
 
 /// The stream a Twilio answer asks for: its URL and `<Parameter>`s (read as Twilio reads it).
-fn twilio_stream(twiml: &str) -> (String, Vec<(String, String)>) {
+fn twilio_stream(twiml: &str) -> (String, BTreeMap<String, String>) {
     match parse_answer(Carrier::Twilio, 200, twiml) {
-        Ok(CarrierAction::Stream(plan)) => (plan.url, plan.parameters.into_iter().collect()),
+        Ok(CarrierAction::Stream(plan)) => (plan.url, plan.parameters),
         other => panic!("no stream ({other:?}): {twiml}"),
     }
-}
-
-fn param(params: &[(String, String)], key: &str) -> String {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .unwrap_or_else(|| panic!("no {key} parameter"))
-        .1
-        .clone()
 }
 
 fn xml(s: &str) -> String {
@@ -1584,31 +1540,19 @@ async fn wait_healthy(http: &reqwest::Client, base: &str, log: &Path) {
 // A hand-driven Twilio media stream (for what the simulator does not do on purpose)
 // ---------------------------------------------------------------------------------------------
 
-/// One media WebSocket, driven 20 ms at a time: every step sends one caller frame, plays one
-/// frame of the agent's audio and echoes the marks it reached (and every pending mark on `clear`),
-/// as Twilio does.
+/// One Twilio media WebSocket on the fake carrier, driven 20 ms at a time: every step plays the
+/// agent's audio up to now (echoing the marks it reached, and every pending mark on `clear`, as
+/// Twilio does) and sends one caller frame.
 struct RawStream {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    stream_sid: String,
-    call_sid: String,
-    account_sid: String,
-    seq: u64,
-    chunk: u64,
-    /// `None`: 20 ms of agent audio; `Some(name)`: a mark.
-    playback: VecDeque<Option<String>>,
-    /// Agent frames received.
-    agent_frames: u64,
+    fake: FakeCarrier,
     closed: bool,
     tick: tokio::time::Interval,
-    buf: String,
-    payload: Vec<u8>,
-    /// The webhook's stream parameters, for `send_start`.
-    params: Vec<(String, String)>,
 }
 
 impl RawStream {
-    /// Connect a signed media stream and send `connected`.
-    async fn connect(s: &Server, call_sid: &str) -> RawStream {
+    /// Connect a signed media stream for `info`'s call and send `connected` (not `start`).
+    async fn connect(s: &Server, info: CallInfo) -> RawStream {
         let url = s.media_url();
         let mut request = url.as_str().into_client_request().unwrap();
         request.headers_mut().insert(
@@ -1618,37 +1562,33 @@ impl RawStream {
         let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut fake = FakeCarrier::with_defaults(Carrier::Twilio, std::time::Instant::now());
+        *fake.info_mut() = info;
         let mut stream = RawStream {
             ws,
-            stream_sid: format!("MZ{}", uuid::Uuid::new_v4().simple()),
-            call_sid: call_sid.to_string(),
-            account_sid: format!("AC{}", uuid::Uuid::new_v4().simple()),
-            seq: 0,
-            chunk: 0,
-            playback: VecDeque::new(),
-            agent_frames: 0,
+            fake,
             closed: false,
             tick,
-            buf: String::new(),
-            payload: Vec::new(),
-            params: Vec::new(),
         };
-        let mut buf = String::new();
-        wire::write_connected(&mut buf);
-        stream.send(Message::text(buf)).await;
+        stream.fake.write_connected();
+        stream.flush().await;
         stream
     }
 
     /// A call accepted by a signed webhook, its stream connected (not started); and its call id.
     async fn accepted(s: &Server, to: &str) -> (RawStream, String) {
-        let (call_sid, params) = s.accept(to).await;
-        let mut stream = RawStream::connect(s, &call_sid).await;
-        stream.params = params.clone();
-        (stream, param(&params, "callId"))
+        let info = s.accept(to).await;
+        let id = info.custom_parameters["callId"].clone();
+        (RawStream::connect(s, info).await, id)
     }
-}
 
-impl RawStream {
+    /// Sends what the fake wrote.
+    async fn flush(&mut self) {
+        if send_out(&mut self.fake, &mut self.ws).await.is_err() {
+            self.closed = true;
+        }
+    }
+
     async fn send(&mut self, msg: Message) {
         if self.ws.send(msg).await.is_err() {
             self.closed = true;
@@ -1657,114 +1597,45 @@ impl RawStream {
 
     /// `start` with the parameters the webhook gave (`call_id` is checked against them).
     async fn send_start(&mut self, call_id: &str) {
-        let params = std::mem::take(&mut self.params);
-        assert_eq!(param(&params, "callId"), call_id);
-        let pairs: Vec<(&str, &str)> = params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        self.send_start_with(&pairs).await;
+        assert_eq!(self.fake.info().custom_parameters["callId"], call_id);
+        self.fake.write_start();
+        self.flush().await;
     }
 
+    /// `start` with these parameters instead.
     async fn send_start_with(&mut self, params: &[(&str, &str)]) {
-        let info = wire::StartInfo {
-            stream_sid: self.stream_sid.clone(),
-            call_sid: self.call_sid.clone(),
-            account_sid: self.account_sid.clone(),
-            tracks: vec!["inbound".into()],
-            encoding: "audio/x-mulaw".into(),
-            sample_rate: 8000,
-            channels: 1,
-            custom_parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
-        self.seq += 1;
-        let mut buf = String::new();
-        wire::write_start(&info, self.seq, &mut buf);
-        self.send(Message::text(buf)).await;
+        self.fake.info_mut().custom_parameters = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.fake.write_start();
+        self.flush().await;
     }
 
-    /// One 20 ms step: take in what the server sent until the tick, play one agent frame (and echo
-    /// the marks it reached), send `frame`. True if an agent frame played.
+    /// One 20 ms step: take in what the server sent until the tick, play the agent's audio up to
+    /// now, send `frame`. True if agent audio played.
     async fn step(&mut self, frame: &[u8; FRAME]) -> bool {
         loop {
             tokio::select! {
                 _ = self.tick.tick() => break,
-                msg = self.ws.next(), if !self.closed => self.on_message(msg).await,
+                msg = self.ws.next(), if !self.closed => {
+                    match receive(&mut self.fake, std::time::Instant::now(), msg) {
+                        Some(handled) => handled.unwrap_or_else(|e| panic!("from the server: {e}")),
+                        None => self.closed = true,
+                    }
+                    self.flush().await;
+                }
             }
         }
         if self.closed {
             return false;
         }
-        let played = matches!(self.playback.front(), Some(None));
-        if played {
-            self.playback.pop_front();
-        }
-        while let Some(Some(_)) = self.playback.front() {
-            if let Some(Some(mark)) = self.playback.pop_front() {
-                self.echo_mark(&mark).await;
-            }
-        }
-        self.seq += 1;
-        self.chunk += 1;
-        self.buf.clear();
-        wire::write_inbound_media(
-            &self.stream_sid,
-            self.seq,
-            self.chunk,
-            (self.chunk - 1) * 20,
-            frame,
-            &mut self.buf,
-        );
-        let text = self.buf.clone();
-        self.send(Message::text(text)).await;
+        let before = self.fake.heard().len();
+        self.fake.handle_timeout(std::time::Instant::now());
+        let played = self.fake.heard().len() > before;
+        self.fake.send_audio(frame);
+        self.flush().await;
         played
-    }
-
-    async fn echo_mark(&mut self, name: &str) {
-        self.seq += 1;
-        let mut buf = String::new();
-        wire::write_inbound_mark(&self.stream_sid, self.seq, name, &mut buf);
-        self.send(Message::text(buf)).await;
-    }
-
-    async fn on_message(
-        &mut self,
-        msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-    ) {
-        let text = match msg {
-            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {
-                self.closed = true;
-                return;
-            }
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(other)) => panic!("the server sent a non-text message: {other:?}"),
-        };
-        match wire::parse_outbound(text.as_str()) {
-            Ok(wire::Outbound::Media { payload }) => {
-                wire::decode_payload(payload, &mut self.payload).expect("valid agent payload");
-                let frames = self.payload.len().div_ceil(FRAME) as u64;
-                self.agent_frames += frames;
-                for _ in 0..frames {
-                    self.playback.push_back(None);
-                }
-            }
-            Ok(wire::Outbound::Mark { name }) => self.playback.push_back(Some(name.to_string())),
-            Ok(wire::Outbound::Clear) => {
-                let marks: Vec<String> = self.playback.drain(..).flatten().collect();
-                for m in marks {
-                    self.echo_mark(&m).await;
-                }
-            }
-            other => panic!("unexpected message from the server: {other:?}: {text}"),
-        }
-    }
-
-    /// Agent audio is waiting to be played.
-    fn agent_playing(&self) -> bool {
-        self.playback.iter().any(Option::is_none)
     }
 
     /// Say `pcm8k` (8 kHz) in real time.
@@ -1816,16 +1687,8 @@ impl RawStream {
 
     /// `stop`, then close, as Twilio does when the caller hangs up.
     async fn hang_up(&mut self) {
-        self.seq += 1;
-        let mut buf = String::new();
-        wire::write_stop(
-            &self.stream_sid,
-            &self.account_sid,
-            &self.call_sid,
-            self.seq,
-            &mut buf,
-        );
-        self.send(Message::text(buf)).await;
+        self.fake.send_stop();
+        self.flush().await;
         self.send(Message::Close(None)).await;
     }
 }

@@ -272,6 +272,34 @@ impl FakeCarrier {
     /// The stream's opening: `connected` (where the carrier sends one) and `start` (Vonage: its
     /// `websocket:connected`, which is both).
     pub fn connect(&mut self) {
+        self.write_connected();
+        self.write_start();
+    }
+
+    /// The call's ids and parameters, to change before [`Self::write_start`] (a test's wrong
+    /// `start`). The stream id is what server messages are checked against.
+    pub fn info_mut(&mut self) -> &mut CallInfo {
+        &mut self.info
+    }
+
+    /// `connected` alone, for a test that sends something else before `start`. Plivo and
+    /// Vonage send no separate one: writes nothing and returns false.
+    pub fn write_connected(&mut self) -> bool {
+        match self.carrier {
+            Carrier::Twilio | Carrier::SignalWire => self.out.push_text(twilio::write_connected),
+            Carrier::Telnyx => self
+                .out
+                .push_text(|s| s.push_str(r#"{"event":"connected","version":"1.0.0"}"#)),
+            Carrier::Exotel => self
+                .out
+                .push_text(|s| s.push_str(r#"{"event":"connected"}"#)),
+            Carrier::Plivo | Carrier::Vonage => return false,
+        }
+        true
+    }
+
+    /// `start` with [`Self::info`] (Vonage: `websocket:connected`).
+    pub fn write_start(&mut self) {
         let info = &self.info;
         match self.carrier {
             Carrier::Twilio | Carrier::SignalWire => {
@@ -290,13 +318,10 @@ impl FakeCarrier {
                     channels: 1,
                     custom_parameters: info.custom_parameters.clone(),
                 };
-                self.out.push_text(twilio::write_connected);
                 let seq = self.next_sequence();
                 self.out.push_text(|s| twilio::write_start(&start, seq, s));
             }
             Carrier::Telnyx => {
-                self.out
-                    .push_text(|s| s.push_str(r#"{"event":"connected","version":"1.0.0"}"#));
                 let seq = self.next_sequence();
                 let (codec, info) = (self.codec, &self.info);
                 self.out.push_text(|s| {
@@ -365,8 +390,6 @@ impl FakeCarrier {
                 });
             }
             Carrier::Exotel => {
-                self.out
-                    .push_text(|s| s.push_str(r#"{"event":"connected"}"#));
                 let seq = self.next_sequence();
                 let (codec, info) = (self.codec, &self.info);
                 self.out.push_text(|s| {

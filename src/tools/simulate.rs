@@ -20,7 +20,7 @@ use super::{CallRequest, place_call};
 use crate::engine::audio::{self, g711};
 use crate::engine::media::{AudioCodec, Carrier, Msg};
 use crate::server::carriers::client::Credentials;
-use crate::testing::FakeCarrier;
+use crate::testing::{FakeCarrier, FakeCarrierError};
 
 pub use super::{read_wav_8k, write_wav_8k};
 
@@ -156,8 +156,8 @@ pub struct SimOutcome {
     pub protocol_errors: u64,
 }
 
-/// Sends what the fake carrier wrote, in order.
-async fn send_out<S>(fake: &mut FakeCarrier, tx: &mut S) -> Result<(), S::Error>
+/// Sends what the fake carrier wrote, in order (also the end-to-end tests' hand-driven streams).
+pub async fn send_out<S>(fake: &mut FakeCarrier, tx: &mut S) -> Result<(), S::Error>
 where
     S: Sink<Message> + Unpin,
 {
@@ -170,6 +170,21 @@ where
     }
     fake.clear_out();
     tx.flush().await
+}
+
+/// Hands what the server sent (`rx.next()`) to the fake at `now`: `None` once the socket is
+/// closed, else what the fake made of it (pings and pongs are nothing to it).
+pub fn receive(
+    fake: &mut FakeCarrier,
+    now: std::time::Instant,
+    msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Option<Result<(), FakeCarrierError>> {
+    match msg?.ok()? {
+        Message::Text(t) => Some(fake.handle_message(now, Msg::Text(t.as_str()))),
+        Message::Binary(b) => Some(fake.handle_message(now, Msg::Binary(&b))),
+        Message::Close(_) => None,
+        _ => Some(Ok(())),
+    }
 }
 
 /// Place one simulated call and run it to its end.
@@ -247,17 +262,9 @@ pub async fn simulate_call(opts: SimOptions) -> anyhow::Result<SimOutcome> {
         }
         tokio::select! {
             msg = rx.next() => {
-                let Some(msg) = msg else { outcome.server_hung_up = true; break };
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(_) => { outcome.server_hung_up = true; break }
-                };
-                let now = std::time::Instant::now();
-                let handled = match &msg {
-                    Message::Text(t) => fake.handle_message(now, Msg::Text(t.as_str())),
-                    Message::Binary(b) => fake.handle_message(now, Msg::Binary(b)),
-                    Message::Close(_) => { outcome.server_hung_up = true; break }
-                    _ => continue,
+                let Some(handled) = receive(&mut fake, std::time::Instant::now(), msg) else {
+                    outcome.server_hung_up = true;
+                    break;
                 };
                 if let Err(e) = handled {
                     outcome.protocol_errors += 1;

@@ -117,6 +117,38 @@ fn caller_side_messages_parse_on_the_server() {
 }
 
 #[test]
+fn opening_in_two_steps_is_connect() {
+    for carrier in Carrier::ALL {
+        let t0 = Instant::now();
+        let mut whole = FakeCarrier::with_defaults(carrier, t0);
+        whole.connect();
+        let mut split = FakeCarrier::with_defaults(carrier, t0);
+        let wrote = split.write_connected();
+        assert_eq!(split.out().len(), usize::from(wrote), "{carrier}");
+        assert_eq!(wrote, !matches!(carrier, Carrier::Plivo | Carrier::Vonage));
+        split.write_start();
+        let texts =
+            |f: &FakeCarrier| -> Vec<String> { f.out().iter().map(|m| format!("{m:?}")).collect() };
+        assert_eq!(texts(&split), texts(&whole), "{carrier}");
+
+        // a start with other parameters carries them
+        let mut other = FakeCarrier::with_defaults(carrier, t0);
+        other.info_mut().custom_parameters = params();
+        other.write_start();
+        let mut server = other.server_codec();
+        let start = other
+            .out()
+            .iter()
+            .find_map(|m| match server.parse(m).unwrap() {
+                Inbound::Start(s) => Some(s),
+                _ => None,
+            })
+            .expect("a start");
+        assert_eq!(start.custom_parameters, params(), "{carrier}");
+    }
+}
+
+#[test]
 fn marks_are_echoed_once_their_audio_has_played() {
     for (carrier, codec) in every_stream() {
         let t0 = Instant::now();
