@@ -1,6 +1,6 @@
 //! `receptionist loadgen` end to end: the real binary starts its own server (scripted backends),
 //! places a few concurrent calls (Twilio, then a short run on each other carrier) and prints one
-//! JSON line. Only outcomes are checked, never timings.
+//! JSON line (one per level with `--levels`). Only outcomes are checked, never timings.
 
 use std::process::Command;
 
@@ -117,6 +117,58 @@ fn short_run_on(carrier: &str) {
     if carrier != "vonage" {
         assert!(r["marks_echoed"].as_u64().unwrap() > 0, "{carrier}: {r}");
     }
+}
+
+/// `--levels`: one run per level, each on a fresh server, one JSON line each as it finishes.
+#[test]
+fn levels_run_one_after_another() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/audio-fixtures");
+    let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))
+        .args(["loadgen", "--levels", "2,3", "--ramp-secs", "0.5"])
+        .args(["--duration-secs", "8", "--max-secs", "60", "--threads", "1"])
+        .args(["--fixtures", fixtures])
+        .env_remove("TWILIO_AUTH_TOKEN")
+        .env_remove("RECEPTIONIST_API_KEY")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadgen failed:\n{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let reports: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(reports.len(), 2, "two JSON lines expected:\n{stdout}");
+    let mut pids = Vec::new();
+    for (r, level) in reports.iter().zip([2, 3]) {
+        assert_eq!(r["level"], level, "{r}");
+        assert_eq!(r["calls"], level, "{r}");
+        assert_eq!(r["calls_completed"], level, "{r}\n{stderr}");
+        assert_eq!(r["calls_failed"], 0, "{r}");
+        assert_eq!(r["protocol_errors"], 0, "{r}");
+        pids.push(r["server_pid"].as_u64().expect("a server of its own"));
+    }
+    assert_ne!(pids[0], pids[1], "each level on a fresh server");
+    assert!(
+        stderr.contains("cpu_s/call_s"),
+        "no summary table:\n{stderr}"
+    );
+}
+
+#[test]
+fn levels_refuse_a_running_server() {
+    let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))
+        .args(["loadgen", "--levels", "10,100"])
+        .args(["--server", "http://127.0.0.1:8080", "--to", "+15550001111"])
+        .output()
+        .expect("the binary runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--levels") && stderr.contains("--server"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //! Without `--server`, the generator starts the server itself (this same binary, `serve --backends
 //! scripted` on a free loopback port, in a temporary data directory), creates a workspace and a
 //! receptionist, and stops it at the end. Only loopback servers are ever targeted.
+//! `--levels 10,100,500` makes one such run per level, each on a fresh server, one JSON line each.
 //!
 //! What it measures (all in the JSON line):
 //! - calls started / completed / failed (with reasons) and protocol errors;
@@ -101,6 +102,12 @@ pub struct LoadgenArgs {
     /// Number of calls.
     #[arg(long, default_value_t = 10)]
     pub calls: usize,
+    /// Several runs, one after another, of this many calls each (comma-separated, e.g.
+    /// `10,100,500`), each on a fresh server of its own so that no level inherits another's
+    /// memory: one JSON line per level (with `"level"`), then a summary table on stderr.
+    /// `--max-secs` and `--server-log` (suffixed `.N`) apply to each level.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["calls", "server"])]
+    pub levels: Option<Vec<usize>>,
     /// Spread the calls' starts over this many seconds.
     #[arg(long, default_value_t = 10.0)]
     pub ramp_secs: f64,
@@ -1038,11 +1045,107 @@ async fn start_own_server(
 // ---------------------------------------------------------------------------------------------
 // The run
 
-/// Run `receptionist loadgen`: print the report as one JSON line on stdout.
+/// Run `receptionist loadgen`: print the report as one JSON line on stdout (one per level with
+/// `--levels`, and their summary table on stderr).
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
-    let report = run_report(args).await?;
-    println!("{report}");
+    let Some(levels) = levels(&args)? else {
+        let report = run_report(args).await?;
+        println!("{report}");
+        return Ok(());
+    };
+    let mut reports = Vec::with_capacity(levels.len());
+    for level in levels {
+        let mut one = args.clone();
+        one.levels = None;
+        one.calls = level;
+        one.server_log = args
+            .server_log
+            .as_ref()
+            .map(|p| PathBuf::from(format!("{}.{level}", p.display())));
+        eprintln!("[loadgen] level {level}: {level} calls on a fresh server");
+        match run_report(one).await {
+            Ok(mut report) => {
+                report["level"] = json!(level);
+                println!("{report}");
+                reports.push(report);
+            }
+            Err(e) => {
+                eprint!("{}", summary(&reports));
+                return Err(e.context(format!("level {level}")));
+            }
+        }
+    }
+    eprint!("{}", summary(&reports));
     Ok(())
+}
+
+/// The `--levels` to run, if any: each at least one call, only on servers started here (a
+/// running server would carry one level's memory and state into the next).
+fn levels(args: &LoadgenArgs) -> anyhow::Result<Option<Vec<usize>>> {
+    let Some(levels) = &args.levels else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        args.server.is_none(),
+        "--levels runs each level on a fresh server of its own: it cannot be used with --server"
+    );
+    anyhow::ensure!(
+        !levels.is_empty(),
+        "--levels needs at least one number of calls"
+    );
+    anyhow::ensure!(
+        levels.iter().all(|&n| n > 0),
+        "--levels: every level must be at least 1 call"
+    );
+    Ok(Some(levels.clone()))
+}
+
+/// A level whose generator ticks fired this late (p99) was limited by the generator itself.
+const LAGGING_TICK_MS: f64 = 20.0;
+
+/// The levels' reports as a table for people, with a warning under each level where the
+/// generator, not the server, was the bottleneck.
+fn summary(reports: &[Value]) -> String {
+    let cell = |v: &Value| match v {
+        Value::Number(n) => n.to_string(),
+        _ => "-".to_string(),
+    };
+    let mut out = format!(
+        "{:>6} {:>9} {:>6} {:>15} {:>13} {:>11} {:>11} {:>13}\n",
+        "calls",
+        "completed",
+        "failed",
+        "cpu_s/call_s",
+        "rss_kib/call",
+        "gap_p99_ms",
+        "late_frames",
+        "loadgen_cores"
+    );
+    let mut warnings = String::new();
+    for r in reports {
+        out += &format!(
+            "{:>6} {:>9} {:>6} {:>15} {:>13} {:>11} {:>11} {:>13}\n",
+            cell(&r["calls"]),
+            cell(&r["calls_completed"]),
+            cell(&r["calls_failed"]),
+            cell(&r["server_cpu_s_per_call_s"]),
+            cell(&r["rss_per_call_kib"]),
+            cell(&r["jitter_gap_ms_p99"]),
+            cell(&r["late_frames"]),
+            cell(&r["loadgen_cpu_cores_in_window"]),
+        );
+        if let Some(lag) = r["loadgen_tick_lag_ms_p99"]
+            .as_f64()
+            .filter(|&lag| lag > LAGGING_TICK_MS)
+        {
+            warnings += &format!(
+                "warning: at {} calls the load generator's ticks lagged (p99 {lag} ms): the \
+                 generator, not the server, was the bottleneck; its timing figures are suspect\n",
+                cell(&r["calls"])
+            );
+        }
+    }
+    out + &warnings
 }
 
 /// Run the load and return the report.
@@ -1503,6 +1606,81 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("only targets loopback"), "{e}");
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: LoadgenArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<LoadgenArgs, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("loadgen").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn levels_are_parsed_and_checked() {
+        let a = parse(&["--levels", "10,100,500"]).unwrap();
+        assert_eq!(levels(&a).unwrap(), Some(vec![10, 100, 500]));
+        let a = parse(&["--levels", "3"]).unwrap();
+        assert_eq!(levels(&a).unwrap(), Some(vec![3]));
+        // without --levels: the one run of --calls
+        let a = parse(&["--calls", "7"]).unwrap();
+        assert_eq!(levels(&a).unwrap(), None);
+        assert_eq!(a.calls, 7);
+        // not numbers, or an empty one
+        for bad in ["10,x", "10,,500", "-1", "1.5", ""] {
+            assert!(parse(&["--levels", bad]).is_err(), "{bad}");
+        }
+        // zero calls parses, and is refused
+        let a = parse(&["--levels", "10,0"]).unwrap();
+        let e = levels(&a).unwrap_err().to_string();
+        assert!(e.contains("at least 1"), "{e}");
+        // either --levels or --calls
+        let e = parse(&["--levels", "10", "--calls", "5"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+        // each level on a fresh server of its own: never a running one
+        let e = parse(&["--levels", "10", "--server", "http://127.0.0.1:8080"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+        // (and when built without clap)
+        let mut a = parse(&["--levels", "10"]).unwrap();
+        a.server = Some("http://127.0.0.1:8080".into());
+        let e = levels(&a).unwrap_err().to_string();
+        assert!(e.contains("--server"), "{e}");
+        a.server = None;
+        a.levels = Some(vec![]);
+        assert!(levels(&a).is_err());
+    }
+
+    #[test]
+    fn summary_has_a_row_per_level_and_flags_a_lagging_generator() {
+        let row = |calls: u64, lag: f64| {
+            json!({
+                "calls": calls,
+                "calls_completed": calls,
+                "calls_failed": 0,
+                "server_cpu_s_per_call_s": 0.0125,
+                "rss_per_call_kib": 180.5,
+                "jitter_gap_ms_p99": 21.0,
+                "late_frames": 3,
+                "loadgen_cpu_cores_in_window": null,
+                "loadgen_tick_lag_ms_p99": lag,
+            })
+        };
+        let s = summary(&[row(10, 1.5), row(500, 35.0)]);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 4, "{s}");
+        assert!(lines[0].contains("cpu_s/call_s"), "{s}");
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["10", "10", "0", "0.0125", "180.5", "21.0", "3", "-"]
+        );
+        assert!(lines[2].starts_with("   500"), "{s}");
+        assert!(lines[3].starts_with("warning: at 500 calls"), "{s}");
+        assert!(lines[3].contains("p99 35 ms"), "{s}");
+        assert_eq!(summary(&[row(10, 1.5)]).lines().count(), 2);
     }
 
     #[test]
