@@ -280,9 +280,13 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
 
     // a codec that holds audio back to fill its chunks (Exotel) gets that much more lead, so its
     // chunks reach the carrier as early before they play as single frames do elsewhere
-    let held_back = match &wire {
-        Wire::Carrier(w) => Duration::from_millis(w.session.held_back_ms()),
-        Wire::Web => Duration::ZERO,
+    let (echoes_marks, held_back) = match &wire {
+        Wire::Carrier(w) => (
+            w.session.echoes_marks(),
+            Duration::from_millis(w.session.held_back_ms()),
+        ),
+        // the page echoes marks as it plays the audio, and holds nothing back
+        Wire::Web => (true, Duration::ZERO),
     };
     let timing = Timing {
         max_call: state.config.max_call_length(),
@@ -295,11 +299,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             settings: Arc::new(call.settings.clone()),
             returning_caller: started.returning_caller,
             timing,
-            echoes_marks: match &wire {
-                Wire::Carrier(w) => w.session.echoes_marks(),
-                // the page echoes marks as it plays the audio
-                Wire::Web => true,
-            },
+            echoes_marks,
         },
     );
     let (persist_tx, persist_rx) = mpsc::channel::<Persist>(1024);

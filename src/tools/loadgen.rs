@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -684,18 +684,7 @@ async fn open_stream(
 
 /// Sends what the fake carrier wrote, in order.
 async fn send_out(fake: &mut FakeCarrier, ws: &mut Ws) -> Result<(), ()> {
-    if fake.out().is_empty() {
-        return Ok(());
-    }
-    for m in fake.out().iter() {
-        let m = match m {
-            Msg::Text(t) => Message::Text(t.to_owned().into()),
-            Msg::Binary(b) => Message::Binary(b.to_vec().into()),
-        };
-        ws.feed(m).await.map_err(|_| ())?;
-    }
-    fake.clear_out();
-    ws.flush().await.map_err(|_| ())
+    super::simulate::send_out(fake, ws).await.map_err(|_| ())
 }
 
 struct Session<'a> {
