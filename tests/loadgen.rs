@@ -57,6 +57,8 @@ fn self_spawned_run_completes_every_call() {
         "server_added_latency_ms_p50",
         "server_added_latency_ms_p99",
         "late_frames",
+        "playout_gaps",
+        "playout_gap_ms_max",
         "run_secs",
     ] {
         assert!(r.get(key).is_some(), "{key} missing in {r}");

@@ -47,6 +47,7 @@ struct Sim {
     // what happened
     events: Vec<CallEvent>,
     record: Vec<RecordFrame>,
+    /// Agent frames sent.
     sent_media: usize,
     clears: usize,
     speaks: Vec<(u64, String)>,
@@ -211,8 +212,8 @@ impl Sim {
                     break;
                 }
                 Output::ToCaller(msg) => {
-                    match msg {
-                        ToCaller::Media(_) => self.sent_media += 1,
+                    match &msg {
+                        ToCaller::Media(audio) => self.sent_media += audio.frames().len(),
                         ToCaller::Clear => self.clears += 1,
                         ToCaller::Mark(_) => {}
                     }

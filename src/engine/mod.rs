@@ -10,4 +10,6 @@ pub mod dialogue;
 /// Carrier wire formats parsed into typed events and serialised back (parse/serialise only).
 pub mod media;
 
-pub use call::{CallEngine, CallError, EngineConfig, Input, Output, RecordFrame, ToCaller};
+pub use call::{
+    AgentAudio, CallEngine, CallError, EngineConfig, Input, Output, Pacing, RecordFrame, ToCaller,
+};

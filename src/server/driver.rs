@@ -17,10 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
+use futures_util::{FutureExt, SinkExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::AppState;
+use super::socket::{MediaSocket, RecvCoalescer};
 use crate::backends::{BackendError, SttHint, SttSession};
 use crate::engine::call::Timing;
 use crate::engine::dialogue::Expect;
@@ -37,6 +39,10 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGES_BEFORE_START: usize = 500;
 const STT_FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 const TTS_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the persister gathers a call's events before writing them in one transaction.
+const PERSIST_WINDOW: Duration = Duration::from_millis(250);
+/// Socket messages handled per wake-up before the engine's outputs are carried out.
+const MAX_MESSAGES_PER_WAKE: usize = 64;
 
 enum BackendEvent {
     Tts {
@@ -160,6 +166,7 @@ pub async fn run_carrier(
     mut socket: WebSocket,
     mut codec: Codec,
     call: Option<crate::store::CallRow>,
+    media_socket: MediaSocket,
 ) {
     let carrier = codec.carrier();
     let start = match wait_for_start(&mut socket, &mut codec).await {
@@ -214,6 +221,7 @@ pub async fn run_carrier(
     let wire = Wire::Carrier(Box::new(CarrierWire {
         session,
         stream_id: start.stream_id,
+        coalescer: RecvCoalescer::new(media_socket, Instant::now()),
     }));
     run_call(state, socket, call, wire).await;
 }
@@ -245,6 +253,8 @@ impl Wire {
 struct CarrierWire {
     session: MediaSession,
     stream_id: String,
+    /// The socket's receive low-water mark: two inbound messages per wake-up.
+    coalescer: RecvCoalescer,
 }
 
 /// The call behind an authorised media socket, from `start` to the last record persisted.
@@ -321,7 +331,9 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         stt: HashMap::new(),
         tts: HashMap::new(),
         payload: Vec::with_capacity(1024),
+        messages: Vec::new(),
         socket_open: true,
+        unflushed: false,
     }
     .run()
     .await;
@@ -350,26 +362,59 @@ struct CallDriver<'a> {
     stt: HashMap<u64, Box<dyn SttSession>>,
     tts: HashMap<u64, JoinHandle<()>>,
     payload: Vec<u8>,
+    /// Carrier messages on their way to the socket (reused).
+    messages: Vec<Message>,
     socket_open: bool,
+    /// Messages fed to the socket since the last flush.
+    unflushed: bool,
 }
 
 impl CallDriver<'_> {
     async fn run(mut self) -> EndReason {
         let (btx, mut brx) = mpsc::channel::<BackendEvent>(64);
+        // one timer, moved only when the engine's deadline moves
+        let mut armed = Instant::now();
+        let timer = tokio::time::sleep_until(armed.into());
+        tokio::pin!(timer);
         let reason = loop {
             // carry out every output; stop at the next deadline
             let (deadline, ended) = self.drain(&btx).await;
             if let Some(reason) = ended {
                 break reason;
             }
+            let deadline = match &self.wire {
+                Wire::Carrier(w) => w
+                    .coalescer
+                    .poll_timeout()
+                    .map_or(deadline, |d| d.min(deadline)),
+                Wire::Web => deadline,
+            };
+            if deadline != armed {
+                armed = deadline;
+                timer.as_mut().reset(deadline.into());
+            }
             tokio::select! {
                 msg = self.socket.recv(), if self.socket_open => {
                     self.on_socket(msg);
+                    // everything else the socket already holds is handled before the outputs
+                    // are carried out: one drain, one flush per wake-up
+                    for _ in 0..MAX_MESSAGES_PER_WAKE {
+                        if !self.socket_open {
+                            break;
+                        }
+                        match self.socket.recv().now_or_never() {
+                            Some(msg) => self.on_socket(msg),
+                            None => break,
+                        }
+                    }
                 }
                 Some(ev) = brx.recv() => {
                     self.on_backend(ev);
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                () = &mut timer => {
+                    if let Wire::Carrier(w) = &mut self.wire {
+                        w.coalescer.handle_timeout(Instant::now());
+                    }
                     self.input(Input::Tick);
                 }
             }
@@ -440,10 +485,17 @@ impl CallDriver<'_> {
         let now = Instant::now();
         let engine = &mut self.engine;
         let call_id = self.call_id;
+        let len = match msg {
+            Msg::Text(t) => t.len(),
+            Msg::Binary(b) => b.len(),
+        };
+        let mut frames = 0;
         let handled = wire.session.handle_message(msg, |input| {
+            frames += matches!(input, Input::CallerAudio { .. }) as usize;
             // an input after the end is a no-op: the loop is about to stop
             let _ = engine.handle_input(now, input);
         });
+        wire.coalescer.on_message(now, len, frames);
         match handled {
             Ok(Handled::Done) => {}
             Ok(Handled::SecondStart) => {
@@ -516,9 +568,24 @@ impl CallDriver<'_> {
         }
     }
 
-    /// Send one message to the caller's socket; a failed send means the caller is gone.
-    async fn send(&mut self, msg: Message) {
-        if self.socket_open && self.socket.send(msg).await.is_err() {
+    /// Queue one message for the caller's socket (written once the buffer fills, or at the
+    /// flush); a failed write means the caller is gone.
+    async fn feed(&mut self, msg: Message) {
+        if self.socket_open {
+            self.unflushed = true;
+            if self.socket.feed(msg).await.is_err() {
+                self.socket_open = false;
+                self.input(Input::Disconnected);
+            }
+        }
+    }
+
+    /// Write what was queued for the caller's socket.
+    async fn flush(&mut self) {
+        if self.socket_open
+            && std::mem::take(&mut self.unflushed)
+            && self.socket.flush().await.is_err()
+        {
             self.socket_open = false;
             self.input(Input::Disconnected);
         }
@@ -555,46 +622,41 @@ impl CallDriver<'_> {
         let mut ended = None;
         loop {
             match self.engine.poll_output() {
-                Output::Timeout(t) => return (t, ended),
-                Output::ToCaller(msg) => {
-                    let message = match &mut self.wire {
-                        Wire::Carrier(wire) => {
-                            wire.session.write(&msg);
-                            // usually one message: only a carrier that splits or batches
-                            // audio (Exotel, Vonage) makes more, and only then is `earlier` used
-                            let out = wire.session.out();
-                            let n = out.len();
-                            let mut earlier = Vec::new();
-                            let mut last = None;
-                            for (i, m) in out.iter().enumerate() {
-                                let owned = match m {
-                                    Msg::Text(t) => Message::Text(t.to_owned().into()),
-                                    Msg::Binary(b) => Message::Binary(b.to_vec().into()),
-                                };
-                                if i + 1 == n {
-                                    last = Some(owned);
-                                } else {
-                                    earlier.push(owned);
-                                }
-                            }
-                            wire.session.clear_out();
-                            for m in earlier {
-                                self.send(m).await;
-                            }
-                            match last {
-                                Some(m) => m,
-                                None => continue,
-                            }
+                Output::Timeout(t) => {
+                    self.flush().await;
+                    return (t, ended);
+                }
+                Output::ToCaller(msg) => match &mut self.wire {
+                    Wire::Carrier(wire) => {
+                        wire.session.write(&msg);
+                        // usually one message: a carrier that splits audio (Vonage's 20 ms
+                        // frames, Exotel's chunks) makes more
+                        let mut messages = std::mem::take(&mut self.messages);
+                        messages.extend(wire.session.out().iter().map(|m| match m {
+                            Msg::Text(t) => Message::Text(t.to_owned().into()),
+                            Msg::Binary(b) => Message::Binary(b.to_vec().into()),
+                        }));
+                        wire.session.clear_out();
+                        for m in messages.drain(..) {
+                            self.feed(m).await;
                         }
-                        Wire::Web => match &msg {
-                            ToCaller::Media(frame) => {
-                                let mut pcm = Vec::with_capacity(frame.len() * 2);
-                                for b in frame.iter() {
-                                    pcm.extend_from_slice(
-                                        &crate::engine::audio::g711::ulaw_decode(*b).to_le_bytes(),
-                                    );
+                        self.messages = messages;
+                    }
+                    Wire::Web => {
+                        let message = match &msg {
+                            // the page's protocol: a binary message per 20 ms frame
+                            ToCaller::Media(audio) => {
+                                for frame in audio.frames() {
+                                    let pcm: Vec<u8> = frame
+                                        .iter()
+                                        .flat_map(|b| {
+                                            crate::engine::audio::g711::ulaw_decode(*b)
+                                                .to_le_bytes()
+                                        })
+                                        .collect();
+                                    self.feed(Message::Binary(pcm.into())).await;
                                 }
-                                Message::Binary(pcm.into())
+                                continue;
                             }
                             ToCaller::Mark(id) => Message::Text(
                                 serde_json::json!({ "type": "mark", "name": id.to_string() })
@@ -604,10 +666,10 @@ impl CallDriver<'_> {
                             ToCaller::Clear => {
                                 Message::Text(r#"{"type":"clear"}"#.to_string().into())
                             }
-                        },
-                    };
-                    self.send(message).await;
-                }
+                        };
+                        self.feed(message).await;
+                    }
+                },
                 Output::Speak { speech, text } => {
                     let prompts = self.state.prompts.clone();
                     let voice = self.voice.clone();
@@ -676,7 +738,7 @@ impl CallDriver<'_> {
                         {
                             obj.extend(fields);
                         }
-                        self.send(Message::Text(live.to_string().into())).await;
+                        self.feed(Message::Text(live.to_string().into())).await;
                     }
                     let _ = self.persist.send(Persist::Event(e)).await;
                 }
@@ -707,18 +769,33 @@ async fn persist_task(state: AppState, call_id: String, mut rx: mpsc::Receiver<P
     let mut finish: Option<(i64, i64, EndReason)> = None;
     loop {
         let Some(first) = rx.recv().await else { break };
-        let mut push = |p: Persist, batch: &mut Vec<CallEvent>| match p {
+        let push = |p: Persist, batch: &mut Vec<CallEvent>, finish: &mut Option<_>| match p {
             Persist::Event(e) => batch.push(e),
             Persist::Finish {
                 ended_at_ms,
                 duration_ms,
                 reason,
-            } => finish = Some((ended_at_ms, duration_ms, reason)),
+            } => *finish = Some((ended_at_ms, duration_ms, reason)),
         };
-        push(first, &mut batch);
+        push(first, &mut batch, &mut finish);
+        // events come in bursts (a turn's transcript lines, latency, answers): gather a burst
+        // into one transaction, unless the call has ended (its records go out at once)
+        if finish.is_none() {
+            let window = tokio::time::sleep(PERSIST_WINDOW);
+            tokio::pin!(window);
+            while batch.len() < 256 && finish.is_none() {
+                tokio::select! {
+                    p = rx.recv() => match p {
+                        Some(p) => push(p, &mut batch, &mut finish),
+                        None => break,
+                    },
+                    () = &mut window => break,
+                }
+            }
+        }
         while batch.len() < 256 {
             match rx.try_recv() {
-                Ok(p) => push(p, &mut batch),
+                Ok(p) => push(p, &mut batch, &mut finish),
                 Err(_) => break,
             }
         }

@@ -8,6 +8,7 @@ pub mod driver;
 pub mod error;
 pub mod media;
 pub mod openapi;
+pub mod socket;
 
 /// Twilio's HTTP side, where it was before the other carriers came.
 pub use carriers::twilio;
@@ -209,14 +210,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     warm_prompts(&state).await;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, public_url = %state.config.public_url(), backends = state.backends.name, "listening");
-    // Media frames are small and paced: Nagle's algorithm would hold each one back until the
-    // previous one is acknowledged (up to the 40 ms delayed ACK), which carriers hear as jitter.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(state))
+    let listener = socket::MediaListener(listener);
+    // each connection's socket is recorded, so that a media upgrade can tune it (`socket.rs`)
+    let app = router(state).into_make_service_with_connect_info::<socket::PeerSocket>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     // Rows in flight keep their lease and are retried after it expires (at-least-once).

@@ -265,9 +265,9 @@ impl CallRig {
                     break;
                 }
                 Output::ToCaller(msg) => {
-                    match msg {
-                        ToCaller::Media(_) => {
-                            self.counts.media += 1;
+                    match &msg {
+                        ToCaller::Media(audio) => {
+                            self.counts.media += audio.frames().len() as u64;
                             self.last_media_ms = self.now_ms;
                         }
                         ToCaller::Mark(_) => self.counts.marks += 1,

@@ -69,7 +69,10 @@ pub struct Timing {
     pub stt_timeout: Duration,
     /// Deadline for synthesised audio after it was requested.
     pub tts_timeout: Duration,
-    /// How far ahead of real time agent audio is sent to the carrier.
+    /// How agent audio goes out: in chunks as soon as it is synthesised (the default), or frame
+    /// by frame in real time.
+    pub pacing: Pacing,
+    /// How far ahead of real time agent audio is sent with [`Pacing::Frames`].
     pub pacing_lead: Duration,
     /// A mark after every this many frames (for what-was-heard accounting).
     pub mark_every_frames: u32,
@@ -96,12 +99,94 @@ impl Default for Timing {
             dtmf_gap: Duration::from_millis(2500),
             stt_timeout: Duration::from_secs(6),
             tts_timeout: Duration::from_secs(4),
+            pacing: Pacing::Burst,
             pacing_lead: Duration::from_millis(200),
             mark_every_frames: 10,
             mark_grace: Duration::from_millis(1500),
             max_call: Duration::from_secs(900),
             recording_delay: Duration::from_millis(400),
         }
+    }
+}
+
+/// How agent audio is sent to the carrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// A chunk per mark (`mark_every_frames`, 200 ms) as soon as the audio is synthesised, up to
+    /// [`BURST_LEAD`] ahead of what plays. The carrier buffers what it is sent and `clear` empties
+    /// that buffer, so barge-in still stops the agent at once; marks still say what was heard. A
+    /// speaking agent costs a message per 200 ms and a wake-up per sentence, not one per frame.
+    Burst,
+    /// One 20 ms frame at a time, `pacing_lead` ahead of real time: for a peer that plays what it
+    /// gets as it gets it.
+    Frames,
+}
+
+/// How far ahead of what plays [`Pacing::Burst`] sends: longer speech goes out a chunk at a time
+/// as it plays. Well under Vonage's outbound buffer (3,072 messages, about 60 s).
+pub const BURST_LEAD: Duration = Duration::from_secs(5);
+
+/// Whole 20 ms frames of agent µ-law audio: a slice of a synthesised segment, shared, not copied.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentAudio {
+    audio: Arc<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl AgentAudio {
+    /// `audio[range]`; the range is clamped to the audio.
+    pub fn new(audio: Arc<[u8]>, range: std::ops::Range<usize>) -> Self {
+        let end = range.end.min(audio.len());
+        let start = range.start.min(end);
+        Self { audio, start, end }
+    }
+
+    /// The whole of `audio`.
+    pub fn whole(audio: Arc<[u8]>) -> Self {
+        let end = audio.len();
+        Self {
+            audio,
+            start: 0,
+            end,
+        }
+    }
+
+    /// The 20 ms frames, the last one possibly short.
+    pub fn frames(&self) -> std::slice::Chunks<'_, u8> {
+        self.chunks(SAMPLES_8K)
+    }
+
+    /// The first `len` bytes.
+    fn prefix(&self, len: usize) -> Self {
+        Self::new(self.audio.clone(), self.start..self.start + len)
+    }
+
+    /// All but the first `skip` bytes.
+    fn suffix(&self, skip: usize) -> Self {
+        Self::new(self.audio.clone(), self.start + skip..self.end)
+    }
+
+    /// `self` then `next`, when `next` follows on in the same audio.
+    fn joined(&self, next: &Self) -> Option<Self> {
+        (Arc::ptr_eq(&self.audio, &next.audio) && self.end == next.start).then(|| Self {
+            audio: self.audio.clone(),
+            start: self.start,
+            end: next.end,
+        })
+    }
+}
+
+impl std::ops::Deref for AgentAudio {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.audio[self.start..self.end]
+    }
+}
+
+impl fmt::Debug for AgentAudio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentAudio({} bytes)", self.len())
     }
 }
 
@@ -197,8 +282,9 @@ impl MarkId {
 /// Messages for the carrier.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToCaller {
-    /// 20 ms of µ-law agent audio.
-    Media([u8; SAMPLES_8K]),
+    /// Agent µ-law audio: whole 20 ms frames (one with [`Pacing::Frames`], up to a mark's worth
+    /// with [`Pacing::Burst`]).
+    Media(AgentAudio),
     Mark(MarkId),
     Clear,
 }
@@ -497,8 +583,12 @@ impl CallEngine {
         for e in self.dialogue.take_events() {
             self.out.push_back(Output::Event(e));
         }
-        // a new turn replaces anything still queued
-        self.playout.drop_queued(&mut self.out);
+        // a new turn replaces anything still queued, and audio the carrier still holds
+        if self.playout.sent_ahead(self.now_ms) {
+            self.interrupt_agent(false);
+        } else {
+            self.playout.drop_queued(self.now_ms, &mut self.out);
+        }
         for p in turn.prompts {
             let text = p.text.clone();
             let speech = self.playout.queue(self.now_ms, p);
@@ -533,14 +623,14 @@ impl CallEngine {
         self.play_turn(t);
     }
 
-    /// Send agent frames due by now (paced ~`pacing_lead` ahead of real time).
+    /// Send the agent audio due by now (see [`Pacing`]).
     fn pump_audio(&mut self) {
         let now = self.now_ms;
         while let Some(t) = self.playout.poll_transmit(now) {
             match t {
                 Transmit::Mark(id) => self.out.push_back(Output::ToCaller(ToCaller::Mark(id))),
                 Transmit::Media {
-                    frame,
+                    audio,
                     play_at_ms,
                     first,
                     mark,
@@ -549,9 +639,8 @@ impl CallEngine {
                     if first && let Some(l) = self.latency.handle_reply_audio(now) {
                         self.out.push_back(Output::Event(CallEvent::Latency(l)));
                     }
-                    self.recording
-                        .handle_agent_frame(play_at_ms, &frame, &mut self.out);
-                    self.out.push_back(Output::ToCaller(ToCaller::Media(frame)));
+                    self.recording.handle_agent_audio(play_at_ms, &audio);
+                    self.out.push_back(Output::ToCaller(ToCaller::Media(audio)));
                     if let Some(id) = mark {
                         self.out.push_back(Output::ToCaller(ToCaller::Mark(id)));
                     }

@@ -1,6 +1,7 @@
 //! Agent speech on its way to the caller: the turn's segments (one per prompt, each waiting for
-//! its synthesised audio), outbound pacing about `pacing_lead` ahead of real time, marks, and the
-//! play-out clock that says what the caller heard and when playback ends.
+//! its synthesised audio), sending it ahead of real time ([`Pacing`]: in mark-sized chunks up to
+//! [`BURST_LEAD`] ahead, or frame by frame `pacing_lead` ahead), marks, and the play-out clock
+//! that says what the caller heard and when playback ends.
 //!
 //! What was heard comes from the carrier's mark echoes when it sends them (`echoes_marks`); a
 //! segment ends when its last mark comes back, or `mark_grace` after its estimated end for a
@@ -10,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::{FRAME, MarkId, Output, Timing};
+use super::{AgentAudio, BURST_LEAD, FRAME, MarkId, Output, Pacing, Timing};
 use crate::engine::audio::SAMPLES_8K;
 use crate::engine::dialogue::{Prompt, PromptKind};
 use crate::model::{CallEvent, DisclosureRecord, Speaker, TranscriptLine};
@@ -41,14 +42,18 @@ impl Segment {
             .map(|a| a.len().div_ceil(SAMPLES_8K) as u32)
             .unwrap_or(0)
     }
+    /// Its audio started playing by `now_ms` (sent ahead is not yet heard).
+    fn started_by(&self, now_ms: u64) -> bool {
+        self.first_play_ms.is_some_and(|t| t <= now_ms)
+    }
     fn all_sent(&self) -> bool {
         self.audio.as_ref().is_some_and(|a| self.pos >= a.len())
     }
 }
 
-/// Marks awaiting their echo. A carrier that echoes keeps one or two in flight (the pacing lead);
-/// one that silently stopped would grow the queue, so the oldest are forgotten (a later echo
-/// confirms everything before it anyway).
+/// Marks awaiting their echo. A carrier that echoes keeps up to a lead's worth in flight (25 at
+/// [`BURST_LEAD`] with a mark every 200 ms); one that silently stopped would grow the queue, so
+/// the oldest are forgotten (a later echo confirms everything before it anyway).
 const MAX_PENDING_MARKS: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
@@ -58,12 +63,12 @@ struct PendingMark {
 }
 
 /// What to send to the carrier next.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) enum Transmit {
-    /// 20 ms of agent audio that plays from `play_at_ms`; `first` when it starts its segment;
-    /// `mark` to send right after it.
+    /// Whole frames of agent audio that play from `play_at_ms`; `first` when they start their
+    /// segment; `mark` to send right after them.
     Media {
-        frame: [u8; SAMPLES_8K],
+        audio: AgentAudio,
         play_at_ms: u64,
         first: bool,
         mark: Option<MarkId>,
@@ -84,6 +89,8 @@ pub(super) struct Playout {
     /// one.
     carrier_echoes: Option<bool>,
     lead_ms: u64,
+    /// Frames per media message: 1, or a mark's worth.
+    chunk_frames: u32,
     mark_every: u32,
     mark_grace_ms: u64,
     tts_timeout_ms: u64,
@@ -98,7 +105,14 @@ impl Playout {
             pending_marks: VecDeque::with_capacity(MAX_PENDING_MARKS),
             echoes_marks,
             carrier_echoes: None,
-            lead_ms: timing.pacing_lead.as_millis() as u64,
+            lead_ms: match timing.pacing {
+                Pacing::Burst => BURST_LEAD.as_millis() as u64,
+                Pacing::Frames => timing.pacing_lead.as_millis() as u64,
+            },
+            chunk_frames: match timing.pacing {
+                Pacing::Burst => timing.mark_every_frames.max(1),
+                Pacing::Frames => 1,
+            },
             mark_every: timing.mark_every_frames.max(1),
             mark_grace_ms: timing.mark_grace.as_millis() as u64,
             tts_timeout_ms: timing.tts_timeout.as_millis() as u64,
@@ -140,12 +154,20 @@ impl Playout {
             && self.segments.iter().all(|s| s.interruptible)
     }
 
-    /// Synthesised audio for `speech`; unknown or already answered ids are ignored.
+    /// Synthesised audio for `speech`; unknown or already answered ids are ignored. Audio that
+    /// ends mid-frame is padded with silence to a whole frame.
     pub(super) fn handle_tts_audio(&mut self, speech: u64, mulaw: Arc<[u8]>) {
         if let Some(seg) = self.segments.iter_mut().find(|s| s.speech == speech)
             && seg.audio.is_none()
         {
-            seg.audio = Some(mulaw);
+            seg.audio = Some(if mulaw.len().is_multiple_of(SAMPLES_8K) {
+                mulaw
+            } else {
+                let mut padded = Vec::with_capacity(mulaw.len().next_multiple_of(SAMPLES_8K));
+                padded.extend_from_slice(&mulaw);
+                padded.resize(padded.capacity(), 0xFF);
+                padded.into()
+            });
         }
     }
 
@@ -166,7 +188,8 @@ impl Playout {
             .map(|s| s.speech)
     }
 
-    /// The next thing to send by `now_ms`, paced `pacing_lead` ahead of the play-out clock.
+    /// The next thing to send by `now_ms`: up to a chunk of whole frames while what is queued at
+    /// the carrier plays out no further than the lead ahead.
     pub(super) fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
         // segments play back to back: the first one not fully sent
         let seg = self.segments.iter_mut().find(|s| !s.end_mark_sent)?;
@@ -184,18 +207,21 @@ impl Playout {
         if self.play_cursor_ms > now_ms + self.lead_ms {
             return None;
         }
-        let end = (seg.pos + SAMPLES_8K).min(audio.len());
-        let mut frame = [0xFFu8; SAMPLES_8K];
-        frame[..end - seg.pos].copy_from_slice(&audio[seg.pos..end]);
+        // a chunk ends at the next mark, so a mark always follows whole chunks
+        let to_mark = self.mark_every - seg.frames_sent % self.mark_every;
+        let frames = self.chunk_frames.min(to_mark) as usize;
+        let end = (seg.pos + frames * SAMPLES_8K).min(audio.len());
+        let sent = (end - seg.pos).div_ceil(SAMPLES_8K) as u32;
+        let chunk = AgentAudio::new(audio.clone(), seg.pos..end);
         let more = end < audio.len();
         seg.pos = end;
-        seg.frames_sent += 1;
+        seg.frames_sent += sent;
         let play_at_ms = self.play_cursor_ms.max(now_ms);
         let first = seg.first_play_ms.is_none();
         if first {
             seg.first_play_ms = Some(play_at_ms);
         }
-        self.play_cursor_ms = play_at_ms + FRAME;
+        self.play_cursor_ms = play_at_ms + sent as u64 * FRAME;
         seg.play_end_ms = self.play_cursor_ms;
         let mark = (seg.frames_sent.is_multiple_of(self.mark_every) && more).then_some(MarkId {
             speech: seg.speech,
@@ -206,7 +232,7 @@ impl Playout {
             self.expect_echo(id);
         }
         Some(Transmit::Media {
-            frame,
+            audio: chunk,
             play_at_ms,
             first,
             mark,
@@ -299,15 +325,21 @@ impl Playout {
             }
         }
         self.play_cursor_ms = self.play_cursor_ms.min(now_ms);
-        self.drop_queued(out);
+        self.drop_queued(now_ms, out);
         playing
     }
 
-    /// Drop every segment, cancelling its synthesis (a new turn replaces what is queued).
-    pub(super) fn drop_queued(&mut self, out: &mut VecDeque<Output>) {
+    /// Audio sent is still queued at the carrier by `now_ms`: replacing the turn must clear it.
+    pub(super) fn sent_ahead(&self, now_ms: u64) -> bool {
+        self.play_cursor_ms > now_ms && self.segments.iter().any(|s| s.frames_sent > 0)
+    }
+
+    /// Drop every segment, cancelling its synthesis (a new turn replaces what is queued). A
+    /// segment that started playing by `now_ms` goes to the transcript.
+    pub(super) fn drop_queued(&mut self, now_ms: u64, out: &mut VecDeque<Output>) {
         while let Some(seg) = self.segments.pop_back() {
             out.push_back(Output::CancelSpeech { speech: seg.speech });
-            if seg.first_play_ms.is_some() {
+            if seg.started_by(now_ms) {
                 transcribe(&seg, true, out);
             }
         }
@@ -324,7 +356,7 @@ impl Playout {
                     played_in_full: false,
                 })));
             }
-            if seg.first_play_ms.is_some() {
+            if seg.started_by(now_ms) {
                 let heard_all = seg.frames_heard >= seg.total_frames();
                 transcribe(&seg, !heard_all, out);
             }
@@ -450,8 +482,8 @@ mod tests {
         let (mut media, mut marks) = (0, Vec::new());
         while let Some(t) = p.poll_transmit(now_ms) {
             match t {
-                Transmit::Media { mark, .. } => {
-                    media += 1;
+                Transmit::Media { audio, mark, .. } => {
+                    media += audio.frames().len() as u32;
                     marks.extend(mark);
                 }
                 Transmit::Mark(id) => marks.push(id),
@@ -479,8 +511,49 @@ mod tests {
     }
 
     #[test]
-    fn pacing_keeps_about_the_lead_ahead_of_real_time() {
+    fn a_burst_sends_chunks_up_to_the_lead_then_one_per_mark_as_they_play() {
         let mut p = Playout::new(&timing(), true);
+        let speech = p.queue(0, prompt("hello there", PromptKind::Say));
+        // 8 s of audio ending mid-frame: padded to a whole frame
+        p.handle_tts_audio(speech, Arc::from(vec![0x80u8; 400 * SAMPLES_8K - 60]));
+        let mut chunks = Vec::new();
+        while let Some(t) = p.poll_transmit(0) {
+            chunks.push(t);
+        }
+        // 5 s (the lead) and one more chunk go out at once, each chunk followed by its mark
+        assert_eq!(chunks.len(), 26);
+        for (i, t) in chunks.iter().enumerate() {
+            let Transmit::Media {
+                audio,
+                play_at_ms,
+                first,
+                mark,
+            } = t
+            else {
+                panic!("{t:?}")
+            };
+            assert_eq!(audio.len(), 10 * SAMPLES_8K);
+            assert_eq!(*play_at_ms, i as u64 * 200);
+            assert_eq!(*first, i == 0);
+            assert_eq!(mark.map(|m| m.frames), Some(10 * (i as u32 + 1)));
+        }
+        // the rest, a chunk every 200 ms as it plays
+        assert_eq!(p.poll_timeout(), Some(5_200 - 5_000));
+        assert_eq!(pump(&mut p, 200).0, 10);
+        assert_eq!(p.poll_timeout(), Some(400));
+        let (frames, marks) = pump(&mut p, 3_000);
+        assert_eq!(frames, 400 - 270);
+        assert_eq!(marks.last().map(|m| m.to_string()), Some("s1end400".into()));
+        assert_eq!(p.play_cursor_ms, 8_000);
+    }
+
+    #[test]
+    fn frame_pacing_keeps_about_the_lead_ahead_of_real_time() {
+        let timing = Timing {
+            pacing: Pacing::Frames,
+            ..timing()
+        };
+        let mut p = Playout::new(&timing, true);
         let speech = p.queue(0, prompt("hello there", PromptKind::Say));
         assert_eq!(pump(&mut p, 0).0, 0, "nothing to send before the audio");
         assert_eq!(p.poll_timeout(), Some(4_000), "the synthesis deadline");

@@ -1,23 +1,45 @@
 //! The two-channel recording timeline: caller and agent audio placed in 20 ms slots of call time,
 //! committed in order `recording_delay` after their time (so late frames still land) into
 //! interleaved (caller, agent) chunks. Gapless by construction: a slot nobody wrote is silence.
+//!
+//! Caller frames wait in slots; agent audio, which may be sent seconds before it plays, waits as
+//! spans of the synthesised audio it shares with the play-out (no copy), decoded into its slots
+//! only when they are committed. The engine is woken once per chunk, not once per slot: slots are
+//! committed whenever time is handled, and the deadline is when the chunk being filled is full.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::{FRAME, Output, RecordFrame};
+use super::{AgentAudio, FRAME, Output};
 use crate::engine::audio::{SAMPLES_8K, g711};
 
-/// Slots that may be pending at once: the recording delay plus the pacing lead, with margin.
+/// Caller slots that may be pending at once: the recording delay plus a carrier's timestamp
+/// jitter, with margin.
 const MAX_PENDING_SLOTS: usize = 36;
-/// Interleaved samples per recording chunk: 12 slots (240 ms) of stereo audio; a whole number of
-/// slots, so a chunk never outgrows its allocation.
-pub const RECORDING_CHUNK_SAMPLES: usize = 12 * SAMPLES_8K * 2;
+
+/// Agent audio that plays from `slot` on, a frame per slot.
+struct AgentSpan {
+    slot: u64,
+    audio: AgentAudio,
+}
+
+impl AgentSpan {
+    fn end_slot(&self) -> u64 {
+        self.slot + self.audio.len().div_ceil(SAMPLES_8K) as u64
+    }
+}
+/// Interleaved samples per recording chunk: 25 slots (500 ms) of stereo audio (16 KB), so the
+/// recorder writes twice a second per call; a whole number of slots, so a chunk never outgrows
+/// its allocation.
+pub const RECORDING_CHUNK_SAMPLES: usize = 25 * SAMPLES_8K * 2;
 
 /// Pending slots and the chunk being filled. Announces a full chunk with `Output::Recording`.
 pub(super) struct Recording {
     base_slot: u64,
-    slots: VecDeque<RecordFrame>,
+    /// Caller audio of the slots from `base_slot` on.
+    slots: VecDeque<[i16; SAMPLES_8K]>,
+    /// Agent audio not yet committed, in play order.
+    agent: VecDeque<AgentSpan>,
     dropped_late: u64,
     chunk: Vec<i16>,
     /// Where the next caller frame goes when the carrier gives no usable timestamp.
@@ -30,6 +52,7 @@ impl Recording {
         Self {
             base_slot: 0,
             slots: VecDeque::with_capacity(MAX_PENDING_SLOTS),
+            agent: VecDeque::with_capacity(4),
             dropped_late: 0,
             chunk: Vec::with_capacity(RECORDING_CHUNK_SAMPLES),
             caller_slot: 0,
@@ -54,28 +77,47 @@ impl Recording {
         };
         self.caller_slot = slot + 1;
         if let Some(s) = self.slot(slot, out) {
-            s.caller = *pcm;
+            *s = *pcm;
         }
     }
 
-    /// One 20 ms agent frame (µ-law) that plays from `play_at_ms`.
-    pub(super) fn handle_agent_frame(
-        &mut self,
-        play_at_ms: u64,
-        mulaw: &[u8; SAMPLES_8K],
-        out: &mut VecDeque<Output>,
-    ) {
-        if let Some(slot) = self.slot(play_at_ms / FRAME, out) {
-            g711::decode_into(mulaw, &mut slot.agent);
+    /// Agent audio (µ-law, whole frames) that plays from `play_at_ms`, a frame per slot. Audio
+    /// for slots already committed is dropped (counted as late).
+    pub(super) fn handle_agent_audio(&mut self, play_at_ms: u64, audio: &AgentAudio) {
+        let slot = play_at_ms / FRAME;
+        let skip = self.base_slot.saturating_sub(slot) as usize;
+        if skip > 0 {
+            self.dropped_late += skip.min(audio.len().div_ceil(SAMPLES_8K)) as u64;
         }
+        let start = skip * SAMPLES_8K;
+        if start >= audio.len() {
+            return;
+        }
+        let audio = audio.suffix(start);
+        let slot = slot.max(self.base_slot);
+        // the play-out's next chunk of the same audio extends the span before it
+        if let Some(last) = self.agent.back_mut()
+            && last.end_slot() == slot
+            && let Some(joined) = last.audio.joined(&audio)
+        {
+            last.audio = joined;
+            return;
+        }
+        self.agent.push_back(AgentSpan { slot, audio });
     }
 
     /// Erase agent audio at and after `from_ms` (it was cleared before playing).
     pub(super) fn erase_agent_from(&mut self, from_ms: u64) {
-        let from_slot = from_ms / FRAME;
-        for f in self.slots.iter_mut() {
-            if f.slot >= from_slot {
-                f.agent = [0; SAMPLES_8K];
+        let from_slot = (from_ms / FRAME).max(self.base_slot);
+        while let Some(last) = self.agent.back_mut() {
+            if last.slot >= from_slot {
+                self.agent.pop_back();
+            } else {
+                if last.end_slot() > from_slot {
+                    let frames = (from_slot - last.slot) as usize;
+                    last.audio = last.audio.prefix(frames * SAMPLES_8K);
+                }
+                break;
             }
         }
     }
@@ -85,16 +127,22 @@ impl Recording {
         self.commit_until(now_ms.saturating_sub(self.delay_ms), out);
     }
 
-    /// When the oldest pending slot is due.
+    /// When the chunk being filled is due in full (slots are committed whenever time is handled;
+    /// only announcing a full chunk needs a deadline).
     pub(super) fn poll_timeout(&self) -> Option<u64> {
-        (!self.slots.is_empty()).then(|| (self.base_slot + 1) * FRAME + self.delay_ms)
+        if self.slots.is_empty() && self.agent.is_empty() {
+            return None;
+        }
+        let to_fill = (RECORDING_CHUNK_SAMPLES - self.chunk.len()).div_ceil(SAMPLES_8K * 2) as u64;
+        Some((self.base_slot + to_fill) * FRAME + self.delay_ms)
     }
 
     /// The call ended at `now_ms`: agent audio after it never played; commit what there is and
     /// announce the last (partial) chunk.
     pub(super) fn finish(&mut self, now_ms: u64, out: &mut VecDeque<Output>) {
         self.erase_agent_from(now_ms.max(1));
-        let last_slot = self.base_slot + self.slots.len() as u64;
+        let last_slot = (self.base_slot + self.slots.len() as u64)
+            .max(self.agent.back().map_or(0, AgentSpan::end_slot));
         let upto = (now_ms.div_ceil(FRAME)).max(last_slot.min(now_ms / FRAME + 1)) * FRAME;
         self.commit_until(upto, out);
         if !self.chunk.is_empty() {
@@ -112,8 +160,8 @@ impl Recording {
         self.dropped_late
     }
 
-    /// Mutable slot `slot`, creating silent slots up to it; `None` when already committed.
-    fn slot(&mut self, slot: u64, out: &mut VecDeque<Output>) -> Option<&mut RecordFrame> {
+    /// Mutable caller slot `slot`, creating silent slots up to it; `None` when already committed.
+    fn slot(&mut self, slot: u64, out: &mut VecDeque<Output>) -> Option<&mut [i16; SAMPLES_8K]> {
         if slot < self.base_slot {
             self.dropped_late += 1;
             return None;
@@ -123,25 +171,32 @@ impl Recording {
         }
         let idx = (slot - self.base_slot) as usize;
         while self.slots.len() <= idx {
-            let s = self.base_slot + self.slots.len() as u64;
-            self.slots.push_back(RecordFrame {
-                slot: s,
-                caller: [0; SAMPLES_8K],
-                agent: [0; SAMPLES_8K],
-            });
+            self.slots.push_back([0; SAMPLES_8K]);
         }
         self.slots.get_mut(idx)
     }
 
+    /// The agent's audio in `slot` (the oldest uncommitted one), spans before it dropped.
+    fn agent_frame(&mut self, slot: u64, pcm: &mut [i16; SAMPLES_8K]) {
+        while self.agent.front().is_some_and(|s| s.end_slot() <= slot) {
+            self.agent.pop_front();
+        }
+        if let Some(span) = self.agent.front()
+            && span.slot <= slot
+        {
+            let at = (slot - span.slot) as usize * SAMPLES_8K;
+            let frame = &span.audio[at..(at + SAMPLES_8K).min(span.audio.len())];
+            g711::decode_into(frame, &mut pcm[..frame.len()]);
+        }
+    }
+
     fn commit_one(&mut self, out: &mut VecDeque<Output>) {
-        match self.slots.pop_front() {
-            Some(frame) => {
-                for (c, a) in frame.caller.iter().zip(frame.agent.iter()) {
-                    self.chunk.push(*c);
-                    self.chunk.push(*a);
-                }
-            }
-            None => self.chunk.extend_from_slice(&[0; SAMPLES_8K * 2]),
+        let caller = self.slots.pop_front().unwrap_or([0; SAMPLES_8K]);
+        let mut agent = [0; SAMPLES_8K];
+        self.agent_frame(self.base_slot, &mut agent);
+        for (c, a) in caller.iter().zip(agent.iter()) {
+            self.chunk.push(*c);
+            self.chunk.push(*a);
         }
         self.base_slot += 1;
         if self.chunk.len() >= RECORDING_CHUNK_SAMPLES {
@@ -177,9 +232,11 @@ mod tests {
         rec.handle_caller_frame(0, None, &[1; SAMPLES_8K], &mut out);
         rec.handle_caller_frame(20, None, &[2; SAMPLES_8K], &mut out);
         rec.handle_caller_frame(100, Some(100), &[3; SAMPLES_8K], &mut out);
-        assert_eq!(rec.poll_timeout(), Some(20 + 400));
+        // woken when the first chunk (25 slots) is due, not for every slot
+        assert_eq!(rec.poll_timeout(), Some(25 * 20 + 400));
         rec.handle_time(419, &mut out);
         assert!(out.is_empty());
+        assert_eq!(rec.poll_timeout(), Some(25 * 20 + 400));
         let mut all = Vec::new();
         rec.finish(120, &mut out);
         drain(&mut rec, &mut out, &mut all);
@@ -194,11 +251,17 @@ mod tests {
         let mut rec = Recording::new(Duration::from_millis(400));
         let mut out = VecDeque::new();
         rec.handle_caller_frame(0, Some(3_600_000), &[1; SAMPLES_8K], &mut out);
-        assert_eq!(rec.poll_timeout(), Some(20 + 400));
+        assert_eq!(rec.poll_timeout(), Some(25 * 20 + 400));
         rec.handle_time(1000, &mut out);
         assert_eq!(rec.poll_timeout(), None);
         rec.handle_caller_frame(1000, Some(0), &[1; SAMPLES_8K], &mut out);
         assert_eq!(rec.late_frames(), 1);
+        // agent audio for slots already committed is late too; the rest is kept
+        let audio = AgentAudio::whole(vec![0x80; 40 * SAMPLES_8K].into());
+        rec.handle_agent_audio(0, &audio);
+        assert_eq!(rec.late_frames(), 1 + 30);
+        assert_eq!(rec.agent[0].slot, 30);
+        assert_eq!(rec.agent[0].audio.len(), 10 * SAMPLES_8K);
     }
 
     #[test]
@@ -206,10 +269,15 @@ mod tests {
         let mut rec = Recording::new(Duration::from_millis(400));
         let mut out = VecDeque::new();
         let mut all = Vec::new();
-        // agent audio sent 200 ms ahead: slots 0..20; the caller talks over it from slot 0
-        for i in 0..20u64 {
-            rec.handle_agent_frame(i * FRAME, &[0x80; SAMPLES_8K], &mut out);
-        }
+        // agent audio sent ahead in two chunks: slots 0..20; the caller talks over it from slot 0
+        let audio = AgentAudio::whole(vec![0x80; 20 * SAMPLES_8K].into());
+        rec.handle_agent_audio(0, &audio.prefix(10 * SAMPLES_8K));
+        rec.handle_agent_audio(10 * FRAME, &audio.suffix(10 * SAMPLES_8K));
+        assert_eq!(
+            rec.agent.len(),
+            1,
+            "the second chunk extends the first span"
+        );
         for i in 0..10u64 {
             rec.handle_caller_frame(i * FRAME, None, &[7; SAMPLES_8K], &mut out);
         }

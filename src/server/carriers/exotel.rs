@@ -219,8 +219,9 @@ pub async fn media_stream(
     State(state): State<AppState>,
     uri: Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    socket: crate::server::socket::MediaSocket,
 ) -> Response {
-    super::upgrade_by_credential(state, Codec::new(Carrier::Exotel), &uri, ws).await
+    super::upgrade_by_credential(state, Codec::new(Carrier::Exotel), &uri, ws, socket).await
 }
 
 #[cfg(test)]

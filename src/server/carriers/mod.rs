@@ -24,6 +24,8 @@ pub mod twilio;
 pub mod vonage;
 
 use axum::extract::ws::WebSocketUpgrade;
+
+use super::socket::MediaSocket;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -42,6 +44,9 @@ pub const BUSY_MESSAGE: &str = "Thank you for calling. All of our lines are busy
 /// Largest WebSocket message accepted from a carrier. A 20 ms media message is about 300 bytes
 /// (Exotel's 100 ms chunks about 2 KB); anything near this is not a carrier.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Outgoing messages are gathered up to this much before a socket write: a burst of agent audio
+/// (a chunk and a mark per 200 ms) takes a few writes, not one per message.
+pub const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Every carrier's routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -346,6 +351,7 @@ pub async fn upgrade_by_credential(
     codec: Codec,
     uri: &Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    socket: MediaSocket,
 ) -> Response {
     let carrier = codec.carrier();
     let call = match authorise_media(&state, carrier, media_query(uri).as_ref()).await {
@@ -353,7 +359,7 @@ pub async fn upgrade_by_credential(
         Err(refused) => return refused,
     };
     match ws {
-        Ok(ws) => upgrade(ws, state, codec, Some(call)),
+        Ok(ws) => upgrade(ws, state, codec, Some(call), socket),
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -365,15 +371,16 @@ pub fn upgrade(
     state: AppState,
     codec: Codec,
     call: Option<CallRow>,
+    socket: MediaSocket,
 ) -> Response {
-    // Small buffers: a call's messages are a few hundred bytes, and the defaults (128 KiB each)
-    // would dominate the memory of thousands of calls.
+    // Small buffers: a call's messages are a few hundred bytes to a few KiB, and the defaults
+    // (128 KiB each) would dominate the memory of thousands of calls.
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_MESSAGE_BYTES * 4)
-        .on_upgrade(move |socket| super::driver::run_carrier(state, socket, codec, call))
+        .on_upgrade(move |ws| super::driver::run_carrier(state, ws, codec, call, socket))
 }
 
 #[cfg(test)]

@@ -142,6 +142,7 @@ pub async fn media_stream(
     State(state): State<AppState>,
     uri: Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    socket: crate::server::socket::MediaSocket,
 ) -> Response {
-    super::upgrade_by_credential(state, Codec::new(Carrier::SignalWire), &uri, ws).await
+    super::upgrade_by_credential(state, Codec::new(Carrier::SignalWire), &uri, ws, socket).await
 }

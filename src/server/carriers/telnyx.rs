@@ -209,12 +209,14 @@ pub async fn media_stream(
     State(state): State<AppState>,
     uri: Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    socket: crate::server::socket::MediaSocket,
 ) -> Response {
     super::upgrade_by_credential(
         state,
         Codec::Telnyx(TelnyxCodec::new(OUTBOUND_CODEC)),
         &uri,
         ws,
+        socket,
     )
     .await
 }

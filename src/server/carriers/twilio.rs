@@ -19,6 +19,7 @@ use super::{
 };
 use crate::engine::media::{Carrier, Codec};
 use crate::server::AppState;
+use crate::server::socket::MediaSocket;
 
 pub use super::{BUSY_MESSAGE, CLOSED_MESSAGE, sha256_hex, xml_escape};
 
@@ -348,13 +349,14 @@ pub async fn sms_webhook(
 pub async fn media_stream(
     State(state): State<AppState>,
     headers: HeaderMap,
+    socket: MediaSocket,
     ws: WebSocketUpgrade,
 ) -> Response {
     let url = media_url(&state.config.public_url(), Carrier::Twilio);
     if let Err(why) = check_signature(&state, &headers, &url, &[]) {
         return super::forbidden(Carrier::Twilio, "media upgrade", &why);
     }
-    super::upgrade(ws, state, Codec::new(Carrier::Twilio), None)
+    super::upgrade(ws, state, Codec::new(Carrier::Twilio), None, socket)
 }
 
 #[cfg(test)]

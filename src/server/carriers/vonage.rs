@@ -276,8 +276,9 @@ pub async fn media_stream(
     State(state): State<AppState>,
     uri: Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    socket: crate::server::socket::MediaSocket,
 ) -> Response {
-    super::upgrade_by_credential(state, Codec::new(Carrier::Vonage), &uri, ws).await
+    super::upgrade_by_credential(state, Codec::new(Carrier::Vonage), &uri, ws, socket).await
 }
 
 /// Sign claims as Vonage does (HS256), for tests and the carrier client.

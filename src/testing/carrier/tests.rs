@@ -167,9 +167,7 @@ fn marks_are_echoed_once_their_audio_has_played() {
             "{carrier}"
         );
         // 200 ms of audio, then the utterance's last mark (Exotel writes what it holds back)
-        for _ in 0..10 {
-            session.write(&ToCaller::Media([0x20; 160]));
-        }
+        session.write(&ToCaller::Media(agent_audio(10)));
         session.write(&ToCaller::Mark(MarkId {
             speech: 1,
             frames: 10,
@@ -200,14 +198,18 @@ fn marks_are_echoed_once_their_audio_has_played() {
     }
 }
 
+/// `frames` 20 ms frames of loud agent audio.
+fn agent_audio(frames: usize) -> crate::engine::AgentAudio {
+    crate::engine::AgentAudio::whole(vec![0x20; frames * 160].into())
+}
+
 #[test]
 fn clear_follows_each_carrier() {
     for (carrier, codec) in every_stream() {
         let t0 = Instant::now();
         let (mut fake, mut session) = open(carrier, codec, t0);
-        for _ in 0..50 {
-            session.write(&ToCaller::Media([0x20; 160]));
-        }
+        // a second of audio in one message, as `Pacing::Burst` sends it
+        session.write(&ToCaller::Media(agent_audio(50)));
         session.write(&mark(2, 50));
         play(&mut session, &mut fake, t0);
         let t1 = t0 + Duration::from_millis(100);
