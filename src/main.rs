@@ -6,6 +6,12 @@ use tracing_subscriber::EnvFilter;
 use receptionist::config::ServeConfig;
 use receptionist::store::{Role, Store};
 
+// `--features dhat-heap`: every allocation recorded, dhat-heap.json written when `main` returns
+// (for `serve`: after a graceful shutdown, SIGINT or SIGTERM). Profiling only: it is slow.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[derive(Parser)]
 #[command(
     name = "receptionist",
@@ -81,6 +87,8 @@ enum WorkspaceCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::builder().trim_backtraces(Some(24)).build();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()

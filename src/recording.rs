@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
@@ -40,9 +40,11 @@ fn header(data_len: u32) -> [u8; 44] {
 /// header's sizes lag by at most this many chunks, and [`repair`] fixes them after a crash.
 const HEADER_EVERY_CHUNKS: u32 = 8;
 
-/// A WAV file being written.
+/// A WAV file being written. It holds no buffer of its own (an open recording costs its file
+/// handle and a few counters): each chunk is converted into the caller's scratch buffer and written
+/// with one `write`, so thousands of open calls do not each keep a write buffer.
 pub struct WavWriter {
-    file: BufWriter<File>,
+    file: File,
     data_len: u64,
     chunks_since_header: u32,
 }
@@ -52,9 +54,8 @@ impl WavWriter {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = BufWriter::with_capacity(64 * 1024, File::create(path)?);
+        let mut file = File::create(path)?;
         file.write_all(&header(0))?;
-        file.flush()?;
         Ok(Self {
             file,
             data_len: 0,
@@ -62,25 +63,24 @@ impl WavWriter {
         })
     }
 
-    /// Append interleaved (caller, agent) samples; the file is a playable WAV at every point (its
-    /// header's sizes are refreshed every few chunks and at the end).
-    pub fn append(&mut self, interleaved: &[i16]) -> io::Result<()> {
-        for s in interleaved {
-            self.file.write_all(&s.to_le_bytes())?;
-        }
+    /// Append interleaved (caller, agent) samples, converted in `scratch` (reused across calls);
+    /// the file is a playable WAV at every point (its header's sizes are refreshed every few
+    /// chunks and at the end).
+    pub fn append(&mut self, interleaved: &[i16], scratch: &mut Vec<u8>) -> io::Result<()> {
+        scratch.clear();
+        scratch.extend(interleaved.iter().flat_map(|s| s.to_le_bytes()));
+        self.file.write_all(scratch)?;
         self.data_len += interleaved.len() as u64 * 2;
         self.chunks_since_header += 1;
         if self.chunks_since_header >= HEADER_EVERY_CHUNKS {
             self.chunks_since_header = 0;
-            self.rewrite_header()
-        } else {
-            self.file.flush()
+            self.rewrite_header()?;
         }
+        Ok(())
     }
 
     fn rewrite_header(&mut self) -> io::Result<()> {
-        self.file.flush()?;
-        let f = self.file.get_mut();
+        let f = &mut self.file;
         f.seek(SeekFrom::Start(0))?;
         f.write_all(&header(self.data_len.min(u32::MAX as u64 - 36) as u32))?;
         f.seek(SeekFrom::End(0))?;
@@ -89,7 +89,7 @@ impl WavWriter {
 
     pub fn finish(mut self) -> io::Result<()> {
         self.rewrite_header()?;
-        self.file.get_ref().sync_data()
+        self.file.sync_data()
     }
 }
 
@@ -138,6 +138,8 @@ impl Recorder {
             .name("recorder".into())
             .spawn(move || {
                 let mut open: HashMap<String, WavWriter> = HashMap::new();
+                // one conversion buffer for every call's chunks (grows to the largest chunk)
+                let mut scratch: Vec<u8> = Vec::new();
                 while let Some(cmd) = rx.blocking_recv() {
                     match cmd {
                         Command::Open { id, path } => match WavWriter::create(&path) {
@@ -150,7 +152,7 @@ impl Recorder {
                         },
                         Command::Append { id, samples } => {
                             if let Some(w) = open.get_mut(&id)
-                                && let Err(e) = w.append(&samples)
+                                && let Err(e) = w.append(&samples, &mut scratch)
                             {
                                 tracing::error!(call = %id, error = %e, "cannot write recording");
                             }
@@ -204,15 +206,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b.wav");
         let mut w = WavWriter::create(&path).unwrap();
-        w.append(&[1, 2, 3, 4]).unwrap();
+        let mut scratch = Vec::new();
+        w.append(&[1, 2, 3, 4], &mut scratch).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 44 + 8, "data reaches the file at every chunk");
         for _ in 1..HEADER_EVERY_CHUNKS {
-            w.append(&[]).unwrap();
+            w.append(&[], &mut scratch).unwrap();
         }
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(u32::from_le_bytes(bytes[40..44].try_into().unwrap()), 8);
-        w.append(&[5, 6]).unwrap();
+        w.append(&[5, 6], &mut scratch).unwrap();
         drop(w); // a crash: no finish
         // simulate a torn write: half a sample frame appended
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();

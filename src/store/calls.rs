@@ -8,7 +8,8 @@ use crate::model::{CallEvent, CandidateStatus, EndReason};
 
 use super::{
     CallDetail, CallRow, CallStatus, CallSummary, NewCall, StartedCall, Store, StoreError,
-    StoreResult, enum_str, from_json, is_e164, new_id, now_ms, on_pool, parse_enum, to_json,
+    StoreResult, enum_str, from_json, is_e164, new_id, now_ms, on_pool, open_tx, parse_enum,
+    to_json,
 };
 
 const CALL_COLUMNS: &str = "id, workspace_id, receptionist_id, carrier, carrier_call_sid, \
@@ -163,7 +164,7 @@ impl Store {
     pub async fn accept_call(&self, c: &NewCall) -> StoreResult<String> {
         let settings = to_json(&c.settings)?;
         let id: String = on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             sqlx::query(
                 "INSERT INTO calls (id, workspace_id, receptionist_id, carrier, carrier_call_sid, \
                  from_number, to_number, forwarded_from, token_hash, node_id, status, accepted_at, \
@@ -247,7 +248,7 @@ impl Store {
     ) -> StoreResult<StartedCall> {
         let now = now_ms();
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let call: Option<(String, String, String, String)> = sqlx::query_as(
                 "SELECT workspace_id, receptionist_id, from_number, status FROM calls WHERE id = $1",
             )
@@ -337,7 +338,7 @@ impl Store {
             .collect::<StoreResult<Vec<_>>>()?;
         let now = now_ms();
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let candidate: Option<(Option<String>,)> =
                 sqlx::query_as("SELECT candidate_id FROM calls WHERE id = $1")
                     .bind(call_id)

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 
-use super::{Backend, Store, StoreError, StoreResult, new_id, on_pool, parse_enum};
+use super::{Backend, Store, StoreError, StoreResult, new_id, on_pool, open_tx, parse_enum};
 
 /// The kinds of work the outbox carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -477,7 +477,7 @@ impl Store {
     ) -> StoreResult<String> {
         let now = super::now_ms();
         let id = on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let id = emit_event!(&mut *tx, workspace_id, event_type, data, now)?;
             tx.commit().await?;
             id
@@ -511,7 +511,7 @@ impl Store {
              attempts, created_at"
         );
         let rows: Vec<ClaimRow> = on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let rows = sqlx::query_as(AssertSqlSafe(sql.as_str()))
                 .bind(claim)
                 .bind(now_ms.saturating_add(lease_ms))
@@ -583,7 +583,7 @@ impl Store {
         };
         let increment: i64 = if attempt.is_some() { 1 } else { 0 };
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let updated: Option<(i64,)> = sqlx::query_as(
                 "UPDATE outbox SET status = $3, attempts = attempts + $4, \
                  next_attempt_at = COALESCE($5, next_attempt_at), last_error = $6, \

@@ -16,7 +16,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::outbox::{EmailPayload, NewOutbox, OutboxKind, SmsPayload, emit_event, enqueue_outbox};
-use super::{Store, StoreError, StoreResult, from_json, is_e164, new_id, on_pool, parse_enum};
+use super::{
+    Store, StoreError, StoreResult, from_json, is_e164, new_id, on_pool, open_tx, parse_enum,
+};
 use crate::model::{AnswerRecord, CallEvent, Question, Review};
 use crate::pipeline::evaluate::{Outcome, route};
 use crate::pipeline::sms::Intent;
@@ -349,7 +351,7 @@ impl Store {
         let now = a.now_ms;
         let call_id = a.call_id.as_str();
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             type CallRow = (
                 String,
                 String,
@@ -533,7 +535,7 @@ impl Store {
     pub async fn record_inbound_sms(&self, m: &InboundSms) -> StoreResult<InboundOutcome> {
         let now = m.now_ms;
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let receptionist: Option<(String, String)> = sqlx::query_as(
                 "SELECT workspace_id, id FROM receptionists WHERE phone_number = $1",
             )
@@ -717,7 +719,7 @@ impl Store {
         let now = super::now_ms();
         let (ws, receptionist_id, call): (String, String, Option<String>) =
             on_pool!(self, |pool, begin| {
-                let mut tx = pool.begin_with(begin).await?;
+                let mut tx = open_tx(pool, begin).await?;
                 let row: Option<(String, String)> = sqlx::query_as(
                     "SELECT workspace_id, receptionist_id FROM candidates WHERE id = $1 \
                  AND ($2 IS NULL OR workspace_id = $2)",
@@ -800,7 +802,7 @@ impl Store {
         let now = e.now_ms;
         let details = json!({ "questions": e.outcome.questions }).to_string();
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let cand: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
                 "SELECT receptionist_id, review, review_by FROM candidates WHERE id = $1 \
                  AND workspace_id = $2",
@@ -947,7 +949,7 @@ impl Store {
     ) -> StoreResult<bool> {
         let now = super::now_ms();
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let row: Option<(Option<String>,)> =
                 sqlx::query_as("SELECT review FROM candidates WHERE id = $1 AND workspace_id = $2")
                     .bind(candidate_id)
@@ -985,7 +987,7 @@ impl Store {
     ) -> StoreResult<IngestOutcome> {
         let now = super::now_ms();
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             type Cand = (
                 String,
                 Option<String>,
@@ -1124,7 +1126,7 @@ impl Store {
         let id = new_id();
         let detail = json!({ "text": text });
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let found: Option<(String,)> =
                 sqlx::query_as("SELECT id FROM candidates WHERE id = $1 AND workspace_id = $2")
                     .bind(candidate_id)
@@ -1173,7 +1175,7 @@ impl Store {
             .map(|(k, _)| *k)
             .collect();
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let affected = sqlx::query(
                 "UPDATE candidates SET \
                  name = CASE WHEN $3 IS NULL THEN name WHEN $3 = '' THEN NULL ELSE $3 END, \

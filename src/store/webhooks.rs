@@ -6,7 +6,8 @@ use sqlx::AssertSqlSafe;
 
 use super::outbox::{Attempt, OutboxStatus};
 use super::{
-    Store, StoreError, StoreResult, from_json, new_id, now_ms, on_pool, parse_enum, to_json,
+    Store, StoreError, StoreResult, from_json, new_id, now_ms, on_pool, open_tx, parse_enum,
+    to_json,
 };
 
 /// A registered receiver of events.
@@ -166,7 +167,7 @@ impl Store {
     pub async fn delete_webhook_endpoint(&self, workspace_id: &str, id: &str) -> StoreResult<u64> {
         let now = now_ms();
         let cancelled = on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let deleted = sqlx::query(
                 "UPDATE webhook_endpoints SET deleted_at = $3 \
                  WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",

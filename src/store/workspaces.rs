@@ -3,7 +3,9 @@
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::{Principal, Role, Store, StoreError, StoreResult, Workspace, new_id, now_ms, on_pool};
+use super::{
+    Principal, Role, Store, StoreError, StoreResult, Workspace, new_id, now_ms, on_pool, open_tx,
+};
 
 /// An API key as listed: never the key or its hash.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -41,7 +43,7 @@ impl Store {
         };
         let key = generate_key();
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
                 .bind(&workspace.id)
                 .bind(&workspace.name)
@@ -163,7 +165,7 @@ impl Store {
     pub async fn revoke_api_key(&self, workspace_id: &str, id: &str) -> StoreResult<()> {
         let now = now_ms();
         on_pool!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await?;
+            let mut tx = open_tx(pool, begin).await?;
             let key: Option<(String, Option<i64>)> = sqlx::query_as(
                 "SELECT role, revoked_at FROM api_keys WHERE id = $1 AND workspace_id = $2",
             )
