@@ -148,6 +148,16 @@ pub struct ServeConfig {
     )]
     pub backends: BackendSet,
 
+    /// Threads serving connections (calls and HTTP requests); default: one per core. Calls are
+    /// packed onto the first threads (see `server/threads.rs`).
+    #[arg(long, env = "RECEPTIONIST_CONNECTION_THREADS")]
+    pub connection_threads: Option<usize>,
+
+    /// Shortest time between two wake-ups of a connection thread, in milliseconds: what arrives
+    /// meanwhile is handled together (0: wake at once for everything).
+    #[arg(long, env = "RECEPTIONIST_WAKE_INTERVAL_MS", default_value_t = 20)]
+    pub wake_interval_ms: u64,
+
     /// This node's identity; a restart marks only this node's unfinished calls as interrupted.
     #[arg(long, env = "RECEPTIONIST_NODE_ID", default_value = "node-1")]
     pub node_id: String,
@@ -186,6 +196,17 @@ impl ServeConfig {
         self.data_dir.join("recordings")
     }
 
+    /// Connection threads: as configured, else one per core.
+    pub fn connection_threads(&self) -> usize {
+        self.connection_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .clamp(1, 256)
+    }
+
+    pub fn wake_interval(&self) -> Duration {
+        Duration::from_millis(self.wake_interval_ms.min(100))
+    }
+
     pub fn max_call_length(&self) -> Duration {
         Duration::from_secs(self.max_call_secs.max(30))
     }
@@ -215,6 +236,8 @@ impl fmt::Debug for ServeConfig {
             .field("max_calls", &self.max_calls)
             .field("max_call_secs", &self.max_call_secs)
             .field("backends", &self.backends)
+            .field("connection_threads", &self.connection_threads)
+            .field("wake_interval_ms", &self.wake_interval_ms)
             .field("node_id", &self.node_id)
             .finish()
     }

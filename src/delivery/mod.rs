@@ -36,6 +36,19 @@ pub const CONCURRENCY: usize = 16;
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Budget of one post-call job attempt.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The longest an idle outbox worker sleeps before looking again: rows another node queued on a
+/// shared database, or a lease that ran out on a node that died, wait at most this long.
+pub const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// How long to sleep for a row due at `due_ms` (none: [`IDLE_POLL`]); at least 50 ms, so that
+/// a due row another worker holds locked (PostgreSQL skips it) is not polled in a tight loop.
+fn until_due(due_ms: Option<i64>, now_ms: i64) -> Duration {
+    match due_ms {
+        Some(due) => Duration::from_millis(due.saturating_sub(now_ms).clamp(50, 5_000) as u64),
+        None => IDLE_POLL,
+    }
+}
 /// How long a claim holds a row. Longer than any attempt's budget, so a live worker's row is
 /// never taken over; a dead worker's rows are claimable again after it.
 pub const LEASE_MS: i64 = 360_000;
@@ -261,10 +274,22 @@ impl Worker {
                         Err(e) => tracing::warn!(error = %e, "outbox claim failed"),
                     }
                 }
+                // sleep until the next row comes due (its retry time, or a lease running out),
+                // unless this node queues one first; at most IDLE_POLL, for rows other nodes
+                // queue on a shared database
+                let wait = match self.inner.store.next_outbox_due().await {
+                    // every slot busy: a freed one wakes the loop
+                    Ok(_) if slots.available_permits() == 0 => IDLE_POLL,
+                    Ok(due) => until_due(due, now_ms()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox due time unknown");
+                        Duration::from_secs(1)
+                    }
+                };
                 tokio::select! {
                     _ = notify.notified() => {}
                     _ = freed.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         })
@@ -448,6 +473,16 @@ fn truncate(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_idle_worker_sleeps_until_the_next_row_is_due() {
+        use super::{IDLE_POLL, until_due};
+        use std::time::Duration;
+        assert_eq!(until_due(None, 1_000), IDLE_POLL);
+        assert_eq!(until_due(Some(1_300), 1_000), Duration::from_millis(300));
+        assert_eq!(until_due(Some(900), 1_000), Duration::from_millis(50));
+        assert_eq!(until_due(Some(60_000), 1_000), IDLE_POLL);
+    }
+
     use super::*;
 
     #[test]

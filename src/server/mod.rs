@@ -9,6 +9,7 @@ pub mod error;
 pub mod media;
 pub mod openapi;
 pub mod socket;
+pub mod threads;
 
 /// Twilio's HTTP side, where it was before the other carriers came.
 pub use carriers::twilio;
@@ -208,14 +209,25 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let outbox = worker.spawn(state.outbox_notify.clone());
     // synthesise every live receptionist's fixed prompts and the shared ones before taking calls
     warm_prompts(&state).await;
+    let threads = threads::ConnectionThreads::start(
+        state.config.connection_threads(),
+        state.config.wake_interval(),
+    )?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, public_url = %state.config.public_url(), backends = state.backends.name, "listening");
-    let listener = socket::MediaListener(listener);
-    // each connection's socket is recorded, so that a media upgrade can tune it (`socket.rs`)
-    let app = router(state).into_make_service_with_connect_info::<socket::PeerSocket>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        public_url = %state.config.public_url(),
+        backends = state.backends.name,
+        connection_threads = state.config.connection_threads(),
+        wake_interval_ms = state.config.wake_interval().as_millis() as u64,
+        "listening"
+    );
+    // each connection is served on a connection thread, its socket recorded so that a media
+    // upgrade can tune it (`socket.rs`)
+    threads
+        .serve(listener, router(state), shutdown_signal())
         .await?;
+    drop(threads);
     // Rows in flight keep their lease and are retried after it expires (at-least-once).
     outbox.abort();
     store.close().await;

@@ -13,10 +13,9 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::http::request::Parts;
-use axum::serve::{IncomingStream, Listener};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// The raw descriptor of an accepted connection, recorded at accept time (`ConnectInfo`) so that
 /// a media upgrade can tune its socket.
@@ -26,33 +25,14 @@ pub struct PeerSocket {
     fd: std::os::fd::RawFd,
 }
 
-/// The server's listener: TCP with `TCP_NODELAY` on each accepted connection. Media frames are
-/// small and paced: Nagle's algorithm would hold each one back until the previous one is
-/// acknowledged (up to the 40 ms delayed ACK), which carriers hear as jitter.
-pub struct MediaListener(pub TcpListener);
-
-impl Listener for MediaListener {
-    type Io = TcpStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, std::net::SocketAddr) {
-        let (tcp, addr) = Listener::accept(&mut self.0).await;
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        (tcp, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
-impl Connected<IncomingStream<'_, MediaListener>> for PeerSocket {
-    fn connect_info(stream: IncomingStream<'_, MediaListener>) -> Self {
+impl PeerSocket {
+    /// The socket of an accepted connection.
+    pub fn of(tcp: &TcpStream) -> Self {
+        #[cfg(not(unix))]
+        let _ = tcp;
         Self {
             #[cfg(unix)]
-            fd: std::os::fd::AsRawFd::as_raw_fd(stream.io()),
+            fd: std::os::fd::AsRawFd::as_raw_fd(tcp),
         }
     }
 }

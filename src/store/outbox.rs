@@ -544,6 +544,21 @@ impl Store {
         Ok(claimed)
     }
 
+    /// When the next pending row can be claimed (ms): the earliest `next_attempt_at`, or the end of
+    /// a live claim's lease if later; `None` when nothing is pending. A read, so that an idle
+    /// worker can sleep until then instead of claiming (a write transaction) every second.
+    pub async fn next_outbox_due(&self) -> StoreResult<Option<i64>> {
+        let row: (Option<i64>,) = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT MIN(CASE WHEN claimed_until IS NOT NULL AND claimed_until > next_attempt_at \
+                 THEN claimed_until ELSE next_attempt_at END) FROM outbox WHERE status = 'pending'",
+            )
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(row.0)
+    }
+
     /// Settle a claimed row and record the attempt (when one was made: `attempt` is `None` for a
     /// row refused before sending, e.g. an opted-out number). Fenced by the claim token: `false`
     /// when the row is no longer pending under `claim` (the lease expired and another worker took

@@ -194,9 +194,16 @@ impl Recording {
         let caller = self.slots.pop_front().unwrap_or([0; SAMPLES_8K]);
         let mut agent = [0; SAMPLES_8K];
         self.agent_frame(self.base_slot, &mut agent);
-        for (c, a) in caller.iter().zip(agent.iter()) {
-            self.chunk.push(*c);
-            self.chunk.push(*a);
+        // interleaved stereo, written in place (no per-sample capacity checks)
+        let start = self.chunk.len();
+        self.chunk.resize(start + 2 * SAMPLES_8K, 0);
+        for ((pair, c), a) in self.chunk[start..]
+            .chunks_exact_mut(2)
+            .zip(caller.iter())
+            .zip(agent.iter())
+        {
+            pair[0] = *c;
+            pair[1] = *a;
         }
         self.base_slot += 1;
         if self.chunk.len() >= RECORDING_CHUNK_SAMPLES {

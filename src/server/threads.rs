@@ -1,0 +1,330 @@
+//! Connection threads: the runtime shape for many tiny, periodic tasks.
+//!
+//! A call's work arrives as a small message every 20 ms (40 ms once the receive low-water mark is
+//! raised, see `socket.rs`), and handling one takes microseconds: most of what a call costs is
+//! waking a thread for it. On tokio's work-stealing runtime each wake-up of one worker tends to
+//! wake the other too (to steal), and each socket becoming readable wakes a parked worker on its
+//! own. Measured at 10 calls (`receptionist loadgen --calls 10`): about 50 context switches per
+//! call-second, a fifth of the server's CPU in the kernel switching threads.
+//!
+//! So every accepted connection (HTTP requests and the media WebSockets they upgrade to) is served
+//! on one of a few **connection threads**, each a single-threaded tokio runtime, and each thread
+//! **coalesces its wake-ups**: when it runs out of work it first waits out the rest of
+//! [`WAKE_INTERVAL`] since it last woke, then polls for everything that became ready meanwhile.
+//! A thread thus wakes at most 50 times a second however many calls it serves, and each wake-up
+//! handles every call that has something to do. The cost is at most one interval of added delay
+//! on an event that arrives while the thread waits (measured: the caller's reply latency did not
+//! move at 20 ms; the agent's audio goes out seconds ahead in bursts, see the engine's pacing);
+//! a busy thread never waits (it only waits when it would otherwise sleep).
+//!
+//! Connections are **packed**: a new one goes to the first thread serving fewer than
+//! [`PACK_CONNECTIONS`], so a small deployment runs on one thread (one set of wake-ups), and only
+//! once every thread has that many are they spread (to the least loaded). Each connection stays on
+//! its thread for its lifetime (its socket is registered with that thread's reactor).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::connect_info::ConnectInfo;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use super::socket::PeerSocket;
+
+/// The default shortest time between two wake-ups of a connection thread: one media frame.
+pub const WAKE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Connections a thread takes before the next thread is used (see the module docs). A call is
+/// one connection for its whole length (plus its short webhook request); at the measured cost of
+/// a call (well under 0.2 % of a core) this is a small part of one core.
+pub const PACK_CONNECTIONS: usize = 100;
+
+/// How long a graceful stop waits for HTTP requests in progress.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The connection threads of a server. Dropping it stops them (and every task on them).
+pub struct ConnectionThreads {
+    threads: Vec<Thread>,
+}
+
+struct Thread {
+    handle: tokio::runtime::Handle,
+    live: Arc<AtomicUsize>,
+    /// Dropped to stop the thread.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ConnectionThreads {
+    /// Starts `count` threads (at least one) whose wake-ups are at least `wake_interval` apart
+    /// (`Duration::ZERO`: wake at once, as a plain runtime does).
+    pub fn start(count: usize, wake_interval: Duration) -> std::io::Result<Self> {
+        let mut threads = Vec::with_capacity(count.max(1));
+        for index in 0..count.max(1) {
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.enable_all();
+            coalesce_wake_ups(&mut builder, wake_interval);
+            let runtime = builder.build()?;
+            let handle = runtime.handle().clone();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("conn-{index}"))
+                .spawn(move || {
+                    // runs the thread's tasks until the server drops its threads
+                    let _ = runtime.block_on(stopped);
+                })?;
+            threads.push(Thread {
+                handle,
+                live: Arc::new(AtomicUsize::new(0)),
+                _stop: stop,
+            });
+        }
+        Ok(Self { threads })
+    }
+
+    /// Connections each thread serves now.
+    pub fn load(&self) -> Vec<usize> {
+        self.threads
+            .iter()
+            .map(|t| t.live.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The thread for a new connection: see [`pick`].
+    fn pick(&self) -> &Thread {
+        &self.threads[pick(&self.load(), PACK_CONNECTIONS)]
+    }
+
+    /// Accepts connections until `shutdown` completes, serving each with `router` on a connection
+    /// thread; then waits (up to 10 s) for HTTP requests in progress. Media WebSockets already
+    /// upgraded are not waited for.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        router: Router,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        // each connection task holds a sender: all dropped once every connection has ended
+        let (open, mut all_closed) = mpsc::channel::<()>(1);
+        let (stopping, stop) = watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let tcp = match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // out of descriptors, or a connection reset before it was accepted: the
+                    // listener itself is fine; back off a little on the former
+                    tracing::debug!(error = %e, "accept failed");
+                    if !is_connection_error(&e) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            };
+            // small paced media frames: Nagle's algorithm would hold each back until the
+            // previous one is acknowledged (up to the 40 ms delayed ACK)
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            let peer = PeerSocket::of(&tcp);
+            // move the socket from this runtime's reactor to the chosen thread's
+            let tcp = match tcp.into_std() {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand a connection over");
+                    continue;
+                }
+            };
+            let thread = self.pick();
+            let tcp = {
+                let _entered = thread.handle.enter();
+                match tokio::net::TcpStream::from_std(tcp) {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot register a connection");
+                        continue;
+                    }
+                }
+            };
+            let router = router.clone();
+            let service = hyper::service::service_fn(move |mut req| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                tower::ServiceExt::oneshot(router.clone(), req)
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            let live = Live::new(thread.live.clone());
+            let (open, mut stop) = (open.clone(), stop.clone());
+            thread.handle.spawn(async move {
+                let _live = live;
+                let _open = open;
+                tokio::pin!(connection);
+                let ended = tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    _ = async { stop.wait_for(|&s| s).await.map(|_| ()) } => {
+                        // finish the request in progress, take no more
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        let _ = stopping.send(true);
+        drop(open);
+        if tokio::time::timeout(SHUTDOWN_GRACE, all_closed.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in progress at shutdown");
+        }
+        Ok(())
+    }
+}
+
+/// The thread for a new connection, from the connections each serves: the first serving fewer
+/// than `pack`, else the least loaded (the first of equals).
+pub fn pick(load: &[usize], pack: usize) -> usize {
+    if let Some(i) = load.iter().position(|&n| n < pack) {
+        return i;
+    }
+    load.iter()
+        .enumerate()
+        .min_by_key(|&(_, &n)| n)
+        .map_or(0, |(i, _)| i)
+}
+
+/// Counts a connection on its thread while it lives.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Makes each worker of `builder` wait, when it runs out of work, until `interval` has passed
+/// since it last woke, before it polls for events (see the module docs).
+pub fn coalesce_wake_ups(builder: &mut tokio::runtime::Builder, interval: Duration) {
+    if interval.is_zero() {
+        return;
+    }
+    thread_local! {
+        static WOKE: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    builder
+        .on_thread_park(move || {
+            if let Some(wait) = wait_before_park(WOKE.get(), Instant::now(), interval) {
+                std::thread::sleep(wait);
+            }
+        })
+        .on_thread_unpark(|| WOKE.set(Some(Instant::now())));
+}
+
+/// How long a worker that last woke at `woke` waits at `now` before it parks: the rest of the
+/// interval, if any.
+fn wait_before_park(woke: Option<Instant>, now: Instant, interval: Duration) -> Option<Duration> {
+    let since = now.saturating_duration_since(woke?);
+    (since < interval).then(|| interval - since)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_packed_then_spread() {
+        assert_eq!(pick(&[0, 0], 100), 0);
+        assert_eq!(pick(&[99, 0], 100), 0);
+        assert_eq!(pick(&[100, 0], 100), 1);
+        assert_eq!(pick(&[100, 100], 100), 0);
+        assert_eq!(pick(&[130, 100, 120], 100), 1);
+        assert_eq!(pick(&[], 100), 0);
+    }
+
+    #[test]
+    fn a_worker_waits_out_the_rest_of_its_interval() {
+        let t0 = Instant::now();
+        let i = Duration::from_millis(20);
+        assert_eq!(wait_before_park(None, t0, i), None, "never woken: no wait");
+        assert_eq!(
+            wait_before_park(Some(t0), t0 + Duration::from_millis(5), i),
+            Some(Duration::from_millis(15))
+        );
+        assert_eq!(wait_before_park(Some(t0), t0 + i, i), None);
+        assert_eq!(
+            wait_before_park(Some(t0), t0 + Duration::from_millis(300), i),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_are_served_on_the_threads_and_counted() {
+        let threads = ConnectionThreads::start(2, WAKE_INTERVAL).unwrap();
+        let router = Router::new().route(
+            "/thread",
+            axum::routing::get(|ConnectInfo(_peer): ConnectInfo<PeerSocket>| async {
+                std::thread::current()
+                    .name()
+                    .unwrap_or_default()
+                    .to_string()
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let threads = Arc::new(threads);
+        let serving = tokio::spawn({
+            let threads = threads.clone();
+            async move {
+                threads
+                    .serve(listener, router, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        let client = reqwest::Client::new();
+        let body = client
+            .get(format!("http://{addr}/thread"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "conn-0", "packed onto the first thread");
+        assert_eq!(threads.load(), [1, 0], "the kept-alive connection counts");
+        drop(client);
+        stop.send(()).unwrap();
+        serving.await.unwrap().unwrap();
+    }
+}
