@@ -255,4 +255,6 @@ pub(crate) fn normalize_transcript(raw: &str) -> String {
 }
 
 #[cfg(test)]
+mod provider_tests;
+#[cfg(test)]
 mod tests;

@@ -186,6 +186,8 @@ impl Drop for SlotGuard {
 
 /// Start the server: connect the database, repair what a crash left, listen.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // every backend choice is checked before anything starts: a missing key fails here
+    let plan = crate::backends::select::plan(&config).map_err(anyhow::Error::msg)?;
     if config.telnyx_stream_codec == crate::config::TelnyxStreamCodec::Opus
         && !cfg!(feature = "opus")
     {
@@ -195,8 +197,6 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(config.recordings_dir())?;
     let store = Store::connect(&config.database_url()).await?;
     recover(&store, &config).await?;
-    // every backend choice is checked before anything loads: a missing key fails here
-    let plan = crate::backends::select::plan(&config).map_err(anyhow::Error::msg)?;
     let (backends, llm) = crate::backends::select::build(&plan)?;
     let (stt_model, tts_model, llm_model) = plan.models();
     tracing::info!(
