@@ -236,13 +236,16 @@ type Socket =
 /// One utterance as the socket task sees it.
 #[derive(Default)]
 struct Utterance {
-    /// Its audio on the current socket's timeline, in samples.
+    /// Its first and last audio on the current socket's timeline, in samples (its frames may
+    /// be interleaved with another utterance's: `Task::spans` says whose each sample is).
     start: u64,
     end: u64,
     /// Its newest audio, for replay after a reconnect.
     audio: VecDeque<u8>,
-    /// Final results credited to it: (start in samples, end in samples, text).
-    finals: Vec<(u64, u64, String)>,
+    /// Final words credited to it: (where on the timeline, text).
+    finals: Vec<(u64, String)>,
+    /// Final results have covered its audio up to here.
+    covered_to: u64,
     /// Waiting for its transcript since `Finalize` was sent.
     finishing: Option<(oneshot::Sender<Result<String, BackendError>>, Instant)>,
     /// A message arrived after `Finalize`.
@@ -251,21 +254,23 @@ struct Utterance {
 
 impl Utterance {
     fn transcript(&self) -> String {
-        let mut finals: Vec<&(u64, u64, String)> = self.finals.iter().collect();
+        let mut finals: Vec<&(u64, String)> = self.finals.iter().collect();
         finals.sort_by_key(|f| f.0);
-        let joined: Vec<&str> = finals.iter().map(|f| f.2.as_str()).collect();
+        let joined: Vec<&str> = finals.iter().map(|f| f.1.as_str()).collect();
         provider_transcript(&joined.join(" "))
     }
 
-    /// Its finals reach the end of its audio.
+    /// Final results reach the end of its audio.
     fn covered(&self, tolerance: u64) -> bool {
-        self.end <= self.start || self.finals.iter().any(|f| f.1 + tolerance >= self.end)
+        self.end <= self.start || self.covered_to + tolerance >= self.end
     }
 }
 
 struct Task {
     config: Arc<DeepgramConfig>,
     utterances: BTreeMap<u64, Utterance>,
+    /// Whose audio each stretch of the current socket's timeline is: (start, end, utterance).
+    spans: VecDeque<(u64, u64, u64)>,
     /// Samples sent on the current socket.
     sent: u64,
     last_sent: Instant,
@@ -277,6 +282,7 @@ async fn run(config: Arc<DeepgramConfig>, mut rx: mpsc::Receiver<Cmd>) {
     let mut task = Task {
         config,
         utterances: BTreeMap::new(),
+        spans: VecDeque::new(),
         sent: 0,
         last_sent: Instant::now(),
         dead: None,
@@ -373,6 +379,7 @@ impl Task {
                         Utterance {
                             start: self.sent,
                             end: self.sent,
+                            covered_to: self.sent,
                             ..Utterance::default()
                         },
                     );
@@ -384,7 +391,7 @@ impl Task {
                     let over = u.audio.len().saturating_sub(MAX_REPLAY_BYTES);
                     u.audio.drain(..over);
                 }
-                self.sent += samples;
+                self.add_span(id, samples);
                 self.send(ws, Message::Binary(bytes.into())).await?;
             }
             Cmd::Finish(id, reply) => {
@@ -395,6 +402,12 @@ impl Task {
                 };
                 u.finishing = Some((reply, Instant::now() + self.config.finalize_timeout));
                 u.heard_since_finalize = false;
+                tracing::debug!(
+                    id,
+                    start = u.start,
+                    end = u.end,
+                    "Deepgram utterance finishing"
+                );
                 self.resolve();
                 if self.utterances.contains_key(&id) {
                     self.send(ws, Message::text(r#"{"type":"Finalize"}"#))
@@ -402,7 +415,13 @@ impl Task {
                 }
             }
             Cmd::Cancel(id) => {
-                self.utterances.remove(&id);
+                let u = self.utterances.remove(&id);
+                tracing::debug!(
+                    id,
+                    start = u.as_ref().map(|u| u.start),
+                    end = u.as_ref().map(|u| u.end),
+                    "Deepgram utterance cancelled"
+                );
             }
         }
         Ok(())
@@ -481,7 +500,7 @@ impl Task {
                         u.finishing.is_some()
                             && u.start < last
                             && last <= u.end
-                            && u.finals.iter().any(|f| f.1 >= last)
+                            && u.covered_to >= last
                     })
                     .map(|(id, _)| *id)
                     .collect();
@@ -510,42 +529,107 @@ impl Task {
             .get("from_finalize")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let text = v
-            .pointer("/channel/alternatives/0/transcript")
+        let alternative = v.pointer("/channel/alternatives/0");
+        let text = alternative
+            .and_then(|a| a.get("transcript"))
             .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+            .unwrap_or("");
         let (s, e) = (
             seconds_to_samples(start),
             seconds_to_samples(start + duration),
         );
-        let mid = (s + e) / 2;
-        // the utterance whose audio holds the middle of the result, else the last one before it
-        let id = self
-            .utterances
-            .iter()
-            .filter(|(_, u)| u.start <= mid)
-            .find(|(_, u)| mid < u.end)
-            .or_else(|| self.utterances.iter().rev().find(|(_, u)| u.start <= mid))
-            .map(|(id, _)| *id);
-        let Some(id) = id else {
-            return;
-        };
-        if let Some(u) = self.utterances.get_mut(&id) {
-            let end = if from_finalize && u.finishing.is_some() {
-                u.end.max(e)
-            } else {
-                e
-            };
-            u.finals.push((s, end, text));
+        // who said what: each word by its own timing when the result has them, else the whole
+        // result by its middle; words over audio no live utterance owns (cancelled) are dropped
+        let timed: Option<Vec<(u64, &str)>> = alternative
+            .and_then(|a| a.get("words"))
+            .and_then(Value::as_array)
+            .filter(|w| !w.is_empty())
+            .and_then(|words| {
+                words
+                    .iter()
+                    .map(|w| {
+                        let ws = seconds_to_samples(w.get("start")?.as_f64()?);
+                        let we = seconds_to_samples(w.get("end")?.as_f64()?);
+                        let word = w
+                            .get("punctuated_word")
+                            .or_else(|| w.get("word"))?
+                            .as_str()?;
+                        Some(((ws + we) / 2, word))
+                    })
+                    .collect()
+            });
+        let mut owners = Vec::new();
+        match timed {
+            Some(words) => {
+                for (at, word) in words {
+                    if let Some(id) = self.owner(at) {
+                        owners.push(id);
+                        if let Some(u) = self.utterances.get_mut(&id) {
+                            u.finals.push((at, word.to_string()));
+                        }
+                    }
+                }
+            }
+            None => {
+                if let Some(id) = self.owner((s + e) / 2) {
+                    owners.push(id);
+                    if let Some(u) = self.utterances.get_mut(&id)
+                        && !text.trim().is_empty()
+                    {
+                        u.finals.push((s, text.to_string()));
+                    }
+                }
+            }
+        }
+        tracing::debug!(s, e, from_finalize, owners = ?owners, "Deepgram final result");
+        for (id, u) in self.utterances.iter_mut() {
+            // the result's window has been heard, for every utterance it overlaps
+            if s < u.end && e > u.start {
+                u.covered_to = u.covered_to.max(e);
+            }
+            // the answer to a Finalize: everything sent before it is final
+            if from_finalize && u.finishing.is_some() && (owners.contains(id) || e >= u.end) {
+                u.covered_to = u.covered_to.max(u.end);
+            }
         }
         self.resolve();
     }
 
+    /// Record that `samples` of utterance `id` were just sent.
+    fn add_span(&mut self, id: u64, samples: u64) {
+        match self.spans.back_mut() {
+            Some(last) if last.2 == id && last.1 == self.sent => last.1 += samples,
+            _ => self.spans.push_back((self.sent, self.sent + samples, id)),
+        }
+        self.sent += samples;
+        // stretches of forgotten utterances are no longer needed
+        while self
+            .spans
+            .front()
+            .is_some_and(|f| !self.utterances.contains_key(&f.2) || self.spans.len() > 4_096)
+        {
+            self.spans.pop_front();
+        }
+    }
+
+    /// The live utterance whose audio holds sample `at` (the end of the timeline counts as the
+    /// last stretch's).
+    fn owner(&self, at: u64) -> Option<u64> {
+        let id = self
+            .spans
+            .iter()
+            .rev()
+            .find(|sp| sp.0 <= at && at < sp.1)
+            .or_else(|| self.spans.back().filter(|sp| at == sp.1))
+            .map(|sp| sp.2)?;
+        self.utterances.contains_key(&id).then_some(id)
+    }
+
     /// Answer every finishing utterance whose finals are complete.
     fn resolve(&mut self) {
-        // 100 ms: Deepgram's result windows end on its frame boundaries
-        let tolerance = RATE / 10;
+        // 1 ms: the rounding of Deepgram's times in seconds. No more: a final result ending even
+        // a little before the audio's end may leave words to come.
+        let tolerance = RATE / 1000;
         let done: Vec<u64> = self
             .utterances
             .iter()
@@ -648,6 +732,7 @@ impl Task {
     /// Send every pending utterance's audio on a new socket, in order, re-crediting results.
     async fn replay(&mut self, ws: &mut Socket) -> Result<(), tungstenite::Error> {
         self.sent = 0;
+        self.spans.clear();
         let mut finalize = false;
         let ids: Vec<u64> = self.utterances.keys().copied().collect();
         for id in ids {
@@ -656,6 +741,7 @@ impl Task {
             };
             u.finals.clear();
             u.start = self.sent;
+            u.covered_to = self.sent;
             let audio: Vec<u8> = u.audio.iter().copied().collect();
             let samples = audio.len() as u64 / 2;
             u.end = u.start + samples;
@@ -664,7 +750,7 @@ impl Task {
                 f.1 = Instant::now() + self.config.finalize_timeout;
                 finalize = true;
             }
-            self.sent += samples;
+            self.add_span(id, samples);
             for chunk in audio.chunks(RATE as usize / 5 * 2) {
                 ws.send(Message::Binary(chunk.to_vec().into())).await?;
             }
@@ -715,5 +801,69 @@ async fn connect(config: &DeepgramConfig) -> Result<Socket, BackendError> {
             }
         }
         Ok(Err(e)) => Err(BackendError::Unavailable(format!("Deepgram: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        Task {
+            config: Arc::new(DeepgramConfig::new(DEFAULT_URL, Secret::new("k"))),
+            utterances: BTreeMap::new(),
+            spans: VecDeque::new(),
+            sent: 0,
+            last_sent: Instant::now(),
+            dead: None,
+        }
+    }
+
+    fn audio(task: &mut Task, id: u64, samples: u64) {
+        let sent = task.sent;
+        let u = task.utterances.entry(id).or_insert_with(|| Utterance {
+            start: sent,
+            end: sent,
+            covered_to: sent,
+            ..Utterance::default()
+        });
+        u.end = sent + samples;
+        task.add_span(id, samples);
+    }
+
+    /// Words are credited by their own timings, so frames of another utterance interleaved on
+    /// the timeline (a capture the engine later discards) neither steal nor receive them.
+    #[tokio::test]
+    async fn words_go_to_the_utterance_whose_audio_they_are_in() {
+        let mut t = task();
+        audio(&mut t, 1, 16_000); // 0.0 - 1.0 s
+        audio(&mut t, 2, 320); // a stray frame of another capture
+        audio(&mut t, 3, 16_000); // 1.02 - 2.02 s
+        audio(&mut t, 2, 320);
+        let (tx, mut rx) = oneshot::channel();
+        t.utterances.get_mut(&3).unwrap().finishing =
+            Some((tx, Instant::now() + Duration::from_secs(3)));
+        let result = serde_json::json!({
+            "type": "Results", "is_final": true, "from_finalize": false,
+            "start": 0.0, "duration": 1.5,
+            "channel": {"alternatives": [{"transcript": "Hello. Four",
+                "words": [
+                    {"word": "hello", "punctuated_word": "Hello.", "start": 0.1, "end": 0.3},
+                    {"word": "four", "punctuated_word": "Four", "start": 1.2, "end": 1.4}
+                ]}]}
+        });
+        t.on_message(&result.to_string());
+        // not complete yet: its audio runs to 2.02 s
+        assert!(rx.try_recv().is_err());
+        let flush = serde_json::json!({
+            "type": "Results", "is_final": true, "from_finalize": true,
+            "start": 1.5, "duration": 0.54,
+            "channel": {"alternatives": [{"transcript": "years.",
+                "words": [{"word": "years", "punctuated_word": "years.", "start": 1.6, "end": 1.9}]}]}
+        });
+        t.on_message(&flush.to_string());
+        assert_eq!(rx.try_recv().unwrap().unwrap(), "four years");
+        assert_eq!(t.utterances[&1].transcript(), "hello");
+        assert_eq!(t.utterances[&2].transcript(), "");
     }
 }

@@ -62,8 +62,9 @@ async fn deepgram_one_socket_per_call_and_finals_joined() {
     let mut first = call.start(SttHint::Name);
     say(first.as_mut(), 1_000);
     assert_eq!(first.finish().await.unwrap(), "my name is maria lopez");
+    // "Yes," comes back final after 0.4 s, "I am." only after Finalize: both count
     let mut second = call.start(SttHint::YesNo);
-    say(second.as_mut(), 800);
+    say(second.as_mut(), 440);
     assert_eq!(second.finish().await.unwrap(), "yes i am");
     // an utterance without audio is empty, without asking the provider
     assert_eq!(call.start(SttHint::Any).finish().await.unwrap(), "");
@@ -101,7 +102,7 @@ async fn deepgram_one_socket_per_call_and_finals_joined() {
         fake.messages(),
         ["audio", "Finalize", "audio", "Finalize", "CloseStream"]
     );
-    assert_eq!(fake.audio_bytes(), (16_000 + 12_800) * 2);
+    assert_eq!(fake.audio_bytes(), (16_000 + 7_040) * 2);
     assert_eq!(fake.odd_frames(), 0);
     assert_eq!(fake.remaining(), 0);
 }

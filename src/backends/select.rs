@@ -272,3 +272,124 @@ pub fn build(plan: &Plan) -> Result<(Backends, Option<ChatClient>), BackendError
     let llm = plan.llm.clone().map(ChatClient::new).transpose()?;
     Ok((Backends { stt, tts, name }, llm))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn config(args: &[&str]) -> ServeConfig {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap()
+            .serve
+    }
+
+    #[test]
+    fn backends_shorthand_and_overrides() {
+        let p = plan(&config(&[])).unwrap();
+        assert_eq!((p.stt_name(), p.tts_name()), ("offline", "offline"));
+        assert!(p.llm.is_none());
+        let p = plan(&config(&["--backends", "scripted"])).unwrap();
+        assert_eq!((p.stt_name(), p.tts_name()), ("scripted", "scripted"));
+        let p = plan(&config(&[
+            "--backends",
+            "scripted",
+            "--stt",
+            "deepgram",
+            "--deepgram-api-key",
+            "dg-key",
+        ]))
+        .unwrap();
+        assert_eq!((p.stt_name(), p.tts_name()), ("deepgram", "scripted"));
+        let SttPlan::Deepgram(c) = &p.stt else {
+            panic!()
+        };
+        assert_eq!(c.url, "wss://api.deepgram.com/v1/listen");
+        assert_eq!(c.model, None);
+    }
+
+    #[test]
+    fn providers_take_their_keys_urls_and_models() {
+        let c = config(&[
+            "--stt",
+            "openai",
+            "--tts",
+            "elevenlabs",
+            "--llm",
+            "openai",
+            "--openai-api-key",
+            "sk-1",
+            "--openai-base-url",
+            "http://127.0.0.1:8000/v1/",
+            "--elevenlabs-api-key",
+            "xi-1",
+            "--tts-model",
+            "eleven_turbo_v2_5",
+            "--llm-model",
+            "llama-3",
+        ]);
+        let p = plan(&c).unwrap();
+        let SttPlan::OpenAi(stt) = &p.stt else {
+            panic!()
+        };
+        assert_eq!(stt.base_url, "http://127.0.0.1:8000/v1");
+        assert_eq!(stt.model, DEFAULT_STT_MODEL);
+        let TtsPlan::ElevenLabs(tts) = &p.tts else {
+            panic!()
+        };
+        assert_eq!(tts.url, "wss://api.elevenlabs.io");
+        assert_eq!(tts.model, "eleven_turbo_v2_5");
+        assert_eq!(p.llm.as_ref().unwrap().model, "llama-3");
+        assert_eq!(
+            p.models(),
+            (
+                Some("whisper-1"),
+                Some("eleven_turbo_v2_5"),
+                Some("llama-3")
+            )
+        );
+        // no key in any Debug output
+        let debug = format!("{c:?} {p:?}");
+        assert!(
+            !debug.contains("sk-1") && !debug.contains("xi-1"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn a_chosen_provider_without_its_key_is_refused() {
+        for (args, env) in [
+            (&["--stt", "deepgram"][..], "DEEPGRAM_API_KEY"),
+            (&["--stt", "openai"][..], "OPENAI_API_KEY"),
+            (&["--tts", "openai"][..], "OPENAI_API_KEY"),
+            (&["--tts", "elevenlabs"][..], "ELEVENLABS_API_KEY"),
+            (&["--llm", "openai"][..], "OPENAI_API_KEY"),
+            (
+                &["--tts", "elevenlabs", "--elevenlabs-api-key", " "][..],
+                "ELEVENLABS_API_KEY",
+            ),
+        ] {
+            if std::env::var_os(env).is_some() {
+                continue; // this machine's environment supplies it
+            }
+            let err = plan(&config(args)).unwrap_err();
+            assert!(err.contains(env), "{args:?}: {err}");
+        }
+        let err = plan(&config(&[
+            "--stt",
+            "deepgram",
+            "--deepgram-api-key",
+            "k",
+            "--deepgram-url",
+            "https://api.deepgram.com/v1/listen",
+        ]))
+        .unwrap_err();
+        assert!(err.contains("DEEPGRAM_URL"), "{err}");
+    }
+}

@@ -490,11 +490,11 @@ fn bad_request(why: &str) -> Response {
         .into_response()
 }
 
-/// The parts of a `multipart/form-data` body: name → (filename, bytes).
-fn parse_multipart(
-    content_type: &str,
-    body: &[u8],
-) -> Option<HashMap<String, (Option<String>, Vec<u8>)>> {
+/// A form part: its file name (for files) and its bytes.
+type FormPart = (Option<String>, Vec<u8>);
+
+/// The parts of a `multipart/form-data` body, by name.
+fn parse_multipart(content_type: &str, body: &[u8]) -> Option<HashMap<String, FormPart>> {
     let boundary = content_type
         .split(';')
         .find_map(|p| p.trim().strip_prefix("boundary="))?
