@@ -74,9 +74,14 @@ pub async fn send(
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                // the provider's own message helps (e.g. "model not found"); it never holds our key
+                // the provider's own message helps ("model not found"), except on an auth failure,
+                // where it may quote part of the key
                 let body = response.text().await.unwrap_or_default();
-                let detail = body.chars().take(300).collect::<String>();
+                let detail = if matches!(status.as_u16(), 401 | 403) {
+                    String::new()
+                } else {
+                    body.chars().take(300).collect::<String>()
+                };
                 let err = format!("{what}: HTTP {status}: {}", detail.trim());
                 if !retryable(status) {
                     return Err(BackendError::Failed(err));

@@ -462,7 +462,7 @@ impl OpenAiState {
         };
         lock(&self.requests).push(OpenAiRequest {
             path: path.to_string(),
-            authorization,
+            authorization: authorization.clone(),
             body,
             wav,
             status,
@@ -471,7 +471,12 @@ impl OpenAiState {
             return None;
         }
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let error = json!({"error": {"message": format!("fake failure {status}"), "type": "fake", "code": status}});
+        // like OpenAI, a 401 quotes the key it was given
+        let message = match (status, &authorization) {
+            (401, Some(auth)) => format!("Incorrect API key provided: {auth}"),
+            _ => format!("fake failure {status}"),
+        };
+        let error = json!({"error": {"message": message, "type": "fake", "code": status}});
         let mut response = (code, axum::Json(error)).into_response();
         if status == 429 {
             response
