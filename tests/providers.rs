@@ -4,7 +4,8 @@
 //! - a chosen provider without its key stops `serve` at start-up with a clear error;
 //! - a whole call through the Twilio media path with `--stt deepgram --tts elevenlabs`: the
 //!   caller's answers are stored from the stand-in's transcripts, the agent speaks ElevenLabs'
-//!   audio, one Deepgram socket serves the whole call, and no key reaches the log.
+//!   audio, one Deepgram socket serves the whole call, and no key reaches the log;
+//! - the same call with `--stt openai --tts openai` on an OpenAI-compatible stand-in.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use receptionist::server::carriers::client::Credentials;
-use receptionist::testing::providers::{FakeDeepgram, FakeElevenLabs};
+use receptionist::testing::providers::{FakeDeepgram, FakeElevenLabs, FakeOpenAi};
 use receptionist::tools::simulate::{CallerTurn, SimOptions, read_wav_8k, simulate_call};
 
 const AUTH_TOKEN: &str = "providers-twilio-auth-token";
@@ -128,18 +129,37 @@ fn fixture(name: &str) -> CallerTurn {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whole_call_with_deepgram_and_elevenlabs() {
-    // what the stand-in hears, whatever the recordings say: the stored answers must be these
-    let deepgram = FakeDeepgram::start(&[
-        "My name is Maria Lopez.",
-        "Yes, I am.",
-        "I have 4 years.",
-        "No, thank you.",
-    ])
-    .await;
-    let elevenlabs = FakeElevenLabs::start().await;
+/// The log without its terminal colours.
+fn strip_ansi(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters final-letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
+/// What the stand-ins hear, whatever the recordings say: the stored answers must come from these.
+const TRANSCRIPTS: [&str; 4] = [
+    "My name is Maria Lopez.",
+    "Yes, I am.",
+    "I have 4 years.",
+    "No, thank you.",
+];
+
+/// A whole call on the real binary started with `flags` and `env`: a name, yes, a number, no
+/// questions. Checks the stored call holds the stand-in's answers, the log names the choices
+/// and holds none of `secrets`; returns the log.
+async fn whole_call(flags: &[&str], env: &[(&str, &str)], secrets: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     let db_url = format!("sqlite://{}?mode=rwc", data_dir.join("rx.db").display());
@@ -165,33 +185,22 @@ async fn whole_call_with_deepgram_and_elevenlabs() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let log_path = tmp.path().join("serve.log");
-    let llm_key = "sk-llm-key-never-logged";
-    let mut server = serve_command(&data_dir)
+    let mut serve = serve_command(&data_dir);
+    serve
         .args([
             "--database-url",
             &db_url,
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
-        .args([
-            "--stt",
-            "deepgram",
-            "--tts",
-            "elevenlabs",
-            "--llm",
-            "openai",
-        ])
-        .env("DEEPGRAM_API_KEY", &deepgram.api_key)
-        .env("DEEPGRAM_URL", &deepgram.url)
-        .env("ELEVENLABS_API_KEY", &elevenlabs.api_key)
-        .env("ELEVENLABS_URL", &elevenlabs.url)
-        .env("OPENAI_API_KEY", llm_key)
-        .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    for (k, v) in env {
+        serve.env(k, v);
+    }
+    let mut server = serve.spawn().unwrap();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -262,7 +271,8 @@ async fn whole_call_with_deepgram_and_elevenlabs() {
         assert!(Instant::now() < deadline, "the call never ended: {call}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    server.kill().await.unwrap();
+    let log = strip_ansi(&std::fs::read_to_string(&log_path).unwrap());
     assert_eq!(call["end_reason"], "completed", "{call}\n{log}");
     assert_eq!(call["name"], "Maria Lopez", "{call}");
     let answers = call["answers"].as_array().unwrap();
@@ -273,6 +283,48 @@ async fn whole_call_with_deepgram_and_elevenlabs() {
         json!({"type": "number", "value": 4.0}),
         "{call}"
     );
+    // the providers served the whole call: nothing fell back
+    assert!(!log.contains("speech synthesis failed"), "{log}");
+    assert!(!log.contains("speech recognition failed"), "{log}");
+    // the start-up log names the choices, and no key appears anywhere in it
+    assert!(log.contains("speech backends"), "{log}");
+    for secret in secrets {
+        assert!(!log.contains(secret), "a key reached the log");
+    }
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_call_with_deepgram_and_elevenlabs() {
+    let deepgram = FakeDeepgram::start(&TRANSCRIPTS).await;
+    let elevenlabs = FakeElevenLabs::start().await;
+    let llm_key = "sk-llm-key-never-logged";
+    let log = whole_call(
+        &[
+            "--stt",
+            "deepgram",
+            "--tts",
+            "elevenlabs",
+            "--llm",
+            "openai",
+        ],
+        &[
+            ("DEEPGRAM_API_KEY", &deepgram.api_key),
+            ("DEEPGRAM_URL", &deepgram.url),
+            ("ELEVENLABS_API_KEY", &elevenlabs.api_key),
+            ("ELEVENLABS_URL", &elevenlabs.url),
+            ("OPENAI_API_KEY", llm_key),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+        ],
+        &[&deepgram.api_key, &elevenlabs.api_key, llm_key],
+    )
+    .await;
+    assert!(
+        log.contains(r#"stt="deepgram" tts="elevenlabs" llm="openai (configured and checked; the dialogue does not use it yet)""#),
+        "{log}"
+    );
+    // every transcript was complete when Finalize was answered, none cut off by the deadline
+    assert!(!log.contains("finals incomplete at the deadline"), "{log}");
 
     // one Deepgram socket for the whole call, closed at its end; every utterance finalised
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -305,24 +357,45 @@ async fn whole_call_with_deepgram_and_elevenlabs() {
             .any(|m| m["text"] == "Hi, this is Chloe. ")),
         "{streams:?}"
     );
-    assert!(!log.contains("speech synthesis failed"), "{log}");
-    assert!(!log.contains("speech recognition failed"), "{log}");
-    // every transcript was complete when Finalize was answered, none cut off by the deadline
-    assert!(!log.contains("finals incomplete at the deadline"), "{log}");
+}
 
-    // the start-up log names the choices, and no key appears anywhere in it
-    assert!(log.contains("speech backends"), "{log}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_call_with_openai_compatible_speech() {
+    let openai = FakeOpenAi::start(&TRANSCRIPTS).await;
+    let log = whole_call(
+        &["--stt", "openai", "--tts", "openai"],
+        &[
+            ("OPENAI_API_KEY", &openai.api_key),
+            ("OPENAI_BASE_URL", &openai.url),
+            ("RECEPTIONIST_STT_MODEL", "whisper-large-v3"),
+        ],
+        &[&openai.api_key],
+    )
+    .await;
     assert!(
-        log.contains("deepgram") && log.contains("elevenlabs"),
+        log.contains(r#"stt="openai" tts="openai" llm="none""#),
         "{log}"
     );
-    assert!(log.contains("the dialogue does not use it yet"), "{log}");
-    for secret in [
-        deepgram.api_key.as_str(),
-        elevenlabs.api_key.as_str(),
-        llm_key,
-    ] {
-        assert!(!log.contains(secret), "a key reached the log");
+    // one upload per utterance, each a 16 kHz mono WAV, with the chosen model
+    let uploads = openai.requests_to("/audio/transcriptions");
+    assert_eq!(uploads.len(), 4, "{uploads:?}");
+    for u in &uploads {
+        assert_eq!(u.body["model"], "whisper-large-v3");
+        let (rate, channels, bits, samples) = u.wav.expect("a WAV file");
+        assert_eq!((rate, channels, bits), (16_000, 1, 16));
+        assert!(samples > 1_600, "{samples}");
     }
-    server.kill().await.unwrap();
+    // the agent spoke with OpenAI's default voice (the receptionist's is an offline name)
+    let speech = openai.requests_to("/audio/speech");
+    assert!(
+        speech
+            .iter()
+            .any(|r| r.body["input"] == "Hi, this is Chloe." && r.body["voice"] == "alloy"),
+        "{speech:?}"
+    );
+    assert!(
+        speech
+            .iter()
+            .all(|r| r.body["response_format"] == "pcm" && r.body["model"] == "tts-1")
+    );
 }
