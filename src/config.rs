@@ -15,6 +15,73 @@ pub enum BackendSet {
     Scripted,
 }
 
+/// Which speech-to-text serves calls (`--stt`); overrides `--backends`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SttChoice {
+    /// PocketSphinx on this machine.
+    Offline,
+    /// Deepgram's streaming API (`DEEPGRAM_API_KEY`).
+    Deepgram,
+    /// An OpenAI-compatible `/audio/transcriptions` endpoint (`OPENAI_API_KEY`).
+    Openai,
+    /// Canned transcripts, for load tests.
+    Scripted,
+}
+
+impl SttChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SttChoice::Offline => "offline",
+            SttChoice::Deepgram => "deepgram",
+            SttChoice::Openai => "openai",
+            SttChoice::Scripted => "scripted",
+        }
+    }
+}
+
+/// Which text-to-speech serves calls (`--tts`); overrides `--backends`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TtsChoice {
+    /// flite on this machine.
+    Offline,
+    /// An OpenAI-compatible `/audio/speech` endpoint (`OPENAI_API_KEY`).
+    Openai,
+    /// ElevenLabs' streaming WebSocket API (`ELEVENLABS_API_KEY`).
+    Elevenlabs,
+    /// A speech-shaped tone, for load tests.
+    Scripted,
+}
+
+impl TtsChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TtsChoice::Offline => "offline",
+            TtsChoice::Openai => "openai",
+            TtsChoice::Elevenlabs => "elevenlabs",
+            TtsChoice::Scripted => "scripted",
+        }
+    }
+}
+
+/// Which language model the dialogue may consult (`--llm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LlmChoice {
+    /// None: the rule-based policy.
+    #[value(name = "none")]
+    Off,
+    /// An OpenAI-compatible `/chat/completions` endpoint (`OPENAI_API_KEY`).
+    Openai,
+}
+
+impl LlmChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LlmChoice::Off => "none",
+            LlmChoice::Openai => "openai",
+        }
+    }
+}
+
 /// The audio Telnyx streams to the server (TeXML `<Stream codec>`). Agent audio always goes back as
 /// PCMU (`bidirectionalCodec`), the engine's own format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -139,7 +206,8 @@ pub struct ServeConfig {
     #[arg(long, env = "RECEPTIONIST_MAX_CALL_SECS", default_value_t = 900)]
     pub max_call_secs: u64,
 
-    /// Speech backends.
+    /// Speech backends, both at once: a shorthand for `--stt X --tts X` (either of which, when
+    /// given, overrides it).
     #[arg(
         long,
         env = "RECEPTIONIST_BACKENDS",
@@ -157,6 +225,66 @@ pub struct ServeConfig {
     /// meanwhile is handled together (0: wake at once for everything).
     #[arg(long, env = "RECEPTIONIST_WAKE_INTERVAL_MS", default_value_t = 20)]
     pub wake_interval_ms: u64,
+
+    /// Speech-to-text: offline (default), deepgram, openai or scripted.
+    #[arg(long, env = "RECEPTIONIST_STT", value_enum)]
+    pub stt: Option<SttChoice>,
+
+    /// Text-to-speech: offline (default), openai, elevenlabs or scripted.
+    #[arg(long, env = "RECEPTIONIST_TTS", value_enum)]
+    pub tts: Option<TtsChoice>,
+
+    /// Language model: none (default: the rule-based policy) or openai.
+    #[arg(long, env = "RECEPTIONIST_LLM", value_enum, default_value = "none")]
+    pub llm: LlmChoice,
+
+    /// Deepgram API key (for `--stt deepgram`).
+    #[arg(long, env = "DEEPGRAM_API_KEY", hide_env_values = true)]
+    pub deepgram_api_key: Option<Secret>,
+
+    /// Deepgram's streaming endpoint.
+    #[arg(
+        long,
+        env = "DEEPGRAM_URL",
+        default_value = "wss://api.deepgram.com/v1/listen"
+    )]
+    pub deepgram_url: String,
+
+    /// API key of the OpenAI-compatible server (for `--stt openai`, `--tts openai`, `--llm openai`).
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<Secret>,
+
+    /// Base URL of the OpenAI-compatible server (OpenAI, llama.cpp, vLLM, Ollama...).
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub openai_base_url: String,
+
+    /// Chat model for `--llm openai` (default gpt-4o-mini).
+    #[arg(long, env = "RECEPTIONIST_LLM_MODEL")]
+    pub llm_model: Option<String>,
+
+    /// Speech-to-text model: `whisper-1` by default for openai; Deepgram's default model unless set.
+    #[arg(long, env = "RECEPTIONIST_STT_MODEL")]
+    pub stt_model: Option<String>,
+
+    /// Text-to-speech model: `tts-1` by default for openai, `eleven_flash_v2_5` for elevenlabs.
+    #[arg(long, env = "RECEPTIONIST_TTS_MODEL")]
+    pub tts_model: Option<String>,
+
+    /// ElevenLabs API key (for `--tts elevenlabs`).
+    #[arg(long, env = "ELEVENLABS_API_KEY", hide_env_values = true)]
+    pub elevenlabs_api_key: Option<Secret>,
+
+    /// ElevenLabs' WebSocket base URL.
+    #[arg(
+        long,
+        env = "ELEVENLABS_URL",
+        default_value = "wss://api.elevenlabs.io"
+    )]
+    pub elevenlabs_url: String,
 
     /// This node's identity; a restart marks only this node's unfinished calls as interrupted.
     #[arg(long, env = "RECEPTIONIST_NODE_ID", default_value = "node-1")]
@@ -210,6 +338,22 @@ impl ServeConfig {
     pub fn max_call_length(&self) -> Duration {
         Duration::from_secs(self.max_call_secs.max(30))
     }
+
+    /// The speech-to-text in effect: `--stt`, else the one `--backends` implies.
+    pub fn stt_choice(&self) -> SttChoice {
+        self.stt.unwrap_or(match self.backends {
+            BackendSet::Offline => SttChoice::Offline,
+            BackendSet::Scripted => SttChoice::Scripted,
+        })
+    }
+
+    /// The text-to-speech in effect: `--tts`, else the one `--backends` implies.
+    pub fn tts_choice(&self) -> TtsChoice {
+        self.tts.unwrap_or(match self.backends {
+            BackendSet::Offline => TtsChoice::Offline,
+            BackendSet::Scripted => TtsChoice::Scripted,
+        })
+    }
 }
 
 impl fmt::Debug for ServeConfig {
@@ -238,6 +382,18 @@ impl fmt::Debug for ServeConfig {
             .field("backends", &self.backends)
             .field("connection_threads", &self.connection_threads)
             .field("wake_interval_ms", &self.wake_interval_ms)
+            .field("stt", &self.stt)
+            .field("tts", &self.tts)
+            .field("llm", &self.llm)
+            .field("deepgram_api_key", &self.deepgram_api_key)
+            .field("deepgram_url", &redact_url(&self.deepgram_url))
+            .field("openai_api_key", &self.openai_api_key)
+            .field("openai_base_url", &redact_url(&self.openai_base_url))
+            .field("llm_model", &self.llm_model)
+            .field("stt_model", &self.stt_model)
+            .field("tts_model", &self.tts_model)
+            .field("elevenlabs_api_key", &self.elevenlabs_api_key)
+            .field("elevenlabs_url", &redact_url(&self.elevenlabs_url))
             .field("node_id", &self.node_id)
             .finish()
     }

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the server.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Create the database schema (also done by `serve` at start) and exit.
     Migrate(DbArgs),
     /// Workspaces and API keys.
@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
             tracing::info!(config = ?config, "starting");
-            receptionist::server::serve(config).await
+            receptionist::server::serve(*config).await
         }
         Command::Migrate(db) => {
             let store = db.connect().await?;

@@ -120,6 +120,7 @@ impl Flite {
             Speech {
                 pcm,
                 sample_rate: w.sample_rate.max(0) as u32,
+                fallback: false,
             }
         };
         // SAFETY: frees the wave returned above exactly once.
@@ -169,6 +170,7 @@ impl FliteTts {
             return Ok(Speech {
                 pcm: Vec::new(),
                 sample_rate: 16_000,
+                fallback: false,
             });
         }
         let text = CString::new(text).map_err(|_| BackendError::Failed("NUL in text".into()))?;

@@ -5,6 +5,10 @@
 //!   lowercase transcript. Offline default: [`SphinxStt`].
 //! - [`PromptCache`]: 8 kHz µ-law audio of fixed prompts, synthesised ahead of time.
 //! - [`ScriptedStt`] / [`ScriptedTts`]: free, deterministic doubles for load and robustness tests.
+//! - Providers (chosen by `--stt` / `--tts`, see [`select`]): Deepgram streaming STT
+//!   ([`deepgram`]), OpenAI-compatible STT and TTS ([`openai`]), ElevenLabs streaming TTS
+//!   ([`elevenlabs`]), each wrapped in a [`fallback`] to the offline backend; and the
+//!   OpenAI-compatible streaming chat client ([`chat`]), not yet used by the dialogue.
 //!
 //! Timeouts are the caller's job: every future here may simply be dropped.
 
@@ -13,11 +17,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub mod chat;
+pub mod deepgram;
+pub mod elevenlabs;
+pub mod fallback;
 mod flite;
+pub mod http;
+pub mod openai;
 mod prompt_cache;
 mod scripted;
+pub mod select;
 mod sphinx;
+pub mod wav;
 
+pub use fallback::{FallbackStt, FallbackTts};
 pub use flite::FliteTts;
 pub use prompt_cache::PromptCache;
 pub use scripted::{ScriptedAnswers, ScriptedStt, ScriptedTts};
@@ -42,6 +55,9 @@ pub enum BackendError {
 pub struct Speech {
     pub pcm: Vec<i16>,
     pub sample_rate: u32,
+    /// Made by a fallback backend because the chosen one failed: usable now, but not worth
+    /// caching as the prompt's audio (the chosen backend may be back for the next call).
+    pub fallback: bool,
 }
 
 impl Speech {
@@ -86,6 +102,35 @@ pub trait SpeechToText: Send + Sync + 'static {
     /// One session per caller utterance. Audio is 16 kHz mono i16 in 20 ms frames. `hint` is what
     /// the dialogue expects (providers may use it to bias recognition; scripted backends answer it).
     fn start(&self, hint: SttHint) -> Box<dyn SttSession>;
+
+    /// A per-call recogniser whose utterances share state (a streaming provider's one socket per
+    /// call), or `None` (the default) when each utterance stands alone: use [`open_call`], which
+    /// falls back to [`start`](Self::start) per utterance.
+    fn open_call(&self) -> Option<Box<dyn SttCall>> {
+        None
+    }
+}
+
+/// The recogniser of one call: hands out one [`SttSession`] per utterance. Dropping it ends the
+/// call's provider state (closes its socket).
+pub trait SttCall: Send {
+    fn start(&mut self, hint: SttHint) -> Box<dyn SttSession>;
+}
+
+/// The per-call recogniser of `stt`: its own [`SpeechToText::open_call`], or one that starts an
+/// independent session per utterance.
+pub fn open_call(stt: &Arc<dyn SpeechToText>) -> Box<dyn SttCall> {
+    stt.open_call()
+        .unwrap_or_else(|| Box::new(PerUtterance(stt.clone())))
+}
+
+/// [`SttCall`] for backends without per-call state.
+struct PerUtterance(Arc<dyn SpeechToText>);
+
+impl SttCall for PerUtterance {
+    fn start(&mut self, hint: SttHint) -> Box<dyn SttSession> {
+        self.0.start(hint)
+    }
 }
 
 /// One caller utterance being transcribed.
@@ -180,6 +225,10 @@ impl UtteranceBuffer {
     pub(crate) fn into_vec(self) -> Vec<i16> {
         Vec::from(self.samples)
     }
+
+    pub(crate) fn len(&self) -> usize {
+        self.samples.len()
+    }
 }
 
 /// Lowercase words separated by single spaces; recogniser markup such as `<sil>`, `[noise]`,
@@ -205,5 +254,7 @@ pub(crate) fn normalize_transcript(raw: &str) -> String {
     out
 }
 
+#[cfg(test)]
+mod provider_tests;
 #[cfg(test)]
 mod tests;

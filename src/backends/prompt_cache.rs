@@ -78,6 +78,7 @@ impl PromptCache {
             return Ok(hit);
         }
         let speech = self.tts.synthesize(text, voice).await?;
+        let fallback = speech.fallback;
         let pcm8k = if speech.sample_rate == 8_000 {
             speech.pcm
         } else {
@@ -86,6 +87,10 @@ impl PromptCache {
         let mut ulaw = vec![0u8; pcm8k.len()];
         g711::encode_into(&pcm8k, &mut ulaw);
         let audio: Arc<[u8]> = ulaw.into();
+        if fallback {
+            // the chosen backend failed: play this once, ask the chosen one again next time
+            return Ok(audio);
+        }
         Ok(self.insert(key(voice, text), audio))
     }
 

@@ -179,6 +179,7 @@ impl TextToSpeech for ScriptedTts {
             Ok(Speech {
                 pcm: pcm.to_vec(),
                 sample_rate: SCRIPTED_RATE,
+                fallback: false,
             })
         })
     }

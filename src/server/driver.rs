@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::AppState;
 use super::socket::{MediaSocket, RecvCoalescer};
-use crate::backends::{BackendError, SttHint, SttSession};
+use crate::backends::{BackendError, SttCall, SttHint, SttSession};
 use crate::engine::call::Timing;
 use crate::engine::dialogue::Expect;
 use crate::engine::media::{
@@ -329,6 +329,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         socket: &mut socket,
         persist: persist_tx.clone(),
         stt: HashMap::new(),
+        stt_call: crate::backends::open_call(&state.backends.stt),
         tts: HashMap::new(),
         payload: Vec::with_capacity(1024),
         messages: Vec::new(),
@@ -360,6 +361,8 @@ struct CallDriver<'a> {
     socket: &'a mut WebSocket,
     persist: mpsc::Sender<Persist>,
     stt: HashMap<u64, Box<dyn SttSession>>,
+    /// The call's recogniser (a streaming provider's one socket per call); hands out `stt`.
+    stt_call: Box<dyn SttCall>,
     tts: HashMap<u64, JoinHandle<()>>,
     payload: Vec<u8>,
     /// Carrier messages on their way to the socket (reused).
@@ -692,12 +695,12 @@ impl CallDriver<'_> {
                     }
                 }
                 Output::SttAudio => {
-                    let stt = &self.state.backends.stt;
+                    let stt_call = &mut self.stt_call;
                     let hint = stt_hint(self.engine.expecting());
                     while let Some((utterance, pcm16k)) = self.engine.pop_stt_frame() {
                         self.stt
                             .entry(utterance)
-                            .or_insert_with(|| stt.start(hint))
+                            .or_insert_with(|| stt_call.start(hint))
                             .push(&pcm16k[..]);
                     }
                 }

@@ -187,6 +187,8 @@ impl Drop for SlotGuard {
 
 /// Start the server: connect the database, repair what a crash left, listen.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // every backend choice is checked before anything starts: a missing key fails here
+    let plan = crate::backends::select::plan(&config).map_err(anyhow::Error::msg)?;
     if config.telnyx_stream_codec == crate::config::TelnyxStreamCodec::Opus
         && !cfg!(feature = "opus")
     {
@@ -196,12 +198,23 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(config.recordings_dir())?;
     let store = Store::connect(&config.database_url()).await?;
     recover(&store, &config).await?;
-    let backends = match config.backends {
-        crate::config::BackendSet::Offline => Backends::offline()?,
-        crate::config::BackendSet::Scripted => {
-            Backends::scripted(crate::backends::ScriptedAnswers::default())
-        }
-    };
+    let (backends, llm) = crate::backends::select::build(&plan)?;
+    let (stt_model, tts_model, llm_model) = plan.models();
+    tracing::info!(
+        stt = plan.stt_name(),
+        tts = plan.tts_name(),
+        llm = if llm.is_some() {
+            "openai (configured and checked; the dialogue does not use it yet)"
+        } else {
+            "none"
+        },
+        stt_model,
+        tts_model,
+        llm_model,
+        "speech backends"
+    );
+    // the chat client is built and checked; the dialogue does not consult it yet
+    drop(llm);
     let listen = config.listen;
     let worker = crate::delivery::Worker::new(store.clone(), &config, &config.node_id)?;
     let state = AppState::new(store.clone(), config, backends);

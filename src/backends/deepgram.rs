@@ -1,0 +1,869 @@
+//! Deepgram streaming speech-to-text: one WebSocket per call to `/v1/listen`, reused for every
+//! utterance of the call.
+//!
+//! The socket is opened when the call starts ([`SpeechToText::open_call`]) with
+//! `encoding=linear16&sample_rate=16000&channels=1&interim_results=true&endpointing=…&
+//! utterance_end_ms=…&smart_format=true` (and `model=` when `RECEPTIONIST_STT_MODEL` is set) and
+//! `Authorization: Token KEY`. Only utterance audio is sent, so the socket's audio timeline is the
+//! call's utterances back to back: each `Results` message is credited, by the middle of the audio
+//! it covers, to the utterance that audio came from. When the engine ends an utterance the client
+//! sends `{"type":"Finalize"}`; the utterance's transcript is the concatenation of the `is_final`
+//! results for its audio, complete once a final result covers its end (or one comes back
+//! `from_finalize`). `SpeechStarted`, `UtteranceEnd` and `Metadata` are read and logged (without
+//! words); interim results are read and not yet used. `{"type":"KeepAlive"}` goes out whenever no
+//! audio was sent for a while, `{"type":"CloseStream"}` when the call ends.
+//!
+//! A socket that drops mid-call is reopened (bounded attempts with backoff) and the audio of every
+//! utterance not yet transcribed (at most [`MAX_REPLAY_SECS`] each) is sent again, so no turn is
+//! lost. If it cannot be reopened, the call's pending and later utterances fail
+//! ([`BackendError::Unavailable`]) and the [`FallbackStt`](super::FallbackStt) wrapper takes over.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::openai::provider_transcript;
+use super::{BackendError, BoxFuture, SpeechToText, SttCall, SttHint, SttSession};
+use crate::config::Secret;
+
+/// Default endpoint.
+pub const DEFAULT_URL: &str = "wss://api.deepgram.com/v1/listen";
+/// Audio kept per utterance for replay after a reconnect.
+pub const MAX_REPLAY_SECS: usize = 30;
+const RATE: u64 = 16_000;
+const MAX_REPLAY_BYTES: usize = MAX_REPLAY_SECS * RATE as usize * 2;
+/// Commands queued from a call's sessions to its socket task (about 20 s of 20 ms frames).
+const QUEUE: usize = 1_024;
+/// Utterances a call's task tracks at once; older unfinished ones are forgotten.
+const MAX_OPEN_UTTERANCES: usize = 8;
+
+/// How to reach Deepgram and how its stream behaves.
+#[derive(Clone)]
+pub struct DeepgramConfig {
+    /// `wss://api.deepgram.com/v1/listen` (or a compatible server).
+    pub url: String,
+    pub api_key: Secret,
+    /// `model=` (e.g. `nova-3`); Deepgram's default when `None`.
+    pub model: Option<String>,
+    /// `endpointing=` in milliseconds.
+    pub endpointing_ms: u32,
+    /// `utterance_end_ms=`.
+    pub utterance_end_ms: u32,
+    /// A `KeepAlive` goes out after this long without audio (Deepgram closes after 10 s).
+    pub keepalive: Duration,
+    /// Longest wait for an utterance's final results after `Finalize`.
+    pub finalize_timeout: Duration,
+    /// Longest WebSocket handshake.
+    pub connect_timeout: Duration,
+    /// Connection attempts after a drop (and at the start) before the call's recognition fails.
+    pub connect_attempts: u32,
+    /// Wait before the second attempt; doubled for each further one.
+    pub backoff: Duration,
+}
+
+impl std::fmt::Debug for DeepgramConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeepgramConfig")
+            .field("url", &self.url)
+            .field("api_key", &self.api_key)
+            .field("model", &self.model)
+            .field("endpointing_ms", &self.endpointing_ms)
+            .field("utterance_end_ms", &self.utterance_end_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeepgramConfig {
+    pub fn new(url: impl Into<String>, api_key: Secret) -> Self {
+        Self {
+            url: url.into(),
+            api_key,
+            model: None,
+            endpointing_ms: 300,
+            utterance_end_ms: 1_000,
+            keepalive: Duration::from_secs(4),
+            finalize_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(5),
+            connect_attempts: 3,
+            backoff: Duration::from_millis(250),
+        }
+    }
+
+    /// The listen URL with the stream's parameters.
+    pub fn listen_url(&self) -> Result<url::Url, BackendError> {
+        let mut url = url::Url::parse(&self.url)
+            .map_err(|e| BackendError::Unavailable(format!("DEEPGRAM_URL: {e}")))?;
+        if !matches!(url.scheme(), "ws" | "wss") {
+            return Err(BackendError::Unavailable(
+                "DEEPGRAM_URL must be a ws:// or wss:// URL".into(),
+            ));
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("encoding", "linear16")
+                .append_pair("sample_rate", "16000")
+                .append_pair("channels", "1")
+                .append_pair("interim_results", "true")
+                .append_pair("endpointing", &self.endpointing_ms.to_string())
+                .append_pair("utterance_end_ms", &self.utterance_end_ms.to_string())
+                .append_pair("smart_format", "true");
+            if let Some(model) = &self.model {
+                q.append_pair("model", model);
+            }
+        }
+        Ok(url)
+    }
+}
+
+/// Deepgram streaming recognition. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DeepgramStt {
+    config: Arc<DeepgramConfig>,
+}
+
+impl DeepgramStt {
+    pub fn new(config: DeepgramConfig) -> Result<Self, BackendError> {
+        config.listen_url()?;
+        Ok(Self {
+            config: Arc::new(config),
+        })
+    }
+}
+
+impl SpeechToText for DeepgramStt {
+    /// A session with its own socket (used only without [`open_call`](Self::open_call)).
+    fn start(&self, hint: SttHint) -> Box<dyn SttSession> {
+        DeepgramCall::open(self.config.clone()).start(hint)
+    }
+
+    fn open_call(&self) -> Option<Box<dyn SttCall>> {
+        Some(Box::new(DeepgramCall::open(self.config.clone())))
+    }
+}
+
+enum Cmd {
+    Audio(u64, Vec<u8>),
+    Finish(u64, oneshot::Sender<Result<String, BackendError>>),
+    Cancel(u64),
+}
+
+/// The recogniser of one call: its socket task runs until the call and all its sessions are gone.
+pub struct DeepgramCall {
+    tx: mpsc::Sender<Cmd>,
+    next: u64,
+    dropped: Arc<AtomicU64>,
+}
+
+impl DeepgramCall {
+    /// Start the call's socket task (it connects at once). Needs a Tokio runtime.
+    pub fn open(config: Arc<DeepgramConfig>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(config, rx));
+        Self {
+            tx,
+            next: 0,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl SttCall for DeepgramCall {
+    fn start(&mut self, _hint: SttHint) -> Box<dyn SttSession> {
+        self.next += 1;
+        Box::new(DeepgramSession {
+            id: self.next,
+            tx: self.tx.clone(),
+            finished: false,
+            dropped: self.dropped.clone(),
+        })
+    }
+}
+
+struct DeepgramSession {
+    id: u64,
+    tx: mpsc::Sender<Cmd>,
+    finished: bool,
+    dropped: Arc<AtomicU64>,
+}
+
+impl SttSession for DeepgramSession {
+    fn push(&mut self, pcm16k: &[i16]) {
+        let mut bytes = Vec::with_capacity(pcm16k.len() * 2);
+        for s in pcm16k {
+            bytes.extend_from_slice(&s.to_le_bytes());
+        }
+        if self.tx.try_send(Cmd::Audio(self.id, bytes)).is_err()
+            && self.dropped.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            tracing::warn!("Deepgram: audio queue full or closed; audio dropped");
+        }
+    }
+
+    fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
+        self.finished = true;
+        let (id, tx) = (self.id, self.tx.clone());
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            tx.send(Cmd::Finish(id, reply))
+                .await
+                .map_err(|_| BackendError::Unavailable("Deepgram: call closed".into()))?;
+            answer
+                .await
+                .map_err(|_| BackendError::Unavailable("Deepgram: connection task ended".into()))?
+        })
+    }
+}
+
+impl Drop for DeepgramSession {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.tx.try_send(Cmd::Cancel(self.id));
+        }
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One utterance as the socket task sees it.
+#[derive(Default)]
+struct Utterance {
+    /// Its first and last audio on the current socket's timeline, in samples (its frames may
+    /// be interleaved with another utterance's: `Task::spans` says whose each sample is).
+    start: u64,
+    end: u64,
+    /// Its newest audio, for replay after a reconnect.
+    audio: VecDeque<u8>,
+    /// Final words credited to it: (where on the timeline, text).
+    finals: Vec<(u64, String)>,
+    /// Final results have covered its audio up to here.
+    covered_to: u64,
+    /// Waiting for its transcript since `Finalize` was sent.
+    finishing: Option<(oneshot::Sender<Result<String, BackendError>>, Instant)>,
+    /// A message arrived after `Finalize`.
+    heard_since_finalize: bool,
+}
+
+impl Utterance {
+    fn transcript(&self) -> String {
+        let mut finals: Vec<&(u64, String)> = self.finals.iter().collect();
+        finals.sort_by_key(|f| f.0);
+        let joined: Vec<&str> = finals.iter().map(|f| f.1.as_str()).collect();
+        provider_transcript(&joined.join(" "))
+    }
+
+    /// Final results reach the end of its audio.
+    fn covered(&self, tolerance: u64) -> bool {
+        self.end <= self.start || self.covered_to + tolerance >= self.end
+    }
+}
+
+struct Task {
+    config: Arc<DeepgramConfig>,
+    utterances: BTreeMap<u64, Utterance>,
+    /// Whose audio each stretch of the current socket's timeline is: (start, end, utterance).
+    spans: VecDeque<(u64, u64, u64)>,
+    /// Samples sent on the current socket.
+    sent: u64,
+    last_sent: Instant,
+    /// The socket could not be (re)opened: every utterance fails from now on.
+    dead: Option<BackendError>,
+}
+
+async fn run(config: Arc<DeepgramConfig>, mut rx: mpsc::Receiver<Cmd>) {
+    let mut task = Task {
+        config,
+        utterances: BTreeMap::new(),
+        spans: VecDeque::new(),
+        sent: 0,
+        last_sent: Instant::now(),
+        dead: None,
+    };
+    let mut socket = task.reconnect(&mut rx, None).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let Some(ws) = socket.as_mut() else {
+            // no socket: answer commands with the failure until the call ends
+            match rx.recv().await {
+                Some(cmd) => task.on_dead(cmd),
+                None => return,
+            }
+            continue;
+        };
+        let lost = tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => task.on_cmd(ws, cmd).await.is_err(),
+                None => {
+                    close(ws).await;
+                    return;
+                }
+            },
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    task.on_message(&text);
+                    false
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    tracing::warn!(reason = ?frame.map(|f| f.reason.to_string()), "Deepgram closed the stream");
+                    true
+                }
+                Some(Ok(_)) => false,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "Deepgram stream failed");
+                    true
+                }
+                None => true,
+            },
+            _ = tick.tick() => task.on_tick(ws).await.is_err(),
+        };
+        if lost {
+            socket = task.reconnect(&mut rx, socket.take()).await;
+        }
+    }
+}
+
+async fn close(ws: &mut Socket) {
+    let _ = ws.send(Message::text(r#"{"type":"CloseStream"}"#)).await;
+    // Deepgram answers with the last results and Metadata, then closes
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Text(text) = &msg {
+                log_message(text);
+            }
+        }
+    })
+    .await;
+    let _ = ws.close(None).await;
+}
+
+/// Metadata and other messages without words, at debug level.
+fn log_message(text: &str) {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        match v.get("type").and_then(Value::as_str) {
+            Some("Metadata") => {
+                let request_id = v.get("request_id").and_then(Value::as_str).unwrap_or("");
+                let duration = v.get("duration").and_then(Value::as_f64).unwrap_or(0.0);
+                tracing::debug!(request_id, duration, "Deepgram stream metadata");
+            }
+            Some(kind) => tracing::trace!(kind, "Deepgram message"),
+            None => {}
+        }
+    }
+}
+
+impl Task {
+    async fn send(&mut self, ws: &mut Socket, msg: Message) -> Result<(), tungstenite::Error> {
+        ws.send(msg).await?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    async fn on_cmd(&mut self, ws: &mut Socket, cmd: Cmd) -> Result<(), tungstenite::Error> {
+        match cmd {
+            Cmd::Audio(id, bytes) => {
+                if !self.utterances.contains_key(&id) {
+                    while self.utterances.len() >= MAX_OPEN_UTTERANCES {
+                        self.utterances.pop_first();
+                    }
+                    self.utterances.insert(
+                        id,
+                        Utterance {
+                            start: self.sent,
+                            end: self.sent,
+                            covered_to: self.sent,
+                            ..Utterance::default()
+                        },
+                    );
+                }
+                let samples = bytes.len() as u64 / 2;
+                if let Some(u) = self.utterances.get_mut(&id) {
+                    u.end = self.sent + samples;
+                    u.audio.extend(&bytes);
+                    let over = u.audio.len().saturating_sub(MAX_REPLAY_BYTES);
+                    u.audio.drain(..over);
+                }
+                self.add_span(id, samples);
+                self.send(ws, Message::Binary(bytes.into())).await?;
+            }
+            Cmd::Finish(id, reply) => {
+                let Some(u) = self.utterances.get_mut(&id) else {
+                    // no audio ever arrived
+                    let _ = reply.send(Ok(String::new()));
+                    return Ok(());
+                };
+                u.finishing = Some((reply, Instant::now() + self.config.finalize_timeout));
+                u.heard_since_finalize = false;
+                tracing::debug!(
+                    id,
+                    start = u.start,
+                    end = u.end,
+                    "Deepgram utterance finishing"
+                );
+                self.resolve();
+                if self.utterances.contains_key(&id) {
+                    self.send(ws, Message::text(r#"{"type":"Finalize"}"#))
+                        .await?;
+                }
+            }
+            Cmd::Cancel(id) => {
+                let u = self.utterances.remove(&id);
+                tracing::debug!(
+                    id,
+                    start = u.as_ref().map(|u| u.start),
+                    end = u.as_ref().map(|u| u.end),
+                    "Deepgram utterance cancelled"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn on_dead(&mut self, cmd: Cmd) {
+        let err = self
+            .dead
+            .clone()
+            .unwrap_or_else(|| BackendError::Unavailable("Deepgram: no connection".into()));
+        if let Cmd::Finish(id, reply) = cmd {
+            self.utterances.remove(&id);
+            let _ = reply.send(Err(err));
+        }
+    }
+
+    async fn on_tick(&mut self, ws: &mut Socket) -> Result<(), tungstenite::Error> {
+        let now = Instant::now();
+        // utterances whose finals never completed: what arrived is the transcript if the
+        // stream is alive, else a timeout
+        let expired: Vec<u64> = self
+            .utterances
+            .iter()
+            .filter(|(_, u)| u.finishing.as_ref().is_some_and(|f| f.1 <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(mut u) = self.utterances.remove(&id)
+                && let Some((reply, _)) = u.finishing.take()
+            {
+                let result = if u.heard_since_finalize {
+                    tracing::debug!(
+                        "Deepgram: finals incomplete at the deadline; using what arrived"
+                    );
+                    Ok(u.transcript())
+                } else {
+                    Err(BackendError::Timeout)
+                };
+                let _ = reply.send(result);
+            }
+        }
+        if now.duration_since(self.last_sent) >= self.config.keepalive {
+            self.send(ws, Message::text(r#"{"type":"KeepAlive"}"#))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, text: &str) {
+        let v: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "Deepgram sent a malformed message");
+                return;
+            }
+        };
+        for u in self.utterances.values_mut() {
+            if u.finishing.is_some() {
+                u.heard_since_finalize = true;
+            }
+        }
+        match v.get("type").and_then(Value::as_str) {
+            Some("Results") => self.on_results(&v),
+            Some("UtteranceEnd") => {
+                // every word up to last_word_end has come as a final result: an utterance being
+                // finished whose finals reach that word is complete
+                let last = seconds_to_samples(
+                    v.get("last_word_end")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0),
+                );
+                let done: Vec<u64> = self
+                    .utterances
+                    .iter()
+                    .filter(|(_, u)| {
+                        u.finishing.is_some()
+                            && u.start < last
+                            && last <= u.end
+                            && u.covered_to >= last
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in done {
+                    self.answer(id);
+                }
+                self.resolve();
+            }
+            Some("SpeechStarted") => tracing::trace!("Deepgram: speech started"),
+            Some("Error") | Some("error") => {
+                let description = v.get("description").and_then(Value::as_str).unwrap_or("");
+                tracing::warn!(description, "Deepgram reported an error");
+            }
+            _ => log_message(text),
+        }
+    }
+
+    fn on_results(&mut self, v: &Value) {
+        let is_final = v.get("is_final").and_then(Value::as_bool).unwrap_or(false);
+        if !is_final {
+            return; // interim: not part of any transcript
+        }
+        let start = v.get("start").and_then(Value::as_f64).unwrap_or(0.0);
+        let duration = v.get("duration").and_then(Value::as_f64).unwrap_or(0.0);
+        let from_finalize = v
+            .get("from_finalize")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let alternative = v.pointer("/channel/alternatives/0");
+        let text = alternative
+            .and_then(|a| a.get("transcript"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let (s, e) = (
+            seconds_to_samples(start),
+            seconds_to_samples(start + duration),
+        );
+        // who said what: each word by its own timing when the result has them, else the whole
+        // result by its middle; words over audio no live utterance owns (cancelled) are dropped
+        let timed: Option<Vec<(u64, &str)>> = alternative
+            .and_then(|a| a.get("words"))
+            .and_then(Value::as_array)
+            .filter(|w| !w.is_empty())
+            .and_then(|words| {
+                words
+                    .iter()
+                    .map(|w| {
+                        let ws = seconds_to_samples(w.get("start")?.as_f64()?);
+                        let we = seconds_to_samples(w.get("end")?.as_f64()?);
+                        let word = w
+                            .get("punctuated_word")
+                            .or_else(|| w.get("word"))?
+                            .as_str()?;
+                        Some(((ws + we) / 2, word))
+                    })
+                    .collect()
+            });
+        let mut owners = Vec::new();
+        match timed {
+            Some(words) => {
+                for (at, word) in words {
+                    if let Some(id) = self.owner(at) {
+                        owners.push(id);
+                        if let Some(u) = self.utterances.get_mut(&id) {
+                            u.finals.push((at, word.to_string()));
+                        }
+                    }
+                }
+            }
+            None => {
+                if let Some(id) = self.owner((s + e) / 2) {
+                    owners.push(id);
+                    if let Some(u) = self.utterances.get_mut(&id)
+                        && !text.trim().is_empty()
+                    {
+                        u.finals.push((s, text.to_string()));
+                    }
+                }
+            }
+        }
+        tracing::debug!(s, e, from_finalize, owners = ?owners, "Deepgram final result");
+        for (id, u) in self.utterances.iter_mut() {
+            // the result's window has been heard, for every utterance it overlaps
+            if s < u.end && e > u.start {
+                u.covered_to = u.covered_to.max(e);
+            }
+            // the answer to a Finalize: everything sent before it is final
+            if from_finalize && u.finishing.is_some() && (owners.contains(id) || e >= u.end) {
+                u.covered_to = u.covered_to.max(u.end);
+            }
+        }
+        self.resolve();
+    }
+
+    /// Record that `samples` of utterance `id` were just sent.
+    fn add_span(&mut self, id: u64, samples: u64) {
+        match self.spans.back_mut() {
+            Some(last) if last.2 == id && last.1 == self.sent => last.1 += samples,
+            _ => self.spans.push_back((self.sent, self.sent + samples, id)),
+        }
+        self.sent += samples;
+        // stretches of forgotten utterances are no longer needed
+        while self
+            .spans
+            .front()
+            .is_some_and(|f| !self.utterances.contains_key(&f.2) || self.spans.len() > 4_096)
+        {
+            self.spans.pop_front();
+        }
+    }
+
+    /// The live utterance whose audio holds sample `at` (the end of the timeline counts as the
+    /// last stretch's).
+    fn owner(&self, at: u64) -> Option<u64> {
+        let id = self
+            .spans
+            .iter()
+            .rev()
+            .find(|sp| sp.0 <= at && at < sp.1)
+            .or_else(|| self.spans.back().filter(|sp| at == sp.1))
+            .map(|sp| sp.2)?;
+        self.utterances.contains_key(&id).then_some(id)
+    }
+
+    /// Answer every finishing utterance whose finals are complete.
+    fn resolve(&mut self) {
+        // 1 ms: the rounding of Deepgram's times in seconds. No more: a final result ending even
+        // a little before the audio's end may leave words to come.
+        let tolerance = RATE / 1000;
+        let done: Vec<u64> = self
+            .utterances
+            .iter()
+            .filter(|(_, u)| u.finishing.is_some() && u.covered(tolerance))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            self.answer(id);
+        }
+    }
+
+    /// Send an utterance its transcript and forget it.
+    fn answer(&mut self, id: u64) {
+        if let Some(mut u) = self.utterances.remove(&id)
+            && let Some((reply, _)) = u.finishing.take()
+        {
+            let _ = reply.send(Ok(u.transcript()));
+        }
+    }
+
+    /// Open a socket (again): bounded attempts with backoff, then replay every pending
+    /// utterance's audio. `None` (and the call's recognition failed) when it cannot.
+    async fn reconnect(
+        &mut self,
+        rx: &mut mpsc::Receiver<Cmd>,
+        old: Option<Socket>,
+    ) -> Option<Socket> {
+        drop(old);
+        let reconnecting = self.dead.is_none() && self.sent > 0;
+        let mut last = BackendError::Unavailable("Deepgram: not connected".into());
+        for attempt in 1..=self.config.connect_attempts.max(1) {
+            if attempt > 1 {
+                let wait = self
+                    .config
+                    .backoff
+                    .saturating_mul(1 << (attempt - 2).min(8));
+                tokio::time::sleep(wait).await;
+            }
+            match connect(&self.config).await {
+                Ok(mut ws) => {
+                    if reconnecting {
+                        tracing::info!(
+                            attempt,
+                            "Deepgram stream reopened; replaying pending audio"
+                        );
+                    }
+                    if self.replay(&mut ws).await.is_ok() {
+                        return Some(ws);
+                    }
+                    last = BackendError::Unavailable("Deepgram: replay failed".into());
+                }
+                Err(e) => {
+                    let permanent = matches!(e, BackendError::Failed(_));
+                    tracing::warn!(attempt, error = %e, "Deepgram connection failed");
+                    last = e;
+                    if permanent {
+                        break;
+                    }
+                }
+            }
+            // commands that arrived meanwhile: keep the audio for the replay, and let
+            // finishes wait for the next attempt
+            while let Ok(cmd) = rx.try_recv() {
+                self.queue_offline(cmd);
+            }
+        }
+        tracing::warn!(error = %last, "Deepgram unavailable for the rest of the call");
+        for (_, mut u) in std::mem::take(&mut self.utterances) {
+            if let Some((reply, _)) = u.finishing.take() {
+                let _ = reply.send(Err(last.clone()));
+            }
+        }
+        self.dead = Some(last);
+        None
+    }
+
+    /// A command while there is no socket: audio is buffered for the replay.
+    fn queue_offline(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Audio(id, bytes) => {
+                let u = self.utterances.entry(id).or_default();
+                u.audio.extend(&bytes);
+                let over = u.audio.len().saturating_sub(MAX_REPLAY_BYTES);
+                u.audio.drain(..over);
+            }
+            Cmd::Finish(id, reply) => match self.utterances.get_mut(&id) {
+                Some(u) => {
+                    u.finishing = Some((reply, Instant::now() + self.config.finalize_timeout));
+                }
+                None => {
+                    let _ = reply.send(Ok(String::new()));
+                }
+            },
+            Cmd::Cancel(id) => {
+                self.utterances.remove(&id);
+            }
+        }
+    }
+
+    /// Send every pending utterance's audio on a new socket, in order, re-crediting results.
+    async fn replay(&mut self, ws: &mut Socket) -> Result<(), tungstenite::Error> {
+        self.sent = 0;
+        self.spans.clear();
+        let mut finalize = false;
+        let ids: Vec<u64> = self.utterances.keys().copied().collect();
+        for id in ids {
+            let Some(u) = self.utterances.get_mut(&id) else {
+                continue;
+            };
+            u.finals.clear();
+            u.start = self.sent;
+            u.covered_to = self.sent;
+            let audio: Vec<u8> = u.audio.iter().copied().collect();
+            let samples = audio.len() as u64 / 2;
+            u.end = u.start + samples;
+            if let Some(f) = u.finishing.as_mut() {
+                // a fresh deadline: the replayed audio must be recognised again
+                f.1 = Instant::now() + self.config.finalize_timeout;
+                finalize = true;
+            }
+            self.add_span(id, samples);
+            for chunk in audio.chunks(RATE as usize / 5 * 2) {
+                ws.send(Message::Binary(chunk.to_vec().into())).await?;
+            }
+        }
+        if finalize {
+            ws.send(Message::text(r#"{"type":"Finalize"}"#)).await?;
+        }
+        self.last_sent = Instant::now();
+        self.resolve();
+        Ok(())
+    }
+}
+
+fn seconds_to_samples(s: f64) -> u64 {
+    if s.is_finite() && s > 0.0 {
+        (s * RATE as f64).round() as u64
+    } else {
+        0
+    }
+}
+
+/// Open the listen socket. A 4xx answer other than 429 is permanent ([`BackendError::Failed`]).
+async fn connect(config: &DeepgramConfig) -> Result<Socket, BackendError> {
+    let url = config.listen_url()?;
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| BackendError::Failed(format!("Deepgram request: {e}")))?;
+    let auth = format!("Token {}", config.api_key.expose())
+        .parse()
+        .map_err(|_| BackendError::Failed("DEEPGRAM_API_KEY is not a valid header value".into()))?;
+    request.headers_mut().insert("Authorization", auth);
+    match tokio::time::timeout(
+        config.connect_timeout,
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    {
+        Err(_) => Err(BackendError::Timeout),
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let status = response.status();
+            let msg = format!("Deepgram: HTTP {status} on connect");
+            if status.as_u16() == 429 || status.is_server_error() {
+                Err(BackendError::Unavailable(msg))
+            } else {
+                Err(BackendError::Failed(msg))
+            }
+        }
+        Ok(Err(e)) => Err(BackendError::Unavailable(format!("Deepgram: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        Task {
+            config: Arc::new(DeepgramConfig::new(DEFAULT_URL, Secret::new("k"))),
+            utterances: BTreeMap::new(),
+            spans: VecDeque::new(),
+            sent: 0,
+            last_sent: Instant::now(),
+            dead: None,
+        }
+    }
+
+    fn audio(task: &mut Task, id: u64, samples: u64) {
+        let sent = task.sent;
+        let u = task.utterances.entry(id).or_insert_with(|| Utterance {
+            start: sent,
+            end: sent,
+            covered_to: sent,
+            ..Utterance::default()
+        });
+        u.end = sent + samples;
+        task.add_span(id, samples);
+    }
+
+    /// Words are credited by their own timings, so frames of another utterance interleaved on
+    /// the timeline (a capture the engine later discards) neither steal nor receive them.
+    #[tokio::test]
+    async fn words_go_to_the_utterance_whose_audio_they_are_in() {
+        let mut t = task();
+        audio(&mut t, 1, 16_000); // 0.0 - 1.0 s
+        audio(&mut t, 2, 320); // a stray frame of another capture
+        audio(&mut t, 3, 16_000); // 1.02 - 2.02 s
+        audio(&mut t, 2, 320);
+        let (tx, mut rx) = oneshot::channel();
+        t.utterances.get_mut(&3).unwrap().finishing =
+            Some((tx, Instant::now() + Duration::from_secs(3)));
+        let result = serde_json::json!({
+            "type": "Results", "is_final": true, "from_finalize": false,
+            "start": 0.0, "duration": 1.5,
+            "channel": {"alternatives": [{"transcript": "Hello. Four",
+                "words": [
+                    {"word": "hello", "punctuated_word": "Hello.", "start": 0.1, "end": 0.3},
+                    {"word": "four", "punctuated_word": "Four", "start": 1.2, "end": 1.4}
+                ]}]}
+        });
+        t.on_message(&result.to_string());
+        // not complete yet: its audio runs to 2.02 s
+        assert!(rx.try_recv().is_err());
+        let flush = serde_json::json!({
+            "type": "Results", "is_final": true, "from_finalize": true,
+            "start": 1.5, "duration": 0.54,
+            "channel": {"alternatives": [{"transcript": "years.",
+                "words": [{"word": "years", "punctuated_word": "years.", "start": 1.6, "end": 1.9}]}]}
+        });
+        t.on_message(&flush.to_string());
+        assert_eq!(rx.try_recv().unwrap().unwrap(), "four years");
+        assert_eq!(t.utterances[&1].transcript(), "hello");
+        assert_eq!(t.utterances[&2].transcript(), "");
+    }
+}

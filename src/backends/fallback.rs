@@ -1,0 +1,240 @@
+//! A chosen provider backed by the offline one, so a provider that fails never leaves the caller
+//! in dead air.
+//!
+//! - [`FallbackStt`]: each utterance's audio also stays in a bounded buffer; if the provider
+//!   fails (or takes longer than its budget) to transcribe it, the offline recogniser transcribes
+//!   the buffer, and every later utterance of that call goes straight to the offline one.
+//! - [`FallbackTts`]: a failed (or too slow) synthesis is done by the offline synthesiser, and the
+//!   provider is skipped for a cool-down; audio made by the fallback is marked
+//!   ([`Speech::fallback`]) so the prompt cache does not keep it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{
+    BackendError, BoxFuture, Speech, SpeechToText, SttCall, SttHint, SttSession, TextToSpeech,
+    UtteranceBuffer, open_call,
+};
+
+/// Speech-to-text from `primary`, degrading to `fallback`.
+#[derive(Clone)]
+pub struct FallbackStt {
+    primary: Arc<dyn SpeechToText>,
+    fallback: Arc<dyn SpeechToText>,
+    /// Longest wait for the primary's transcript after the utterance ends.
+    budget: Duration,
+    name: &'static str,
+}
+
+impl std::fmt::Debug for FallbackStt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackStt")
+            .field("primary", &self.name)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FallbackStt {
+    pub fn new(
+        name: &'static str,
+        primary: Arc<dyn SpeechToText>,
+        fallback: Arc<dyn SpeechToText>,
+        budget: Duration,
+    ) -> Self {
+        Self {
+            primary,
+            fallback,
+            budget,
+            name,
+        }
+    }
+}
+
+impl SpeechToText for FallbackStt {
+    fn start(&self, hint: SttHint) -> Box<dyn SttSession> {
+        Box::new(FallbackSession {
+            primary: Some(self.primary.start(hint)),
+            buffer: UtteranceBuffer::default(),
+            stt: self.clone(),
+            hint,
+            degraded: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn open_call(&self) -> Option<Box<dyn SttCall>> {
+        Some(Box::new(FallbackCall {
+            primary: open_call(&self.primary),
+            stt: self.clone(),
+            degraded: Arc::new(AtomicBool::new(false)),
+        }))
+    }
+}
+
+struct FallbackCall {
+    primary: Box<dyn SttCall>,
+    stt: FallbackStt,
+    /// The primary failed during this call: the rest of it uses the fallback.
+    degraded: Arc<AtomicBool>,
+}
+
+impl SttCall for FallbackCall {
+    fn start(&mut self, hint: SttHint) -> Box<dyn SttSession> {
+        if self.degraded.load(Ordering::Relaxed) {
+            return self.stt.fallback.start(hint);
+        }
+        Box::new(FallbackSession {
+            primary: Some(self.primary.start(hint)),
+            buffer: UtteranceBuffer::default(),
+            stt: self.stt.clone(),
+            hint,
+            degraded: self.degraded.clone(),
+        })
+    }
+}
+
+struct FallbackSession {
+    primary: Option<Box<dyn SttSession>>,
+    buffer: UtteranceBuffer,
+    stt: FallbackStt,
+    hint: SttHint,
+    degraded: Arc<AtomicBool>,
+}
+
+impl SttSession for FallbackSession {
+    fn push(&mut self, pcm16k: &[i16]) {
+        if let Some(p) = self.primary.as_mut() {
+            p.push(pcm16k);
+        }
+        self.buffer.push(pcm16k);
+    }
+
+    fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
+        let primary = self.primary.take();
+        Box::pin(async move {
+            let FallbackSession {
+                buffer,
+                stt,
+                hint,
+                degraded,
+                ..
+            } = *self;
+            let error = match primary {
+                Some(p) => match tokio::time::timeout(stt.budget, p.finish()).await {
+                    Ok(Ok(text)) => return Ok(text),
+                    Ok(Err(e)) => e,
+                    Err(_) => BackendError::Timeout,
+                },
+                None => BackendError::Unavailable("no primary session".into()),
+            };
+            if !degraded.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    backend = stt.name,
+                    error = %error,
+                    "speech recognition failed; the offline recogniser takes over for the rest of the call"
+                );
+            }
+            let mut session = stt.fallback.start(hint);
+            for frame in buffer.into_vec().chunks(320) {
+                session.push(frame);
+            }
+            session.finish().await
+        })
+    }
+}
+
+/// Text-to-speech from `primary`, degrading to `fallback`.
+#[derive(Clone)]
+pub struct FallbackTts {
+    primary: Arc<dyn TextToSpeech>,
+    fallback: Arc<dyn TextToSpeech>,
+    /// Longest wait for the primary's audio.
+    budget: Duration,
+    /// How long the primary is skipped after it failed.
+    cooldown: Duration,
+    skip_until: Arc<Mutex<Option<Instant>>>,
+    name: &'static str,
+}
+
+impl std::fmt::Debug for FallbackTts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackTts")
+            .field("primary", &self.name)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FallbackTts {
+    pub fn new(
+        name: &'static str,
+        primary: Arc<dyn TextToSpeech>,
+        fallback: Arc<dyn TextToSpeech>,
+        budget: Duration,
+        cooldown: Duration,
+    ) -> Self {
+        Self {
+            primary,
+            fallback,
+            budget,
+            cooldown,
+            skip_until: Arc::new(Mutex::new(None)),
+            name,
+        }
+    }
+
+    fn skipping(&self) -> bool {
+        let mut skip = self.skip_until.lock().unwrap_or_else(|e| e.into_inner());
+        match *skip {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                *skip = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn skip(&self) {
+        *self.skip_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + self.cooldown);
+    }
+}
+
+impl TextToSpeech for FallbackTts {
+    fn synthesize(
+        &self,
+        text: &str,
+        voice: &str,
+    ) -> BoxFuture<'static, Result<Speech, BackendError>> {
+        let this = self.clone();
+        let primary = (!self.skipping()).then(|| self.primary.synthesize(text, voice));
+        let fallback_text = text.to_owned();
+        let voice = voice.to_owned();
+        Box::pin(async move {
+            if let Some(primary) = primary {
+                let error = match tokio::time::timeout(this.budget, primary).await {
+                    Ok(Ok(speech)) => return Ok(speech),
+                    Ok(Err(e)) => e,
+                    Err(_) => BackendError::Timeout,
+                };
+                tracing::warn!(
+                    backend = this.name,
+                    error = %error,
+                    cooldown_s = this.cooldown.as_secs(),
+                    "speech synthesis failed; the offline synthesiser speaks instead"
+                );
+                this.skip();
+            }
+            // the offline voices do not know the provider's voice names: their default speaks
+            let mut speech = this.fallback.synthesize(&fallback_text, &voice).await?;
+            speech.fallback = true;
+            Ok(speech)
+        })
+    }
+
+    fn voices(&self) -> Vec<String> {
+        self.primary.voices()
+    }
+}

@@ -1,0 +1,365 @@
+//! OpenAI-compatible speech (the same client serves OpenAI, llama.cpp, vLLM, Ollama and other
+//! compatible servers):
+//!
+//! - [`OpenAiStt`]: `POST {base}/audio/transcriptions`, multipart (`file` = the utterance as a
+//!   16 kHz WAV, `model`, `response_format=json`), at the end of each utterance.
+//! - [`OpenAiTts`]: `POST {base}/audio/speech` with `response_format: "pcm"` (24 kHz 16-bit
+//!   little-endian mono); a server that answers `audio/wav` instead is read from its header.
+//!
+//! Bearer auth with `OPENAI_API_KEY`; timeouts and retries as in [`super::http`].
+
+use std::sync::Arc;
+
+use super::http::{self, RetryPolicy};
+use super::{
+    BackendError, BoxFuture, Speech, SpeechToText, SttHint, SttSession, TextToSpeech,
+    UtteranceBuffer, wav,
+};
+use crate::config::Secret;
+
+/// Default transcription model.
+pub const DEFAULT_STT_MODEL: &str = "whisper-1";
+/// Default speech model.
+pub const DEFAULT_TTS_MODEL: &str = "tts-1";
+/// The sample rate of OpenAI's `pcm` speech format.
+pub const PCM_RATE: u32 = 24_000;
+/// OpenAI's voices; the first is the default.
+pub const VOICES: [&str; 11] = [
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
+];
+/// Longest text sent for synthesis, in characters (the API's limit is 4096).
+pub const MAX_TTS_CHARS: usize = 4096;
+
+/// Where and how to reach an OpenAI-compatible server.
+#[derive(Clone)]
+pub struct OpenAiConfig {
+    /// E.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    pub api_key: Secret,
+    pub model: String,
+    pub retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .field("model", &self.model)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// A provider's transcript in the trait's form: lowercase words separated by single spaces,
+/// punctuation dropped (apostrophes inside words and decimal points inside numbers kept).
+pub fn provider_transcript(raw: &str) -> String {
+    crate::engine::dialogue::understand::normalize(&raw.to_lowercase())
+}
+
+struct Inner {
+    config: OpenAiConfig,
+    http: reqwest::Client,
+}
+
+/// Batch transcription of each utterance with `/audio/transcriptions`.
+#[derive(Clone)]
+pub struct OpenAiStt {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for OpenAiStt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OpenAiStt")
+            .field(&self.inner.config)
+            .finish()
+    }
+}
+
+impl OpenAiStt {
+    pub fn new(config: OpenAiConfig) -> Result<Self, BackendError> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                http: http::client()?,
+            }),
+        })
+    }
+
+    /// Transcribe 16 kHz mono audio.
+    pub async fn transcribe(&self, pcm16k: &[i16]) -> Result<String, BackendError> {
+        let inner = &self.inner;
+        let wav = wav::encode(pcm16k, 16_000);
+        let boundary = format!("receptionist-{}", uuid::Uuid::new_v4().simple());
+        let body = multipart(
+            &boundary,
+            &[
+                Part::file("file", "utterance.wav", "audio/wav", &wav),
+                Part::text("model", &inner.config.model),
+                Part::text("response_format", "json"),
+            ],
+        );
+        let url = http::join(&inner.config.base_url, "audio/transcriptions");
+        let response = http::send("OpenAI transcription", &inner.config.retry, || {
+            inner
+                .http
+                .post(&url)
+                .bearer_auth(inner.config.api_key.expose())
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(body.clone())
+        })
+        .await?;
+        #[derive(serde::Deserialize)]
+        struct Transcription {
+            text: String,
+        }
+        let bytes = response.bytes().await.map_err(|e| {
+            BackendError::Unavailable(format!("OpenAI transcription: {}", http::without_url(&e)))
+        })?;
+        let parsed: Transcription = serde_json::from_slice(&bytes).map_err(|e| {
+            BackendError::Failed(format!("OpenAI transcription: unexpected answer: {e}"))
+        })?;
+        Ok(provider_transcript(&parsed.text))
+    }
+}
+
+impl SpeechToText for OpenAiStt {
+    fn start(&self, _hint: SttHint) -> Box<dyn SttSession> {
+        Box::new(OpenAiSession {
+            stt: self.clone(),
+            buffer: UtteranceBuffer::default(),
+        })
+    }
+}
+
+struct OpenAiSession {
+    stt: OpenAiStt,
+    buffer: UtteranceBuffer,
+}
+
+impl SttSession for OpenAiSession {
+    fn push(&mut self, pcm16k: &[i16]) {
+        self.buffer.push(pcm16k);
+    }
+
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
+        let OpenAiSession { stt, buffer } = *self;
+        Box::pin(async move {
+            if buffer.len() == 0 {
+                return Ok(String::new());
+            }
+            if buffer.dropped() > 0 {
+                tracing::debug!(
+                    dropped = buffer.dropped(),
+                    "utterance longer than the bound; oldest audio dropped"
+                );
+            }
+            stt.transcribe(&buffer.into_vec()).await
+        })
+    }
+}
+
+/// One part of a `multipart/form-data` body.
+pub struct Part<'a> {
+    name: &'a str,
+    file: Option<(&'a str, &'a str)>,
+    data: &'a [u8],
+}
+
+impl<'a> Part<'a> {
+    pub fn text(name: &'a str, value: &'a str) -> Self {
+        Self {
+            name,
+            file: None,
+            data: value.as_bytes(),
+        }
+    }
+    pub fn file(name: &'a str, filename: &'a str, content_type: &'a str, data: &'a [u8]) -> Self {
+        Self {
+            name,
+            file: Some((filename, content_type)),
+            data,
+        }
+    }
+}
+
+/// A `multipart/form-data` body (RFC 7578) with `boundary`; names are ours, never user input.
+pub fn multipart(boundary: &str, parts: &[Part<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match part.file {
+            Some((filename, content_type)) => out.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{}\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n",
+                    part.name
+                )
+                .as_bytes(),
+            ),
+            None => out.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{}\"\r\n\r\n", part.name).as_bytes(),
+            ),
+        }
+        out.extend_from_slice(part.data);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// Synthesis with `/audio/speech`.
+#[derive(Clone)]
+pub struct OpenAiTts {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for OpenAiTts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OpenAiTts")
+            .field(&self.inner.config)
+            .finish()
+    }
+}
+
+impl OpenAiTts {
+    pub fn new(config: OpenAiConfig) -> Result<Self, BackendError> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                http: http::client()?,
+            }),
+        })
+    }
+
+    pub async fn speak(&self, text: &str, voice: &str) -> Result<Speech, BackendError> {
+        let inner = &self.inner;
+        let voice = VOICES
+            .iter()
+            .find(|v| v.eq_ignore_ascii_case(voice.trim()))
+            .copied()
+            .unwrap_or(VOICES[0]);
+        let text: String = text.chars().take(MAX_TTS_CHARS).collect();
+        if text.trim().is_empty() {
+            return Ok(Speech {
+                pcm: Vec::new(),
+                sample_rate: PCM_RATE,
+                fallback: false,
+            });
+        }
+        let body = serde_json::json!({
+            "model": inner.config.model,
+            "input": text,
+            "voice": voice,
+            "response_format": "pcm",
+        });
+        let url = http::join(&inner.config.base_url, "audio/speech");
+        let response = http::send("OpenAI speech", &inner.config.retry, || {
+            inner
+                .http
+                .post(&url)
+                .bearer_auth(inner.config.api_key.expose())
+                .json(&body)
+        })
+        .await?;
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let bytes = response.bytes().await.map_err(|e| {
+            BackendError::Unavailable(format!("OpenAI speech: {}", http::without_url(&e)))
+        })?;
+        let is_wav = content_type.contains("wav") || bytes.starts_with(b"RIFF");
+        let (pcm, sample_rate) = if is_wav {
+            wav::decode(&bytes)?
+        } else if content_type.is_empty()
+            || content_type.starts_with("audio/pcm")
+            || content_type.starts_with("audio/l16")
+            || content_type.starts_with("application/octet-stream")
+        {
+            let rate = rate_parameter(&content_type).unwrap_or(PCM_RATE);
+            let pcm = bytes
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            (pcm, rate)
+        } else {
+            return Err(BackendError::Failed(format!(
+                "OpenAI speech: unsupported audio type {content_type:?} (asked for pcm)"
+            )));
+        };
+        Ok(Speech {
+            pcm,
+            sample_rate,
+            fallback: false,
+        })
+    }
+}
+
+/// `rate=NNNN` in a content type such as `audio/pcm;rate=24000`.
+fn rate_parameter(content_type: &str) -> Option<u32> {
+    content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim() == "rate")
+            .then(|| v.trim().parse().ok())
+            .flatten()
+    })
+}
+
+impl TextToSpeech for OpenAiTts {
+    fn synthesize(
+        &self,
+        text: &str,
+        voice: &str,
+    ) -> BoxFuture<'static, Result<Speech, BackendError>> {
+        let this = self.clone();
+        let text = text.to_owned();
+        let voice = voice.to_owned();
+        Box::pin(async move { this.speak(&text, &voice).await })
+    }
+
+    fn voices(&self) -> Vec<String> {
+        VOICES.map(String::from).to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcripts_are_lowercase_words() {
+        assert_eq!(
+            provider_transcript("My name is José Smith."),
+            "my name is josé smith"
+        );
+        assert_eq!(
+            provider_transcript("  I'm 3.5 years in,  yes! "),
+            "i'm 3.5 years in yes"
+        );
+        assert_eq!(provider_transcript(""), "");
+        assert_eq!(rate_parameter("audio/pcm; rate=16000"), Some(16_000));
+        assert_eq!(rate_parameter("audio/pcm"), None);
+    }
+
+    #[test]
+    fn multipart_body_has_every_part() {
+        let body = multipart(
+            "BOUND",
+            &[
+                Part::text("model", "whisper-1"),
+                Part::file("file", "a.wav", "audio/wav", b"RIFF"),
+            ],
+        );
+        let text = String::from_utf8_lossy(&body).to_string();
+        assert_eq!(
+            text,
+            "--BOUND\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n\
+             --BOUND\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\r\n--BOUND--\r\n"
+        );
+    }
+}

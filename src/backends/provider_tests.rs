@@ -1,0 +1,480 @@
+//! The provider clients against local servers speaking each provider's wire protocol
+//! (`testing::providers`): what goes over the wire, what comes back, and the failure modes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::chat::{ChatClient, ChatConfig, ChatMessage, ChatRequest, Tool, ToolCall};
+use super::deepgram::{DeepgramConfig, DeepgramStt};
+use super::elevenlabs::{self, ElevenLabsConfig, ElevenLabsTts};
+use super::http::RetryPolicy;
+use super::openai::{OpenAiConfig, OpenAiStt, OpenAiTts};
+use super::*;
+use crate::config::Secret;
+use crate::engine::audio::g711;
+use crate::testing::providers::{FakeDeepgram, FakeElevenLabs, FakeOpenAi, SpeechFormat, tone};
+
+/// Short waits between attempts, so failure tests stay fast.
+fn quick_retry() -> RetryPolicy {
+    RetryPolicy {
+        timeout: Duration::from_secs(5),
+        attempts: 3,
+        backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+    }
+}
+
+fn deepgram_config(fake: &FakeDeepgram) -> DeepgramConfig {
+    let mut c = DeepgramConfig::new(&fake.url, Secret::new(&fake.api_key));
+    c.backoff = Duration::from_millis(20);
+    c
+}
+
+/// `ms` of 16 kHz caller audio, pushed in 20 ms frames.
+fn say(session: &mut dyn SttSession, ms: u64) {
+    for frame in tone(ms, 16_000).chunks(320) {
+        session.push(frame);
+    }
+}
+
+/// Poll `cond` every 10 ms for at most 5 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---- Deepgram ----
+
+#[tokio::test]
+async fn deepgram_one_socket_per_call_and_finals_joined() {
+    let fake = FakeDeepgram::start(&["My name is Maria Lopez.", "Yes, I am."]).await;
+    let mut config = deepgram_config(&fake);
+    config.model = Some("nova-3".into());
+    let stt = DeepgramStt::new(config).unwrap();
+    let mut call = stt.open_call().expect("Deepgram keeps a socket per call");
+
+    let mut first = call.start(SttHint::Name);
+    say(first.as_mut(), 1_000);
+    assert_eq!(first.finish().await.unwrap(), "my name is maria lopez");
+    // "Yes," comes back final after 0.4 s, "I am." only after Finalize: both count
+    let mut second = call.start(SttHint::YesNo);
+    say(second.as_mut(), 440);
+    assert_eq!(second.finish().await.unwrap(), "yes i am");
+    // an utterance without audio is empty, without asking the provider
+    assert_eq!(call.start(SttHint::Any).finish().await.unwrap(), "");
+    drop(call);
+    eventually("CloseStream", || {
+        fake.messages().last().map(String::as_str) == Some("CloseStream")
+    })
+    .await;
+
+    let connections = fake.connections();
+    assert_eq!(connections.len(), 1, "one socket for the whole call");
+    let c = &connections[0];
+    assert_eq!(
+        c.authorization.as_deref(),
+        Some(format!("Token {}", fake.api_key).as_str())
+    );
+    for (k, v) in [
+        ("encoding", "linear16"),
+        ("sample_rate", "16000"),
+        ("channels", "1"),
+        ("interim_results", "true"),
+        ("endpointing", "300"),
+        ("utterance_end_ms", "1000"),
+        ("smart_format", "true"),
+        ("model", "nova-3"),
+    ] {
+        assert_eq!(
+            c.query.get(k).map(String::as_str),
+            Some(v),
+            "{k} in {:?}",
+            c.query
+        );
+    }
+    assert_eq!(
+        fake.messages(),
+        ["audio", "Finalize", "audio", "Finalize", "CloseStream"]
+    );
+    assert_eq!(fake.audio_bytes(), (16_000 + 7_040) * 2);
+    assert_eq!(fake.odd_frames(), 0);
+    assert_eq!(fake.remaining(), 0);
+}
+
+#[tokio::test]
+async fn deepgram_keeps_an_idle_socket_alive() {
+    let fake = FakeDeepgram::start(&["Hello."]).await;
+    let mut config = deepgram_config(&fake);
+    config.keepalive = Duration::from_millis(200);
+    let stt = DeepgramStt::new(config).unwrap();
+    let mut call = stt.open_call().unwrap();
+    // between turns (the agent talking) no audio goes out: KeepAlive does
+    eventually("two KeepAlives", || {
+        fake.messages().iter().filter(|m| *m == "KeepAlive").count() >= 2
+    })
+    .await;
+    let mut s = call.start(SttHint::Any);
+    say(s.as_mut(), 500);
+    assert_eq!(s.finish().await.unwrap(), "hello");
+    assert_eq!(fake.connections().len(), 1);
+}
+
+#[tokio::test]
+async fn deepgram_dropped_socket_reconnects_and_replays_the_utterance() {
+    let fake = FakeDeepgram::start(&["My name is Maria Lopez.", "Chicago."]).await;
+    // the first socket dies half-way through the first utterance, without a close frame
+    fake.drop_after(16_000);
+    let stt = DeepgramStt::new(deepgram_config(&fake)).unwrap();
+    let mut call = stt.open_call().unwrap();
+    let mut s = call.start(SttHint::Name);
+    say(s.as_mut(), 1_000);
+    assert_eq!(s.finish().await.unwrap(), "my name is maria lopez");
+    let mut s = call.start(SttHint::Location);
+    say(s.as_mut(), 600);
+    assert_eq!(s.finish().await.unwrap(), "chicago");
+    assert_eq!(fake.connections().len(), 2, "reconnected once");
+    // the utterance's audio went out again on the new socket
+    assert!(
+        fake.audio_bytes() >= 16_000 + 32_000 + 19_200,
+        "{}",
+        fake.audio_bytes()
+    );
+}
+
+#[tokio::test]
+async fn deepgram_refused_key_fails_fast_and_falls_back_for_the_call() {
+    let fake = FakeDeepgram::start(&["never heard"]).await;
+    fake.reject_with(401);
+    let primary: Arc<dyn SpeechToText> =
+        Arc::new(DeepgramStt::new(deepgram_config(&fake)).unwrap());
+    // without a fallback: an error, after one attempt (401 is not retried)
+    let mut s = primary.start(SttHint::Any);
+    say(s.as_mut(), 300);
+    let err = s.finish().await.unwrap_err();
+    assert!(
+        matches!(err, BackendError::Failed(ref m) if m.contains("401")),
+        "{err}"
+    );
+    assert_eq!(fake.connections().len(), 1);
+
+    let fallback: Arc<dyn SpeechToText> = Arc::new(ScriptedStt::new(ScriptedAnswers::from([
+        "first fallback",
+        "second fallback",
+    ])));
+    let stt: Arc<dyn SpeechToText> = Arc::new(FallbackStt::new(
+        "deepgram",
+        primary,
+        fallback,
+        Duration::from_secs(5),
+    ));
+    let mut call = open_call(&stt);
+    let mut s = call.start(SttHint::Any);
+    say(s.as_mut(), 300);
+    assert_eq!(s.finish().await.unwrap(), "first fallback");
+    let connections = fake.connections().len();
+    let mut s = call.start(SttHint::Any);
+    say(s.as_mut(), 300);
+    assert_eq!(s.finish().await.unwrap(), "second fallback");
+    assert_eq!(
+        fake.connections().len(),
+        connections,
+        "the rest of the call stays offline"
+    );
+}
+
+// ---- OpenAI-compatible ----
+
+fn openai_config(fake: &FakeOpenAi, model: &str) -> OpenAiConfig {
+    OpenAiConfig {
+        base_url: fake.url.clone(),
+        api_key: Secret::new(&fake.api_key),
+        model: model.into(),
+        retry: quick_retry(),
+    }
+}
+
+#[tokio::test]
+async fn openai_transcribes_a_wav_upload() {
+    let fake = FakeOpenAi::start(&["My name is José, I'm 25."]).await;
+    let stt = OpenAiStt::new(openai_config(&fake, "whisper-1")).unwrap();
+    let mut s = stt.start(SttHint::Name);
+    say(s.as_mut(), 500);
+    assert_eq!(s.finish().await.unwrap(), "my name is josé i'm 25");
+    // nothing said: nothing sent
+    assert_eq!(stt.start(SttHint::Any).finish().await.unwrap(), "");
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_eq!(
+        r.authorization.as_deref(),
+        Some(format!("Bearer {}", fake.api_key).as_str())
+    );
+    assert_eq!(r.body["model"], "whisper-1");
+    assert_eq!(r.body["response_format"], "json");
+    assert_eq!(r.body["filename"], "utterance.wav");
+    assert_eq!(r.wav, Some((16_000, 1, 16, 8_000)));
+}
+
+#[tokio::test]
+async fn openai_retries_429_and_5xx_but_not_4xx() {
+    let fake = FakeOpenAi::start(&["yes", "no"]).await;
+    let stt = OpenAiStt::new(openai_config(&fake, "whisper-1")).unwrap();
+    fake.fail_next(&[429, 503]);
+    assert_eq!(stt.transcribe(&tone(200, 16_000)).await.unwrap(), "yes");
+    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 503, 200]);
+
+    fake.fail_next(&[400]);
+    let err = stt.transcribe(&tone(200, 16_000)).await.unwrap_err();
+    assert!(
+        matches!(err, BackendError::Failed(ref m) if m.contains("400")),
+        "{err}"
+    );
+    assert_eq!(fake.requests().len(), 4, "a 400 is not retried");
+
+    // a wrong key is a 401, not retried, and the key is not in the error
+    let mut bad = openai_config(&fake, "whisper-1");
+    bad.api_key = Secret::new("sk-wrong-key");
+    let err = OpenAiStt::new(bad)
+        .unwrap()
+        .transcribe(&tone(200, 16_000))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("401") && !err.to_string().contains("sk-wrong-key"),
+        "{err}"
+    );
+    assert_eq!(fake.requests().len(), 5);
+
+    // retries are bounded
+    fake.fail_next(&[500, 500, 500, 500]);
+    assert!(matches!(
+        stt.transcribe(&tone(200, 16_000)).await,
+        Err(BackendError::Unavailable(_))
+    ));
+    assert_eq!(fake.requests().len(), 8);
+}
+
+#[tokio::test]
+async fn openai_speech_as_pcm_and_as_wav_plays_at_8k() {
+    let fake = FakeOpenAi::start(&[]).await;
+    let tts = OpenAiTts::new(openai_config(&fake, "tts-1")).unwrap();
+    let speech = tts.synthesize("Hello there", "nova").await.unwrap();
+    assert_eq!(speech.sample_rate, 24_000);
+    assert_eq!(speech.pcm, tone(11 * 60, 24_000));
+    assert!(!speech.fallback);
+    let r = &fake.requests()[0];
+    assert_eq!(r.body["model"], "tts-1");
+    assert_eq!(r.body["voice"], "nova");
+    assert_eq!(r.body["input"], "Hello there");
+    assert_eq!(r.body["response_format"], "pcm");
+    assert_eq!(tts.voices()[0], "alloy");
+
+    // a voice OpenAI does not have speaks with the default one
+    fake.speech_format(SpeechFormat::Wav);
+    let speech = tts.synthesize("Hi", "slt").await.unwrap();
+    assert_eq!(fake.requests()[1].body["voice"], "alloy");
+    assert_eq!(speech.sample_rate, 22_050);
+    assert_eq!(speech.pcm, tone(2 * 60, 22_050));
+
+    // the prompt cache turns any rate into the engine's 8 kHz µ-law: 24 kHz → a third the samples
+    fake.speech_format(SpeechFormat::Pcm);
+    let cache = PromptCache::new(Arc::new(tts));
+    let ulaw = cache.speak("nova", "Hello there").await.unwrap();
+    assert!(
+        (ulaw.len() as i64 - 11 * 60 * 8).abs() <= 2,
+        "{}",
+        ulaw.len()
+    );
+    assert_eq!(cache.len(), 1);
+}
+
+#[tokio::test]
+async fn failing_speech_provider_falls_back_and_is_not_cached() {
+    let fake = FakeOpenAi::start(&[]).await;
+    fake.fail_always(500);
+    let primary: Arc<dyn TextToSpeech> =
+        Arc::new(OpenAiTts::new(openai_config(&fake, "tts-1")).unwrap());
+    let fallback: Arc<dyn TextToSpeech> = Arc::new(ScriptedTts::new());
+    let tts = FallbackTts::new(
+        "openai",
+        primary,
+        fallback,
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    );
+    let speech = tts.synthesize("Hello", "alloy").await.unwrap();
+    assert!(speech.fallback);
+    assert_eq!(speech.sample_rate, 8_000, "the scripted fallback's audio");
+    assert_eq!(
+        fake.requests().len(),
+        3,
+        "three attempts, then the fallback"
+    );
+    // during the cool-down the provider is not asked again, and nothing is cached
+    let cache = PromptCache::new(Arc::new(tts));
+    assert!(!cache.speak("alloy", "Hello").await.unwrap().is_empty());
+    assert_eq!(fake.requests().len(), 3);
+    assert!(cache.is_empty());
+}
+
+fn chat_client(fake: &FakeOpenAi) -> ChatClient {
+    ChatClient::new(ChatConfig {
+        base_url: fake.url.clone(),
+        api_key: Secret::new(&fake.api_key),
+        model: "gpt-test".into(),
+        retry: quick_retry(),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn chat_streams_text_and_assembles_tool_calls() {
+    let fake = FakeOpenAi::start(&[]).await;
+    fake.fail_next(&[429]);
+    let client = chat_client(&fake);
+    let request = ChatRequest {
+        messages: vec![
+            ChatMessage::system("Answer briefly."),
+            ChatMessage::user("What's the pay?"),
+        ],
+        tools: vec![Tool {
+            name: "record_answer".into(),
+            description: "Record a screening answer".into(),
+            parameters: serde_json::json!({"type": "object"}),
+        }],
+        temperature: Some(0.0),
+        max_tokens: Some(100),
+    };
+    let mut stream = client.stream(&request).await.unwrap();
+    let mut deltas = Vec::new();
+    while let Some(d) = stream.next_text().await.unwrap() {
+        deltas.push(d);
+    }
+    assert_eq!(deltas, ["Pay is ", "$18 ", "an hour."]);
+    let reply = stream.into_reply();
+    assert_eq!(reply.text, "Pay is $18 an hour.");
+    assert_eq!(reply.finish_reason.as_deref(), Some("tool_calls"));
+    assert_eq!(
+        reply.tool_calls,
+        [ToolCall {
+            id: "call_1".into(),
+            name: "record_answer".into(),
+            arguments: r#"{"question": 1, "answer": "yes"}"#.into(),
+        }]
+    );
+    let requests = fake.requests_to("/chat/completions");
+    assert_eq!(
+        requests.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    let body = &requests[1].body;
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["model"], "gpt-test");
+    assert_eq!(body["messages"][1]["content"], "What's the pay?");
+    assert_eq!(body["tools"][0]["function"]["name"], "record_answer");
+}
+
+#[tokio::test]
+async fn chat_rejects_malformed_and_truncated_streams() {
+    let fake = FakeOpenAi::start(&[]).await;
+    let client = chat_client(&fake);
+    let request = ChatRequest {
+        messages: vec![ChatMessage::user("hi")],
+        ..ChatRequest::default()
+    };
+    fake.chat_body("data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {not json\n\n");
+    let err = client.complete(&request).await.unwrap_err();
+    assert!(err.to_string().contains("malformed"), "{err}");
+    // the connection ends before [DONE] and before any finish_reason
+    fake.chat_body("data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n");
+    assert!(matches!(
+        client.complete(&request).await,
+        Err(BackendError::Unavailable(_))
+    ));
+    // an error event mid-stream
+    fake.chat_body("data: {\"error\":{\"message\":\"overloaded\"}}\n\n");
+    let err = client.complete(&request).await.unwrap_err();
+    assert!(err.to_string().contains("overloaded"), "{err}");
+    // a complete answer without a trailing newline
+    fake.chat_body("data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]");
+    assert_eq!(client.complete(&request).await.unwrap().text, "Hi");
+}
+
+// ---- ElevenLabs ----
+
+#[tokio::test]
+async fn elevenlabs_streams_ulaw_in_the_input_streaming_protocol() {
+    let fake = FakeElevenLabs::start().await;
+    let tts =
+        ElevenLabsTts::new(ElevenLabsConfig::new(&fake.url, Secret::new(&fake.api_key))).unwrap();
+    let speech = tts
+        .synthesize("Hello there, caller.", "EXAVITQu4vr4xnSDxMaL")
+        .await
+        .unwrap();
+    assert_eq!(speech.sample_rate, 8_000);
+    // exactly the fake's µ-law audio, decoded (several base64 chunks joined in order)
+    let pcm = tone(20 * 60, 8_000);
+    let mut ulaw = vec![0u8; pcm.len()];
+    g711::encode_into(&pcm, &mut ulaw);
+    let mut expected = vec![0i16; ulaw.len()];
+    g711::decode_into(&ulaw, &mut expected);
+    assert_eq!(speech.pcm, expected);
+
+    let streams = fake.streams();
+    assert_eq!(streams.len(), 1);
+    let s = &streams[0];
+    assert_eq!(s.voice_id, "EXAVITQu4vr4xnSDxMaL");
+    assert_eq!(s.api_key.as_deref(), Some(fake.api_key.as_str()));
+    assert_eq!(
+        s.query.get("model_id").map(String::as_str),
+        Some(elevenlabs::DEFAULT_MODEL)
+    );
+    assert_eq!(
+        s.query.get("output_format").map(String::as_str),
+        Some("ulaw_8000")
+    );
+    assert_eq!(s.messages.len(), 3, "{:?}", s.messages);
+    assert_eq!(s.messages[0]["text"], " ");
+    assert!(s.messages[0]["voice_settings"].is_object());
+    assert_eq!(s.messages[1]["text"], "Hello there, caller. ");
+    assert_eq!(s.messages[1]["try_trigger_generation"], true);
+    assert_eq!(s.messages[1]["flush"], true);
+    assert_eq!(s.messages[2]["text"], "");
+
+    // an offline voice name speaks with the default ElevenLabs voice
+    tts.synthesize("Hi.", "slt").await.unwrap();
+    assert_eq!(fake.streams()[1].voice_id, elevenlabs::DEFAULT_VOICE);
+}
+
+#[tokio::test]
+async fn elevenlabs_failures_are_errors_and_fall_back() {
+    let fake = FakeElevenLabs::start().await;
+    let bad =
+        ElevenLabsTts::new(ElevenLabsConfig::new(&fake.url, Secret::new("xi-wrong"))).unwrap();
+    let err = bad.synthesize("Hi.", "slt").await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+
+    fake.fail(true);
+    let tts =
+        ElevenLabsTts::new(ElevenLabsConfig::new(&fake.url, Secret::new(&fake.api_key))).unwrap();
+    let err = tts.synthesize("Hi.", "slt").await.unwrap_err();
+    assert!(err.to_string().contains("quota_exceeded"), "{err}");
+    assert_eq!(fake.streams().len(), 1, "a reported error is not retried");
+
+    let with_fallback = FallbackTts::new(
+        "elevenlabs",
+        Arc::new(tts),
+        Arc::new(ScriptedTts::new()),
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    );
+    let speech = with_fallback.synthesize("Hi.", "slt").await.unwrap();
+    assert!(speech.fallback && !speech.pcm.is_empty());
+}

@@ -1,0 +1,395 @@
+//! The backends `serve` runs with, from `--stt`, `--tts`, `--llm` (or the `--backends`
+//! shorthand) and the providers' keys and URLs. [`plan`] checks everything without I/O, so a
+//! missing key is an error at start-up rather than on the first call; [`build`] then makes the
+//! backends (loading the offline models, which every provider falls back to).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::chat::{ChatClient, ChatConfig};
+use super::deepgram::{DeepgramConfig, DeepgramStt};
+use super::elevenlabs::{ElevenLabsConfig, ElevenLabsTts};
+use super::http::RetryPolicy;
+use super::openai::{DEFAULT_STT_MODEL, DEFAULT_TTS_MODEL, OpenAiConfig, OpenAiStt, OpenAiTts};
+use super::{
+    BackendError, Backends, FallbackStt, FallbackTts, FliteTts, ScriptedAnswers, ScriptedStt,
+    ScriptedTts, SpeechToText, SphinxConfig, SphinxStt, TextToSpeech,
+};
+use crate::config::{LlmChoice, Secret, ServeConfig, SttChoice, TtsChoice};
+
+/// Default chat model for `--llm openai`.
+pub const DEFAULT_LLM_MODEL: &str = "gpt-4o-mini";
+/// Longest wait for a provider's transcript before the offline recogniser takes over.
+pub const STT_BUDGET: Duration = Duration::from_secs(6);
+/// Longest wait for a provider's speech before the offline synthesiser takes over.
+pub const TTS_BUDGET: Duration = Duration::from_secs(5);
+/// How long a failed speech provider is skipped.
+pub const TTS_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// The speech-to-text to build.
+#[derive(Debug, Clone)]
+pub enum SttPlan {
+    Offline,
+    Scripted,
+    Deepgram(DeepgramConfig),
+    OpenAi(OpenAiConfig),
+}
+
+/// The text-to-speech to build.
+#[derive(Debug, Clone)]
+pub enum TtsPlan {
+    Offline,
+    Scripted,
+    OpenAi(OpenAiConfig),
+    ElevenLabs(ElevenLabsConfig),
+}
+
+/// Every backend choice, checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub stt: SttPlan,
+    pub tts: TtsPlan,
+    /// `--llm openai`: the chat model's configuration.
+    pub llm: Option<ChatConfig>,
+}
+
+fn key(value: &Option<Secret>, env: &str, flag: &str, choice: &str) -> Result<Secret, String> {
+    match value {
+        Some(k) if !k.expose().trim().is_empty() => Ok(Secret::new(k.expose().trim())),
+        _ => Err(format!(
+            "{flag} {choice} needs {env} (the provider's API key), which is not set"
+        )),
+    }
+}
+
+fn http_url(url: &str, env: &str) -> Result<String, String> {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(url.trim_end_matches('/').into()),
+        Ok(_) => Err(format!("{env} must be an http:// or https:// URL")),
+        Err(e) => Err(format!("{env} is not a valid URL: {e}")),
+    }
+}
+
+fn ws_url(url: &str, env: &str) -> Result<String, String> {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "ws" | "wss") => Ok(url.into()),
+        Ok(_) => Err(format!("{env} must be a ws:// or wss:// URL")),
+        Err(e) => Err(format!("{env} is not a valid URL: {e}")),
+    }
+}
+
+fn model(value: &Option<String>, default: &str) -> String {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .unwrap_or(default)
+        .to_string()
+}
+
+/// Check the configuration's backend choices: keys present, URLs well-formed.
+pub fn plan(config: &ServeConfig) -> Result<Plan, String> {
+    let openai = |flag: &str, choice: &str, model: String, retry: RetryPolicy| {
+        Ok::<_, String>(OpenAiConfig {
+            base_url: http_url(&config.openai_base_url, "OPENAI_BASE_URL")?,
+            api_key: key(&config.openai_api_key, "OPENAI_API_KEY", flag, choice)?,
+            model,
+            retry,
+        })
+    };
+    let stt = match config.stt_choice() {
+        SttChoice::Offline => SttPlan::Offline,
+        SttChoice::Scripted => SttPlan::Scripted,
+        SttChoice::Deepgram => {
+            let mut c = DeepgramConfig::new(
+                ws_url(&config.deepgram_url, "DEEPGRAM_URL")?,
+                key(
+                    &config.deepgram_api_key,
+                    "DEEPGRAM_API_KEY",
+                    "--stt",
+                    "deepgram",
+                )?,
+            );
+            c.model = config
+                .stt_model
+                .as_deref()
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(String::from);
+            SttPlan::Deepgram(c)
+        }
+        SttChoice::Openai => SttPlan::OpenAi(openai(
+            "--stt",
+            "openai",
+            model(&config.stt_model, DEFAULT_STT_MODEL),
+            RetryPolicy {
+                timeout: Duration::from_secs(5),
+                ..RetryPolicy::default()
+            },
+        )?),
+    };
+    let tts = match config.tts_choice() {
+        TtsChoice::Offline => TtsPlan::Offline,
+        TtsChoice::Scripted => TtsPlan::Scripted,
+        TtsChoice::Openai => TtsPlan::OpenAi(openai(
+            "--tts",
+            "openai",
+            model(&config.tts_model, DEFAULT_TTS_MODEL),
+            RetryPolicy {
+                timeout: Duration::from_secs(4),
+                ..RetryPolicy::default()
+            },
+        )?),
+        TtsChoice::Elevenlabs => {
+            let mut c = ElevenLabsConfig::new(
+                ws_url(&config.elevenlabs_url, "ELEVENLABS_URL")?,
+                key(
+                    &config.elevenlabs_api_key,
+                    "ELEVENLABS_API_KEY",
+                    "--tts",
+                    "elevenlabs",
+                )?,
+            );
+            c.model = model(&config.tts_model, super::elevenlabs::DEFAULT_MODEL);
+            TtsPlan::ElevenLabs(c)
+        }
+    };
+    let llm = match config.llm {
+        LlmChoice::Off => None,
+        LlmChoice::Openai => {
+            let c = openai(
+                "--llm",
+                "openai",
+                model(&config.llm_model, DEFAULT_LLM_MODEL),
+                RetryPolicy {
+                    timeout: Duration::from_secs(30),
+                    ..RetryPolicy::default()
+                },
+            )?;
+            Some(ChatConfig {
+                base_url: c.base_url,
+                api_key: c.api_key,
+                model: c.model,
+                retry: c.retry,
+            })
+        }
+    };
+    Ok(Plan { stt, tts, llm })
+}
+
+impl Plan {
+    pub fn stt_name(&self) -> &'static str {
+        match self.stt {
+            SttPlan::Offline => "offline",
+            SttPlan::Scripted => "scripted",
+            SttPlan::Deepgram(_) => "deepgram",
+            SttPlan::OpenAi(_) => "openai",
+        }
+    }
+
+    pub fn tts_name(&self) -> &'static str {
+        match self.tts {
+            TtsPlan::Offline => "offline",
+            TtsPlan::Scripted => "scripted",
+            TtsPlan::OpenAi(_) => "openai",
+            TtsPlan::ElevenLabs(_) => "elevenlabs",
+        }
+    }
+
+    /// The models asked for, for the start-up log (`None`: the provider's default or offline).
+    pub fn models(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        let stt = match &self.stt {
+            SttPlan::Deepgram(c) => c.model.as_deref(),
+            SttPlan::OpenAi(c) => Some(c.model.as_str()),
+            _ => None,
+        };
+        let tts = match &self.tts {
+            TtsPlan::OpenAi(c) => Some(c.model.as_str()),
+            TtsPlan::ElevenLabs(c) => Some(c.model.as_str()),
+            _ => None,
+        };
+        (stt, tts, self.llm.as_ref().map(|c| c.model.as_str()))
+    }
+}
+
+/// The backends `plan` describes, and the chat client for `--llm openai`. Every provider is
+/// wrapped to fall back to the offline backend, whose models are loaded here.
+pub fn build(plan: &Plan) -> Result<(Backends, Option<ChatClient>), BackendError> {
+    let needs_sphinx = !matches!(plan.stt, SttPlan::Scripted);
+    let needs_flite = !matches!(plan.tts, TtsPlan::Scripted);
+    let sphinx: Option<Arc<dyn SpeechToText>> = if needs_sphinx {
+        Some(Arc::new(SphinxStt::new(SphinxConfig::default())?))
+    } else {
+        None
+    };
+    let flite: Option<Arc<dyn TextToSpeech>> = if needs_flite {
+        Some(Arc::new(FliteTts::new()?))
+    } else {
+        None
+    };
+    let offline_stt = || sphinx.clone().expect("loaded above");
+    let offline_tts = || flite.clone().expect("loaded above");
+    let stt: Arc<dyn SpeechToText> = match &plan.stt {
+        SttPlan::Offline => offline_stt(),
+        SttPlan::Scripted => Arc::new(ScriptedStt::new(ScriptedAnswers::default())),
+        SttPlan::Deepgram(c) => Arc::new(FallbackStt::new(
+            "deepgram",
+            Arc::new(DeepgramStt::new(c.clone())?),
+            offline_stt(),
+            STT_BUDGET,
+        )),
+        SttPlan::OpenAi(c) => Arc::new(FallbackStt::new(
+            "openai",
+            Arc::new(OpenAiStt::new(c.clone())?),
+            offline_stt(),
+            STT_BUDGET,
+        )),
+    };
+    let tts: Arc<dyn TextToSpeech> = match &plan.tts {
+        TtsPlan::Offline => offline_tts(),
+        TtsPlan::Scripted => Arc::new(ScriptedTts::new()),
+        TtsPlan::OpenAi(c) => Arc::new(FallbackTts::new(
+            "openai",
+            Arc::new(OpenAiTts::new(c.clone())?),
+            offline_tts(),
+            TTS_BUDGET,
+            TTS_COOLDOWN,
+        )),
+        TtsPlan::ElevenLabs(c) => Arc::new(FallbackTts::new(
+            "elevenlabs",
+            Arc::new(ElevenLabsTts::new(c.clone())?),
+            offline_tts(),
+            TTS_BUDGET,
+            TTS_COOLDOWN,
+        )),
+    };
+    let name = match (plan.stt_name(), plan.tts_name()) {
+        ("offline", "offline") => "offline",
+        ("scripted", "scripted") => "scripted",
+        // once per process: the name of a mix lives as long as the server
+        (stt, tts) => Box::leak(format!("{stt}+{tts}").into_boxed_str()),
+    };
+    let llm = plan.llm.clone().map(ChatClient::new).transpose()?;
+    Ok((Backends { stt, tts, name }, llm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn config(args: &[&str]) -> ServeConfig {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap()
+            .serve
+    }
+
+    #[test]
+    fn backends_shorthand_and_overrides() {
+        let p = plan(&config(&[])).unwrap();
+        assert_eq!((p.stt_name(), p.tts_name()), ("offline", "offline"));
+        assert!(p.llm.is_none());
+        let p = plan(&config(&["--backends", "scripted"])).unwrap();
+        assert_eq!((p.stt_name(), p.tts_name()), ("scripted", "scripted"));
+        let p = plan(&config(&[
+            "--backends",
+            "scripted",
+            "--stt",
+            "deepgram",
+            "--deepgram-api-key",
+            "dg-key",
+        ]))
+        .unwrap();
+        assert_eq!((p.stt_name(), p.tts_name()), ("deepgram", "scripted"));
+        let SttPlan::Deepgram(c) = &p.stt else {
+            panic!()
+        };
+        assert_eq!(c.url, "wss://api.deepgram.com/v1/listen");
+        assert_eq!(c.model, None);
+    }
+
+    #[test]
+    fn providers_take_their_keys_urls_and_models() {
+        let c = config(&[
+            "--stt",
+            "openai",
+            "--tts",
+            "elevenlabs",
+            "--llm",
+            "openai",
+            "--openai-api-key",
+            "sk-1",
+            "--openai-base-url",
+            "http://127.0.0.1:8000/v1/",
+            "--elevenlabs-api-key",
+            "xi-1",
+            "--tts-model",
+            "eleven_turbo_v2_5",
+            "--llm-model",
+            "llama-3",
+        ]);
+        let p = plan(&c).unwrap();
+        let SttPlan::OpenAi(stt) = &p.stt else {
+            panic!()
+        };
+        assert_eq!(stt.base_url, "http://127.0.0.1:8000/v1");
+        assert_eq!(stt.model, DEFAULT_STT_MODEL);
+        let TtsPlan::ElevenLabs(tts) = &p.tts else {
+            panic!()
+        };
+        assert_eq!(tts.url, "wss://api.elevenlabs.io");
+        assert_eq!(tts.model, "eleven_turbo_v2_5");
+        assert_eq!(p.llm.as_ref().unwrap().model, "llama-3");
+        assert_eq!(
+            p.models(),
+            (
+                Some("whisper-1"),
+                Some("eleven_turbo_v2_5"),
+                Some("llama-3")
+            )
+        );
+        // no key in any Debug output
+        let debug = format!("{c:?} {p:?}");
+        assert!(
+            !debug.contains("sk-1") && !debug.contains("xi-1"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn a_chosen_provider_without_its_key_is_refused() {
+        for (args, env) in [
+            (&["--stt", "deepgram"][..], "DEEPGRAM_API_KEY"),
+            (&["--stt", "openai"][..], "OPENAI_API_KEY"),
+            (&["--tts", "openai"][..], "OPENAI_API_KEY"),
+            (&["--tts", "elevenlabs"][..], "ELEVENLABS_API_KEY"),
+            (&["--llm", "openai"][..], "OPENAI_API_KEY"),
+            (
+                &["--tts", "elevenlabs", "--elevenlabs-api-key", " "][..],
+                "ELEVENLABS_API_KEY",
+            ),
+        ] {
+            if std::env::var_os(env).is_some() {
+                continue; // this machine's environment supplies it
+            }
+            let err = plan(&config(args)).unwrap_err();
+            assert!(err.contains(env), "{args:?}: {err}");
+        }
+        let err = plan(&config(&[
+            "--stt",
+            "deepgram",
+            "--deepgram-api-key",
+            "k",
+            "--deepgram-url",
+            "https://api.deepgram.com/v1/listen",
+        ]))
+        .unwrap_err();
+        assert!(err.contains("DEEPGRAM_URL"), "{err}");
+    }
+}

@@ -1,0 +1,401 @@
+//! The real binary with cloud providers chosen by flags, pointed at local stand-ins that speak
+//! the providers' wire protocols (`receptionist::testing::providers`):
+//!
+//! - a chosen provider without its key stops `serve` at start-up with a clear error;
+//! - a whole call through the Twilio media path with `--stt deepgram --tts elevenlabs`: the
+//!   caller's answers are stored from the stand-in's transcripts, the agent speaks ElevenLabs'
+//!   audio, one Deepgram socket serves the whole call, and no key reaches the log;
+//! - the same call with `--stt openai --tts openai` on an OpenAI-compatible stand-in.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use receptionist::server::carriers::client::Credentials;
+use receptionist::testing::providers::{FakeDeepgram, FakeElevenLabs, FakeOpenAi};
+use receptionist::tools::simulate::{CallerTurn, SimOptions, read_wav_8k, simulate_call};
+
+const AUTH_TOKEN: &str = "providers-twilio-auth-token";
+const BIN: &str = env!("CARGO_BIN_EXE_receptionist");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn unique_phone() -> String {
+    format!("+1555{:07}", rand::random::<u32>() % 10_000_000)
+}
+
+/// A `serve` command with no provider configuration inherited from this environment.
+fn serve_command(data_dir: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+        .env("RUST_LOG", "info,receptionist::backends::deepgram=debug");
+    for var in [
+        "RECEPTIONIST_BACKENDS",
+        "RECEPTIONIST_STT",
+        "RECEPTIONIST_TTS",
+        "RECEPTIONIST_LLM",
+        "DEEPGRAM_API_KEY",
+        "DEEPGRAM_URL",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "ELEVENLABS_API_KEY",
+        "ELEVENLABS_URL",
+        "RECEPTIONIST_PUBLIC_URL",
+        "DATABASE_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+#[tokio::test]
+async fn a_chosen_provider_without_its_key_stops_serve_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, missing) in [
+        (&["--stt", "deepgram"][..], "DEEPGRAM_API_KEY"),
+        (&["--tts", "elevenlabs"][..], "ELEVENLABS_API_KEY"),
+        (&["--tts", "openai"][..], "OPENAI_API_KEY"),
+        (
+            &["--backends", "scripted", "--llm", "openai"][..],
+            "OPENAI_API_KEY",
+        ),
+    ] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            serve_command(tmp.path())
+                .args(args)
+                .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+                .stdout(Stdio::null())
+                .output(),
+        )
+        .await
+        .expect("serve should stop at once")
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started:\n{stderr}");
+        assert!(
+            stderr.contains(missing) && stderr.contains("not set"),
+            "{args:?}:\n{stderr}"
+        );
+    }
+    // an environment variable choosing a provider is checked the same way
+    let out = serve_command(tmp.path())
+        .env("RECEPTIONIST_STT", "deepgram")
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DEEPGRAM_API_KEY"));
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            && r.status() == StatusCode::OK
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never became healthy:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn fixture(name: &str) -> CallerTurn {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("audio-fixtures")
+        .join(name);
+    CallerTurn::Audio {
+        label: name.to_string(),
+        pcm8k: read_wav_8k(&path).unwrap(),
+    }
+}
+
+/// The log without its terminal colours.
+fn strip_ansi(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters final-letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What the stand-ins hear, whatever the recordings say: the stored answers must come from these.
+const TRANSCRIPTS: [&str; 4] = [
+    "My name is Maria Lopez.",
+    "Yes, I am.",
+    "I have 4 years.",
+    "No, thank you.",
+];
+
+/// A whole call on the real binary started with `flags` and `env`: a name, yes, a number, no
+/// questions. Checks the stored call holds the stand-in's answers, the log names the choices
+/// and holds none of `secrets`; returns the log.
+async fn whole_call(flags: &[&str], env: &[(&str, &str)], secrets: &[&str]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let db_url = format!("sqlite://{}?mode=rwc", data_dir.join("rx.db").display());
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let created = std::process::Command::new(BIN)
+        .args([
+            "workspace",
+            "create",
+            "Acme Staffing",
+            "--database-url",
+            &db_url,
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let key = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log_path = tmp.path().join("serve.log");
+    let mut serve = serve_command(&data_dir);
+    serve
+        .args([
+            "--database-url",
+            &db_url,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        serve.env(k, v);
+    }
+    let mut server = serve.spawn().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    wait_healthy(&http, &base, &log_path).await;
+
+    let phone = unique_phone();
+    let response = http
+        .post(format!("{base}/api/v1/receptionists"))
+        .bearer_auth(&key)
+        .json(&json!({
+            "phone_number": phone,
+            "agent_name": "Chloe",
+            "intro_message": "Hi, this is Chloe.",
+            "disclose_ai": false,
+            "disclose_recording": false,
+            "disclose_e_verify": false,
+            "collect_location": false,
+            "questions": [
+                {"text": "Are you at least eighteen years old?", "kind": "yes_no", "expected": "yes"},
+                {"text": "How many years of warehouse experience do you have?", "kind": "number", "expected": ">= 1"}
+            ]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let mut opts = SimOptions::new(
+        &base,
+        &phone,
+        [
+            "name.wav",
+            "yes.wav",
+            "number_three.wav",
+            "no_questions.wav",
+        ]
+        .into_iter()
+        .map(fixture)
+        .collect(),
+    );
+    opts.credentials = Credentials {
+        twilio_auth_token: AUTH_TOKEN.into(),
+        ..Credentials::test()
+    };
+    opts.from = unique_phone();
+    opts.max_duration = Duration::from_secs(120);
+    let out = simulate_call(opts).await.unwrap();
+    assert!(out.first_audio_ms.is_some(), "no agent audio arrived");
+    assert_eq!(out.protocol_errors, 0);
+    let id = out.call_id.clone().expect("the call was connected");
+
+    // the call as stored
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let call: Value = loop {
+        let call: Value = http
+            .get(format!("{base}/api/v1/calls/{id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if call["status"] != "in_progress" && call["end_reason"].is_string() {
+            break call;
+        }
+        assert!(Instant::now() < deadline, "the call never ended: {call}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    server.kill().await.unwrap();
+    let log = strip_ansi(&std::fs::read_to_string(&log_path).unwrap());
+    assert_eq!(call["end_reason"], "completed", "{call}\n{log}");
+    assert_eq!(call["name"], "Maria Lopez", "{call}");
+    let answers = call["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), 2, "{call}");
+    assert_eq!(answers[0]["value"], json!({"type": "yes"}), "{call}");
+    assert_eq!(
+        answers[1]["value"],
+        json!({"type": "number", "value": 4.0}),
+        "{call}"
+    );
+    // the providers served the whole call: nothing fell back
+    assert!(!log.contains("speech synthesis failed"), "{log}");
+    assert!(!log.contains("speech recognition failed"), "{log}");
+    // the start-up log names the choices, and no key appears anywhere in it
+    assert!(log.contains("speech backends"), "{log}");
+    for secret in secrets {
+        assert!(!log.contains(secret), "a key reached the log");
+    }
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_call_with_deepgram_and_elevenlabs() {
+    let deepgram = FakeDeepgram::start(&TRANSCRIPTS).await;
+    let elevenlabs = FakeElevenLabs::start().await;
+    let llm_key = "sk-llm-key-never-logged";
+    let log = whole_call(
+        &[
+            "--stt",
+            "deepgram",
+            "--tts",
+            "elevenlabs",
+            "--llm",
+            "openai",
+        ],
+        &[
+            ("DEEPGRAM_API_KEY", &deepgram.api_key),
+            ("DEEPGRAM_URL", &deepgram.url),
+            ("ELEVENLABS_API_KEY", &elevenlabs.api_key),
+            ("ELEVENLABS_URL", &elevenlabs.url),
+            ("OPENAI_API_KEY", llm_key),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+        ],
+        &[&deepgram.api_key, &elevenlabs.api_key, llm_key],
+    )
+    .await;
+    assert!(
+        log.contains(r#"stt="deepgram" tts="elevenlabs" llm="openai (configured and checked; the dialogue does not use it yet)""#),
+        "{log}"
+    );
+    // every transcript was complete when Finalize was answered, none cut off by the deadline
+    assert!(!log.contains("finals incomplete at the deadline"), "{log}");
+
+    // one Deepgram socket for the whole call, closed at its end; every utterance finalised
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deepgram.messages().last().map(String::as_str) != Some("CloseStream") {
+        assert!(Instant::now() < deadline, "{:?}", deepgram.messages());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(deepgram.connections().len(), 1);
+    assert_eq!(deepgram.remaining(), 0, "{:?}", deepgram.messages());
+    let finalizes = deepgram
+        .messages()
+        .iter()
+        .filter(|m| *m == "Finalize")
+        .count();
+    assert_eq!(finalizes, 4, "{:?}", deepgram.messages());
+    assert_eq!(deepgram.odd_frames(), 0);
+
+    // the agent spoke with ElevenLabs (its default voice: the receptionist's is an offline name)
+    let streams = elevenlabs.streams();
+    assert!(!streams.is_empty());
+    assert!(
+        streams
+            .iter()
+            .all(|s| s.voice_id == receptionist::backends::elevenlabs::DEFAULT_VOICE)
+    );
+    assert!(
+        streams.iter().any(|s| s
+            .messages
+            .iter()
+            .any(|m| m["text"] == "Hi, this is Chloe. ")),
+        "{streams:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_call_with_openai_compatible_speech() {
+    let openai = FakeOpenAi::start(&TRANSCRIPTS).await;
+    let log = whole_call(
+        &["--stt", "openai", "--tts", "openai"],
+        &[
+            ("OPENAI_API_KEY", &openai.api_key),
+            ("OPENAI_BASE_URL", &openai.url),
+            ("RECEPTIONIST_STT_MODEL", "whisper-large-v3"),
+        ],
+        &[&openai.api_key],
+    )
+    .await;
+    assert!(
+        log.contains(r#"stt="openai" tts="openai" llm="none""#),
+        "{log}"
+    );
+    // one upload per utterance, each a 16 kHz mono WAV, with the chosen model
+    let uploads = openai.requests_to("/audio/transcriptions");
+    assert_eq!(uploads.len(), 4, "{uploads:?}");
+    for u in &uploads {
+        assert_eq!(u.body["model"], "whisper-large-v3");
+        let (rate, channels, bits, samples) = u.wav.expect("a WAV file");
+        assert_eq!((rate, channels, bits), (16_000, 1, 16));
+        assert!(samples > 1_600, "{samples}");
+    }
+    // the agent spoke with OpenAI's default voice (the receptionist's is an offline name)
+    let speech = openai.requests_to("/audio/speech");
+    assert!(
+        speech
+            .iter()
+            .any(|r| r.body["input"] == "Hi, this is Chloe." && r.body["voice"] == "alloy"),
+        "{speech:?}"
+    );
+    assert!(
+        speech
+            .iter()
+            .all(|r| r.body["response_format"] == "pcm" && r.body["model"] == "tts-1")
+    );
+}
