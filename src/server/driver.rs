@@ -260,6 +260,8 @@ struct CarrierWire {
 /// The call behind an authorised media socket, from `start` to the last record persisted.
 async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::CallRow, wire: Wire) {
     let call_id = call.id.clone();
+    // counted on its connection thread, where new connections are placed by load
+    let _on_thread = super::threads::CallOnThread::enter();
     let Some(_slot) = state.calls.claim(&call_id) else {
         tracing::warn!(call = %call_id, "at the concurrent call limit: media session refused");
         let _ = state

@@ -8,19 +8,24 @@
 //! call-second, a fifth of the server's CPU in the kernel switching threads.
 //!
 //! So every accepted connection (HTTP requests and the media WebSockets they upgrade to) is served
-//! on one of a few **connection threads**, each a single-threaded tokio runtime, and each thread
-//! **coalesces its wake-ups**: when it runs out of work it first waits out the rest of
-//! [`WAKE_INTERVAL`] since it last woke, then polls for everything that became ready meanwhile.
-//! A thread thus wakes at most 50 times a second however many calls it serves, and each wake-up
-//! handles every call that has something to do. The cost is at most one interval of added delay
-//! on an event that arrives while the thread waits (measured: the caller's reply latency did not
-//! move at 20 ms; the agent's audio goes out seconds ahead in bursts, see the engine's pacing);
-//! a busy thread never waits (it only waits when it would otherwise sleep).
+//! on one of a few **connection threads**, each a single-threaded tokio runtime (no stealing, no
+//! waking a second worker), and a thread that serves many calls **coalesces its wake-ups**: when
+//! it runs out of work it first waits out the rest of [`WAKE_INTERVAL`] since it last woke, then
+//! polls for everything that became ready meanwhile. It then wakes at most 50 times a second
+//! however many calls it serves, each wake-up handling every call that has something to do. It
+//! does so only with at least [`COALESCE_FROM_CALLS`] calls (below that the saved context switches
+//! cost about what the wait does) and never while an HTTP request is in progress (a request waits
+//! on the database several times, and each wait would add up to an interval: 50 ms per API
+//! request when measured). The cost is at most one interval of added delay on a caller's frame or
+//! a mark echo (measured: the caller's reply latency did not move; the agent's audio goes out
+//! seconds ahead in bursts, see the engine's pacing); a busy thread never waits (it only waits
+//! when it would otherwise sleep).
 //!
 //! Connections are **packed**: a new one goes to the first thread serving fewer than
-//! [`PACK_CONNECTIONS`], so a small deployment runs on one thread (one set of wake-ups), and only
-//! once every thread has that many are they spread (to the least loaded). Each connection stays on
-//! its thread for its lifetime (its socket is registered with that thread's reactor).
+//! [`PACK_CONNECTIONS`] calls and connections, so a small deployment runs on one thread (one set
+//! of wake-ups), and only once every thread has that many are they spread (to the least loaded).
+//! Each connection stays on its thread for its lifetime (its socket is moved to that thread's
+//! reactor when it is accepted).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -39,10 +44,15 @@ use super::socket::PeerSocket;
 /// The default shortest time between two wake-ups of a connection thread: one media frame.
 pub const WAKE_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Connections a thread takes before the next thread is used (see the module docs). A call is
-/// one connection for its whole length (plus its short webhook request); at the measured cost of
-/// a call (well under 0.2 % of a core) this is a small part of one core.
-pub const PACK_CONNECTIONS: usize = 100;
+/// Calls and open connections a thread takes before the next thread is used (see the module
+/// docs). At the measured cost of a call on a busy thread (under 0.1 % of a core, `loadgen
+/// --calls 500`) this is about a quarter of one core.
+pub const PACK_CONNECTIONS: usize = 250;
+
+/// Calls a thread serves before it holds back its wake-ups. Measured (`loadgen`, scripted
+/// backends): at 10 calls waiting saved nothing (the context switches it saves cost about what the
+/// sleep does), at 100 calls it saved 13 % of the CPU.
+pub const COALESCE_FROM_CALLS: usize = 32;
 
 /// How long a graceful stop waits for HTTP requests in progress.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -54,7 +64,7 @@ pub struct ConnectionThreads {
 
 struct Thread {
     handle: tokio::runtime::Handle,
-    live: Arc<AtomicUsize>,
+    load: Arc<Load>,
     /// Dropped to stop the thread.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -65,33 +75,34 @@ impl ConnectionThreads {
     pub fn start(count: usize, wake_interval: Duration) -> std::io::Result<Self> {
         let mut threads = Vec::with_capacity(count.max(1));
         for index in 0..count.max(1) {
+            let load = Arc::new(Load::default());
             let mut builder = tokio::runtime::Builder::new_current_thread();
             builder.enable_all();
-            coalesce_wake_ups(&mut builder, wake_interval);
+            coalesce_wake_ups(&mut builder, wake_interval, load.clone());
             let runtime = builder.build()?;
             let handle = runtime.handle().clone();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let mine = load.clone();
             std::thread::Builder::new()
                 .name(format!("conn-{index}"))
                 .spawn(move || {
+                    THREAD_LOAD.set(Some(mine));
                     // runs the thread's tasks until the server drops its threads
                     let _ = runtime.block_on(stopped);
                 })?;
             threads.push(Thread {
                 handle,
-                live: Arc::new(AtomicUsize::new(0)),
+                load,
                 _stop: stop,
             });
         }
         Ok(Self { threads })
     }
 
-    /// Connections each thread serves now.
+    /// What each thread serves now: open connections plus calls (a call's media WebSocket is no
+    /// longer an HTTP connection once upgraded; it counts through [`CallOnThread`]).
     pub fn load(&self) -> Vec<usize> {
-        self.threads
-            .iter()
-            .map(|t| t.live.load(Ordering::Relaxed))
-            .collect()
+        self.threads.iter().map(|t| t.load.weight()).collect()
     }
 
     /// The thread for a new connection: see [`pick`].
@@ -155,14 +166,22 @@ impl ConnectionThreads {
                 }
             };
             let router = router.clone();
+            let load = thread.load.clone();
             let service = hyper::service::service_fn(move |mut req| {
                 req.extensions_mut().insert(ConnectInfo(peer));
-                tower::ServiceExt::oneshot(router.clone(), req)
+                // the thread does not hold back its wake-ups while a request is in progress
+                let in_progress = Counted::new(&load, |l| &l.requests);
+                let response = tower::ServiceExt::oneshot(router.clone(), req);
+                async move {
+                    let response = response.await;
+                    drop(in_progress);
+                    response
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
-            let live = Live::new(thread.live.clone());
+            let live = Counted::new(&thread.load, |l| &l.connections);
             let (open, mut stop) = (open.clone(), stop.clone());
             thread.handle.spawn(async move {
                 let _live = live;
@@ -206,19 +225,59 @@ pub fn pick(load: &[usize], pack: usize) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
-/// Counts a connection on its thread while it lives.
-struct Live(Arc<AtomicUsize>);
+/// What one connection thread serves.
+#[derive(Debug, Default)]
+struct Load {
+    /// Open HTTP connections (a media WebSocket leaves hyper when it is upgraded).
+    connections: AtomicUsize,
+    /// Calls in progress on the thread.
+    calls: AtomicUsize,
+    /// HTTP requests in progress (their handlers are waiting on the database, say).
+    requests: AtomicUsize,
+}
 
-impl Live {
-    fn new(count: Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
+impl Load {
+    fn weight(&self) -> usize {
+        self.connections.load(Ordering::Relaxed) + self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Whether the thread holds back its wake-ups: only with enough calls for batching to pay
+    /// ([`COALESCE_FROM_CALLS`]) and no HTTP request in progress (a request waits on the
+    /// database several times; each wait would add up to an interval).
+    fn coalesces(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) == 0
+            && self.calls.load(Ordering::Relaxed) >= COALESCE_FROM_CALLS
     }
 }
 
-impl Drop for Live {
+/// Counts one thing in a counter while it lives.
+struct Counted(Arc<Load>, fn(&Load) -> &AtomicUsize);
+
+impl Counted {
+    fn new(load: &Arc<Load>, counter: fn(&Load) -> &AtomicUsize) -> Self {
+        counter(load).fetch_add(1, Ordering::Relaxed);
+        Self(load.clone(), counter)
+    }
+}
+
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        (self.1)(&self.0).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    /// The load of the connection thread this is (none on other threads).
+    static THREAD_LOAD: std::cell::RefCell<Option<Arc<Load>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A call in progress, counted on the connection thread it runs on (nothing elsewhere, e.g. in
+/// tests that drive the router without connection threads).
+pub struct CallOnThread(#[allow(dead_code)] Option<Counted>);
+
+impl CallOnThread {
+    pub fn enter() -> Self {
+        Self(THREAD_LOAD.with_borrow(|load| load.as_ref().map(|l| Counted::new(l, |l| &l.calls))))
     }
 }
 
@@ -231,17 +290,21 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Makes each worker of `builder` wait, when it runs out of work, until `interval` has passed
-/// since it last woke, before it polls for events (see the module docs).
-pub fn coalesce_wake_ups(builder: &mut tokio::runtime::Builder, interval: Duration) {
-    if interval.is_zero() {
-        return;
-    }
+/// Makes the thread of `builder` wait, when it runs out of work and `load` says so
+/// ([`Load::coalesces`]), until `interval` has passed since it last woke, before it polls for
+/// events (see the module docs).
+fn coalesce_wake_ups(builder: &mut tokio::runtime::Builder, interval: Duration, load: Arc<Load>) {
     thread_local! {
         static WOKE: Cell<Option<Instant>> = const { Cell::new(None) };
     }
+    if interval.is_zero() {
+        return;
+    }
     builder
         .on_thread_park(move || {
+            if !load.coalesces() {
+                return;
+            }
             if let Some(wait) = wait_before_park(WOKE.get(), Instant::now(), interval) {
                 std::thread::sleep(wait);
             }
@@ -268,6 +331,25 @@ mod tests {
         assert_eq!(pick(&[100, 100], 100), 0);
         assert_eq!(pick(&[130, 100, 120], 100), 1);
         assert_eq!(pick(&[], 100), 0);
+    }
+
+    #[test]
+    fn only_a_thread_with_enough_calls_and_no_request_in_progress_holds_back() {
+        let load = Arc::new(Load::default());
+        let calls: Vec<Counted> = (0..COALESCE_FROM_CALLS - 1)
+            .map(|_| Counted::new(&load, |l| &l.calls))
+            .collect();
+        assert!(!load.coalesces(), "too few calls for batching to pay");
+        let last = Counted::new(&load, |l| &l.calls);
+        assert!(load.coalesces());
+        let request = Counted::new(&load, |l| &l.requests);
+        assert!(!load.coalesces(), "a request waiting on the database");
+        drop(request);
+        assert!(load.coalesces());
+        assert_eq!(load.weight(), COALESCE_FROM_CALLS);
+        drop((calls, last));
+        assert_eq!(load.weight(), 0);
+        assert!(CallOnThread::enter().0.is_none(), "not a connection thread");
     }
 
     #[test]
