@@ -11,6 +11,8 @@
 //! The Python comes from the venv `.ci/setup` makes (`target/browser-venv`, or
 //! `RECEPTIONIST_BROWSER_PYTHON`); without it this test fails (it does not skip).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use common::{free_port, wait_healthy};
 use receptionist::tools::simulate::{CallerTurn, SimOptions, read_wav_8k, simulate_call};
 
 const AUTH_TOKEN: &str = "browser-twilio-auth-token";
@@ -360,31 +363,6 @@ fn fake_microphone_wav(target: &Path) -> PathBuf {
 
 fn unique_phone() -> String {
     format!("+1555{:07}", rand::random::<u32>() % 10_000_000)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_healthy(http: &reqwest::Client, base: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server never became healthy:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -47,7 +47,7 @@ use receptionist::tools::simulate::{
     CallerTurn, SimOptions, read_wav_8k, receive, send_out, simulate_call,
 };
 
-use common::{Backend, TestDatabase};
+use common::{Backend, TestDatabase, free_port, wait_healthy};
 
 const AUTH_TOKEN: &str = "e2e-twilio-auth-token";
 
@@ -1508,32 +1508,6 @@ fn transcript_text(call: &Value) -> String {
         ));
     }
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_healthy(http: &reqwest::Client, base: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "the server never became healthy:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@
 //!   audio, one Deepgram socket serves the whole call, and no key reaches the log;
 //! - the same call with `--stt openai --tts openai` on an OpenAI-compatible stand-in.
 
+mod common;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,20 +17,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use common::{free_port, wait_healthy};
 use receptionist::server::carriers::client::Credentials;
 use receptionist::testing::providers::{FakeDeepgram, FakeElevenLabs, FakeOpenAi};
 use receptionist::tools::simulate::{CallerTurn, SimOptions, read_wav_8k, simulate_call};
 
 const AUTH_TOKEN: &str = "providers-twilio-auth-token";
 const BIN: &str = env!("CARGO_BIN_EXE_receptionist");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn unique_phone() -> String {
     format!("+1555{:07}", rand::random::<u32>() % 10_000_000)
@@ -100,23 +95,6 @@ async fn a_chosen_provider_without_its_key_stops_serve_at_start() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("DEEPGRAM_API_KEY"));
-}
-
-async fn wait_healthy(http: &reqwest::Client, base: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server never became healthy:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn fixture(name: &str) -> CallerTurn {

@@ -290,23 +290,7 @@ fn parse_wav(bytes: &[u8]) -> anyhow::Result<(u32, u16, Vec<i16>)> {
 
 /// Write 8 kHz mono PCM as a WAV file.
 pub fn write_wav_8k(path: &Path, pcm: &[i16]) -> anyhow::Result<()> {
-    let data_len = (pcm.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + pcm.len() * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&8000u32.to_le_bytes());
-    out.extend_from_slice(&16000u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for s in pcm {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
+    let out = crate::backends::wav::encode(pcm, 8000);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).ok();
     }
