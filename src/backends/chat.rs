@@ -2,7 +2,7 @@
 //! `stream: true`, read as server-sent events (`data: {chunk}` lines until `data: [DONE]`), text
 //! deltas handed out as they arrive and tool-call deltas assembled by index.
 //!
-//! Not yet consulted by the dialogue (`--llm openai` builds and validates it at start-up).
+//! The dialogue consults it through `llm.rs`.
 //! Dropping a [`ChatStream`] cancels the request.
 
 use std::sync::Arc;
@@ -93,6 +93,8 @@ pub struct Tool {
 pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub tools: Vec<Tool>,
+    /// Force a call of this tool (`tool_choice`).
+    pub tool_choice: Option<String>,
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
 }
@@ -158,6 +160,12 @@ impl ChatClient {
                     })
                 })
                 .collect();
+        }
+        if let Some(name) = &request.tool_choice {
+            body["tool_choice"] = serde_json::json!({
+                "type": "function",
+                "function": { "name": name },
+            });
         }
         if let Some(t) = request.temperature {
             body["temperature"] = serde_json::json!(t);
