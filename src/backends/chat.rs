@@ -95,6 +95,8 @@ pub struct ChatRequest {
     pub tools: Vec<Tool>,
     /// Force a call of this tool (`tool_choice`).
     pub tool_choice: Option<String>,
+    /// Sent as `X-Request-Id`: which call and turn asked, for the provider's logs and ours.
+    pub request_id: Option<String>,
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
 }
@@ -182,11 +184,14 @@ impl ChatClient {
         let url = http::join(&config.base_url, "chat/completions");
         let body = self.body(request);
         let response = http::send("chat completion", &config.retry, || {
-            client
+            let mut r = client
                 .post(&url)
                 .bearer_auth(config.api_key.expose())
-                .header(reqwest::header::ACCEPT, "text/event-stream")
-                .json(&body)
+                .header(reqwest::header::ACCEPT, "text/event-stream");
+            if let Some(id) = &request.request_id {
+                r = r.header("x-request-id", id.as_str());
+            }
+            r.json(&body)
         })
         .await?;
         Ok(ChatStream {

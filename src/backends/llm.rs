@@ -36,6 +36,7 @@ impl LanguageModel {
     pub fn understand_request(
         settings: &ReceptionistSettings,
         request: &UnderstandRequest,
+        turn: &str,
     ) -> ChatRequest {
         let wanted = request
             .wanted
@@ -78,13 +79,18 @@ impl LanguageModel {
             ],
             tools: vec![record_turn_tool()],
             tool_choice: Some(RECORD_TURN.to_string()),
+            request_id: Some(turn.to_string()),
             temperature: Some(0.0),
             max_tokens: Some(300),
         }
     }
 
     /// The request that answers the caller's question (streamed text).
-    pub fn answer_request(settings: &ReceptionistSettings, request: &AnswerRequest) -> ChatRequest {
+    pub fn answer_request(
+        settings: &ReceptionistSettings,
+        request: &AnswerRequest,
+        turn: &str,
+    ) -> ChatRequest {
         let location_rule = match (&request.location, request.enforce_job_location_match) {
             (Some(place), true) => format!(
                 "The caller lives in {place}: suggest only open positions located in or near {place}, and none located elsewhere.\n"
@@ -114,20 +120,22 @@ impl LanguageModel {
             ],
             tools: Vec::new(),
             tool_choice: None,
+            request_id: Some(turn.to_string()),
             temperature: Some(0.2),
             max_tokens: Some(150),
         }
     }
 
-    /// Read the caller's words.
+    /// Read the caller's words. `turn` names the call and consultation (`X-Request-Id`).
     pub async fn understand(
         &self,
         settings: &ReceptionistSettings,
         request: &UnderstandRequest,
+        turn: &str,
     ) -> Result<Understanding, BackendError> {
         let reply = self
             .client
-            .complete(&Self::understand_request(settings, request))
+            .complete(&Self::understand_request(settings, request, turn))
             .await?;
         let arguments = match reply.tool_calls.iter().find(|c| c.name == RECORD_TURN) {
             Some(call) => call.arguments.clone(),
@@ -149,9 +157,10 @@ impl LanguageModel {
         &self,
         settings: &ReceptionistSettings,
         request: &AnswerRequest,
+        turn: &str,
     ) -> Result<ChatStream, BackendError> {
         self.client
-            .stream(&Self::answer_request(settings, request))
+            .stream(&Self::answer_request(settings, request, turn))
             .await
     }
 }
@@ -289,7 +298,9 @@ mod tests {
                     },
                 ],
             },
+            "call-1-c1",
         );
+        assert_eq!(r.request_id.as_deref(), Some("call-1-c1"));
         assert!(
             r.messages[0]
                 .content
@@ -305,6 +316,7 @@ mod tests {
                 location: Some("Austin".into()),
                 enforce_job_location_match: true,
             },
+            "call-1-c2",
         );
         assert!(r.messages[0].content.contains("Pay is $18 per hour."));
         assert!(

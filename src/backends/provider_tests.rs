@@ -350,6 +350,7 @@ async fn chat_streams_text_and_assembles_tool_calls() {
             parameters: serde_json::json!({"type": "object"}),
         }],
         tool_choice: None,
+        request_id: None,
         temperature: Some(0.0),
         max_tokens: Some(100),
     };
@@ -518,7 +519,11 @@ async fn the_model_reads_the_callers_words_through_a_forced_tool_call() {
     let llm = LanguageModel::new(chat_client(&fake));
     let settings = crate::testing::sample_settings();
     let u = llm
-        .understand(&settings, &understand_request("maria lopez and yes i'm 20"))
+        .understand(
+            &settings,
+            &understand_request("maria lopez and yes i'm 20"),
+            "call-1-c1",
+        )
         .await
         .unwrap();
     assert_eq!(u.name.as_deref(), Some("Maria Lopez"));
@@ -528,33 +533,46 @@ async fn the_model_reads_the_callers_words_through_a_forced_tool_call() {
         2,
         "one retry after 503"
     );
+    assert!(
+        fake.requests_to("/chat/completions")
+            .iter()
+            .all(|r| r.request_id.as_deref() == Some("call-1-c1"))
+    );
 
     // a model that answers outside the schema: an error, never a half-read turn
     fake.chat_responder(|_| sse_tool_call(RECORD_TURN, r#"{"answers": "yes"}"#));
     assert!(
-        llm.understand(&settings, &understand_request("maria lopez and yes i'm 20"))
-            .await
-            .is_err()
+        llm.understand(
+            &settings,
+            &understand_request("maria lopez and yes i'm 20"),
+            "call-1-c1"
+        )
+        .await
+        .is_err()
     );
     // a server without tool calls that writes the JSON as text is still read
     fake.chat_responder(|_| {
         crate::testing::providers::sse_text(&["Sure: {\"name\": ", "\"Maria Lopez\"}"])
     });
     let u = llm
-        .understand(&settings, &understand_request("maria lopez and yes i'm 20"))
+        .understand(
+            &settings,
+            &understand_request("maria lopez and yes i'm 20"),
+            "call-1-c1",
+        )
         .await
         .unwrap();
     assert_eq!(u.name.as_deref(), Some("Maria Lopez"));
     // plain text with no JSON at all, and a 401: errors
     fake.chat_responder(|_| crate::testing::providers::sse_text(&["Hello!"]));
     assert!(
-        llm.understand(&settings, &understand_request("hi"))
+        llm.understand(&settings, &understand_request("hi"), "call-1-c1")
             .await
             .is_err()
     );
     fake.fail_always(401);
     assert!(
-        llm.understand(&settings, &understand_request("hi"))
+        llm.understand(&settings, &understand_request("hi"), "call-1-c1")
             .await
             .is_err()
     );
@@ -581,6 +599,7 @@ async fn the_models_answer_streams_in_pieces() {
                 location: None,
                 enforce_job_location_match: false,
             },
+            "call-1-c2",
         )
         .await
         .unwrap();

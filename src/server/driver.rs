@@ -133,6 +133,7 @@ async fn wait_for_start(
 async fn consult_model(
     llm: crate::backends::llm::LanguageModel,
     settings: Arc<crate::model::ReceptionistSettings>,
+    turn: String,
     consult: u64,
     request: crate::engine::dialogue::model::ModelRequest,
     tx: mpsc::Sender<BackendEvent>,
@@ -141,7 +142,9 @@ async fn consult_model(
     match request {
         ModelRequest::Understand(r) => {
             let result =
-                match tokio::time::timeout(MODEL_TIMEOUT, llm.understand(&settings, &r)).await {
+                match tokio::time::timeout(MODEL_TIMEOUT, llm.understand(&settings, &r, &turn))
+                    .await
+                {
                     Ok(r) => r,
                     Err(_) => Err(BackendError::Timeout),
                 };
@@ -149,7 +152,7 @@ async fn consult_model(
         }
         ModelRequest::Answer(r) => {
             let streamed = async {
-                let mut stream = llm.answer(&settings, &r).await?;
+                let mut stream = llm.answer(&settings, &r, &turn).await?;
                 while let Some(text) = stream.next_text().await? {
                     if tx
                         .send(BackendEvent::ModelText { consult, text })
@@ -786,6 +789,7 @@ impl CallDriver<'_> {
                         Some(llm) => tokio::spawn(consult_model(
                             llm,
                             self.settings.clone(),
+                            format!("{}-c{consult}", self.call_id),
                             consult,
                             request,
                             btx.clone(),

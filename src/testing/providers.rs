@@ -341,6 +341,8 @@ pub struct OpenAiRequest {
     /// Transcriptions: the uploaded file's (sample rate, channels, bits, samples).
     pub wav: Option<(u32, u16, u16, usize)>,
     pub status: u16,
+    /// The `X-Request-Id` header (the call's turn, for the chat model).
+    pub request_id: Option<String>,
 }
 
 /// An OpenAI-compatible server: `POST /v1/audio/transcriptions` (multipart, answers the next
@@ -531,6 +533,10 @@ impl OpenAiState {
             body,
             wav,
             status,
+            request_id: headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
         });
         if status == 200 {
             return None;

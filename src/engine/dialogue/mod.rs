@@ -477,6 +477,7 @@ impl Dialogue {
     /// answer is over (the limit, or an untrustworthy sentence: the rest is not wanted).
     pub fn answer_sentence(&mut self, sentence: &str) -> (Option<Prompt>, bool) {
         let known = self.known_facts();
+        let elsewhere = self.elsewhere(sentence);
         let Some(a) = self.answering.as_mut() else {
             return (None, true);
         };
@@ -489,6 +490,7 @@ impl Dialogue {
         }
         if sentence.chars().count() > model::MAX_SENTENCE_CHARS
             || !model::grounded(sentence, &known)
+            || elsewhere
         {
             a.stopped = true;
             // said nothing yet: the line every caller gets when there is no answer
@@ -539,6 +541,19 @@ impl Dialogue {
     /// Whether a model's answer is being spoken.
     pub fn answering(&self) -> bool {
         self.answering.is_some()
+    }
+
+    /// With the job location match enforced, whether a sentence names a place of the context's
+    /// positions that is not the caller's.
+    fn elsewhere(&self, sentence: &str) -> bool {
+        let (true, Some(loc)) = (self.settings.enforce_job_location_match, &self.location) else {
+            return false;
+        };
+        let loc = understand::normalize(loc);
+        let said = format!(" {} ", understand::normalize(sentence));
+        context::job_places(&self.settings.custom_context)
+            .iter()
+            .any(|place| !loc.contains(place.as_str()) && said.contains(&format!(" {place} ")))
     }
 
     /// What an answer may mention: the custom context and the call's own facts.
@@ -764,18 +779,20 @@ impl Dialogue {
                 }
             }
             Stage::CallerQuestions => {
-                if self.settings.enforce_job_location_match
-                    && let Some(loc) = &self.location
+                if let Some(loc) = &self.location
+                    && context::lists_jobs(&self.settings.custom_context)
                 {
+                    // positions that fit where the caller lives; with the location match
+                    // enforced, a caller with none near is told so rather than offered others
                     let jobs = context::jobs_near(&self.settings.custom_context, loc);
-                    if jobs.is_empty() {
-                        prompts.push(Prompt::say(format!(
-                            "I don't see open positions near {loc} right now, but we'll keep your details on file."
-                        )));
-                    } else {
+                    if !jobs.is_empty() {
                         prompts.push(Prompt::say(format!(
                             "Based on your location, this may interest you: {}",
                             jobs.join(" ")
+                        )));
+                    } else if self.settings.enforce_job_location_match {
+                        prompts.push(Prompt::say(format!(
+                            "I don't see open positions near {loc} right now, but we'll keep your details on file."
                         )));
                     }
                 }
@@ -1015,6 +1032,47 @@ mod tests {
         d.start();
         let t = d.on_reply(Reply::Speech("my name is john smith"));
         assert!(t.prompts.iter().any(|p| p.text.contains("already applied")));
+    }
+
+    #[test]
+    fn positions_are_suggested_where_the_caller_lives() {
+        let mut s = settings();
+        s.questions.clear();
+        s.custom_context =
+            "We are hiring warehouse associates in Chicago and forklift drivers in Dallas.".into();
+        let run = |s: &ReceptionistSettings, place: &str| {
+            let mut d = Dialogue::new(Arc::new(s.clone()), false);
+            d.start();
+            d.on_reply(Reply::Speech("my name is john smith"));
+            let t = d.on_reply(Reply::Speech(&format!("i live in {place}")));
+            assert_eq!(t.next, Next::Listen(Expect::CallerQuestion));
+            t.prompts
+                .into_iter()
+                .map(|p| p.text)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let said = run(&s, "dallas");
+        assert!(said.contains("forklift drivers in Dallas"), "{said}");
+        assert!(!said.contains("Chicago"), "{said}");
+        assert!(!run(&s, "boston").contains("positions near"));
+        s.enforce_job_location_match = true;
+        assert!(run(&s, "boston").contains("I don't see open positions near Boston"));
+
+        // the model's answer may not offer the positions elsewhere
+        let mut d = Dialogue::with_model(Arc::new(s), false, true);
+        d.start();
+        d.on_speech("i'm john smith from dallas");
+        d.on_understood(Understanding {
+            name: Some("john smith".into()),
+            location: Some("dallas".into()),
+            caller_question: Some("what jobs do you have".into()),
+            ..Understanding::default()
+        });
+        let (p, stop) = d.answer_sentence("We have forklift drivers in Dallas.");
+        assert!(p.is_some() && !stop);
+        let (p, stop) = d.answer_sentence("There are also warehouse jobs in Chicago.");
+        assert!(p.is_none() && stop);
     }
 
     #[test]
