@@ -139,6 +139,7 @@ async fn consult_model(
     tx: mpsc::Sender<BackendEvent>,
 ) {
     use crate::engine::dialogue::model::ModelRequest;
+    let _waiting = super::threads::WaitOnThread::enter();
     match request {
         ModelRequest::Understand(r) => {
             let result =
@@ -772,7 +773,9 @@ impl CallDriver<'_> {
                     let prompts = self.state.prompts.clone();
                     let voice = self.voice.clone();
                     let tx = btx.clone();
+                    let waiting = super::threads::WaitOnThread::enter();
                     let handle = tokio::spawn(async move {
+                        let _waiting = waiting;
                         let result =
                             match tokio::time::timeout(TTS_TIMEOUT, prompts.speak(&voice, &text))
                                 .await
@@ -825,7 +828,9 @@ impl CallDriver<'_> {
                 Output::SttFinish { utterance } => {
                     if let Some(session) = self.stt.remove(&utterance) {
                         let tx = btx.clone();
+                        let waiting = super::threads::WaitOnThread::enter();
                         tokio::spawn(async move {
+                            let _waiting = waiting;
                             let result =
                                 match tokio::time::timeout(STT_FINISH_TIMEOUT, session.finish())
                                     .await
