@@ -177,6 +177,10 @@ def test_find_play_approve_and_ingest_a_candidate(admin, env):
     p.shot("readme-candidate", full_page=False)
     # answers with pass/fail, the evaluation
     expect(p.locator(".answers")).to_contain_text("Pass")
+    # each turn's response time, by stage
+    p.locator(".latencies summary").click()
+    expect(p.locator(".latencies tbody tr").first).to_contain_text(" ms")
+    expect(p.locator(".latencies thead")).to_contain_text("Caller stops")
     expect(p.locator(".evaluation .score")).to_be_visible()
     p.shot("candidate")
     p.get_by_role("button", name="Pause").click()

@@ -196,8 +196,48 @@ function CallCard({ call }) {
             )}
           </ul>`
       : html`<p class="muted small">No screening answers on this call.</p>`}
+    <${Latencies} turns=${call.latencies || []} />
     </${CallPlayer}>
   </article>`;
+}
+
+/** How long each of the caller's turns waited for the agent's reply, by stage (server side). */
+function Latencies({ turns }) {
+  if (!turns.length) return null;
+  const ms = (v) => (v === null || v === undefined ? '—' : `${v} ms`);
+  const model = turns.some((t) => t.llm_first_ms !== undefined && t.llm_first_ms !== null);
+  return html`<details class="latencies">
+    <summary>Response times <span class="muted small">(${turns.length} turns, median ${median(turns.map((t) => t.total_ms))} ms)</span></summary>
+    <table class="list small">
+      <thead>
+        <tr>
+          <th scope="col">Turn</th>
+          <th scope="col">End of turn</th>
+          <th scope="col">Recognition</th>
+          ${model ? html`<th scope="col">Model first</th><th scope="col">Model done</th>` : null}
+          <th scope="col">Speech</th>
+          <th scope="col">Caller stops → agent speaks</th>
+        </tr>
+      </thead>
+      <tbody>
+        ${turns.map(
+          (t) => html`<tr key=${t.turn}>
+            <td>${t.turn}</td>
+            <td>${ms(t.endpointing_ms)}</td>
+            <td>${ms(t.stt_ms)}</td>
+            ${model ? html`<td>${ms(t.llm_first_ms)}</td><td>${ms(t.llm_ms)}</td>` : null}
+            <td>${ms(t.tts_ms)}</td>
+            <td><strong>${ms(t.total_ms)}</strong></td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
+  </details>`;
+}
+
+function median(values) {
+  const v = [...values].sort((a, b) => a - b);
+  return v.length ? v[Math.floor((v.length - 1) / 2)] : 0;
 }
 
 function Evaluation({ e }) {
