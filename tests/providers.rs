@@ -291,6 +291,36 @@ async fn whole_call(
     (log, call)
 }
 
+/// [`whole_call`] with `--stt deepgram --tts elevenlabs --llm openai` on these stand-ins.
+async fn whole_cloud_call(
+    deepgram: &FakeDeepgram,
+    elevenlabs: &FakeElevenLabs,
+    llm: &FakeOpenAi,
+    turns: &[&str],
+) -> (String, Value) {
+    whole_call(
+        &[
+            "--stt",
+            "deepgram",
+            "--tts",
+            "elevenlabs",
+            "--llm",
+            "openai",
+        ],
+        &[
+            ("DEEPGRAM_API_KEY", &deepgram.api_key),
+            ("DEEPGRAM_URL", &deepgram.url),
+            ("ELEVENLABS_API_KEY", &elevenlabs.api_key),
+            ("ELEVENLABS_URL", &elevenlabs.url),
+            ("OPENAI_API_KEY", &llm.api_key),
+            ("OPENAI_BASE_URL", &llm.url),
+        ],
+        &[&deepgram.api_key, &elevenlabs.api_key, &llm.api_key],
+        turns,
+    )
+    .await
+}
+
 /// A language model as the stand-in plays it: reads the test's transcripts into `record_turn`
 /// and answers the pay question, adding a promise the context does not make.
 fn scripted_model(body: &Value) -> String {
@@ -328,27 +358,7 @@ async fn whole_call_with_deepgram_elevenlabs_and_a_language_model() {
     let elevenlabs = FakeElevenLabs::start().await;
     let llm = FakeOpenAi::start(&[]).await;
     llm.chat_responder(scripted_model);
-    let (log, call) = whole_call(
-        &[
-            "--stt",
-            "deepgram",
-            "--tts",
-            "elevenlabs",
-            "--llm",
-            "openai",
-        ],
-        &[
-            ("DEEPGRAM_API_KEY", &deepgram.api_key),
-            ("DEEPGRAM_URL", &deepgram.url),
-            ("ELEVENLABS_API_KEY", &elevenlabs.api_key),
-            ("ELEVENLABS_URL", &elevenlabs.url),
-            ("OPENAI_API_KEY", &llm.api_key),
-            ("OPENAI_BASE_URL", &llm.url),
-        ],
-        &[&deepgram.api_key, &elevenlabs.api_key, &llm.api_key],
-        &TURNS_WITH_QUESTION,
-    )
-    .await;
+    let (log, call) = whole_cloud_call(&deepgram, &elevenlabs, &llm, &TURNS_WITH_QUESTION).await;
     assert!(
         log.contains(r#"stt="deepgram" tts="elevenlabs" llm="openai""#),
         "{log}"
@@ -455,27 +465,7 @@ async fn a_slow_language_model_hands_the_call_to_the_rules() {
     llm.chat_responder(scripted_model);
     // slower than the engine waits (4 s): the first reading is given up, the rules read it
     llm.chat_delay(Duration::from_secs(6));
-    let (_, call) = whole_call(
-        &[
-            "--stt",
-            "deepgram",
-            "--tts",
-            "elevenlabs",
-            "--llm",
-            "openai",
-        ],
-        &[
-            ("DEEPGRAM_API_KEY", &deepgram.api_key),
-            ("DEEPGRAM_URL", &deepgram.url),
-            ("ELEVENLABS_API_KEY", &elevenlabs.api_key),
-            ("ELEVENLABS_URL", &elevenlabs.url),
-            ("OPENAI_API_KEY", &llm.api_key),
-            ("OPENAI_BASE_URL", &llm.url),
-        ],
-        &[&deepgram.api_key, &elevenlabs.api_key, &llm.api_key],
-        &TURNS,
-    )
-    .await;
+    let (_, call) = whole_cloud_call(&deepgram, &elevenlabs, &llm, &TURNS).await;
     // asked once, then not again for the rest of the call
     assert_eq!(llm.requests_to("/chat/completions").len(), 1);
     assert_eq!(call["name"], "Maria Lopez", "{call}");

@@ -1393,39 +1393,31 @@ fn invented_facts_are_never_spoken_nor_invented_names_kept() {
 }
 
 #[test]
-fn a_failing_model_hands_the_call_to_the_rules() {
-    let model = ScriptedModel {
-        understand: Box::new(|_| ModelAct::Fail),
-        answer: Box::new(answer),
-    };
-    let mut sim = Sim::with_model(settings(), happy_script(), model);
-    sim.run(120_000);
-    assert_eq!(sim.ended, Some(EndReason::Completed));
-    assert_eq!(sim.consulted.len(), 1, "not asked again after it failed");
-    assert_eq!(sim.answers().len(), 2);
-    assert!(
-        sim.events
-            .iter()
-            .any(|e| matches!(e, CallEvent::Name { name } if name == "John Smith"))
-    );
-}
-
-#[test]
-fn a_model_that_never_answers_times_out_into_the_rules() {
-    let model = ScriptedModel {
-        understand: Box::new(|_| ModelAct::Silent),
-        answer: Box::new(answer),
-    };
-    let mut sim = Sim::with_model(settings(), happy_script(), model);
-    sim.run(120_000);
-    assert_eq!(sim.ended, Some(EndReason::Completed));
-    assert_eq!(sim.consulted.len(), 1);
-    assert_eq!(
-        sim.consults_cancelled,
-        vec![1],
-        "the consultation is cancelled"
-    );
-    assert_eq!(sim.answers().len(), 2);
+fn a_failing_or_silent_model_hands_the_call_to_the_rules() {
+    for silent in [false, true] {
+        let model = ScriptedModel {
+            understand: Box::new(move |_| {
+                if silent {
+                    ModelAct::Silent
+                } else {
+                    ModelAct::Fail
+                }
+            }),
+            answer: Box::new(answer),
+        };
+        let mut sim = Sim::with_model(settings(), happy_script(), model);
+        sim.run(120_000);
+        assert_eq!(sim.ended, Some(EndReason::Completed));
+        assert_eq!(sim.consulted.len(), 1, "not asked again after it failed");
+        // given up on (a model that never answers, at its deadline) and cancelled
+        assert_eq!(sim.consults_cancelled, vec![1]);
+        assert_eq!(sim.answers().len(), 2);
+        assert!(
+            sim.events
+                .iter()
+                .any(|e| matches!(e, CallEvent::Name { name } if name == "John Smith"))
+        );
+    }
 }
 
 #[test]

@@ -925,15 +925,7 @@ impl CallEngine {
             if understand::is_backchannel(text, !cut_question) || text.is_empty() {
                 // the caller did not mean to take the floor: the agent says it again
                 if !text.is_empty() {
-                    self.out
-                        .push_back(Output::Event(CallEvent::Transcript(TranscriptLine {
-                            speaker: Speaker::Caller,
-                            text: text.to_string(),
-                            start_ms,
-                            end_ms,
-                            interrupted: false,
-                            dtmf: false,
-                        })));
+                    self.caller_line(text, start_ms, end_ms);
                 }
                 self.latency.discard();
                 self.play_turn(Turn {
@@ -958,6 +950,18 @@ impl CallEngine {
             }
             return;
         }
+        self.caller_line(text, start_ms, end_ms);
+        let step = if self.carried_words.is_empty() {
+            self.dialogue.on_speech(text)
+        } else {
+            let words = format!("{} {text}", std::mem::take(&mut self.carried_words));
+            self.dialogue.on_speech(&words)
+        };
+        self.take_step(step);
+    }
+
+    /// What the caller said, for the transcript.
+    fn caller_line(&mut self, text: &str, start_ms: u64, end_ms: u64) {
         self.out
             .push_back(Output::Event(CallEvent::Transcript(TranscriptLine {
                 speaker: Speaker::Caller,
@@ -967,13 +971,6 @@ impl CallEngine {
                 interrupted: false,
                 dtmf: false,
             })));
-        let step = if self.carried_words.is_empty() {
-            self.dialogue.on_speech(text)
-        } else {
-            let words = format!("{} {text}", std::mem::take(&mut self.carried_words));
-            self.dialogue.on_speech(&words)
-        };
-        self.take_step(step);
     }
 
     // ---- the language model ----------------------------------------------------------------

@@ -13,7 +13,7 @@
 //! Pure: no I/O, no clock. The driver turns a [`ModelRequest`] into a provider's request
 //! (`backends::llm`) and feeds the results back to the engine.
 
-use super::understand::normalize;
+use super::understand::{normalize, words};
 use crate::model::QuestionKind;
 
 /// Something the caller has not given yet, in script order.
@@ -80,14 +80,6 @@ pub const MAX_SENTENCE_CHARS: usize = 240;
 pub const NO_ANSWER: &str =
     "I don't have that information, but a recruiter will follow up with you about it.";
 
-fn words(text: &str) -> Vec<String> {
-    normalize(text)
-        .split_whitespace()
-        .map(|w| w.trim_matches('\'').to_string())
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
 /// A name or place the model extracted, kept only if every word of it was said by the caller
 /// (the model may tidy case, never invent), with at most `max_words` words. Title-cased.
 pub fn said_by_caller(value: &str, utterance: &str, max_words: usize) -> Option<String> {
@@ -102,19 +94,8 @@ pub fn said_by_caller(value: &str, utterance: &str, max_words: usize) -> Option<
     {
         return None;
     }
-    Some(
-        value_words
-            .iter()
-            .map(|w| {
-                let mut c = w.chars();
-                match c.next() {
-                    Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-                    None => String::new(),
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
+    let value_words: Vec<&str> = value_words.iter().map(String::as_str).collect();
+    Some(super::understand::title_case(&value_words))
 }
 
 /// A free-text answer the model extracted, kept if most of its words were said by the caller.

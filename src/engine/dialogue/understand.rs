@@ -25,7 +25,8 @@ pub fn normalize(text: &str) -> String {
     out.trim_end().to_string()
 }
 
-fn words(text: &str) -> Vec<String> {
+/// The reply's words, normalised (apostrophes at their edges trimmed).
+pub(super) fn words(text: &str) -> Vec<String> {
     normalize(text)
         .split_whitespace()
         .map(|w| w.trim_matches('\'').to_string())
@@ -211,7 +212,7 @@ const NOT_A_NAME: &[&str] = &[
     "pardon", "repeat", "again", "calling", "here", "there", "job", "about",
 ];
 
-fn title_case(words: &[&str]) -> String {
+pub(super) fn title_case(words: &[&str]) -> String {
     words
         .iter()
         .map(|w| {
