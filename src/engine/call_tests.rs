@@ -66,6 +66,9 @@ struct Sim {
     hangup_at: Option<u64>,
     /// The agent played audio since the caller last spoke (the caller waits for a reply).
     agent_replied: bool,
+    /// The carrier's mark echoes never reach the engine.
+    drop_echoes: bool,
+    marks_sent: usize,
 }
 
 /// A message the fake carrier wrote, on its way to the engine.
@@ -179,6 +182,8 @@ impl Sim {
             outputs_seen: 0,
             hangup_at: None,
             agent_replied: true,
+            drop_echoes: false,
+            marks_sent: 0,
         };
         sim.drain();
         sim
@@ -215,7 +220,7 @@ impl Sim {
                     match &msg {
                         ToCaller::Media(audio) => self.sent_media += audio.frames().len(),
                         ToCaller::Clear => self.clears += 1,
-                        ToCaller::Mark(_) => {}
+                        ToCaller::Mark(_) => self.marks_sent += 1,
                     }
                     self.session.write(&msg);
                     let now = self.now();
@@ -296,12 +301,16 @@ impl Sim {
             }
             let now = self.now();
             let engine = &mut self.engine;
+            let drop_echoes = self.drop_echoes;
             let msg = match &m {
                 Wire::Text(t) => Msg::Text(t),
                 Wire::Binary(b) => Msg::Binary(b),
             };
             self.session
                 .handle_message(msg, |input| {
+                    if drop_echoes && matches!(input, Input::MarkEchoed(_)) {
+                        return;
+                    }
                     if !engine.is_finished() {
                         engine.handle_input(now, input).unwrap();
                     }
@@ -781,6 +790,53 @@ fn max_call_length_closes_the_call() {
         sim.speaks
             .iter()
             .any(|(_, t)| t == crate::engine::dialogue::TIME_LIMIT_GOODBYE)
+    );
+}
+
+/// Runs 20 ms at a time until `done` or `limit_ms`.
+fn run_until(sim: &mut Sim, limit_ms: u64, mut done: impl FnMut(&Sim) -> bool) {
+    while !done(sim) && sim.ended.is_none() && sim.now_ms < limit_ms {
+        let next = sim.now_ms + 20;
+        sim.run(next);
+    }
+}
+
+#[test]
+fn a_carrier_that_never_echoes_keeps_pending_marks_bounded_for_fifteen_minutes() {
+    let timing = Timing {
+        max_call: Duration::from_secs(15 * 60),
+        ..Timing::default()
+    };
+    // through the questions, then "yes" ("Sure, what would you like to know?") until the time
+    // limit: a turn every few seconds
+    let mut script = happy_script()[..4].to_vec();
+    script.extend((0..1_000).map(|_| Act::Say {
+        ms: 400,
+        text: Some("yes"),
+    }));
+    let mut sim = Sim::with_timing(settings(), false, script, timing);
+    sim.drop_echoes = true;
+    let (mut most, mut most_idle) = (0, 0);
+    run_until(&mut sim, 17 * 60_000, |s| {
+        most = most.max(s.engine.pending_marks());
+        // a sentence the clock has ended takes its marks with it
+        if s.carrier.is_idle() && s.now_ms >= s.agent_last_audio_ms + 200 {
+            most_idle = most_idle.max(s.engine.pending_marks());
+        }
+        false
+    });
+    assert_eq!(sim.ended, Some(EndReason::MaxDuration));
+    assert!(sim.now_ms >= 15 * 60_000);
+    assert!(
+        sim.marks_sent > 20 * playout::MAX_PENDING_MARKS,
+        "{} marks sent",
+        sim.marks_sent
+    );
+    assert!(most <= playout::MAX_PENDING_MARKS, "{most} marks pending");
+    assert_eq!(most_idle, 0, "marks kept after their sentence ended");
+    assert!(
+        sim.transcript().len() > 300,
+        "the call went on turn after turn"
     );
 }
 

@@ -446,6 +446,12 @@ impl CallEngine {
         self.recognizer.poll_frame()
     }
 
+    /// Marks sent and still awaiting the carrier's echo (bounded: see `playout`).
+    #[cfg(test)]
+    pub(crate) fn pending_marks(&self) -> usize {
+        self.playout.pending_marks()
+    }
+
     /// Recogniser audio lost because the driver did not take it in time.
     pub fn dropped_stt_frames(&self) -> u64 {
         self.recognizer.dropped()
