@@ -802,6 +802,79 @@ fn run_until(sim: &mut Sim, limit_ms: u64, mut done: impl FnMut(&Sim) -> bool) {
 }
 
 #[test]
+fn draining_stops_the_agent_says_goodbye_and_ends_the_call() {
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![Act::Say {
+            ms: 800,
+            text: Some("my name is john smith"),
+        }],
+    );
+    // the agent is answering the name ("Thank you, John. Which city...")
+    run_until(&mut sim, 60_000, |s| {
+        s.events.iter().any(|e| matches!(e, CallEvent::Name { .. })) && !s.carrier.is_idle()
+    });
+    assert!(sim.ended.is_none());
+    let clears = sim.clears;
+    sim.input(Input::Drain);
+    assert_eq!(
+        sim.clears,
+        clears + 1,
+        "the reply is cleared at the carrier"
+    );
+    // a second drain while the goodbye plays changes nothing
+    let until = sim.now_ms + 500;
+    sim.run(until);
+    sim.input(Input::Drain);
+    sim.run(sim.now_ms + 30_000);
+    assert_eq!(sim.ended, Some(EndReason::ServerShutdown));
+    let goodbyes = sim
+        .speaks
+        .iter()
+        .filter(|(_, t)| t == crate::engine::dialogue::DRAIN_GOODBYE)
+        .count();
+    assert_eq!(goodbyes, 1);
+    let t = sim.transcript();
+    let last = t.last().unwrap();
+    assert_eq!(last.text, crate::engine::dialogue::DRAIN_GOODBYE);
+    assert!(!last.interrupted, "the goodbye played to the end: {t:#?}");
+    assert!(t.iter().any(|l| l.interrupted), "the reply it cut: {t:#?}");
+    // the name captured before the drain is kept
+    assert!(sim.events.contains(&CallEvent::Name {
+        name: "John Smith".into()
+    }));
+}
+
+#[test]
+fn draining_while_the_caller_talks_drops_the_utterance_and_says_goodbye() {
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![Act::Say {
+            ms: 3_000,
+            text: Some("my name is john smith"),
+        }],
+    );
+    run_until(&mut sim, 60_000, |s| s.speaking_until.is_some());
+    let until = sim.now_ms + 1_000;
+    sim.run(until);
+    sim.input(Input::Drain);
+    sim.run(sim.now_ms + 30_000);
+    assert_eq!(sim.ended, Some(EndReason::ServerShutdown));
+    assert!(
+        !sim.events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Name { .. })),
+        "the utterance cut by the drain is not answered"
+    );
+    assert_eq!(
+        sim.transcript().last().map(|l| l.text.as_str()),
+        Some(crate::engine::dialogue::DRAIN_GOODBYE)
+    );
+}
+
+#[test]
 fn a_carrier_that_never_echoes_keeps_pending_marks_bounded_for_fifteen_minutes() {
     let timing = Timing {
         max_call: Duration::from_secs(15 * 60),
