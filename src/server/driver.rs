@@ -285,6 +285,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             return;
         }
     };
+    let _active = state.metrics.call_started(&call.carrier);
     state
         .recorder
         .open(&call_id, state.config.data_dir.join(&recording_rel))
@@ -424,6 +425,11 @@ impl CallDriver<'_> {
                 }
             }
         };
+        self.state.metrics.call_ended(
+            reason,
+            self.engine.dropped_stt_frames(),
+            self.engine.late_frames(),
+        );
         for (_, h) in self.tts.drain() {
             h.abort();
         }
@@ -603,6 +609,7 @@ impl CallDriver<'_> {
                 match result {
                     Ok(mulaw) => self.input(Input::TtsAudio { speech, mulaw }),
                     Err(e) => {
+                        self.state.metrics.backend_error("tts", &e);
                         tracing::warn!(call = %self.call_id, error = %e, "speech synthesis failed");
                         self.input(Input::TtsFailed { speech });
                     }
@@ -614,6 +621,7 @@ impl CallDriver<'_> {
                     text: &text,
                 }),
                 Err(e) => {
+                    self.state.metrics.backend_error("stt", &e);
                     tracing::warn!(call = %self.call_id, error = %e, "speech recognition failed");
                     self.input(Input::SttFailed { utterance });
                 }
@@ -736,6 +744,9 @@ impl CallDriver<'_> {
                     }
                 }
                 Output::Event(e) => {
+                    if let CallEvent::Latency(l) = &e {
+                        self.state.metrics.turn(l);
+                    }
                     if let (Wire::Web, CallEvent::Transcript(line)) = (&self.wire, &e) {
                         let mut live = serde_json::json!({ "type": "transcript" });
                         if let (Some(obj), Ok(serde_json::Value::Object(fields))) =

@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod driver;
 pub mod error;
 pub mod media;
+pub mod metrics;
 pub mod openapi;
 pub mod socket;
 pub mod threads;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub prompts: PromptCache,
     pub recorder: Recorder,
     pub calls: Arc<CallSlots>,
+    /// `GET /metrics`: calls, turn latencies, dropped frames, backend errors.
+    pub metrics: Arc<metrics::Metrics>,
     /// Wakes the outbox worker: `notify_one()` after committing outbox rows so they go out at
     /// once rather than at the worker's next 1 s poll.
     pub outbox_notify: Arc<tokio::sync::Notify>,
@@ -53,6 +56,7 @@ impl AppState {
             prompts,
             recorder: Recorder::start(4096),
             calls: Arc::new(CallSlots::new(max)),
+            metrics: Arc::new(metrics::Metrics::new()),
             outbox_notify: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -90,6 +94,7 @@ pub fn router(state: AppState) -> Router {
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(healthz))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::openapi_json))
         .merge(carriers::router())
         .routes(routes!(media::web_call))
