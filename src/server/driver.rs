@@ -263,7 +263,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
     // counted on its connection thread, where new connections are placed by load
     let _on_thread = super::threads::CallOnThread::enter();
     let Some(_slot) = state.calls.claim(&call_id) else {
-        tracing::warn!(call = %call_id, "at the concurrent call limit: media session refused");
+        tracing::warn!(call = %call_id, "at the concurrent call limit or draining: media session refused");
         let _ = state
             .store
             .finish_call(&call_id, now_ms(), 0, EndReason::Disconnected)
@@ -382,6 +382,9 @@ impl CallDriver<'_> {
         let mut armed = Instant::now();
         let timer = tokio::time::sleep_until(armed.into());
         tokio::pin!(timer);
+        // the server's drain period is over: say goodbye (`drain.rs`)
+        let mut ending = self.state.calls.ending();
+        let mut told_to_end = false;
         let reason = loop {
             // carry out every output; stop at the next deadline
             let (deadline, ended) = self.drain(&btx).await;
@@ -422,6 +425,12 @@ impl CallDriver<'_> {
                         w.coalescer.handle_timeout(Instant::now());
                     }
                     self.input(Input::Tick);
+                }
+                end = ending.wait_for(|&end| end), if !told_to_end => {
+                    told_to_end = true;
+                    if end.is_ok() {
+                        self.input(Input::Drain);
+                    }
                 }
             }
         };
