@@ -242,7 +242,15 @@ pub struct TurnLatency {
     pub endpointing_ms: u64,
     /// End of turn → transcript.
     pub stt_ms: u64,
-    /// Transcript → reply audio ready (dialogue + TTS or prompt cache).
+    /// Transcript → the language model's first result (its reading of the caller's words, or the
+    /// first piece of its answer); absent without a model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_first_ms: Option<u64>,
+    /// Transcript → the language model done, when it finished before the reply's first audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_ms: Option<u64>,
+    /// What to say known (transcript, or the model's first result) → reply audio ready (TTS or
+    /// the prompt cache).
     pub tts_ms: u64,
     /// Caller's last speech → first agent audio frame sent (voice to voice, server side).
     pub total_ms: u64,

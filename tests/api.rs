@@ -524,6 +524,8 @@ async fn call_lifecycle(h: Harness) {
             turn: 1,
             endpointing_ms: 400,
             stt_ms: 150,
+            llm_first_ms: None,
+            llm_ms: None,
             tts_ms: 200,
             total_ms: 750,
         }),

@@ -527,6 +527,8 @@ async fn answers_match_the_document() {
                 turn: 1,
                 endpointing_ms: 700,
                 stt_ms: 800,
+                llm_first_ms: None,
+                llm_ms: None,
                 tts_ms: 46,
                 total_ms: 1_546,
             }),

@@ -2,10 +2,12 @@
 //! the providers' wire protocols (`receptionist::testing::providers`):
 //!
 //! - a chosen provider without its key stops `serve` at start-up with a clear error;
-//! - a whole call through the Twilio media path with `--stt deepgram --tts elevenlabs`: the
-//!   caller's answers are stored from the stand-in's transcripts, the agent speaks ElevenLabs'
-//!   audio, one Deepgram socket serves the whole call, and no key reaches the log;
-//! - the same call with `--stt openai --tts openai` on an OpenAI-compatible stand-in.
+//! - a whole call through the Twilio media path with `--stt deepgram --tts elevenlabs --llm
+//!   openai`: the model reads each turn and answers the caller's question (what it invents is
+//!   not said), the caller's answers are stored, the agent speaks ElevenLabs' audio, one Deepgram
+//!   socket serves the whole call, and no key reaches the log;
+//! - the same call without a question with `--stt openai --tts openai` on an OpenAI-compatible
+//!   stand-in, and with a language model too slow to wait for (the rules take over).
 
 mod common;
 
@@ -134,10 +136,38 @@ const TRANSCRIPTS: [&str; 4] = [
     "No, thank you.",
 ];
 
-/// A whole call on the real binary started with `flags` and `env`: a name, yes, a number, no
-/// questions. Checks the stored call holds the stand-in's answers, the log names the choices
-/// and holds none of `secrets`; returns the log.
-async fn whole_call(flags: &[&str], env: &[(&str, &str)], secrets: &[&str]) -> String {
+/// With the language model: a question about the pay between the name and the first answer.
+const TRANSCRIPTS_WITH_QUESTION: [&str; 5] = [
+    "My name is Maria Lopez.",
+    "How much does it pay?",
+    "Yes, I am.",
+    "I have 4 years.",
+    "No, thank you.",
+];
+const TURNS: [&str; 4] = [
+    "name.wav",
+    "yes.wav",
+    "number_three.wav",
+    "no_questions.wav",
+];
+const TURNS_WITH_QUESTION: [&str; 5] = [
+    "name.wav",
+    "question_pay.wav",
+    "yes.wav",
+    "number_three.wav",
+    "no_questions.wav",
+];
+
+/// A whole call on the real binary started with `flags` and `env`, the caller playing `turns`
+/// (a name, yes, a number, no questions; maybe a question). Checks the stored call holds the
+/// stand-in's answers, the log names the choices and holds none of `secrets`; returns the log
+/// and the stored call.
+async fn whole_call(
+    flags: &[&str],
+    env: &[(&str, &str)],
+    secrets: &[&str],
+    turns: &[&str],
+) -> (String, Value) {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     let db_url = format!("sqlite://{}?mode=rwc", data_dir.join("rx.db").display());
@@ -197,6 +227,7 @@ async fn whole_call(flags: &[&str], env: &[(&str, &str)], secrets: &[&str]) -> S
             "disclose_recording": false,
             "disclose_e_verify": false,
             "collect_location": false,
+            "custom_context": "Pay is $18 per hour. Shifts start at 6 am.",
             "questions": [
                 {"text": "Are you at least eighteen years old?", "kind": "yes_no", "expected": "yes"},
                 {"text": "How many years of warehouse experience do you have?", "kind": "number", "expected": ">= 1"}
@@ -207,19 +238,7 @@ async fn whole_call(flags: &[&str], env: &[(&str, &str)], secrets: &[&str]) -> S
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
 
-    let mut opts = SimOptions::new(
-        &base,
-        &phone,
-        [
-            "name.wav",
-            "yes.wav",
-            "number_three.wav",
-            "no_questions.wav",
-        ]
-        .into_iter()
-        .map(fixture)
-        .collect(),
-    );
+    let mut opts = SimOptions::new(&base, &phone, turns.iter().map(|t| fixture(t)).collect());
     opts.credentials = Credentials {
         twilio_auth_token: AUTH_TOKEN.into(),
         ..Credentials::test()
@@ -269,15 +288,47 @@ async fn whole_call(flags: &[&str], env: &[(&str, &str)], secrets: &[&str]) -> S
     for secret in secrets {
         assert!(!log.contains(secret), "a key reached the log");
     }
-    log
+    (log, call)
+}
+
+/// A language model as the stand-in plays it: reads the test's transcripts into `record_turn`
+/// and answers the pay question, adding a promise the context does not make.
+fn scripted_model(body: &Value) -> String {
+    use receptionist::testing::providers::{sse_text, sse_tool_call};
+    if body.get("tools").is_none() {
+        return sse_text(&[
+            "The pay is ",
+            "$18 per hour. ",
+            "You will be hired on the spot.",
+        ]);
+    }
+    let said = body["messages"][1]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    let arguments = if said.contains("maria lopez") {
+        json!({"name": "Maria Lopez", "answers": []})
+    } else if said.contains("pay") {
+        json!({"answers": [], "caller_question": "How much does it pay?"})
+    } else if said.contains("yes") {
+        json!({"answers": [{"question": 0, "answer": "yes"}]})
+    } else if said.contains('4') || said.contains("four") {
+        json!({"answers": [{"question": 1, "answer": "4"}]})
+    } else if said.contains("no") {
+        json!({"answers": [], "wants_to_end": true})
+    } else {
+        json!({"answers": []})
+    };
+    sse_tool_call("record_turn", &arguments.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whole_call_with_deepgram_and_elevenlabs() {
-    let deepgram = FakeDeepgram::start(&TRANSCRIPTS).await;
+async fn whole_call_with_deepgram_elevenlabs_and_a_language_model() {
+    let deepgram = FakeDeepgram::start(&TRANSCRIPTS_WITH_QUESTION).await;
     let elevenlabs = FakeElevenLabs::start().await;
-    let llm_key = "sk-llm-key-never-logged";
-    let log = whole_call(
+    let llm = FakeOpenAi::start(&[]).await;
+    llm.chat_responder(scripted_model);
+    let (log, call) = whole_call(
         &[
             "--stt",
             "deepgram",
@@ -291,15 +342,32 @@ async fn whole_call_with_deepgram_and_elevenlabs() {
             ("DEEPGRAM_URL", &deepgram.url),
             ("ELEVENLABS_API_KEY", &elevenlabs.api_key),
             ("ELEVENLABS_URL", &elevenlabs.url),
-            ("OPENAI_API_KEY", llm_key),
-            ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+            ("OPENAI_API_KEY", &llm.api_key),
+            ("OPENAI_BASE_URL", &llm.url),
         ],
-        &[&deepgram.api_key, &elevenlabs.api_key, llm_key],
+        &[&deepgram.api_key, &elevenlabs.api_key, &llm.api_key],
+        &TURNS_WITH_QUESTION,
     )
     .await;
     assert!(
-        log.contains(r#"stt="deepgram" tts="elevenlabs" llm="openai (configured and checked; the dialogue does not use it yet)""#),
+        log.contains(r#"stt="deepgram" tts="elevenlabs" llm="openai""#),
         "{log}"
+    );
+    // the model read every turn and answered the question; what it invented was not said
+    assert!(!log.contains("language model failed"), "{log}");
+    let chats = llm.requests_to("/chat/completions");
+    let readings = chats
+        .iter()
+        .filter(|r| r.body.get("tools").is_some())
+        .count();
+    assert_eq!((readings, chats.len()), (5, 6), "{chats:?}");
+    let said = call["transcript"].to_string();
+    assert!(said.contains("The pay is $18 per hour."), "{call}");
+    assert!(!said.contains("hired"), "{call}");
+    let latencies = call["latencies"].as_array().unwrap();
+    assert!(
+        latencies.iter().all(|l| l["llm_first_ms"].is_u64()),
+        "{call}"
     );
     // every transcript was complete when Finalize was answered, none cut off by the deadline
     assert!(!log.contains("finals incomplete at the deadline"), "{log}");
@@ -317,7 +385,7 @@ async fn whole_call_with_deepgram_and_elevenlabs() {
         .iter()
         .filter(|m| *m == "Finalize")
         .count();
-    assert_eq!(finalizes, 4, "{:?}", deepgram.messages());
+    assert_eq!(finalizes, 5, "{:?}", deepgram.messages());
     assert_eq!(deepgram.odd_frames(), 0);
 
     // the agent spoke with ElevenLabs (its default voice: the receptionist's is an offline name)
@@ -340,7 +408,7 @@ async fn whole_call_with_deepgram_and_elevenlabs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_call_with_openai_compatible_speech() {
     let openai = FakeOpenAi::start(&TRANSCRIPTS).await;
-    let log = whole_call(
+    let (log, _) = whole_call(
         &["--stt", "openai", "--tts", "openai"],
         &[
             ("OPENAI_API_KEY", &openai.api_key),
@@ -348,6 +416,7 @@ async fn whole_call_with_openai_compatible_speech() {
             ("RECEPTIONIST_STT_MODEL", "whisper-large-v3"),
         ],
         &[&openai.api_key],
+        &TURNS,
     )
     .await;
     assert!(
@@ -376,4 +445,38 @@ async fn whole_call_with_openai_compatible_speech() {
             .iter()
             .all(|r| r.body["response_format"] == "pcm" && r.body["model"] == "tts-1")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_language_model_hands_the_call_to_the_rules() {
+    let deepgram = FakeDeepgram::start(&TRANSCRIPTS).await;
+    let elevenlabs = FakeElevenLabs::start().await;
+    let llm = FakeOpenAi::start(&[]).await;
+    llm.chat_responder(scripted_model);
+    // slower than the engine waits (4 s): the first reading is given up, the rules read it
+    llm.chat_delay(Duration::from_secs(6));
+    let (_, call) = whole_call(
+        &[
+            "--stt",
+            "deepgram",
+            "--tts",
+            "elevenlabs",
+            "--llm",
+            "openai",
+        ],
+        &[
+            ("DEEPGRAM_API_KEY", &deepgram.api_key),
+            ("DEEPGRAM_URL", &deepgram.url),
+            ("ELEVENLABS_API_KEY", &elevenlabs.api_key),
+            ("ELEVENLABS_URL", &elevenlabs.url),
+            ("OPENAI_API_KEY", &llm.api_key),
+            ("OPENAI_BASE_URL", &llm.url),
+        ],
+        &[&deepgram.api_key, &elevenlabs.api_key, &llm.api_key],
+        &TURNS,
+    )
+    .await;
+    // asked once, then not again for the rest of the call
+    assert_eq!(llm.requests_to("/chat/completions").len(), 1);
+    assert_eq!(call["name"], "Maria Lopez", "{call}");
 }

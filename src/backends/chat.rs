@@ -2,7 +2,7 @@
 //! `stream: true`, read as server-sent events (`data: {chunk}` lines until `data: [DONE]`), text
 //! deltas handed out as they arrive and tool-call deltas assembled by index.
 //!
-//! Not yet consulted by the dialogue (`--llm openai` builds and validates it at start-up).
+//! The dialogue consults it through `llm.rs`.
 //! Dropping a [`ChatStream`] cancels the request.
 
 use std::sync::Arc;
@@ -93,6 +93,10 @@ pub struct Tool {
 pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub tools: Vec<Tool>,
+    /// Force a call of this tool (`tool_choice`).
+    pub tool_choice: Option<String>,
+    /// Sent as `X-Request-Id`: which call and turn asked, for the provider's logs and ours.
+    pub request_id: Option<String>,
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
 }
@@ -159,6 +163,12 @@ impl ChatClient {
                 })
                 .collect();
         }
+        if let Some(name) = &request.tool_choice {
+            body["tool_choice"] = serde_json::json!({
+                "type": "function",
+                "function": { "name": name },
+            });
+        }
         if let Some(t) = request.temperature {
             body["temperature"] = serde_json::json!(t);
         }
@@ -174,11 +184,14 @@ impl ChatClient {
         let url = http::join(&config.base_url, "chat/completions");
         let body = self.body(request);
         let response = http::send("chat completion", &config.retry, || {
-            client
+            let mut r = client
                 .post(&url)
                 .bearer_auth(config.api_key.expose())
-                .header(reqwest::header::ACCEPT, "text/event-stream")
-                .json(&body)
+                .header(reqwest::header::ACCEPT, "text/event-stream");
+            if let Some(id) = &request.request_id {
+                r = r.header("x-request-id", id.as_str());
+            }
+            r.json(&body)
         })
         .await?;
         Ok(ChatStream {

@@ -23,6 +23,7 @@ pub mod elevenlabs;
 pub mod fallback;
 mod flite;
 pub mod http;
+pub mod llm;
 pub mod openai;
 mod prompt_cache;
 mod scripted;

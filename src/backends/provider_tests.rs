@@ -349,6 +349,8 @@ async fn chat_streams_text_and_assembles_tool_calls() {
             description: "Record a screening answer".into(),
             parameters: serde_json::json!({"type": "object"}),
         }],
+        tool_choice: None,
+        request_id: None,
         temperature: Some(0.0),
         max_tokens: Some(100),
     };
@@ -477,4 +479,136 @@ async fn elevenlabs_failures_are_errors_and_fall_back() {
     );
     let speech = with_fallback.synthesize("Hi.", "slt").await.unwrap();
     assert!(speech.fallback && !speech.pcm.is_empty());
+}
+
+// ---- the language model in the dialogue (llm.rs) ---------------------------------------------
+
+fn understand_request(utterance: &str) -> crate::engine::dialogue::model::UnderstandRequest {
+    use crate::engine::dialogue::model::{UnderstandRequest, Wanted};
+    UnderstandRequest {
+        utterance: utterance.into(),
+        asked: "May I have your first and last name?".into(),
+        wanted: vec![
+            Wanted::Name,
+            Wanted::Answer {
+                index: 0,
+                question: "Are you at least 18?".into(),
+                kind: crate::model::QuestionKind::YesNo,
+            },
+        ],
+    }
+}
+
+#[tokio::test]
+async fn the_model_reads_the_callers_words_through_a_forced_tool_call() {
+    use super::llm::{LanguageModel, RECORD_TURN};
+    use crate::testing::providers::sse_tool_call;
+    let fake = FakeOpenAi::start(&[]).await;
+    fake.chat_responder(|body| {
+        assert_eq!(body["tool_choice"]["function"]["name"], RECORD_TURN);
+        assert_eq!(body["tools"][0]["function"]["name"], RECORD_TURN);
+        assert_eq!(body["stream"], true);
+        let said = body["messages"][1]["content"].as_str().unwrap();
+        assert_eq!(said, "maria lopez and yes i'm 20");
+        sse_tool_call(
+            RECORD_TURN,
+            r#"{"name": "Maria Lopez", "answers": [{"question": 0, "answer": "yes"}], "caller_question": null}"#,
+        )
+    });
+    fake.fail_next(&[503]);
+    let llm = LanguageModel::new(chat_client(&fake));
+    let settings = crate::testing::sample_settings();
+    let u = llm
+        .understand(
+            &settings,
+            &understand_request("maria lopez and yes i'm 20"),
+            "call-1-c1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(u.name.as_deref(), Some("Maria Lopez"));
+    assert_eq!(u.answers, vec![(0, "yes".to_string())]);
+    assert_eq!(
+        fake.requests_to("/chat/completions").len(),
+        2,
+        "one retry after 503"
+    );
+    assert!(
+        fake.requests_to("/chat/completions")
+            .iter()
+            .all(|r| r.request_id.as_deref() == Some("call-1-c1"))
+    );
+
+    // a model that answers outside the schema: an error, never a half-read turn
+    fake.chat_responder(|_| sse_tool_call(RECORD_TURN, r#"{"answers": "yes"}"#));
+    assert!(
+        llm.understand(
+            &settings,
+            &understand_request("maria lopez and yes i'm 20"),
+            "call-1-c1"
+        )
+        .await
+        .is_err()
+    );
+    // a server without tool calls that writes the JSON as text is still read
+    fake.chat_responder(|_| {
+        crate::testing::providers::sse_text(&["Sure: {\"name\": ", "\"Maria Lopez\"}"])
+    });
+    let u = llm
+        .understand(
+            &settings,
+            &understand_request("maria lopez and yes i'm 20"),
+            "call-1-c1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(u.name.as_deref(), Some("Maria Lopez"));
+    // plain text with no JSON at all, and a 401: errors
+    fake.chat_responder(|_| crate::testing::providers::sse_text(&["Hello!"]));
+    assert!(
+        llm.understand(&settings, &understand_request("hi"), "call-1-c1")
+            .await
+            .is_err()
+    );
+    fake.fail_always(401);
+    assert!(
+        llm.understand(&settings, &understand_request("hi"), "call-1-c1")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn the_models_answer_streams_in_pieces() {
+    use super::llm::LanguageModel;
+    use crate::engine::dialogue::model::AnswerRequest;
+    let fake = FakeOpenAi::start(&[]).await;
+    fake.chat_responder(|body| {
+        assert!(body.get("tools").is_none());
+        let system = body["messages"][0]["content"].as_str().unwrap();
+        assert!(system.contains("Pay is $18 per hour."), "{system}");
+        crate::testing::providers::sse_text(&["Pay is ", "$18 per hour.", " Shifts start at 6 am."])
+    });
+    let llm = LanguageModel::new(chat_client(&fake));
+    let settings = crate::testing::sample_settings();
+    let mut stream = llm
+        .answer(
+            &settings,
+            &AnswerRequest {
+                question: "what's the pay".into(),
+                location: None,
+                enforce_job_location_match: false,
+            },
+            "call-1-c2",
+        )
+        .await
+        .unwrap();
+    let mut pieces = Vec::new();
+    while let Some(p) = stream.next_text().await.unwrap() {
+        pieces.push(p);
+    }
+    assert_eq!(
+        pieces,
+        ["Pay is ", "$18 per hour.", " Shifts start at 6 am."]
+    );
 }

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::engine::audio::{EnergyVad, InboundPipeline, g711};
+use crate::engine::dialogue::model::{
+    AnswerRequest, ModelRequest, UnderstandRequest, Understanding,
+};
 use crate::engine::media::{AudioCodec, Carrier, CarrierCodec, Inbound, MediaSession, Msg};
 use crate::model::{AnswerValue, DisclosureKind, ReceptionistSettings};
 use crate::testing::{CallInfo, FakeCarrier, carrier};
@@ -69,6 +72,38 @@ struct Sim {
     /// The carrier's mark echoes never reach the engine.
     drop_echoes: bool,
     marks_sent: usize,
+    /// The language model, when the call consults one.
+    model: Option<ScriptedModel>,
+    /// The model's replies on their way: (due at, consultation, reply).
+    model_due: VecDeque<(u64, u64, ModelReply)>,
+    consulted: Vec<ModelRequest>,
+    consults_cancelled: Vec<u64>,
+}
+
+/// What the scripted model does with a reading request.
+enum ModelAct {
+    Read(Understanding),
+    Fail,
+    /// Never answers.
+    Silent,
+}
+
+type UnderstandFn = Box<dyn Fn(&UnderstandRequest) -> ModelAct>;
+/// An answer's pieces, and whether the stream then ends (else it stalls).
+type AnswerFn = Box<dyn Fn(&AnswerRequest) -> (Vec<&'static str>, bool)>;
+
+/// A language model scripted by the test; it answers 200 ms after it is asked, a streamed
+/// answer's pieces 20 ms apart.
+struct ScriptedModel {
+    understand: UnderstandFn,
+    answer: AnswerFn,
+}
+
+enum ModelReply {
+    Understood(Understanding),
+    Failed,
+    Text(&'static str),
+    Done,
 }
 
 /// A message the fake carrier wrote, on its way to the engine.
@@ -133,6 +168,31 @@ impl Sim {
         script: Vec<Act>,
         timing: Timing,
     ) -> Self {
+        Self::build(carrier, codec, settings, returning, script, timing, None)
+    }
+
+    /// A Twilio call whose dialogue consults `model`.
+    fn with_model(settings: ReceptionistSettings, script: Vec<Act>, model: ScriptedModel) -> Self {
+        Self::build(
+            Carrier::Twilio,
+            AudioCodec::Mulaw,
+            settings,
+            false,
+            script,
+            Timing::default(),
+            Some(model),
+        )
+    }
+
+    fn build(
+        carrier: Carrier,
+        codec: AudioCodec,
+        settings: ReceptionistSettings,
+        returning: bool,
+        script: Vec<Act>,
+        timing: Timing,
+        model: Option<ScriptedModel>,
+    ) -> Self {
         let t0 = Instant::now();
         let mut carrier = FakeCarrier::new(carrier, codec, CallInfo::default(), t0).unwrap();
         let mut codec = carrier.server_codec();
@@ -155,6 +215,7 @@ impl Sim {
                 returning_caller: returning,
                 timing,
                 echoes_marks: true,
+                language_model: model.is_some(),
             },
             InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
         );
@@ -184,6 +245,10 @@ impl Sim {
             agent_replied: true,
             drop_echoes: false,
             marks_sent: 0,
+            model,
+            model_due: VecDeque::new(),
+            consulted: Vec::new(),
+            consults_cancelled: Vec::new(),
         };
         sim.drain();
         sim
@@ -236,6 +301,45 @@ impl Sim {
                     replies.push((speech, text));
                 }
                 Output::CancelSpeech { speech } => self.cancelled.push(speech),
+                Output::Consult { consult, request } => {
+                    let model = self
+                        .model
+                        .as_ref()
+                        .expect("a call without a model consulted one");
+                    let due = self.now_ms + 200;
+                    match &request {
+                        ModelRequest::Understand(r) => match (model.understand)(r) {
+                            ModelAct::Read(u) => {
+                                self.model_due
+                                    .push_back((due, consult, ModelReply::Understood(u)));
+                            }
+                            ModelAct::Fail => {
+                                self.model_due.push_back((due, consult, ModelReply::Failed))
+                            }
+                            ModelAct::Silent => {}
+                        },
+                        ModelRequest::Answer(r) => {
+                            let (pieces, done) = (model.answer)(r);
+                            let n = pieces.len() as u64;
+                            for (i, p) in pieces.into_iter().enumerate() {
+                                self.model_due.push_back((
+                                    due + 20 * i as u64,
+                                    consult,
+                                    ModelReply::Text(p),
+                                ));
+                            }
+                            if done {
+                                self.model_due
+                                    .push_back((due + 20 * n, consult, ModelReply::Done));
+                            }
+                        }
+                    }
+                    self.consulted.push(request);
+                }
+                Output::CancelConsult { consult } => {
+                    self.consults_cancelled.push(consult);
+                    self.model_due.retain(|(_, c, _)| *c != consult);
+                }
                 Output::SttAudio => {
                     while let Some((utterance, _)) = self.engine.pop_stt_frame() {
                         if let Some(t) = self.current_utterance_text {
@@ -357,6 +461,25 @@ impl Sim {
                         }),
                         None => self.input(Input::SttFailed { utterance: u }),
                     }
+                }
+            }
+            // the model's replies that are due
+            while self
+                .model_due
+                .front()
+                .is_some_and(|(due, _, _)| *due <= self.now_ms)
+            {
+                let Some((_, consult, reply)) = self.model_due.pop_front() else {
+                    break;
+                };
+                match reply {
+                    ModelReply::Understood(understanding) => self.input(Input::Understood {
+                        consult,
+                        understanding,
+                    }),
+                    ModelReply::Failed => self.input(Input::ModelFailed { consult }),
+                    ModelReply::Text(text) => self.input(Input::ModelText { consult, text }),
+                    ModelReply::Done => self.input(Input::ModelDone { consult }),
                 }
             }
             // caller
@@ -1157,4 +1280,286 @@ fn a_whole_call_in_every_codec() {
             check_whole_call(carrier, codec, &whole_call_on(carrier, codec));
         }
     }
+}
+
+// ---- the language model in the dialogue ------------------------------------------------------
+
+/// Reads the caller's words as a model would, from the words the tests use.
+fn read(r: &UnderstandRequest) -> ModelAct {
+    let mut u = Understanding::default();
+    match r.utterance.as_str() {
+        "it's maria lopez and i live in austin" => {
+            u.name = Some("Maria Lopez".into());
+            u.location = Some("austin".into());
+        }
+        "yes and i've got three years" => {
+            u.answers = vec![(0, "yes".into()), (1, "3".into())];
+        }
+        "yes" => u.answers = vec![(0, "yes".into())],
+        "i have three years" => u.answers = vec![(1, "3".into())],
+        "how much does it pay" | "what's the pay" => {
+            u.caller_question = Some("how much does it pay".into())
+        }
+        "where is the office" => u.caller_question = Some("where is the office".into()),
+        "no that's all" => u.wants_to_end = true,
+        // a model that invents: a name the caller never said
+        "hello there" => u.name = Some("Robert Jones".into()),
+        _ => {}
+    }
+    ModelAct::Read(u)
+}
+
+fn answer(r: &AnswerRequest) -> (Vec<&'static str>, bool) {
+    match r.question.as_str() {
+        // the second sentence invents a promise: never spoken, nor anything after it
+        "how much does it pay" => (
+            vec![
+                "Pay is $18 ",
+                "per hour. You are guaranteed ",
+                "a raise. And free lunch.",
+            ],
+            true,
+        ),
+        // invented from the start: the caller hears that a recruiter will follow up
+        "where is the office" => (vec!["It's at 12 Main Street."], true),
+        _ => (vec![], true),
+    }
+}
+
+fn scripted_model() -> ScriptedModel {
+    ScriptedModel {
+        understand: Box::new(read),
+        answer: Box::new(answer),
+    }
+}
+
+fn say(ms: u64, text: &'static str) -> Act {
+    Act::Say {
+        ms,
+        text: Some(text),
+    }
+}
+
+fn spoken(sim: &Sim, text: &str) -> usize {
+    sim.speaks.iter().filter(|(_, t)| t == text).count()
+}
+
+#[test]
+fn the_model_reads_answers_given_out_of_order_and_each_is_asked_once() {
+    let mut sim = Sim::with_model(
+        settings(),
+        vec![
+            say(1200, "it's maria lopez and i live in austin"),
+            say(900, "yes and i've got three years"),
+            say(700, "no that's all"),
+        ],
+        scripted_model(),
+    );
+    sim.run(120_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    let names: Vec<_> = sim
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Name { name } => Some(name.as_str()),
+            CallEvent::Location { location } => Some(location.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["Maria Lopez", "Austin"]);
+    // the location was given with the name: never asked
+    assert_eq!(spoken(&sim, crate::engine::dialogue::LOCATION_QUESTION), 0);
+    let s = settings();
+    assert_eq!(spoken(&sim, &s.questions[0].text), 1);
+    assert_eq!(
+        spoken(&sim, &s.questions[1].text),
+        0,
+        "answered with the first question"
+    );
+    let answers = sim.answers();
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[0].value, AnswerValue::Yes);
+    assert_eq!(answers[1].value, AnswerValue::Number(3.0));
+    assert_eq!(answers[1].meets_expected, Some(true));
+    assert!(answers.iter().all(|a| a.attempts == 1 && !a.via_dtmf));
+    assert_eq!(sim.consulted.len(), 3, "one reading per caller turn");
+    // the model's turns are timed: its first result 200 ms after the transcript
+    let latencies: Vec<_> = sim
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Latency(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!latencies.is_empty());
+    assert!(
+        latencies
+            .iter()
+            .all(|l| l.llm_first_ms == Some(200) && l.llm_ms == Some(200))
+    );
+}
+
+#[test]
+fn a_question_mid_screening_is_answered_then_the_question_asked_again() {
+    let mut s = settings();
+    s.collect_location = false;
+    let mut sim = Sim::with_model(
+        s.clone(),
+        vec![
+            say(1200, "it's maria lopez and i live in austin"),
+            say(900, "how much does it pay"),
+            say(500, "yes"),
+            say(800, "i have three years"),
+            say(700, "no that's all"),
+        ],
+        scripted_model(),
+    );
+    sim.run(120_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    // the trusted sentence is said; the invented promise and all after it are not
+    assert_eq!(spoken(&sim, "Pay is $18 per hour."), 1);
+    assert!(
+        !sim.speaks
+            .iter()
+            .any(|(_, t)| t.contains("guaranteed") || t.contains("lunch")),
+        "{:?}",
+        sim.speaks
+    );
+    assert!(
+        !sim.speaks
+            .iter()
+            .any(|(_, t)| t == crate::engine::dialogue::model::NO_ANSWER),
+        "something true was said"
+    );
+    // the screening question again after the answer, not counted as a re-ask
+    assert_eq!(spoken(&sim, &s.questions[0].text), 2);
+    let answers = sim.answers();
+    assert_eq!(answers[0].value, AnswerValue::Yes);
+    assert_eq!(answers[0].attempts, 1);
+    assert_eq!(answers[1].value, AnswerValue::Number(3.0));
+    // the answer stream was cut off once untrusted
+    assert_eq!(sim.consults_cancelled.len(), 1);
+}
+
+#[test]
+fn invented_facts_are_never_spoken_nor_invented_names_kept() {
+    let mut sim = Sim::with_model(
+        settings(),
+        vec![
+            say(700, "hello there"),
+            say(1200, "it's maria lopez and i live in austin"),
+            say(900, "yes and i've got three years"),
+            say(900, "where is the office"),
+            say(700, "no that's all"),
+        ],
+        scripted_model(),
+    );
+    sim.run(120_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    assert!(
+        !sim.events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Name { name } if name.contains("Robert"))),
+        "a name the caller never said"
+    );
+    assert!(!sim.speaks.iter().any(|(_, t)| t.contains("Main Street")));
+    assert_eq!(
+        spoken(&sim, crate::engine::dialogue::model::NO_ANSWER),
+        1,
+        "{:?}",
+        sim.speaks
+    );
+}
+
+#[test]
+fn a_failing_model_hands_the_call_to_the_rules() {
+    let model = ScriptedModel {
+        understand: Box::new(|_| ModelAct::Fail),
+        answer: Box::new(answer),
+    };
+    let mut sim = Sim::with_model(settings(), happy_script(), model);
+    sim.run(120_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    assert_eq!(sim.consulted.len(), 1, "not asked again after it failed");
+    assert_eq!(sim.answers().len(), 2);
+    assert!(
+        sim.events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Name { name } if name == "John Smith"))
+    );
+}
+
+#[test]
+fn a_model_that_never_answers_times_out_into_the_rules() {
+    let model = ScriptedModel {
+        understand: Box::new(|_| ModelAct::Silent),
+        answer: Box::new(answer),
+    };
+    let mut sim = Sim::with_model(settings(), happy_script(), model);
+    sim.run(120_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    assert_eq!(sim.consulted.len(), 1);
+    assert_eq!(
+        sim.consults_cancelled,
+        vec![1],
+        "the consultation is cancelled"
+    );
+    assert_eq!(sim.answers().len(), 2);
+}
+
+#[test]
+fn barge_in_during_a_streamed_answer_cancels_the_model() {
+    let model = ScriptedModel {
+        understand: Box::new(read),
+        // a first long sentence, then the stream stalls
+        answer: Box::new(|_| {
+            (
+                vec![
+                    "Pay is $18 per hour and shifts start at 6 am, and that is the same for every shift that we run. ",
+                ],
+                false,
+            )
+        }),
+    };
+    let mut s = settings();
+    s.questions.clear();
+    s.collect_location = false;
+    let mut sim = Sim::with_model(
+        s,
+        vec![
+            say(1200, "it's maria lopez and i live in austin"),
+            say(900, "what's the pay"),
+            Act::SayOver {
+                after_ms: 800,
+                ms: 900,
+                text: "no that's all",
+            },
+        ],
+        model,
+    );
+    sim.run(120_000);
+    assert!(sim.clears >= 1, "the agent was stopped");
+    assert_eq!(
+        sim.consults_cancelled.len(),
+        1,
+        "the stalled answer is cancelled"
+    );
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+}
+
+#[test]
+fn draining_while_the_model_thinks_cancels_the_consultation() {
+    let model = ScriptedModel {
+        understand: Box::new(|_| ModelAct::Silent),
+        answer: Box::new(answer),
+    };
+    let mut sim = Sim::with_model(settings(), happy_script(), model);
+    run_until(&mut sim, 60_000, |s| !s.consulted.is_empty());
+    assert!(sim.consults_cancelled.is_empty(), "still thinking");
+    sim.input(Input::Drain);
+    sim.run(sim.now_ms + 30_000);
+    assert_eq!(sim.consults_cancelled, vec![1]);
+    assert_eq!(sim.ended, Some(EndReason::ServerShutdown));
+    assert_eq!(spoken(&sim, crate::engine::dialogue::DRAIN_GOODBYE), 1);
 }

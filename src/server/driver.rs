@@ -39,12 +39,26 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGES_BEFORE_START: usize = 500;
 const STT_FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 const TTS_TIMEOUT: Duration = Duration::from_secs(8);
+/// The longest a language model consultation runs (the engine gives up on it much earlier).
+const MODEL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the persister gathers a call's events before writing them in one transaction.
 const PERSIST_WINDOW: Duration = Duration::from_millis(250);
 /// Socket messages handled per wake-up before the engine's outputs are carried out.
 const MAX_MESSAGES_PER_WAKE: usize = 64;
 
 enum BackendEvent {
+    Understood {
+        consult: u64,
+        result: Result<crate::engine::dialogue::model::Understanding, BackendError>,
+    },
+    ModelText {
+        consult: u64,
+        text: String,
+    },
+    ModelDone {
+        consult: u64,
+        result: Result<(), BackendError>,
+    },
     Tts {
         speech: u64,
         result: Result<Arc<[u8]>, BackendError>,
@@ -112,6 +126,51 @@ async fn wait_for_start(
     Err(StartError::Protocol(
         "too many messages before start".into(),
     ))
+}
+
+/// One consultation of the language model, its results sent to the call's loop. The engine keeps
+/// the deadline; the model's own bound here only stops a task nobody waits for any more.
+async fn consult_model(
+    llm: crate::backends::llm::LanguageModel,
+    settings: Arc<crate::model::ReceptionistSettings>,
+    turn: String,
+    consult: u64,
+    request: crate::engine::dialogue::model::ModelRequest,
+    tx: mpsc::Sender<BackendEvent>,
+) {
+    use crate::engine::dialogue::model::ModelRequest;
+    match request {
+        ModelRequest::Understand(r) => {
+            let result =
+                match tokio::time::timeout(MODEL_TIMEOUT, llm.understand(&settings, &r, &turn))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(BackendError::Timeout),
+                };
+            let _ = tx.send(BackendEvent::Understood { consult, result }).await;
+        }
+        ModelRequest::Answer(r) => {
+            let streamed = async {
+                let mut stream = llm.answer(&settings, &r, &turn).await?;
+                while let Some(text) = stream.next_text().await? {
+                    if tx
+                        .send(BackendEvent::ModelText { consult, text })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Ok::<(), BackendError>(())
+            };
+            let result = match tokio::time::timeout(MODEL_TIMEOUT, streamed).await {
+                Ok(r) => r,
+                Err(_) => Err(BackendError::Timeout),
+            };
+            let _ = tx.send(BackendEvent::ModelDone { consult, result }).await;
+        }
+    }
 }
 
 /// Whether a socket error means the connection went away (reset, closed without a close frame)
@@ -306,13 +365,15 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         pacing_lead: Timing::default().pacing_lead + held_back,
         ..Timing::default()
     };
+    let settings = Arc::new(call.settings.clone());
     let engine = CallEngine::new(
         Instant::now(),
         EngineConfig {
-            settings: Arc::new(call.settings.clone()),
+            settings: settings.clone(),
             returning_caller: started.returning_caller,
             timing,
             echoes_marks,
+            language_model: state.llm.is_some(),
         },
     );
     let (persist_tx, persist_rx) = mpsc::channel::<Persist>(1024);
@@ -328,12 +389,14 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         call_id: &call_id,
         wire,
         voice: call.settings.voice.clone(),
+        settings,
         engine,
         socket: &mut socket,
         persist: persist_tx.clone(),
         stt: HashMap::new(),
         stt_call: crate::backends::open_call(&state.backends.stt),
         tts: HashMap::new(),
+        consults: HashMap::new(),
         payload: Vec::with_capacity(1024),
         messages: Vec::new(),
         socket_open: true,
@@ -360,6 +423,7 @@ struct CallDriver<'a> {
     call_id: &'a str,
     wire: Wire,
     voice: String,
+    settings: Arc<crate::model::ReceptionistSettings>,
     engine: CallEngine,
     socket: &'a mut WebSocket,
     persist: mpsc::Sender<Persist>,
@@ -367,6 +431,8 @@ struct CallDriver<'a> {
     /// The call's recogniser (a streaming provider's one socket per call); hands out `stt`.
     stt_call: Box<dyn SttCall>,
     tts: HashMap<u64, JoinHandle<()>>,
+    /// The language model's consultations in progress (aborted when cancelled).
+    consults: HashMap<u64, JoinHandle<()>>,
     payload: Vec<u8>,
     /// Carrier messages on their way to the socket (reused).
     messages: Vec<Message>,
@@ -439,7 +505,7 @@ impl CallDriver<'_> {
             self.engine.dropped_stt_frames(),
             self.engine.late_frames(),
         );
-        for (_, h) in self.tts.drain() {
+        for (_, h) in self.tts.drain().chain(self.consults.drain()) {
             h.abort();
         }
         self.stt.clear();
@@ -613,6 +679,33 @@ impl CallDriver<'_> {
 
     fn on_backend(&mut self, ev: BackendEvent) {
         match ev {
+            BackendEvent::Understood { consult, result } => {
+                self.consults.remove(&consult);
+                match result {
+                    Ok(understanding) => self.input(Input::Understood {
+                        consult,
+                        understanding,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(call = %self.call_id, error = %e, "language model failed: the rules take over");
+                        self.input(Input::ModelFailed { consult });
+                    }
+                }
+            }
+            BackendEvent::ModelText { consult, text } => self.input(Input::ModelText {
+                consult,
+                text: &text,
+            }),
+            BackendEvent::ModelDone { consult, result } => {
+                self.consults.remove(&consult);
+                match result {
+                    Ok(()) => self.input(Input::ModelDone { consult }),
+                    Err(e) => {
+                        tracing::warn!(call = %self.call_id, error = %e, "language model failed mid-answer: the rules take over");
+                        self.input(Input::ModelFailed { consult });
+                    }
+                }
+            }
             BackendEvent::Tts { speech, result } => {
                 self.tts.remove(&speech);
                 match result {
@@ -707,6 +800,29 @@ impl CallDriver<'_> {
                         let _ = tx.send(BackendEvent::Tts { speech, result }).await;
                     });
                     self.tts.insert(speech, handle);
+                }
+                Output::Consult { consult, request } => {
+                    let handle = match self.state.llm.clone() {
+                        Some(llm) => tokio::spawn(consult_model(
+                            llm,
+                            self.settings.clone(),
+                            format!("{}-c{consult}", self.call_id),
+                            consult,
+                            request,
+                            btx.clone(),
+                        )),
+                        None => {
+                            // not configured: the engine never asks (and the rules answer if it did)
+                            self.input(Input::ModelFailed { consult });
+                            continue;
+                        }
+                    };
+                    self.consults.insert(consult, handle);
+                }
+                Output::CancelConsult { consult } => {
+                    if let Some(h) = self.consults.remove(&consult) {
+                        h.abort();
+                    }
                 }
                 Output::CancelSpeech { speech } => {
                     if let Some(h) = self.tts.remove(&speech) {

@@ -113,7 +113,7 @@ impl Metrics {
         );
         registry.register(
             "turn_latency_seconds",
-            "Per-turn latency by stage: endpointing (silence waited), stt (end of turn to transcript), tts (transcript to reply audio), total (caller's last speech to first agent audio)",
+            "Per-turn latency by stage: endpointing (silence waited), stt (end of turn to transcript), llm_first and llm (transcript to the language model's first result and to its end, when consulted), tts (what to say known to reply audio), total (caller's last speech to first agent audio)",
             m.turn_latency.clone(),
         );
         registry.register(
@@ -170,17 +170,21 @@ impl Metrics {
         }
     }
 
-    /// One turn's latencies.
+    /// One turn's latencies (the language model's stages when it was consulted).
     pub fn turn(&self, l: &TurnLatency) {
         for (stage, ms) in [
-            ("endpointing", l.endpointing_ms),
-            ("stt", l.stt_ms),
-            ("tts", l.tts_ms),
-            ("total", l.total_ms),
+            ("endpointing", Some(l.endpointing_ms)),
+            ("stt", Some(l.stt_ms)),
+            ("llm_first", l.llm_first_ms),
+            ("llm", l.llm_ms),
+            ("tts", Some(l.tts_ms)),
+            ("total", Some(l.total_ms)),
         ] {
-            self.turn_latency
-                .get_or_create(&StageLabel { stage })
-                .observe(ms as f64 / 1000.0);
+            if let Some(ms) = ms {
+                self.turn_latency
+                    .get_or_create(&StageLabel { stage })
+                    .observe(ms as f64 / 1000.0);
+            }
         }
     }
 
@@ -294,8 +298,19 @@ mod tests {
             turn: 1,
             endpointing_ms: 700,
             stt_ms: 120,
+            llm_first_ms: None,
+            llm_ms: None,
             tts_ms: 30,
             total_ms: 860,
+        });
+        m.turn(&TurnLatency {
+            turn: 2,
+            endpointing_ms: 700,
+            stt_ms: 120,
+            llm_first_ms: Some(300),
+            llm_ms: None,
+            tts_ms: 30,
+            total_ms: 1160,
         });
         m.backend_error("tts", &BackendError::Timeout);
         m.call_ended(EndReason::Completed, 3, 0);
@@ -308,9 +323,10 @@ mod tests {
             "receptionist_calls_started_total{carrier=\"other\"} 1",
             "receptionist_calls_ended_total{reason=\"completed\"} 1",
             "# TYPE receptionist_turn_latency_seconds histogram",
-            "receptionist_turn_latency_seconds_count{stage=\"total\"} 1",
+            "receptionist_turn_latency_seconds_count{stage=\"total\"} 2",
             "receptionist_turn_latency_seconds_bucket{stage=\"total\",le=\"1\"} 1",
             "receptionist_turn_latency_seconds_bucket{stage=\"total\",le=\"0.75\"} 0",
+            "receptionist_turn_latency_seconds_count{stage=\"llm_first\"} 1",
             "receptionist_stt_frames_dropped_total 3",
             "receptionist_recording_frames_late_total 0",
             "receptionist_backend_errors_total{backend=\"tts\",kind=\"timeout\"} 1",
@@ -321,6 +337,10 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
         }
         assert!(!text.contains("+1555"), "{text}");
+        assert!(
+            !text.contains("stage=\"llm\""),
+            "not consulted to its end: {text}"
+        );
         drop(call);
         assert!(
             m.render()

@@ -36,6 +36,8 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<ServeConfig>,
     pub backends: Backends,
+    /// The language model the dialogue consults (`--llm`), if any.
+    pub llm: Option<crate::backends::llm::LanguageModel>,
     pub prompts: PromptCache,
     pub recorder: Recorder,
     pub calls: Arc<CallSlots>,
@@ -54,6 +56,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             backends,
+            llm: None,
             prompts,
             recorder: Recorder::start(4096),
             calls: Arc::new(CallSlots::new(max)),
@@ -265,22 +268,17 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(
         stt = plan.stt_name(),
         tts = plan.tts_name(),
-        llm = if llm.is_some() {
-            "openai (configured and checked; the dialogue does not use it yet)"
-        } else {
-            "none"
-        },
+        llm = if llm.is_some() { "openai" } else { "none" },
         stt_model,
         tts_model,
         llm_model,
         "speech backends"
     );
-    // the chat client is built and checked; the dialogue does not consult it yet
-    drop(llm);
     let listen = config.listen;
     let drain_period = config.drain_period();
     let worker = crate::delivery::Worker::new(store.clone(), &config, &config.node_id)?;
-    let state = AppState::new(store.clone(), config, backends);
+    let mut state = AppState::new(store.clone(), config, backends);
+    state.llm = llm.map(crate::backends::llm::LanguageModel::new);
     // Deliveries run in their own task: a slow or dead receiver never holds up a call or a request.
     let outbox = worker.spawn(state.outbox_notify.clone());
     // synthesise every live receptionist's fixed prompts and the shared ones before taking calls

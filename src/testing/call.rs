@@ -130,6 +130,7 @@ impl CallRig {
                 returning_caller: false,
                 timing,
                 echoes_marks: session.echoes_marks(),
+                language_model: false,
             },
         );
         let mut rig = Self {

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -340,6 +341,8 @@ pub struct OpenAiRequest {
     /// Transcriptions: the uploaded file's (sample rate, channels, bits, samples).
     pub wav: Option<(u32, u16, u16, usize)>,
     pub status: u16,
+    /// The `X-Request-Id` header (the call's turn, for the chat model).
+    pub request_id: Option<String>,
 }
 
 /// An OpenAI-compatible server: `POST /v1/audio/transcriptions` (multipart, answers the next
@@ -360,6 +363,10 @@ struct OpenAiState {
     transcripts: Mutex<VecDeque<String>>,
     speech_format: Mutex<Option<SpeechFormat>>,
     chat_body: Mutex<Option<String>>,
+    /// Answers each chat request from its JSON body (an SSE body), instead of `chat_body`.
+    chat_responder: Mutex<Option<ChatResponder>>,
+    /// Wait this long before the first byte of a chat answer.
+    chat_delay: Mutex<Duration>,
     /// Statuses for the next requests (any path), then normal answers.
     fail_next: Mutex<VecDeque<u16>>,
     /// Every request fails with this status.
@@ -381,6 +388,56 @@ pub const DEFAULT_CHAT_SSE: &str = concat!(
     "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
     "data: [DONE]\n\n",
 );
+
+/// Makes a chat answer (an SSE body) from a request's JSON body.
+pub type ChatResponder = Arc<dyn Fn(&Value) -> String + Send + Sync>;
+
+/// An SSE chat answer streaming `pieces` of text, one chunk each.
+pub fn sse_text(pieces: &[&str]) -> String {
+    let mut out = String::new();
+    for p in pieces {
+        let chunk = json!({
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]
+        });
+        out.push_str(&format!("data: {chunk}\n\n"));
+    }
+    let last = json!({"id": "c1", "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+    out.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+    out
+}
+
+/// An SSE chat answer calling `tool` with `arguments` (JSON text), the arguments split over
+/// three chunks as real servers stream them.
+pub fn sse_tool_call(tool: &str, arguments: &str) -> String {
+    let third = arguments.len().div_ceil(3);
+    let mut pieces = Vec::new();
+    let mut rest = arguments;
+    while !rest.is_empty() {
+        let mut cut = third.min(rest.len());
+        while !rest.is_char_boundary(cut) {
+            cut += 1;
+        }
+        pieces.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    let mut out = String::new();
+    let first = json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0,
+        "delta": {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+        "function": {"name": tool, "arguments": ""}}]}, "finish_reason": null}]});
+    out.push_str(&format!("data: {first}\n\n"));
+    for p in pieces {
+        let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0,
+            "delta": {"tool_calls": [{"index": 0, "function": {"arguments": p}}]}, "finish_reason": null}]});
+        out.push_str(&format!("data: {chunk}\n\n"));
+    }
+    let last = json!({"id": "c1", "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]});
+    out.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+    out
+}
 
 impl FakeOpenAi {
     pub async fn start(transcripts: &[&str]) -> Self {
@@ -411,6 +468,16 @@ impl FakeOpenAi {
     /// The raw SSE body `/chat/completions` answers with.
     pub fn chat_body(&self, sse: &str) {
         *lock(&self.state.chat_body) = Some(sse.to_string());
+    }
+
+    /// Answer each chat request with what `responder` makes of its body.
+    pub fn chat_responder(&self, responder: impl Fn(&Value) -> String + Send + Sync + 'static) {
+        *lock(&self.state.chat_responder) = Some(Arc::new(responder));
+    }
+
+    /// Hold each chat answer's first byte back this long (a slow model).
+    pub fn chat_delay(&self, delay: Duration) {
+        *lock(&self.state.chat_delay) = delay;
     }
 
     /// Answer the next requests with these statuses (429 comes with `Retry-After: 0`).
@@ -466,6 +533,10 @@ impl OpenAiState {
             body,
             wav,
             status,
+            request_id: headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
         });
         if status == 200 {
             return None;
@@ -636,9 +707,17 @@ async fn openai_chat(
     if request.get("stream") != Some(&Value::Bool(true)) {
         return bad_request("this fake only streams");
     }
-    let sse = lock(&state.chat_body)
-        .clone()
-        .unwrap_or_else(|| DEFAULT_CHAT_SSE.to_string());
+    let responder = lock(&state.chat_responder).clone();
+    let sse = match responder {
+        Some(respond) => respond(&request),
+        None => lock(&state.chat_body)
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CHAT_SSE.to_string()),
+    };
+    let delay = *lock(&state.chat_delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     // one network write per line, as a real server flushes each event
     let chunks: Vec<Result<Bytes, std::io::Error>> = sse
         .split_inclusive('\n')

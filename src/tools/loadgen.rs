@@ -139,7 +139,25 @@ pub struct LoadgenArgs {
     /// Keep the started server's log here (default: discarded with its temporary directory).
     #[arg(long)]
     pub server_log: Option<PathBuf>,
+    /// Start the server with `--llm openai` pointed at a local OpenAI-compatible stand-in
+    /// (`testing::providers::FakeOpenAi`) that reads every caller turn and answers questions at
+    /// once: the language model path's own added latency and CPU, without a model's.
+    #[arg(long, conflicts_with = "server")]
+    pub llm_stand_in: bool,
+    /// The stand-in's delay before each answer's first byte (a model's time to first token).
+    #[arg(long, default_value_t = 0, requires = "llm_stand_in")]
+    pub llm_stand_in_delay_ms: u64,
 }
+
+/// The stages of a turn's latency the server stores (`TurnLatency`), reported by percentile.
+const LATENCY_STAGES: [&str; 6] = [
+    "endpointing_ms",
+    "stt_ms",
+    "llm_first_ms",
+    "llm_ms",
+    "tts_ms",
+    "total_ms",
+];
 
 // ---------------------------------------------------------------------------------------------
 // Loopback only
@@ -899,6 +917,8 @@ struct OwnServer {
     child: tokio::process::Child,
     dir: PathBuf,
     log: PathBuf,
+    /// The language model's stand-in, served for as long as the server runs.
+    _stand_in: Option<crate::testing::providers::FakeOpenAi>,
 }
 
 impl OwnServer {
@@ -928,6 +948,36 @@ struct Target {
     credentials: Credentials,
     api_key: Option<String>,
     own: Option<OwnServer>,
+}
+
+/// The language model's stand-in for load runs (`--llm-stand-in`): reads the scripted
+/// recogniser's answers into `record_turn` as a model would, and answers a question from the
+/// receptionist's context.
+fn stand_in_model(body: &Value) -> String {
+    use crate::testing::providers::{sse_text, sse_tool_call};
+    if body.get("tools").is_none() {
+        return sse_text(&["Pay is 18 dollars per hour. ", "Shifts start at 6 am."]);
+    }
+    let said = body["messages"][1]["content"].as_str().unwrap_or_default();
+    let system = body["messages"][0]["content"].as_str().unwrap_or_default();
+    // the question asked now: the first open one the prompt lists
+    let open_question = system
+        .lines()
+        .find_map(|l| l.strip_prefix("- question "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    let arguments = if let Some(name) = said.strip_prefix("my name is ") {
+        json!({"name": name, "answers": []})
+    } else if let Some(place) = said.strip_prefix("i live in ") {
+        json!({"location": place, "answers": []})
+    } else if said == "no thank you" {
+        json!({"answers": [], "wants_to_end": true})
+    } else if let Some(i) = open_question {
+        json!({"answers": [{"question": i, "answer": said}]})
+    } else {
+        json!({"answers": []})
+    };
+    sse_tool_call("record_turn", &arguments.to_string())
 }
 
 async fn start_own_server(
@@ -979,8 +1029,21 @@ async fn start_own_server(
         .unwrap_or_else(|| dir.join("server.log"));
     let log_file = std::fs::File::create(&log)
         .with_context(|| format!("creating the server log {}", log.display()))?;
-    let child = tokio::process::Command::new(&exe)
-        .args(["serve", "--backends", "scripted", "--database-url", &db_url])
+    let mut serve = tokio::process::Command::new(&exe);
+    serve.args(["serve", "--backends", "scripted", "--database-url", &db_url]);
+    let stand_in = if args.llm_stand_in {
+        let fake = crate::testing::providers::FakeOpenAi::start(&[]).await;
+        fake.chat_responder(stand_in_model);
+        fake.chat_delay(Duration::from_millis(args.llm_stand_in_delay_ms));
+        serve
+            .args(["--llm", "openai"])
+            .env("OPENAI_API_KEY", &fake.api_key)
+            .env("OPENAI_BASE_URL", &fake.url);
+        Some(fake)
+    } else {
+        None
+    };
+    let child = serve
         .arg("--data-dir")
         .arg(&dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -996,7 +1059,12 @@ async fn start_own_server(
         .spawn()
         .context("starting the server")?;
     let pid = child.id();
-    let own = OwnServer { child, dir, log };
+    let own = OwnServer {
+        child,
+        dir,
+        log,
+        _stand_in: stand_in,
+    };
     let server = format!("http://127.0.0.1:{port}");
 
     let healthy_by = deadline.min(Instant::now() + Duration::from_secs(30));
@@ -1356,6 +1424,8 @@ async fn drive(
 
     // server-side latencies from the API
     let mut server_added: Vec<f64> = Vec::new();
+    // per stage, as the server measured each turn (`TurnLatency`)
+    let mut stages: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     let mut end_reasons: BTreeMap<String, u64> = BTreeMap::new();
     if let Some(key) = &target.api_key {
         let ids: Vec<String> = results.iter().filter_map(|r| r.call_id.clone()).collect();
@@ -1382,6 +1452,11 @@ async fn drive(
                         {
                             server_added.push(t.saturating_sub(e) as f64);
                         }
+                        for stage in LATENCY_STAGES {
+                            if let Some(v) = l[stage].as_u64() {
+                                stages.entry(stage).or_default().push(v as f64);
+                            }
+                        }
                     }
                 }
                 let reason = d["end_reason"].as_str().unwrap_or("unfinished").to_string();
@@ -1392,6 +1467,14 @@ async fn drive(
         }
     }
     server_added.sort_by(f64::total_cmp);
+    let mut stage_report = serde_json::Map::new();
+    for (stage, mut v) in stages {
+        v.sort_by(f64::total_cmp);
+        stage_report.insert(
+            stage.to_string(),
+            json!({"n": v.len(), "p50": percentile(&v, 50.0), "p99": percentile(&v, 99.0)}),
+        );
+    }
 
     // the CPU window: steady state, else the whole run
     let connected: Vec<(Instant, Instant)> = results.iter().filter_map(|r| r.connected).collect();
@@ -1501,6 +1584,7 @@ async fn drive(
             "server_added_latency_ms_p50": percentile(&server_added, 50.0),
             "server_added_latency_ms_p99": percentile(&server_added, 99.0),
             "server_added_latency_ms_max": server_added.last(),
+            "server_stage_latency_ms": stage_report,
             "server_end_reasons": end_reasons,
             "first_greeting_n": m.first_audio.count(),
             "first_greeting_ms_p50": Histogram::ms(m.first_audio.percentile_us(50.0)),

@@ -25,6 +25,7 @@ fn silent_call(echoes_marks: bool) -> Run {
             returning_caller: false,
             timing: Timing::default(),
             echoes_marks,
+            language_model: false,
         },
         InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
     );

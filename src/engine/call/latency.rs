@@ -8,6 +8,9 @@ struct Pending {
     last_speech_ms: u64,
     endpoint_ms: u64,
     transcript_ms: Option<u64>,
+    /// The language model's first result for the turn, and its last.
+    model_first_ms: Option<u64>,
+    model_done_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -23,6 +26,8 @@ impl Latency {
             last_speech_ms,
             endpoint_ms,
             transcript_ms: None,
+            model_first_ms: None,
+            model_done_ms: None,
         });
     }
 
@@ -39,7 +44,20 @@ impl Latency {
             last_speech_ms: now_ms,
             endpoint_ms: now_ms,
             transcript_ms: Some(now_ms),
+            model_first_ms: None,
+            model_done_ms: None,
         });
+    }
+
+    /// A result from the language model: the first one of the turn, and `done` when the model has
+    /// finished (before the reply's first audio; a streamed answer usually finishes after).
+    pub(super) fn handle_model_result(&mut self, now_ms: u64, done: bool) {
+        if let Some(p) = self.pending.as_mut() {
+            p.model_first_ms.get_or_insert(now_ms);
+            if done {
+                p.model_done_ms.get_or_insert(now_ms);
+            }
+        }
     }
 
     /// The turn produced no reply (a sound with no words).
@@ -51,12 +69,16 @@ impl Latency {
     pub(super) fn handle_reply_audio(&mut self, now_ms: u64) -> Option<TurnLatency> {
         let p = self.pending.take()?;
         let transcript = p.transcript_ms.unwrap_or(p.endpoint_ms);
+        // synthesis starts once the dialogue knows what to say: after the model, if consulted
+        let said = p.model_first_ms.unwrap_or(transcript);
         self.turns += 1;
         Some(TurnLatency {
             turn: self.turns,
             endpointing_ms: p.endpoint_ms.saturating_sub(p.last_speech_ms),
             stt_ms: transcript.saturating_sub(p.endpoint_ms),
-            tts_ms: now_ms.saturating_sub(transcript),
+            llm_first_ms: p.model_first_ms.map(|m| m.saturating_sub(transcript)),
+            llm_ms: p.model_done_ms.map(|m| m.saturating_sub(transcript)),
+            tts_ms: now_ms.saturating_sub(said),
             total_ms: now_ms.saturating_sub(p.last_speech_ms),
         })
     }

@@ -25,8 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::audio::{self, InboundPipeline, SAMPLES_8K, SAMPLES_16K};
+use crate::engine::dialogue::model::{ModelRequest, SentenceSplitter, Understanding};
 use crate::engine::dialogue::turn::{Floor, TurnEvent, TurnTaking, TurnTiming, Utterance, frames};
-use crate::engine::dialogue::{Dialogue, Expect, Next, PromptKind, Reply, Turn};
+use crate::engine::dialogue::{Dialogue, Expect, Next, Prompt, PromptKind, Reply, Step, Turn};
 use crate::model::{
     CallEvent, EndReason, QuestionKind, ReceptionistSettings, Speaker, TranscriptLine,
 };
@@ -69,6 +70,9 @@ pub struct Timing {
     pub stt_timeout: Duration,
     /// Deadline for synthesised audio after it was requested.
     pub tts_timeout: Duration,
+    /// Deadline for the language model: its reading of the caller's words, or the next piece of
+    /// a streamed answer. Past it the rules take over, so the caller never waits on dead air.
+    pub model_timeout: Duration,
     /// How agent audio goes out: in chunks as soon as it is synthesised (the default), or frame
     /// by frame in real time.
     pub pacing: Pacing,
@@ -99,6 +103,7 @@ impl Default for Timing {
             dtmf_gap: Duration::from_millis(2500),
             stt_timeout: Duration::from_secs(6),
             tts_timeout: Duration::from_secs(4),
+            model_timeout: Duration::from_secs(4),
             pacing: Pacing::Burst,
             pacing_lead: Duration::from_millis(200),
             mark_every_frames: 10,
@@ -201,6 +206,8 @@ pub struct EngineConfig {
     /// clock alone says what was heard and when playback ends; when true a mark echo does, with
     /// a fallback to the clock for a carrier that silently stops echoing.
     pub echoes_marks: bool,
+    /// Consult a language model in the dialogue (`Output::Consult`); otherwise the rules alone.
+    pub language_model: bool,
 }
 
 /// Inputs to the engine.
@@ -230,6 +237,24 @@ pub enum Input<'a> {
     },
     TtsFailed {
         speech: u64,
+    },
+    /// The model's reading of the caller's words (`ModelRequest::Understand`).
+    Understood {
+        consult: u64,
+        understanding: Understanding,
+    },
+    /// More of the model's streamed answer (`ModelRequest::Answer`): any piece of text.
+    ModelText {
+        consult: u64,
+        text: &'a str,
+    },
+    /// The model's answer is complete.
+    ModelDone {
+        consult: u64,
+    },
+    /// The model failed (error, refusal, an answer outside its contract).
+    ModelFailed {
+        consult: u64,
     },
     /// The carrier said the call ended (`stop`).
     CarrierStop,
@@ -313,6 +338,16 @@ pub enum Output {
     CancelSpeech {
         speech: u64,
     },
+    /// Ask the language model; answer with `Input::Understood` (for `Understand`), or
+    /// `Input::ModelText` pieces and `Input::ModelDone` (for `Answer`), or `Input::ModelFailed`.
+    Consult {
+        consult: u64,
+        request: ModelRequest,
+    },
+    /// The consultation is no longer wanted: cancel it; its results are ignored.
+    CancelConsult {
+        consult: u64,
+    },
     /// Caller audio for recognisers is waiting: take it with [`CallEngine::pop_stt_frame`] until
     /// it returns `None` (each frame carries its utterance).
     SttAudio,
@@ -351,6 +386,9 @@ enum Phase {
     Capturing,
     /// Waiting for the transcript of the utterance the recogniser awaits.
     Transcribing,
+    /// Waiting for the language model (its reading of the caller's words, or the first sentence
+    /// of an answer when there was nothing to say before it).
+    Thinking,
     /// Saying goodbye; hang up with the reason once it has played.
     Ended,
 }
@@ -373,8 +411,26 @@ pub struct CallEngine {
     recording: Recording,
     keypad: Keypad,
     latency: Latency,
+    /// The language model's consultation in progress.
+    consult: Option<Consult>,
+    consults: u64,
+    /// The caller's words from a consultation cancelled because they went on talking: read
+    /// again with what they added.
+    carried_words: String,
+    /// The current turn is still growing (a model's answer streams in): it is not over when what
+    /// was queued has played.
+    turn_open: bool,
     time_limit_hit: bool,
     finished: bool,
+}
+
+/// A consultation of the language model.
+struct Consult {
+    id: u64,
+    /// An answer streaming in (else a reading of the caller's words).
+    answer: bool,
+    deadline_ms: u64,
+    splitter: SentenceSplitter,
 }
 
 impl CallEngine {
@@ -399,7 +455,11 @@ impl CallEngine {
         let mut engine = Self {
             start: now,
             now_ms: 0,
-            dialogue: Dialogue::new(config.settings.clone(), config.returning_caller),
+            dialogue: Dialogue::with_model(
+                config.settings.clone(),
+                config.returning_caller,
+                config.language_model,
+            ),
             settings: config.settings,
             pipeline,
             out: VecDeque::with_capacity(32),
@@ -411,6 +471,10 @@ impl CallEngine {
             recording: Recording::new(t.recording_delay),
             keypad: Keypad::new(t.dtmf_gap),
             latency: Latency::default(),
+            consult: None,
+            consults: 0,
+            carried_words: String::new(),
+            turn_open: false,
             time_limit_hit: false,
             finished: false,
             timing: config.timing,
@@ -493,6 +557,13 @@ impl CallEngine {
             }
             Input::TtsAudio { speech, mulaw } => self.playout.handle_tts_audio(speech, mulaw),
             Input::TtsFailed { speech } => self.on_tts_failed(speech),
+            Input::Understood {
+                consult,
+                understanding,
+            } => self.on_understood(consult, understanding),
+            Input::ModelText { consult, text } => self.on_model_text(consult, text),
+            Input::ModelDone { consult } => self.on_model_done(consult),
+            Input::ModelFailed { consult } => self.on_model_failed(consult),
             Input::CarrierStop => self.finish(EndReason::CallerHangup),
             Input::Disconnected => self.finish(EndReason::Disconnected),
             Input::Abort(reason) => self.finish(reason),
@@ -520,6 +591,7 @@ impl CallEngine {
         if now >= self.timing.max_call.as_millis() as u64 && !self.time_limit_hit {
             self.time_limit_hit = true;
             self.interrupt_agent(false);
+            self.cancel_consult();
             self.cancel_capture();
             let t = self.dialogue.on_time_limit();
             self.play_turn(t);
@@ -531,6 +603,13 @@ impl CallEngine {
         // synthesis deadline
         if let Some(speech) = self.playout.tts_overdue(now) {
             self.on_tts_failed(speech);
+        }
+        // the model's deadline
+        if let Some(c) = &self.consult
+            && now >= c.deadline_ms
+        {
+            let id = c.id;
+            self.on_model_failed(id);
         }
         match self.phase {
             Phase::Listening { since_ms } => {
@@ -564,6 +643,7 @@ impl CallEngine {
             return;
         }
         self.interrupt_agent(false);
+        self.cancel_consult();
         self.cancel_capture();
         let t = self.dialogue.on_drain();
         self.play_turn(t);
@@ -583,6 +663,7 @@ impl CallEngine {
             }
         };
         min(self.playout.poll_timeout());
+        min(self.consult.as_ref().map(|c| c.deadline_ms));
         match self.phase {
             Phase::Listening { since_ms } => match self.keypad.poll_timeout() {
                 None => min(Some(
@@ -600,6 +681,8 @@ impl CallEngine {
     // ---- agent speech ----------------------------------------------------------------------
 
     fn play_turn(&mut self, turn: Turn) {
+        self.cancel_consult();
+        self.turn_open = false;
         for e in self.dialogue.take_events() {
             self.out.push_back(Output::Event(e));
         }
@@ -671,6 +754,13 @@ impl CallEngine {
 
     /// All of the turn's audio has played.
     fn turn_played(&mut self) {
+        if self.turn_open {
+            // more of the turn is on its way (a streamed answer): nothing is over yet
+            if self.consult.is_some() {
+                self.phase = Phase::Thinking;
+            }
+            return;
+        }
         match self.turn_next.take() {
             Some(Next::HangUp(reason)) => self.finish(reason),
             Some(Next::Listen(_)) | None => {
@@ -689,6 +779,12 @@ impl CallEngine {
     fn interrupt_agent(&mut self, barge_in: bool) {
         if self.playout.clear(self.now_ms, &mut self.out) {
             self.recording.erase_agent_from(self.now_ms);
+        }
+        if self.turn_open {
+            // the rest of a streamed answer, and what was to follow it, are not wanted
+            self.cancel_consult();
+            self.dialogue.answer_abandoned();
+            self.turn_open = false;
         }
         self.turn_next = None;
         if barge_in {
@@ -777,6 +873,19 @@ impl CallEngine {
             self.discard_utterance(u.id);
             return;
         }
+        if matches!(self.phase, Phase::Thinking) {
+            if self.turn_open {
+                // a new question before the answer to the last one started: that answer is
+                // not wanted any more
+                self.cancel_consult();
+                self.dialogue.answer_abandoned();
+                self.turn_open = false;
+            } else if self.consult.is_some() {
+                // the caller went on before the model answered: read it all again, together
+                self.cancel_consult();
+                self.carried_words = self.dialogue.take_utterance();
+            }
+        }
         self.out.push_back(Output::SttFinish { utterance: u.id });
         self.latency.handle_endpoint(u.last_speech_ms, self.now_ms);
         self.recognizer
@@ -802,9 +911,16 @@ impl CallEngine {
         if text.is_empty() {
             // a sound with no words: keep listening (the silence timer restarts)
             self.latency.discard();
-            self.phase = Phase::Listening {
-                since_ms: self.now_ms,
-            };
+            if self.carried_words.is_empty() {
+                self.phase = Phase::Listening {
+                    since_ms: self.now_ms,
+                };
+            } else {
+                // words from before still wait for an answer
+                let carried = std::mem::take(&mut self.carried_words);
+                let step = self.dialogue.on_speech(&carried);
+                self.take_step(step);
+            }
             return;
         }
         self.out
@@ -816,8 +932,173 @@ impl CallEngine {
                 interrupted: false,
                 dtmf: false,
             })));
-        let t = self.dialogue.on_reply(Reply::Speech(text));
-        self.play_turn(t);
+        let step = if self.carried_words.is_empty() {
+            self.dialogue.on_speech(text)
+        } else {
+            let words = format!("{} {text}", std::mem::take(&mut self.carried_words));
+            self.dialogue.on_speech(&words)
+        };
+        self.take_step(step);
+    }
+
+    // ---- the language model ----------------------------------------------------------------
+
+    fn take_step(&mut self, step: Step) {
+        match step {
+            Step::Turn(t) => self.play_turn(t),
+            Step::Consult(request) => {
+                for e in self.dialogue.take_events() {
+                    self.out.push_back(Output::Event(e));
+                }
+                self.start_consult(request, false);
+                self.phase = Phase::Thinking;
+            }
+            Step::Answer { before, request } => {
+                self.play_turn(Turn {
+                    prompts: before,
+                    next: Next::Listen(Expect::CallerQuestion),
+                });
+                self.turn_next = None;
+                self.turn_open = true;
+                self.start_consult(request, true);
+                if self.playout.is_empty() {
+                    self.phase = Phase::Thinking;
+                }
+            }
+        }
+    }
+
+    fn start_consult(&mut self, request: ModelRequest, answer: bool) {
+        self.cancel_consult();
+        self.consults += 1;
+        let id = self.consults;
+        self.consult = Some(Consult {
+            id,
+            answer,
+            deadline_ms: self.now_ms + self.timing.model_timeout.as_millis() as u64,
+            splitter: SentenceSplitter::default(),
+        });
+        self.out.push_back(Output::Consult {
+            consult: id,
+            request,
+        });
+    }
+
+    fn cancel_consult(&mut self) {
+        if let Some(c) = self.consult.take() {
+            self.out.push_back(Output::CancelConsult { consult: c.id });
+        }
+    }
+
+    /// The consultation `id` is the one in progress, of the given kind.
+    fn consulting(&self, id: u64, answer: bool) -> bool {
+        self.consult
+            .as_ref()
+            .is_some_and(|c| c.id == id && c.answer == answer)
+    }
+
+    fn on_understood(&mut self, id: u64, understanding: Understanding) {
+        if !self.consulting(id, false) || !matches!(self.phase, Phase::Thinking) {
+            return;
+        }
+        self.consult = None;
+        self.latency.handle_model_result(self.now_ms, true);
+        let step = self.dialogue.on_understood(understanding);
+        self.take_step(step);
+    }
+
+    fn on_model_text(&mut self, id: u64, text: &str) {
+        if !self.consulting(id, true) {
+            return;
+        }
+        self.latency.handle_model_result(self.now_ms, false);
+        let deadline = self.now_ms + self.timing.model_timeout.as_millis() as u64;
+        let sentences = match self.consult.as_mut() {
+            Some(c) => {
+                c.deadline_ms = deadline;
+                c.splitter.push(text)
+            }
+            None => return,
+        };
+        for s in sentences {
+            if self.answer_sentence(&s) {
+                self.cancel_consult();
+                self.close_answer(false);
+                return;
+            }
+        }
+    }
+
+    fn on_model_done(&mut self, id: u64) {
+        if !self.consulting(id, true) {
+            return;
+        }
+        self.latency.handle_model_result(self.now_ms, true);
+        let rest = self.consult.take().and_then(|mut c| c.splitter.finish());
+        if let Some(s) = rest {
+            self.answer_sentence(&s);
+        }
+        self.close_answer(false);
+    }
+
+    fn on_model_failed(&mut self, id: u64) {
+        let Some(c) = self.consult.as_ref().filter(|c| c.id == id) else {
+            return;
+        };
+        let answer = c.answer;
+        self.cancel_consult();
+        if answer {
+            self.close_answer(true);
+        } else if matches!(self.phase, Phase::Thinking) {
+            let t = self.dialogue.on_model_failed();
+            self.play_turn(t);
+        }
+    }
+
+    /// Say a sentence of the model's answer, if the dialogue trusts it; whether the answer is over.
+    fn answer_sentence(&mut self, sentence: &str) -> bool {
+        let (prompt, stop) = self.dialogue.answer_sentence(sentence);
+        if let Some(p) = prompt {
+            self.queue_prompt(p);
+        }
+        stop
+    }
+
+    /// Add a prompt to the turn being spoken.
+    fn queue_prompt(&mut self, p: Prompt) {
+        let text = p.text.clone();
+        let speech = self.playout.queue(self.now_ms, p);
+        self.out.push_back(Output::Speak { speech, text });
+        if matches!(self.phase, Phase::Thinking) {
+            self.phase = Phase::Speaking;
+        }
+    }
+
+    /// The model's answer is over: what follows it closes the turn.
+    fn close_answer(&mut self, failed: bool) {
+        if !self.turn_open {
+            return;
+        }
+        let t = if failed {
+            self.dialogue.answer_failed()
+        } else {
+            self.dialogue.answer_done()
+        };
+        self.turn_open = false;
+        for e in self.dialogue.take_events() {
+            self.out.push_back(Output::Event(e));
+        }
+        for p in t.prompts {
+            self.queue_prompt(p);
+        }
+        self.phase = match t.next {
+            Next::HangUp(_) => Phase::Ended,
+            Next::Listen(_) => Phase::Speaking,
+        };
+        self.turn_next = Some(t.next);
+        if self.playout.is_empty() {
+            self.turn_played();
+        }
     }
 
     // ---- keypad ----------------------------------------------------------------------------
@@ -880,6 +1161,7 @@ impl CallEngine {
         // what the caller heard of an unfinished segment
         self.playout.finish(self.now_ms, &mut self.out);
         self.cancel_capture();
+        self.cancel_consult();
         for e in self.dialogue.take_events() {
             self.out.push_back(Output::Event(e));
         }

@@ -195,7 +195,9 @@ pub fn returning_caller_line(context: &str) -> Option<String> {
         .map(|s| ensure_period(&s))
 }
 
-/// Context sentences about open jobs that mention the caller's location.
+/// Context sentences about open jobs that mention the caller's location. A sentence that lists
+/// positions in several places ("... in Chicago and forklift drivers in Dallas") gives only the
+/// part about the caller's place, so that no position elsewhere is suggested.
 pub fn jobs_near(context: &str, location: &str) -> Vec<String> {
     let loc = normalize(location);
     if loc.is_empty() {
@@ -204,12 +206,76 @@ pub fn jobs_near(context: &str, location: &str) -> Vec<String> {
     let job = concept("job");
     sentences(context)
         .into_iter()
-        .filter(|s| {
-            let n = normalize(s);
-            n.contains(&loc) && terms(s).contains(&job)
+        .filter(|s| normalize(s).contains(&loc) && terms(s).contains(&job))
+        .map(|s| {
+            let body = s.trim_end_matches(['.', '!', '?']);
+            let parts: Vec<&str> = body
+                .split([';', ','])
+                .flat_map(|p| p.split(" and "))
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect();
+            let near: Vec<&str> = parts
+                .iter()
+                .copied()
+                .filter(|p| normalize(p).contains(&loc))
+                .collect();
+            if parts.len() <= 1 || near.len() == parts.len() {
+                return ensure_period(&s);
+            }
+            // the parts about the caller's place, each said as an opening
+            near.iter()
+                .map(|p| {
+                    if terms(p).contains(&job) {
+                        ensure_period(p)
+                    } else {
+                        ensure_period(&format!("We have openings for {p}"))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
         })
-        .map(|s| ensure_period(&s))
         .collect()
+}
+
+/// The places the context's job sentences name: the capitalised words after "in" ("... drivers
+/// in Dallas", "in San Antonio"), lowercase.
+pub fn job_places(context: &str) -> Vec<String> {
+    let job = concept("job");
+    let mut out: Vec<String> = Vec::new();
+    for s in sentences(context) {
+        if !terms(&s).contains(&job) {
+            continue;
+        }
+        let words: Vec<&str> = s
+            .split_whitespace()
+            .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+            .collect();
+        for (i, w) in words.iter().enumerate() {
+            if !w.eq_ignore_ascii_case("in") {
+                continue;
+            }
+            let place: Vec<&str> = words[i + 1..]
+                .iter()
+                .take(3)
+                .take_while(|w| w.chars().next().is_some_and(char::is_uppercase))
+                .copied()
+                .collect();
+            if !place.is_empty() {
+                let place = place.join(" ").to_lowercase();
+                if !out.contains(&place) {
+                    out.push(place);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether the context says anything about open positions.
+pub fn lists_jobs(context: &str) -> bool {
+    let job = concept("job");
+    sentences(context).iter().any(|s| terms(s).contains(&job))
 }
 
 #[cfg(test)]
@@ -248,7 +314,17 @@ mod tests {
             returning_caller_line(CTX).as_deref(),
             Some("If you already applied, expect a reply within 3 days.")
         );
-        assert_eq!(jobs_near(CTX, "Chicago").len(), 1);
+        assert_eq!(
+            jobs_near(CTX, "Chicago"),
+            ["We are hiring warehouse associates in Chicago."]
+        );
+        assert_eq!(
+            jobs_near(CTX, "Dallas"),
+            ["We have openings for forklift drivers in Dallas."]
+        );
         assert!(jobs_near(CTX, "Boston").is_empty());
+        assert!(lists_jobs(CTX));
+        assert_eq!(job_places(CTX), ["chicago", "dallas"]);
+        assert!(!lists_jobs("Pay is $18 per hour."));
     }
 }

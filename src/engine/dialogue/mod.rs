@@ -4,10 +4,16 @@
 //! said (or keyed), that the caller stayed silent, that a backend failed or that time ran out, and it
 //! answers with the next [`Turn`]: what to say and what to do after.
 //!
-//! This is the deterministic default policy; a language-model policy can replace the reply wording
-//! later without changing the engine.
+//! Without a language model this is the whole, deterministic policy. With one (`Dialogue::new`'s
+//! `use_model`), the caller's words are read by the model instead of the rules ([`Step::Consult`]:
+//! several answers at once and out of order, a question asked in the middle of the script) and
+//! their questions are answered by it from the custom context, streamed a sentence at a time
+//! ([`Step::Answer`]); the script, its order and its guarantees stay here, and everything the
+//! model says is checked first (`model`). A model that fails hands the rest of the call to the
+//! rules.
 
 pub mod context;
+pub mod model;
 pub mod turn;
 pub mod understand;
 
@@ -17,6 +23,7 @@ use crate::model::{
     AnswerRecord, AnswerValue, CallEvent, DisclosureKind, EndReason, QuestionKind,
     ReceptionistSettings,
 };
+use model::{AnswerRequest, ModelRequest, UnderstandRequest, Understanding, Wanted};
 
 /// How many times a question is asked at most (the first time plus two re-asks).
 pub const MAX_ASKS: u8 = 3;
@@ -94,10 +101,41 @@ enum Stage {
     Done,
 }
 
+/// What follows the caller's words.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Say this.
+    Turn(Turn),
+    /// Ask the model to read the caller's words ([`ModelRequest::Understand`]); answer with
+    /// [`Dialogue::on_understood`] or [`Dialogue::on_model_failed`].
+    Consult(ModelRequest),
+    /// Say `before`, then the model's answer to the caller's question ([`ModelRequest::Answer`])
+    /// sentence by sentence ([`Dialogue::answer_sentence`]), then what [`Dialogue::answer_done`]
+    /// (or [`Dialogue::answer_failed`]) returns.
+    Answer {
+        before: Vec<Prompt>,
+        request: ModelRequest,
+    },
+}
+
+/// A caller's question being answered by the model.
+#[derive(Debug)]
+struct PendingAnswer {
+    question: String,
+    /// Sentences accepted so far.
+    spoken: u8,
+    /// No more sentences are taken (the limit, or one that could not be trusted).
+    stopped: bool,
+    /// What follows the answer.
+    follow: Turn,
+}
+
 /// The receptionist script for one call.
 pub struct Dialogue {
     settings: Arc<ReceptionistSettings>,
     returning_caller: bool,
+    /// Consult the language model (until it fails).
+    use_model: bool,
     stage: Stage,
     /// Times the current stage's question has been asked.
     asks: u8,
@@ -106,14 +144,32 @@ pub struct Dialogue {
     caller_questions: u8,
     name: Option<String>,
     location: Option<String>,
+    /// Stages settled (given, or given up on), in or out of order.
+    name_done: bool,
+    location_done: bool,
+    answered: Vec<bool>,
+    /// The caller's words the model is reading.
+    utterance: String,
+    answering: Option<PendingAnswer>,
     events: Vec<CallEvent>,
 }
 
 impl Dialogue {
     pub fn new(settings: Arc<ReceptionistSettings>, returning_caller: bool) -> Self {
+        Self::with_model(settings, returning_caller, false)
+    }
+
+    /// A dialogue that consults a language model when `use_model` (see [`Step`]).
+    pub fn with_model(
+        settings: Arc<ReceptionistSettings>,
+        returning_caller: bool,
+        use_model: bool,
+    ) -> Self {
         Self {
+            answered: vec![false; settings.questions.len()],
             settings,
             returning_caller,
+            use_model,
             stage: Stage::Name,
             asks: 0,
             reminders: 0,
@@ -121,8 +177,17 @@ impl Dialogue {
             caller_questions: 0,
             name: None,
             location: None,
+            name_done: false,
+            location_done: false,
+            utterance: String::new(),
+            answering: None,
             events: Vec::new(),
         }
+    }
+
+    /// Whether the caller's words go to the model.
+    pub fn uses_model(&self) -> bool {
+        self.use_model
     }
 
     /// The fixed prompts of this receptionist, to synthesise ahead of time.
@@ -225,8 +290,287 @@ impl Dialogue {
         }
     }
 
+    /// The caller spoke: with the model, ask it to read their words ([`Step::Consult`]);
+    /// otherwise the rules' turn.
+    pub fn on_speech(&mut self, text: &str) -> Step {
+        if !self.use_model || self.stage == Stage::Done {
+            return Step::Turn(self.on_reply(Reply::Speech(text)));
+        }
+        self.reminders = 0;
+        self.answering = None;
+        self.utterance = text.to_string();
+        Step::Consult(ModelRequest::Understand(UnderstandRequest {
+            utterance: text.to_string(),
+            asked: self.current_question(),
+            wanted: self.wanted(),
+        }))
+    }
+
+    /// What the caller has not given yet, the current stage's first.
+    fn wanted(&self) -> Vec<Wanted> {
+        let mut out = Vec::new();
+        if !self.name_done {
+            out.push(Wanted::Name);
+        }
+        if self.settings.collect_location && !self.location_done {
+            out.push(Wanted::Location);
+        }
+        for (i, q) in self.settings.questions.iter().enumerate() {
+            if !self.answered[i] {
+                out.push(Wanted::Answer {
+                    index: i,
+                    question: q.text.clone(),
+                    kind: q.kind,
+                });
+            }
+        }
+        out
+    }
+
+    /// The model read the caller's words: keep what checks out (each item for its own
+    /// question, in any order), answer a question they asked, and go on with the first question
+    /// still open. When the model found nothing, the rules read the words instead.
+    pub fn on_understood(&mut self, u: Understanding) -> Step {
+        let text = std::mem::take(&mut self.utterance);
+        let stage = self.stage;
+        let mut prompts = Vec::new();
+        let mut got_current = false;
+        let mut got_any = false;
+        if !self.name_done
+            && let Some(name) = u
+                .name
+                .as_deref()
+                .and_then(|n| model::said_by_caller(n, &text, 4))
+        {
+            let first = name.split(' ').next().unwrap_or(&name).to_string();
+            self.record_name(name);
+            prompts.push(Prompt::say(format!("Thank you, {first}.")));
+            if self.returning_caller {
+                prompts.push(self.welcome_back());
+            }
+            got_current |= stage == Stage::Name;
+            got_any = true;
+        }
+        if self.settings.collect_location
+            && !self.location_done
+            && let Some(place) = u
+                .location
+                .as_deref()
+                .and_then(|l| model::said_by_caller(l, &text, 6))
+        {
+            self.record_location(place);
+            if prompts.is_empty() {
+                prompts.push(Prompt::say("Got it."));
+            }
+            got_current |= stage == Stage::Location;
+            got_any = true;
+        }
+        for (i, answer) in &u.answers {
+            let Some(q) = self.settings.questions.get(*i) else {
+                continue;
+            };
+            if self.answered[*i] {
+                continue;
+            }
+            let value = match q.kind {
+                QuestionKind::FreeText => model::mostly_said(answer, &text)
+                    .then(|| AnswerValue::Text(answer.trim().to_string())),
+                // a number must have been said; the model may read "since 2019" as 7
+                QuestionKind::Number if understand::parse_number(&text).is_none() => None,
+                kind => understand::understand(kind, answer),
+            };
+            let Some(value) = value else {
+                continue;
+            };
+            let attempts = if stage == Stage::Question(*i) {
+                self.asks
+            } else {
+                1
+            };
+            self.record_answer(*i, text.clone(), value, attempts, false);
+            if prompts.is_empty() {
+                prompts.push(Prompt::say("Thank you."));
+            }
+            got_current |= stage == Stage::Question(*i);
+            got_any = true;
+        }
+        let question = u
+            .caller_question
+            .filter(|q| !q.trim().is_empty())
+            .filter(|_| self.caller_questions < MAX_CALLER_QUESTIONS);
+        if stage == Stage::CallerQuestions && question.is_none() && u.wants_to_end {
+            return Step::Turn(self.closing(EndReason::Completed));
+        }
+        let follow = if stage == Stage::CallerQuestions {
+            if question.is_some() {
+                self.caller_questions += 1;
+                if self.caller_questions >= MAX_CALLER_QUESTIONS {
+                    self.closing(EndReason::Completed)
+                } else {
+                    Turn {
+                        prompts: vec![Prompt::say("Do you have any other questions?")],
+                        next: Next::Listen(Expect::CallerQuestion),
+                    }
+                }
+            } else {
+                let mut t = self.on_reply(Reply::Speech(&text));
+                prompts.append(&mut t.prompts);
+                t.prompts = prompts;
+                return Step::Turn(t);
+            }
+        } else if got_current {
+            self.advance_after(stage, Vec::new())
+        } else if got_any || question.is_some() {
+            // the current question again, not counted as a re-ask: it was not answered wrongly
+            Turn {
+                prompts: vec![Prompt::say(self.current_question())],
+                next: Next::Listen(self.expect()),
+            }
+        } else {
+            // nothing the model could find: the rules read the words (and re-ask as they do)
+            return Step::Turn(self.on_reply(Reply::Speech(&text)));
+        };
+        match question {
+            Some(question) => {
+                if stage != Stage::CallerQuestions {
+                    self.caller_questions += 1;
+                }
+                self.answering = Some(PendingAnswer {
+                    question: question.clone(),
+                    spoken: 0,
+                    stopped: false,
+                    follow,
+                });
+                Step::Answer {
+                    before: prompts,
+                    request: ModelRequest::Answer(AnswerRequest {
+                        question,
+                        location: self.location.clone(),
+                        enforce_job_location_match: self.settings.enforce_job_location_match,
+                    }),
+                }
+            }
+            None => {
+                prompts.extend(follow.prompts);
+                Step::Turn(Turn {
+                    prompts,
+                    next: follow.next,
+                })
+            }
+        }
+    }
+
+    /// The words sent to the model, taken back when the caller went on talking before it
+    /// answered (they are read again with what the caller added).
+    pub fn take_utterance(&mut self) -> String {
+        std::mem::take(&mut self.utterance)
+    }
+
+    /// The model could not read the caller's words (failed, timed out, answered outside its
+    /// contract): the rules read them, and take over for the rest of the call.
+    pub fn on_model_failed(&mut self) -> Turn {
+        self.use_model = false;
+        let text = std::mem::take(&mut self.utterance);
+        self.on_reply(Reply::Speech(&text))
+    }
+
+    /// A sentence of the model's answer: the prompt to say, if it can be trusted, and whether the
+    /// answer is over (the limit, or an untrustworthy sentence: the rest is not wanted).
+    pub fn answer_sentence(&mut self, sentence: &str) -> (Option<Prompt>, bool) {
+        let known = self.known_facts();
+        let elsewhere = self.elsewhere(sentence);
+        let Some(a) = self.answering.as_mut() else {
+            return (None, true);
+        };
+        if a.stopped {
+            return (None, true);
+        }
+        let sentence = sentence.trim();
+        if sentence.is_empty() {
+            return (None, false);
+        }
+        if sentence.chars().count() > model::MAX_SENTENCE_CHARS
+            || !model::grounded(sentence, &known)
+            || elsewhere
+        {
+            a.stopped = true;
+            // said nothing yet: the line every caller gets when there is no answer
+            let line = (a.spoken == 0).then(|| Prompt::say(model::NO_ANSWER));
+            a.spoken += 1;
+            return (line, true);
+        }
+        a.spoken += 1;
+        a.stopped = a.spoken >= model::MAX_ANSWER_SENTENCES;
+        (Some(Prompt::say(sentence)), a.stopped)
+    }
+
+    /// The model's answer is complete: what follows it (preceded by the rules' answer when the
+    /// model said nothing usable).
+    pub fn answer_done(&mut self) -> Turn {
+        let Some(a) = self.answering.take() else {
+            return Turn {
+                prompts: Vec::new(),
+                next: Next::Listen(self.expect()),
+            };
+        };
+        let mut prompts = Vec::new();
+        if a.spoken == 0 {
+            prompts.push(Prompt::say(
+                context::answer(&self.settings.custom_context, &a.question)
+                    .unwrap_or_else(|| model::NO_ANSWER.to_string()),
+            ));
+        }
+        prompts.extend(a.follow.prompts);
+        Turn {
+            prompts,
+            next: a.follow.next,
+        }
+    }
+
+    /// The model failed while answering: finish the turn without it, and without it for the rest
+    /// of the call.
+    pub fn answer_failed(&mut self) -> Turn {
+        self.use_model = false;
+        self.answer_done()
+    }
+
+    /// The caller talked over the answer: the rest of it, and what was to follow, are dropped.
+    pub fn answer_abandoned(&mut self) {
+        self.answering = None;
+    }
+
+    /// Whether a model's answer is being spoken.
+    pub fn answering(&self) -> bool {
+        self.answering.is_some()
+    }
+
+    /// With the job location match enforced, whether a sentence names a place of the context's
+    /// positions that is not the caller's.
+    fn elsewhere(&self, sentence: &str) -> bool {
+        let (true, Some(loc)) = (self.settings.enforce_job_location_match, &self.location) else {
+            return false;
+        };
+        let loc = understand::normalize(loc);
+        let said = format!(" {} ", understand::normalize(sentence));
+        context::job_places(&self.settings.custom_context)
+            .iter()
+            .any(|place| !loc.contains(place.as_str()) && said.contains(&format!(" {place} ")))
+    }
+
+    /// What an answer may mention: the custom context and the call's own facts.
+    fn known_facts(&self) -> String {
+        let s = &self.settings;
+        let mut known = format!("{} {}", s.custom_context, s.agent_name);
+        for extra in [&self.name, &self.location].into_iter().flatten() {
+            known.push(' ');
+            known.push_str(extra);
+        }
+        known
+    }
+
     /// The caller said nothing for a while after the agent finished.
     pub fn on_silence(&mut self) -> Turn {
+        self.answering = None;
         self.reminders += 1;
         if self.reminders > MAX_REMINDERS {
             self.stage = Stage::Done;
@@ -245,6 +589,7 @@ impl Dialogue {
 
     /// A speech backend failed or timed out: apologise and ask again, or end the call politely.
     pub fn on_backend_failure(&mut self) -> Turn {
+        self.answering = None;
         self.backend_failures += 1;
         if self.backend_failures >= MAX_BACKEND_FAILURES {
             self.stage = Stage::Done;
@@ -261,6 +606,7 @@ impl Dialogue {
 
     /// The maximum call length was reached.
     pub fn on_time_limit(&mut self) -> Turn {
+        self.answering = None;
         self.stage = Stage::Done;
         Turn {
             prompts: vec![closing_prompt(TIME_LIMIT_GOODBYE)],
@@ -295,8 +641,7 @@ impl Dialogue {
         match name {
             Some(name) => {
                 let first = name.split(' ').next().unwrap_or(&name).to_string();
-                self.events.push(CallEvent::Name { name: name.clone() });
-                self.name = Some(name);
+                self.record_name(name);
                 prompts.push(Prompt::say(format!("Thank you, {first}.")));
             }
             None if self.asks < MAX_ASKS => {
@@ -311,12 +656,7 @@ impl Dialogue {
             None => prompts.push(Prompt::say("No problem, let's continue.")),
         }
         if self.returning_caller {
-            let line = context::returning_caller_line(&self.settings.custom_context)
-                .unwrap_or_else(|| {
-                    "I see you've called us before. I'll add this call to your existing application."
-                        .to_string()
-                });
-            prompts.push(Prompt::say(format!("Welcome back. {line}")));
+            prompts.push(self.welcome_back());
         }
         self.advance_after(Stage::Name, prompts)
     }
@@ -329,10 +669,7 @@ impl Dialogue {
         let mut prompts = Vec::new();
         match place {
             Some(place) => {
-                self.events.push(CallEvent::Location {
-                    location: place.clone(),
-                });
-                self.location = Some(place);
+                self.record_location(place);
                 prompts.push(Prompt::say("Got it."));
             }
             None if self.asks < MAX_ASKS => {
@@ -375,24 +712,8 @@ impl Dialogue {
             }
             None => AnswerValue::Unclear,
         };
-        let meets_expected = q
-            .expected
-            .as_deref()
-            .filter(|e| !e.trim().is_empty())
-            .and_then(|e| understand::parse_expected(q.kind, e).ok())
-            .and_then(|e| understand::meets(&e, &value));
-        let dealbreaker_failed = q.dealbreaker && meets_expected == Some(false);
-        self.events.push(CallEvent::Answer(AnswerRecord {
-            question_index: i,
-            question: q.text.clone(),
-            kind: q.kind,
-            raw,
-            value: value.clone(),
-            attempts: self.asks,
-            via_dtmf,
-            meets_expected,
-            dealbreaker_failed,
-        }));
+        let attempts = self.asks;
+        self.record_answer(i, raw, value.clone(), attempts, via_dtmf);
         let ack = match value {
             AnswerValue::Unclear => "No problem, let's move on.",
             _ => "Thank you.",
@@ -439,11 +760,15 @@ impl Dialogue {
 
     /// Move to the stage after `from`, appending its question to `prompts`.
     fn advance_after(&mut self, from: Stage, mut prompts: Vec<Prompt>) -> Turn {
+        match from {
+            Stage::Name => self.name_done = true,
+            Stage::Location => self.location_done = true,
+            Stage::Question(i) => self.answered[i] = true,
+            Stage::CallerQuestions | Stage::Done => {}
+        }
         let next = match from {
-            Stage::Name if self.settings.collect_location => Stage::Location,
-            Stage::Name | Stage::Location => self.first_question_stage(0),
-            Stage::Question(i) => self.first_question_stage(i + 1),
             Stage::CallerQuestions | Stage::Done => Stage::Done,
+            _ => self.next_stage(),
         };
         self.stage = next;
         self.asks = 1;
@@ -464,18 +789,20 @@ impl Dialogue {
                 }
             }
             Stage::CallerQuestions => {
-                if self.settings.enforce_job_location_match
-                    && let Some(loc) = &self.location
+                if let Some(loc) = &self.location
+                    && context::lists_jobs(&self.settings.custom_context)
                 {
+                    // positions that fit where the caller lives; with the location match
+                    // enforced, a caller with none near is told so rather than offered others
                     let jobs = context::jobs_near(&self.settings.custom_context, loc);
-                    if jobs.is_empty() {
-                        prompts.push(Prompt::say(format!(
-                            "I don't see open positions near {loc} right now, but we'll keep your details on file."
-                        )));
-                    } else {
+                    if !jobs.is_empty() {
                         prompts.push(Prompt::say(format!(
                             "Based on your location, this may interest you: {}",
                             jobs.join(" ")
+                        )));
+                    } else if self.settings.enforce_job_location_match {
+                        prompts.push(Prompt::say(format!(
+                            "I don't see open positions near {loc} right now, but we'll keep your details on file."
                         )));
                     }
                 }
@@ -494,12 +821,70 @@ impl Dialogue {
         }
     }
 
-    fn first_question_stage(&self, from: usize) -> Stage {
-        if from < self.settings.questions.len() {
-            Stage::Question(from)
+    /// The first stage of the script not settled yet.
+    fn next_stage(&self) -> Stage {
+        if !self.name_done {
+            Stage::Name
+        } else if self.settings.collect_location && !self.location_done {
+            Stage::Location
+        } else if let Some(i) = self.answered.iter().position(|a| !a) {
+            Stage::Question(i)
         } else {
             Stage::CallerQuestions
         }
+    }
+
+    fn welcome_back(&self) -> Prompt {
+        let line =
+            context::returning_caller_line(&self.settings.custom_context).unwrap_or_else(|| {
+                "I see you've called us before. I'll add this call to your existing application."
+                    .to_string()
+            });
+        Prompt::say(format!("Welcome back. {line}"))
+    }
+
+    fn record_name(&mut self, name: String) {
+        self.events.push(CallEvent::Name { name: name.clone() });
+        self.name = Some(name);
+        self.name_done = true;
+    }
+
+    fn record_location(&mut self, place: String) {
+        self.events.push(CallEvent::Location {
+            location: place.clone(),
+        });
+        self.location = Some(place);
+        self.location_done = true;
+    }
+
+    fn record_answer(
+        &mut self,
+        i: usize,
+        raw: String,
+        value: AnswerValue,
+        attempts: u8,
+        via_dtmf: bool,
+    ) {
+        let q = &self.settings.questions[i];
+        let meets_expected = q
+            .expected
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+            .and_then(|e| understand::parse_expected(q.kind, e).ok())
+            .and_then(|e| understand::meets(&e, &value));
+        let dealbreaker_failed = q.dealbreaker && meets_expected == Some(false);
+        self.events.push(CallEvent::Answer(AnswerRecord {
+            question_index: i,
+            question: q.text.clone(),
+            kind: q.kind,
+            raw,
+            value,
+            attempts,
+            via_dtmf,
+            meets_expected,
+            dealbreaker_failed,
+        }));
+        self.answered[i] = true;
     }
 
     fn closing(&mut self, reason: EndReason) -> Turn {
@@ -658,6 +1043,47 @@ mod tests {
         d.start();
         let t = d.on_reply(Reply::Speech("my name is john smith"));
         assert!(t.prompts.iter().any(|p| p.text.contains("already applied")));
+    }
+
+    #[test]
+    fn positions_are_suggested_where_the_caller_lives() {
+        let mut s = settings();
+        s.questions.clear();
+        s.custom_context =
+            "We are hiring warehouse associates in Chicago and forklift drivers in Dallas.".into();
+        let run = |s: &ReceptionistSettings, place: &str| {
+            let mut d = Dialogue::new(Arc::new(s.clone()), false);
+            d.start();
+            d.on_reply(Reply::Speech("my name is john smith"));
+            let t = d.on_reply(Reply::Speech(&format!("i live in {place}")));
+            assert_eq!(t.next, Next::Listen(Expect::CallerQuestion));
+            t.prompts
+                .into_iter()
+                .map(|p| p.text)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let said = run(&s, "dallas");
+        assert!(said.contains("forklift drivers in Dallas"), "{said}");
+        assert!(!said.contains("Chicago"), "{said}");
+        assert!(!run(&s, "boston").contains("positions near"));
+        s.enforce_job_location_match = true;
+        assert!(run(&s, "boston").contains("I don't see open positions near Boston"));
+
+        // the model's answer may not offer the positions elsewhere
+        let mut d = Dialogue::with_model(Arc::new(s), false, true);
+        d.start();
+        d.on_speech("i'm john smith from dallas");
+        d.on_understood(Understanding {
+            name: Some("john smith".into()),
+            location: Some("dallas".into()),
+            caller_question: Some("what jobs do you have".into()),
+            ..Understanding::default()
+        });
+        let (p, stop) = d.answer_sentence("We have forklift drivers in Dallas.");
+        assert!(p.is_some() && !stop);
+        let (p, stop) = d.answer_sentence("There are also warehouse jobs in Chicago.");
+        assert!(p.is_none() && stop);
     }
 
     #[test]
