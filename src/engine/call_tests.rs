@@ -72,6 +72,8 @@ struct Sim {
     /// The carrier's mark echoes never reach the engine.
     drop_echoes: bool,
     marks_sent: usize,
+    /// When the caller last stopped talking.
+    caller_done_ms: u64,
     /// The language model, when the call consults one.
     model: Option<ScriptedModel>,
     /// The model's replies on their way: (due at, consultation, reply).
@@ -245,6 +247,7 @@ impl Sim {
             agent_replied: true,
             drop_echoes: false,
             marks_sent: 0,
+            caller_done_ms: 0,
             model,
             model_due: VecDeque::new(),
             consulted: Vec::new(),
@@ -432,7 +435,10 @@ impl Sim {
             && Some(t) != before
         {
             self.agent_last_audio_ms = (t - self.t0).as_millis() as u64;
-            self.agent_replied = true;
+            // audio cut off while the caller talks over it is no reply
+            if self.speaking_until.is_none() && self.agent_last_audio_ms > self.caller_done_ms {
+                self.agent_replied = true;
+            }
         }
         let echoes = take_out(&mut self.carrier);
         self.feed_engine(echoes);
@@ -486,6 +492,7 @@ impl Sim {
             let speaking = self.speaking_until.is_some_and(|u| self.now_ms < u);
             if !speaking && self.speaking_until.is_some() {
                 self.speaking_until = None;
+                self.caller_done_ms = self.now_ms;
                 self.current_utterance_text = None;
             }
             if self.speaking_until.is_none() {
@@ -504,6 +511,8 @@ impl Sim {
                         if over_started.is_some_and(|s| self.now_ms >= s + after_ms) {
                             self.script.pop_front();
                             over_started = None;
+                            // having talked, the caller waits for the agent's reply
+                            self.agent_replied = false;
                             self.speaking_until = Some(self.now_ms + ms);
                             self.current_utterance_text = Some(Some(text));
                         }
@@ -731,6 +740,46 @@ fn barge_in_clears_and_keeps_only_what_was_heard() {
     // the agent's recorded audio stops at the barge-in: nothing after the clear is recorded as
     // played beyond what the carrier had time to play
     assert_eq!(sim.ended, Some(EndReason::CallerHangup));
+}
+
+#[test]
+fn a_backchannel_that_stops_the_agent_gets_the_sentence_again() {
+    let mut script = vec![
+        Act::Say {
+            ms: 800,
+            text: Some("my name is john smith"),
+        },
+        // "uh-huh" over "Thank you, John. Which city or area do you live in?"
+        Act::SayOver {
+            after_ms: 100,
+            ms: 500,
+            text: "uh huh",
+        },
+    ];
+    script.extend(happy_script().into_iter().skip(1));
+    let mut sim = Sim::new(settings(), false, script);
+    sim.run(120_000);
+    assert!(sim.clears >= 1, "the agent was stopped");
+    assert_eq!(
+        sim.ended,
+        Some(EndReason::Completed),
+        "{:#?}\n{:#?}",
+        sim.speaks,
+        sim.transcript()
+    );
+    // said again after the backchannel, then answered as usual
+    let asked = sim
+        .speaks
+        .iter()
+        .filter(|(_, t)| t == crate::engine::dialogue::LOCATION_QUESTION)
+        .count();
+    assert_eq!(asked, 2, "{:?}", sim.speaks);
+    assert!(sim.events.contains(&CallEvent::Location {
+        location: "Chicago".into()
+    }));
+    assert_eq!(sim.answers().len(), 2);
+    // the backchannel is in the transcript, and was not taken for a city
+    assert!(sim.transcript().iter().any(|l| l.text == "uh huh"));
 }
 
 #[test]

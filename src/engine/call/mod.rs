@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crate::engine::audio::{self, InboundPipeline, SAMPLES_8K, SAMPLES_16K};
 use crate::engine::dialogue::model::{ModelRequest, SentenceSplitter, Understanding};
 use crate::engine::dialogue::turn::{Floor, TurnEvent, TurnTaking, TurnTiming, Utterance, frames};
+use crate::engine::dialogue::understand;
 use crate::engine::dialogue::{Dialogue, Expect, Next, Prompt, PromptKind, Reply, Step, Turn};
 use crate::model::{
     CallEvent, EndReason, QuestionKind, ReceptionistSettings, Speaker, TranscriptLine,
@@ -417,11 +418,21 @@ pub struct CallEngine {
     /// The caller's words from a consultation cancelled because they went on talking: read
     /// again with what they added.
     carried_words: String,
+    /// The turn the caller talked over, kept until their words show whether they meant to take
+    /// the floor: a backchannel, or nothing at all, and the agent says it again.
+    resume: Option<Resume>,
     /// The current turn is still growing (a model's answer streams in): it is not over when what
     /// was queued has played.
     turn_open: bool,
     time_limit_hit: bool,
     finished: bool,
+}
+
+/// What the agent was saying when the caller talked over it.
+struct Resume {
+    /// From the sentence that was cut off.
+    prompts: Vec<Prompt>,
+    next: Next,
 }
 
 /// A consultation of the language model.
@@ -474,6 +485,7 @@ impl CallEngine {
             consult: None,
             consults: 0,
             carried_words: String::new(),
+            resume: None,
             turn_open: false,
             time_limit_hit: false,
             finished: false,
@@ -683,6 +695,7 @@ impl CallEngine {
     fn play_turn(&mut self, turn: Turn) {
         self.cancel_consult();
         self.turn_open = false;
+        self.resume = None;
         for e in self.dialogue.take_events() {
             self.out.push_back(Output::Event(e));
         }
@@ -777,6 +790,16 @@ impl CallEngine {
 
     /// Stop the agent: clear the carrier's buffer and cancel what is queued.
     fn interrupt_agent(&mut self, barge_in: bool) {
+        // a whole turn the caller talks over is kept, to be said again if they did not mean it
+        // (a streamed answer is not: its rest is cancelled)
+        self.resume = match self.turn_next {
+            Some(next) if barge_in && !self.turn_open => Some(Resume {
+                prompts: self.playout.unheard(),
+                next,
+            })
+            .filter(|r| !r.prompts.is_empty()),
+            _ => None,
+        };
         if self.playout.clear(self.now_ms, &mut self.out) {
             self.recording.erase_agent_from(self.now_ms);
         }
@@ -861,6 +884,15 @@ impl CallEngine {
     /// A click, a cough, or talk over the agent that never became a barge-in.
     fn discard_utterance(&mut self, utterance: u64) {
         self.out.push_back(Output::SttCancel { utterance });
+        if let Some(r) = self.resume.take() {
+            // the agent was stopped by a sound that was no turn: it goes on
+            self.latency.discard();
+            self.play_turn(Turn {
+                prompts: r.prompts,
+                next: r.next,
+            });
+            return;
+        }
         if matches!(self.phase, Phase::Capturing) {
             self.phase = Phase::Listening {
                 since_ms: self.now_ms,
@@ -908,6 +940,30 @@ impl CallEngine {
             .handle_transcript()
             .unwrap_or((self.now_ms, self.now_ms));
         let text = text.trim();
+        if let Some(r) = self.resume.take() {
+            // what was cut off was the turn's question: "yeah" or "okay" may answer it
+            let cut_question = r.prompts.len() == 1 && matches!(r.next, Next::Listen(_));
+            if understand::is_backchannel(text, !cut_question) || text.is_empty() {
+                // the caller did not mean to take the floor: the agent says it again
+                if !text.is_empty() {
+                    self.out
+                        .push_back(Output::Event(CallEvent::Transcript(TranscriptLine {
+                            speaker: Speaker::Caller,
+                            text: text.to_string(),
+                            start_ms,
+                            end_ms,
+                            interrupted: false,
+                            dtmf: false,
+                        })));
+                }
+                self.latency.discard();
+                self.play_turn(Turn {
+                    prompts: r.prompts,
+                    next: r.next,
+                });
+                return;
+            }
+        }
         if text.is_empty() {
             // a sound with no words: keep listening (the silence timer restarts)
             self.latency.discard();

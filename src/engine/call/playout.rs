@@ -149,6 +149,20 @@ impl Playout {
         self.pending_marks.len()
     }
 
+    /// What of the turn the caller has not heard in full, as prompts to say again: the segment
+    /// playing (from its start) and every one queued after it.
+    pub(super) fn unheard(&self) -> Vec<Prompt> {
+        self.segments
+            .iter()
+            .filter(|s| s.audio.is_none() || s.frames_heard < s.total_frames())
+            .map(|s| Prompt {
+                text: s.text.clone(),
+                interruptible: s.interruptible,
+                kind: s.kind,
+            })
+            .collect()
+    }
+
     /// Nothing queued or playing.
     pub(super) fn is_empty(&self) -> bool {
         self.segments.is_empty()

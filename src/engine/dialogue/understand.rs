@@ -56,6 +56,26 @@ const NO_WORDS: &[&str] = &[
     "havent", "won't", "wont", "isn't", "aren't", "didn't", "doesn't", "cannot",
 ];
 
+/// Sounds a listener makes without meaning to take the floor.
+const BACKCHANNEL_SOUNDS: &[&str] = &[
+    "uh", "huh", "um", "umm", "hm", "hmm", "mm", "mmm", "mhm", "ah", "oh", "er", "eh",
+];
+/// Words that acknowledge rather than answer (unless what was cut off was a question).
+const ACKNOWLEDGEMENTS: &[&str] = &[
+    "okay", "ok", "right", "yeah", "yep", "alright", "sure", "i", "see", "got", "it", "cool",
+];
+
+/// Whether the caller's words are only a backchannel ("uh-huh", "mm-hmm", and, with
+/// `acknowledgements`, "okay", "right", "yeah", "I see"): a listener's sound, not a turn.
+pub fn is_backchannel(text: &str, acknowledgements: bool) -> bool {
+    let w = words(text);
+    !w.is_empty()
+        && w.iter().all(|w| {
+            BACKCHANNEL_SOUNDS.contains(&w.as_str())
+                || (acknowledgements && ACKNOWLEDGEMENTS.contains(&w.as_str()))
+        })
+}
+
 /// A yes/no reading of the caller's words, from the first decisive word ("no I don't" is no,
 /// "yes I do" is yes, "I do" and "I have" are yes).
 pub fn parse_yes_no(text: &str) -> Option<bool> {
@@ -484,6 +504,16 @@ pub fn meets(expectation: &Expectation, value: &AnswerValue) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backchannels() {
+        assert!(is_backchannel("Uh-huh.", false));
+        assert!(is_backchannel("mm hmm", false));
+        assert!(!is_backchannel("okay", false));
+        assert!(is_backchannel("okay, I see", true));
+        assert!(!is_backchannel("okay I live in chicago", true));
+        assert!(!is_backchannel("", true));
+    }
 
     #[test]
     fn yes_no() {
