@@ -206,6 +206,11 @@ pub struct ServeConfig {
     #[arg(long, env = "RECEPTIONIST_MAX_CALL_SECS", default_value_t = 900)]
     pub max_call_secs: u64,
 
+    /// On SIGTERM or SIGINT, how long calls in progress may go on (no new calls are taken) before
+    /// the rest are ended with a goodbye, in seconds.
+    #[arg(long, env = "RECEPTIONIST_DRAIN_SECS", default_value_t = 300)]
+    pub drain_secs: u64,
+
     /// Speech backends, both at once: a shorthand for `--stt X --tts X` (either of which, when
     /// given, overrides it).
     #[arg(
@@ -335,6 +340,11 @@ impl ServeConfig {
         Duration::from_millis(self.wake_interval_ms.min(100))
     }
 
+    /// How long a drain lets calls in progress go on.
+    pub fn drain_period(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
+    }
+
     pub fn max_call_length(&self) -> Duration {
         Duration::from_secs(self.max_call_secs.max(30))
     }
@@ -379,6 +389,7 @@ impl fmt::Debug for ServeConfig {
             .field("insecure_no_signature", &self.insecure_no_signature)
             .field("max_calls", &self.max_calls)
             .field("max_call_secs", &self.max_call_secs)
+            .field("drain_secs", &self.drain_secs)
             .field("backends", &self.backends)
             .field("connection_threads", &self.connection_threads)
             .field("wake_interval_ms", &self.wake_interval_ms)

@@ -144,6 +144,9 @@ pub enum EndReason {
     ProtocolError,
     /// The server stopped during the call; found and closed at the next start.
     ServerInterrupted,
+    /// The server was shutting down and the call outlasted its drain period: the agent said
+    /// goodbye and ended it.
+    ServerShutdown,
 }
 
 impl EndReason {
@@ -157,6 +160,7 @@ impl EndReason {
             Self::BackendFailure => "backend_failure",
             Self::ProtocolError => "protocol_error",
             Self::ServerInterrupted => "server_interrupted",
+            Self::ServerShutdown => "server_shutdown",
         }
     }
 }

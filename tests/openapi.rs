@@ -37,6 +37,8 @@ use common::harness::*;
 /// test fails until the document has it too, and the other way round.
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/twilio/voice"),
     ("POST", "/twilio/sms"),
@@ -624,6 +626,8 @@ async fn answers_match_the_document() {
 
         // Meta.
         api.raw(Method::GET, "/healthz", "/healthz", key, None).await;
+        api.raw(Method::GET, "/readyz", "/readyz", key, None).await;
+        api.raw(Method::GET, "/metrics", "/metrics", key, None).await;
         api.raw(Method::GET, "/api/v1/openapi.json", "/api/v1/openapi.json", key, None).await;
 
         // Another workspace sees none of it.

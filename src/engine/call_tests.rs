@@ -69,6 +69,9 @@ struct Sim {
     hangup_at: Option<u64>,
     /// The agent played audio since the caller last spoke (the caller waits for a reply).
     agent_replied: bool,
+    /// The carrier's mark echoes never reach the engine.
+    drop_echoes: bool,
+    marks_sent: usize,
     /// When the caller last stopped talking.
     caller_done_ms: u64,
     /// The language model, when the call consults one.
@@ -242,6 +245,8 @@ impl Sim {
             outputs_seen: 0,
             hangup_at: None,
             agent_replied: true,
+            drop_echoes: false,
+            marks_sent: 0,
             caller_done_ms: 0,
             model,
             model_due: VecDeque::new(),
@@ -283,7 +288,7 @@ impl Sim {
                     match &msg {
                         ToCaller::Media(audio) => self.sent_media += audio.frames().len(),
                         ToCaller::Clear => self.clears += 1,
-                        ToCaller::Mark(_) => {}
+                        ToCaller::Mark(_) => self.marks_sent += 1,
                     }
                     self.session.write(&msg);
                     let now = self.now();
@@ -403,12 +408,16 @@ impl Sim {
             }
             let now = self.now();
             let engine = &mut self.engine;
+            let drop_echoes = self.drop_echoes;
             let msg = match &m {
                 Wire::Text(t) => Msg::Text(t),
                 Wire::Binary(b) => Msg::Binary(b),
             };
             self.session
                 .handle_message(msg, |input| {
+                    if drop_echoes && matches!(input, Input::MarkEchoed(_)) {
+                        return;
+                    }
                     if !engine.is_finished() {
                         engine.handle_input(now, input).unwrap();
                     }
@@ -956,6 +965,126 @@ fn max_call_length_closes_the_call() {
     );
 }
 
+/// Runs 20 ms at a time until `done` or `limit_ms`.
+fn run_until(sim: &mut Sim, limit_ms: u64, mut done: impl FnMut(&Sim) -> bool) {
+    while !done(sim) && sim.ended.is_none() && sim.now_ms < limit_ms {
+        let next = sim.now_ms + 20;
+        sim.run(next);
+    }
+}
+
+#[test]
+fn draining_stops_the_agent_says_goodbye_and_ends_the_call() {
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![Act::Say {
+            ms: 800,
+            text: Some("my name is john smith"),
+        }],
+    );
+    // the agent is answering the name ("Thank you, John. Which city...")
+    run_until(&mut sim, 60_000, |s| {
+        s.events.iter().any(|e| matches!(e, CallEvent::Name { .. })) && !s.carrier.is_idle()
+    });
+    assert!(sim.ended.is_none());
+    let clears = sim.clears;
+    sim.input(Input::Drain);
+    assert_eq!(
+        sim.clears,
+        clears + 1,
+        "the reply is cleared at the carrier"
+    );
+    // a second drain while the goodbye plays changes nothing
+    let until = sim.now_ms + 500;
+    sim.run(until);
+    sim.input(Input::Drain);
+    sim.run(sim.now_ms + 30_000);
+    assert_eq!(sim.ended, Some(EndReason::ServerShutdown));
+    let goodbyes = sim
+        .speaks
+        .iter()
+        .filter(|(_, t)| t == crate::engine::dialogue::DRAIN_GOODBYE)
+        .count();
+    assert_eq!(goodbyes, 1);
+    let t = sim.transcript();
+    let last = t.last().unwrap();
+    assert_eq!(last.text, crate::engine::dialogue::DRAIN_GOODBYE);
+    assert!(!last.interrupted, "the goodbye played to the end: {t:#?}");
+    assert!(t.iter().any(|l| l.interrupted), "the reply it cut: {t:#?}");
+    // the name captured before the drain is kept
+    assert!(sim.events.contains(&CallEvent::Name {
+        name: "John Smith".into()
+    }));
+}
+
+#[test]
+fn draining_while_the_caller_talks_drops_the_utterance_and_says_goodbye() {
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![Act::Say {
+            ms: 3_000,
+            text: Some("my name is john smith"),
+        }],
+    );
+    run_until(&mut sim, 60_000, |s| s.speaking_until.is_some());
+    let until = sim.now_ms + 1_000;
+    sim.run(until);
+    sim.input(Input::Drain);
+    sim.run(sim.now_ms + 30_000);
+    assert_eq!(sim.ended, Some(EndReason::ServerShutdown));
+    assert!(
+        !sim.events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Name { .. })),
+        "the utterance cut by the drain is not answered"
+    );
+    assert_eq!(
+        sim.transcript().last().map(|l| l.text.as_str()),
+        Some(crate::engine::dialogue::DRAIN_GOODBYE)
+    );
+}
+
+#[test]
+fn a_carrier_that_never_echoes_keeps_pending_marks_bounded_for_fifteen_minutes() {
+    let timing = Timing {
+        max_call: Duration::from_secs(15 * 60),
+        ..Timing::default()
+    };
+    // through the questions, then "yes" ("Sure, what would you like to know?") until the time
+    // limit: a turn every few seconds
+    let mut script = happy_script()[..4].to_vec();
+    script.extend((0..1_000).map(|_| Act::Say {
+        ms: 400,
+        text: Some("yes"),
+    }));
+    let mut sim = Sim::with_timing(settings(), false, script, timing);
+    sim.drop_echoes = true;
+    let (mut most, mut most_idle) = (0, 0);
+    run_until(&mut sim, 17 * 60_000, |s| {
+        most = most.max(s.engine.pending_marks());
+        // a sentence the clock has ended takes its marks with it
+        if s.carrier.is_idle() && s.now_ms >= s.agent_last_audio_ms + 200 {
+            most_idle = most_idle.max(s.engine.pending_marks());
+        }
+        false
+    });
+    assert_eq!(sim.ended, Some(EndReason::MaxDuration));
+    assert!(sim.now_ms >= 15 * 60_000);
+    assert!(
+        sim.marks_sent > 20 * playout::MAX_PENDING_MARKS,
+        "{} marks sent",
+        sim.marks_sent
+    );
+    assert!(most <= playout::MAX_PENDING_MARKS, "{most} marks pending");
+    assert_eq!(most_idle, 0, "marks kept after their sentence ended");
+    assert!(
+        sim.transcript().len() > 300,
+        "the call went on turn after turn"
+    );
+}
+
 #[test]
 fn a_carrier_that_never_echoes_marks_still_moves_on() {
     let mut sim = Sim::on(
@@ -1458,4 +1587,20 @@ fn barge_in_during_a_streamed_answer_cancels_the_model() {
         "the stalled answer is cancelled"
     );
     assert_eq!(sim.ended, Some(EndReason::Completed));
+}
+
+#[test]
+fn draining_while_the_model_thinks_cancels_the_consultation() {
+    let model = ScriptedModel {
+        understand: Box::new(|_| ModelAct::Silent),
+        answer: Box::new(answer),
+    };
+    let mut sim = Sim::with_model(settings(), happy_script(), model);
+    run_until(&mut sim, 60_000, |s| !s.consulted.is_empty());
+    assert!(sim.consults_cancelled.is_empty(), "still thinking");
+    sim.input(Input::Drain);
+    sim.run(sim.now_ms + 30_000);
+    assert_eq!(sim.consults_cancelled, vec![1]);
+    assert_eq!(sim.ended, Some(EndReason::ServerShutdown));
+    assert_eq!(spoken(&sim, crate::engine::dialogue::DRAIN_GOODBYE), 1);
 }

@@ -323,7 +323,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
     // counted on its connection thread, where new connections are placed by load
     let _on_thread = super::threads::CallOnThread::enter();
     let Some(_slot) = state.calls.claim(&call_id) else {
-        tracing::warn!(call = %call_id, "at the concurrent call limit: media session refused");
+        tracing::warn!(call = %call_id, "at the concurrent call limit or draining: media session refused");
         let _ = state
             .store
             .finish_call(&call_id, now_ms(), 0, EndReason::Disconnected)
@@ -345,6 +345,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             return;
         }
     };
+    let _active = state.metrics.call_started(&call.carrier);
     state
         .recorder
         .open(&call_id, state.config.data_dir.join(&recording_rel))
@@ -448,6 +449,9 @@ impl CallDriver<'_> {
         let mut armed = Instant::now();
         let timer = tokio::time::sleep_until(armed.into());
         tokio::pin!(timer);
+        // the server's drain period is over: say goodbye (`drain.rs`)
+        let mut ending = self.state.calls.ending();
+        let mut told_to_end = false;
         let reason = loop {
             // carry out every output; stop at the next deadline
             let (deadline, ended) = self.drain(&btx).await;
@@ -489,8 +493,19 @@ impl CallDriver<'_> {
                     }
                     self.input(Input::Tick);
                 }
+                end = ending.wait_for(|&end| end), if !told_to_end => {
+                    told_to_end = true;
+                    if end.is_ok() {
+                        self.input(Input::Drain);
+                    }
+                }
             }
         };
+        self.state.metrics.call_ended(
+            reason,
+            self.engine.dropped_stt_frames(),
+            self.engine.late_frames(),
+        );
         for (_, h) in self.tts.drain().chain(self.consults.drain()) {
             h.abort();
         }
@@ -697,6 +712,7 @@ impl CallDriver<'_> {
                 match result {
                     Ok(mulaw) => self.input(Input::TtsAudio { speech, mulaw }),
                     Err(e) => {
+                        self.state.metrics.backend_error("tts", &e);
                         tracing::warn!(call = %self.call_id, error = %e, "speech synthesis failed");
                         self.input(Input::TtsFailed { speech });
                     }
@@ -708,6 +724,7 @@ impl CallDriver<'_> {
                     text: &text,
                 }),
                 Err(e) => {
+                    self.state.metrics.backend_error("stt", &e);
                     tracing::warn!(call = %self.call_id, error = %e, "speech recognition failed");
                     self.input(Input::SttFailed { utterance });
                 }
@@ -857,6 +874,9 @@ impl CallDriver<'_> {
                     }
                 }
                 Output::Event(e) => {
+                    if let CallEvent::Latency(l) = &e {
+                        self.state.metrics.turn(l);
+                    }
                     if let (Wire::Web, CallEvent::Transcript(line)) = (&self.wire, &e) {
                         let mut live = serde_json::json!({ "type": "transcript" });
                         if let (Some(obj), Ok(serde_json::Value::Object(fields))) =

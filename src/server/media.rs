@@ -29,6 +29,7 @@ pub struct WebCallQuery {
         (status = 400, description = "Not a WebSocket upgrade request, or missing parameters", content_type = "text/plain", body = String),
         (status = 403, description = "Unknown call, or a bad, used or expired token", content_type = "text/plain", body = String),
         (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
+        (status = 503, description = "The server is shutting down: no new calls", content_type = "text/plain", body = String),
     ),
 )]
 /// `GET /web/call?call_id=…&token=…`: the dashboard's test call. The token is the one-use,
@@ -61,6 +62,9 @@ pub async fn web_call(
     {
         tracing::warn!(call = %call.id, "web call refused: bad, used or expired token");
         return (StatusCode::FORBIDDEN, "bad, used or expired token").into_response();
+    }
+    if let Some(refused) = super::carriers::refuse_while_draining(&state, Some(&call.id)) {
+        return refused;
     }
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)

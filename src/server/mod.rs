@@ -4,9 +4,11 @@ pub mod api;
 pub mod auth;
 pub mod carriers;
 pub mod dashboard;
+pub mod drain;
 pub mod driver;
 pub mod error;
 pub mod media;
+pub mod metrics;
 pub mod openapi;
 pub mod socket;
 pub mod threads;
@@ -15,7 +17,7 @@ pub mod threads;
 pub use carriers::twilio;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +41,8 @@ pub struct AppState {
     pub prompts: PromptCache,
     pub recorder: Recorder,
     pub calls: Arc<CallSlots>,
+    /// `GET /metrics`: calls, turn latencies, dropped frames, backend errors.
+    pub metrics: Arc<metrics::Metrics>,
     /// Wakes the outbox worker: `notify_one()` after committing outbox rows so they go out at
     /// once rather than at the worker's next 1 s poll.
     pub outbox_notify: Arc<tokio::sync::Notify>,
@@ -56,6 +60,7 @@ impl AppState {
             prompts,
             recorder: Recorder::start(4096),
             calls: Arc::new(CallSlots::new(max)),
+            metrics: Arc::new(metrics::Metrics::new()),
             outbox_notify: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -93,6 +98,8 @@ pub fn router(state: AppState) -> Router {
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(healthz))
+        .routes(routes!(drain::readyz))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::openapi_json))
         .merge(carriers::router())
         .routes(routes!(media::web_call))
@@ -111,11 +118,18 @@ async fn healthz() -> &'static str {
 }
 
 /// Concurrent call accounting for this node: a slot is taken when the webhook accepts a call and
-/// given back when its media session ends, or when the carrier never connects.
+/// given back when its media session ends, or when the carrier never connects. Also where the
+/// drain (`drain.rs`) closes the node to new calls and tells calls in progress to end.
 pub struct CallSlots {
     max: usize,
     active: AtomicUsize,
     held: Mutex<HashMap<String, SlotGuard>>,
+    /// Draining: no new slots (a slot already held for an accepted call can still be claimed).
+    closed: AtomicBool,
+    /// Set when the drain period is over: calls in progress say goodbye and end.
+    end_calls: tokio::sync::watch::Sender<bool>,
+    /// Notified whenever a slot is given back.
+    returned: tokio::sync::Notify,
 }
 
 impl CallSlots {
@@ -124,18 +138,65 @@ impl CallSlots {
             max,
             active: AtomicUsize::new(0),
             held: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            end_calls: tokio::sync::watch::Sender::new(false),
+            returned: tokio::sync::Notify::new(),
         }
     }
 
+    /// Calls in progress, and calls accepted whose stream has not connected yet.
     pub fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
     }
 
-    /// A slot, unless the node is at its limit.
+    /// Take no new calls (the drain): the webhooks answer busy, new streams are refused.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Whether a slot is held for `call_id`: accepted here, its stream not connected yet.
+    pub fn is_held(&self, call_id: &str) -> bool {
+        self.held().contains_key(call_id)
+    }
+
+    /// Whether any accepted call has yet to connect its stream.
+    pub fn any_held(&self) -> bool {
+        !self.held().is_empty()
+    }
+
+    /// Tell every call in progress (and any that starts from now on) to say goodbye and end.
+    pub fn end_calls(&self) {
+        self.end_calls.send_replace(true);
+    }
+
+    /// Becomes `true` when calls must end ([`Self::end_calls`]).
+    pub fn ending(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.end_calls.subscribe()
+    }
+
+    /// Until every slot is given back.
+    pub async fn wait_idle(&self) {
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            // registered before the count is read, so a slot given back in between still wakes it
+            returned.as_mut().enable();
+            if self.active() == 0 {
+                return;
+            }
+            returned.await;
+        }
+    }
+
+    /// A slot, unless the node is at its limit or closed.
     pub fn try_acquire(self: &Arc<Self>) -> Option<SlotGuard> {
         let mut cur = self.active.load(Ordering::SeqCst);
         loop {
-            if cur >= self.max {
+            if cur >= self.max || self.is_closed() {
                 return None;
             }
             match self
@@ -185,6 +246,7 @@ pub struct SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         self.slots.active.fetch_sub(1, Ordering::SeqCst);
+        self.slots.returned.notify_waiters();
     }
 }
 
@@ -213,6 +275,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         "speech backends"
     );
     let listen = config.listen;
+    let drain_period = config.drain_period();
     let worker = crate::delivery::Worker::new(store.clone(), &config, &config.node_id)?;
     let mut state = AppState::new(store.clone(), config, backends);
     state.llm = llm.map(crate::backends::llm::LanguageModel::new);
@@ -234,9 +297,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         "listening"
     );
     // each connection is served on a connection thread, its socket recorded so that a media
-    // upgrade can tune it (`socket.rs`)
+    // upgrade can tune it (`socket.rs`); on SIGTERM or SIGINT the server drains (`drain.rs`) while
+    // it goes on answering requests, then stops accepting connections
+    let draining = state.clone();
     threads
-        .serve(listener, router(state), shutdown_signal())
+        .serve(listener, router(state), async move {
+            drain::signal().await;
+            drain::drain(&draining, drain_period).await;
+        })
         .await?;
     drop(threads);
     // Rows in flight keep their lease and are retried after it expires (at-least-once).
@@ -282,24 +350,4 @@ async fn warm_prompts(state: &AppState) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot list receptionists to warm prompts"),
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
 }

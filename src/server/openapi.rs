@@ -50,7 +50,7 @@ pub const BEARER: &str = "bearer";
         (name = "analytics", description = "Calls, outcomes and drop-off per receptionist over a window."),
         (name = "webhooks", description = "Event endpoints and the deliveries made to them."),
         (name = "carrier", description = "Twilio's webhooks and media stream, signed with `X-Twilio-Signature`."),
-        (name = "meta", description = "Health and this document."),
+        (name = "meta", description = "Health, readiness, metrics and this document."),
     ),
     components(schemas(ErrorBody)),
     modifiers(&Components),

@@ -192,6 +192,14 @@ impl Store {
         }
     }
 
+    /// Whether the database answers a trivial query (readiness).
+    pub async fn ping(&self) -> StoreResult<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
     /// Close every pooled connection (tests drop their database afterwards).
     pub async fn close(&self) {
         on_pool!(self, |pool| pool.close().await)

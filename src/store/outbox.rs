@@ -559,6 +559,20 @@ impl Store {
         Ok(row.0)
     }
 
+    /// Pending rows by kind (`sms`, `email`, `webhook`, `evaluate`): the outbox's depth, for
+    /// metrics. Reads the `outbox_due` index's range of pending rows.
+    pub async fn pending_outbox_by_kind(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows: Vec<(String, i64)> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT kind, COUNT(*) FROM outbox WHERE status = 'pending' GROUP BY kind \
+                 ORDER BY kind",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
     /// Settle a claimed row and record the attempt (when one was made: `attempt` is `None` for a
     /// row refused before sending, e.g. an opted-out number). Fenced by the claim token: `false`
     /// when the row is no longer pending under `claim` (the lease expired and another worker took

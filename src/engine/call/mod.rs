@@ -263,6 +263,9 @@ pub enum Input<'a> {
     Disconnected,
     /// The driver gives up on the call (protocol violation, shutdown).
     Abort(EndReason),
+    /// The server is shutting down and the call's time is up: say a short goodbye and hang up
+    /// ([`EndReason::ServerShutdown`]), as at the time limit. A goodbye already under way stands.
+    Drain,
     /// A deadline passed.
     Tick,
 }
@@ -522,6 +525,12 @@ impl CallEngine {
         self.recognizer.poll_frame()
     }
 
+    /// Marks sent and still awaiting the carrier's echo (bounded: see `playout`).
+    #[cfg(test)]
+    pub(crate) fn pending_marks(&self) -> usize {
+        self.playout.pending_marks()
+    }
+
     /// Recogniser audio lost because the driver did not take it in time.
     pub fn dropped_stt_frames(&self) -> u64 {
         self.recognizer.dropped()
@@ -570,6 +579,7 @@ impl CallEngine {
             Input::CarrierStop => self.finish(EndReason::CallerHangup),
             Input::Disconnected => self.finish(EndReason::Disconnected),
             Input::Abort(reason) => self.finish(reason),
+            Input::Drain => self.on_drain(),
             Input::Tick => {}
         }
         if !self.finished {
@@ -638,6 +648,17 @@ impl CallEngine {
             self.turn_played();
         }
         self.recording.handle_time(now, &mut self.out);
+    }
+
+    fn on_drain(&mut self) {
+        if matches!(self.phase, Phase::Ended) {
+            return;
+        }
+        self.interrupt_agent(false);
+        self.cancel_consult();
+        self.cancel_capture();
+        let t = self.dialogue.on_drain();
+        self.play_turn(t);
     }
 
     fn next_deadline_ms(&self) -> u64 {

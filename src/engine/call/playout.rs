@@ -51,10 +51,14 @@ impl Segment {
     }
 }
 
-/// Marks awaiting their echo. A carrier that echoes keeps up to a lead's worth in flight (25 at
-/// [`BURST_LEAD`] with a mark every 200 ms); one that silently stopped would grow the queue, so
-/// the oldest are forgotten (a later echo confirms everything before it anyway).
-const MAX_PENDING_MARKS: usize = 64;
+/// Marks awaiting their echo, bounded. A carrier that echoes keeps up to a lead's worth in flight
+/// (25 at [`BURST_LEAD`] with a mark every 200 ms); one that never echoes (or stopped) would grow
+/// the queue for the whole call. Policy: past the bound the oldest mark that does not end a
+/// segment is forgotten (a later echo confirms everything before it anyway; a segment's last mark
+/// is kept, its echo ends the segment), and a segment the play-out clock ended takes its marks
+/// with it. What such a carrier's caller heard is then the clock's estimate, as for a carrier
+/// without echoes.
+pub(super) const MAX_PENDING_MARKS: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 struct PendingMark {
@@ -138,6 +142,11 @@ impl Playout {
             end_mark_sent: false,
         });
         speech
+    }
+
+    #[cfg(test)]
+    pub(super) fn pending_marks(&self) -> usize {
+        self.pending_marks.len()
     }
 
     /// What of the turn the caller has not heard in full, as prompts to say again: the segment
@@ -301,6 +310,8 @@ impl Playout {
             if self.carrier_echoes.is_none() {
                 self.carrier_echoes = Some(false);
             }
+            // its echoes (and those of every segment before it) will not be awaited any more
+            self.pending_marks.retain(|m| m.id.speech > speech);
             return self.segment_done(speech, false, out);
         }
         false
@@ -381,8 +392,10 @@ impl Playout {
         if !self.echoes_marks {
             return;
         }
-        if self.pending_marks.len() == MAX_PENDING_MARKS {
-            self.pending_marks.pop_front();
+        if self.pending_marks.len() >= MAX_PENDING_MARKS {
+            // the oldest that does not end a segment (see [`MAX_PENDING_MARKS`])
+            let oldest = self.pending_marks.iter().position(|m| !m.id.last);
+            self.pending_marks.remove(oldest.unwrap_or(0));
         }
         self.pending_marks
             .push_back(PendingMark { id, cleared: false });
@@ -397,9 +410,10 @@ impl Playout {
         }
     }
 
-    /// Without echoes, the clock says how much of each started segment has played.
+    /// Without echoes (by design, or from a carrier found not to send them), the clock says how
+    /// much of each started segment has played.
     fn advance_clock(&mut self, now_ms: u64) {
-        if self.echoes_marks {
+        if self.echoes_marks && self.carrier_echoes != Some(false) {
             return;
         }
         for seg in self.segments.iter_mut() {
@@ -689,6 +703,45 @@ mod tests {
         assert!(!p.handle_mark("s1f2990", &mut out));
         assert_eq!(p.segments[0].frames_heard, 2990);
         assert!(p.handle_mark("s1end3000", &mut out));
+    }
+
+    #[test]
+    fn a_carrier_that_never_echoes_keeps_marks_bounded_for_a_whole_call() {
+        // 15 minutes of agent turns of 3 to 21 s each, the caller's turn between them, and not
+        // one mark echoed
+        let mut p = Playout::new(&timing(), true);
+        let mut out = VecDeque::new();
+        let (mut now, mut turn, mut marks, mut most) = (0, 0, 0, 0);
+        while now < 15 * 60_000 {
+            let s = p.queue(now, prompt("one two three four", PromptKind::Say));
+            p.handle_tts_audio(s, audio(150 + turn % 7 * 150));
+            turn += 1;
+            loop {
+                marks += pump(&mut p, now).1.len();
+                most = most.max(p.pending_marks.len());
+                if p.handle_time(now, &mut out) {
+                    break;
+                }
+                now += 20;
+            }
+            now += 1_000;
+        }
+        assert!(marks > 20 * MAX_PENDING_MARKS, "{marks} marks sent");
+        assert!(most <= MAX_PENDING_MARKS, "{most} marks pending at most");
+        assert!(
+            p.pending_marks.is_empty(),
+            "ended segments took their marks"
+        );
+        let lines = agent_lines(&out);
+        assert_eq!(lines.len(), turn);
+        assert!(lines.iter().all(|l| !l.interrupted));
+        // known silent: what was heard of a stopped segment is the clock's, not nothing
+        out.clear();
+        let s = p.queue(now, prompt("one two three four", PromptKind::Say));
+        p.handle_tts_audio(s, audio(40));
+        pump(&mut p, now);
+        assert!(p.clear(now + 400, &mut out));
+        assert_eq!(agent_lines(&out)[0].text, "one two…");
     }
 
     #[test]

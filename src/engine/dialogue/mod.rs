@@ -201,6 +201,7 @@ impl Dialogue {
         out.push(SILENCE_GOODBYE.to_string());
         out.push(FAILURE_GOODBYE.to_string());
         out.push(TIME_LIMIT_GOODBYE.to_string());
+        out.push(DRAIN_GOODBYE.to_string());
         for q in &settings.questions {
             out.push(q.text.clone());
         }
@@ -613,6 +614,15 @@ impl Dialogue {
         }
     }
 
+    /// The server is shutting down and cannot wait for the call to end.
+    pub fn on_drain(&mut self) -> Turn {
+        self.stage = Stage::Done;
+        Turn {
+            prompts: vec![closing_prompt(DRAIN_GOODBYE)],
+            next: Next::HangUp(EndReason::ServerShutdown),
+        }
+    }
+
     fn current_question(&self) -> String {
         match self.stage {
             Stage::Name => NAME_QUESTION.to_string(),
@@ -912,6 +922,7 @@ pub const SILENCE_GOODBYE: &str =
     "I haven't heard anything, so I'll end the call now. Feel free to call back any time. Goodbye.";
 pub const FAILURE_GOODBYE: &str =
     "I'm sorry, we're having technical difficulties. Please call back a little later. Goodbye.";
+pub const DRAIN_GOODBYE: &str = "I'm sorry, I have to end our call now. Please call back in a few minutes to finish. Thank you for calling. Goodbye.";
 pub const TIME_LIMIT_GOODBYE: &str = "We've reached the time limit for this call. Thank you for calling; a recruiter will be in touch. Goodbye.";
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ pub struct WebCallOut {
     request_body(content = Option<WebCallInput>, description = "Optional: empty or `{}`"),
     responses(
         (status = 201, description = "The call's token and WebSocket path", body = WebCallOut),
-        (status = 503, description = "At the concurrent call limit", body = crate::server::error::ErrorBody),
+        (status = 503, description = "At the concurrent call limit, or shutting down", body = crate::server::error::ErrorBody),
         doc::AdminKey, doc::NotFound, doc::JsonBody,
     ),
 )]
@@ -83,7 +83,9 @@ async fn create_web_call(
     let Some(slot) = state.calls.try_acquire() else {
         return Err(ApiError::BadRequest {
             field: None,
-            message: "this server is at its concurrent call limit; try again in a minute".into(),
+            message:
+                "this server is at its concurrent call limit or shutting down; try again in a minute"
+                    .into(),
             status: StatusCode::SERVICE_UNAVAILABLE,
         });
     };

@@ -213,6 +213,7 @@ pub async fn voice_post(
         (status = 400, description = "Not a WebSocket upgrade request", content_type = "text/plain", body = String),
         (status = 403, description = "Missing, unknown, used or wrong credential", content_type = "text/plain", body = String),
         (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
+        (status = 503, description = "The server is shutting down: no new calls", content_type = "text/plain", body = String),
     ),
 )]
 pub async fn media_stream(

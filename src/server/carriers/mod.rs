@@ -79,7 +79,7 @@ pub enum Answer {
     Connect(Connection),
     /// No live receptionist has the number: [`CLOSED_MESSAGE`] and hang up.
     Closed,
-    /// The node is at its call limit: [`BUSY_MESSAGE`] and hang up.
+    /// The node is at its call limit, or draining: [`BUSY_MESSAGE`] and hang up.
     Busy,
 }
 
@@ -128,7 +128,11 @@ pub async fn accept(state: &AppState, incoming: IncomingCall) -> Answer {
         tracing::warn!(carrier, expected = %receptionist.carrier, receptionist = %receptionist.id, "call arrived on another carrier than the receptionist's: answered");
     }
     let Some(slot) = state.calls.try_acquire() else {
-        tracing::warn!(carrier, carrier_call_id = %incoming.carrier_call_id, "at the concurrent call limit: refusing");
+        if state.calls.is_closed() {
+            tracing::info!(carrier, carrier_call_id = %incoming.carrier_call_id, "draining: answered busy");
+        } else {
+            tracing::warn!(carrier, carrier_call_id = %incoming.carrier_call_id, "at the concurrent call limit: refusing");
+        }
         return Answer::Busy;
     };
     let token = new_token();
@@ -364,6 +368,31 @@ pub async fn upgrade_by_credential(
     }
 }
 
+/// While the server drains, a new media session is refused with 503 unless it belongs to a call
+/// this node accepted before the drain began, whose slot is still held for it. `call_id`: the
+/// call the upgrade names; Twilio's names none, so it passes while any accepted call has yet to
+/// connect (its `start` must then claim a held slot).
+pub fn refuse_while_draining(state: &AppState, call_id: Option<&str>) -> Option<Response> {
+    if !state.calls.is_closed() {
+        return None;
+    }
+    let accepted = match call_id {
+        Some(id) => state.calls.is_held(id),
+        None => state.calls.any_held(),
+    };
+    if accepted {
+        return None;
+    }
+    tracing::info!("media upgrade refused: draining");
+    Some(
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down: not taking new calls",
+        )
+            .into_response(),
+    )
+}
+
 /// Upgrade to the media WebSocket and run the call. `call` is the call the upgrade's credential
 /// named (none for Twilio, whose `start` names it).
 pub fn upgrade(
@@ -373,6 +402,9 @@ pub fn upgrade(
     call: Option<CallRow>,
     socket: MediaSocket,
 ) -> Response {
+    if let Some(refused) = refuse_while_draining(&state, call.as_ref().map(|c| c.id.as_str())) {
+        return refused;
+    }
     // Small buffers: a call's messages are a few hundred bytes to a few KiB, and the defaults
     // (128 KiB each) would dominate the memory of thousands of calls.
     ws.max_message_size(MAX_MESSAGE_BYTES)

@@ -344,6 +344,7 @@ pub async fn sms_webhook(
         (status = 400, description = "Not a WebSocket upgrade request", content_type = "text/plain", body = String),
         (status = 403, description = "Missing or bad signature (or no auth token configured)", content_type = "text/plain", body = String),
         (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
+        (status = 503, description = "The server is shutting down: no new calls", content_type = "text/plain", body = String),
     ),
 )]
 pub async fn media_stream(

@@ -86,6 +86,7 @@ export const END_REASONS = {
   backend_failure: 'Speech service failure',
   protocol_error: 'Protocol error',
   server_interrupted: 'Server interrupted',
+  server_shutdown: 'Server shut down',
 };
 
 export const KIND_LABELS = { yes_no: 'Yes / no', number: 'Number', free_text: 'Free text' };

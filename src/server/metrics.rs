@@ -1,0 +1,351 @@
+//! `GET /metrics`: the server's metrics in the Prometheus text format (version 0.0.4), from
+//! `prometheus-client`'s registry, one per server (no process-wide recorder: several servers in one
+//! test process keep their own numbers).
+//!
+//! What is counted, and where: a call's start and end, and its engine's drop and lateness counters,
+//! once per call in the driver; turn latencies once per turn (the engine's `CallEvent::Latency`);
+//! backend failures as the driver sees them. Nothing is counted per audio frame. Every label is
+//! from a closed set (carrier, end reason, latency stage, backend and error kind, outbox kind):
+//! no phone number, name or transcript ever becomes a label.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::AppState;
+use crate::backends::BackendError;
+use crate::model::{EndReason, TurnLatency};
+
+/// Upper bounds (seconds) of the turn latency buckets: from a fast prompt-cache hit to a slow
+/// recogniser.
+const LATENCY_BUCKETS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+];
+
+/// How long a scrape waits for the outbox count before leaving it out.
+const OUTBOX_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CarrierLabel {
+    carrier: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendErrorLabel {
+    backend: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
+
+/// The server's metrics. Cheap to update from any thread.
+pub struct Metrics {
+    registry: Registry,
+    calls_active: Gauge<i64, AtomicI64>,
+    calls_started: Family<CarrierLabel, Counter>,
+    calls_ended: Family<ReasonLabel, Counter>,
+    turn_latency: HistogramFamily<StageLabel>,
+    stt_frames_dropped: Counter<u64, AtomicU64>,
+    recording_frames_late: Counter<u64, AtomicU64>,
+    backend_errors: Family<BackendErrorLabel, Counter>,
+    outbox_pending: Family<KindLabel, Gauge>,
+    draining: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("receptionist");
+        let m = Self {
+            calls_active: Gauge::default(),
+            calls_started: Family::default(),
+            calls_ended: Family::default(),
+            turn_latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            stt_frames_dropped: Counter::default(),
+            recording_frames_late: Counter::default(),
+            backend_errors: Family::default(),
+            outbox_pending: Family::default(),
+            draining: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "calls_active",
+            "Calls in progress on this node",
+            m.calls_active.clone(),
+        );
+        registry.register(
+            "calls_started",
+            "Calls whose media stream started, by carrier",
+            m.calls_started.clone(),
+        );
+        registry.register(
+            "calls_ended",
+            "Calls ended, by end reason",
+            m.calls_ended.clone(),
+        );
+        registry.register(
+            "turn_latency_seconds",
+            "Per-turn latency by stage: endpointing (silence waited), stt (end of turn to transcript), llm_first and llm (transcript to the language model's first result and to its end, when consulted), tts (what to say known to reply audio), total (caller's last speech to first agent audio)",
+            m.turn_latency.clone(),
+        );
+        registry.register(
+            "stt_frames_dropped",
+            "Caller audio frames the recogniser feed dropped because they were not taken in time",
+            m.stt_frames_dropped.clone(),
+        );
+        registry.register(
+            "recording_frames_late",
+            "Caller audio frames that arrived too late to be placed in the recording",
+            m.recording_frames_late.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Speech backend failures seen by calls, by backend (stt, tts) and kind (timeout, unavailable, failed)",
+            m.backend_errors.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Outbox rows (texts, email, webhooks, evaluations) waiting to be delivered, by kind; read from the database at each scrape",
+            m.outbox_pending.clone(),
+        );
+        registry.register(
+            "draining",
+            "1 while the server is draining (shutting down: no new calls), else 0",
+            m.draining.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// A call's media stream started on `carrier`; it counts as active until the guard drops.
+    pub fn call_started(&self, carrier: &str) -> ActiveCall {
+        self.calls_started
+            .get_or_create(&CarrierLabel {
+                carrier: carrier_label(carrier),
+            })
+            .inc();
+        self.calls_active.inc();
+        ActiveCall(self.calls_active.clone())
+    }
+
+    /// A call ended: its reason, and its engine's counters (whole-call totals).
+    pub fn call_ended(&self, reason: EndReason, stt_frames_dropped: u64, late_frames: u64) {
+        self.calls_ended
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+        if stt_frames_dropped > 0 {
+            self.stt_frames_dropped.inc_by(stt_frames_dropped);
+        }
+        if late_frames > 0 {
+            self.recording_frames_late.inc_by(late_frames);
+        }
+    }
+
+    /// One turn's latencies (the language model's stages when it was consulted).
+    pub fn turn(&self, l: &TurnLatency) {
+        for (stage, ms) in [
+            ("endpointing", Some(l.endpointing_ms)),
+            ("stt", Some(l.stt_ms)),
+            ("llm_first", l.llm_first_ms),
+            ("llm", l.llm_ms),
+            ("tts", Some(l.tts_ms)),
+            ("total", Some(l.total_ms)),
+        ] {
+            if let Some(ms) = ms {
+                self.turn_latency
+                    .get_or_create(&StageLabel { stage })
+                    .observe(ms as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// A speech backend failed: `backend` is `stt` or `tts`.
+    pub fn backend_error(&self, backend: &'static str, e: &BackendError) {
+        let kind = match e {
+            BackendError::Timeout => "timeout",
+            BackendError::Unavailable(_) => "unavailable",
+            BackendError::Failed(_) => "failed",
+        };
+        self.backend_errors
+            .get_or_create(&BackendErrorLabel { backend, kind })
+            .inc();
+    }
+
+    /// The server is draining (or not).
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.set(i64::from(draining));
+    }
+
+    /// Pending outbox rows by kind, as just counted.
+    fn set_outbox_pending(&self, counts: &[(String, i64)]) {
+        self.outbox_pending.clear();
+        for (kind, n) in counts {
+            let kind = match kind.as_str() {
+                "sms" => "sms",
+                "email" => "email",
+                "webhook" => "webhook",
+                "evaluate" => "evaluate",
+                _ => "other",
+            };
+            self.outbox_pending
+                .get_or_create(&KindLabel { kind })
+                .inc_by(*n);
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // writing to a String cannot fail; a metric that fails to encode is a bug
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        {
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        out
+    }
+}
+
+/// Counts a call as active while it lives.
+pub struct ActiveCall(Gauge<i64, AtomicI64>);
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The carrier as a label: only names this server uses.
+fn carrier_label(carrier: &str) -> &'static str {
+    match carrier {
+        "twilio" => "twilio",
+        "telnyx" => "telnyx",
+        "plivo" => "plivo",
+        "vonage" => "vonage",
+        "signalwire" => "signalwire",
+        "exotel" => "exotel",
+        "web" => "web",
+        _ => "other",
+    }
+}
+
+/// The server's metrics: calls, turn latencies, dropped and late frames, backend errors, the
+/// outbox and the drain.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses((status = 200, description = "Prometheus text format, version 0.0.4: `receptionist_calls_active`, `receptionist_calls_started_total{carrier}`, `receptionist_calls_ended_total{reason}`, `receptionist_turn_latency_seconds{stage}` (histogram), `receptionist_stt_frames_dropped_total`, `receptionist_recording_frames_late_total`, `receptionist_backend_errors_total{backend,kind}`, `receptionist_outbox_pending{kind}`, `receptionist_draining`", content_type = "text/plain", body = String)),
+)]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    // the outbox's depth is read now (an index range on pending rows); a database that does not
+    // answer in time leaves it out of this scrape rather than holding the scrape up
+    match tokio::time::timeout(OUTBOX_QUERY_TIMEOUT, state.store.pending_outbox_by_kind()).await {
+        Ok(Ok(counts)) => state.metrics.set_outbox_pending(&counts),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot count the outbox for metrics"),
+        Err(_) => tracing::warn!("counting the outbox for metrics timed out"),
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_render_in_the_prometheus_text_format() {
+        let m = Metrics::new();
+        let call = m.call_started("twilio");
+        m.call_started("+15551234567"); // never a label: counted as "other"
+        m.turn(&TurnLatency {
+            turn: 1,
+            endpointing_ms: 700,
+            stt_ms: 120,
+            llm_first_ms: None,
+            llm_ms: None,
+            tts_ms: 30,
+            total_ms: 860,
+        });
+        m.turn(&TurnLatency {
+            turn: 2,
+            endpointing_ms: 700,
+            stt_ms: 120,
+            llm_first_ms: Some(300),
+            llm_ms: None,
+            tts_ms: 30,
+            total_ms: 1160,
+        });
+        m.backend_error("tts", &BackendError::Timeout);
+        m.call_ended(EndReason::Completed, 3, 0);
+        m.set_outbox_pending(&[("sms".into(), 2), ("nonsense".into(), 1)]);
+        let text = m.render();
+        for line in [
+            "# TYPE receptionist_calls_active gauge",
+            "receptionist_calls_active 1",
+            "receptionist_calls_started_total{carrier=\"twilio\"} 1",
+            "receptionist_calls_started_total{carrier=\"other\"} 1",
+            "receptionist_calls_ended_total{reason=\"completed\"} 1",
+            "# TYPE receptionist_turn_latency_seconds histogram",
+            "receptionist_turn_latency_seconds_count{stage=\"total\"} 2",
+            "receptionist_turn_latency_seconds_bucket{stage=\"total\",le=\"1\"} 1",
+            "receptionist_turn_latency_seconds_bucket{stage=\"total\",le=\"0.75\"} 0",
+            "receptionist_turn_latency_seconds_count{stage=\"llm_first\"} 1",
+            "receptionist_stt_frames_dropped_total 3",
+            "receptionist_recording_frames_late_total 0",
+            "receptionist_backend_errors_total{backend=\"tts\",kind=\"timeout\"} 1",
+            "receptionist_outbox_pending{kind=\"sms\"} 2",
+            "receptionist_outbox_pending{kind=\"other\"} 1",
+            "receptionist_draining 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        }
+        assert!(!text.contains("+1555"), "{text}");
+        assert!(
+            !text.contains("stage=\"llm\""),
+            "not consulted to its end: {text}"
+        );
+        drop(call);
+        assert!(
+            m.render()
+                .lines()
+                .any(|l| l == "receptionist_calls_active 0")
+        );
+    }
+}

@@ -1,0 +1,585 @@
+//! Graceful drain and the operational routes, on the real binary (scripted speech backends) with
+//! real Twilio calls from the simulator (signed webhook, signed upgrade, media both ways), on
+//! SQLite and PostgreSQL:
+//!
+//! - SIGTERM while calls are in progress: every carrier's voice webhook answers its busy markup,
+//!   `/readyz` is 503 `draining`, a new media upgrade is refused with 503, the calls go on to
+//!   their normal end and are stored with their after-call work, and the process exits 0;
+//! - a call still going when a short `--drain-secs` runs out hears the goodbye and is stored
+//!   `server_shutdown`, and the process exits 0;
+//! - `/metrics` after a call: the call counters and the turn latency histogram moved.
+//!
+//! Nothing sleeps for a fixed time: every wait polls for what it waits for, with a bound.
+
+mod common;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use receptionist::engine::dialogue::DRAIN_GOODBYE;
+use receptionist::engine::media::Carrier;
+use receptionist::model::{CallEvent, EndReason, Speaker};
+use receptionist::server::carriers::client::{
+    CarrierAction, Credentials, InboundCall, parse_answer, voice_request,
+};
+use receptionist::server::twilio::{BUSY_MESSAGE, signature, xml_escape};
+use receptionist::store::{CallStatus, Store};
+use receptionist::tools::simulate::{
+    CallerTurn, SimOptions, SimOutcome, read_wav_8k, simulate_call,
+};
+
+use common::{Backend, TestDatabase, free_port, wait_healthy};
+
+const AUTH_TOKEN: &str = "drain-twilio-auth-token";
+
+/// What every carrier signs with: Twilio with [`AUTH_TOKEN`], the others with the test ones.
+fn credentials() -> Credentials {
+    Credentials {
+        twilio_auth_token: AUTH_TOKEN.into(),
+        ..Credentials::test()
+    }
+}
+
+macro_rules! both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::run(super::Backend::Sqlite, super::$name).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::run(super::Backend::Postgres, super::$name).await;
+            }
+        })*
+    };
+}
+
+both_databases!(
+    sigterm_refuses_new_calls_and_lets_calls_finish,
+    calls_past_the_drain_period_hear_a_goodbye,
+    metrics_count_a_call,
+);
+
+/// SIGTERM during three calls: new calls are refused on every carrier, `/readyz` fails, the three
+/// calls finish normally and are stored, the process exits 0.
+async fn sigterm_refuses_new_calls_and_lets_calls_finish(db: Db) {
+    let mut server = Server::start(&db, &["--drain-secs", "120"]).await;
+    let phone = server.receptionist().await;
+    let turns = || fixtures(&["name.wav", "no_questions.wav"]);
+    let calls: Vec<_> = (0..3).map(|_| server.call(&phone, turns())).collect();
+    let mut ids = Vec::new();
+    let mut sims = Vec::new();
+    for (id, sim) in calls {
+        ids.push(id.await);
+        sims.push(sim);
+    }
+    for id in &ids {
+        server.wait_in_progress(id).await;
+    }
+    assert_eq!(
+        server.ready().await,
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+
+    server.signal("TERM");
+    server
+        .wait_until("the server is draining", || async {
+            server.ready().await.0 == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await;
+    assert_eq!(
+        server.ready().await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "draining"})
+        )
+    );
+    let healthz = server.http.get(format!("{}/healthz", server.base)).send();
+    assert_eq!(
+        healthz.await.unwrap().status(),
+        StatusCode::OK,
+        "still alive"
+    );
+    // a new call on any carrier hears the busy message (Exotel: 503, its flow goes on)
+    for carrier in Carrier::ALL {
+        let (status, body) = server.voice(carrier, &phone).await;
+        let action = parse_answer(carrier, status.as_u16(), &body).unwrap();
+        let message = (carrier != Carrier::Exotel).then(|| BUSY_MESSAGE.to_string());
+        assert_eq!(
+            action,
+            CarrierAction::HangUp { message },
+            "{carrier:?}: {body}"
+        );
+        if carrier == Carrier::Twilio {
+            let busy = format!("<Say>{}</Say><Hangup/>", xml_escape(BUSY_MESSAGE));
+            assert!(body.contains(&busy), "{body}");
+        }
+    }
+    // and a new media stream is refused before it is upgraded
+    assert_eq!(
+        server.twilio_upgrade().await,
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
+    // the refused calls never became calls
+    let listed = server.get("/api/v1/calls").await;
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        ids.len(),
+        "{listed}"
+    );
+
+    // the calls in progress go on to their normal end
+    for sim in sims {
+        let out = tokio::time::timeout(Duration::from_secs(90), sim)
+            .await
+            .expect("the call ended")
+            .unwrap()
+            .unwrap();
+        assert!(out.server_hung_up, "the agent closed the call");
+    }
+    let status = server.exit_status().await;
+    assert!(status.success(), "exit {status:?}:\n{}", server.log());
+    let log = server.log();
+    assert!(log.contains("draining"), "{log}");
+    assert!(
+        log.contains("every call has ended and been stored"),
+        "{log}"
+    );
+
+    let store = Store::connect(&db.url).await.unwrap();
+    for id in &ids {
+        let call = store.call_by_id(id).await.unwrap().unwrap();
+        assert_eq!(call.status, CallStatus::Completed);
+        assert_eq!(call.end_reason, Some(EndReason::Completed));
+        assert!(
+            call.candidate_id.is_some(),
+            "the after-call work ran before the exit"
+        );
+        let events = store.load_events(id).await.unwrap();
+        assert!(
+            events.contains(&CallEvent::Name {
+                name: "John Smith".into()
+            }),
+            "{events:#?}"
+        );
+        let last = last_line(&events);
+        assert_eq!(last.0, Speaker::Agent);
+        assert!(last.1.contains("Goodbye"), "{events:#?}");
+    }
+    store.close().await;
+}
+
+/// `--drain-secs 1`: a caller who is still on the line when the drain period ends hears the
+/// goodbye; the call is stored `server_shutdown` with the goodbye in its transcript.
+async fn calls_past_the_drain_period_hear_a_goodbye(db: Db) {
+    let mut server = Server::start(&db, &["--drain-secs", "1"]).await;
+    let phone = server.receptionist().await;
+    let mut turns = fixtures(&["name.wav"]);
+    turns.push(CallerTurn::Silence(Duration::from_secs(60)));
+    let (id, sim) = server.call(&phone, turns);
+    let id = id.await;
+    server.wait_in_progress(&id).await;
+    // the caller has given their name: the call is well under way
+    server
+        .wait_until("the caller has spoken", || async {
+            let call = server.get(&format!("/api/v1/calls/{id}")).await;
+            call["transcript"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|l| l["speaker"] == "caller"))
+        })
+        .await;
+
+    server.signal("TERM");
+    let out: SimOutcome = tokio::time::timeout(Duration::from_secs(60), sim)
+        .await
+        .expect("the call was ended")
+        .unwrap()
+        .unwrap();
+    assert!(out.server_hung_up, "the server ended the call");
+    let status = server.exit_status().await;
+    assert!(status.success(), "exit {status:?}:\n{}", server.log());
+
+    let store = Store::connect(&db.url).await.unwrap();
+    let call = store.call_by_id(&id).await.unwrap().unwrap();
+    assert_eq!(call.status, CallStatus::Completed);
+    assert_eq!(call.end_reason, Some(EndReason::ServerShutdown));
+    let events = store.load_events(&id).await.unwrap();
+    let last = last_line(&events);
+    assert_eq!(
+        last,
+        (Speaker::Agent, DRAIN_GOODBYE.to_string(), false),
+        "the goodbye, heard to the end: {events:#?}"
+    );
+    assert!(events.contains(&CallEvent::Name {
+        name: "John Smith".into()
+    }));
+    store.close().await;
+}
+
+/// `/metrics` after a call: the call was counted by carrier and end reason, its turn latency
+/// observed, and nothing is active; `/readyz` is 200 while serving; an idle server drains at once.
+async fn metrics_count_a_call(db: Db) {
+    let mut server = Server::start(&db, &[]).await;
+    let phone = server.receptionist().await;
+    let before = server.metrics().await;
+    assert_eq!(
+        metric(&before, "receptionist_calls_active"),
+        Some(0.0),
+        "{before}"
+    );
+    assert_eq!(
+        metric(&before, "receptionist_draining"),
+        Some(0.0),
+        "{before}"
+    );
+
+    let mut turns = fixtures(&["name.wav"]);
+    turns.push(CallerTurn::HangUp);
+    let (id, sim) = server.call(&phone, turns);
+    let id = id.await;
+    sim.await.unwrap().unwrap();
+    server
+        .wait_until("the call's end is counted", || async {
+            // active until its records are stored, a moment after its end is counted
+            let text = server.metrics().await;
+            metric(
+                &text,
+                r#"receptionist_calls_ended_total{reason="caller_hangup"}"#,
+            ) == Some(1.0)
+                && metric(&text, "receptionist_calls_active") == Some(0.0)
+        })
+        .await;
+    let text = server.metrics().await;
+    for (name, value) in [
+        (r#"receptionist_calls_started_total{carrier="twilio"}"#, 1.0),
+        ("receptionist_calls_active", 0.0),
+        ("receptionist_stt_frames_dropped_total", 0.0),
+        ("receptionist_draining", 0.0),
+    ] {
+        assert_eq!(metric(&text, name), Some(value), "{name} in:\n{text}");
+    }
+    // one turn (the name), every stage observed
+    for stage in ["endpointing", "stt", "tts", "total"] {
+        let count = format!(r#"receptionist_turn_latency_seconds_count{{stage="{stage}"}}"#);
+        assert_eq!(metric(&text, &count), Some(1.0), "{count} in:\n{text}");
+    }
+    assert!(
+        text.contains("# TYPE receptionist_turn_latency_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&phone[1..]),
+        "no phone number in the metrics"
+    );
+    let call = server.get(&format!("/api/v1/calls/{id}")).await;
+    assert_eq!(call["end_reason"], "caller_hangup", "{call}");
+
+    // SIGINT with nothing in progress: out at once
+    server.signal("INT");
+    let status = server.exit_status().await;
+    assert!(status.success(), "exit {status:?}:\n{}", server.log());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server under test: the real binary
+// ---------------------------------------------------------------------------------------------
+
+/// A test's database.
+struct Db {
+    url: String,
+    dir: PathBuf,
+}
+
+/// A fresh database (and a temporary directory) for `body`; the PostgreSQL database is dropped
+/// afterwards, whatever happened, and a failure re-raised.
+async fn run<F, Fut>(backend: Backend, body: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let db = TestDatabase::create(backend, &data_dir).await;
+    let outcome = tokio::spawn(body(Db {
+        url: db.url.clone(),
+        dir: data_dir,
+    }))
+    .await;
+    db.drop_database().await;
+    drop(tmp);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+struct Server {
+    child: tokio::process::Child,
+    base: String,
+    port: u16,
+    key: String,
+    http: reqwest::Client,
+    log: PathBuf,
+}
+
+impl Server {
+    /// `receptionist serve` on a free port with scripted backends, every carrier's test
+    /// credential and `extra` flags; a workspace and its admin key.
+    async fn start(db: &Db, extra: &[&str]) -> Self {
+        let bin = env!("CARGO_BIN_EXE_receptionist");
+        let data = db.dir.display().to_string();
+        let created = std::process::Command::new(bin)
+            .args(["workspace", "create", "Acme Staffing", "--database-url"])
+            .args([db.url.as_str(), "--data-dir", data.as_str()])
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "{created:?}");
+        let key = String::from_utf8(created.stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        let port = free_port();
+        let log = db.dir.join(format!("serve-{port}.log"));
+        let child = tokio::process::Command::new(bin)
+            .args([
+                "serve",
+                "--database-url",
+                db.url.as_str(),
+                "--data-dir",
+                data.as_str(),
+            ])
+            .args([
+                "--backends",
+                "scripted",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(credentials().server_flags())
+            .args(extra)
+            .env_remove("RECEPTIONIST_PUBLIC_URL")
+            .env_remove("RECEPTIONIST_DRAIN_SECS")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            key,
+            http: reqwest::Client::new(),
+            log,
+        };
+        wait_healthy(&server.http, &server.base, &server.log).await;
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A live receptionist with a short script (a one-line intro, the name, caller questions);
+    /// its number.
+    async fn receptionist(&self) -> String {
+        let phone = format!("+1555{:07}", rand::random::<u32>() % 10_000_000);
+        let response = self
+            .http
+            .post(format!("{}/api/v1/receptionists", self.base))
+            .bearer_auth(&self.key)
+            .json(&json!({
+                "phone_number": phone,
+                "agent_name": "Chloe",
+                "intro_message": "Hi, this is Chloe.",
+                "disclose_ai": false,
+                "disclose_recording": false,
+                "disclose_e_verify": false,
+                "collect_location": false,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        phone
+    }
+
+    /// A simulated Twilio caller: its call id (once the webhook answered) and the whole call.
+    fn call(
+        &self,
+        phone: &str,
+        turns: Vec<CallerTurn>,
+    ) -> (
+        impl Future<Output = String> + use<>,
+        tokio::task::JoinHandle<anyhow::Result<SimOutcome>>,
+    ) {
+        let (id_tx, mut id_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut opts = SimOptions::new(&self.base, phone, turns);
+        opts.credentials = credentials();
+        opts.call_id_tx = Some(id_tx);
+        opts.max_duration = Duration::from_secs(90);
+        let sim = tokio::spawn(simulate_call(opts));
+        let id = async move { id_rx.recv().await.expect("the call was accepted") };
+        (id, sim)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.unwrap()
+    }
+
+    async fn wait_in_progress(&self, id: &str) {
+        self.wait_until("the call's stream started", || async {
+            self.get(&format!("/api/v1/calls/{id}")).await["status"] == "in_progress"
+        })
+        .await;
+    }
+
+    async fn ready(&self) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        response.text().await.unwrap()
+    }
+
+    /// `carrier`'s signed voice webhook for a new call to `phone`: the status and body.
+    async fn voice(&self, carrier: Carrier, phone: &str) -> (StatusCode, String) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let call = InboundCall::new(carrier, phone, "+15550100099");
+        let req = voice_request(carrier, &self.base, &credentials(), &call, now);
+        let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
+        let mut builder = self
+            .http
+            .request(method, format!("{}{}", self.base, req.path_and_query()));
+        for (k, v) in &req.headers {
+            builder = builder.header(k, v);
+        }
+        let response = builder.body(req.body.clone()).send().await.unwrap();
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    }
+
+    /// A signed Twilio media upgrade: the HTTP status it was refused with, `None` if upgraded.
+    async fn twilio_upgrade(&self) -> Option<StatusCode> {
+        let url = format!("ws://127.0.0.1:{}/twilio/media", self.port);
+        let mut request = url.as_str().into_client_request().unwrap();
+        let sig = signature(AUTH_TOKEN, &url, &[]);
+        request
+            .headers_mut()
+            .insert("x-twilio-signature", sig.parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok(_) => None,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Some(StatusCode::from_u16(response.status().as_u16()).unwrap())
+            }
+            Err(e) => panic!("upgrade failed otherwise: {e}"),
+        }
+    }
+
+    /// Send the server SIGTERM (`TERM`) or SIGINT (`INT`).
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the server is running");
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (up to 120 s) for the process to exit.
+    async fn exit_status(&mut self) -> std::process::ExitStatus {
+        match tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!("the server did not exit:\n{}", self.log()),
+        }
+    }
+
+    /// Polls `done` every 50 ms for up to 60 s.
+    async fn wait_until<F, Fut>(&self, what: &str, mut done: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting: {what}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A sample's value in a Prometheus text exposition: the line `{series} {value}`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The last transcript line: speaker, text, interrupted.
+fn last_line(events: &[CallEvent]) -> (Speaker, String, bool) {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            CallEvent::Transcript(l) => Some((l.speaker, l.text.clone(), l.interrupted)),
+            _ => None,
+        })
+        .expect("a transcript")
+}
+
+fn fixtures(names: &[&str]) -> Vec<CallerTurn> {
+    names
+        .iter()
+        .map(|n| CallerTurn::Audio {
+            label: n.to_string(),
+            pcm8k: read_wav_8k(
+                &Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("audio-fixtures")
+                    .join(n),
+            )
+            .unwrap(),
+        })
+        .collect()
+}
