@@ -67,10 +67,22 @@ impl WavWriter {
     /// the file is a playable WAV at every point (its header's sizes are refreshed every few
     /// chunks and at the end).
     pub fn append(&mut self, interleaved: &[i16], scratch: &mut Vec<u8>) -> io::Result<()> {
+        self.append_after_gap(0, interleaved, scratch)
+    }
+
+    /// [`append`](Self::append), after `gap` interleaved samples of silence: chunks that never
+    /// reached the writer keep their place in the timeline.
+    pub fn append_after_gap(
+        &mut self,
+        gap: usize,
+        interleaved: &[i16],
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
         scratch.clear();
+        scratch.resize(gap * 2, 0);
         scratch.extend(interleaved.iter().flat_map(|s| s.to_le_bytes()));
         self.file.write_all(scratch)?;
-        self.data_len += interleaved.len() as u64 * 2;
+        self.data_len += scratch.len() as u64;
         self.chunks_since_header += 1;
         if self.chunks_since_header >= HEADER_EVERY_CHUNKS {
             self.chunks_since_header = 0;
@@ -119,15 +131,48 @@ pub fn repair(path: &Path) -> io::Result<u64> {
 }
 
 enum Command {
-    Open { id: String, path: PathBuf },
-    Append { id: String, samples: Vec<i16> },
-    Close { id: String },
+    Open {
+        id: String,
+        path: PathBuf,
+    },
+    /// `samples` after `gap` interleaved samples of silence (chunks the queue had no room for).
+    Append {
+        id: String,
+        gap: usize,
+        samples: Vec<i16>,
+    },
+    Close {
+        id: String,
+        gap: usize,
+    },
 }
 
 /// Handle to the recording thread. Cheap to clone.
+///
+/// A call never waits on it for its audio: a chunk the queue has no room for (a slow or stalled
+/// disk) is not written, and its length is written as silence before the call's next chunk that
+/// gets through (see [`RecordingFeed`]), so the call goes on, the recording keeps its timeline
+/// and the gap is counted.
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Command>,
+}
+
+/// One call's side of the recorder: hands its chunks over without waiting and remembers what
+/// could not be handed over, to be written as silence.
+#[derive(Debug, Default)]
+pub struct RecordingFeed {
+    /// Interleaved samples not handed over since the last chunk that was.
+    gap: usize,
+    /// Interleaved samples not handed over in the whole call.
+    dropped: u64,
+}
+
+impl RecordingFeed {
+    /// Interleaved samples of the call written as silence because the recorder could not keep up.
+    pub fn dropped_samples(&self) -> u64 {
+        self.dropped
+    }
 }
 
 impl Recorder {
@@ -150,18 +195,19 @@ impl Recorder {
                                 tracing::error!(call = %id, error = %e, "cannot create recording")
                             }
                         },
-                        Command::Append { id, samples } => {
+                        Command::Append { id, gap, samples } => {
                             if let Some(w) = open.get_mut(&id)
-                                && let Err(e) = w.append(&samples, &mut scratch)
+                                && let Err(e) = w.append_after_gap(gap, &samples, &mut scratch)
                             {
                                 tracing::error!(call = %id, error = %e, "cannot write recording");
                             }
                         }
-                        Command::Close { id } => {
-                            if let Some(w) = open.remove(&id)
-                                && let Err(e) = w.finish()
-                            {
-                                tracing::error!(call = %id, error = %e, "cannot finish recording");
+                        Command::Close { id, gap } => {
+                            if let Some(mut w) = open.remove(&id) {
+                                let padded = w.append_after_gap(gap, &[], &mut scratch);
+                                if let Err(e) = padded.and_then(|()| w.finish()) {
+                                    tracing::error!(call = %id, error = %e, "cannot finish recording");
+                                }
                             }
                         }
                     }
@@ -181,19 +227,39 @@ impl Recorder {
             .await;
     }
 
-    /// Interleaved (caller, agent) samples.
-    pub async fn append(&self, id: &str, samples: Vec<i16>) {
-        let _ = self
-            .tx
-            .send(Command::Append {
-                id: id.to_string(),
-                samples,
-            })
-            .await;
+    /// Interleaved (caller, agent) samples, handed over without waiting: when the queue is full
+    /// the chunk is dropped and `feed` remembers its length (written as silence before the next
+    /// chunk that gets through). Whether it was handed over.
+    pub fn append(&self, id: &str, feed: &mut RecordingFeed, samples: Vec<i16>) -> bool {
+        let len = samples.len();
+        match self.tx.try_send(Command::Append {
+            id: id.to_string(),
+            gap: feed.gap,
+            samples,
+        }) {
+            Ok(()) => {
+                feed.gap = 0;
+                true
+            }
+            Err(_) => {
+                feed.gap += len;
+                feed.dropped += len as u64;
+                false
+            }
+        }
     }
 
-    pub async fn close(&self, id: &str) {
-        let _ = self.tx.send(Command::Close { id: id.to_string() }).await;
+    /// The call's recording is complete (its last gap, if any, written as silence). Waits for
+    /// room in the queue: the call is over, only its own end waits.
+    pub async fn close(&self, id: &str, feed: &mut RecordingFeed) {
+        let gap = std::mem::take(&mut feed.gap);
+        let _ = self
+            .tx
+            .send(Command::Close {
+                id: id.to_string(),
+                gap,
+            })
+            .await;
     }
 }
 
@@ -226,6 +292,75 @@ mod tests {
         assert_eq!(bytes.len(), 44 + 12);
         assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 36 + 12);
         assert_eq!(&bytes[44..46], &1i16.to_le_bytes());
+    }
+
+    /// A disk that stops (here: a FIFO nobody reads, where the recorder's thread blocks) never
+    /// holds up a call: chunks the queue has no room for are dropped at once, and written as
+    /// silence before the call's next chunk once the recorder moves again.
+    #[tokio::test]
+    async fn a_stalled_recorder_never_holds_up_a_call_and_gaps_become_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stalled.wav");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let recorder = Recorder::start(2);
+        recorder.open("stalled", fifo.clone()).await;
+        // the recorder's thread has taken the open and is blocked in it
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while recorder.tx.capacity() < 2 {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let path = dir.path().join("b.wav");
+        recorder.open("b", path.clone()).await;
+        let mut feed = RecordingFeed::default();
+        let chunk = |v: i16| vec![v; 320];
+        assert!(recorder.append("b", &mut feed, chunk(1)), "room for one");
+        // (a waiting append would never return here: the recorder is blocked for good)
+        assert!(!recorder.append("b", &mut feed, chunk(2)), "full: dropped");
+        assert!(!recorder.append("b", &mut feed, chunk(3)), "full: dropped");
+        assert_eq!(feed.dropped_samples(), 640);
+        // the disk comes back
+        let reader = std::thread::spawn(move || std::fs::read(&fifo).unwrap().len());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !recorder.append("b", &mut feed, chunk(4)) {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // every chunk that found no room (also while the queue drained) became a gap
+        let gap = feed.dropped_samples() as usize;
+        assert!(gap >= 640 && gap.is_multiple_of(320), "{gap}");
+        recorder.close("b", &mut feed).await;
+        recorder
+            .close("stalled", &mut RecordingFeed::default())
+            .await;
+        let want = 44 + (640 + gap) * 2;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let bytes = loop {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            if bytes.len() >= want && u32::from_le_bytes(bytes[40..44].try_into().unwrap()) > 0 {
+                break bytes;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", bytes.len());
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        let samples: Vec<i16> = bytes[44..]
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        assert_eq!(samples.len(), 640 + gap);
+        assert!(samples[..320].iter().all(|&s| s == 1));
+        assert!(
+            samples[320..320 + gap].iter().all(|&s| s == 0),
+            "the gap is silence"
+        );
+        assert!(samples[320 + gap..].iter().all(|&s| s == 4));
+        drop(recorder);
+        assert_eq!(
+            reader.join().unwrap(),
+            44,
+            "the stalled file got its header"
+        );
     }
 
     #[test]

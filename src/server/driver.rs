@@ -10,7 +10,8 @@
 //!
 //! One task per call. Every queue it owns is bounded: backend results (64, producers wait),
 //! persisted events (1024, producer waits: never dropped), recording chunks (shared, bounded,
-//! producer waits).
+//! never waited on: a chunk that finds it full is written as silence later, see
+//! `recording::Recorder`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -398,6 +399,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         stt_call: crate::backends::open_call(&state.backends.stt),
         tts: HashMap::new(),
         consults: HashMap::new(),
+        recording: Default::default(),
         payload: Vec::with_capacity(1024),
         messages: Vec::new(),
         socket_open: true,
@@ -434,6 +436,8 @@ struct CallDriver<'a> {
     tts: HashMap<u64, JoinHandle<()>>,
     /// The language model's consultations in progress (aborted when cancelled).
     consults: HashMap<u64, JoinHandle<()>>,
+    /// The call's side of the recorder (what a slow disk made it miss).
+    recording: crate::recording::RecordingFeed,
     payload: Vec<u8>,
     /// Carrier messages on their way to the socket (reused).
     messages: Vec<Message>,
@@ -506,11 +510,21 @@ impl CallDriver<'_> {
             self.engine.dropped_stt_frames(),
             self.engine.late_frames(),
         );
+        let gap = self.recording.dropped_samples();
+        if gap > 0 {
+            // interleaved stereo samples at 8 kHz
+            let gap_ms = gap / 16;
+            tracing::warn!(call = %self.call_id, gap_ms, "the recorder could not keep up: recording has silence in place of what it missed");
+            self.state.metrics.recording_gap(gap_ms);
+        }
         for (_, h) in self.tts.drain().chain(self.consults.drain()) {
             h.abort();
         }
         self.stt.clear();
-        self.state.recorder.close(self.call_id).await;
+        self.state
+            .recorder
+            .close(self.call_id, &mut self.recording)
+            .await;
         let _ = self
             .persist
             .send(Persist::Finish {
@@ -870,7 +884,9 @@ impl CallDriver<'_> {
                 Output::Recording => {
                     let chunk = self.engine.take_recording();
                     if !chunk.is_empty() {
-                        self.state.recorder.append(self.call_id, chunk).await;
+                        self.state
+                            .recorder
+                            .append(self.call_id, &mut self.recording, chunk);
                     }
                 }
                 Output::Event(e) => {

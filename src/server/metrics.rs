@@ -70,6 +70,7 @@ pub struct Metrics {
     turn_latency: HistogramFamily<StageLabel>,
     stt_frames_dropped: Counter<u64, AtomicU64>,
     recording_frames_late: Counter<u64, AtomicU64>,
+    recording_gap_ms: Counter<u64, AtomicU64>,
     backend_errors: Family<BackendErrorLabel, Counter>,
     outbox_pending: Family<KindLabel, Gauge>,
     draining: Gauge<i64, AtomicI64>,
@@ -91,6 +92,7 @@ impl Metrics {
             turn_latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             stt_frames_dropped: Counter::default(),
             recording_frames_late: Counter::default(),
+            recording_gap_ms: Counter::default(),
             backend_errors: Family::default(),
             outbox_pending: Family::default(),
             draining: Gauge::default(),
@@ -125,6 +127,11 @@ impl Metrics {
             "recording_frames_late",
             "Caller audio frames that arrived too late to be placed in the recording",
             m.recording_frames_late.clone(),
+        );
+        registry.register(
+            "recording_gap_milliseconds",
+            "Recording written as silence because the recorder's queue was full (a slow or stalled disk): the call went on",
+            m.recording_gap_ms.clone(),
         );
         registry.register(
             "backend_errors",
@@ -168,6 +175,12 @@ impl Metrics {
         if late_frames > 0 {
             self.recording_frames_late.inc_by(late_frames);
         }
+    }
+
+    /// A call's recording missed `ms` (written as silence) because the recorder could not keep
+    /// up.
+    pub fn recording_gap(&self, ms: u64) {
+        self.recording_gap_ms.inc_by(ms);
     }
 
     /// One turn's latencies (the language model's stages when it was consulted).
