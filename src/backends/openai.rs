@@ -86,19 +86,20 @@ impl OpenAiStt {
         })
     }
 
-    /// Transcribe 16 kHz mono audio.
-    pub async fn transcribe(&self, pcm16k: &[i16]) -> Result<String, BackendError> {
+    /// Transcribe 16 kHz mono audio, what the dialogue expects as `hint`.
+    pub async fn transcribe(&self, pcm16k: &[i16], hint: SttHint) -> Result<String, BackendError> {
         let inner = &self.inner;
         let wav = wav::encode(pcm16k, 16_000);
         let boundary = format!("receptionist-{}", uuid::Uuid::new_v4().simple());
-        let body = multipart(
-            &boundary,
-            &[
-                Part::file("file", "utterance.wav", "audio/wav", &wav),
-                Part::text("model", &inner.config.model),
-                Part::text("response_format", "json"),
-            ],
-        );
+        let mut parts = vec![
+            Part::file("file", "utterance.wav", "audio/wav", &wav),
+            Part::text("model", &inner.config.model),
+            Part::text("response_format", "json"),
+        ];
+        if let Some(prompt) = hint_prompt(hint) {
+            parts.push(Part::text("prompt", prompt));
+        }
+        let body = multipart(&boundary, &parts);
         let url = http::join(&inner.config.base_url, "audio/transcriptions");
         let response = http::send("OpenAI transcription", &inner.config.retry, || {
             inner
@@ -126,11 +127,24 @@ impl OpenAiStt {
     }
 }
 
+/// The transcription `prompt` for what the dialogue expects: a line in the style of the answer
+/// (Whisper-family models follow a prompt's vocabulary, spelling and number style), or none.
+pub fn hint_prompt(hint: SttHint) -> Option<&'static str> {
+    match hint {
+        SttHint::Name => Some("My name is Maria Lopez."),
+        SttHint::Location => Some("I live in San Antonio, Texas."),
+        SttHint::YesNo => Some("Yes. No."),
+        SttHint::Number => Some("I have 3 years. About 40 hours."),
+        SttHint::FreeText | SttHint::Question | SttHint::Any => None,
+    }
+}
+
 impl SpeechToText for OpenAiStt {
-    fn start(&self, _hint: SttHint) -> Box<dyn SttSession> {
+    fn start(&self, hint: SttHint) -> Box<dyn SttSession> {
         Box::new(OpenAiSession {
             stt: self.clone(),
             buffer: UtteranceBuffer::default(),
+            hint,
         })
     }
 }
@@ -138,6 +152,7 @@ impl SpeechToText for OpenAiStt {
 struct OpenAiSession {
     stt: OpenAiStt,
     buffer: UtteranceBuffer,
+    hint: SttHint,
 }
 
 impl SttSession for OpenAiSession {
@@ -146,7 +161,7 @@ impl SttSession for OpenAiSession {
     }
 
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
-        let OpenAiSession { stt, buffer } = *self;
+        let OpenAiSession { stt, buffer, hint } = *self;
         Box::pin(async move {
             if buffer.len() == 0 {
                 return Ok(String::new());
@@ -157,7 +172,7 @@ impl SttSession for OpenAiSession {
                     "utterance longer than the bound; oldest audio dropped"
                 );
             }
-            stt.transcribe(&buffer.into_vec()).await
+            stt.transcribe(&buffer.into_vec(), hint).await
         })
     }
 }

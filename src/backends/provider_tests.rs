@@ -219,6 +219,8 @@ async fn openai_transcribes_a_wav_upload() {
     assert_eq!(r.body["response_format"], "json");
     assert_eq!(r.body["filename"], "utterance.wav");
     assert_eq!(r.wav, Some((16_000, 1, 16, 8_000)));
+    // what the dialogue expects biases the model: a name here
+    assert_eq!(r.body["prompt"], "My name is Maria Lopez.");
 }
 
 #[tokio::test]
@@ -226,12 +228,20 @@ async fn openai_retries_429_and_5xx_but_not_4xx() {
     let fake = FakeOpenAi::start(&["yes", "no"]).await;
     let stt = OpenAiStt::new(openai_config(&fake, "whisper-1")).unwrap();
     fake.fail_next(&[429, 503]);
-    assert_eq!(stt.transcribe(&tone(200, 16_000)).await.unwrap(), "yes");
+    assert_eq!(
+        stt.transcribe(&tone(200, 16_000), SttHint::Any)
+            .await
+            .unwrap(),
+        "yes"
+    );
     let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [429, 503, 200]);
 
     fake.fail_next(&[400]);
-    let err = stt.transcribe(&tone(200, 16_000)).await.unwrap_err();
+    let err = stt
+        .transcribe(&tone(200, 16_000), SttHint::Any)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, BackendError::Failed(ref m) if m.contains("400")),
         "{err}"
@@ -243,7 +253,7 @@ async fn openai_retries_429_and_5xx_but_not_4xx() {
     bad.api_key = Secret::new("sk-wrong-key");
     let err = OpenAiStt::new(bad)
         .unwrap()
-        .transcribe(&tone(200, 16_000))
+        .transcribe(&tone(200, 16_000), SttHint::Any)
         .await
         .unwrap_err();
     assert!(
@@ -255,7 +265,7 @@ async fn openai_retries_429_and_5xx_but_not_4xx() {
     // retries are bounded
     fake.fail_next(&[500, 500, 500, 500]);
     assert!(matches!(
-        stt.transcribe(&tone(200, 16_000)).await,
+        stt.transcribe(&tone(200, 16_000), SttHint::Any).await,
         Err(BackendError::Unavailable(_))
     ));
     assert_eq!(fake.requests().len(), 8);

@@ -646,6 +646,7 @@ async fn openai_transcriptions(
     let fields = json!({
         "model": text_field("model"),
         "response_format": text_field("response_format"),
+        "prompt": text_field("prompt"),
         "filename": parts.get("file").and_then(|(f, _)| f.clone()),
     });
     let wav = parts.get("file").and_then(|(_, data)| wav_format(data));
