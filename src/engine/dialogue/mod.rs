@@ -202,6 +202,8 @@ impl Dialogue {
         out.push(FAILURE_GOODBYE.to_string());
         out.push(TIME_LIMIT_GOODBYE.to_string());
         out.push(DRAIN_GOODBYE.to_string());
+        out.extend(SHORT_LINES.iter().map(|l| l.to_string()));
+        out.push(model::NO_ANSWER.to_string());
         for q in &settings.questions {
             out.push(q.text.clone());
         }
@@ -360,7 +362,7 @@ impl Dialogue {
         {
             self.record_location(place);
             if prompts.is_empty() {
-                prompts.push(Prompt::say("Got it."));
+                prompts.push(Prompt::say(GOT_IT));
             }
             got_current |= stage == Stage::Location;
             got_any = true;
@@ -389,7 +391,7 @@ impl Dialogue {
             };
             self.record_answer(*i, text.clone(), value, attempts, false);
             if prompts.is_empty() {
-                prompts.push(Prompt::say("Thank you."));
+                prompts.push(Prompt::say(THANK_YOU));
             }
             got_current |= stage == Stage::Question(*i);
             got_any = true;
@@ -408,7 +410,7 @@ impl Dialogue {
                     self.closing(EndReason::Completed)
                 } else {
                     Turn {
-                        prompts: vec![Prompt::say("Do you have any other questions?")],
+                        prompts: vec![Prompt::say(OTHER_QUESTIONS)],
                         next: Next::Listen(Expect::CallerQuestion),
                     }
                 }
@@ -579,7 +581,7 @@ impl Dialogue {
                 next: Next::HangUp(EndReason::Silence),
             };
         }
-        let mut prompts = vec![Prompt::say("Are you still there?")];
+        let mut prompts = vec![Prompt::say(STILL_THERE)];
         prompts.push(Prompt::say(self.current_question()));
         Turn {
             prompts,
@@ -647,13 +649,11 @@ impl Dialogue {
             None if self.asks < MAX_ASKS => {
                 self.asks += 1;
                 return Turn {
-                    prompts: vec![Prompt::say(
-                        "Sorry, I didn't catch your name. Could you tell me your first and last name?",
-                    )],
+                    prompts: vec![Prompt::say(REASK_NAME)],
                     next: Next::Listen(Expect::Name),
                 };
             }
-            None => prompts.push(Prompt::say("No problem, let's continue.")),
+            None => prompts.push(Prompt::say(LETS_CONTINUE)),
         }
         if self.returning_caller {
             prompts.push(self.welcome_back());
@@ -670,18 +670,16 @@ impl Dialogue {
         match place {
             Some(place) => {
                 self.record_location(place);
-                prompts.push(Prompt::say("Got it."));
+                prompts.push(Prompt::say(GOT_IT));
             }
             None if self.asks < MAX_ASKS => {
                 self.asks += 1;
                 return Turn {
-                    prompts: vec![Prompt::say(
-                        "Sorry, I didn't catch that. Which city or area do you live in?",
-                    )],
+                    prompts: vec![Prompt::say(REASK_LOCATION)],
                     next: Next::Listen(Expect::Location),
                 };
             }
-            None => prompts.push(Prompt::say("No problem, let's continue.")),
+            None => prompts.push(Prompt::say(LETS_CONTINUE)),
         }
         self.advance_after(Stage::Location, prompts)
     }
@@ -697,13 +695,9 @@ impl Dialogue {
             None if self.asks < MAX_ASKS => {
                 self.asks += 1;
                 let hint = match q.kind {
-                    QuestionKind::YesNo => {
-                        "Sorry, I didn't catch that. Please say yes or no, or press 1 for yes and 2 for no."
-                    }
-                    QuestionKind::Number => {
-                        "Sorry, I didn't catch that. Please say a number, or type it on your keypad followed by the pound key."
-                    }
-                    QuestionKind::FreeText => "Sorry, I didn't catch that.",
+                    QuestionKind::YesNo => REASK_YES_NO,
+                    QuestionKind::Number => REASK_NUMBER,
+                    QuestionKind::FreeText => REASK,
                 };
                 return Turn {
                     prompts: vec![Prompt::say(hint), Prompt::say(q.text.clone())],
@@ -715,8 +709,8 @@ impl Dialogue {
         let attempts = self.asks;
         self.record_answer(i, raw, value.clone(), attempts, via_dtmf);
         let ack = match value {
-            AnswerValue::Unclear => "No problem, let's move on.",
-            _ => "Thank you.",
+            AnswerValue::Unclear => LETS_MOVE_ON,
+            _ => THANK_YOU,
         };
         self.advance_after(Stage::Question(i), vec![Prompt::say(ack)])
     }
@@ -735,7 +729,7 @@ impl Dialogue {
             "yes" | "yeah" | "yes please" | "sure" | "yes i do" | "i do" | "yep" | "okay"
         ) {
             return Turn {
-                prompts: vec![Prompt::say("Sure, what would you like to know?")],
+                prompts: vec![Prompt::say(WHAT_TO_KNOW)],
                 next: Next::Listen(Expect::CallerQuestion),
             };
         }
@@ -750,10 +744,7 @@ impl Dialogue {
             return t;
         }
         Turn {
-            prompts: vec![
-                Prompt::say(answer),
-                Prompt::say("Do you have any other questions?"),
-            ],
+            prompts: vec![Prompt::say(answer), Prompt::say(OTHER_QUESTIONS)],
             next: Next::Listen(Expect::CallerQuestion),
         }
     }
@@ -912,6 +903,37 @@ fn closing_prompt(text: impl Into<String>) -> Prompt {
         kind: PromptKind::Closing,
     }
 }
+
+/// Short lines every receptionist says, synthesised ahead of time with its fixed prompts.
+pub const THANK_YOU: &str = "Thank you.";
+pub const GOT_IT: &str = "Got it.";
+pub const STILL_THERE: &str = "Are you still there?";
+pub const OTHER_QUESTIONS: &str = "Do you have any other questions?";
+pub const LETS_CONTINUE: &str = "No problem, let's continue.";
+pub const LETS_MOVE_ON: &str = "No problem, let's move on.";
+pub const WHAT_TO_KNOW: &str = "Sure, what would you like to know?";
+pub const REASK_NAME: &str =
+    "Sorry, I didn't catch your name. Could you tell me your first and last name?";
+pub const REASK_LOCATION: &str = "Sorry, I didn't catch that. Which city or area do you live in?";
+pub const REASK_YES_NO: &str =
+    "Sorry, I didn't catch that. Please say yes or no, or press 1 for yes and 2 for no.";
+pub const REASK_NUMBER: &str = "Sorry, I didn't catch that. Please say a number, or type it on your keypad followed by the pound key.";
+pub const REASK: &str = "Sorry, I didn't catch that.";
+/// Those lines, in one list.
+pub const SHORT_LINES: [&str; 12] = [
+    THANK_YOU,
+    GOT_IT,
+    STILL_THERE,
+    OTHER_QUESTIONS,
+    LETS_CONTINUE,
+    LETS_MOVE_ON,
+    WHAT_TO_KNOW,
+    REASK_NAME,
+    REASK_LOCATION,
+    REASK_YES_NO,
+    REASK_NUMBER,
+    REASK,
+];
 
 pub const NAME_QUESTION: &str = "To get started, may I have your first and last name?";
 pub const LOCATION_QUESTION: &str = "Which city or area do you live in?";
@@ -1084,6 +1106,14 @@ mod tests {
         assert!(p.is_some() && !stop);
         let (p, stop) = d.answer_sentence("There are also warehouse jobs in Chicago.");
         assert!(p.is_none() && stop);
+    }
+
+    #[test]
+    fn short_lines_are_synthesised_ahead_with_the_fixed_prompts() {
+        let fixed = Dialogue::fixed_prompts(&settings());
+        for line in SHORT_LINES.iter().chain([&model::NO_ANSWER]) {
+            assert!(fixed.iter().any(|f| f == line), "{line}");
+        }
     }
 
     #[test]
