@@ -21,7 +21,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use common::{free_port, wait_healthy};
+use common::{create_workspace, free_port, wait_healthy};
 use receptionist::tools::simulate::{CallerTurn, SimOptions, read_wav_8k, simulate_call};
 
 const AUTH_TOKEN: &str = "browser-twilio-auth-token";
@@ -54,21 +54,7 @@ async fn dashboard_in_headless_chromium() {
     let data_arg = data_dir.display().to_string();
     let bin = env!("CARGO_BIN_EXE_receptionist");
 
-    let created = std::process::Command::new(bin)
-        .args([
-            "workspace",
-            "create",
-            "Acme <b>Staffing</b>",
-            "--database-url",
-        ])
-        .args([db_url.as_str(), "--data-dir", data_arg.as_str()])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
-    let admin_key = String::from_utf8(created.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
+    let admin_key = create_workspace("Acme <b>Staffing</b>", &db_url, &data_dir);
 
     let port = free_port();
     let log_path = tmp.path().join("serve.log");

@@ -34,7 +34,7 @@ use receptionist::tools::simulate::{
     CallerTurn, SimOptions, SimOutcome, read_wav_8k, simulate_call,
 };
 
-use common::{Backend, TestDatabase, free_port, wait_healthy};
+use common::{Backend, TestDatabase, create_workspace, free_port, wait_healthy};
 
 const AUTH_TOKEN: &str = "drain-twilio-auth-token";
 
@@ -335,16 +335,7 @@ impl Server {
     async fn start(db: &Db, extra: &[&str]) -> Self {
         let bin = env!("CARGO_BIN_EXE_receptionist");
         let data = db.dir.display().to_string();
-        let created = std::process::Command::new(bin)
-            .args(["workspace", "create", "Acme Staffing", "--database-url"])
-            .args([db.url.as_str(), "--data-dir", data.as_str()])
-            .output()
-            .unwrap();
-        assert!(created.status.success(), "{created:?}");
-        let key = String::from_utf8(created.stdout)
-            .unwrap()
-            .trim()
-            .to_string();
+        let key = create_workspace("Acme Staffing", &db.url, &db.dir);
         let port = free_port();
         let log = db.dir.join(format!("serve-{port}.log"));
         let child = tokio::process::Command::new(bin)

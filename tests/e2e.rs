@@ -47,7 +47,7 @@ use receptionist::tools::simulate::{
     CallerTurn, SimOptions, read_wav_8k, receive, send_out, simulate_call,
 };
 
-use common::{Backend, TestDatabase, free_port, wait_healthy};
+use common::{Backend, TestDatabase, create_workspace, free_port, wait_healthy};
 
 const AUTH_TOKEN: &str = "e2e-twilio-auth-token";
 
@@ -1049,17 +1049,7 @@ async fn server_killed_mid_call_is_interrupted_on_restart() {
     let data_arg = data_dir.display().to_string();
     let bin = env!("CARGO_BIN_EXE_receptionist");
 
-    let created = std::process::Command::new(bin)
-        .args(["workspace", "create", "Acme Staffing", "--database-url"])
-        .args([db_url.as_str(), "--data-dir", data_arg.as_str()])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
-    let key = String::from_utf8(created.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
-    assert!(!key.is_empty());
+    let key = create_workspace("Acme Staffing", &db_url, &data_dir);
 
     let serve = |log: &str| {
         let port = free_port();

@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use common::{free_port, wait_healthy};
+use common::{create_workspace, free_port, wait_healthy};
 use receptionist::server::carriers::client::Credentials;
 use receptionist::testing::providers::{FakeDeepgram, FakeElevenLabs, FakeOpenAi};
 use receptionist::tools::simulate::{CallerTurn, SimOptions, read_wav_8k, simulate_call};
@@ -172,23 +172,7 @@ async fn whole_call(
     let data_dir = tmp.path().join("data");
     let db_url = format!("sqlite://{}?mode=rwc", data_dir.join("rx.db").display());
     std::fs::create_dir_all(&data_dir).unwrap();
-    let created = std::process::Command::new(BIN)
-        .args([
-            "workspace",
-            "create",
-            "Acme Staffing",
-            "--database-url",
-            &db_url,
-        ])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
-    let key = String::from_utf8(created.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
+    let key = create_workspace("Acme Staffing", &db_url, &data_dir);
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");

@@ -528,14 +528,14 @@ async fn the_model_reads_the_callers_words_through_a_forced_tool_call() {
     fake.fail_next(&[503]);
     let llm = LanguageModel::new(chat_client(&fake));
     let settings = crate::testing::sample_settings();
-    let u = llm
-        .understand(
-            &settings,
-            &understand_request("maria lopez and yes i'm 20"),
-            "call-1-c1",
-        )
-        .await
-        .unwrap();
+    let read = |said: &'static str| {
+        let (llm, settings) = (&llm, &settings);
+        async move {
+            llm.understand(settings, &understand_request(said), "call-1-c1")
+                .await
+        }
+    };
+    let u = read("maria lopez and yes i'm 20").await.unwrap();
     assert_eq!(u.name.as_deref(), Some("Maria Lopez"));
     assert_eq!(u.answers, vec![(0, "yes".to_string())]);
     assert_eq!(
@@ -551,41 +551,18 @@ async fn the_model_reads_the_callers_words_through_a_forced_tool_call() {
 
     // a model that answers outside the schema: an error, never a half-read turn
     fake.chat_responder(|_| sse_tool_call(RECORD_TURN, r#"{"answers": "yes"}"#));
-    assert!(
-        llm.understand(
-            &settings,
-            &understand_request("maria lopez and yes i'm 20"),
-            "call-1-c1"
-        )
-        .await
-        .is_err()
-    );
+    assert!(read("maria lopez and yes i'm 20").await.is_err());
     // a server without tool calls that writes the JSON as text is still read
     fake.chat_responder(|_| {
         crate::testing::providers::sse_text(&["Sure: {\"name\": ", "\"Maria Lopez\"}"])
     });
-    let u = llm
-        .understand(
-            &settings,
-            &understand_request("maria lopez and yes i'm 20"),
-            "call-1-c1",
-        )
-        .await
-        .unwrap();
+    let u = read("maria lopez and yes i'm 20").await.unwrap();
     assert_eq!(u.name.as_deref(), Some("Maria Lopez"));
     // plain text with no JSON at all, and a 401: errors
     fake.chat_responder(|_| crate::testing::providers::sse_text(&["Hello!"]));
-    assert!(
-        llm.understand(&settings, &understand_request("hi"), "call-1-c1")
-            .await
-            .is_err()
-    );
+    assert!(read("hi").await.is_err());
     fake.fail_always(401);
-    assert!(
-        llm.understand(&settings, &understand_request("hi"), "call-1-c1")
-            .await
-            .is_err()
-    );
+    assert!(read("hi").await.is_err());
 }
 
 #[tokio::test]

@@ -27,6 +27,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `receptionist workspace create NAME` on the real binary against `db_url` and `data_dir`: the
+/// new workspace's admin key.
+pub fn create_workspace(name: &str, db_url: &str, data_dir: &Path) -> String {
+    let created = std::process::Command::new(env!("CARGO_BIN_EXE_receptionist"))
+        .args(["workspace", "create", name, "--database-url", db_url])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let key = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(!key.is_empty());
+    key
+}
+
 /// Waits (up to 60 s) until the server at `base` answers `/healthz`; fails with its log if not.
 pub async fn wait_healthy(http: &reqwest::Client, base: &str, log: &Path) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
