@@ -126,6 +126,11 @@ pub struct ServeConfig {
     #[arg(long, env = "RECEPTIONIST_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Directory of the offline neural models (`scripts/install-models` fills it). Default: the
+    /// data directory's `models/`.
+    #[arg(long, env = "RECEPTIONIST_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+
     /// The public base URL the carrier reaches (e.g. `https://rx.example.com`). Used to build the
     /// media stream URL and to check Twilio signatures. Default: `http://<listen>`.
     #[arg(long, env = "RECEPTIONIST_PUBLIC_URL")]
@@ -325,6 +330,13 @@ impl ServeConfig {
             && self.twilio_auth_token.is_some()
     }
 
+    /// Where the offline neural models are: `--models-dir`, else the data directory's `models/`.
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("models"))
+    }
+
     pub fn recordings_dir(&self) -> PathBuf {
         self.data_dir.join("recordings")
     }
@@ -375,6 +387,7 @@ impl fmt::Debug for ServeConfig {
                 &self.database_url.as_deref().map(redact_url),
             )
             .field("data_dir", &self.data_dir)
+            .field("models_dir", &self.models_dir)
             .field("public_url", &self.public_url)
             .field("twilio_auth_token", &self.twilio_auth_token)
             .field("twilio_account_sid", &self.twilio_account_sid)
