@@ -24,10 +24,13 @@ pub mod fallback;
 mod flite;
 pub mod http;
 pub mod llm;
+pub mod mel;
+pub mod onnx;
 pub mod openai;
 mod prompt_cache;
 mod scripted;
 pub mod select;
+pub mod smart_turn;
 mod sphinx;
 pub mod wav;
 

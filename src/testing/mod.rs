@@ -121,3 +121,22 @@ pub fn vad_fixture_frames(keep: impl Fn(f32) -> bool) -> Vec<[u8; SAMPLES_8K]> {
     }
     frames
 }
+
+/// The models directory the tests use: `RECEPTIONIST_MODELS_DIR`, else the checkout's
+/// `data/models` (where `.ci/setup` runs `scripts/install-models`).
+pub fn models_dir() -> std::path::PathBuf {
+    std::env::var_os("RECEPTIONIST_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models"))
+}
+
+/// [`models_dir`], failing with the fix when the models are not installed.
+pub fn installed_models_dir() -> std::path::PathBuf {
+    let dir = models_dir();
+    assert!(
+        dir.join(".pins").is_file(),
+        "the offline models are not installed in {}: run scripts/install-models (or .ci/setup)",
+        dir.display()
+    );
+    dir
+}
