@@ -63,6 +63,16 @@ impl TtsChoice {
     }
 }
 
+/// How the caller's turn is judged over (`--end-of-turn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EndOfTurnChoice {
+    /// Smart Turn (an ONNX model in the models directory) when the caller pauses; the silence
+    /// windows as the fallback.
+    Smart,
+    /// Silence windows alone.
+    Silence,
+}
+
 /// Which language model the dialogue may consult (`--llm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LlmChoice {
@@ -243,6 +253,12 @@ pub struct ServeConfig {
     /// Text-to-speech: offline (default), openai, elevenlabs or scripted.
     #[arg(long, env = "RECEPTIONIST_TTS", value_enum)]
     pub tts: Option<TtsChoice>,
+
+    /// End of the caller's turn: smart (the Smart Turn model, when the caller pauses) or silence
+    /// (a fixed silence). Default: smart when its model is installed, except with scripted
+    /// speech-to-text.
+    #[arg(long, env = "RECEPTIONIST_END_OF_TURN", value_enum)]
+    pub end_of_turn: Option<EndOfTurnChoice>,
 
     /// Language model: none (default: the rule-based policy) or openai.
     #[arg(long, env = "RECEPTIONIST_LLM", value_enum, default_value = "none")]

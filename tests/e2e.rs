@@ -981,6 +981,7 @@ async fn failing_speech_recognition_apologises(backend: Backend) {
             stt: Arc::new(FailingStt),
             tts: Arc::new(ScriptedTts::new()),
             name: "failing-stt",
+            end_of_turn: None,
         },
         max_calls: 10,
     };

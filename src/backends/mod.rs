@@ -152,6 +152,8 @@ pub struct Backends {
     pub stt: Arc<dyn SpeechToText>,
     pub tts: Arc<dyn TextToSpeech>,
     pub name: &'static str,
+    /// The end-of-turn model, asked when the caller pauses (`None`: silence windows alone).
+    pub end_of_turn: Option<Arc<smart_turn::SmartTurn>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -172,6 +174,7 @@ impl Backends {
             stt: Arc::new(stt),
             tts: Arc::new(tts),
             name: "offline",
+            end_of_turn: None,
         })
     }
 
@@ -182,6 +185,7 @@ impl Backends {
             stt: Arc::new(ScriptedStt::new(answers)),
             tts: Arc::new(ScriptedTts::new()),
             name: "scripted",
+            end_of_turn: None,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! inference never takes more than its share of the cores from the calls.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::Session;
@@ -93,7 +93,7 @@ impl SessionPool {
     }
 
     /// Run `f` with a session on a blocking thread, waiting for a free one.
-    pub async fn run<T, F>(&'static self, f: F) -> Result<T, BackendError>
+    pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, BackendError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Session) -> Result<T, ort::Error> + Send + 'static,
@@ -104,15 +104,17 @@ impl SessionPool {
             .await
             .map_err(|_| BackendError::Unavailable(format!("{}: closed", self.name)))?;
         let name = self.name;
+        let pool = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut session = self
+            let this = &pool;
+            let mut session = this
                 .sessions
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .pop()
                 .expect("a permit guarantees a free session");
             let result = f(&mut session);
-            self.sessions
+            this.sessions
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(session);

@@ -15,7 +15,7 @@ use super::{
     BackendError, Backends, FallbackStt, FallbackTts, FliteTts, ScriptedAnswers, ScriptedStt,
     ScriptedTts, SpeechToText, SphinxConfig, SphinxStt, TextToSpeech,
 };
-use crate::config::{LlmChoice, Secret, ServeConfig, SttChoice, TtsChoice};
+use crate::config::{EndOfTurnChoice, LlmChoice, Secret, ServeConfig, SttChoice, TtsChoice};
 
 /// Default chat model for `--llm openai`.
 pub const DEFAULT_LLM_MODEL: &str = "gpt-4o-mini";
@@ -51,6 +51,8 @@ pub struct Plan {
     pub tts: TtsPlan,
     /// `--llm openai`: the chat model's configuration.
     pub llm: Option<ChatConfig>,
+    /// The models directory to load the end-of-turn model from (`None`: silence windows).
+    pub end_of_turn: Option<std::path::PathBuf>,
 }
 
 fn key(value: &Option<Secret>, env: &str, flag: &str, choice: &str) -> Result<Secret, String> {
@@ -174,7 +176,26 @@ pub fn plan(config: &ServeConfig) -> Result<Plan, String> {
             })
         }
     };
-    Ok(Plan { stt, tts, llm })
+    let models = config.models_dir();
+    let end_of_turn = match config.end_of_turn {
+        Some(EndOfTurnChoice::Silence) => None,
+        Some(EndOfTurnChoice::Smart) if super::smart_turn::installed(&models) => Some(models),
+        Some(EndOfTurnChoice::Smart) => {
+            return Err(format!(
+                "--end-of-turn smart needs {} and ONNX Runtime in {} (run scripts/install-models)",
+                super::smart_turn::MODEL_FILE,
+                models.display()
+            ));
+        }
+        None if matches!(stt, SttPlan::Scripted) => None,
+        None => super::smart_turn::installed(&models).then_some(models),
+    };
+    Ok(Plan {
+        stt,
+        tts,
+        llm,
+        end_of_turn,
+    })
 }
 
 impl Plan {
@@ -270,7 +291,22 @@ pub fn build(plan: &Plan) -> Result<(Backends, Option<ChatClient>), BackendError
         (stt, tts) => Box::leak(format!("{stt}+{tts}").into_boxed_str()),
     };
     let llm = plan.llm.clone().map(ChatClient::new).transpose()?;
-    Ok((Backends { stt, tts, name }, llm))
+    let end_of_turn = match &plan.end_of_turn {
+        Some(dir) => Some(Arc::new(super::smart_turn::SmartTurn::load(
+            dir,
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )?)),
+        None => None,
+    };
+    Ok((
+        Backends {
+            stt,
+            tts,
+            name,
+            end_of_turn,
+        },
+        llm,
+    ))
 }
 
 #[cfg(test)]

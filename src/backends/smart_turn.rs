@@ -8,6 +8,7 @@
 //! the README's turn-taking section.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ort::value::Tensor;
 
@@ -35,20 +36,25 @@ pub fn installed(models_dir: &Path) -> bool {
 
 /// The end-of-turn model, a few sessions deep.
 pub struct SmartTurn {
-    pool: SessionPool,
+    pool: Arc<SessionPool>,
 }
 
 impl SmartTurn {
     /// Load the model `sessions` times (concurrent checks).
     pub fn load(models_dir: &Path, sessions: usize) -> Result<Self, BackendError> {
         Ok(Self {
-            pool: SessionPool::load("smart turn", models_dir, &model_path(models_dir), sessions)?,
+            pool: Arc::new(SessionPool::load(
+                "smart turn",
+                models_dir,
+                &model_path(models_dir),
+                sessions,
+            )?),
         })
     }
 
     /// The probability that the turn in `pcm16k` (16 kHz, the caller's utterance so far) is
     /// complete, on a blocking thread.
-    pub async fn complete(&'static self, pcm16k: Vec<i16>) -> Result<f32, BackendError> {
+    pub async fn complete(&self, pcm16k: Vec<i16>) -> Result<f32, BackendError> {
         let features = features(&pcm16k);
         self.pool.run(move |s| infer(s, features)).await
     }

@@ -34,6 +34,9 @@ enum Act {
         ms: u64,
         text: &'static str,
     },
+    /// After `pause_ms` of silence since the caller stopped, go on talking for `ms` (the same
+    /// turn: a pause in the middle of an answer).
+    GoOn { pause_ms: u64, ms: u64 },
     /// Press a key once the agent is silent.
     Key(char),
     /// Hang up after `ms` more.
@@ -80,6 +83,14 @@ struct Sim {
     model_due: VecDeque<(u64, u64, ModelReply)>,
     consulted: Vec<ModelRequest>,
     consults_cancelled: Vec<u64>,
+    /// The end-of-turn model's verdicts, in order (`None`: no model); it answers 40 ms after it
+    /// is asked, "complete" once the scripted ones run out.
+    turn_verdicts: Option<VecDeque<bool>>,
+    turn_due: VecDeque<(u64, u64, bool)>,
+    /// (when, utterance) of each end-of-turn question.
+    turn_checks: Vec<(u64, u64)>,
+    /// What the caller's last utterance is recognised as (kept for `GoOn`).
+    last_text: Option<Option<&'static str>>,
 }
 
 /// What the scripted model does with a reading request.
@@ -170,7 +181,9 @@ impl Sim {
         script: Vec<Act>,
         timing: Timing,
     ) -> Self {
-        Self::build(carrier, codec, settings, returning, script, timing, None)
+        Self::build(
+            carrier, codec, settings, returning, script, timing, None, None,
+        )
     }
 
     /// A Twilio call whose dialogue consults `model`.
@@ -183,6 +196,21 @@ impl Sim {
             script,
             Timing::default(),
             Some(model),
+            None,
+        )
+    }
+
+    /// A Twilio call that asks an end-of-turn model, whose verdicts are `verdicts`.
+    fn with_turn_model(script: Vec<Act>, verdicts: Vec<bool>) -> Self {
+        Self::build(
+            Carrier::Twilio,
+            AudioCodec::Mulaw,
+            settings(),
+            false,
+            script,
+            Timing::default(),
+            None,
+            Some(verdicts.into()),
         )
     }
 
@@ -194,6 +222,7 @@ impl Sim {
         script: Vec<Act>,
         timing: Timing,
         model: Option<ScriptedModel>,
+        turn_verdicts: Option<VecDeque<bool>>,
     ) -> Self {
         let t0 = Instant::now();
         let mut carrier = FakeCarrier::new(carrier, codec, CallInfo::default(), t0).unwrap();
@@ -218,6 +247,7 @@ impl Sim {
                 timing,
                 echoes_marks: true,
                 language_model: model.is_some(),
+                end_of_turn_model: turn_verdicts.is_some(),
             },
             InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
         );
@@ -252,6 +282,10 @@ impl Sim {
             model_due: VecDeque::new(),
             consulted: Vec::new(),
             consults_cancelled: Vec::new(),
+            turn_verdicts,
+            turn_due: VecDeque::new(),
+            turn_checks: Vec::new(),
+            last_text: None,
         };
         sim.drain();
         sim
@@ -359,6 +393,16 @@ impl Sim {
                     self.stt_pending.push_back((utterance, text));
                 }
                 Output::SttCancel { .. } => {}
+                Output::CheckTurn { utterance } => {
+                    let verdicts = self
+                        .turn_verdicts
+                        .as_mut()
+                        .expect("a call without an end-of-turn model asked one");
+                    let complete = verdicts.pop_front().unwrap_or(true);
+                    self.turn_checks.push((self.now_ms, utterance));
+                    self.turn_due
+                        .push_back((self.now_ms + 40, utterance, complete));
+                }
                 Output::Recording => {
                     let chunk = self.engine.take_recording();
                     assert_eq!(chunk.len() % 320, 0, "whole 20 ms stereo slots");
@@ -488,6 +532,19 @@ impl Sim {
                     ModelReply::Done => self.input(Input::ModelDone { consult }),
                 }
             }
+            while self
+                .turn_due
+                .front()
+                .is_some_and(|(due, _, _)| *due <= self.now_ms)
+            {
+                let Some((_, utterance, complete)) = self.turn_due.pop_front() else {
+                    break;
+                };
+                self.input(Input::TurnChecked {
+                    utterance,
+                    complete,
+                });
+            }
             // caller
             let speaking = self.speaking_until.is_some_and(|u| self.now_ms < u);
             if !speaking && self.speaking_until.is_some() {
@@ -502,6 +559,14 @@ impl Sim {
                         self.agent_replied = false;
                         self.speaking_until = Some(self.now_ms + ms);
                         self.current_utterance_text = Some(text);
+                        self.last_text = Some(text);
+                    }
+                    Some(Act::GoOn { pause_ms, ms })
+                        if self.now_ms >= self.caller_done_ms + pause_ms =>
+                    {
+                        self.script.pop_front();
+                        self.speaking_until = Some(self.now_ms + ms);
+                        self.current_utterance_text = self.last_text;
                     }
                     Some(Act::SayOver { after_ms, ms, text }) => {
                         let agent_talking = !self.carrier.is_idle();
@@ -706,6 +771,92 @@ fn a_whole_call_completes_with_answers_disclosures_and_a_gapless_recording() {
         assert!(l.endpointing_ms >= 700 && l.endpointing_ms <= 1300, "{l:?}");
         assert!(l.total_ms >= l.endpointing_ms);
     }
+}
+
+fn latencies(sim: &Sim) -> Vec<crate::model::TurnLatency> {
+    sim.events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Latency(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_end_of_turn_model_answers_a_finished_turn_after_a_short_pause() {
+    let mut sim = Sim::with_turn_model(happy_script(), vec![]);
+    sim.run(180_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    assert_eq!(sim.answers().len(), 2);
+    // each turn was asked about once, 200 ms into the caller's pause, and ended there (plus the
+    // model's 40 ms) instead of after the 700 ms silence
+    assert_eq!(sim.turn_checks.len(), 6, "{:?}", sim.turn_checks);
+    let lat = latencies(&sim);
+    assert_eq!(lat.len(), 6);
+    for l in &lat {
+        assert!(
+            (200..=300).contains(&l.endpointing_ms),
+            "ended {} ms after the caller's last word",
+            l.endpointing_ms
+        );
+    }
+}
+
+#[test]
+fn a_pause_the_model_calls_unfinished_does_not_cut_the_caller_off() {
+    let mut sim = Sim::with_turn_model(
+        vec![
+            Act::Say {
+                ms: 700,
+                text: Some("my name is john smith"),
+            },
+            // a one-second pause inside the answer: the model says they have not finished
+            Act::GoOn {
+                pause_ms: 1000,
+                ms: 600,
+            },
+            Act::HangUp { after_ms: 4000 },
+        ],
+        vec![false, true],
+    );
+    sim.run(60_000);
+    // one caller turn spanning both parts, asked about at each pause
+    let caller: Vec<_> = sim
+        .transcript()
+        .into_iter()
+        .filter(|l| l.speaker == Speaker::Caller)
+        .collect();
+    assert_eq!(caller.len(), 1, "{caller:#?}");
+    assert!(caller[0].end_ms - caller[0].start_ms >= 2000, "{caller:?}");
+    assert_eq!(sim.turn_checks.len(), 2, "{:?}", sim.turn_checks);
+    assert_eq!(sim.turn_checks[0].1, sim.turn_checks[1].1);
+    assert!(
+        latencies(&sim)[0].endpointing_ms < 400,
+        "the second pause was judged complete"
+    );
+}
+
+#[test]
+fn without_a_verdict_the_fallback_silence_ends_the_turn() {
+    let mut sim = Sim::with_turn_model(
+        vec![
+            Act::Say {
+                ms: 700,
+                text: Some("my name is john smith"),
+            },
+            Act::HangUp { after_ms: 6000 },
+        ],
+        vec![false],
+    );
+    sim.run(60_000);
+    let lat = latencies(&sim);
+    assert_eq!(lat.len(), 1);
+    assert!(
+        (1600..=1700).contains(&lat[0].endpointing_ms),
+        "{}",
+        lat[0].endpointing_ms
+    );
 }
 
 #[test]

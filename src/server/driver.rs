@@ -68,6 +68,10 @@ enum BackendEvent {
         utterance: u64,
         result: Result<String, BackendError>,
     },
+    TurnChecked {
+        utterance: u64,
+        complete: bool,
+    },
 }
 
 enum Persist {
@@ -376,6 +380,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             timing,
             echoes_marks,
             language_model: state.llm.is_some(),
+            end_of_turn_model: state.backends.end_of_turn.is_some(),
         },
     );
     let (persist_tx, persist_rx) = mpsc::channel::<Persist>(1024);
@@ -399,6 +404,11 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         stt_call: crate::backends::open_call(&state.backends.stt),
         tts: HashMap::new(),
         consults: HashMap::new(),
+        turn_audio: state
+            .backends
+            .end_of_turn
+            .as_ref()
+            .map(|_| TurnAudio::default()),
         recording: Default::default(),
         payload: Vec::with_capacity(1024),
         messages: Vec::new(),
@@ -436,6 +446,8 @@ struct CallDriver<'a> {
     tts: HashMap<u64, JoinHandle<()>>,
     /// The language model's consultations in progress (aborted when cancelled).
     consults: HashMap<u64, JoinHandle<()>>,
+    /// The caller's current utterance for the end-of-turn model (with one configured).
+    turn_audio: Option<TurnAudio>,
     /// The call's side of the recorder (what a slow disk made it miss).
     recording: crate::recording::RecordingFeed,
     payload: Vec<u8>,
@@ -743,6 +755,13 @@ impl CallDriver<'_> {
                     self.input(Input::SttFailed { utterance });
                 }
             },
+            BackendEvent::TurnChecked {
+                utterance,
+                complete,
+            } => self.input(Input::TurnChecked {
+                utterance,
+                complete,
+            }),
         }
     }
 
@@ -850,6 +869,9 @@ impl CallDriver<'_> {
                     let stt_call = &mut self.stt_call;
                     let hint = stt_hint(self.engine.expecting());
                     while let Some((utterance, pcm16k)) = self.engine.pop_stt_frame() {
+                        if let Some(t) = &mut self.turn_audio {
+                            t.push(utterance, &pcm16k[..]);
+                        }
                         self.stt
                             .entry(utterance)
                             .or_insert_with(|| stt_call.start(hint))
@@ -881,6 +903,31 @@ impl CallDriver<'_> {
                 Output::SttCancel { utterance } => {
                     self.stt.remove(&utterance);
                 }
+                Output::CheckTurn { utterance } => {
+                    let (Some(model), Some(audio)) = (
+                        self.state.backends.end_of_turn.clone(),
+                        self.turn_audio.as_ref().and_then(|t| t.of(utterance)),
+                    ) else {
+                        continue;
+                    };
+                    let tx = btx.clone();
+                    let waiting = super::threads::WaitOnThread::enter();
+                    tokio::spawn(async move {
+                        let _waiting = waiting;
+                        // no verdict in time, or a failure: the fallback silence decides
+                        if let Ok(Ok(p)) =
+                            tokio::time::timeout(TURN_CHECK_TIMEOUT, model.complete(audio)).await
+                        {
+                            let complete = p >= crate::backends::smart_turn::COMPLETE_AT;
+                            let _ = tx
+                                .send(BackendEvent::TurnChecked {
+                                    utterance,
+                                    complete,
+                                })
+                                .await;
+                        }
+                    });
+                }
                 Output::Recording => {
                     let chunk = self.engine.take_recording();
                     if !chunk.is_empty() {
@@ -907,6 +954,39 @@ impl CallDriver<'_> {
                 Output::Ended(reason) => ended = Some(reason),
             }
         }
+    }
+}
+
+/// Longest wait for the end-of-turn model's verdict; later ones are useless (the caller
+/// waits in silence meanwhile), and the fallback silence ends the turn anyway.
+const TURN_CHECK_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// The caller's current utterance at 16 kHz, its last [`smart_turn::WINDOW_SECS`] seconds: what
+/// the end-of-turn model hears.
+///
+/// [`smart_turn::WINDOW_SECS`]: crate::backends::smart_turn::WINDOW_SECS
+#[derive(Default)]
+struct TurnAudio {
+    utterance: u64,
+    pcm: std::collections::VecDeque<i16>,
+}
+
+impl TurnAudio {
+    const MAX: usize = crate::backends::smart_turn::WINDOW_SECS * 16_000;
+
+    fn push(&mut self, utterance: u64, pcm16k: &[i16]) {
+        if utterance != self.utterance {
+            self.utterance = utterance;
+            self.pcm.clear();
+        }
+        self.pcm.extend(pcm16k);
+        let over = self.pcm.len().saturating_sub(Self::MAX);
+        self.pcm.drain(..over);
+    }
+
+    fn of(&self, utterance: u64) -> Option<Vec<i16>> {
+        (utterance == self.utterance && !self.pcm.is_empty())
+            .then(|| self.pcm.iter().copied().collect())
     }
 }
 

@@ -269,6 +269,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         stt = plan.stt_name(),
         tts = plan.tts_name(),
         llm = if llm.is_some() { "openai" } else { "none" },
+        end_of_turn = if backends.end_of_turn.is_some() {
+            "smart"
+        } else {
+            "silence"
+        },
         stt_model,
         tts_model,
         llm_model,

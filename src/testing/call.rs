@@ -131,6 +131,7 @@ impl CallRig {
                 timing,
                 echoes_marks: session.echoes_marks(),
                 language_model: false,
+                end_of_turn_model: false,
             },
         );
         let mut rig = Self {

@@ -26,6 +26,7 @@ fn silent_call(echoes_marks: bool) -> Run {
             timing: Timing::default(),
             echoes_marks,
             language_model: false,
+            end_of_turn_model: false,
         },
         InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
     );

@@ -61,6 +61,13 @@ pub struct Timing {
     pub endpoint_long: Duration,
     /// Longest caller utterance before it is cut and processed.
     pub max_utterance: Duration,
+    /// With an end-of-turn model: the pause after which it is asked whether the caller has
+    /// finished (a "complete" verdict ends the turn there) ...
+    pub turn_check: Duration,
+    /// ... and the silences that end the turn when it says they have not, or does not answer
+    /// (instead of `endpoint` and `endpoint_long`).
+    pub endpoint_fallback: Duration,
+    pub endpoint_long_fallback: Duration,
     /// Audio captured before speech onset and sent to STT with the utterance.
     pub pre_roll: Duration,
     /// Silence after the agent finished before a reminder.
@@ -99,6 +106,9 @@ impl Default for Timing {
             endpoint: Duration::from_millis(700),
             endpoint_long: Duration::from_millis(1200),
             max_utterance: Duration::from_secs(20),
+            turn_check: Duration::from_millis(200),
+            endpoint_fallback: Duration::from_millis(1600),
+            endpoint_long_fallback: Duration::from_millis(2400),
             pre_roll: Duration::from_millis(200),
             silence_reminder: Duration::from_secs(8),
             dtmf_gap: Duration::from_millis(2500),
@@ -209,6 +219,9 @@ pub struct EngineConfig {
     pub echoes_marks: bool,
     /// Consult a language model in the dialogue (`Output::Consult`); otherwise the rules alone.
     pub language_model: bool,
+    /// Ask an end-of-turn model when the caller pauses (`Output::CheckTurn`); otherwise the
+    /// silence windows alone end turns.
+    pub end_of_turn_model: bool,
 }
 
 /// Inputs to the engine.
@@ -256,6 +269,11 @@ pub enum Input<'a> {
     /// The model failed (error, refusal, an answer outside its contract).
     ModelFailed {
         consult: u64,
+    },
+    /// The end-of-turn model's verdict on the pause in `utterance` (`Output::CheckTurn`).
+    TurnChecked {
+        utterance: u64,
+        complete: bool,
     },
     /// The carrier said the call ended (`stop`).
     CarrierStop,
@@ -360,6 +378,12 @@ pub enum Output {
     SttCancel {
         utterance: u64,
     },
+    /// The caller paused in `utterance`: ask the end-of-turn model whether they finished (on the
+    /// utterance's audio so far, as given to the recogniser) and answer with `Input::TurnChecked`.
+    /// No answer is fine: the fallback silence ends the turn.
+    CheckTurn {
+        utterance: u64,
+    },
     /// A chunk of the two-channel recording is ready: take it with
     /// [`CallEngine::take_recording`].
     Recording,
@@ -457,9 +481,22 @@ impl CallEngine {
             barge_in: frames(t.barge_in),
             // shorter than the duration: round up so that exactly the duration is kept
             min_utterance: (t.min_utterance.as_millis() as u64).div_ceil(FRAME) as u32,
-            endpoint: frames(t.endpoint),
-            endpoint_long: frames(t.endpoint_long),
+            endpoint: frames(if config.end_of_turn_model {
+                t.endpoint_fallback
+            } else {
+                t.endpoint
+            }),
+            endpoint_long: frames(if config.end_of_turn_model {
+                t.endpoint_long_fallback
+            } else {
+                t.endpoint_long
+            }),
             max_utterance: frames(t.max_utterance),
+            pause: if config.end_of_turn_model {
+                frames(t.turn_check)
+            } else {
+                0
+            },
             pre_roll: frames(t.pre_roll),
             max_pre_roll: (STT_RING_FRAMES / 2) as u32,
         };
@@ -576,6 +613,14 @@ impl CallEngine {
             Input::ModelText { consult, text } => self.on_model_text(consult, text),
             Input::ModelDone { consult } => self.on_model_done(consult),
             Input::ModelFailed { consult } => self.on_model_failed(consult),
+            Input::TurnChecked {
+                utterance,
+                complete,
+            } => {
+                if complete && self.turn_taking.end_now(utterance) {
+                    self.on_turn_events(false);
+                }
+            }
             Input::CarrierStop => self.finish(EndReason::CallerHangup),
             Input::Disconnected => self.finish(EndReason::Disconnected),
             Input::Abort(reason) => self.finish(reason),
@@ -856,6 +901,11 @@ impl CallEngine {
         };
         self.turn_taking
             .handle_frame(self.now_ms, frame.speech, floor);
+        self.on_turn_events(floor.listening);
+    }
+
+    /// What turn-taking decided; `listening`: the agent was waiting for the caller.
+    fn on_turn_events(&mut self, listening: bool) {
         while let Some(event) = self.turn_taking.poll_event() {
             match event {
                 TurnEvent::Onset {
@@ -864,13 +914,20 @@ impl CallEngine {
                 } => {
                     self.recognizer
                         .handle_onset(pre_roll, utterance, &mut self.out);
-                    if floor.listening {
+                    if listening {
                         self.phase = Phase::Capturing;
                     }
                 }
                 TurnEvent::BargeIn { .. } => self.interrupt_agent(true),
                 TurnEvent::Discarded { utterance } => self.discard_utterance(utterance),
                 TurnEvent::Ended(u) => self.end_utterance(u),
+                TurnEvent::Paused { utterance } => {
+                    // the caller has the floor (not talk over the agent, nor over an answer
+                    // being prepared): is this the end of their turn?
+                    if matches!(self.phase, Phase::Capturing) {
+                        self.out.push_back(Output::CheckTurn { utterance });
+                    }
+                }
             }
         }
     }

@@ -22,6 +22,9 @@ pub struct TurnTiming {
     pub endpoint_long: u32,
     /// Frames after which an utterance is cut.
     pub max_utterance: u32,
+    /// Silence frames after which a pause is reported ([`TurnEvent::Paused`]) so that an
+    /// end-of-turn model can end the turn early; 0: never (the silence windows alone decide).
+    pub pause: u32,
     /// Frames before the onset that belong to the utterance, at most `max_pre_roll`.
     pub pre_roll: u32,
     pub max_pre_roll: u32,
@@ -63,6 +66,9 @@ pub enum TurnEvent {
     Discarded { utterance: u64 },
     /// The caller's turn ended.
     Ended(Utterance),
+    /// The caller has paused for `pause` frames (once per pause, while they have the floor):
+    /// ask whether the turn is complete; [`TurnTaking::end_now`] ends it if so.
+    Paused { utterance: u64 },
 }
 
 #[derive(Debug)]
@@ -115,6 +121,15 @@ impl TurnTaking {
                 cap.last_speech_ms = now_ms;
             } else {
                 cap.silence_frames += 1;
+                if t.pause > 0
+                    && cap.silence_frames == t.pause
+                    && !floor.agent_speaking
+                    && cap.speech_frames >= t.min_utterance
+                {
+                    self.events.push_back(TurnEvent::Paused {
+                        utterance: cap.utterance,
+                    });
+                }
             }
             if cap.during_agent && floor.agent_speaking && cap.speech_frames >= t.barge_in {
                 self.events.push_back(TurnEvent::BargeIn {
@@ -158,6 +173,18 @@ impl TurnTaking {
         self.capture.take().map(|c| c.utterance)
     }
 
+    /// End `utterance` now if it is still being captured and the caller is still silent (an
+    /// end-of-turn model said they finished); the `Ended` event follows. Whether it ended.
+    pub fn end_now(&mut self, utterance: u64) -> bool {
+        match &self.capture {
+            Some(c) if c.utterance == utterance && c.silence_frames > 0 => {
+                self.end();
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn poll_event(&mut self) -> Option<TurnEvent> {
         self.events.pop_front()
     }
@@ -193,6 +220,7 @@ mod tests {
             endpoint: 35,
             endpoint_long: 60,
             max_utterance: 1000,
+            pause: 0,
             pre_roll: 10,
             max_pre_roll: 8,
         }
@@ -305,6 +333,43 @@ mod tests {
             ..interruptible
         };
         assert!(feed(&mut t, &mut ms, 10, true, after).is_empty());
+    }
+
+    #[test]
+    fn a_pause_is_reported_once_and_a_model_may_end_the_turn_there() {
+        let mut t = TurnTaking::new(TurnTiming {
+            pause: 10,
+            ..timing()
+        });
+        let mut ms = 0;
+        feed(&mut t, &mut ms, 20, true, LISTENING);
+        assert!(feed(&mut t, &mut ms, 9, false, LISTENING).is_empty());
+        assert_eq!(
+            feed(&mut t, &mut ms, 1, false, LISTENING),
+            vec![TurnEvent::Paused { utterance: 1 }]
+        );
+        assert!(feed(&mut t, &mut ms, 5, false, LISTENING).is_empty());
+        // the caller goes on: a later pause is asked about again
+        feed(&mut t, &mut ms, 5, true, LISTENING);
+        let ev = feed(&mut t, &mut ms, 10, false, LISTENING);
+        assert_eq!(ev, vec![TurnEvent::Paused { utterance: 1 }]);
+        // a verdict for another utterance, or one that came while they talk again, ends nothing
+        assert!(!t.end_now(2));
+        feed(&mut t, &mut ms, 1, true, LISTENING);
+        assert!(!t.end_now(1));
+        feed(&mut t, &mut ms, 3, false, LISTENING);
+        assert!(t.end_now(1));
+        assert!(matches!(
+            t.poll_event(),
+            Some(TurnEvent::Ended(Utterance { id: 1, .. }))
+        ));
+        assert_eq!(t.utterance(), None);
+        // a click is never asked about
+        feed(&mut t, &mut ms, 4, true, LISTENING);
+        assert!(
+            !feed(&mut t, &mut ms, 20, false, LISTENING)
+                .contains(&TurnEvent::Paused { utterance: 2 })
+        );
     }
 
     #[test]
