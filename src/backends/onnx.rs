@@ -74,11 +74,11 @@ impl SessionPool {
         let mut sessions = Vec::with_capacity(size);
         for _ in 0..size {
             let load = || -> Result<Session, ort::Error> {
-                Ok(Session::builder(env)?
+                Session::builder(env)?
                     .with_optimization_level(GraphOptimizationLevel::Level3)?
                     .with_intra_threads(1)?
                     .with_inter_threads(1)?
-                    .commit_from_file(model)?)
+                    .commit_from_file(model)
             };
             let session = load().map_err(|e| {
                 BackendError::Unavailable(format!("{name}: cannot load {}: {e}", model.display()))

@@ -214,6 +214,7 @@ impl Sim {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         carrier: Carrier,
         codec: AudioCodec,
