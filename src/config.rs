@@ -42,8 +42,12 @@ impl SttChoice {
 /// Which text-to-speech serves calls (`--tts`); overrides `--backends`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TtsChoice {
-    /// flite on this machine.
+    /// The best voice on this machine: Piper when its voice is installed, else flite.
     Offline,
+    /// The Piper voice in the models directory (espeak-ng for its phonemes).
+    Piper,
+    /// flite.
+    Flite,
     /// An OpenAI-compatible `/audio/speech` endpoint (`OPENAI_API_KEY`).
     Openai,
     /// ElevenLabs' streaming WebSocket API (`ELEVENLABS_API_KEY`).
@@ -56,6 +60,8 @@ impl TtsChoice {
     pub fn as_str(self) -> &'static str {
         match self {
             TtsChoice::Offline => "offline",
+            TtsChoice::Piper => "piper",
+            TtsChoice::Flite => "flite",
             TtsChoice::Openai => "openai",
             TtsChoice::Elevenlabs => "elevenlabs",
             TtsChoice::Scripted => "scripted",
@@ -250,7 +256,8 @@ pub struct ServeConfig {
     #[arg(long, env = "RECEPTIONIST_STT", value_enum)]
     pub stt: Option<SttChoice>,
 
-    /// Text-to-speech: offline (default), openai, elevenlabs or scripted.
+    /// Text-to-speech: offline (default: piper when installed, else flite), piper, flite, openai,
+    /// elevenlabs or scripted.
     #[arg(long, env = "RECEPTIONIST_TTS", value_enum)]
     pub tts: Option<TtsChoice>,
 

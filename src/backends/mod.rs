@@ -27,6 +27,7 @@ pub mod llm;
 pub mod mel;
 pub mod onnx;
 pub mod openai;
+pub mod piper;
 mod prompt_cache;
 mod scripted;
 pub mod select;

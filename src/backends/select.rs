@@ -11,6 +11,7 @@ use super::deepgram::{DeepgramConfig, DeepgramStt};
 use super::elevenlabs::{ElevenLabsConfig, ElevenLabsTts};
 use super::http::RetryPolicy;
 use super::openai::{DEFAULT_STT_MODEL, DEFAULT_TTS_MODEL, OpenAiConfig, OpenAiStt, OpenAiTts};
+use super::piper::PiperTts;
 use super::{
     BackendError, Backends, FallbackStt, FallbackTts, FliteTts, ScriptedAnswers, ScriptedStt,
     ScriptedTts, SpeechToText, SphinxConfig, SphinxStt, TextToSpeech,
@@ -38,6 +39,7 @@ pub enum SttPlan {
 /// The text-to-speech to build.
 #[derive(Debug, Clone)]
 pub enum TtsPlan {
+    /// The offline voice: Piper when [`Plan::piper`] says so, else flite.
     Offline,
     Scripted,
     OpenAi(OpenAiConfig),
@@ -53,6 +55,8 @@ pub struct Plan {
     pub llm: Option<ChatConfig>,
     /// The models directory to load the end-of-turn model from (`None`: silence windows).
     pub end_of_turn: Option<std::path::PathBuf>,
+    /// The models directory to load the Piper voice from, the offline voice (`None`: flite).
+    pub piper: Option<std::path::PathBuf>,
 }
 
 fn key(value: &Option<Secret>, env: &str, flag: &str, choice: &str) -> Result<Secret, String> {
@@ -130,8 +134,22 @@ pub fn plan(config: &ServeConfig) -> Result<Plan, String> {
             },
         )?),
     };
+    let models = config.models_dir();
+    // the offline voice, spoken when chosen and when a provider fails: Piper when installed
+    let piper = match config.tts_choice() {
+        TtsChoice::Flite | TtsChoice::Scripted => None,
+        TtsChoice::Piper if !super::piper::installed(&models) => {
+            return Err(format!(
+                "--tts piper needs the Piper voice ({}) and ONNX Runtime in {}, and espeak-ng \
+                 (run .ci/setup, or scripts/install-models and apt-get install espeak-ng)",
+                super::piper::VOICE_FILE,
+                models.display()
+            ));
+        }
+        _ => super::piper::installed(&models).then(|| models.clone()),
+    };
     let tts = match config.tts_choice() {
-        TtsChoice::Offline => TtsPlan::Offline,
+        TtsChoice::Offline | TtsChoice::Piper | TtsChoice::Flite => TtsPlan::Offline,
         TtsChoice::Scripted => TtsPlan::Scripted,
         TtsChoice::Openai => TtsPlan::OpenAi(openai(
             "--tts",
@@ -176,7 +194,6 @@ pub fn plan(config: &ServeConfig) -> Result<Plan, String> {
             })
         }
     };
-    let models = config.models_dir();
     let end_of_turn = match config.end_of_turn {
         Some(EndOfTurnChoice::Silence) => None,
         Some(EndOfTurnChoice::Smart) if super::smart_turn::installed(&models) => Some(models),
@@ -195,6 +212,7 @@ pub fn plan(config: &ServeConfig) -> Result<Plan, String> {
         tts,
         llm,
         end_of_turn,
+        piper,
     })
 }
 
@@ -210,7 +228,8 @@ impl Plan {
 
     pub fn tts_name(&self) -> &'static str {
         match self.tts {
-            TtsPlan::Offline => "offline",
+            TtsPlan::Offline if self.piper.is_some() => "piper",
+            TtsPlan::Offline => "flite",
             TtsPlan::Scripted => "scripted",
             TtsPlan::OpenAi(_) => "openai",
             TtsPlan::ElevenLabs(_) => "elevenlabs",
@@ -233,6 +252,11 @@ impl Plan {
     }
 }
 
+/// Concurrent runs of each offline model: one per core.
+fn sessions() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// The backends `plan` describes, and the chat client for `--llm openai`. Every provider is
 /// wrapped to fall back to the offline backend, whose models are loaded here.
 pub fn build(plan: &Plan) -> Result<(Backends, Option<ChatClient>), BackendError> {
@@ -244,7 +268,18 @@ pub fn build(plan: &Plan) -> Result<(Backends, Option<ChatClient>), BackendError
         None
     };
     let flite: Option<Arc<dyn TextToSpeech>> = if needs_flite {
-        Some(Arc::new(FliteTts::new()?))
+        let flite: Arc<dyn TextToSpeech> = Arc::new(FliteTts::new()?);
+        match &plan.piper {
+            // Piper, with flite when it fails (espeak-ng gone, a bad voice file)
+            Some(dir) => Some(Arc::new(FallbackTts::new(
+                "piper",
+                Arc::new(PiperTts::load(dir, sessions())?),
+                flite,
+                TTS_BUDGET,
+                TTS_COOLDOWN,
+            ))),
+            None => Some(flite),
+        }
     } else {
         None
     };
@@ -285,7 +320,7 @@ pub fn build(plan: &Plan) -> Result<(Backends, Option<ChatClient>), BackendError
         )),
     };
     let name = match (plan.stt_name(), plan.tts_name()) {
-        ("offline", "offline") => "offline",
+        ("offline", "flite" | "piper") => "offline",
         ("scripted", "scripted") => "scripted",
         // once per process: the name of a mix lives as long as the server
         (stt, tts) => Box::leak(format!("{stt}+{tts}").into_boxed_str()),
@@ -294,7 +329,7 @@ pub fn build(plan: &Plan) -> Result<(Backends, Option<ChatClient>), BackendError
     let end_of_turn = match &plan.end_of_turn {
         Some(dir) => Some(Arc::new(super::smart_turn::SmartTurn::load(
             dir,
-            std::thread::available_parallelism().map_or(2, |n| n.get()),
+            sessions(),
         )?)),
         None => None,
     };
@@ -328,9 +363,10 @@ mod tests {
 
     #[test]
     fn backends_shorthand_and_overrides() {
-        let p = plan(&config(&[])).unwrap();
-        assert_eq!((p.stt_name(), p.tts_name()), ("offline", "offline"));
+        let p = plan(&config(&["--models-dir", "/nonexistent"])).unwrap();
+        assert_eq!((p.stt_name(), p.tts_name()), ("offline", "flite"));
         assert!(p.llm.is_none());
+        assert!(p.end_of_turn.is_none());
         let p = plan(&config(&["--backends", "scripted"])).unwrap();
         assert_eq!((p.stt_name(), p.tts_name()), ("scripted", "scripted"));
         let p = plan(&config(&[
@@ -348,6 +384,57 @@ mod tests {
         };
         assert_eq!(c.url, "wss://api.deepgram.com/v1/listen");
         assert_eq!(c.model, None);
+    }
+
+    #[test]
+    fn the_offline_default_takes_the_neural_models_when_installed() {
+        let dir = crate::testing::installed_models_dir();
+        let dir_arg = dir.to_str().unwrap();
+        let p = plan(&config(&["--models-dir", dir_arg])).unwrap();
+        assert_eq!(p.tts_name(), "piper");
+        assert_eq!(p.piper.as_deref(), Some(dir.as_path()));
+        assert_eq!(p.end_of_turn.as_deref(), Some(dir.as_path()));
+        // chosen explicitly
+        let p = plan(&config(&[
+            "--models-dir",
+            dir_arg,
+            "--tts",
+            "flite",
+            "--end-of-turn",
+            "silence",
+        ]))
+        .unwrap();
+        assert_eq!(p.tts_name(), "flite");
+        assert!(p.piper.is_none() && p.end_of_turn.is_none());
+        // a provider falls back to the best offline voice
+        let p = plan(&config(&[
+            "--models-dir",
+            dir_arg,
+            "--tts",
+            "openai",
+            "--openai-api-key",
+            "sk",
+        ]))
+        .unwrap();
+        assert!(p.piper.is_some());
+        // load tests keep the fixed silence
+        let p = plan(&config(&[
+            "--models-dir",
+            dir_arg,
+            "--backends",
+            "scripted",
+        ]))
+        .unwrap();
+        assert!(p.piper.is_none() && p.end_of_turn.is_none());
+        // asked for but not installed: a clear error at start-up
+        for flag in ["--tts", "--end-of-turn"] {
+            let value = if flag == "--tts" { "piper" } else { "smart" };
+            let e = plan(&config(&["--models-dir", "/nonexistent", flag, value])).unwrap_err();
+            assert!(
+                e.contains("scripts/install-models") && e.contains("/nonexistent"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -362,3 +362,35 @@ async fn sphinx_empty_session_is_empty_and_pool_survives_concurrency() {
         assert_eq!(t, "yes");
     }
 }
+
+// ---- piper ----
+
+/// The Piper voice through the telephone band is understood by the offline recogniser: its words
+/// are words, not just audible noise.
+#[tokio::test]
+async fn the_piper_voice_is_understood_through_the_phone() {
+    let dir = crate::testing::installed_models_dir();
+    let tts = super::piper::PiperTts::load(&dir, 1).unwrap();
+    let t = Instant::now();
+    let s = tts
+        .synthesize("My name is John Smith, and I live in Chicago.", "joe")
+        .await
+        .unwrap();
+    eprintln!(
+        "piper: {} ms of audio at {} Hz in {:?}",
+        s.duration_ms(),
+        s.sample_rate,
+        t.elapsed()
+    );
+    let phone = crate::engine::audio::resample(&s.pcm, s.sample_rate, 8000);
+    let wide = crate::engine::audio::resample(&phone, 8000, 16_000);
+    let heard = SphinxStt::new(SphinxConfig::default())
+        .unwrap()
+        .transcribe(wide)
+        .await
+        .unwrap();
+    eprintln!("piper heard as: {heard}");
+    let words = ["name", "john", "smith", "live", "chicago"];
+    let got = words.iter().filter(|w| heard.contains(*w)).count();
+    assert!(got >= 3, "{heard}");
+}
