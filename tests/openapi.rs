@@ -82,6 +82,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/keys"),
     ("DELETE", "/api/v1/keys/{id}"),
     ("GET", "/api/v1/analytics"),
+    ("GET", "/api/v1/voices"),
     ("GET", "/api/v1/webhooks"),
     ("POST", "/api/v1/webhooks"),
     ("GET", "/api/v1/webhooks/{id}"),
@@ -601,6 +602,8 @@ async fn answers_match_the_document() {
 
         // Analytics.
         api.json(Method::GET, "/api/v1/analytics", "/api/v1/analytics", key, None, 200).await;
+        let voices = api.json(Method::GET, "/api/v1/voices", "/api/v1/voices", key, None, 200).await;
+        assert_eq!(voices["default"], voices["voices"][0], "{voices}");
         api.json(Method::GET, "/api/v1/analytics", &format!("/api/v1/analytics?from=2024-01-01&receptionist_id={rid}"), key, None, 200)
             .await;
         api.json(Method::GET, "/api/v1/analytics", "/api/v1/analytics?from=yesterday", key, None, 422)

@@ -114,6 +114,12 @@ pub trait SpeechToText: Send + Sync + 'static {
     fn open_call(&self) -> Option<Box<dyn SttCall>> {
         None
     }
+
+    /// Whether its sessions answer [`SttSession::partial`] (what was said so far), so that talk
+    /// over the agent can be judged by its words.
+    fn partials(&self) -> bool {
+        false
+    }
 }
 
 /// The recogniser of one call: hands out one [`SttSession`] per utterance. Dropping it ends the
@@ -145,6 +151,11 @@ pub trait SttSession: Send {
     fn push(&mut self, pcm16k: &[i16]);
     /// The final transcript: lowercase words separated by single spaces (empty if nothing was heard).
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>>;
+    /// What was said so far, as [`finish`](Self::finish) would say it now; `None` when this
+    /// recogniser cannot tell before the end (the default).
+    fn partial(&mut self) -> Option<BoxFuture<'static, Result<String, BackendError>>> {
+        None
+    }
 }
 
 /// The speech backends a call uses.
@@ -229,6 +240,11 @@ impl UtteranceBuffer {
 
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// The audio so far, in order (a copy).
+    pub(crate) fn to_vec(&self) -> Vec<i16> {
+        self.samples.iter().copied().collect()
     }
 
     pub(crate) fn into_vec(self) -> Vec<i16> {

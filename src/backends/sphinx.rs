@@ -366,6 +366,10 @@ impl SpeechToText for SphinxStt {
             buffer: UtteranceBuffer::default(),
         })
     }
+
+    fn partials(&self) -> bool {
+        true
+    }
 }
 
 struct SphinxSession {
@@ -388,6 +392,13 @@ impl SttSession for SphinxSession {
             );
         }
         Box::pin(decode_pooled(pool, buffer.into_vec()))
+    }
+
+    fn partial(&mut self) -> Option<BoxFuture<'static, Result<String, BackendError>>> {
+        Some(Box::pin(decode_pooled(
+            self.pool.clone(),
+            self.buffer.to_vec(),
+        )))
     }
 }
 

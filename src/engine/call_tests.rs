@@ -91,6 +91,22 @@ struct Sim {
     turn_checks: Vec<(u64, u64)>,
     /// What the caller's last utterance is recognised as (kept for `GoOn`).
     last_text: Option<Option<&'static str>>,
+    /// The recogniser's partial results: after this long (`None`: it has none).
+    partial_ms: Option<u64>,
+    partial_due: VecDeque<(u64, u64, &'static str)>,
+    /// (when, utterance) of each partial result asked for.
+    partials_asked: Vec<(u64, u64)>,
+    /// When each `clear` went out, and when the caller started each talk over the agent.
+    clear_times: Vec<u64>,
+    talk_over_at: Vec<u64>,
+}
+
+/// What a simulated call has beyond the carrier and the caller.
+#[derive(Default)]
+struct Extras {
+    model: Option<ScriptedModel>,
+    turn_verdicts: Option<VecDeque<bool>>,
+    partial_ms: Option<u64>,
 }
 
 /// What the scripted model does with a reading request.
@@ -182,7 +198,13 @@ impl Sim {
         timing: Timing,
     ) -> Self {
         Self::build(
-            carrier, codec, settings, returning, script, timing, None, None,
+            carrier,
+            codec,
+            settings,
+            returning,
+            script,
+            timing,
+            Extras::default(),
         )
     }
 
@@ -195,8 +217,10 @@ impl Sim {
             false,
             script,
             Timing::default(),
-            Some(model),
-            None,
+            Extras {
+                model: Some(model),
+                ..Extras::default()
+            },
         )
     }
 
@@ -209,12 +233,30 @@ impl Sim {
             false,
             script,
             Timing::default(),
-            None,
-            Some(verdicts.into()),
+            Extras {
+                turn_verdicts: Some(verdicts.into()),
+                ..Extras::default()
+            },
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A Twilio call whose recogniser says what the caller said so far when they talk over the
+    /// agent, `partial_ms` after it is asked.
+    fn with_partials(script: Vec<Act>, partial_ms: u64) -> Self {
+        Self::build(
+            Carrier::Twilio,
+            AudioCodec::Mulaw,
+            settings(),
+            false,
+            script,
+            Timing::default(),
+            Extras {
+                partial_ms: Some(partial_ms),
+                ..Extras::default()
+            },
+        )
+    }
+
     fn build(
         carrier: Carrier,
         codec: AudioCodec,
@@ -222,9 +264,13 @@ impl Sim {
         returning: bool,
         script: Vec<Act>,
         timing: Timing,
-        model: Option<ScriptedModel>,
-        turn_verdicts: Option<VecDeque<bool>>,
+        extras: Extras,
     ) -> Self {
+        let Extras {
+            model,
+            turn_verdicts,
+            partial_ms,
+        } = extras;
         let t0 = Instant::now();
         let mut carrier = FakeCarrier::new(carrier, codec, CallInfo::default(), t0).unwrap();
         let mut codec = carrier.server_codec();
@@ -249,6 +295,7 @@ impl Sim {
                 echoes_marks: true,
                 language_model: model.is_some(),
                 end_of_turn_model: turn_verdicts.is_some(),
+                barge_in_words: partial_ms.is_some(),
             },
             InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
         );
@@ -287,6 +334,11 @@ impl Sim {
             turn_due: VecDeque::new(),
             turn_checks: Vec::new(),
             last_text: None,
+            partial_ms,
+            partial_due: VecDeque::new(),
+            partials_asked: Vec::new(),
+            clear_times: Vec::new(),
+            talk_over_at: Vec::new(),
         };
         sim.drain();
         sim
@@ -322,7 +374,10 @@ impl Sim {
                 Output::ToCaller(msg) => {
                     match &msg {
                         ToCaller::Media(audio) => self.sent_media += audio.frames().len(),
-                        ToCaller::Clear => self.clears += 1,
+                        ToCaller::Clear => {
+                            self.clears += 1;
+                            self.clear_times.push(self.now_ms);
+                        }
                         ToCaller::Mark(_) => self.marks_sent += 1,
                     }
                     self.session.write(&msg);
@@ -394,6 +449,20 @@ impl Sim {
                     self.stt_pending.push_back((utterance, text));
                 }
                 Output::SttCancel { .. } => {}
+                Output::SttPartial { utterance } => {
+                    let after = self
+                        .partial_ms
+                        .expect("a call without partial results asked for one");
+                    let text = self
+                        .utterance_texts
+                        .get(&utterance)
+                        .copied()
+                        .flatten()
+                        .unwrap_or("");
+                    self.partials_asked.push((self.now_ms, utterance));
+                    self.partial_due
+                        .push_back((self.now_ms + after, utterance, text));
+                }
                 Output::CheckTurn { utterance } => {
                     let verdicts = self
                         .turn_verdicts
@@ -534,6 +603,16 @@ impl Sim {
                 }
             }
             while self
+                .partial_due
+                .front()
+                .is_some_and(|(due, _, _)| *due <= self.now_ms)
+            {
+                let Some((_, utterance, text)) = self.partial_due.pop_front() else {
+                    break;
+                };
+                self.input(Input::PartialTranscript { utterance, text });
+            }
+            while self
                 .turn_due
                 .front()
                 .is_some_and(|(due, _, _)| *due <= self.now_ms)
@@ -581,6 +660,7 @@ impl Sim {
                             self.agent_replied = false;
                             self.speaking_until = Some(self.now_ms + ms);
                             self.current_utterance_text = Some(Some(text));
+                            self.talk_over_at.push(self.now_ms);
                         }
                     }
                     Some(Act::Key(d)) if self.agent_silent_for(600) => {
@@ -892,6 +972,61 @@ fn barge_in_clears_and_keeps_only_what_was_heard() {
     // the agent's recorded audio stops at the barge-in: nothing after the clear is recorded as
     // played beyond what the carrier had time to play
     assert_eq!(sim.ended, Some(EndReason::CallerHangup));
+}
+
+/// The happy call with `over` said over the agent's second turn (after the name).
+fn talked_over(over: Act) -> Vec<Act> {
+    let mut script = happy_script();
+    script.insert(1, over);
+    script
+}
+
+#[test]
+fn with_words_checked_a_backchannel_a_cough_or_noise_does_not_stop_the_agent() {
+    for (text, ms) in [("uh huh", 500), ("okay", 400), ("", 350), ("", 900)] {
+        let mut sim = Sim::with_partials(
+            talked_over(Act::SayOver {
+                after_ms: 100,
+                ms,
+                text,
+            }),
+            100,
+        );
+        sim.run(180_000);
+        assert_eq!(sim.partials_asked.len(), 1, "{text:?} {ms}: asked once");
+        assert_eq!(sim.clears, 0, "{text:?} {ms}: the agent was stopped");
+        assert_eq!(sim.ended, Some(EndReason::Completed), "{text:?} {ms}");
+        assert_eq!(sim.answers().len(), 2, "{text:?} {ms}");
+    }
+}
+
+#[test]
+fn with_words_checked_a_real_interruption_stops_the_agent_within_400_ms() {
+    let mut sim = Sim::with_partials(
+        talked_over(Act::SayOver {
+            after_ms: 300,
+            ms: 1500,
+            text: "sorry which job is this",
+        }),
+        100,
+    );
+    sim.run(180_000);
+    assert_eq!(sim.clears, 1);
+    let took = sim.clear_times[0] - sim.talk_over_at[0];
+    assert!(took <= 400, "stopped {took} ms after the caller started");
+    // talk that goes on is an interruption even when the recogniser is too slow to say
+    let mut sim = Sim::with_partials(
+        talked_over(Act::SayOver {
+            after_ms: 300,
+            ms: 1500,
+            text: "sorry which job is this",
+        }),
+        5_000,
+    );
+    sim.run(180_000);
+    assert_eq!(sim.clears, 1);
+    let took = sim.clear_times[0] - sim.talk_over_at[0];
+    assert!(took <= 600, "stopped {took} ms after the caller started");
 }
 
 #[test]

@@ -72,6 +72,10 @@ enum BackendEvent {
         utterance: u64,
         complete: bool,
     },
+    Partial {
+        utterance: u64,
+        text: String,
+    },
 }
 
 enum Persist {
@@ -381,6 +385,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             echoes_marks,
             language_model: state.llm.is_some(),
             end_of_turn_model: state.backends.end_of_turn.is_some(),
+            barge_in_words: state.backends.stt.partials(),
         },
     );
     let (persist_tx, persist_rx) = mpsc::channel::<Persist>(1024);
@@ -755,6 +760,10 @@ impl CallDriver<'_> {
                     self.input(Input::SttFailed { utterance });
                 }
             },
+            BackendEvent::Partial { utterance, text } => self.input(Input::PartialTranscript {
+                utterance,
+                text: &text,
+            }),
             BackendEvent::TurnChecked {
                 utterance,
                 complete,
@@ -903,6 +912,22 @@ impl CallDriver<'_> {
                 Output::SttCancel { utterance } => {
                     self.stt.remove(&utterance);
                 }
+                Output::SttPartial { utterance } => {
+                    // no partial (a recogniser without them, an error, too slow): the engine
+                    // stops the agent at its deadline
+                    let Some(partial) = self.stt.get_mut(&utterance).and_then(|s| s.partial())
+                    else {
+                        continue;
+                    };
+                    let tx = btx.clone();
+                    let waiting = super::threads::WaitOnThread::enter();
+                    tokio::spawn(async move {
+                        let _waiting = waiting;
+                        if let Ok(Ok(text)) = tokio::time::timeout(PARTIAL_TIMEOUT, partial).await {
+                            let _ = tx.send(BackendEvent::Partial { utterance, text }).await;
+                        }
+                    });
+                }
                 Output::CheckTurn { utterance } => {
                     let (Some(model), Some(audio)) = (
                         self.state.backends.end_of_turn.clone(),
@@ -956,6 +981,10 @@ impl CallDriver<'_> {
         }
     }
 }
+
+/// Longest wait for a partial transcript of talk over the agent (the engine stops waiting
+/// sooner).
+const PARTIAL_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Longest wait for the end-of-turn model's verdict; later ones are useless (the caller
 /// waits in silence meanwhile), and the fallback silence ends the turn anyway.

@@ -132,6 +132,7 @@ impl CallRig {
                 echoes_marks: session.echoes_marks(),
                 language_model: false,
                 end_of_turn_model: false,
+                barge_in_words: false,
             },
         );
         let mut rig = Self {

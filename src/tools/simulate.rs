@@ -148,6 +148,9 @@ pub struct SimOutcome {
     pub media_received: u64,
     pub marks_echoed: u64,
     pub clears: u64,
+    /// When each `clear` arrived, and when the caller started each barge-in (ms into the call).
+    pub clears_at_ms: Vec<u64>,
+    pub barge_ins_at_ms: Vec<u64>,
     /// The server closed the socket (rather than the caller).
     pub server_hung_up: bool,
     /// Milliseconds from `start` to the first agent audio.
@@ -269,6 +272,9 @@ pub async fn simulate_call(opts: SimOptions) -> anyhow::Result<SimOutcome> {
                     outcome.server_hung_up = true;
                     break;
                 };
+                if fake.clears() > outcome.clears_at_ms.len() as u64 {
+                    outcome.clears_at_ms.push(started.elapsed().as_millis() as u64);
+                }
                 if let Err(e) = handled {
                     outcome.protocol_errors += 1;
                     if opts.verbose {
@@ -331,6 +337,7 @@ pub async fn simulate_call(opts: SimOptions) -> anyhow::Result<SimOutcome> {
                             if opts.verbose {
                                 eprintln!("[caller] speaks over the agent: {label}");
                             }
+                            outcome.barge_ins_at_ms.push(started.elapsed().as_millis() as u64);
                             speaking = Some((label, pcm8k, 0));
                             agent_spoke_since_turn = false;
                         }

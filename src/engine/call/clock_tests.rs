@@ -27,6 +27,7 @@ fn silent_call(echoes_marks: bool) -> Run {
             echoes_marks,
             language_model: false,
             end_of_turn_model: false,
+            barge_in_words: false,
         },
         InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
     );

@@ -53,6 +53,14 @@ pub struct Timing {
     pub speech_onset: Duration,
     /// Speech needed during interruptible agent speech before the agent stops (barge-in).
     pub barge_in: Duration,
+    /// When the recogniser can say what was said so far (`EngineConfig::barge_in_words`): the
+    /// speech after which it is asked, and the agent stops only for words that are not a
+    /// backchannel ("uh-huh", "okay") and not nothing (a cough, noise) ...
+    pub barge_in_check: Duration,
+    /// ... how long its answer may take before the agent stops anyway ...
+    pub partial_timeout: Duration,
+    /// ... and the speech after which the agent stops whatever the words.
+    pub barge_in_sure: Duration,
     /// Utterances shorter than this (clicks, coughs) are discarded.
     pub min_utterance: Duration,
     /// Silence that ends the caller's turn.
@@ -102,6 +110,9 @@ impl Default for Timing {
         Self {
             speech_onset: Duration::from_millis(60),
             barge_in: Duration::from_millis(300),
+            barge_in_check: Duration::from_millis(200),
+            partial_timeout: Duration::from_millis(300),
+            barge_in_sure: Duration::from_millis(1200),
             min_utterance: Duration::from_millis(160),
             endpoint: Duration::from_millis(700),
             endpoint_long: Duration::from_millis(1200),
@@ -222,6 +233,9 @@ pub struct EngineConfig {
     /// Ask an end-of-turn model when the caller pauses (`Output::CheckTurn`); otherwise the
     /// silence windows alone end turns.
     pub end_of_turn_model: bool,
+    /// The recogniser answers `Output::SttPartial`: talk over the agent stops it only when its
+    /// words are more than a backchannel (or it goes on long enough).
+    pub barge_in_words: bool,
 }
 
 /// Inputs to the engine.
@@ -269,6 +283,11 @@ pub enum Input<'a> {
     /// The model failed (error, refusal, an answer outside its contract).
     ModelFailed {
         consult: u64,
+    },
+    /// What the recogniser made of `utterance` so far (`Output::SttPartial`); empty if nothing.
+    PartialTranscript {
+        utterance: u64,
+        text: &'a str,
     },
     /// The end-of-turn model's verdict on the pause in `utterance` (`Output::CheckTurn`).
     TurnChecked {
@@ -378,6 +397,11 @@ pub enum Output {
     SttCancel {
         utterance: u64,
     },
+    /// The caller is talking over the agent: say what the recogniser makes of `utterance` so far
+    /// with `Input::PartialTranscript` (the agent stops anyway if none comes in time).
+    SttPartial {
+        utterance: u64,
+    },
     /// The caller paused in `utterance`: ask the end-of-turn model whether they finished (on the
     /// utterance's audio so far, as given to the recogniser) and answer with `Input::TurnChecked`.
     /// No answer is fine: the fallback silence ends the turn.
@@ -448,6 +472,10 @@ pub struct CallEngine {
     /// The current turn is still growing (a model's answer streams in): it is not over when what
     /// was queued has played.
     turn_open: bool,
+    /// Check the caller's words before a barge-in stops the agent.
+    barge_in_words: bool,
+    /// Talk over the agent whose words are awaited: (utterance, deadline).
+    barge_check: Option<(u64, u64)>,
     time_limit_hit: bool,
     finished: bool,
 }
@@ -478,7 +506,16 @@ impl CallEngine {
         let t = &config.timing;
         let turn_timing = TurnTiming {
             onset: frames(t.speech_onset),
-            barge_in: frames(t.barge_in),
+            barge_in: frames(if config.barge_in_words {
+                t.barge_in_check
+            } else {
+                t.barge_in
+            }),
+            barge_in_sure: if config.barge_in_words {
+                frames(t.barge_in_sure)
+            } else {
+                0
+            },
             // shorter than the duration: round up so that exactly the duration is kept
             min_utterance: (t.min_utterance.as_millis() as u64).div_ceil(FRAME) as u32,
             endpoint: frames(if config.end_of_turn_model {
@@ -524,6 +561,8 @@ impl CallEngine {
             carried_words: String::new(),
             resume: None,
             turn_open: false,
+            barge_in_words: config.barge_in_words,
+            barge_check: None,
             time_limit_hit: false,
             finished: false,
             timing: config.timing,
@@ -613,6 +652,19 @@ impl CallEngine {
             Input::ModelText { consult, text } => self.on_model_text(consult, text),
             Input::ModelDone { consult } => self.on_model_done(consult),
             Input::ModelFailed { consult } => self.on_model_failed(consult),
+            Input::PartialTranscript { utterance, text } => {
+                if self.barge_check.is_some_and(|(u, _)| u == utterance) {
+                    self.barge_check = None;
+                    // words that take the floor stop the agent; a backchannel, a cough or noise
+                    // (no words) do not
+                    if !text.trim().is_empty()
+                        && !understand::is_backchannel(text, true)
+                        && matches!(self.phase, Phase::Speaking)
+                    {
+                        self.interrupt_agent(true);
+                    }
+                }
+            }
             Input::TurnChecked {
                 utterance,
                 complete,
@@ -660,6 +712,17 @@ impl CallEngine {
         // synthesis deadline
         if let Some(speech) = self.playout.tts_overdue(now) {
             self.on_tts_failed(speech);
+        }
+        // the recogniser did not say in time what the caller said over the agent: stop anyway
+        if let Some((utterance, deadline)) = self.barge_check
+            && now >= deadline
+        {
+            self.barge_check = None;
+            if self.turn_taking.utterance() == Some(utterance)
+                && matches!(self.phase, Phase::Speaking)
+            {
+                self.interrupt_agent(true);
+            }
         }
         // the model's deadline
         if let Some(c) = &self.consult
@@ -721,6 +784,7 @@ impl CallEngine {
         };
         min(self.playout.poll_timeout());
         min(self.consult.as_ref().map(|c| c.deadline_ms));
+        min(self.barge_check.map(|(_, d)| d));
         match self.phase {
             Phase::Listening { since_ms } => match self.keypad.poll_timeout() {
                 None => min(Some(
@@ -918,7 +982,16 @@ impl CallEngine {
                         self.phase = Phase::Capturing;
                     }
                 }
-                TurnEvent::BargeIn { .. } => self.interrupt_agent(true),
+                TurnEvent::BargeIn { utterance, sure } => {
+                    if sure || !self.barge_in_words {
+                        self.barge_check = None;
+                        self.interrupt_agent(true);
+                    } else if self.barge_check.is_none() {
+                        let deadline = self.now_ms + self.timing.partial_timeout.as_millis() as u64;
+                        self.barge_check = Some((utterance, deadline));
+                        self.out.push_back(Output::SttPartial { utterance });
+                    }
+                }
                 TurnEvent::Discarded { utterance } => self.discard_utterance(utterance),
                 TurnEvent::Ended(u) => self.end_utterance(u),
                 TurnEvent::Paused { utterance } => {

@@ -13,8 +13,12 @@ use crate::engine::audio::FRAME_MS;
 pub struct TurnTiming {
     /// Consecutive speech frames that start an utterance.
     pub onset: u32,
-    /// Speech frames over interruptible agent audio that stop the agent.
+    /// Speech frames over interruptible agent audio that stop the agent (or, with
+    /// `barge_in_sure`, that make it ask what the caller said).
     pub barge_in: u32,
+    /// Speech frames after which talk over the agent stops it whatever the words (0: no second
+    /// signal).
+    pub barge_in_sure: u32,
     /// Shorter utterances (clicks, coughs) are discarded.
     pub min_utterance: u32,
     /// Silence frames that end the turn, and the longer pause allowed mid-answer.
@@ -60,8 +64,9 @@ pub struct Utterance {
 pub enum TurnEvent {
     /// The caller started talking; the last `pre_roll` frames belong to the utterance.
     Onset { utterance: u64, pre_roll: usize },
-    /// The caller talked over the agent long enough: stop the agent.
-    BargeIn { utterance: u64 },
+    /// The caller talked over the agent long enough: stop the agent (`sure`), or, when words
+    /// are checked first, see what they said.
+    BargeIn { utterance: u64, sure: bool },
     /// The utterance ended with too little speech to be words.
     Discarded { utterance: u64 },
     /// The caller's turn ended.
@@ -81,6 +86,8 @@ struct Capture {
     frames: u32,
     /// Started while the agent spoke (a possible barge-in).
     during_agent: bool,
+    /// Barge-in signals given: 0, 1 (`barge_in`), 2 (`barge_in_sure`).
+    barge_signals: u8,
 }
 
 pub struct TurnTaking {
@@ -131,10 +138,21 @@ impl TurnTaking {
                     });
                 }
             }
-            if cap.during_agent && floor.agent_speaking && cap.speech_frames >= t.barge_in {
-                self.events.push_back(TurnEvent::BargeIn {
-                    utterance: cap.utterance,
-                });
+            if cap.during_agent && floor.agent_speaking {
+                let level = if t.barge_in_sure > 0 && cap.speech_frames >= t.barge_in_sure {
+                    2
+                } else if cap.speech_frames >= t.barge_in {
+                    1
+                } else {
+                    0
+                };
+                if level > cap.barge_signals {
+                    cap.barge_signals = level;
+                    self.events.push_back(TurnEvent::BargeIn {
+                        utterance: cap.utterance,
+                        sure: level == 2 || t.barge_in_sure == 0,
+                    });
+                }
             }
             let endpoint = if floor.long_pause {
                 t.endpoint_long
@@ -160,6 +178,7 @@ impl TurnTaking {
                 silence_frames: 0,
                 frames: pre_roll,
                 during_agent: agent_interruptible,
+                barge_signals: 0,
             });
             self.events.push_back(TurnEvent::Onset {
                 utterance,
@@ -216,6 +235,7 @@ mod tests {
         TurnTiming {
             onset: 3,
             barge_in: 15,
+            barge_in_sure: 0,
             min_utterance: 8,
             endpoint: 35,
             endpoint_long: 60,
@@ -326,7 +346,13 @@ mod tests {
         assert!(matches!(ev[..], [TurnEvent::Onset { utterance: 1, .. }]));
         assert!(feed(&mut t, &mut ms, 11, true, interruptible).is_empty());
         let ev = feed(&mut t, &mut ms, 1, true, interruptible);
-        assert_eq!(ev, vec![TurnEvent::BargeIn { utterance: 1 }]);
+        assert_eq!(
+            ev,
+            vec![TurnEvent::BargeIn {
+                utterance: 1,
+                sure: true
+            }]
+        );
         // the agent stopped: the caller has the floor, no second barge-in
         let after = Floor {
             agent_speaking: false,
@@ -369,6 +395,40 @@ mod tests {
         assert!(
             !feed(&mut t, &mut ms, 20, false, LISTENING)
                 .contains(&TurnEvent::Paused { utterance: 2 })
+        );
+    }
+
+    #[test]
+    fn with_words_checked_barge_in_signals_twice_then_is_sure() {
+        let mut t = TurnTaking::new(TurnTiming {
+            barge_in: 10,
+            barge_in_sure: 50,
+            ..timing()
+        });
+        let speaking = Floor {
+            listening: false,
+            agent_speaking: true,
+            agent_interruptible: true,
+            long_pause: false,
+        };
+        let mut ms = 0;
+        let ev = feed(&mut t, &mut ms, 60, true, speaking);
+        let barges: Vec<_> = ev
+            .into_iter()
+            .filter(|e| matches!(e, TurnEvent::BargeIn { .. }))
+            .collect();
+        assert_eq!(
+            barges,
+            vec![
+                TurnEvent::BargeIn {
+                    utterance: 1,
+                    sure: false
+                },
+                TurnEvent::BargeIn {
+                    utterance: 1,
+                    sure: true
+                }
+            ]
         );
     }
 

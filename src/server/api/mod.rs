@@ -1,5 +1,5 @@
 //! The recruiter API (`/api/v1`): receptionists, calls (with recordings), candidates,
-//! interviewers, keys, analytics and webhook endpoints.
+//! interviewers, keys, analytics, webhook endpoints and the server's voices.
 //!
 //! Every route needs `Authorization: Bearer <key>`; writes need an admin key. A workspace only
 //! ever sees its own rows: another workspace's id answers 404. Errors share one JSON shape
@@ -22,6 +22,7 @@ pub mod candidates;
 pub mod interviewers;
 pub mod keys;
 pub mod receptionists;
+pub mod voices;
 pub mod web_calls;
 pub mod webhooks;
 
@@ -59,6 +60,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(web_calls::router())
         .merge(analytics::router())
         .merge(webhooks::router())
+        .merge(voices::router())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,48 @@
+//! The offline neural models, per use on this machine (one ONNX Runtime thread each, as the server
+//! runs them): Smart Turn on one caller utterance (its features and inference), and the Piper
+//! voice on one reply sentence. Needs the models: `scripts/install-models`.
+//!
+//! `cargo bench --bench neural`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use receptionist::backends::piper::PiperTts;
+use receptionist::backends::smart_turn::SmartTurn;
+use receptionist::engine::audio::{g711, resample};
+
+/// Three seconds of a real voice, through the phone band, at 16 kHz.
+fn utterance() -> Vec<i16> {
+    let mulaw = include_bytes!("../audio-fixtures/vad/speech_slt_8k.ulaw");
+    let mut pcm = vec![0i16; mulaw.len()];
+    g711::decode_into(mulaw, &mut pcm);
+    pcm.truncate(3 * 8000);
+    resample(&pcm, 8000, 16_000)
+}
+
+fn neural(c: &mut Criterion) {
+    let dir = receptionist::testing::installed_models_dir();
+    let turn = SmartTurn::load(&dir, 1).unwrap();
+    let audio = utterance();
+    c.bench_function("smart_turn/3s_utterance", |b| {
+        b.iter(|| black_box(turn.complete_here(black_box(&audio)).unwrap()))
+    });
+    let piper = PiperTts::load(&dir, 1).unwrap();
+    let mut g = c.benchmark_group("piper");
+    g.sample_size(10);
+    g.bench_function("sentence", |b| {
+        b.iter(|| {
+            black_box(
+                piper
+                    .synthesize_blocking(black_box(
+                        "Thanks, Maria. Which city or area do you live in?",
+                    ))
+                    .unwrap(),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, neural);
+criterion_main!(benches);
