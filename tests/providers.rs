@@ -15,48 +15,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use common::{create_workspace, free_port, wait_healthy};
-use receptionist::server::carriers::client::Credentials;
+use common::binary::{Served, serve_command};
+use common::free_port;
 use receptionist::testing::providers::{FakeDeepgram, FakeElevenLabs, FakeOpenAi};
-use receptionist::tools::simulate::{CallerTurn, SimOptions, read_wav_8k, simulate_call};
-
-const AUTH_TOKEN: &str = "providers-twilio-auth-token";
-const BIN: &str = env!("CARGO_BIN_EXE_receptionist");
-
-fn unique_phone() -> String {
-    format!("+1555{:07}", rand::random::<u32>() % 10_000_000)
-}
-
-/// A `serve` command with no provider configuration inherited from this environment.
-fn serve_command(data_dir: &Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
-        .env("RUST_LOG", "info,receptionist::backends::deepgram=debug");
-    for var in [
-        "RECEPTIONIST_BACKENDS",
-        "RECEPTIONIST_STT",
-        "RECEPTIONIST_TTS",
-        "RECEPTIONIST_LLM",
-        "DEEPGRAM_API_KEY",
-        "DEEPGRAM_URL",
-        "OPENAI_API_KEY",
-        "OPENAI_BASE_URL",
-        "ELEVENLABS_API_KEY",
-        "ELEVENLABS_URL",
-        "RECEPTIONIST_PUBLIC_URL",
-        "DATABASE_URL",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
+use receptionist::tools::simulate::{CallerTurn, read_wav_8k, simulate_call};
 
 #[tokio::test]
 async fn a_chosen_provider_without_its_key_stops_serve_at_start() {
@@ -109,25 +74,6 @@ fn fixture(name: &str) -> CallerTurn {
     }
 }
 
-/// The log without its terminal colours.
-fn strip_ansi(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // ESC [ parameters final-letter
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// What the stand-ins hear, whatever the recordings say: the stored answers must come from these.
 const TRANSCRIPTS: [&str; 4] = [
     "My name is Maria Lopez.",
@@ -168,43 +114,9 @@ async fn whole_call(
     secrets: &[&str],
     turns: &[&str],
 ) -> (String, Value) {
-    let tmp = tempfile::tempdir().unwrap();
-    let data_dir = tmp.path().join("data");
-    let db_url = format!("sqlite://{}?mode=rwc", data_dir.join("rx.db").display());
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let key = create_workspace("Acme Staffing", &db_url, &data_dir);
-
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let log_path = tmp.path().join("serve.log");
-    let mut serve = serve_command(&data_dir);
-    serve
-        .args([
-            "--database-url",
-            &db_url,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(flags)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        serve.env(k, v);
-    }
-    let mut server = serve.spawn().unwrap();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    wait_healthy(&http, &base, &log_path).await;
-
-    let phone = unique_phone();
-    let response = http
-        .post(format!("{base}/api/v1/receptionists"))
-        .bearer_auth(&key)
-        .json(&json!({
-            "phone_number": phone,
+    let served = Served::start(flags, env).await;
+    let phone = served
+        .receptionist(json!({
             "agent_name": "Chloe",
             "intro_message": "Hi, this is Chloe.",
             "disclose_ai": false,
@@ -217,43 +129,14 @@ async fn whole_call(
                 {"text": "How many years of warehouse experience do you have?", "kind": "number", "expected": ">= 1"}
             ]
         }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-
-    let mut opts = SimOptions::new(&base, &phone, turns.iter().map(|t| fixture(t)).collect());
-    opts.credentials = Credentials {
-        twilio_auth_token: AUTH_TOKEN.into(),
-        ..Credentials::test()
-    };
-    opts.from = unique_phone();
-    opts.max_duration = Duration::from_secs(120);
+        .await;
+    let opts = served.sim(&phone, turns.iter().map(|t| fixture(t)).collect());
     let out = simulate_call(opts).await.unwrap();
     assert!(out.first_audio_ms.is_some(), "no agent audio arrived");
     assert_eq!(out.protocol_errors, 0);
     let id = out.call_id.clone().expect("the call was connected");
-
-    // the call as stored
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let call: Value = loop {
-        let call: Value = http
-            .get(format!("{base}/api/v1/calls/{id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if call["status"] != "in_progress" && call["end_reason"].is_string() {
-            break call;
-        }
-        assert!(Instant::now() < deadline, "the call never ended: {call}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    server.kill().await.unwrap();
-    let log = strip_ansi(&std::fs::read_to_string(&log_path).unwrap());
+    let call = served.ended_call(&id).await;
+    let log = served.stop().await;
     assert_eq!(call["end_reason"], "completed", "{call}\n{log}");
     assert_eq!(call["name"], "Maria Lopez", "{call}");
     let answers = call["answers"].as_array().unwrap();

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod binary;
 pub mod fakes;
 pub mod harness;
 
