@@ -86,7 +86,7 @@ struct Sim {
     /// The end-of-turn model's verdicts, in order (`None`: no model); it answers 40 ms after it
     /// is asked, "complete" once the scripted ones run out.
     turn_verdicts: Option<VecDeque<bool>>,
-    turn_due: VecDeque<(u64, u64, bool)>,
+    turn_due: VecDeque<(u64, u64, bool, Option<&'static str>)>,
     /// (when, utterance) of each end-of-turn question.
     turn_checks: Vec<(u64, u64)>,
     /// What the caller's last utterance is recognised as (kept for `GoOn`).
@@ -235,6 +235,24 @@ impl Sim {
             Timing::default(),
             Extras {
                 turn_verdicts: Some(verdicts.into()),
+                ..Extras::default()
+            },
+        )
+    }
+
+    /// A call with an end-of-turn model (`verdicts`) whose recogniser also says what was said so
+    /// far (the whole utterance's scripted text).
+    fn with_turn_model_and_words(script: Vec<Act>, verdicts: Vec<bool>) -> Self {
+        Self::build(
+            Carrier::Twilio,
+            AudioCodec::Mulaw,
+            settings(),
+            false,
+            script,
+            Timing::default(),
+            Extras {
+                turn_verdicts: Some(verdicts.into()),
+                partial_ms: Some(100),
                 ..Extras::default()
             },
         )
@@ -470,8 +488,16 @@ impl Sim {
                         .expect("a call without an end-of-turn model asked one");
                     let complete = verdicts.pop_front().unwrap_or(true);
                     self.turn_checks.push((self.now_ms, utterance));
+                    // with partial results, the words so far come with the verdict
+                    let text = self.partial_ms.map(|_| {
+                        self.utterance_texts
+                            .get(&utterance)
+                            .copied()
+                            .flatten()
+                            .unwrap_or("")
+                    });
                     self.turn_due
-                        .push_back((self.now_ms + 40, utterance, complete));
+                        .push_back((self.now_ms + 40, utterance, complete, text));
                 }
                 Output::Recording => {
                     let chunk = self.engine.take_recording();
@@ -615,14 +641,15 @@ impl Sim {
             while self
                 .turn_due
                 .front()
-                .is_some_and(|(due, _, _)| *due <= self.now_ms)
+                .is_some_and(|(due, _, _, _)| *due <= self.now_ms)
             {
-                let Some((_, utterance, complete)) = self.turn_due.pop_front() else {
+                let Some((_, utterance, complete, text)) = self.turn_due.pop_front() else {
                     break;
                 };
                 self.input(Input::TurnChecked {
                     utterance,
-                    complete,
+                    complete: Some(complete),
+                    text,
                 });
             }
             // caller
@@ -916,6 +943,35 @@ fn a_pause_the_model_calls_unfinished_does_not_cut_the_caller_off() {
         latencies(&sim)[0].endpointing_ms < 400,
         "the second pause was judged complete"
     );
+}
+
+#[test]
+fn words_that_lead_on_outweigh_a_model_that_calls_the_turn_complete() {
+    // the model calls "my name is" (then a pause) complete; the words say it goes on
+    let mut sim = Sim::with_turn_model_and_words(
+        vec![
+            Act::Say {
+                ms: 600,
+                text: Some("my name is"),
+            },
+            Act::GoOn {
+                pause_ms: 1000,
+                ms: 600,
+            },
+            Act::HangUp { after_ms: 4000 },
+        ],
+        vec![true, true],
+    );
+    sim.run(60_000);
+    let caller: Vec<_> = sim
+        .transcript()
+        .into_iter()
+        .filter(|l| l.speaker == Speaker::Caller)
+        .collect();
+    assert_eq!(caller.len(), 1, "cut off at the pause: {caller:#?}");
+    assert_eq!(sim.turn_checks.len(), 2);
+    // ... and after the second pause the words still lead on: the fallback silence ends it
+    assert!(latencies(&sim)[0].endpointing_ms >= 1600);
 }
 
 #[test]

@@ -70,7 +70,8 @@ enum BackendEvent {
     },
     TurnChecked {
         utterance: u64,
-        complete: bool,
+        complete: Option<bool>,
+        text: Option<String>,
     },
     Partial {
         utterance: u64,
@@ -767,9 +768,11 @@ impl CallDriver<'_> {
             BackendEvent::TurnChecked {
                 utterance,
                 complete,
+                text,
             } => self.input(Input::TurnChecked {
                 utterance,
                 complete,
+                text: text.as_deref(),
             }),
         }
     }
@@ -935,19 +938,36 @@ impl CallDriver<'_> {
                     ) else {
                         continue;
                     };
+                    let partial = self.stt.get_mut(&utterance).and_then(|s| s.partial());
                     let tx = btx.clone();
                     let waiting = super::threads::WaitOnThread::enter();
                     tokio::spawn(async move {
                         let _waiting = waiting;
-                        // no verdict in time, or a failure: the fallback silence decides
-                        if let Ok(Ok(p)) =
-                            tokio::time::timeout(TURN_CHECK_TIMEOUT, model.complete(audio)).await
-                        {
-                            let complete = p >= crate::backends::smart_turn::COMPLETE_AT;
+                        // both at once; what does not come in time (or fails) is left out, and
+                        // with neither the fallback silence decides
+                        let words = async {
+                            match partial {
+                                Some(p) => tokio::time::timeout(TURN_CHECK_TIMEOUT, p)
+                                    .await
+                                    .ok()
+                                    .and_then(Result::ok),
+                                None => None,
+                            }
+                        };
+                        let how = async {
+                            tokio::time::timeout(TURN_CHECK_TIMEOUT, model.complete(audio))
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                                .map(|p| p >= crate::backends::smart_turn::COMPLETE_AT)
+                        };
+                        let (text, complete) = tokio::join!(words, how);
+                        if text.is_some() || complete.is_some() {
                             let _ = tx
                                 .send(BackendEvent::TurnChecked {
                                     utterance,
                                     complete,
+                                    text,
                                 })
                                 .await;
                         }

@@ -289,10 +289,13 @@ pub enum Input<'a> {
         utterance: u64,
         text: &'a str,
     },
-    /// The end-of-turn model's verdict on the pause in `utterance` (`Output::CheckTurn`).
+    /// The verdict on the pause in `utterance` (`Output::CheckTurn`): the end-of-turn model's
+    /// (`complete`) and what the recogniser made of the words so far (`text`), either missing
+    /// if it did not come in time.
     TurnChecked {
         utterance: u64,
-        complete: bool,
+        complete: Option<bool>,
+        text: Option<&'a str>,
     },
     /// The carrier said the call ended (`stop`).
     CarrierStop,
@@ -403,8 +406,9 @@ pub enum Output {
         utterance: u64,
     },
     /// The caller paused in `utterance`: ask the end-of-turn model whether they finished (on the
-    /// utterance's audio so far, as given to the recogniser) and answer with `Input::TurnChecked`.
-    /// No answer is fine: the fallback silence ends the turn.
+    /// utterance's audio so far, as given to the recogniser), and the recogniser what they said so
+    /// far, and answer with `Input::TurnChecked`. No answer is fine: the fallback silence ends the
+    /// turn.
     CheckTurn {
         utterance: u64,
     },
@@ -668,8 +672,16 @@ impl CallEngine {
             Input::TurnChecked {
                 utterance,
                 complete,
+                text,
             } => {
-                if complete && self.turn_taking.end_now(utterance) {
+                // words that lead on ("my name is", "and", "um") are no end, a yes to a yes-or-no
+                // question is one; otherwise how it was said decides
+                let expect = self.dialogue.expect();
+                let done = text
+                    .and_then(|t| understand::sounds_finished(t, expect))
+                    .or(complete)
+                    .unwrap_or(false);
+                if done && self.turn_taking.end_now(utterance) {
                     self.on_turn_events(false);
                 }
             }

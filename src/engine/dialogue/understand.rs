@@ -300,6 +300,35 @@ pub fn extract_name(text: &str) -> Option<String> {
     Some(title_case(&name))
 }
 
+/// Words a speaker does not stop on when they are done: "and", "um" ...
+const GOES_ON: &[&str] = &[
+    "and", "or", "but", "so", "because", "um", "umm", "uh", "er", "like",
+];
+/// ... and, unless they just said yes or no, "my name is", "I live in".
+const LEADS_ON: &[&str] = &[
+    "is", "are", "am", "was", "my", "the", "a", "an", "to", "of", "in", "at", "on", "from", "with",
+    "for", "name", "number", "it's", "i'm", "i", "me", "about",
+];
+
+/// Whether the words so far sound like a whole turn, given what was asked: `Some(false)` when
+/// they stop on a word that leads on ("my name is", "I live in", "and", "um"), `Some(true)` when
+/// they already answer a yes-or-no question ("yes, I am"), `None` when words cannot tell (how it
+/// was said must: the end-of-turn model).
+pub fn sounds_finished(text: &str, expect: super::Expect) -> Option<bool> {
+    let w = words(text);
+    let last = w.last()?.as_str();
+    if GOES_ON.contains(&last) {
+        return Some(false);
+    }
+    if expect == super::Expect::Answer(QuestionKind::YesNo) && parse_yes_no(text).is_some() {
+        return Some(true);
+    }
+    if LEADS_ON.contains(&last) {
+        return Some(false);
+    }
+    None
+}
+
 /// The caller's city or area from "I live in Chicago", "I'm in the Bronx", "near Dallas", or just
 /// "Chicago".
 pub fn extract_location(text: &str) -> Option<String> {
@@ -505,6 +534,24 @@ pub fn meets(expectation: &Expectation, value: &AnswerValue) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_that_lead_on_are_no_end_of_turn_and_a_yes_is() {
+        use crate::engine::dialogue::Expect;
+        let yes_no = Expect::Answer(QuestionKind::YesNo);
+        assert_eq!(sounds_finished("my name is", Expect::Name), Some(false));
+        assert_eq!(sounds_finished("I live in", Expect::Location), Some(false));
+        assert_eq!(sounds_finished("yes and um", yes_no), Some(false));
+        assert_eq!(sounds_finished("Yes, I am.", yes_no), Some(true));
+        assert_eq!(sounds_finished("no", yes_no), Some(true));
+        // a name or a number may go on after a pause: how it was said decides
+        assert_eq!(sounds_finished("my name is maria", Expect::Name), None);
+        assert_eq!(
+            sounds_finished("five five five", Expect::Answer(QuestionKind::Number)),
+            None
+        );
+        assert_eq!(sounds_finished("", Expect::Name), None);
+    }
 
     #[test]
     fn backchannels() {

@@ -1,0 +1,142 @@
+//! The real binary on the offline neural defaults (what a new user gets after `.ci/setup`: the
+//! models in the models directory), through the Twilio media path, with a caller whose voice the
+//! project never tuned on (espeak-ng, made here):
+//!
+//! - start-up picks the neural stack and says so;
+//! - a backchannel ("uh-huh") and a cough over the agent's turn cause no `clear`;
+//! - a caller who pauses a second in the middle of their name is not cut off, and is understood;
+//! - a real interruption stops the agent at once.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use common::binary::Served;
+use receptionist::tools::simulate::{CallerTurn, read_wav_8k, simulate_call};
+
+/// `text` spoken by an espeak-ng voice not used anywhere else in the tests, at 8 kHz.
+fn espeak(dir: &Path, voice: &str, text: &str) -> Vec<i16> {
+    let path = dir.join(format!("{}.wav", text.len() ^ voice.len() << 8));
+    let status = Command::new("espeak-ng")
+        .args(["-v", voice, "-s", "150", "-w"])
+        .arg(&path)
+        .arg(text)
+        .status()
+        .expect("espeak-ng is installed by .ci/setup");
+    assert!(status.success());
+    read_wav_8k(&path).unwrap()
+}
+
+fn audio(label: &str, pcm8k: Vec<i16>) -> CallerTurn {
+    CallerTurn::Audio {
+        label: label.into(),
+        pcm8k,
+    }
+}
+
+fn over(after_secs: f64, label: &str, pcm8k: Vec<i16>) -> CallerTurn {
+    CallerTurn::BargeIn {
+        after: std::time::Duration::from_secs_f64(after_secs),
+        label: label.into(),
+        pcm8k,
+    }
+}
+
+/// A cough: 250 ms of a noise burst, rising fast and fading.
+fn cough() -> Vec<i16> {
+    let mut seed = 0x2545_f491_u32;
+    (0..2000)
+        .map(|i| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let noise = (seed as i32 >> 16) as f32 / 32768.0;
+            let t = i as f32 / 2000.0;
+            let envelope = (t * 20.0).min(1.0) * (1.0 - t).powi(2);
+            (noise * envelope * 12_000.0) as i16
+        })
+        .collect()
+}
+
+fn receptionist() -> Value {
+    json!({
+        "agent_name": "Chloe",
+        "intro_message": "Hi, this is Chloe from Acme Staffing. Thanks for calling about the warehouse jobs in our area.",
+        "disclose_ai": false,
+        "disclose_recording": false,
+        "disclose_e_verify": false,
+        "collect_location": false,
+        "custom_context": "Pay is $18 per hour. Shifts start at 6 am.",
+        "questions": [
+            {"text": "Are you at least eighteen years old, and able to lift fifty pounds?", "kind": "yes_no", "expected": "yes"}
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_neural_defaults_take_turns_like_a_person() {
+    let models = receptionist::testing::installed_models_dir();
+    let served = Served::start(&["--models-dir", models.to_str().unwrap()], &[]).await;
+    let log = served.log();
+    assert!(
+        log.contains("end_of_turn=\"smart\"") || log.contains("end_of_turn=smart"),
+        "{log}"
+    );
+    assert!(
+        log.contains("tts=\"piper\"") || log.contains("tts=piper"),
+        "{log}"
+    );
+    let phone = served.receptionist(receptionist()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let voice = "en-us+m3";
+
+    // a backchannel and a cough over the agent, a pause inside the name
+    let mut name = espeak(tmp.path(), voice, "My name is");
+    name.extend(std::iter::repeat_n(0, 8000));
+    name.extend(espeak(tmp.path(), voice, "Maria Lopez."));
+    let turns = vec![
+        over(1.5, "uh-huh", espeak(tmp.path(), voice, "uh-huh")),
+        audio("name, with a 1 s pause", name),
+        over(0.8, "cough", cough()),
+        audio("yes", espeak(tmp.path(), voice, "Yes, I am.")),
+        audio("no questions", espeak(tmp.path(), voice, "No, thank you.")),
+    ];
+    let out = simulate_call(served.sim(&phone, turns)).await.unwrap();
+    let id = out.call_id.clone().expect("connected");
+    let call = served.ended_call(&id).await;
+    assert_eq!(out.protocol_errors, 0);
+    assert_eq!(
+        out.clears,
+        0,
+        "a backchannel or a cough stopped the agent: {call:#}\n{}",
+        served.log()
+    );
+    assert_eq!(call["end_reason"], "completed", "{call:#}");
+    assert_eq!(call["name"], "Maria Lopez", "{call:#}");
+    let answers = call["answers"].as_array().unwrap();
+    assert_eq!(answers[0]["value"], json!({"type": "yes"}), "{call:#}");
+
+    // a real interruption stops the agent
+    let turns = vec![
+        over(
+            1.5,
+            "interruption",
+            espeak(tmp.path(), voice, "Sorry, which job is this for?"),
+        ),
+        CallerTurn::Silence(std::time::Duration::from_secs(2)),
+        CallerTurn::HangUp,
+    ];
+    let out = simulate_call(served.sim(&phone, turns)).await.unwrap();
+    assert!(out.clears >= 1, "the interruption did not stop the agent");
+    let took = out.clears_at_ms[0].saturating_sub(out.barge_ins_at_ms[0]);
+    eprintln!("interruption → clear: {took} ms");
+    // 400 ms in a release build (README); a debug build on a busy machine gets some slack
+    assert!(
+        took <= 800,
+        "the agent stopped {took} ms after the caller began"
+    );
+    served.stop().await;
+}
