@@ -473,7 +473,13 @@ mod tests {
 
         let p = plan(&config(&["--models-dir", &dir(&models), "--stt", "sphinx"])).unwrap();
         assert_eq!((p.stt_name(), p.offline_stt.name()), ("sphinx", "sphinx"));
-        let p = plan(&config(&["--models-dir", &dir(&models), "--stt", "whisper"])).unwrap();
+        let p = plan(&config(&[
+            "--models-dir",
+            &dir(&models),
+            "--stt",
+            "whisper",
+        ]))
+        .unwrap();
         assert_eq!((p.stt_name(), p.offline_stt.name()), ("whisper", "whisper"));
         let err = plan(&config(&["--models-dir", &dir(&empty), "--stt", "whisper"])).unwrap_err();
         assert!(

@@ -63,7 +63,11 @@ pub struct WhisperConfig {
     /// Threads one decode may use.
     pub threads_per_decode: usize,
     /// Pad the spectrogram to Whisper's 30 s window (what it was trained on) rather than encode
-    /// only the utterance's frames.
+    /// only the utterance's frames, rounded up to a whole second. Off by default: measured on
+    /// the held-out utterances of `scripts/accuracy`, encoding only the utterance was about five
+    /// times faster (the encoder's cost grows with its input: 1500 positions for 30 s) with no
+    /// loss of accuracy once the decoder's tendency to say the utterance again is cut off (see
+    /// [`repeated_tail`]).
     pub pad_to_30s: bool,
     /// Decode in the background when the caller pauses (see the module documentation).
     pub early_decode: bool,
@@ -76,7 +80,7 @@ impl WhisperConfig {
             model_dir: models_dir.join(MODEL_SUBDIR),
             pool_size: std::thread::available_parallelism().map_or(2, |n| n.get()),
             threads_per_decode: 1,
-            pad_to_30s: true,
+            pad_to_30s: false,
             early_decode: true,
         }
     }
@@ -293,7 +297,7 @@ fn candle_vars(
             })
             .count()
     };
-    let mut put_linear = |out: &mut HashMap<String, Tensor>, from: &str, to: &str| {
+    let put_linear = |out: &mut HashMap<String, Tensor>, from: &str, to: &str| {
         out.insert(format!("{to}.weight"), get(&format!("{from}/weight"))?);
         out.insert(format!("{to}.bias"), get(&format!("{from}/bias"))?);
         Ok::<_, String>(())
@@ -782,8 +786,7 @@ impl Shared {
             N_FRAMES_30S.min(max_frames)
         } else {
             // the utterance's frames, rounded up to a whole second (conv2 halves them)
-            let extra: usize = std::env::var("WHISPER_EXTRA_S").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-            (samples.len().div_ceil(HOP).div_ceil(100).max(1) + extra) * 100
+            samples.len().div_ceil(HOP).div_ceil(100).max(1) * 100
         }
         .min(max_frames);
         let samples = &samples[..samples.len().min(n_frames * HOP)];
@@ -896,6 +899,8 @@ struct Pool {
     /// One permit per decoder in `decoders`: holding a permit guarantees one is free.
     permits: Arc<Semaphore>,
     early_decode: bool,
+    /// Decodes run to their end or cancelled (for tests and measurements).
+    decodes: std::sync::atomic::AtomicU64,
 }
 
 /// A decoder borrowed from the pool; returned on drop (even if decoding panicked).
@@ -962,6 +967,7 @@ async fn decode_leased(
             .as_mut()
             .expect("a lease holds its decoder until dropped");
         let Decoder { model, threads } = decoder;
+        pool.decodes.fetch_add(1, Ordering::Relaxed);
         threads
             .install(|| pool.shared.transcribe(model, &pcm, &cancel))
             .map_err(|e| BackendError::Failed(format!("whisper: {e}")))
@@ -1006,8 +1012,14 @@ impl WhisperStt {
                 decoders: Mutex::new(decoders),
                 permits: Arc::new(Semaphore::new(n)),
                 early_decode: config.early_decode,
+                decodes: Default::default(),
             }),
         })
+    }
+
+    /// Decodes started so far, including those started at a pause and those cancelled.
+    pub fn decodes(&self) -> u64 {
+        self.pool.decodes.load(Ordering::Relaxed)
     }
 
     /// Transcribe one whole utterance of 16 kHz mono audio.
@@ -1257,12 +1269,16 @@ mod tests {
         let m = mel.compute(&tone, frames);
         assert_eq!(m.len(), 80 * frames);
         let at = |bin: usize, t: usize| m[bin * frames + t];
-        let loudest = (0..80).max_by(|&a, &b| at(a, 50).total_cmp(&at(b, 50))).unwrap();
+        let loudest = (0..80)
+            .max_by(|&a, &b| at(a, 50).total_cmp(&at(b, 50)))
+            .unwrap();
         // 1 kHz is mel 15 of 0..45.2 over 82 points: filter 26 (counting from 0)
         assert!((25..=27).contains(&loudest), "{loudest}");
-        assert!((at(loudest, 50) - 1.5).abs() < 0.01, "peak is (max + 4) / 4");
-        // the silence after the tone is floored 8 below the peak: (max - 8 + 4) / 4
-        assert!((at(loudest, 150) - 0.5).abs() < 0.01, "{}", at(loudest, 150));
+        let peak = m.iter().copied().fold(f32::MIN, f32::max);
+        assert!(at(loudest, 50) > peak - 0.05, "{} {peak}", at(loudest, 50));
+        // the silence after the tone is floored 8 (log10) below the peak: 2 after scaling
+        assert!((at(loudest, 150) - (peak - 2.0)).abs() < 1e-4);
+        assert!((at(3, 150) - (peak - 2.0)).abs() < 1e-4);
     }
 
     #[test]
@@ -1282,7 +1298,10 @@ mod tests {
             normalize_text(" Yes, my name's John O'Brien."),
             "yes my name's john o'brien"
         );
-        assert_eq!(normalize_text("It's 555-0123, or $40,000."), "it's 555 0123 or 40,000");
+        assert_eq!(
+            normalize_text("It's 555-0123, or $40,000."),
+            "it's 555 0123 or 40,000"
+        );
         assert_eq!(normalize_text("'Okay.' ... 2.5 years"), "okay 2.5 years");
         assert_eq!(normalize_text(""), "");
     }

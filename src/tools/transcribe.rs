@@ -44,9 +44,9 @@ pub struct TranscribeArgs {
     /// Whisper: no decode at pauses (only at the end).
     #[arg(long, hide = true)]
     pub no_early: bool,
-    /// Whisper: encode only the utterance's frames, not a 30 s window.
+    /// Whisper: encode a 30 s window, as Whisper was trained, not only the utterance's frames.
     #[arg(long, hide = true)]
-    pub no_pad: bool,
+    pub pad_30s: bool,
     /// Whisper: threads per decode.
     #[arg(long, hide = true, default_value_t = 1)]
     pub threads: usize,
@@ -101,7 +101,7 @@ fn recogniser(args: &TranscribeArgs) -> anyhow::Result<Arc<dyn SpeechToText>> {
     Ok(match choice {
         OfflineStt::Whisper(dir) => {
             let mut config = WhisperConfig::new(&dir);
-            config.pad_to_30s = !args.no_pad;
+            config.pad_to_30s = args.pad_30s;
             config.threads_per_decode = args.threads.max(1);
             config.early_decode = args.realtime && !args.no_early;
             config.pool_size = config.pool_size.max(args.jobs);
@@ -188,7 +188,10 @@ pub async fn run(args: TranscribeArgs) -> anyhow::Result<()> {
         );
     }
     if failed > 0 {
-        bail!("{failed} of {} files could not be transcribed", args.files.len());
+        bail!(
+            "{failed} of {} files could not be transcribed",
+            args.files.len()
+        );
     }
     Ok(())
 }
