@@ -544,9 +544,8 @@ pub fn normalize_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pending_space = false;
     for (i, &c) in chars.iter().enumerate() {
-        let between = |f: fn(&char) -> bool| {
-            i > 0 && f(&chars[i - 1]) && chars.get(i + 1).is_some_and(|n| f(n))
-        };
+        let between =
+            |f: fn(&char) -> bool| i > 0 && f(&chars[i - 1]) && chars.get(i + 1).is_some_and(f);
         let keep = c.is_alphanumeric()
             || (c == '\'' && between(|c| c.is_alphanumeric()))
             || ((c == '.' || c == ',') && between(|c| c.is_ascii_digit()));
