@@ -9,7 +9,8 @@ use std::time::Duration;
 /// Which speech backends serve calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendSet {
-    /// flite TTS + PocketSphinx STT on this machine: no cloud account needed.
+    /// flite TTS + the best offline recogniser (Whisper, else PocketSphinx) on this machine: no
+    /// cloud account needed.
     Offline,
     /// Canned transcripts and cached tone audio: no model cost, for load tests.
     Scripted,
@@ -18,8 +19,13 @@ pub enum BackendSet {
 /// Which speech-to-text serves calls (`--stt`); overrides `--backends`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SttChoice {
-    /// PocketSphinx on this machine.
+    /// The best recogniser installed on this machine: Whisper when its model is in the models
+    /// directory, else PocketSphinx.
     Offline,
+    /// Whisper tiny.en on this machine (its model installed by `scripts/install-models`).
+    Whisper,
+    /// PocketSphinx on this machine.
+    Sphinx,
     /// Deepgram's streaming API (`DEEPGRAM_API_KEY`).
     Deepgram,
     /// An OpenAI-compatible `/audio/transcriptions` endpoint (`OPENAI_API_KEY`).
@@ -32,6 +38,8 @@ impl SttChoice {
     pub fn as_str(self) -> &'static str {
         match self {
             SttChoice::Offline => "offline",
+            SttChoice::Whisper => "whisper",
+            SttChoice::Sphinx => "sphinx",
             SttChoice::Deepgram => "deepgram",
             SttChoice::Openai => "openai",
             SttChoice::Scripted => "scripted",
@@ -252,7 +260,8 @@ pub struct ServeConfig {
     #[arg(long, env = "RECEPTIONIST_WAKE_INTERVAL_MS", default_value_t = 20)]
     pub wake_interval_ms: u64,
 
-    /// Speech-to-text: offline (default), deepgram, openai or scripted.
+    /// Speech-to-text: offline (default: whisper when installed, else sphinx), whisper, sphinx,
+    /// deepgram, openai or scripted.
     #[arg(long, env = "RECEPTIONIST_STT", value_enum)]
     pub stt: Option<SttChoice>,
 

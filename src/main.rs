@@ -1,4 +1,5 @@
-//! The `receptionist` command line: serve, migrate, workspace management, and a simulated call.
+//! The `receptionist` command line: serve, migrate, workspace management, a simulated call, and
+//! what the offline recogniser hears in a recording.
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -38,6 +39,8 @@ enum Command {
     Simulate(receptionist::tools::simulate::SimulateArgs),
     /// Load a loopback server with N concurrent simulated Twilio calls; print one JSON report line.
     Loadgen(receptionist::tools::loadgen::LoadgenArgs),
+    /// Print what an offline recogniser hears in WAV files: one `FILE<TAB>transcript` line each.
+    Transcribe(receptionist::tools::transcribe::TranscribeArgs),
 }
 
 #[derive(clap::Args)]
@@ -139,5 +142,6 @@ async fn main() -> anyhow::Result<()> {
         },
         Command::Simulate(args) => receptionist::tools::simulate::run(args).await,
         Command::Loadgen(args) => receptionist::tools::loadgen::run(args).await,
+        Command::Transcribe(args) => receptionist::tools::transcribe::run(args).await,
     }
 }

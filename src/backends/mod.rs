@@ -2,7 +2,8 @@
 //!
 //! - [`TextToSpeech`]: text → 16-bit mono PCM ([`Speech`]). Offline default: [`FliteTts`].
 //! - [`SpeechToText`]: one [`SttSession`] per caller utterance, fed 16 kHz PCM, finished into a
-//!   lowercase transcript. Offline default: [`SphinxStt`].
+//!   lowercase transcript. Offline default: [`WhisperStt`] when its model is installed, else
+//!   [`SphinxStt`].
 //! - [`PromptCache`]: 8 kHz µ-law audio of fixed prompts, synthesised ahead of time.
 //! - [`ScriptedStt`] / [`ScriptedTts`]: free, deterministic doubles for load and robustness tests.
 //! - Providers (chosen by `--stt` / `--tts`, see [`select`]): Deepgram streaming STT
@@ -34,12 +35,14 @@ pub mod select;
 pub mod smart_turn;
 mod sphinx;
 pub mod wav;
+pub mod whisper;
 
 pub use fallback::{FallbackStt, FallbackTts};
 pub use flite::FliteTts;
 pub use prompt_cache::PromptCache;
 pub use scripted::{ScriptedAnswers, ScriptedStt, ScriptedTts};
 pub use sphinx::{SphinxConfig, SphinxStt};
+pub use whisper::{WhisperConfig, WhisperStt};
 
 /// A boxed, `Send` future, as returned by the backend traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

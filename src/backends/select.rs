@@ -2,7 +2,12 @@
 //! shorthand) and the providers' keys and URLs. [`plan`] checks everything without I/O, so a
 //! missing key is an error at start-up rather than on the first call; [`build`] then makes the
 //! backends (loading the offline models, which every provider falls back to).
+//!
+//! The offline recogniser is Whisper when its model is installed in the models directory, else
+//! PocketSphinx: `--stt offline` (the default) and every provider's fallback take that one;
+//! `--stt whisper` and `--stt sphinx` choose one explicitly.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +19,8 @@ use super::openai::{DEFAULT_STT_MODEL, DEFAULT_TTS_MODEL, OpenAiConfig, OpenAiSt
 use super::piper::PiperTts;
 use super::{
     BackendError, Backends, FallbackStt, FallbackTts, FliteTts, ScriptedAnswers, ScriptedStt,
-    ScriptedTts, SpeechToText, SphinxConfig, SphinxStt, TextToSpeech,
+    ScriptedTts, SpeechToText, SphinxConfig, SphinxStt, TextToSpeech, WhisperConfig, WhisperStt,
+    whisper,
 };
 use crate::config::{EndOfTurnChoice, LlmChoice, Secret, ServeConfig, SttChoice, TtsChoice};
 
@@ -27,10 +33,70 @@ pub const TTS_BUDGET: Duration = Duration::from_secs(5);
 /// How long a failed speech provider is skipped.
 pub const TTS_COOLDOWN: Duration = Duration::from_secs(30);
 
+/// An offline recogniser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfflineStt {
+    /// Whisper, its model in this models directory.
+    Whisper(PathBuf),
+    Sphinx,
+}
+
+impl OfflineStt {
+    /// The best one installed: Whisper when `models_dir` holds its model, else PocketSphinx.
+    pub fn best(models_dir: &Path) -> Self {
+        if whisper::installed(models_dir) {
+            Self::Whisper(models_dir.to_path_buf())
+        } else {
+            Self::Sphinx
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Whisper(_) => "whisper",
+            Self::Sphinx => "sphinx",
+        }
+    }
+
+    /// Load it.
+    pub fn build(&self) -> Result<Arc<dyn SpeechToText>, BackendError> {
+        Ok(match self {
+            Self::Whisper(dir) => Arc::new(WhisperStt::new(WhisperConfig::new(dir))?),
+            Self::Sphinx => Arc::new(SphinxStt::new(SphinxConfig::default())?),
+        })
+    }
+}
+
+/// The offline recogniser `choice` names (`offline`: the best installed), or why it cannot run.
+/// `None` for the providers and `scripted`.
+pub fn offline_stt(choice: SttChoice, models_dir: &Path) -> Result<Option<OfflineStt>, String> {
+    Ok(match choice {
+        SttChoice::Offline => Some(OfflineStt::best(models_dir)),
+        SttChoice::Sphinx => Some(OfflineStt::Sphinx),
+        SttChoice::Whisper if whisper::installed(models_dir) => {
+            Some(OfflineStt::Whisper(models_dir.to_path_buf()))
+        }
+        SttChoice::Whisper => {
+            return Err(format!(
+                "--stt whisper: the Whisper model is not installed in {} (run scripts/install-models, \
+                 or point --models-dir at the directory holding {}/)",
+                models_dir.join(whisper::MODEL_SUBDIR).display(),
+                whisper::MODEL_SUBDIR
+            ));
+        }
+        SttChoice::Deepgram | SttChoice::Openai | SttChoice::Scripted => None,
+    })
+}
+
 /// The speech-to-text to build.
 #[derive(Debug, Clone)]
 pub enum SttPlan {
+    /// The best offline recogniser (`--stt offline`, the default).
     Offline,
+    /// `--stt whisper`.
+    Whisper,
+    /// `--stt sphinx`.
+    Sphinx,
     Scripted,
     Deepgram(DeepgramConfig),
     OpenAi(OpenAiConfig),
@@ -50,6 +116,8 @@ pub enum TtsPlan {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub stt: SttPlan,
+    /// The offline recogniser: the one `stt` runs when offline, every provider's fallback.
+    pub offline_stt: OfflineStt,
     pub tts: TtsPlan,
     /// `--llm openai`: the chat model's configuration.
     pub llm: Option<ChatConfig>,
@@ -103,8 +171,13 @@ pub fn plan(config: &ServeConfig) -> Result<Plan, String> {
             retry,
         })
     };
+    let models_dir = config.models_dir();
+    let offline_stt = offline_stt(config.stt_choice(), &models_dir)?
+        .unwrap_or_else(|| OfflineStt::best(&models_dir));
     let stt = match config.stt_choice() {
         SttChoice::Offline => SttPlan::Offline,
+        SttChoice::Whisper => SttPlan::Whisper,
+        SttChoice::Sphinx => SttPlan::Sphinx,
         SttChoice::Scripted => SttPlan::Scripted,
         SttChoice::Deepgram => {
             let mut c = DeepgramConfig::new(
@@ -134,7 +207,7 @@ pub fn plan(config: &ServeConfig) -> Result<Plan, String> {
             },
         )?),
     };
-    let models = config.models_dir();
+    let models = models_dir.clone();
     // the offline voice, spoken when chosen and when a provider fails: Piper when installed
     let piper = match config.tts_choice() {
         TtsChoice::Flite | TtsChoice::Scripted => None,
@@ -213,6 +286,7 @@ pub fn plan(config: &ServeConfig) -> Result<Plan, String> {
         llm,
         end_of_turn,
         piper,
+        offline_stt,
     })
 }
 
@@ -220,6 +294,8 @@ impl Plan {
     pub fn stt_name(&self) -> &'static str {
         match self.stt {
             SttPlan::Offline => "offline",
+            SttPlan::Whisper => "whisper",
+            SttPlan::Sphinx => "sphinx",
             SttPlan::Scripted => "scripted",
             SttPlan::Deepgram(_) => "deepgram",
             SttPlan::OpenAi(_) => "openai",
@@ -260,10 +336,23 @@ fn sessions() -> usize {
 /// The backends `plan` describes, and the chat client for `--llm openai`. Every provider is
 /// wrapped to fall back to the offline backend, whose models are loaded here.
 pub fn build(plan: &Plan) -> Result<(Backends, Option<ChatClient>), BackendError> {
-    let needs_sphinx = !matches!(plan.stt, SttPlan::Scripted);
+    let needs_offline_stt = !matches!(plan.stt, SttPlan::Scripted);
     let needs_flite = !matches!(plan.tts, TtsPlan::Scripted);
-    let sphinx: Option<Arc<dyn SpeechToText>> = if needs_sphinx {
-        Some(Arc::new(SphinxStt::new(SphinxConfig::default())?))
+    let offline: Option<Arc<dyn SpeechToText>> = if needs_offline_stt {
+        let stt = plan.offline_stt.build()?;
+        match &plan.offline_stt {
+            OfflineStt::Whisper(dir) => tracing::info!(
+                recogniser = "whisper",
+                models_dir = %dir.display(),
+                "offline speech recogniser: Whisper tiny.en"
+            ),
+            OfflineStt::Sphinx => tracing::info!(
+                recogniser = "sphinx",
+                "offline speech recogniser: PocketSphinx (install the Whisper model with \
+                 scripts/install-models for better accuracy)"
+            ),
+        }
+        Some(stt)
     } else {
         None
     };
@@ -283,10 +372,10 @@ pub fn build(plan: &Plan) -> Result<(Backends, Option<ChatClient>), BackendError
     } else {
         None
     };
-    let offline_stt = || sphinx.clone().expect("loaded above");
+    let offline_stt = || offline.clone().expect("loaded above");
     let offline_tts = || flite.clone().expect("loaded above");
     let stt: Arc<dyn SpeechToText> = match &plan.stt {
-        SttPlan::Offline => offline_stt(),
+        SttPlan::Offline | SttPlan::Whisper | SttPlan::Sphinx => offline_stt(),
         SttPlan::Scripted => Arc::new(ScriptedStt::new(ScriptedAnswers::default())),
         SttPlan::Deepgram(c) => Arc::new(FallbackStt::new(
             "deepgram",
@@ -483,6 +572,51 @@ mod tests {
             !debug.contains("sk-1") && !debug.contains("xi-1"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn offline_picks_whisper_when_installed_and_whisper_without_its_model_is_refused() {
+        let empty = tempfile::tempdir().unwrap();
+        let models = tempfile::tempdir().unwrap();
+        let whisper_dir = models.path().join(whisper::MODEL_SUBDIR);
+        std::fs::create_dir_all(&whisper_dir).unwrap();
+        std::fs::write(whisper_dir.join("model.bin"), b"").unwrap();
+        std::fs::write(whisper_dir.join("vocabulary.txt"), b"").unwrap();
+        let dir = |d: &tempfile::TempDir| d.path().to_str().unwrap().to_string();
+
+        let p = plan(&config(&["--models-dir", &dir(&models)])).unwrap();
+        assert_eq!(p.stt_name(), "offline");
+        assert_eq!(p.offline_stt, OfflineStt::Whisper(models.path().into()));
+        let p = plan(&config(&["--models-dir", &dir(&empty)])).unwrap();
+        assert_eq!(p.offline_stt, OfflineStt::Sphinx);
+
+        let p = plan(&config(&["--models-dir", &dir(&models), "--stt", "sphinx"])).unwrap();
+        assert_eq!((p.stt_name(), p.offline_stt.name()), ("sphinx", "sphinx"));
+        let p = plan(&config(&[
+            "--models-dir",
+            &dir(&models),
+            "--stt",
+            "whisper",
+        ]))
+        .unwrap();
+        assert_eq!((p.stt_name(), p.offline_stt.name()), ("whisper", "whisper"));
+        let err = plan(&config(&["--models-dir", &dir(&empty), "--stt", "whisper"])).unwrap_err();
+        assert!(
+            err.contains(&dir(&empty)) && err.contains("scripts/install-models"),
+            "{err}"
+        );
+
+        // a provider falls back to the best offline recogniser
+        let p = plan(&config(&[
+            "--models-dir",
+            &dir(&models),
+            "--stt",
+            "deepgram",
+            "--deepgram-api-key",
+            "k",
+        ]))
+        .unwrap();
+        assert_eq!(p.offline_stt.name(), "whisper");
     }
 
     #[test]

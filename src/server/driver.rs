@@ -761,19 +761,33 @@ impl CallDriver<'_> {
                     self.input(Input::SttFailed { utterance });
                 }
             },
-            BackendEvent::Partial { utterance, text } => self.input(Input::PartialTranscript {
-                utterance,
-                text: &text,
-            }),
+            BackendEvent::Partial { utterance, text } => {
+                // how many words and whether they take the floor, never the words
+                tracing::debug!(
+                    call = %self.call_id,
+                    utterance,
+                    words = text.split_whitespace().count(),
+                    takes_the_floor = crate::engine::dialogue::understand::takes_the_floor(&text),
+                    "partial transcript"
+                );
+                self.input(Input::PartialTranscript {
+                    utterance,
+                    text: &text,
+                })
+            }
             BackendEvent::TurnChecked {
                 utterance,
                 complete,
                 text,
-            } => self.input(Input::TurnChecked {
-                utterance,
-                complete,
-                text: text.as_deref(),
-            }),
+            } => {
+                // whether words came, never the words (personal data)
+                tracing::debug!(call = %self.call_id, utterance, ?complete, words = text.is_some(), "turn checked");
+                self.input(Input::TurnChecked {
+                    utterance,
+                    complete,
+                    text: text.as_deref(),
+                })
+            }
         }
     }
 
@@ -920,14 +934,27 @@ impl CallDriver<'_> {
                     // stops the agent at its deadline
                     let Some(partial) = self.stt.get_mut(&utterance).and_then(|s| s.partial())
                     else {
+                        tracing::debug!(call = %self.call_id, utterance, "no partial transcript");
                         continue;
                     };
                     let tx = btx.clone();
                     let waiting = super::threads::WaitOnThread::enter();
+                    let call = self.call_id.to_string();
                     tokio::spawn(async move {
                         let _waiting = waiting;
-                        if let Ok(Ok(text)) = tokio::time::timeout(PARTIAL_TIMEOUT, partial).await {
-                            let _ = tx.send(BackendEvent::Partial { utterance, text }).await;
+                        let asked = Instant::now();
+                        match tokio::time::timeout(PARTIAL_TIMEOUT, partial).await {
+                            Ok(Ok(text)) => {
+                                let ms = asked.elapsed().as_millis() as u64;
+                                tracing::debug!(call, utterance, ms, "partial transcript ready");
+                                let _ = tx.send(BackendEvent::Partial { utterance, text }).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(call, utterance, error = %e, "partial transcript failed")
+                            }
+                            Err(_) => {
+                                tracing::debug!(call, utterance, "partial transcript too slow")
+                            }
                         }
                     });
                 }
@@ -1006,9 +1033,9 @@ impl CallDriver<'_> {
 /// sooner).
 const PARTIAL_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// Longest wait for the end-of-turn model's verdict; later ones are useless (the caller
-/// waits in silence meanwhile), and the fallback silence ends the turn anyway.
-const TURN_CHECK_TIMEOUT: Duration = Duration::from_millis(700);
+/// Longest wait for the end-of-turn model's verdict and the words so far; the fallback silence
+/// ends the turn anyway soon after.
+const TURN_CHECK_TIMEOUT: Duration = Duration::from_millis(1200);
 
 /// The caller's current utterance at 16 kHz, its last [`smart_turn::WINDOW_SECS`] seconds: what
 /// the end-of-turn model hears.

@@ -1,5 +1,6 @@
 //! The tools that run beside the server, not in it: `receptionist simulate` (one call, as a
-//! carrier would place it, played from WAV files) and `receptionist loadgen` (many at once).
+//! carrier would place it, played from WAV files), `receptionist loadgen` (many at once) and
+//! `receptionist transcribe` (what an offline recogniser hears in WAV files).
 //! Both stream over the socket in the carrier's protocol through the sans-IO fake carrier
 //! ([`crate::testing::FakeCarrier`]). What they share lives here: WAV files, random ids, and
 //! [`place_call`], the HTTP side of placing a call, the one step that differs per carrier
@@ -7,6 +8,7 @@
 
 pub mod loadgen;
 pub mod simulate;
+pub mod transcribe;
 
 use std::path::Path;
 
@@ -241,8 +243,8 @@ pub async fn place_call(
     })
 }
 
-/// Read a mono or stereo 16-bit WAV (any rate) as 8 kHz mono.
-pub fn read_wav_8k(path: &Path) -> anyhow::Result<Vec<i16>> {
+/// Read a 16-bit WAV (any rate, channels averaged): its sample rate and mono samples.
+pub fn read_wav(path: &Path) -> anyhow::Result<(u32, Vec<i16>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (rate, channels, data) =
         parse_wav(&bytes).with_context(|| format!("{} is not a 16-bit PCM WAV", path.display()))?;
@@ -250,6 +252,12 @@ pub fn read_wav_8k(path: &Path) -> anyhow::Result<Vec<i16>> {
         .chunks_exact(channels as usize)
         .map(|c| (c.iter().map(|&s| s as i32).sum::<i32>() / channels as i32) as i16)
         .collect();
+    Ok((rate, mono))
+}
+
+/// Read a mono or stereo 16-bit WAV (any rate) as 8 kHz mono.
+pub fn read_wav_8k(path: &Path) -> anyhow::Result<Vec<i16>> {
+    let (rate, mono) = read_wav(path)?;
     Ok(audio::resample(&mono, rate, 8000))
 }
 

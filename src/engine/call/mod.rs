@@ -54,10 +54,12 @@ pub struct Timing {
     /// Speech needed during interruptible agent speech before the agent stops (barge-in).
     pub barge_in: Duration,
     /// When the recogniser can say what was said so far (`EngineConfig::barge_in_words`): the
-    /// speech after which it is asked, and the agent stops only for words that are not a
-    /// backchannel ("uh-huh", "okay") and not nothing (a cough, noise) ...
+    /// speech after which it is asked (and again after as much more while the agent talks on),
+    /// and the agent stops only for words that are not a backchannel ("uh-huh", "okay") and not
+    /// nothing (a cough, noise, or too little speech yet for a word) ...
     pub barge_in_check: Duration,
-    /// ... how long its answer may take before the agent stops anyway ...
+    /// ... how long its answer may take (past it the agent stops if the caller is still
+    /// talking: a backchannel or a cough is over by then) ...
     pub partial_timeout: Duration,
     /// ... and the speech after which the agent stops whatever the words.
     pub barge_in_sure: Duration,
@@ -111,8 +113,8 @@ impl Default for Timing {
             speech_onset: Duration::from_millis(60),
             barge_in: Duration::from_millis(300),
             barge_in_check: Duration::from_millis(200),
-            partial_timeout: Duration::from_millis(300),
-            barge_in_sure: Duration::from_millis(1200),
+            partial_timeout: Duration::from_millis(700),
+            barge_in_sure: Duration::from_millis(800),
             min_utterance: Duration::from_millis(160),
             endpoint: Duration::from_millis(700),
             endpoint_long: Duration::from_millis(1200),
@@ -661,10 +663,7 @@ impl CallEngine {
                     self.barge_check = None;
                     // words that take the floor stop the agent; a backchannel, a cough or noise
                     // (no words) do not
-                    if !text.trim().is_empty()
-                        && !understand::is_backchannel(text, true)
-                        && matches!(self.phase, Phase::Speaking)
-                    {
+                    if understand::takes_the_floor(text) && matches!(self.phase, Phase::Speaking) {
                         self.interrupt_agent(true);
                     }
                 }
@@ -725,12 +724,14 @@ impl CallEngine {
         if let Some(speech) = self.playout.tts_overdue(now) {
             self.on_tts_failed(speech);
         }
-        // the recogniser did not say in time what the caller said over the agent: stop anyway
+        // the recogniser did not say in time what the caller said over the agent: stop if they
+        // are still talking
         if let Some((utterance, deadline)) = self.barge_check
             && now >= deadline
         {
             self.barge_check = None;
             if self.turn_taking.utterance() == Some(utterance)
+                && self.turn_taking.talking(5)
                 && matches!(self.phase, Phase::Speaking)
             {
                 self.interrupt_agent(true);

@@ -14,7 +14,7 @@ pub struct TurnTiming {
     /// Consecutive speech frames that start an utterance.
     pub onset: u32,
     /// Speech frames over interruptible agent audio that stop the agent (or, with
-    /// `barge_in_sure`, that make it ask what the caller said).
+    /// `barge_in_sure`, after which, and after every as many more, it asks what the caller said).
     pub barge_in: u32,
     /// Speech frames after which talk over the agent stops it whatever the words (0: no second
     /// signal).
@@ -86,8 +86,10 @@ struct Capture {
     frames: u32,
     /// Started while the agent spoke (a possible barge-in).
     during_agent: bool,
-    /// Barge-in signals given: 0, 1 (`barge_in`), 2 (`barge_in_sure`).
-    barge_signals: u8,
+    /// Barge-in signals given short of sure (one per `barge_in` frames of speech), and whether
+    /// the sure one was.
+    barge_signals: u32,
+    barge_sure: bool,
 }
 
 pub struct TurnTaking {
@@ -139,18 +141,24 @@ impl TurnTaking {
                 }
             }
             if cap.during_agent && floor.agent_speaking {
-                let level = if t.barge_in_sure > 0 && cap.speech_frames >= t.barge_in_sure {
-                    2
-                } else if cap.speech_frames >= t.barge_in {
-                    1
-                } else {
-                    0
-                };
-                if level > cap.barge_signals {
-                    cap.barge_signals = level;
+                let sure = cap.speech_frames
+                    >= if t.barge_in_sure > 0 {
+                        t.barge_in_sure
+                    } else {
+                        t.barge_in
+                    };
+                let step = cap.speech_frames / t.barge_in.max(1);
+                if sure && !cap.barge_sure {
+                    cap.barge_sure = true;
                     self.events.push_back(TurnEvent::BargeIn {
                         utterance: cap.utterance,
-                        sure: level == 2 || t.barge_in_sure == 0,
+                        sure: true,
+                    });
+                } else if !sure && step > cap.barge_signals {
+                    cap.barge_signals = step;
+                    self.events.push_back(TurnEvent::BargeIn {
+                        utterance: cap.utterance,
+                        sure: false,
                     });
                 }
             }
@@ -179,6 +187,7 @@ impl TurnTaking {
                 frames: pre_roll,
                 during_agent: agent_interruptible,
                 barge_signals: 0,
+                barge_sure: false,
             });
             self.events.push_back(TurnEvent::Onset {
                 utterance,
@@ -202,6 +211,14 @@ impl TurnTaking {
             }
             _ => false,
         }
+    }
+
+    /// The caller is talking now: an utterance is being captured and its last speech was less
+    /// than `frames` frames ago.
+    pub fn talking(&self, frames: u32) -> bool {
+        self.capture
+            .as_ref()
+            .is_some_and(|c| c.silence_frames < frames)
     }
 
     pub fn poll_event(&mut self) -> Option<TurnEvent> {
@@ -399,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn with_words_checked_barge_in_signals_twice_then_is_sure() {
+    fn with_words_checked_barge_in_signals_every_step_then_is_sure() {
         let mut t = TurnTaking::new(TurnTiming {
             barge_in: 10,
             barge_in_sure: 50,
@@ -417,19 +434,16 @@ mod tests {
             .into_iter()
             .filter(|e| matches!(e, TurnEvent::BargeIn { .. }))
             .collect();
-        assert_eq!(
-            barges,
-            vec![
-                TurnEvent::BargeIn {
-                    utterance: 1,
-                    sure: false
-                },
-                TurnEvent::BargeIn {
-                    utterance: 1,
-                    sure: true
-                }
-            ]
-        );
+        let not_sure = TurnEvent::BargeIn {
+            utterance: 1,
+            sure: false,
+        };
+        let sure = TurnEvent::BargeIn {
+            utterance: 1,
+            sure: true,
+        };
+        // at 10, 20, 30 and 40 frames of speech, then sure at 50
+        assert_eq!(barges, vec![not_sure, not_sure, not_sure, not_sure, sure]);
     }
 
     #[test]

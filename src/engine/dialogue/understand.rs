@@ -77,6 +77,21 @@ pub fn is_backchannel(text: &str, acknowledgements: bool) -> bool {
         })
 }
 
+/// Words that, alone, are no reason to stop the agent: fillers, politeness, and what a small
+/// recogniser makes of a breath or a hum ("and", "you").
+const NOT_THE_FLOOR: &[&str] = &["and", "so", "you", "the", "a", "thank", "thanks", "well"];
+
+/// Whether words said over the agent take the floor: something beyond backchannels
+/// ("uh-huh", "okay", "right"), fillers and politeness. "Wait", "no", "sorry, which job" do.
+pub fn takes_the_floor(text: &str) -> bool {
+    words(text).iter().any(|w| {
+        let w = w.as_str();
+        !BACKCHANNEL_SOUNDS.contains(&w)
+            && !ACKNOWLEDGEMENTS.contains(&w)
+            && !NOT_THE_FLOOR.contains(&w)
+    })
+}
+
 /// A yes/no reading of the caller's words, from the first decisive word ("no I don't" is no,
 /// "yes I do" is yes, "I do" and "I have" are yes).
 pub fn parse_yes_no(text: &str) -> Option<bool> {
@@ -534,6 +549,25 @@ pub fn meets(expectation: &Expectation, value: &AnswerValue) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_words_beyond_backchannels_and_fillers_take_the_floor() {
+        for not in [
+            "",
+            "uh huh",
+            "Okay.",
+            "mm hmm",
+            "and",
+            "Thank you.",
+            "you",
+            "yeah right",
+        ] {
+            assert!(!takes_the_floor(not), "{not:?}");
+        }
+        for yes in ["wait", "No.", "sorry which job is this", "hold on", "what"] {
+            assert!(takes_the_floor(yes), "{yes:?}");
+        }
+    }
 
     #[test]
     fn words_that_lead_on_are_no_end_of_turn_and_a_yes_is() {

@@ -1,0 +1,197 @@
+//! `receptionist transcribe [--stt NAME] [--phone] FILE.wav...`: what an offline recogniser makes
+//! of each file, one `FILE<TAB>transcript` line per file, so that a user can try a recogniser on
+//! their own recordings and the accuracy test (`scripts/accuracy`) is reproducible.
+//!
+//! Files at any sample rate are resampled to 16 kHz with the project's resampler; `--phone` first
+//! takes them through a call's telephone path: 8 kHz, G.711 µ-law, decoded and upsampled to
+//! 16 kHz as the engine does. Audio is pushed into a recogniser session in 20 ms frames, as a call
+//! pushes it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+
+use crate::backends::select::{OfflineStt, offline_stt};
+use crate::backends::{SpeechToText, SttHint, WhisperConfig, WhisperStt};
+use crate::config::SttChoice;
+use crate::engine::audio::{self, SAMPLES_8K, SAMPLES_16K, Upsampler8To16, g711};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TranscribeArgs {
+    /// The recogniser: offline (the best installed: whisper, else sphinx), whisper or sphinx.
+    #[arg(long, value_enum, default_value = "offline")]
+    pub stt: SttChoice,
+    /// Pass the audio through the telephone path first (8 kHz µ-law, as a call carries it).
+    #[arg(long)]
+    pub phone: bool,
+    /// Directory of the offline neural models. Default: `./data/models`.
+    #[arg(long, env = "RECEPTIONIST_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Files transcribed at once (each on its own decoder).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Print each file's recognition time (from the end of its audio) to stderr, and a summary.
+    #[arg(long)]
+    pub timing: bool,
+    /// Play each file in real time, as a caller speaks, followed by 700 ms of silence (the
+    /// engine's end of turn), so that Whisper's decode at a pause can run; `--timing` then
+    /// measures what a call waits after the end of the turn.
+    #[arg(long)]
+    pub realtime: bool,
+    /// Whisper: no decode at pauses (only at the end).
+    #[arg(long, hide = true)]
+    pub no_early: bool,
+    /// Whisper: encode a 30 s window, as Whisper was trained, not only the utterance's frames.
+    #[arg(long, hide = true)]
+    pub pad_30s: bool,
+    /// Whisper: threads per decode.
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// 16 kHz mono audio of a file, through the telephone path when `phone`.
+pub fn load_audio(path: &Path, phone: bool) -> anyhow::Result<Vec<i16>> {
+    let (rate, mono) = super::read_wav(path)?;
+    if mono.is_empty() {
+        bail!("{} holds no audio", path.display());
+    }
+    if !phone {
+        return Ok(audio::resample(&mono, rate, 16_000));
+    }
+    Ok(telephone_16k(&audio::resample(&mono, rate, 8000)))
+}
+
+/// 8 kHz audio as the engine hears it after a call carried it: µ-law encoded, decoded, upsampled
+/// to 16 kHz in 20 ms frames.
+pub fn telephone_16k(pcm8k: &[i16]) -> Vec<i16> {
+    let mut up = Upsampler8To16::new();
+    let mut out = Vec::with_capacity(pcm8k.len() * 2);
+    let mut mulaw = [0u8; SAMPLES_8K];
+    let mut frame = [0i16; SAMPLES_8K];
+    let mut wide = [0i16; SAMPLES_16K];
+    for chunk in pcm8k.chunks(SAMPLES_8K) {
+        let mut input = [0i16; SAMPLES_8K];
+        input[..chunk.len()].copy_from_slice(chunk);
+        g711::encode_into(&input, &mut mulaw);
+        g711::decode_into(&mulaw, &mut frame);
+        up.process(&frame, &mut wide);
+        out.extend_from_slice(&wide);
+    }
+    out
+}
+
+fn recogniser(args: &TranscribeArgs) -> anyhow::Result<Arc<dyn SpeechToText>> {
+    let models_dir = args
+        .models_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./data/models"));
+    let choice = offline_stt(args.stt, &models_dir)
+        .map_err(anyhow::Error::msg)?
+        .with_context(|| {
+            format!(
+                "transcribe runs the offline recognisers (offline, whisper, sphinx), not {}",
+                args.stt.as_str()
+            )
+        })?;
+    Ok(match choice {
+        OfflineStt::Whisper(dir) => {
+            let mut config = WhisperConfig::new(&dir);
+            config.pad_to_30s = args.pad_30s;
+            config.threads_per_decode = args.threads.max(1);
+            config.early_decode = args.realtime && !args.no_early;
+            config.pool_size = config.pool_size.max(args.jobs);
+            Arc::new(WhisperStt::new(config)?)
+        }
+        other => other.build()?,
+    })
+}
+
+/// Push `pcm` into a session in 20 ms frames (in real time when `realtime`, then 700 ms of
+/// silence) and finish it: the transcript and the time from the end of the audio to it.
+async fn run_one(
+    stt: Arc<dyn SpeechToText>,
+    pcm: Vec<i16>,
+    realtime: bool,
+) -> anyhow::Result<(String, Duration)> {
+    let mut session = stt.start(SttHint::Any);
+    if realtime {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let silence = [0i16; SAMPLES_16K];
+        for frame in pcm
+            .chunks(SAMPLES_16K)
+            .chain(std::iter::repeat_n(&silence[..], 35))
+        {
+            tick.tick().await;
+            session.push(frame);
+        }
+        tick.tick().await;
+    } else {
+        for frame in pcm.chunks(SAMPLES_16K) {
+            session.push(frame);
+        }
+    }
+    let start = Instant::now();
+    let text = session.finish().await?;
+    Ok((text, start.elapsed()))
+}
+
+pub async fn run(args: TranscribeArgs) -> anyhow::Result<()> {
+    let stt = recogniser(&args)?;
+    let jobs = args.jobs.max(1);
+    let results = futures_util::stream::iter(args.files.iter().cloned())
+        .map(|path| {
+            let stt = stt.clone();
+            let (phone, realtime) = (args.phone, args.realtime);
+            async move {
+                let outcome = match load_audio(&path, phone) {
+                    Ok(pcm) => run_one(stt, pcm, realtime).await,
+                    Err(e) => Err(e),
+                };
+                (path, outcome)
+            }
+        })
+        .buffered(jobs);
+    futures_util::pin_mut!(results);
+    let mut failed = 0;
+    let mut times = Vec::new();
+    while let Some((path, outcome)) = results.next().await {
+        match outcome {
+            Ok((text, took)) => {
+                println!("{}\t{text}", path.display());
+                if args.timing {
+                    eprintln!("{}\t{} ms", path.display(), took.as_millis());
+                }
+                times.push(took);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{}: {e:#}", path.display());
+            }
+        }
+    }
+    if args.timing && !times.is_empty() {
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mean = times.iter().map(|&d| ms(d)).sum::<f64>() / times.len() as f64;
+        let pct = |p: f64| ms(times[((times.len() - 1) as f64 * p).round() as usize]);
+        eprintln!(
+            "recognition after the end of the audio: {} files, mean {mean:.0} ms, p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+            times.len(),
+            pct(0.5),
+            pct(0.95),
+            pct(1.0)
+        );
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} files could not be transcribed",
+            args.files.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! Whisper, the offline default recogniser, on real speech: a generated call answer transcribed
+//! through the library (whole, and from the decode started at the caller's pause), and a short
+//! version of `scripts/accuracy` (held-out flite and espeak-ng voices, 8 kHz µ-law with
+//! telephone-band noise, through `receptionist transcribe`) checking that Whisper beats
+//! PocketSphinx and captures most answers.
+//!
+//! Needs the models (`scripts/install-models`, which `.ci/setup` runs) in `data/models` or
+//! `RECEPTIONIST_MODELS_DIR`, and flite, espeak-ng and sox.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use receptionist::backends::{SpeechToText, SttHint, WhisperConfig, WhisperStt};
+use receptionist::tools::transcribe::load_audio;
+
+fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("RECEPTIONIST_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models"));
+    assert!(
+        receptionist::backends::whisper::installed(&dir),
+        "the Whisper model is not in {} (run scripts/install-models, or set RECEPTIONIST_MODELS_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (flite, espeak-ng and sox must be installed)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `text` spoken by `voice` (`flite:NAME` or `espeak:NAME`) as a phone line carries it: 8 kHz,
+/// -3 dBFS peak, 300 ms of quiet around it, with pink noise in the telephone band `snr` dB below
+/// the speech when given.
+fn utterance(dir: &Path, name: &str, voice: &str, text: &str, snr: Option<f64>) -> PathBuf {
+    let raw = dir.join(format!("{name}.raw.wav"));
+    let (engine, v) = voice.split_once(':').expect("engine:voice");
+    match engine {
+        "flite" => run(Command::new("flite")
+            .args(["-voice", v, "-t", text, "-o"])
+            .arg(&raw)),
+        _ => run(Command::new("espeak-ng")
+            .args(["-v", v, "-w"])
+            .arg(&raw)
+            .arg(text)),
+    }
+    let clean = dir.join(format!("{name}.clean.wav"));
+    run(Command::new("sox")
+        .arg("-R")
+        .arg(&raw)
+        .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
+        .arg(&clean)
+        .args(["gain", "-n", "-3", "pad", "0.3", "0.3"]));
+    let Some(snr) = snr else { return clean };
+    let speech = receptionist::tools::read_wav(&clean).unwrap().1;
+    let rms =
+        |x: &[i16]| (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
+    let noise = dir.join(format!("{name}.noise.wav"));
+    let secs = speech.len() as f64 / 8000.0;
+    run(Command::new("sox")
+        .args(["-R", "-n", "-r", "8000", "-c", "1", "-b", "16"])
+        .arg(&noise)
+        .args([
+            "synth",
+            &format!("{secs:.4}"),
+            "pinknoise",
+            "sinc",
+            "300-3400",
+        ]));
+    let noise_pcm = receptionist::tools::read_wav(&noise).unwrap().1;
+    let gain = rms(&speech) / rms(&noise_pcm) * 10f64.powf(-snr / 20.0);
+    let mixed: Vec<i16> = speech
+        .iter()
+        .zip(noise_pcm.iter().chain(std::iter::repeat(&0)))
+        .map(|(&s, &n)| (f64::from(s) + f64::from(n) * gain).clamp(-32768.0, 32767.0) as i16)
+        .collect();
+    let out = dir.join(format!("{name}.wav"));
+    receptionist::tools::write_wav_8k(&out, &mixed).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn whisper_transcribes_a_call_answer_and_reuses_the_decode_started_at_the_pause() {
+    let models = models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let wav = utterance(
+        dir.path(),
+        "houston",
+        "flite:awb",
+        "i live in houston",
+        Some(20.0),
+    );
+    let pcm = load_audio(&wav, true).unwrap();
+    let stt = WhisperStt::new(WhisperConfig::new(&models)).expect("whisper loads");
+    let whole = stt.transcribe(pcm.clone()).await.unwrap();
+    assert!(whole.contains("houston"), "{whole:?}");
+    assert_eq!(stt.decodes(), 1);
+
+    // as a call pushes it: 20 ms frames, then the end-of-turn silence; the pause in it starts a
+    // decode, and finish takes that decode's transcript rather than decoding again
+    let mut session = stt.start(SttHint::Location);
+    for frame in pcm.chunks(320) {
+        session.push(frame);
+    }
+    for _ in 0..35 {
+        session.push(&[0; 320]);
+    }
+    let early = session.finish().await.unwrap();
+    assert_eq!(early, whole);
+    assert_eq!(stt.decodes(), 2, "one decode, started at the pause");
+
+    // speech after the pause: the decode at the pause is not the answer
+    let more = utterance(dir.path(), "state", "flite:awb", "in texas", Some(20.0));
+    let more = load_audio(&more, true).unwrap();
+    let mut session = stt.start(SttHint::Location);
+    for frame in pcm.chunks(320) {
+        session.push(frame);
+    }
+    session.push(&[0; 320 * 20]);
+    for frame in more.chunks(320) {
+        session.push(frame);
+    }
+    let both = session.finish().await.unwrap();
+    assert!(
+        both.contains("houston") && both.contains("texas"),
+        "{both:?}"
+    );
+
+    // silence is nothing
+    let mut session = stt.start(SttHint::Any);
+    session.push(&[0; 16_000]);
+    assert_eq!(session.finish().await.unwrap(), "");
+}
+
+/// Words as the accuracy script scores them: lowercase, numbers digit by digit.
+fn words(text: &str) -> Vec<String> {
+    const UNITS: [&str; 10] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
+    let mut out = Vec::new();
+    for w in text
+        .to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+    {
+        let w = w.trim_matches('\'');
+        let w = if w == "oh" { "zero" } else { w };
+        if let Some(d) = UNITS.iter().position(|u| *u == w) {
+            out.push(d.to_string());
+        } else if !w.is_empty() && w.chars().all(|c| c.is_ascii_digit()) {
+            out.extend(w.chars().map(String::from));
+        } else if !w.is_empty() {
+            out.push(w.to_string());
+        }
+    }
+    out
+}
+
+fn edits(reference: &[String], hypothesis: &[String]) -> usize {
+    let mut d: Vec<usize> = (0..=hypothesis.len()).collect();
+    for (i, r) in reference.iter().enumerate() {
+        let mut prev = d[0];
+        d[0] = i + 1;
+        for (j, h) in hypothesis.iter().enumerate() {
+            let cur = d[j + 1];
+            d[j + 1] = (d[j + 1] + 1).min(d[j] + 1).min(prev + usize::from(r != h));
+            prev = cur;
+        }
+    }
+    d[hypothesis.len()]
+}
+
+fn captured(kind: &str, answer: &str, hypothesis: &str) -> bool {
+    let w = words(hypothesis);
+    let has = |x: &str| w.iter().any(|y| y == x);
+    match kind {
+        "yes" => has("yes") || has("yeah") || has("right"),
+        "no" => has("no") || has("not"),
+        "number" => {
+            w.iter()
+                .filter(|x| x.parse::<u8>().is_ok())
+                .cloned()
+                .collect::<String>()
+                == answer
+        }
+        _ => answer.split(' ').all(has),
+    }
+}
+
+/// (word error rate, answers captured) of one recogniser over `cases`.
+fn score(
+    files: &[PathBuf],
+    cases: &[(&str, &str, &str)],
+    stt: &str,
+    models: &Path,
+) -> (f64, usize) {
+    let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))
+        .args([
+            "transcribe",
+            "--stt",
+            stt,
+            "--phone",
+            "--jobs",
+            "2",
+            "--models-dir",
+        ])
+        .arg(models)
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), files.len(), "{text}");
+    let (mut errors, mut total, mut right) = (0, 0, 0);
+    for ((line, file), (kind, answer, said)) in lines.iter().zip(files).zip(cases.iter().cycle()) {
+        let (name, hyp) = line.split_once('\t').expect("FILE<TAB>transcript");
+        assert_eq!(name, file.display().to_string());
+        let reference = words(said);
+        errors += edits(&reference, &words(hyp));
+        total += reference.len();
+        right += usize::from(captured(kind, answer, hyp));
+        eprintln!("{stt}\t{said}\t{hyp}");
+    }
+    (errors as f64 / total as f64, right)
+}
+
+#[test]
+fn whisper_beats_pocketsphinx_on_held_out_voices_over_the_phone() {
+    let models = models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    // kind, the answer, what the caller says (none of them in audio-fixtures/)
+    let cases = [
+        ("name", "maria garcia", "my name is maria garcia"),
+        ("name", "robert wilson", "robert wilson speaking"),
+        ("name", "houston", "i live in houston"),
+        ("name", "boston", "i'm calling from boston"),
+        ("yes", "", "yes i do"),
+        ("no", "", "no not really"),
+        (
+            "number",
+            "5551234",
+            "my number is five five five one two three four",
+        ),
+        ("name", "weekends", "can i work on weekends"),
+    ];
+    let voices = [
+        ("flite:rms", Some(20.0)),
+        ("flite:awb", None),
+        ("espeak:en-us", Some(20.0)),
+    ];
+    let mut files = Vec::new();
+    for (v, (voice, snr)) in voices.iter().enumerate() {
+        for (i, (_, _, said)) in cases.iter().enumerate() {
+            files.push(utterance(
+                dir.path(),
+                &format!("u{v}-{i}"),
+                voice,
+                said,
+                *snr,
+            ));
+        }
+    }
+    let (sphinx_wer, sphinx_right) = score(&files, &cases, "sphinx", &models);
+    let (whisper_wer, whisper_right) = score(&files, &cases, "whisper", &models);
+    eprintln!(
+        "sphinx: WER {:.0}%, {sphinx_right}/{n} answers; whisper: WER {:.0}%, {whisper_right}/{n} answers",
+        sphinx_wer * 100.0,
+        whisper_wer * 100.0,
+        n = files.len()
+    );
+    assert!(
+        whisper_wer + 0.10 < sphinx_wer,
+        "whisper WER {whisper_wer:.2} vs sphinx {sphinx_wer:.2}"
+    );
+    assert!(whisper_wer < 0.35, "whisper WER {whisper_wer:.2}");
+    assert!(
+        whisper_right * 100 >= files.len() * 60,
+        "whisper captured {whisper_right} of {} answers",
+        files.len()
+    );
+}
