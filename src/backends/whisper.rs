@@ -990,7 +990,7 @@ impl std::fmt::Debug for WhisperStt {
 }
 
 impl WhisperStt {
-    /// Loads the model (about 0.3 s and 150 MB; the decoders share its weights).
+    /// Loads the model (about 0.2 s and 150 MB; the decoders share its weights).
     pub fn new(config: WhisperConfig) -> Result<Self, BackendError> {
         let shared = Shared::load(&config)?;
         let n = config.pool_size.max(1);
