@@ -25,7 +25,6 @@ pub mod fallback;
 mod flite;
 pub mod http;
 pub mod llm;
-pub mod mel;
 pub mod onnx;
 pub mod openai;
 pub mod piper;

@@ -13,11 +13,13 @@ use std::sync::Arc;
 use ort::value::Tensor;
 
 use super::BackendError;
-use super::mel::{LogMel, N_MELS, SAMPLE_RATE};
+use super::whisper::mel::MelSpectrogram;
 use super::onnx::SessionPool;
 
 /// The model file inside a models directory.
 pub const MODEL_FILE: &str = "smart-turn-v3.2-cpu.onnx";
+const SAMPLE_RATE: usize = 16_000;
+const N_MELS: usize = 80;
 /// Seconds of audio the model looks at (the last ones; shorter turns are padded in front).
 pub const WINDOW_SECS: usize = 8;
 const WINDOW: usize = WINDOW_SECS * SAMPLE_RATE;
@@ -92,7 +94,7 @@ fn features(pcm16k: &[i16]) -> Vec<f32> {
     for a in &mut audio {
         *a = ((*a as f64 - mean) * scale) as f32;
     }
-    LogMel::new().compute(&audio).0
+    MelSpectrogram::new(N_MELS).compute(&audio, WINDOW / 160)
 }
 
 #[cfg(test)]
