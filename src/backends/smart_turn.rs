@@ -13,8 +13,8 @@ use std::sync::Arc;
 use ort::value::Tensor;
 
 use super::BackendError;
-use super::whisper::mel::MelSpectrogram;
 use super::onnx::SessionPool;
+use super::whisper::mel::MelSpectrogram;
 
 /// The model file inside a models directory.
 pub const MODEL_FILE: &str = "smart-turn-v3.2-cpu.onnx";
