@@ -39,6 +39,8 @@ pub fn installed(models_dir: &Path) -> bool {
 /// The end-of-turn model, a few sessions deep.
 pub struct SmartTurn {
     pool: Arc<SessionPool>,
+    /// The features' FFT plan and filterbank, made once.
+    mel: Arc<MelSpectrogram>,
 }
 
 impl SmartTurn {
@@ -51,20 +53,23 @@ impl SmartTurn {
                 &model_path(models_dir),
                 sessions,
             )?),
+            mel: Arc::new(MelSpectrogram::new(N_MELS)),
         })
     }
 
     /// The probability that the turn in `pcm16k` (16 kHz, the caller's utterance so far) is
-    /// complete, on a blocking thread.
+    /// complete, on a blocking thread (the features too: never on a connection thread).
     pub async fn complete(&self, pcm16k: Vec<i16>) -> Result<f32, BackendError> {
-        let features = features(&pcm16k);
-        self.pool.run(move |s| infer(s, features)).await
+        let mel = self.mel.clone();
+        self.pool
+            .run(move |s| infer(s, features(&mel, &pcm16k)))
+            .await
     }
 
     /// As [`Self::complete`], on this thread.
     pub fn complete_here(&self, pcm16k: &[i16]) -> Result<f32, BackendError> {
-        let features = features(pcm16k);
-        self.pool.run_here(move |s| infer(s, features))
+        self.pool
+            .run_here(|s| infer(s, features(&self.mel, pcm16k)))
     }
 }
 
@@ -78,7 +83,7 @@ fn infer(session: &mut ort::session::Session, features: Vec<f32>) -> Result<f32,
 
 /// The model's input: the last 8 s (zeros in front when shorter), normalised to zero mean and
 /// unit variance, as log-mel features (80 × 800).
-fn features(pcm16k: &[i16]) -> Vec<f32> {
+fn features(mel: &MelSpectrogram, pcm16k: &[i16]) -> Vec<f32> {
     let tail = &pcm16k[pcm16k.len().saturating_sub(WINDOW)..];
     let mut audio = vec![0.0f32; WINDOW];
     for (a, &s) in audio[WINDOW - tail.len()..].iter_mut().zip(tail) {
@@ -94,7 +99,7 @@ fn features(pcm16k: &[i16]) -> Vec<f32> {
     for a in &mut audio {
         *a = ((*a as f64 - mean) * scale) as f32;
     }
-    MelSpectrogram::new(N_MELS).compute(&audio, WINDOW / 160)
+    mel.compute(&audio, WINDOW / 160)
 }
 
 #[cfg(test)]
@@ -103,11 +108,15 @@ mod tests {
 
     #[test]
     fn features_are_eight_seconds_of_eighty_mels() {
-        let f = features(&[1000; 16_000]);
+        let f = features(&MelSpectrogram::new(N_MELS), &[1000; 16_000]);
         assert_eq!(f.len(), N_MELS * 800);
-        let f = features(&vec![1000; 20 * 16_000]);
+        let f = features(&MelSpectrogram::new(N_MELS), &vec![1000; 20 * 16_000]);
         assert_eq!(f.len(), N_MELS * 800);
-        assert!(features(&[]).iter().all(|v| v.is_finite()));
+        assert!(
+            features(&MelSpectrogram::new(N_MELS), &[])
+                .iter()
+                .all(|v| v.is_finite())
+        );
     }
 
     fn speak(text: &str) -> Vec<i16> {
