@@ -373,6 +373,11 @@ impl ServeConfig {
         self.data_dir.join("recordings")
     }
 
+    /// Call records waiting for the database (`server/persist.rs`).
+    pub fn journal_dir(&self) -> PathBuf {
+        self.data_dir.join("journal")
+    }
+
     /// Connection threads: as configured, else one per core.
     pub fn connection_threads(&self) -> usize {
         self.connection_threads

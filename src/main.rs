@@ -41,6 +41,9 @@ enum Command {
     Loadgen(receptionist::tools::loadgen::LoadgenArgs),
     /// Print what an offline recogniser hears in WAV files: one `FILE<TAB>transcript` line each.
     Transcribe(receptionist::tools::transcribe::TranscribeArgs),
+    /// Report every call whose records are incomplete (journal not replayed, lost events, missing
+    /// or short recording, after-call work not run); exit 1 if any.
+    Verify(receptionist::tools::verify::VerifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -143,5 +146,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => receptionist::tools::simulate::run(args).await,
         Command::Loadgen(args) => receptionist::tools::loadgen::run(args).await,
         Command::Transcribe(args) => receptionist::tools::transcribe::run(args).await,
+        Command::Verify(args) => {
+            let db = DbArgs {
+                database_url: args.database_url.clone(),
+                data_dir: args.data_dir.clone(),
+            };
+            let store = db.connect().await?;
+            let complete = receptionist::tools::verify::run(&args, &store).await;
+            store.close().await;
+            if !complete? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

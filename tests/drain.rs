@@ -7,7 +7,13 @@
 //!   their normal end and are stored with their after-call work, and the process exits 0;
 //! - a call still going when a short `--drain-secs` runs out hears the goodbye and is stored
 //!   `server_shutdown`, and the process exits 0;
-//! - `/metrics` after a call: the call counters and the turn latency histogram moved.
+//! - `/metrics` after a call: the call counters and the turn latency histogram moved;
+//! - the database unreachable (PostgreSQL behind a proxy that is cut; SQLite write-locked) for
+//!   two minutes (`RECEPTIONIST_TEST_OUTAGE_SECS`) from the middle of a call to past its end: the
+//!   call goes on, its records wait in the journal, and once the database is back every transcript
+//!   line, answer and the end are stored, in order, once; `receptionist verify` finds nothing;
+//! - the server killed (SIGKILL) while the database is away: at the next start the journal is
+//!   replayed and nothing the call said is lost.
 //!
 //! Nothing sleeps for a fixed time: every wait polls for what it waits for, with a bound.
 
@@ -34,6 +40,7 @@ use receptionist::tools::simulate::{
     CallerTurn, SimOptions, SimOutcome, read_wav_8k, simulate_call,
 };
 
+use common::outage::Outage;
 use common::{Backend, TestDatabase, create_workspace, free_port, wait_healthy};
 
 const AUTH_TOKEN: &str = "drain-twilio-auth-token";
@@ -65,7 +72,229 @@ both_databases!(
     sigterm_refuses_new_calls_and_lets_calls_finish,
     calls_past_the_drain_period_hear_a_goodbye,
     metrics_count_a_call,
+    a_database_outage_mid_call_loses_nothing,
+    killed_during_an_outage_the_journal_replays_at_restart,
 );
+
+/// How long the database stays away in the outage test (the issue's two minutes by default).
+fn outage_length() -> Duration {
+    let secs = std::env::var("RECEPTIONIST_TEST_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(secs)
+}
+
+/// A receptionist with two screening questions (a yes/no and a number).
+async fn screening_receptionist(server: &Server) -> String {
+    server
+        .receptionist_with(json!({
+            "questions": [
+                {"text": "Are you at least eighteen years old?", "kind": "yes_no", "expected": "yes"},
+                {"text": "How many years of warehouse experience do you have?", "kind": "number", "expected": ">= 1"}
+            ]
+        }))
+        .await
+}
+
+/// The database goes away after the caller gives their name and stays away past the end of the
+/// call (two minutes in all): the caller is screened as usual, the records wait in the journal,
+/// and after the database is back everything is stored in order, once.
+async fn a_database_outage_mid_call_loses_nothing(db: Db) {
+    let (mut outage, url) = Outage::new(db.backend, &db.url).await;
+    let mut server = Server::start_on(&db, &url, &[]).await;
+    let phone = screening_receptionist(&server).await;
+    let mut turns = fixtures(&["name.wav"]);
+    // the outage starts while the agent thanks the caller and asks the first question
+    turns.push(CallerTurn::Silence(Duration::from_millis(100)));
+    turns.extend(fixtures(&[
+        "yes.wav",
+        "number_three.wav",
+        "no_questions.wav",
+    ]));
+    let (id, sim) = server.call(&phone, turns);
+    let id = id.await;
+    server
+        .wait_until("the caller gave their name", || async {
+            server.get(&format!("/api/v1/calls/{id}")).await["transcript"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|l| l["speaker"] == "caller"))
+        })
+        .await;
+    let began = Instant::now();
+    outage.cut().await;
+
+    // the call goes on to its end with the database away
+    let out = tokio::time::timeout(Duration::from_secs(90), sim)
+        .await
+        .expect("the call ended")
+        .unwrap()
+        .unwrap();
+    assert!(out.server_hung_up, "the agent closed the call");
+    assert_eq!(out.protocol_errors, 0);
+    server
+        .wait_until("the call's records are journaled", || async {
+            let text = server.metrics().await;
+            metric(&text, "receptionist_journal_calls") == Some(1.0)
+                && metric(&text, "receptionist_calls_active") == Some(0.0)
+        })
+        .await;
+    let journaled = metric(&server.metrics().await, "receptionist_journal_bytes").unwrap();
+    assert!(journaled > 0.0);
+    let journal = std::fs::read_to_string(db.dir.join(format!("journal/{id}.jsonl"))).unwrap();
+    assert!(journal.contains(r#""record":"finish""#), "{journal}");
+
+    let left = outage_length().saturating_sub(began.elapsed());
+    tokio::time::sleep(left).await;
+    outage.restore().await;
+    server
+        .wait_until("the journal is replayed", || async {
+            metric(&server.metrics().await, "receptionist_journal_calls") == Some(0.0)
+        })
+        .await;
+    assert_eq!(
+        metric(&server.metrics().await, "receptionist_journal_bytes"),
+        Some(0.0)
+    );
+    assert!(!db.dir.join(format!("journal/{id}.jsonl")).exists());
+    let log = server.log();
+    assert!(log.contains("go to its journal"), "{log}");
+    assert!(!log.contains("+1555"), "no phone number in the log");
+
+    let store = Store::connect(&db.url).await.unwrap();
+    let call = store.call_by_id(&id).await.unwrap().unwrap();
+    assert_eq!(call.status, CallStatus::Completed);
+    assert_eq!(call.end_reason, Some(EndReason::Completed));
+    assert!(call.candidate_id.is_some(), "the after-call work ran");
+    let events = store.load_events(&id).await.unwrap();
+    let answers: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Answer(a) => Some(a.question_index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![0, 1],
+        "each answer once, in order: {events:#?}"
+    );
+    let agent: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Transcript(l) if l.speaker == Speaker::Agent => Some(l.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    for question in [
+        "Are you at least eighteen years old?",
+        "How many years of warehouse experience do you have?",
+    ] {
+        let asked = agent.iter().filter(|l| l.contains(question)).count();
+        assert_eq!(asked, 1, "{question:?} stored once: {agent:#?}");
+    }
+    let caller_lines = events
+        .iter()
+        .filter(|e| matches!(e, CallEvent::Transcript(l) if l.speaker == Speaker::Caller))
+        .count();
+    assert_eq!(
+        caller_lines, 4,
+        "the name, yes, three, no questions: {events:#?}"
+    );
+    let mut starts = events.iter().filter_map(|e| match e {
+        CallEvent::Transcript(l) => Some(l.start_ms),
+        _ => None,
+    });
+    let mut last = 0;
+    assert!(
+        starts.all(|t| std::mem::replace(&mut last, t) <= t),
+        "the transcript in order: {events:#?}"
+    );
+    let (speaker, text, _) = last_line(&events);
+    assert_eq!(speaker, Speaker::Agent);
+    assert!(text.contains("Goodbye"), "{events:#?}");
+    store.close().await;
+    verify_finds_nothing(&db);
+
+    server.signal("TERM");
+    assert!(server.exit_status().await.success());
+}
+
+/// The database goes away mid-call; the caller answers; the server is killed before the database
+/// comes back. At the next start (database back) the journal is replayed: the answer given
+/// during the outage is stored, and the call is marked interrupted.
+async fn killed_during_an_outage_the_journal_replays_at_restart(db: Db) {
+    let (mut outage, url) = Outage::new(db.backend, &db.url).await;
+    let mut server = Server::start_on(&db, &url, &[]).await;
+    let phone = screening_receptionist(&server).await;
+    let mut turns = fixtures(&["name.wav"]);
+    turns.push(CallerTurn::Silence(Duration::from_millis(100)));
+    turns.extend(fixtures(&["yes.wav"]));
+    turns.push(CallerTurn::Silence(Duration::from_secs(60)));
+    let (id, _sim) = server.call(&phone, turns);
+    let id = id.await;
+    server
+        .wait_until("the caller gave their name", || async {
+            server.get(&format!("/api/v1/calls/{id}")).await["transcript"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|l| l["speaker"] == "caller"))
+        })
+        .await;
+    outage.cut().await;
+    let path = db.dir.join(format!("journal/{id}.jsonl"));
+    server
+        .wait_until("the yes is journaled", || async {
+            std::fs::read_to_string(&path).is_ok_and(|j| j.contains(r#""event":"answer""#))
+        })
+        .await;
+    server.kill().await;
+    outage.restore().await;
+
+    let server = Server::start_on(&db, &url, &[]).await;
+    assert!(!path.exists(), "the journal was replayed at start-up");
+    assert!(
+        server
+            .log()
+            .contains("call journal replayed into the database"),
+        "{}",
+        server.log()
+    );
+    let store = Store::connect(&db.url).await.unwrap();
+    let call = store.call_by_id(&id).await.unwrap().unwrap();
+    assert_eq!(call.status, CallStatus::Interrupted);
+    let events = store.load_events(&id).await.unwrap();
+    let answers: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Answer(a) => Some(a.question_index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![0],
+        "the answer given during the outage: {events:#?}"
+    );
+    assert!(events.contains(&CallEvent::Name {
+        name: "John Smith".into()
+    }));
+    store.close().await;
+    verify_finds_nothing(&db);
+}
+
+/// `receptionist verify` on the test's database and data directory: exit 0, nothing reported.
+fn verify_finds_nothing(db: &Db) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_receptionist"))
+        .args(["verify", "--database-url", db.url.as_str(), "--data-dir"])
+        .arg(&db.dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "verify: {stdout}\n{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("0 incomplete"), "{stderr}");
+}
 
 /// SIGTERM during three calls: new calls are refused on every carrier, `/readyz` fails, the three
 /// calls finish normally and are stored, the process exits 0.
@@ -293,6 +522,7 @@ async fn metrics_count_a_call(db: Db) {
 
 /// A test's database.
 struct Db {
+    backend: Backend,
     url: String,
     dir: PathBuf,
 }
@@ -309,6 +539,7 @@ where
     std::fs::create_dir_all(&data_dir).unwrap();
     let db = TestDatabase::create(backend, &data_dir).await;
     let outcome = tokio::spawn(body(Db {
+        backend,
         url: db.url.clone(),
         dir: data_dir,
     }))
@@ -333,19 +564,18 @@ impl Server {
     /// `receptionist serve` on a free port with scripted backends, every carrier's test
     /// credential and `extra` flags; a workspace and its admin key.
     async fn start(db: &Db, extra: &[&str]) -> Self {
+        Self::start_on(db, &db.url, extra).await
+    }
+
+    /// The same, the server reaching its database at `url` (a proxy in front of it).
+    async fn start_on(db: &Db, url: &str, extra: &[&str]) -> Self {
         let bin = env!("CARGO_BIN_EXE_receptionist");
         let data = db.dir.display().to_string();
         let key = create_workspace("Acme Staffing", &db.url, &db.dir);
         let port = free_port();
         let log = db.dir.join(format!("serve-{port}.log"));
         let child = tokio::process::Command::new(bin)
-            .args([
-                "serve",
-                "--database-url",
-                db.url.as_str(),
-                "--data-dir",
-                data.as_str(),
-            ])
+            .args(["serve", "--database-url", url, "--data-dir", data.as_str()])
             .args([
                 "--backends",
                 "scripted",
@@ -381,20 +611,31 @@ impl Server {
     /// A live receptionist with a short script (a one-line intro, the name, caller questions);
     /// its number.
     async fn receptionist(&self) -> String {
+        self.receptionist_with(json!({})).await
+    }
+
+    /// The same, with `more` fields.
+    async fn receptionist_with(&self, more: Value) -> String {
         let phone = format!("+1555{:07}", rand::random::<u32>() % 10_000_000);
         let response = self
             .http
             .post(format!("{}/api/v1/receptionists", self.base))
             .bearer_auth(&self.key)
-            .json(&json!({
-                "phone_number": phone,
-                "agent_name": "Chloe",
-                "intro_message": "Hi, this is Chloe.",
-                "disclose_ai": false,
-                "disclose_recording": false,
-                "disclose_e_verify": false,
-                "collect_location": false,
-            }))
+            .json(&{
+                let mut body = json!({
+                    "phone_number": phone,
+                    "agent_name": "Chloe",
+                    "intro_message": "Hi, this is Chloe.",
+                    "disclose_ai": false,
+                    "disclose_recording": false,
+                    "disclose_e_verify": false,
+                    "collect_location": false,
+                });
+                if let (Some(body), Value::Object(more)) = (body.as_object_mut(), more) {
+                    body.extend(more);
+                }
+                body
+            })
             .send()
             .await
             .unwrap();
@@ -504,6 +745,11 @@ impl Server {
             }
             Err(e) => panic!("upgrade failed otherwise: {e}"),
         }
+    }
+
+    /// SIGKILL: the process dies at once.
+    async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
     }
 
     /// Send the server SIGTERM (`TERM`) or SIGINT (`INT`).

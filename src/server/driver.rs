@@ -9,7 +9,9 @@
 //! (`Wire::Web`) has its own small JSON-and-PCM protocol.
 //!
 //! One task per call. Every queue it owns is bounded: backend results (64, producers wait),
-//! persisted events (1024, producer waits: never dropped), recording chunks (shared, bounded,
+//! persisted events (unbounded, never waited on: bounded by what one call says, a few records per
+//! turn for at most the maximum call length; the persister takes each into the database or the
+//! call's journal within `persist::ATTEMPT_TIMEOUT`), recording chunks (shared, bounded,
 //! never waited on: a chunk that finds it full is written as silence later, see
 //! `recording::Recorder`).
 
@@ -23,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::AppState;
+use super::persist::{Persist, persist_call};
 use super::socket::{MediaSocket, RecvCoalescer};
 use crate::backends::{BackendError, SttCall, SttHint, SttSession};
 use crate::engine::call::Timing;
@@ -42,8 +45,6 @@ const STT_FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 const TTS_TIMEOUT: Duration = Duration::from_secs(8);
 /// The longest a language model consultation runs (the engine gives up on it much earlier).
 const MODEL_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the persister gathers a call's events before writing them in one transaction.
-const PERSIST_WINDOW: Duration = Duration::from_millis(250);
 /// Socket messages handled per wake-up before the engine's outputs are carried out.
 const MAX_MESSAGES_PER_WAKE: usize = 64;
 
@@ -76,15 +77,6 @@ enum BackendEvent {
     Partial {
         utterance: u64,
         text: String,
-    },
-}
-
-enum Persist {
-    Event(CallEvent),
-    Finish {
-        ended_at_ms: i64,
-        duration_ms: i64,
-        reason: EndReason,
     },
 }
 
@@ -389,8 +381,15 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             barge_in_words: state.backends.stt.partials(),
         },
     );
-    let (persist_tx, persist_rx) = mpsc::channel::<Persist>(1024);
-    let persister = tokio::spawn(persist_task(state.clone(), call_id.clone(), persist_rx));
+    let (persist_tx, persist_rx) = mpsc::unbounded_channel::<Persist>();
+    let (durable_tx, durable) = tokio::sync::oneshot::channel();
+    // the persister outlives the call while a journal waits for the database (`persist.rs`)
+    tokio::spawn(persist_call(
+        state.clone(),
+        call_id.clone(),
+        persist_rx,
+        durable_tx,
+    ));
 
     if matches!(wire, Wire::Web) {
         let started = serde_json::json!({ "type": "started", "call_id": call_id }).to_string();
@@ -430,9 +429,10 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
     }
     let _ = socket.send(Message::Close(None)).await;
     drop(persist_tx);
-    match tokio::time::timeout(Duration::from_secs(60), persister).await {
+    // every record is in the database or the journal: the call is done with
+    match tokio::time::timeout(Duration::from_secs(60), durable).await {
         Ok(Ok(())) => {}
-        _ => tracing::error!(call = %call_id, "call records not all persisted in time"),
+        _ => tracing::error!(call = %call_id, "call records not all stored or journaled in time"),
     }
     tracing::info!(call = %call_id, reason = reason.as_str(), "call ended");
 }
@@ -445,7 +445,7 @@ struct CallDriver<'a> {
     settings: Arc<crate::model::ReceptionistSettings>,
     engine: CallEngine,
     socket: &'a mut WebSocket,
-    persist: mpsc::Sender<Persist>,
+    persist: mpsc::UnboundedSender<Persist>,
     stt: HashMap<u64, Box<dyn SttSession>>,
     /// The call's recogniser (a streaming provider's one socket per call); hands out `stt`.
     stt_call: Box<dyn SttCall>,
@@ -543,14 +543,11 @@ impl CallDriver<'_> {
             .recorder
             .close(self.call_id, &mut self.recording)
             .await;
-        let _ = self
-            .persist
-            .send(Persist::Finish {
-                ended_at_ms: now_ms(),
-                duration_ms: self.engine.call_ms() as i64,
-                reason,
-            })
-            .await;
+        let _ = self.persist.send(Persist::Finish {
+            ended_at_ms: now_ms(),
+            duration_ms: self.engine.call_ms() as i64,
+            reason,
+        });
         reason
     }
 
@@ -1021,7 +1018,7 @@ impl CallDriver<'_> {
                         }
                         self.feed(Message::Text(live.to_string().into())).await;
                     }
-                    let _ = self.persist.send(Persist::Event(e)).await;
+                    let _ = self.persist.send(Persist::Event(e));
                 }
                 Output::Ended(reason) => ended = Some(reason),
             }
@@ -1080,88 +1077,6 @@ fn stt_hint(expect: Expect) -> SttHint {
 
 /// Writes a call's events in order, batching what has queued up; a failed write is retried
 /// (never dropped) with backoff until it lands or the call's persistence gives up after minutes.
-async fn persist_task(state: AppState, call_id: String, mut rx: mpsc::Receiver<Persist>) {
-    let store = &state.store;
-    let mut seq: i64 = 0;
-    let mut batch: Vec<CallEvent> = Vec::with_capacity(64);
-    let mut finish: Option<(i64, i64, EndReason)> = None;
-    loop {
-        let Some(first) = rx.recv().await else { break };
-        let push = |p: Persist, batch: &mut Vec<CallEvent>, finish: &mut Option<_>| match p {
-            Persist::Event(e) => batch.push(e),
-            Persist::Finish {
-                ended_at_ms,
-                duration_ms,
-                reason,
-            } => *finish = Some((ended_at_ms, duration_ms, reason)),
-        };
-        push(first, &mut batch, &mut finish);
-        // events come in bursts (a turn's transcript lines, latency, answers): gather a burst
-        // into one transaction, unless the call has ended (its records go out at once)
-        if finish.is_none() {
-            let window = tokio::time::sleep(PERSIST_WINDOW);
-            tokio::pin!(window);
-            while batch.len() < 256 && finish.is_none() {
-                tokio::select! {
-                    p = rx.recv() => match p {
-                        Some(p) => push(p, &mut batch, &mut finish),
-                        None => break,
-                    },
-                    () = &mut window => break,
-                }
-            }
-        }
-        while batch.len() < 256 {
-            match rx.try_recv() {
-                Ok(p) => push(p, &mut batch, &mut finish),
-                Err(_) => break,
-            }
-        }
-        if !batch.is_empty() {
-            retry(&call_id, "append events", || {
-                store.append_events(&call_id, seq, &batch)
-            })
-            .await;
-            seq += batch.len() as i64;
-            batch.clear();
-        }
-        if let Some((ended_at, duration, reason)) = finish.take() {
-            retry(&call_id, "finish call", || {
-                store.finish_call(&call_id, ended_at, duration, reason)
-            })
-            .await;
-            // the confirmation text, the call.ended event...: queued once, delivered by the
-            // outbox worker (a failure here is retried at the next start-up)
-            retry(&call_id, "after-call work", || async {
-                crate::pipeline::after_call(store, &call_id, state.config.can_text())
-                    .await
-                    .map(|_| ())
-            })
-            .await;
-            state.outbox_notify.notify_one();
-        }
-    }
-}
-
-async fn retry<F, Fut>(call_id: &str, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::store::StoreResult<()>>,
-{
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1..=12 {
-        match f().await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::error!(call = %call_id, attempt, error = %e, "database write failed; retrying: {what}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
-    tracing::error!(call = %call_id, "giving up on a database write after retries: {what}");
-}
-
 #[cfg(test)]
 mod start_tests {
     use super::*;

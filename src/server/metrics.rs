@@ -74,6 +74,9 @@ pub struct Metrics {
     backend_errors: Family<BackendErrorLabel, Counter>,
     outbox_pending: Family<KindLabel, Gauge>,
     draining: Gauge<i64, AtomicI64>,
+    journal_bytes: Gauge<i64, AtomicI64>,
+    journal_calls: Gauge<i64, AtomicI64>,
+    journal_write_failures: Counter<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -96,6 +99,9 @@ impl Metrics {
             backend_errors: Family::default(),
             outbox_pending: Family::default(),
             draining: Gauge::default(),
+            journal_bytes: Gauge::default(),
+            journal_calls: Gauge::default(),
+            journal_write_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -148,7 +154,36 @@ impl Metrics {
             "1 while the server is draining (shutting down: no new calls), else 0",
             m.draining.clone(),
         );
+        registry.register(
+            "journal_bytes",
+            "Bytes of call records held in this node's journal because the database did not take them (replayed when it is back)",
+            m.journal_bytes.clone(),
+        );
+        registry.register(
+            "journal_calls",
+            "Calls with records in this node's journal",
+            m.journal_calls.clone(),
+        );
+        registry.register(
+            "journal_write_failures",
+            "Failed writes to the call journal (a full or read-only disk while the database is away); retried, the records held in memory",
+            m.journal_write_failures.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// The journal's byte gauge (updated by `persist::Journal`).
+    pub fn journal_bytes(&self) -> Gauge<i64, AtomicI64> {
+        self.journal_bytes.clone()
+    }
+
+    /// The journal's call gauge.
+    pub fn journal_calls(&self) -> Gauge<i64, AtomicI64> {
+        self.journal_calls.clone()
+    }
+
+    pub fn journal_write_failed(&self) {
+        self.journal_write_failures.inc();
     }
 
     /// A call's media stream started on `carrier`; it counts as active until the guard drops.

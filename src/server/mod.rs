@@ -10,6 +10,7 @@ pub mod error;
 pub mod media;
 pub mod metrics;
 pub mod openapi;
+pub mod persist;
 pub mod socket;
 pub mod threads;
 
@@ -46,12 +47,20 @@ pub struct AppState {
     /// Wakes the outbox worker: `notify_one()` after committing outbox rows so they go out at
     /// once rather than at the worker's next 1 s poll.
     pub outbox_notify: Arc<tokio::sync::Notify>,
+    /// Call records the database did not take yet (`persist.rs`).
+    pub journal: Arc<persist::Journal>,
 }
 
 impl AppState {
     pub fn new(store: Store, config: ServeConfig, backends: Backends) -> Self {
         let prompts = PromptCache::new(backends.tts.clone());
         let max = config.max_calls;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let journal = Arc::new(persist::Journal::new(
+            config.journal_dir(),
+            metrics.journal_bytes(),
+            metrics.journal_calls(),
+        ));
         Self {
             store,
             config: Arc::new(config),
@@ -60,7 +69,8 @@ impl AppState {
             prompts,
             recorder: Recorder::start(4096),
             calls: Arc::new(CallSlots::new(max)),
-            metrics: Arc::new(metrics::Metrics::new()),
+            journal,
+            metrics,
             outbox_notify: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -262,6 +272,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     std::fs::create_dir_all(config.recordings_dir())?;
     let store = Store::connect(&config.database_url()).await?;
+    // what a previous run journaled while its database was away goes in first, so that calls it
+    // ended are stored as they ended rather than as interrupted
+    persist::replay_all(&store, &config.journal_dir(), config.can_text()).await;
     recover(&store, &config).await?;
     let (backends, llm) = crate::backends::select::build(&plan)?;
     let (stt_model, tts_model, llm_model) = plan.models();
@@ -283,6 +296,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let drain_period = config.drain_period();
     let worker = crate::delivery::Worker::new(store.clone(), &config, &config.node_id)?;
     let mut state = AppState::new(store.clone(), config, backends);
+    state.journal.count_existing();
     state.llm = llm.map(crate::backends::llm::LanguageModel::new);
     // Deliveries run in their own task: a slow or dead receiver never holds up a call or a request.
     let outbox = worker.spawn(state.outbox_notify.clone());

@@ -544,3 +544,74 @@ impl Store {
         Ok(detail)
     }
 }
+
+/// What `receptionist verify` checks of one call: its state and how many events it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallAudit {
+    pub id: String,
+    pub status: String,
+    pub started_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub end_reason: Option<String>,
+    pub recording_path: Option<String>,
+    pub after_call_done: bool,
+    pub events: i64,
+    /// The highest event sequence number, -1 without events.
+    pub max_seq: i64,
+}
+
+impl Store {
+    /// Every call (oldest first) with its event count: what `receptionist verify` reads.
+    pub async fn audit_calls(&self) -> StoreResult<Vec<CallAudit>> {
+        type Row = (
+            String,
+            String,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            i64,
+            i64,
+        );
+        let rows: Vec<Row> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT c.id, c.status, c.started_at, c.duration_ms, c.end_reason, \
+                 c.recording_path, c.after_call_at, \
+                 (SELECT COUNT(*) FROM call_events e WHERE e.call_id = c.id), \
+                 (SELECT COALESCE(MAX(e.seq), -1) FROM call_events e WHERE e.call_id = c.id) \
+                 FROM calls c ORDER BY c.accepted_at, c.id",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    status,
+                    started_at,
+                    duration_ms,
+                    end_reason,
+                    recording_path,
+                    after,
+                    events,
+                    max_seq,
+                )| {
+                    CallAudit {
+                        id,
+                        status,
+                        started_at,
+                        duration_ms,
+                        end_reason,
+                        recording_path,
+                        after_call_done: after.is_some(),
+                        events,
+                        max_seq,
+                    }
+                },
+            )
+            .collect())
+    }
+}

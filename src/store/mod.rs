@@ -27,6 +27,7 @@ pub mod webhooks;
 mod workspaces;
 
 pub use analytics::{Analytics, AnalyticsMetrics, ReceptionistAnalytics, ended_step};
+pub use calls::CallAudit;
 pub use interviewers::{Interviewer, InterviewerInput};
 pub use outbox::{
     Attempt, AttemptRecord, ClaimedOutbox, EVENT_TYPES, EmailPayload, NewOutbox, OutboxKind,

@@ -1,6 +1,7 @@
 //! The tools that run beside the server, not in it: `receptionist simulate` (one call, as a
 //! carrier would place it, played from WAV files), `receptionist loadgen` (many at once) and
-//! `receptionist transcribe` (what an offline recogniser hears in WAV files).
+//! `receptionist transcribe` (what an offline recogniser hears in WAV files) and `receptionist
+//! verify` (which calls' records are incomplete).
 //! Both stream over the socket in the carrier's protocol through the sans-IO fake carrier
 //! ([`crate::testing::FakeCarrier`]). What they share lives here: WAV files, random ids, and
 //! [`place_call`], the HTTP side of placing a call, the one step that differs per carrier
@@ -9,6 +10,7 @@
 pub mod loadgen;
 pub mod simulate;
 pub mod transcribe;
+pub mod verify;
 
 use std::path::Path;
 

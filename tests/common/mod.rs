@@ -9,6 +9,7 @@
 pub mod binary;
 pub mod fakes;
 pub mod harness;
+pub mod outage;
 
 use std::path::Path;
 

@@ -1,0 +1,513 @@
+//! A call's records on their way to the database: its events in order, then its end and the
+//! after-call work. Nothing here is ever dropped.
+//!
+//! Each call has a persister task ([`persist_call`]) fed by the driver through a channel the driver
+//! never waits on (unbounded: a call makes a few records per turn, for at most the maximum call
+//! length). The persister gathers a burst of events (250 ms) into one transaction and writes
+//! it, each attempt bounded by [`ATTEMPT_TIMEOUT`], so the channel always drains and the call never
+//! waits on the database. When an attempt fails or times out, the records go to the call's
+//! **journal** instead (`DATA_DIR/journal/CALL_ID.jsonl`: one JSON record per line, appended and
+//! synced on the blocking pool, never on the connection thread), and from then on every later
+//! record of that call goes there too, so their order is kept. The persister replays the journal
+//! into the database with backoff (0.25 s doubling to 5 s) for as long as it takes, then deletes
+//! it. A server stopped (or killed) while journals remain replays them at the next start, before
+//! anything else ([`replay_all`]).
+//!
+//! Every write is idempotent, so a record written twice (an attempt that timed out after its commit,
+//! a replay cut short) is stored once: events are keyed by `(call_id, seq)`, the end of a call only
+//! moves a call that has not ended, and the after-call work runs once per call.
+//!
+//! Why journal at the first failure rather than after an in-memory bound: a server killed during an
+//! outage keeps what it journaled, and a journal costs nothing while the database is healthy (no
+//! file is written then).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use prometheus_client::metrics::gauge::Gauge;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::AppState;
+use crate::model::{CallEvent, EndReason};
+use crate::store::{Store, StoreResult};
+
+/// How long one database write may take before its records go to the journal.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A call's events are gathered this long into one transaction (the end of a call goes at once).
+const PERSIST_WINDOW: Duration = Duration::from_millis(250);
+/// Most events in one transaction.
+const MAX_BATCH: usize = 256;
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the driver hands its persister.
+pub enum Persist {
+    Event(CallEvent),
+    Finish {
+        ended_at_ms: i64,
+        duration_ms: i64,
+        reason: EndReason,
+    },
+}
+
+/// One journal line: a call's records, in the order they are applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    /// Events numbered from `first_seq`.
+    Events {
+        first_seq: i64,
+        events: Vec<CallEvent>,
+    },
+    /// The end of the call, then its after-call work.
+    Finish {
+        ended_at_ms: i64,
+        duration_ms: i64,
+        reason: EndReason,
+    },
+}
+
+/// Write one record to the database (idempotent: see the module's documentation).
+pub async fn apply(
+    store: &Store,
+    call_id: &str,
+    record: &Record,
+    can_text: bool,
+) -> StoreResult<()> {
+    match record {
+        Record::Events { first_seq, events } => {
+            store.append_events(call_id, *first_seq, events).await
+        }
+        Record::Finish {
+            ended_at_ms,
+            duration_ms,
+            reason,
+        } => {
+            store
+                .finish_call(call_id, *ended_at_ms, *duration_ms, *reason)
+                .await?;
+            // the confirmation text, the call.ended event...: queued once, delivered by the
+            // outbox worker
+            crate::pipeline::after_call(store, call_id, can_text)
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+/// The journal directory: one file per call whose records are not all in the database yet.
+pub struct Journal {
+    dir: PathBuf,
+    /// Bytes in journal files (`receptionist_journal_bytes`).
+    bytes: Gauge,
+    /// Calls with a journal file (`receptionist_journal_calls`).
+    calls: Gauge,
+}
+
+impl Journal {
+    pub fn new(dir: PathBuf, bytes: Gauge, calls: Gauge) -> Self {
+        Self { dir, bytes, calls }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, call_id: &str) -> PathBuf {
+        journal_path(&self.dir, call_id)
+    }
+
+    /// Append `records` to the call's journal and sync it (on the blocking pool).
+    pub async fn append(&self, call_id: &str, records: &[Record]) -> std::io::Result<()> {
+        let mut text = String::new();
+        for r in records {
+            text.push_str(&serde_json::to_string(r).map_err(std::io::Error::other)?);
+            text.push('\n');
+        }
+        let path = self.path(call_id);
+        let dir = self.dir.clone();
+        let len = text.len() as i64;
+        let created = blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            let created = f.metadata()?.len() == 0;
+            // one write per append: a crash leaves at most a torn last line
+            f.write_all(text.as_bytes())?;
+            f.sync_data()?;
+            Ok(created)
+        })
+        .await?;
+        if created {
+            self.calls.inc();
+        }
+        self.bytes.inc_by(len);
+        Ok(())
+    }
+
+    /// The call's journaled records, in order (a torn last line is left out).
+    pub async fn read(&self, call_id: &str) -> std::io::Result<Vec<Record>> {
+        let path = self.path(call_id);
+        blocking(move || read_journal(&path)).await
+    }
+
+    /// The call's journal is all in the database: remove it.
+    pub async fn remove(&self, call_id: &str) -> std::io::Result<()> {
+        let path = self.path(call_id);
+        let len = blocking(move || {
+            let len = std::fs::metadata(&path)?.len();
+            std::fs::remove_file(&path)?;
+            Ok(len)
+        })
+        .await?;
+        self.calls.dec();
+        self.bytes.dec_by(len as i64);
+        Ok(())
+    }
+
+    /// Count what is already there (at start-up).
+    pub fn count_existing(&self) {
+        for (_, path) in pending_journals(&self.dir) {
+            if let Ok(m) = std::fs::metadata(path) {
+                self.calls.inc();
+                self.bytes.inc_by(m.len() as i64);
+            }
+        }
+    }
+}
+
+/// `DIR/CALL_ID.jsonl`.
+pub fn journal_path(dir: &Path, call_id: &str) -> PathBuf {
+    dir.join(format!("{call_id}.jsonl"))
+}
+
+/// Every journal file in `dir`: (call id, path), sorted by call id.
+pub fn pending_journals(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let id = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".jsonl")?
+                .to_string();
+            Some((id, path))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A journal file's records. A last line without its newline (the process died mid-write) is
+/// left out; any other unreadable line is an error (the file is kept for a person to look at).
+pub fn read_journal(path: &Path) -> std::io::Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path)?;
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    complete
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: line {}: {e}", path.display(), i + 1),
+                )
+            })
+        })
+        .collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Replay `call_id`'s journal into the database, each record bounded by [`ATTEMPT_TIMEOUT`];
+/// removes it when every record is in. `Ok(false)`: the database is still not taking them.
+async fn replay(state: &AppState, call_id: &str) -> std::io::Result<bool> {
+    let records = state.journal.read(call_id).await?;
+    for record in &records {
+        let write = apply(&state.store, call_id, record, state.config.can_text());
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(call = %call_id, error = %e, "journal replay: the database refused a record");
+                return Ok(false);
+            }
+            Err(_) => return Ok(false),
+        }
+    }
+    state.journal.remove(call_id).await?;
+    if records.iter().any(|r| matches!(r, Record::Finish { .. })) {
+        state.outbox_notify.notify_one();
+    }
+    Ok(true)
+}
+
+/// At start-up, before calls are marked interrupted: every journal a previous run left, replayed.
+/// A journal that cannot be replayed (the database refuses it) is kept and reported.
+pub async fn replay_all(store: &Store, journal_dir: &Path, can_text: bool) -> usize {
+    let mut replayed = 0;
+    for (call_id, path) in pending_journals(journal_dir) {
+        let records = match read_journal(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(call = %call_id, error = %e, "unreadable call journal kept");
+                continue;
+            }
+        };
+        let mut ok = true;
+        for record in &records {
+            if let Err(e) = apply(store, &call_id, record, can_text).await {
+                tracing::error!(call = %call_id, error = %e, "call journal not replayed: kept for the next start");
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    replayed += 1;
+                    tracing::info!(call = %call_id, records = records.len(), "call journal replayed into the database");
+                }
+                Err(e) => {
+                    tracing::error!(call = %call_id, error = %e, "cannot remove a replayed journal")
+                }
+            }
+        }
+    }
+    replayed
+}
+
+/// A call's persister: writes what the driver sends, in order, to the database or its journal.
+/// `durable` fires once the call's end (and everything before it) is in one or the other; the task
+/// goes on replaying a journal after that, for as long as the database takes to come back.
+pub async fn persist_call(
+    state: AppState,
+    call_id: String,
+    mut rx: mpsc::UnboundedReceiver<Persist>,
+    durable: oneshot::Sender<()>,
+) {
+    let mut durable = Some(durable);
+    let mut seq: i64 = 0;
+    let mut batch: Vec<CallEvent> = Vec::with_capacity(64);
+    let mut finish: Option<Record> = None;
+    // records of this call are in the journal and not yet all in the database
+    let mut journaled = false;
+    let mut backoff = FIRST_BACKOFF;
+    let mut replay_at = tokio::time::Instant::now();
+    let mut open = true;
+    let push = |p: Persist, batch: &mut Vec<CallEvent>, finish: &mut Option<Record>| match p {
+        Persist::Event(e) => batch.push(e),
+        Persist::Finish {
+            ended_at_ms,
+            duration_ms,
+            reason,
+        } => {
+            *finish = Some(Record::Finish {
+                ended_at_ms,
+                duration_ms,
+                reason,
+            })
+        }
+    };
+    loop {
+        if open {
+            let first = if journaled {
+                tokio::select! {
+                    p = rx.recv() => p.map(Some),
+                    () = tokio::time::sleep_until(replay_at) => Some(None),
+                }
+            } else {
+                rx.recv().await.map(Some)
+            };
+            match first {
+                None => open = false,
+                Some(None) => {}
+                Some(Some(first)) => {
+                    push(first, &mut batch, &mut finish);
+                    // events come in bursts (a turn's transcript lines, latency, answers): gather
+                    // a burst into one transaction, unless the call has ended
+                    if finish.is_none() {
+                        let window = tokio::time::sleep(PERSIST_WINDOW);
+                        tokio::pin!(window);
+                        while batch.len() < MAX_BATCH && finish.is_none() {
+                            tokio::select! {
+                                p = rx.recv() => match p {
+                                    Some(p) => push(p, &mut batch, &mut finish),
+                                    None => { open = false; break }
+                                },
+                                () = &mut window => break,
+                            }
+                        }
+                    }
+                    while batch.len() < MAX_BATCH && finish.is_none() {
+                        match rx.try_recv() {
+                            Ok(p) => push(p, &mut batch, &mut finish),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        } else if journaled {
+            tokio::time::sleep_until(replay_at).await;
+        } else {
+            break;
+        }
+
+        let mut records = Vec::with_capacity(2);
+        if !batch.is_empty() {
+            let events = std::mem::replace(&mut batch, Vec::with_capacity(64));
+            let n = events.len() as i64;
+            records.push(Record::Events {
+                first_seq: seq,
+                events,
+            });
+            seq += n;
+        }
+        let ends = finish.is_some();
+        records.extend(finish.take());
+
+        let mut written = 0;
+        if !journaled {
+            for record in &records {
+                let write = apply(&state.store, &call_id, record, state.config.can_text());
+                match tokio::time::timeout(ATTEMPT_TIMEOUT, write).await {
+                    Ok(Ok(())) => written += 1,
+                    Ok(Err(e)) => {
+                        tracing::warn!(call = %call_id, error = %e, "database write failed: the call's records go to its journal until it is back");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!(call = %call_id, "database write timed out: the call's records go to its journal until it is back");
+                        break;
+                    }
+                }
+            }
+            if ends && written == records.len() {
+                state.outbox_notify.notify_one();
+            }
+        }
+        if written < records.len() {
+            journal_until_written(&state, &call_id, &records[written..]).await;
+            if !journaled {
+                journaled = true;
+                backoff = FIRST_BACKOFF;
+                replay_at = tokio::time::Instant::now() + backoff;
+            }
+        }
+        if ends && let Some(tx) = durable.take() {
+            let _ = tx.send(());
+        }
+        if journaled && tokio::time::Instant::now() >= replay_at {
+            match replay(&state, &call_id).await {
+                Ok(true) => {
+                    journaled = false;
+                    tracing::info!(call = %call_id, "the database is back: the call's journal is replayed");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(call = %call_id, error = %e, "cannot read the call's journal back")
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            replay_at = tokio::time::Instant::now() + backoff;
+        }
+    }
+    if let Some(tx) = durable.take() {
+        let _ = tx.send(());
+    }
+}
+
+/// Journal `records`, retrying until the disk takes them: a record is never dropped. A disk that
+/// refuses (full, read-only) is logged loudly each time; the database may come back first, in
+/// which case the replay takes the journal and these records in order (they are appended first).
+async fn journal_until_written(state: &AppState, call_id: &str, records: &[Record]) {
+    let mut delay = FIRST_BACKOFF;
+    loop {
+        match state.journal.append(call_id, records).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(call = %call_id, error = %e, dir = %state.journal.dir().display(), "cannot write the call journal (is the disk full?): retrying; the call's records are held in memory");
+                state.metrics.journal_write_failed();
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Speaker, TranscriptLine};
+
+    fn line(text: &str) -> CallEvent {
+        CallEvent::Transcript(TranscriptLine {
+            speaker: Speaker::Caller,
+            text: text.into(),
+            start_ms: 1,
+            end_ms: 2,
+            interrupted: false,
+            dtmf: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_journal_keeps_records_in_order_and_drops_only_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = Gauge::default();
+        let calls = Gauge::default();
+        let j = Journal::new(dir.path().join("journal"), bytes.clone(), calls.clone());
+        let a = Record::Events {
+            first_seq: 0,
+            events: vec![line("one"), line("two")],
+        };
+        let b = Record::Finish {
+            ended_at_ms: 5,
+            duration_ms: 4,
+            reason: EndReason::Completed,
+        };
+        j.append("c1", std::slice::from_ref(&a)).await.unwrap();
+        j.append("c1", std::slice::from_ref(&b)).await.unwrap();
+        assert_eq!(j.read("c1").await.unwrap(), vec![a.clone(), b.clone()]);
+        assert_eq!(calls.get(), 1);
+        let path = journal_path(j.dir(), "c1");
+        assert_eq!(bytes.get(), std::fs::metadata(&path).unwrap().len() as i64);
+        assert_eq!(
+            pending_journals(j.dir()),
+            vec![("c1".to_string(), path.clone())]
+        );
+
+        // a crash mid-write: the torn line is not a record
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"record\":\"eve")
+            .unwrap();
+        assert_eq!(read_journal(&path).unwrap(), vec![a, b]);
+        // a damaged line in the middle is an error, not a silent loss
+        std::fs::write(&path, "{\"record\":\"nonsense\"}\n{}\n").unwrap();
+        assert!(read_journal(&path).is_err());
+
+        j.remove("c1").await.unwrap();
+        assert!(pending_journals(j.dir()).is_empty());
+        assert_eq!(calls.get(), 0);
+    }
+}
