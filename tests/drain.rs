@@ -503,6 +503,11 @@ async fn metrics_count_a_call(db: Db) {
         text.contains("# TYPE receptionist_turn_latency_seconds histogram"),
         "{text}"
     );
+    // the call's caller audio arrived about every 20 ms (two at a time once steady)
+    let gaps = metric(&text, "receptionist_inbound_frame_gap_seconds_count").unwrap();
+    let gap_sum = metric(&text, "receptionist_inbound_frame_gap_seconds_sum").unwrap();
+    assert!(gaps > 50.0, "{text}");
+    assert!((0.01..0.05).contains(&(gap_sum / gaps)), "{text}");
     assert!(
         !text.contains(&phone[1..]),
         "no phone number in the metrics"

@@ -166,6 +166,8 @@ struct Inner {
     sms: twilio_sms::TwilioSms,
     mail: smtp::Mailer,
     webhooks: webhook::WebhookSender,
+    /// Where delivery lag is observed (`receptionist_delivery_lag_seconds`), when serving.
+    metrics: Option<Arc<crate::server::metrics::Metrics>>,
 }
 
 impl Worker {
@@ -182,8 +184,25 @@ impl Worker {
                 sms: twilio_sms::TwilioSms::new(config)?,
                 mail: smtp::Mailer::new(config)?,
                 webhooks: webhook::WebhookSender::new()?,
+                metrics: None,
             }),
         })
+    }
+
+    /// The same worker, observing each delivery's lag (queued → delivered) in `metrics`.
+    pub fn with_metrics(self, metrics: Arc<crate::server::metrics::Metrics>) -> Worker {
+        let inner = &self.inner;
+        Worker {
+            inner: Arc::new(Inner {
+                store: inner.store.clone(),
+                node_id: inner.node_id.clone(),
+                policy: inner.policy.clone(),
+                sms: inner.sms.clone(),
+                mail: inner.mail.clone(),
+                webhooks: inner.webhooks.clone(),
+                metrics: Some(metrics),
+            }),
+        }
     }
 
     /// The same worker with another retry policy.
@@ -197,6 +216,7 @@ impl Worker {
                 sms: inner.sms.clone(),
                 mail: inner.mail.clone(),
                 webhooks: inner.webhooks.clone(),
+                metrics: inner.metrics.clone(),
             }),
         }
     }
@@ -336,6 +356,10 @@ impl Inner {
                 let settlement = match result {
                     AttemptResult::Delivered { provider_ref, .. } => {
                         tracing::info!(outbox_id = %row.id, kind, attempt = attempt_no, status_code, "delivered");
+                        if let Some(m) = &self.metrics {
+                            let lag_ms = crate::store::now_ms() - row.created_at_ms;
+                            m.delivered(row.kind, lag_ms.max(0) as f64 / 1000.0);
+                        }
                         Settlement::Sent { provider_ref }
                     }
                     AttemptResult::Failed {

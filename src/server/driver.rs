@@ -284,6 +284,7 @@ pub async fn run_carrier(
         session,
         stream_id: start.stream_id,
         coalescer: RecvCoalescer::new(media_socket, Instant::now()),
+        gaps: Default::default(),
     }));
     run_call(state, socket, call, wire).await;
 }
@@ -317,6 +318,8 @@ struct CarrierWire {
     stream_id: String,
     /// The socket's receive low-water mark: two inbound messages per wake-up.
     coalescer: RecvCoalescer,
+    /// Gaps between caller-audio messages, for `/metrics` at the end of the call.
+    gaps: super::metrics::FrameGaps,
 }
 
 /// The call behind an authorised media socket, from `start` to the last record persisted.
@@ -523,6 +526,9 @@ impl CallDriver<'_> {
                 }
             }
         };
+        if let Wire::Carrier(w) = &self.wire {
+            self.state.metrics.frame_gaps(&w.gaps);
+        }
         self.state.metrics.call_ended(
             reason,
             self.engine.dropped_stt_frames(),
@@ -612,6 +618,9 @@ impl CallDriver<'_> {
             let _ = engine.handle_input(now, input);
         });
         wire.coalescer.on_message(now, len, frames);
+        if frames > 0 {
+            wire.gaps.arrived(now);
+        }
         match handled {
             Ok(Handled::Done) => {}
             Ok(Handled::SecondStart) => {

@@ -30,6 +30,45 @@ const LATENCY_BUCKETS: [f64; 13] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
 ];
 
+/// Upper bounds (seconds) of the delivery lag buckets: from a text sent at once to a webhook
+/// retried for an hour.
+const DELIVERY_LAG_BUCKETS: [f64; 12] = [
+    0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0,
+];
+
+/// Upper bounds (seconds) of the inbound frame gap buckets: carriers send a frame every 20 ms;
+/// the socket hands the server two at a time once a stream is steady (`socket.rs`), so most gaps
+/// are near 0 or 40 ms, and what matters is the tail: a network or server stall.
+pub const FRAME_GAP_BUCKETS: [f64; 10] = [0.005, 0.01, 0.02, 0.03, 0.045, 0.06, 0.1, 0.2, 0.5, 1.0];
+
+/// A call's own tally of the gaps between the caller-audio messages it received: plain counts
+/// per bucket (no lock, no atomic per frame), added to `receptionist_inbound_frame_gap_seconds`
+/// once when the call ends.
+#[derive(Debug, Default)]
+pub struct FrameGaps {
+    last: Option<std::time::Instant>,
+    /// Per bucket of [`FRAME_GAP_BUCKETS`], then one for longer gaps: (count, sum in seconds).
+    buckets: [(u32, f64); FRAME_GAP_BUCKETS.len() + 1],
+}
+
+impl FrameGaps {
+    /// A message with caller audio arrived at `now`.
+    pub fn arrived(&mut self, now: std::time::Instant) {
+        if let Some(last) = self.last.replace(now) {
+            let gap = now.saturating_duration_since(last).as_secs_f64();
+            let i = FRAME_GAP_BUCKETS.partition_point(|&upper| upper < gap);
+            let b = &mut self.buckets[i];
+            b.0 += 1;
+            b.1 += gap;
+        }
+    }
+
+    /// Gaps counted so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.0 as u64).sum()
+    }
+}
+
 /// How long a scrape waits for the outbox count before leaving it out.
 const OUTBOX_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -77,6 +116,8 @@ pub struct Metrics {
     journal_bytes: Gauge<i64, AtomicI64>,
     journal_calls: Gauge<i64, AtomicI64>,
     journal_write_failures: Counter<u64, AtomicU64>,
+    delivery_lag: HistogramFamily<KindLabel>,
+    frame_gaps: Histogram,
 }
 
 impl Default for Metrics {
@@ -102,6 +143,8 @@ impl Metrics {
             journal_bytes: Gauge::default(),
             journal_calls: Gauge::default(),
             journal_write_failures: Counter::default(),
+            delivery_lag: Family::new_with_constructor(|| Histogram::new(DELIVERY_LAG_BUCKETS)),
+            frame_gaps: Histogram::new(FRAME_GAP_BUCKETS),
             registry: Registry::default(),
         };
         registry.register(
@@ -169,7 +212,39 @@ impl Metrics {
             "Failed writes to the call journal (a full or read-only disk while the database is away); retried, the records held in memory",
             m.journal_write_failures.clone(),
         );
+        registry.register(
+            "delivery_lag_seconds",
+            "From an outbox row's creation (the call's end, a status change) to its delivery, by kind (sms, email, webhook, evaluate): retries included",
+            m.delivery_lag.clone(),
+        );
+        registry.register(
+            "inbound_frame_gap_seconds",
+            "Time between consecutive caller-audio messages as the server received them, added when each call ends (the socket hands over two messages at a time once a stream is steady: the tail is what matters)",
+            m.frame_gaps.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Add a call's frame gaps to the histogram: each bucket's gaps observed at their mean, so the
+    /// bucket counts and the sum are exact.
+    pub fn frame_gaps(&self, gaps: &FrameGaps) {
+        for &(count, sum) in &gaps.buckets {
+            if count > 0 {
+                let mean = sum / count as f64;
+                for _ in 0..count {
+                    self.frame_gaps.observe(mean);
+                }
+            }
+        }
+    }
+
+    /// An outbox row of `kind` was delivered `lag_s` seconds after it was queued.
+    pub fn delivered(&self, kind: crate::store::outbox::OutboxKind, lag_s: f64) {
+        self.delivery_lag
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .observe(lag_s);
     }
 
     /// The journal's byte gauge (updated by `persist::Journal`).
@@ -395,5 +470,36 @@ mod tests {
                 .lines()
                 .any(|l| l == "receptionist_calls_active 0")
         );
+    }
+
+    #[test]
+    fn frame_gaps_and_delivery_lag_render_with_exact_counts_and_sums() {
+        let m = Metrics::new();
+        let mut gaps = FrameGaps::default();
+        let t0 = std::time::Instant::now();
+        // 20 ms apart, then a 300 ms stall, then two in one wake-up
+        for ms in [0, 20, 40, 340, 340] {
+            gaps.arrived(t0 + std::time::Duration::from_millis(ms));
+        }
+        assert_eq!(gaps.count(), 4);
+        m.frame_gaps(&gaps);
+        m.delivered(crate::store::outbox::OutboxKind::Sms, 1.5);
+        let text = m.render();
+        for line in [
+            "receptionist_inbound_frame_gap_seconds_count 4",
+            "receptionist_inbound_frame_gap_seconds_bucket{le=\"0.005\"} 1",
+            "receptionist_inbound_frame_gap_seconds_bucket{le=\"0.02\"} 3",
+            "receptionist_inbound_frame_gap_seconds_bucket{le=\"0.2\"} 3",
+            "receptionist_inbound_frame_gap_seconds_bucket{le=\"0.5\"} 4",
+            "receptionist_delivery_lag_seconds_count{kind=\"sms\"} 1",
+            "receptionist_delivery_lag_seconds_bucket{kind=\"sms\",le=\"2\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        }
+        let sum = text
+            .lines()
+            .find_map(|l| l.strip_prefix("receptionist_inbound_frame_gap_seconds_sum "))
+            .unwrap();
+        assert!((sum.parse::<f64>().unwrap() - 0.34).abs() < 1e-9, "{sum}");
     }
 }

@@ -299,7 +299,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     state.journal.count_existing();
     state.llm = llm.map(crate::backends::llm::LanguageModel::new);
     // Deliveries run in their own task: a slow or dead receiver never holds up a call or a request.
-    let outbox = worker.spawn(state.outbox_notify.clone());
+    let outbox = worker
+        .with_metrics(state.metrics.clone())
+        .spawn(state.outbox_notify.clone());
     // synthesise every live receptionist's fixed prompts and the shared ones before taking calls
     warm_prompts(&state).await;
     let threads = threads::ConnectionThreads::start(
