@@ -196,7 +196,7 @@ impl Worker {
             inner: Arc::new(Inner {
                 store: inner.store.clone(),
                 node_id: inner.node_id.clone(),
-                policy: inner.policy.clone(),
+                policy: inner.policy,
                 sms: inner.sms.clone(),
                 mail: inner.mail.clone(),
                 webhooks: inner.webhooks.clone(),
