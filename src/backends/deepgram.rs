@@ -9,9 +9,13 @@
 //! it covers, to the utterance that audio came from. When the engine ends an utterance the client
 //! sends `{"type":"Finalize"}`; the utterance's transcript is the concatenation of the `is_final`
 //! results for its audio, complete once a final result covers its end (or one comes back
-//! `from_finalize`). `SpeechStarted`, `UtteranceEnd` and `Metadata` are read and logged (without
-//! words); interim results are read and not yet used. `{"type":"KeepAlive"}` goes out whenever no
-//! audio was sent for a while, `{"type":"CloseStream"}` when the call ends.
+//! `from_finalize`). Interim results (`is_final: false`) are credited the same way, each replacing
+//! the previous interim words of the utterances it touches, and dropped once a final result covers
+//! them: [`SttSession::partial`] answers at once with the finals so far followed by the latest
+//! interim words, which is what the engine judges talk over the agent by (barge-in) and what the
+//! end-of-turn check reads. `SpeechStarted`, `UtteranceEnd` and `Metadata` are read and logged
+//! (without words). `{"type":"KeepAlive"}` goes out whenever no audio was sent for a while,
+//! `{"type":"CloseStream"}` when the call ends.
 //!
 //! A socket that drops mid-call is reopened (bounded attempts with backoff) and the audio of every
 //! utterance not yet transcribed (at most [`MAX_REPLAY_SECS`] each) is sent again, so no turn is
@@ -144,6 +148,10 @@ impl SpeechToText for DeepgramStt {
         DeepgramCall::open(self.config.clone()).start(hint)
     }
 
+    fn partials(&self) -> bool {
+        true
+    }
+
     fn open_call(&self) -> Option<Box<dyn SttCall>> {
         Some(Box::new(DeepgramCall::open(self.config.clone())))
     }
@@ -152,6 +160,8 @@ impl SpeechToText for DeepgramStt {
 enum Cmd {
     Audio(u64, Vec<u8>),
     Finish(u64, oneshot::Sender<Result<String, BackendError>>),
+    /// What was said so far.
+    Partial(u64, oneshot::Sender<Result<String, BackendError>>),
     Cancel(u64),
 }
 
@@ -209,10 +219,26 @@ impl SttSession for DeepgramSession {
 
     fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
         self.finished = true;
-        let (id, tx) = (self.id, self.tx.clone());
+        let id = self.id;
+        self.ask(|reply| Cmd::Finish(id, reply))
+    }
+
+    fn partial(&mut self) -> Option<BoxFuture<'static, Result<String, BackendError>>> {
+        let id = self.id;
+        Some(self.ask(|reply| Cmd::Partial(id, reply)))
+    }
+}
+
+impl DeepgramSession {
+    fn ask(
+        &self,
+        cmd: impl FnOnce(oneshot::Sender<Result<String, BackendError>>) -> Cmd,
+    ) -> BoxFuture<'static, Result<String, BackendError>> {
+        let tx = self.tx.clone();
+        let (reply, answer) = oneshot::channel();
+        let cmd = cmd(reply);
         Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            tx.send(Cmd::Finish(id, reply))
+            tx.send(cmd)
                 .await
                 .map_err(|_| BackendError::Unavailable("Deepgram: call closed".into()))?;
             answer
@@ -244,6 +270,8 @@ struct Utterance {
     audio: VecDeque<u8>,
     /// Final words credited to it: (where on the timeline, text).
     finals: Vec<(u64, String)>,
+    /// The latest interim words credited to it, not yet covered by a final result.
+    interim: Vec<(u64, String)>,
     /// Final results have covered its audio up to here.
     covered_to: u64,
     /// Waiting for its transcript since `Finalize` was sent.
@@ -257,6 +285,17 @@ impl Utterance {
         let mut finals: Vec<&(u64, String)> = self.finals.iter().collect();
         finals.sort_by_key(|f| f.0);
         let joined: Vec<&str> = finals.iter().map(|f| f.1.as_str()).collect();
+        provider_transcript(&joined.join(" "))
+    }
+
+    /// What was said so far: the finals, then the latest interim words.
+    fn partial(&self) -> String {
+        let mut words: Vec<&(u64, String)> = self.finals.iter().collect();
+        words.sort_by_key(|f| f.0);
+        let mut interim: Vec<&(u64, String)> = self.interim.iter().collect();
+        interim.sort_by_key(|f| f.0);
+        words.extend(interim);
+        let joined: Vec<&str> = words.iter().map(|f| f.1.as_str()).collect();
         provider_transcript(&joined.join(" "))
     }
 
@@ -414,6 +453,14 @@ impl Task {
                         .await?;
                 }
             }
+            Cmd::Partial(id, reply) => {
+                let text = self
+                    .utterances
+                    .get(&id)
+                    .map(Utterance::partial)
+                    .unwrap_or_default();
+                let _ = reply.send(Ok(text));
+            }
             Cmd::Cancel(id) => {
                 let u = self.utterances.remove(&id);
                 tracing::debug!(
@@ -432,9 +479,15 @@ impl Task {
             .dead
             .clone()
             .unwrap_or_else(|| BackendError::Unavailable("Deepgram: no connection".into()));
-        if let Cmd::Finish(id, reply) = cmd {
-            self.utterances.remove(&id);
-            let _ = reply.send(Err(err));
+        match cmd {
+            Cmd::Finish(id, reply) => {
+                self.utterances.remove(&id);
+                let _ = reply.send(Err(err));
+            }
+            Cmd::Partial(_, reply) => {
+                let _ = reply.send(Err(err));
+            }
+            Cmd::Audio(..) | Cmd::Cancel(_) => {}
         }
     }
 
@@ -520,9 +573,6 @@ impl Task {
 
     fn on_results(&mut self, v: &Value) {
         let is_final = v.get("is_final").and_then(Value::as_bool).unwrap_or(false);
-        if !is_final {
-            return; // interim: not part of any transcript
-        }
         let start = v.get("start").and_then(Value::as_f64).unwrap_or(0.0);
         let duration = v.get("duration").and_then(Value::as_f64).unwrap_or(0.0);
         let from_finalize = v
@@ -558,27 +608,43 @@ impl Task {
                     })
                     .collect()
             });
+        let words: Vec<(u64, &str)> = timed.unwrap_or_else(|| {
+            if text.trim().is_empty() {
+                Vec::new()
+            } else {
+                vec![((s + e) / 2, text)]
+            }
+        });
         let mut owners = Vec::new();
-        match timed {
-            Some(words) => {
-                for (at, word) in words {
-                    if let Some(id) = self.owner(at) {
-                        owners.push(id);
-                        if let Some(u) = self.utterances.get_mut(&id) {
-                            u.finals.push((at, word.to_string()));
-                        }
-                    }
+        let mut credited = Vec::with_capacity(words.len());
+        for (at, word) in words {
+            if let Some(id) = self.owner(at) {
+                owners.push(id);
+                credited.push((id, at, word));
+            }
+        }
+        if text.trim().is_empty()
+            && let Some(id) = self.owner((s + e) / 2)
+        {
+            owners.push(id);
+        }
+        if !is_final {
+            // interim: the newest hypothesis for this window replaces the last one
+            for (_, u) in self.utterances.iter_mut() {
+                if s < u.end && e > u.start {
+                    u.interim.clear();
                 }
             }
-            None => {
-                if let Some(id) = self.owner((s + e) / 2) {
-                    owners.push(id);
-                    if let Some(u) = self.utterances.get_mut(&id)
-                        && !text.trim().is_empty()
-                    {
-                        u.finals.push((s, text.to_string()));
-                    }
+            for (id, at, word) in credited {
+                if let Some(u) = self.utterances.get_mut(&id) {
+                    u.interim.push((at, word.to_string()));
                 }
+            }
+            return;
+        }
+        for (id, at, word) in credited {
+            if let Some(u) = self.utterances.get_mut(&id) {
+                u.finals.push((at, word.to_string()));
             }
         }
         tracing::debug!(s, e, from_finalize, owners = ?owners, "Deepgram final result");
@@ -586,6 +652,8 @@ impl Task {
             // the result's window has been heard, for every utterance it overlaps
             if s < u.end && e > u.start {
                 u.covered_to = u.covered_to.max(e);
+                // interim words this final result stands for
+                u.interim.retain(|w| w.0 >= e);
             }
             // the answer to a Finalize: everything sent before it is final
             if from_finalize && u.finishing.is_some() && (owners.contains(id) || e >= u.end) {
@@ -723,6 +791,15 @@ impl Task {
                     let _ = reply.send(Ok(String::new()));
                 }
             },
+            // reconnecting: what was heard before the drop
+            Cmd::Partial(id, reply) => {
+                let text = self
+                    .utterances
+                    .get(&id)
+                    .map(Utterance::partial)
+                    .unwrap_or_default();
+                let _ = reply.send(Ok(text));
+            }
             Cmd::Cancel(id) => {
                 self.utterances.remove(&id);
             }
@@ -865,5 +942,57 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap().unwrap(), "four years");
         assert_eq!(t.utterances[&1].transcript(), "hello");
         assert_eq!(t.utterances[&2].transcript(), "");
+    }
+
+    /// Interim results give what was said so far at once; each replaces the last for its window,
+    /// and a final result takes over the words it covers.
+    #[tokio::test]
+    async fn partials_are_the_finals_then_the_latest_interim_words() {
+        let mut t = task();
+        audio(&mut t, 1, 32_000); // 0.0 - 2.0 s
+        let result = |is_final: bool, start: f64, duration: f64, words: &[(&str, f64)]| {
+            let words: Vec<_> = words
+                .iter()
+                .map(|(w, at)| serde_json::json!({"word": w, "start": at, "end": at + 0.2}))
+                .collect();
+            serde_json::json!({
+                "type": "Results", "is_final": is_final, "start": start, "duration": duration,
+                "channel": {"alternatives": [{"transcript": "", "words": words}]}
+            })
+            .to_string()
+        };
+        assert_eq!(t.utterances[&1].partial(), "");
+        t.on_message(&result(false, 0.0, 0.6, &[("wait", 0.1)]));
+        assert_eq!(t.utterances[&1].partial(), "wait");
+        // a newer hypothesis for the same window replaces it
+        t.on_message(&result(
+            false,
+            0.0,
+            0.9,
+            &[("wait", 0.1), ("a", 0.4), ("minute", 0.6)],
+        ));
+        assert_eq!(t.utterances[&1].partial(), "wait a minute");
+        // the first words become final; the rest is still interim
+        t.on_message(&result(true, 0.0, 0.5, &[("wait", 0.1)]));
+        t.on_message(&result(
+            false,
+            0.5,
+            0.8,
+            &[("a", 0.6), ("minute", 0.8), ("please", 1.1)],
+        ));
+        assert_eq!(t.utterances[&1].partial(), "wait a minute please");
+        assert_eq!(
+            t.utterances[&1].transcript(),
+            "wait",
+            "interim words are not the transcript"
+        );
+
+        // the command path answers at once
+        let (tx, rx) = oneshot::channel();
+        t.on_dead(Cmd::Partial(1, tx));
+        assert!(
+            rx.await.unwrap().is_err(),
+            "no socket: an error, not a stale answer"
+        );
     }
 }

@@ -63,6 +63,12 @@ impl SpeechToText for FallbackStt {
         })
     }
 
+    /// The primary's: once a call degrades, its sessions are the fallback's, which answer
+    /// partials or not on their own (a `None` only makes the engine wait for its deadline).
+    fn partials(&self) -> bool {
+        self.primary.partials()
+    }
+
     fn open_call(&self) -> Option<Box<dyn SttCall>> {
         Some(Box::new(FallbackCall {
             primary: open_call(&self.primary),
@@ -108,6 +114,10 @@ impl SttSession for FallbackSession {
             p.push(pcm16k);
         }
         self.buffer.push(pcm16k);
+    }
+
+    fn partial(&mut self) -> Option<BoxFuture<'static, Result<String, BackendError>>> {
+        self.primary.as_mut()?.partial()
     }
 
     fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {

@@ -64,7 +64,23 @@ async fn deepgram_one_socket_per_call_and_finals_joined() {
     assert_eq!(first.finish().await.unwrap(), "my name is maria lopez");
     // "Yes," comes back final after 0.4 s, "I am." only after Finalize: both count
     let mut second = call.start(SttHint::YesNo);
+    assert!(stt.partials(), "Deepgram's interim results answer partials");
+    assert_eq!(
+        second.partial().unwrap().await.unwrap(),
+        "",
+        "nothing heard yet"
+    );
     say(second.as_mut(), 440);
+    // what was said so far: the final "Yes," and the interim "I am."
+    let mut heard = String::new();
+    for _ in 0..200 {
+        heard = second.partial().unwrap().await.unwrap();
+        if heard == "yes i am" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(heard, "yes i am");
     assert_eq!(second.finish().await.unwrap(), "yes i am");
     // an utterance without audio is empty, without asking the provider
     assert_eq!(call.start(SttHint::Any).finish().await.unwrap(), "");
@@ -173,9 +189,13 @@ async fn deepgram_refused_key_fails_fast_and_falls_back_for_the_call() {
         fallback,
         Duration::from_secs(5),
     ));
+    assert!(stt.partials(), "the wrapper offers the primary's partials");
     let mut call = open_call(&stt);
     let mut s = call.start(SttHint::Any);
     say(s.as_mut(), 300);
+    // the refused socket: a partial is an error (the engine waits for its deadline), not a hang
+    let partial = tokio::time::timeout(Duration::from_secs(5), s.partial().unwrap()).await;
+    assert!(partial.expect("answered").is_err());
     assert_eq!(s.finish().await.unwrap(), "first fallback");
     let connections = fake.connections().len();
     let mut s = call.start(SttHint::Any);

@@ -64,8 +64,8 @@ pub struct DeepgramConnection {
 
 /// Deepgram's `/v1/listen` streaming socket. Transcripts come from a script, one per utterance
 /// (an utterance ends with the client's `Finalize`): the first half of its words comes back as an
-/// interim then a final result once 0.4 s of its audio arrived, the rest as a final result
-/// `from_finalize`, then `UtteranceEnd`. `SpeechStarted` comes with an utterance's first audio,
+/// interim then a final result once 0.4 s of its audio arrived, followed by the rest as an interim
+/// result; then the rest as a final result `from_finalize`, then `UtteranceEnd`. `SpeechStarted` comes with an utterance's first audio,
 /// `Metadata` after `CloseStream`.
 pub struct FakeDeepgram {
     /// The URL to configure (`DEEPGRAM_URL`).
@@ -256,6 +256,10 @@ async fn deepgram_session(
                             results(secs(seg_start), secs(total - seg_start), &half, true, false);
                         let _ = socket.send(Message::Text(fin.into())).await;
                         final_end = total;
+                        // the hypothesis for what follows, until Finalize makes it final
+                        let rest = words[words.len() / 2..].join(" ");
+                        let interim = results(secs(total), secs(0), &rest, false, false);
+                        let _ = socket.send(Message::Text(interim.into())).await;
                     }
                 }
             }
