@@ -15,7 +15,7 @@ use crate::engine::audio::{SAMPLES_8K, g711};
 
 /// Caller slots that may be pending at once: the recording delay plus a carrier's timestamp
 /// jitter, with margin.
-const MAX_PENDING_SLOTS: usize = 36;
+pub(crate) const MAX_PENDING_SLOTS: usize = 36;
 
 /// Agent audio that plays from `slot` on, a frame per slot.
 struct AgentSpan {
@@ -153,6 +153,16 @@ impl Recording {
     /// Hand over the samples committed so far.
     pub(super) fn take(&mut self) -> Vec<i16> {
         std::mem::replace(&mut self.chunk, Vec::with_capacity(RECORDING_CHUNK_SAMPLES))
+    }
+
+    /// Caller slots not yet committed.
+    pub(super) fn pending_slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Agent audio spans not yet committed.
+    pub(super) fn agent_spans(&self) -> usize {
+        self.agent.len()
     }
 
     /// Frames that arrived after their slot was committed.
