@@ -4,6 +4,7 @@
 
 pub mod call;
 pub mod carrier;
+pub mod fuzz;
 pub mod providers;
 
 pub use carrier::{CallInfo, FakeCarrier, FakeCarrierError};

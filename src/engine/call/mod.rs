@@ -39,8 +39,10 @@ use crate::model::DisclosureRecord;
 
 use keypad::Keypad;
 use latency::Latency;
+pub(crate) use playout::MAX_PENDING_MARKS;
 use playout::{Playout, Transmit};
 use recognizer::{Recognizer, STT_RING_FRAMES};
+pub(crate) use recording::MAX_PENDING_SLOTS;
 pub use recording::RECORDING_CHUNK_SAMPLES;
 use recording::Recording;
 
@@ -448,6 +450,22 @@ enum Phase {
     Ended,
 }
 
+/// Sizes of what a [`CallEngine`] holds between inputs ([`CallEngine::footprint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Footprint {
+    pub pending_marks: usize,
+    /// Speech segments queued or playing.
+    pub segments: usize,
+    /// Caller recording slots not yet committed.
+    pub recording_slots: usize,
+    /// Agent audio spans not yet committed to the recording.
+    pub recording_spans: usize,
+    /// Bytes of caller words carried over from a cancelled consultation.
+    pub carried_words: usize,
+    /// Outputs not yet polled.
+    pub outputs: usize,
+}
+
 /// One call.
 pub struct CallEngine {
     start: Instant,
@@ -611,6 +629,18 @@ impl CallEngine {
     #[cfg(test)]
     pub(crate) fn pending_marks(&self) -> usize {
         self.playout.pending_marks()
+    }
+
+    /// What the engine holds between inputs, for the fuzz harness's memory bounds.
+    pub(crate) fn footprint(&self) -> Footprint {
+        Footprint {
+            pending_marks: self.playout.pending_marks(),
+            segments: self.playout.segments(),
+            recording_slots: self.recording.pending_slots(),
+            recording_spans: self.recording.agent_spans(),
+            carried_words: self.carried_words.len(),
+            outputs: self.out.len(),
+        }
     }
 
     /// Recogniser audio lost because the driver did not take it in time.

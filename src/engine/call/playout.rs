@@ -58,7 +58,7 @@ impl Segment {
 /// is kept, its echo ends the segment), and a segment the play-out clock ended takes its marks
 /// with it. What such a carrier's caller heard is then the clock's estimate, as for a carrier
 /// without echoes.
-pub(super) const MAX_PENDING_MARKS: usize = 64;
+pub(crate) const MAX_PENDING_MARKS: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 struct PendingMark {
@@ -144,9 +144,13 @@ impl Playout {
         speech
     }
 
-    #[cfg(test)]
     pub(super) fn pending_marks(&self) -> usize {
         self.pending_marks.len()
+    }
+
+    /// Speech segments queued or playing.
+    pub(super) fn segments(&self) -> usize {
+        self.segments.len()
     }
 
     /// What of the turn the caller has not heard in full, as prompts to say again: the segment

@@ -15,7 +15,7 @@ use crate::engine::audio::{SAMPLES_8K, g711};
 
 /// Caller slots that may be pending at once: the recording delay plus a carrier's timestamp
 /// jitter, with margin.
-const MAX_PENDING_SLOTS: usize = 36;
+pub(crate) const MAX_PENDING_SLOTS: usize = 36;
 
 /// Agent audio that plays from `slot` on, a frame per slot.
 struct AgentSpan {
@@ -42,6 +42,10 @@ pub(super) struct Recording {
     agent: VecDeque<AgentSpan>,
     dropped_late: u64,
     chunk: Vec<i16>,
+    /// `Output::Recording` was announced for the chunk and it was not taken yet: a time jump
+    /// that commits more than a chunk's worth at once announces it once, not once per 25 slots
+    /// (the driver takes everything committed at the first announcement).
+    announced: bool,
     /// Where the next caller frame goes when the carrier gives no usable timestamp.
     caller_slot: u64,
     delay_ms: u64,
@@ -55,6 +59,7 @@ impl Recording {
             agent: VecDeque::with_capacity(4),
             dropped_late: 0,
             chunk: Vec::with_capacity(RECORDING_CHUNK_SAMPLES),
+            announced: false,
             caller_slot: 0,
             delay_ms: delay.as_millis() as u64,
         }
@@ -145,14 +150,26 @@ impl Recording {
             .max(self.agent.back().map_or(0, AgentSpan::end_slot));
         let upto = (now_ms.div_ceil(FRAME)).max(last_slot.min(now_ms / FRAME + 1)) * FRAME;
         self.commit_until(upto, out);
-        if !self.chunk.is_empty() {
+        if !self.chunk.is_empty() && !self.announced {
+            self.announced = true;
             out.push_back(Output::Recording);
         }
     }
 
     /// Hand over the samples committed so far.
     pub(super) fn take(&mut self) -> Vec<i16> {
+        self.announced = false;
         std::mem::replace(&mut self.chunk, Vec::with_capacity(RECORDING_CHUNK_SAMPLES))
+    }
+
+    /// Caller slots not yet committed.
+    pub(super) fn pending_slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Agent audio spans not yet committed.
+    pub(super) fn agent_spans(&self) -> usize {
+        self.agent.len()
     }
 
     /// Frames that arrived after their slot was committed.
@@ -206,7 +223,8 @@ impl Recording {
             pair[1] = *a;
         }
         self.base_slot += 1;
-        if self.chunk.len() >= RECORDING_CHUNK_SAMPLES {
+        if self.chunk.len() >= RECORDING_CHUNK_SAMPLES && !self.announced {
+            self.announced = true;
             out.push_back(Output::Recording);
         }
     }
@@ -269,6 +287,31 @@ mod tests {
         assert_eq!(rec.late_frames(), 1 + 30);
         assert_eq!(rec.agent[0].slot, 30);
         assert_eq!(rec.agent[0].audio.len(), 10 * SAMPLES_8K);
+    }
+
+    /// Found by the engine fuzz target: a late tick that commits several chunks' worth at once
+    /// announced each of them, and every announcement after the first took an empty chunk.
+    #[test]
+    fn a_time_jump_announces_the_committed_audio_once() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        rec.handle_caller_frame(0, None, &[1; SAMPLES_8K], &mut out);
+        rec.handle_time(3_000 + 400, &mut out);
+        let announced = out
+            .iter()
+            .filter(|o| matches!(o, Output::Recording))
+            .count();
+        assert_eq!(announced, 1);
+        out.clear();
+        assert_eq!(rec.take().len(), 150 * SAMPLES_8K * 2);
+        // the next full chunk is announced again, and the end's partial one
+        rec.handle_time(3_500 + 400, &mut out);
+        assert_eq!(out.len(), 1);
+        out.clear();
+        assert_eq!(rec.take().len(), 25 * SAMPLES_8K * 2);
+        rec.finish(3_510, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(rec.take().len(), SAMPLES_8K * 2);
     }
 
     #[test]
