@@ -83,8 +83,6 @@ fn wav_repair() {
 }
 
 #[test]
-#[ignore = "open finding: fuzz/regressions/engine/empty-recording-chunk ends with a recording \
-            shorter than the call (800 slots for 26,063 ms); see README, Fuzzing"]
 fn engine() {
     run("engine", 1_000, 2_000, fuzz::engine);
 }
