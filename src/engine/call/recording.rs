@@ -78,6 +78,10 @@ impl Recording {
             Some(ts) if ts / FRAME + 50 >= now_ms / FRAME && ts / FRAME <= now_ms / FRAME + 50 => {
                 ts / FRAME
             }
+            // no usable timestamp, and the stream paused for longer than the recording delay
+            // (its next slot is already committed): it resumes now, not in the past, where every
+            // later frame would be late too
+            _ if self.caller_slot < self.base_slot => (now_ms / FRAME).max(self.base_slot),
             _ => self.caller_slot,
         };
         self.caller_slot = slot + 1;
@@ -247,6 +251,37 @@ mod tests {
                 all.extend(rec.take());
             }
         }
+    }
+
+    /// A stream without timestamps (Vonage, the browser) that pauses for longer than the
+    /// recording delay resumes at the present: its frames are recorded, not all dropped as late.
+    #[test]
+    fn frames_without_timestamps_resume_at_the_present_after_a_pause() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        let mut all = Vec::new();
+        for i in 0..10 {
+            rec.handle_caller_frame(i * 20, None, &[1; SAMPLES_8K], &mut out);
+            rec.handle_time(i * 20, &mut out);
+        }
+        // a second with nothing from the carrier
+        rec.handle_time(1_200, &mut out);
+        for i in 0..10 {
+            let now = 1_200 + i * 20;
+            rec.handle_caller_frame(now, None, &[2; SAMPLES_8K], &mut out);
+            rec.handle_time(now, &mut out);
+        }
+        assert_eq!(rec.late_frames(), 0);
+        rec.finish(1_400, &mut out);
+        drain(&mut rec, &mut out, &mut all);
+        let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
+        assert_eq!(caller.len(), 70);
+        assert_eq!(&caller[..10], &[1; 10]);
+        assert!(
+            caller[10..60].iter().all(|&s| s == 0),
+            "the pause is silence"
+        );
+        assert_eq!(&caller[60..], &[2; 10], "resumed where it was heard");
     }
 
     #[test]
