@@ -114,13 +114,7 @@ async fn a_database_outage_mid_call_loses_nothing(db: Db) {
     ]));
     let (id, sim) = server.call(&phone, turns);
     let id = id.await;
-    server
-        .wait_until("the caller gave their name", || async {
-            server.get(&format!("/api/v1/calls/{id}")).await["transcript"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|l| l["speaker"] == "caller"))
-        })
-        .await;
+    server.wait_caller_spoke(&id).await;
     let began = Instant::now();
     outage.cut().await;
 
@@ -233,13 +227,7 @@ async fn killed_during_an_outage_the_journal_replays_at_restart(db: Db) {
     turns.push(CallerTurn::Silence(Duration::from_secs(60)));
     let (id, _sim) = server.call(&phone, turns);
     let id = id.await;
-    server
-        .wait_until("the caller gave their name", || async {
-            server.get(&format!("/api/v1/calls/{id}")).await["transcript"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|l| l["speaker"] == "caller"))
-        })
-        .await;
+    server.wait_caller_spoke(&id).await;
     outage.cut().await;
     let path = db.dir.join(format!("journal/{id}.jsonl"));
     server
@@ -416,14 +404,7 @@ async fn calls_past_the_drain_period_hear_a_goodbye(db: Db) {
     let id = id.await;
     server.wait_in_progress(&id).await;
     // the caller has given their name: the call is well under way
-    server
-        .wait_until("the caller has spoken", || async {
-            let call = server.get(&format!("/api/v1/calls/{id}")).await;
-            call["transcript"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|l| l["speaker"] == "caller"))
-        })
-        .await;
+    server.wait_caller_spoke(&id).await;
 
     server.signal("TERM");
     let out: SimOutcome = tokio::time::timeout(Duration::from_secs(60), sim)
@@ -682,6 +663,16 @@ impl Server {
     async fn wait_in_progress(&self, id: &str) {
         self.wait_until("the call's stream started", || async {
             self.get(&format!("/api/v1/calls/{id}")).await["status"] == "in_progress"
+        })
+        .await;
+    }
+
+    /// Until the call's transcript has a line from the caller.
+    async fn wait_caller_spoke(&self, id: &str) {
+        self.wait_until("the caller has spoken", || async {
+            self.get(&format!("/api/v1/calls/{id}")).await["transcript"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|l| l["speaker"] == "caller"))
         })
         .await;
     }

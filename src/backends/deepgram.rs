@@ -454,12 +454,7 @@ impl Task {
                 }
             }
             Cmd::Partial(id, reply) => {
-                let text = self
-                    .utterances
-                    .get(&id)
-                    .map(Utterance::partial)
-                    .unwrap_or_default();
-                let _ = reply.send(Ok(text));
+                let _ = reply.send(Ok(self.partial(id)));
             }
             Cmd::Cancel(id) => {
                 let u = self.utterances.remove(&id);
@@ -693,6 +688,14 @@ impl Task {
         self.utterances.contains_key(&id).then_some(id)
     }
 
+    /// What utterance `id` said so far ("" before its audio).
+    fn partial(&self, id: u64) -> String {
+        self.utterances
+            .get(&id)
+            .map(Utterance::partial)
+            .unwrap_or_default()
+    }
+
     /// Answer every finishing utterance whose finals are complete.
     fn resolve(&mut self) {
         // 1 ms: the rounding of Deepgram's times in seconds. No more: a final result ending even
@@ -793,12 +796,7 @@ impl Task {
             },
             // reconnecting: what was heard before the drop
             Cmd::Partial(id, reply) => {
-                let text = self
-                    .utterances
-                    .get(&id)
-                    .map(Utterance::partial)
-                    .unwrap_or_default();
-                let _ = reply.send(Ok(text));
+                let _ = reply.send(Ok(self.partial(id)));
             }
             Cmd::Cancel(id) => {
                 self.utterances.remove(&id);
