@@ -284,13 +284,13 @@ fn verify_finds_nothing(db: &Db) {
     assert!(stderr.contains("0 incomplete"), "{stderr}");
 }
 
-/// SIGTERM during three calls: new calls are refused on every carrier, `/readyz` fails, the three
+/// SIGTERM during twenty calls: new calls are refused on every carrier, `/readyz` fails, the twenty
 /// calls finish normally and are stored, the process exits 0.
 async fn sigterm_refuses_new_calls_and_lets_calls_finish(db: Db) {
     let mut server = Server::start(&db, &["--drain-secs", "120"]).await;
     let phone = server.receptionist().await;
     let turns = || fixtures(&["name.wav", "no_questions.wav"]);
-    let calls: Vec<_> = (0..3).map(|_| server.call(&phone, turns())).collect();
+    let calls: Vec<_> = (0..20).map(|_| server.call(&phone, turns())).collect();
     let mut ids = Vec::new();
     let mut sims = Vec::new();
     for (id, sim) in calls {
