@@ -539,10 +539,21 @@ impl CallDriver<'_> {
             h.abort();
         }
         self.stt.clear();
-        self.state
+        let whole = self
+            .state
             .recorder
             .close(self.call_id, &mut self.recording)
             .await;
+        // the flag lands once the recorder has closed the file; the call's end does not wait
+        let (state, call_id) = (self.state.clone(), self.call_id.to_string());
+        tokio::spawn(async move {
+            if !whole.await {
+                retry(&call_id, "flag the recording incomplete", || {
+                    state.store.mark_recording_incomplete(&call_id)
+                })
+                .await;
+            }
+        });
         let _ = self
             .persist
             .send(Persist::Finish {
@@ -1188,6 +1199,7 @@ mod start_tests {
             duration_ms: None,
             end_reason: None,
             recording_path: None,
+            recording_incomplete: false,
             candidate_id: None,
             settings: crate::testing::sample_settings(),
         }

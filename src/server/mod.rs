@@ -52,13 +52,18 @@ impl AppState {
     pub fn new(store: Store, config: ServeConfig, backends: Backends) -> Self {
         let prompts = PromptCache::new(backends.tts.clone());
         let max = config.max_calls;
+        let recorder = Recorder::start_slowed(
+            config.recorder_queue.max(1),
+            (config.recorder_delay_ms > 0)
+                .then(|| std::time::Duration::from_millis(config.recorder_delay_ms)),
+        );
         Self {
             store,
             config: Arc::new(config),
             backends,
             llm: None,
             prompts,
-            recorder: Recorder::start(4096),
+            recorder,
             calls: Arc::new(CallSlots::new(max)),
             metrics: Arc::new(metrics::Metrics::new()),
             outbox_notify: Arc::new(tokio::sync::Notify::new()),
