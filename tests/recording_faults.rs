@@ -11,8 +11,8 @@
 //! - every call on the faulty server is stored with `recording_incomplete` (and none on the
 //!   healthy one), and the log says why, once per call, not once per chunk.
 //!
-//! Full: a 256 KiB tmpfs mounted on the data directory's `recordings/` (this needs root, as CI
-//! has; without it the test fails saying so). A recording takes 32 KiB a second, so the four
+//! Full: a 256 KiB tmpfs mounted on the data directory's `recordings/` (this needs root or
+//! `sudo -n`, as CI has; without either the test fails saying so). A recording takes 32 KiB a second, so the four
 //! calls fill it within seconds and every write after that fails with "no space".
 //! Slow: the recorder sleeps 300 ms before each write (`--recorder-delay-ms`, a fault-test flag)
 //! with a queue of 4 chunks (`--recorder-queue`): four calls make 16 chunks a second, the
@@ -168,20 +168,35 @@ async fn run_both(backend: Backend, fault: Fault) -> (Run, Run) {
     (faulty, healthy)
 }
 
+/// `mount` and `umount` as root: directly, or through `sudo -n` (as `.ci/setup` allows).
+fn as_root(program: &str) -> std::process::Command {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if root {
+        std::process::Command::new(program)
+    } else {
+        let mut sudo = std::process::Command::new("sudo");
+        sudo.args(["-n", program]);
+        sudo
+    }
+}
+
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Mount(PathBuf);
 
 impl Mount {
     fn tmpfs(at: &Path, size: &str) -> Self {
         std::fs::create_dir_all(at).unwrap();
-        let out = std::process::Command::new("mount")
+        let out = as_root("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(at)
             .output()
             .expect("running mount");
         assert!(
             out.status.success(),
-            "mounting a small tmpfs as the recordings disk needs root: {}",
+            "mounting a small tmpfs as the recordings disk needs root (or sudo -n): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         Self(at.to_path_buf())
@@ -190,10 +205,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
+        let _ = as_root("umount").arg("-l").arg(&self.0).status();
     }
 }
 
