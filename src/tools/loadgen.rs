@@ -666,10 +666,12 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
         first_audio: false,
         last_media_at: None,
         frames_received: 0,
+        hung_up_at: None,
     };
     let end = session.run(&mut ws).await;
     let frames = session.frames_received;
-    let ended = Instant::now();
+    // a call we hung up ended then, not after the close handshake that follows
+    let ended = session.hung_up_at.unwrap_or_else(Instant::now);
     ctx.m.active.fetch_sub(1, Ordering::SeqCst);
     let _ = ctx.m.first_end_at.set(ended);
     result.connected = Some((started, ended));
@@ -773,6 +775,8 @@ struct Session<'a> {
     first_audio: bool,
     last_media_at: Option<Instant>,
     frames_received: u64,
+    /// When we sent `stop` (`--duration-secs` passed).
+    hung_up_at: Option<Instant>,
 }
 
 impl Session<'_> {
@@ -806,6 +810,7 @@ impl Session<'_> {
                     let now = Instant::now();
                     self.ctx.m.tick_lag.record(now.saturating_duration_since(at));
                     if now >= call_deadline {
+                        self.hung_up_at = Some(now);
                         // Vonage has no stop: closing is the hang-up
                         self.fake.send_stop();
                         let _ = send_out(&mut self.fake, ws).await;
