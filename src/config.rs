@@ -231,6 +231,16 @@ pub struct ServeConfig {
     #[arg(long, env = "RECEPTIONIST_MAX_CALLS", default_value_t = 200)]
     pub max_calls: usize,
 
+    /// Recording chunks (a quarter second of one call each) that may wait for the recordings disk,
+    /// all calls together; a chunk that finds the queue full is written as silence later and the
+    /// call's recording is flagged incomplete (`recording_incomplete`).
+    #[arg(long, env = "RECEPTIONIST_RECORDER_QUEUE", default_value_t = 4096)]
+    pub recorder_queue: usize,
+
+    /// Fault testing: the recorder sleeps this long before each write, as a slow disk would.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub recorder_delay_ms: u64,
+
     /// Maximum length of one call, in seconds.
     #[arg(long, env = "RECEPTIONIST_MAX_CALL_SECS", default_value_t = 900)]
     pub max_call_secs: u64,
@@ -440,6 +450,8 @@ impl fmt::Debug for ServeConfig {
             .field("max_calls", &self.max_calls)
             .field("max_call_secs", &self.max_call_secs)
             .field("drain_secs", &self.drain_secs)
+            .field("recorder_queue", &self.recorder_queue)
+            .field("recorder_delay_ms", &self.recorder_delay_ms)
             .field("backends", &self.backends)
             .field("connection_threads", &self.connection_threads)
             .field("wake_interval_ms", &self.wake_interval_ms)

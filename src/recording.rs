@@ -103,6 +103,24 @@ impl WavWriter {
         self.rewrite_header()?;
         self.file.sync_data()
     }
+
+    /// After a failed write (a full disk, an I/O error): keep what was written whole (a torn
+    /// chunk cut off, which frees space rather than needing it) with a header that says so.
+    /// Best effort: the disk may refuse this too.
+    pub fn abandon(mut self) -> io::Result<()> {
+        self.file.set_len(HEADER_LEN + self.data_len)?;
+        self.rewrite_header()?;
+        self.file.sync_data()
+    }
+}
+
+/// How a failed write is told in the log: a full disk by name.
+fn write_error(call: &str, e: &io::Error, what: &str) {
+    if e.kind() == io::ErrorKind::StorageFull {
+        tracing::error!(call = %call, error = %e, "recordings disk full: {what}; the call goes on, its recording is flagged incomplete");
+    } else {
+        tracing::error!(call = %call, error = %e, "recording write failed: {what}; the call goes on, its recording is flagged incomplete");
+    }
 }
 
 /// Make a recording left by a crash playable: header sizes from the file length, a partial sample
@@ -144,6 +162,8 @@ enum Command {
     Close {
         id: String,
         gap: usize,
+        /// Whether every chunk that reached the recorder is in the file.
+        written: tokio::sync::oneshot::Sender<bool>,
     },
 }
 
@@ -178,37 +198,57 @@ impl RecordingFeed {
 impl Recorder {
     /// Start the recording thread. `queue` bounds the chunks waiting to be written.
     pub fn start(queue: usize) -> Self {
+        Self::start_slowed(queue, None)
+    }
+
+    /// [`start`](Self::start), with the thread sleeping `write_delay` before each command (a
+    /// slow disk, for fault tests: `serve --recorder-delay-ms`).
+    pub fn start_slowed(queue: usize, write_delay: Option<std::time::Duration>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Command>(queue);
         std::thread::Builder::new()
             .name("recorder".into())
             .spawn(move || {
                 let mut open: HashMap<String, WavWriter> = HashMap::new();
+                // calls whose file the disk refused: the rest of each is not written (one log
+                // line each, not one per chunk), and its close says so
+                let mut failed: std::collections::HashSet<String> = Default::default();
                 // one conversion buffer for every call's chunks (grows to the largest chunk)
                 let mut scratch: Vec<u8> = Vec::new();
                 while let Some(cmd) = rx.blocking_recv() {
+                    if let Some(delay) = write_delay {
+                        std::thread::sleep(delay);
+                    }
                     match cmd {
                         Command::Open { id, path } => match WavWriter::create(&path) {
                             Ok(w) => {
                                 open.insert(id, w);
                             }
                             Err(e) => {
-                                tracing::error!(call = %id, error = %e, "cannot create recording")
+                                write_error(&id, &e, "cannot create the recording");
+                                failed.insert(id);
                             }
                         },
                         Command::Append { id, gap, samples } => {
                             if let Some(w) = open.get_mut(&id)
                                 && let Err(e) = w.append_after_gap(gap, &samples, &mut scratch)
                             {
-                                tracing::error!(call = %id, error = %e, "cannot write recording");
+                                write_error(&id, &e, "the rest of the call is not recorded");
+                                if let Some(w) = open.remove(&id) {
+                                    let _ = w.abandon();
+                                }
+                                failed.insert(id);
                             }
                         }
-                        Command::Close { id, gap } => {
+                        Command::Close { id, gap, written } => {
+                            let mut ok = !failed.remove(&id);
                             if let Some(mut w) = open.remove(&id) {
                                 let padded = w.append_after_gap(gap, &[], &mut scratch);
                                 if let Err(e) = padded.and_then(|()| w.finish()) {
-                                    tracing::error!(call = %id, error = %e, "cannot finish recording");
+                                    write_error(&id, &e, "cannot finish the recording");
+                                    ok = false;
                                 }
                             }
+                            let _ = written.send(ok);
                         }
                     }
                 }
@@ -250,16 +290,26 @@ impl Recorder {
     }
 
     /// The call's recording is complete (its last gap, if any, written as silence). Waits for
-    /// room in the queue: the call is over, only its own end waits.
-    pub async fn close(&self, id: &str, feed: &mut RecordingFeed) {
+    /// room in the queue: the call is over, only its own end waits. The answer, once the
+    /// recorder has closed the file: whether the recording holds the whole call (false when the
+    /// disk refused a write, or chunks were missed and written as silence).
+    pub async fn close(
+        &self,
+        id: &str,
+        feed: &mut RecordingFeed,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let gap = std::mem::take(&mut feed.gap);
+        let missed = feed.dropped > 0;
+        let (written, answer) = tokio::sync::oneshot::channel();
         let _ = self
             .tx
             .send(Command::Close {
                 id: id.to_string(),
                 gap,
+                written,
             })
             .await;
+        async move { answer.await.unwrap_or(false) && !missed }
     }
 }
 
@@ -330,10 +380,12 @@ mod tests {
         // every chunk that found no room (also while the queue drained) became a gap
         let gap = feed.dropped_samples() as usize;
         assert!(gap >= 640 && gap.is_multiple_of(320), "{gap}");
-        recorder.close("b", &mut feed).await;
-        recorder
-            .close("stalled", &mut RecordingFeed::default())
-            .await;
+        let whole = recorder.close("b", &mut feed).await;
+        drop(
+            recorder
+                .close("stalled", &mut RecordingFeed::default())
+                .await,
+        );
         let want = 44 + (640 + gap) * 2;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let bytes = loop {
@@ -355,11 +407,38 @@ mod tests {
             "the gap is silence"
         );
         assert!(samples[320 + gap..].iter().all(|&s| s == 4));
+        assert!(!whole.await, "missed chunks: the recording is not whole");
         drop(recorder);
         assert_eq!(
             reader.join().unwrap(),
             44,
             "the stalled file got its header"
+        );
+    }
+
+    /// A disk that refuses writes (`/dev/full`: every write fails with "no space") flags that
+    /// call's recording, once, and leaves the other calls' recordings whole.
+    #[tokio::test]
+    async fn a_full_disk_flags_the_call_and_spares_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::start(64);
+        recorder.open("full", PathBuf::from("/dev/full")).await;
+        let ok = dir.path().join("ok.wav");
+        recorder.open("ok", ok.clone()).await;
+        let (mut full_feed, mut ok_feed) = (RecordingFeed::default(), RecordingFeed::default());
+        for v in 0..4 {
+            assert!(recorder.append("full", &mut full_feed, vec![v; 320]));
+            assert!(recorder.append("ok", &mut ok_feed, vec![v; 320]));
+        }
+        let full = recorder.close("full", &mut full_feed).await;
+        let whole = recorder.close("ok", &mut ok_feed).await;
+        assert!(!full.await, "the refused recording is flagged");
+        assert!(whole.await, "the other call's recording is whole");
+        let bytes = std::fs::read(&ok).unwrap();
+        assert_eq!(bytes.len(), 44 + 4 * 320 * 2);
+        assert_eq!(
+            u32::from_le_bytes(bytes[40..44].try_into().unwrap()),
+            4 * 320 * 2
         );
     }
 

@@ -558,6 +558,27 @@ async fn call_lifecycle(h: Harness) {
     assert_eq!(detail["has_recording"], false, "no file was written");
     let transcript = detail["transcript"].as_array().unwrap();
     assert_eq!(transcript.len(), 3);
+    // a recording missing part of the call is flagged (the disk refused it or fell behind)
+    assert_eq!(detail["recording_incomplete"], false);
+    h.store.mark_recording_incomplete(&call.id).await.unwrap();
+    h.store.mark_recording_incomplete(&call.id).await.unwrap();
+    let (_, detail) = h.get(&format!("/api/v1/calls/{}", call.id), &key).await;
+    assert_eq!(detail["recording_incomplete"], true, "{detail}");
+    assert_eq!(
+        detail["end_reason"], "completed",
+        "the flag leaves the rest alone"
+    );
+    let (_, list) = h.get("/api/v1/calls", &key).await;
+    let listed = list["data"].as_array().unwrap();
+    let this = listed.iter().find(|c| c["id"] == call.id.as_str()).unwrap();
+    assert_eq!(this["recording_incomplete"], true, "{list}");
+    assert!(
+        listed
+            .iter()
+            .filter(|c| c["id"] != call.id.as_str())
+            .all(|c| c["recording_incomplete"] == false),
+        "{list}"
+    );
     assert_eq!(transcript[1]["speaker"], "caller");
     assert_eq!(transcript[1]["start_ms"], 2_000);
     assert_eq!(transcript[2]["text"], "Thanks, Ann!");
@@ -636,6 +657,10 @@ async fn call_lifecycle(h: Harness) {
         h.store
             .finish_call("nope", 0, 0, EndReason::Completed)
             .await,
+        Err(receptionist::store::StoreError::NotFound)
+    ));
+    assert!(matches!(
+        h.store.mark_recording_incomplete("nope").await,
         Err(receptionist::store::StoreError::NotFound)
     ));
     let (status, _) = h.get("/api/v1/calls/nope", &key).await;

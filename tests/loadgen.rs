@@ -65,6 +65,66 @@ fn self_spawned_run_completes_every_call() {
     }
 }
 
+/// A short soak (CI's version of `scripts/soak`): 20 calls kept going for a minute, each hung up
+/// after 15 s and replaced at once; then the curve, the memory verdict, and every completed
+/// call's records checked through the API (end reason, transcript, a finished recording as long
+/// as the call).
+#[test]
+fn short_soak_replaces_calls_and_every_record_is_complete() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/audio-fixtures");
+    let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))
+        .args(["loadgen", "--soak-secs", "60", "--calls", "20"])
+        .args([
+            "--ramp-secs",
+            "5",
+            "--duration-secs",
+            "15",
+            "--sample-secs",
+            "5",
+        ])
+        .args(["--max-secs", "240", "--fixtures", fixtures])
+        .env_remove("TWILIO_AUTH_TOKEN")
+        .env_remove("RECEPTIONIST_API_KEY")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadgen failed:\n{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+
+    // each of the 20 slots placed a call about every 15 s for a minute
+    let started = r["calls_started"].as_u64().unwrap();
+    assert!(started >= 60, "calls were not replaced: {r}");
+    assert_eq!(r["calls_completed"], started, "{r}\n{stderr}");
+    assert_eq!(r["calls_failed"], 0, "{r}");
+    assert_eq!(r["protocol_errors"], 0, "{r}");
+    assert_eq!(r["peak_concurrent_calls"], 20, "{r}");
+    // every completed call's records
+    assert_eq!(r["records_checked"], started, "{r}");
+    assert_eq!(r["records_incomplete"], 0, "{r}");
+    // the curve: a point every 5 s over the minute and the last calls' end
+    let curve = r["curve"].as_array().expect("a curve");
+    assert!(curve.len() >= 13, "{r}");
+    for p in curve {
+        assert!(
+            p["t_s"].is_number() && p["rss_kib"].as_u64().unwrap() > 0,
+            "{p}"
+        );
+        assert!(p["active"].as_u64().unwrap() <= 20, "{p}");
+    }
+    assert!(
+        curve
+            .iter()
+            .any(|p| p["active"] == 20 && p["rss_per_call_kib"].is_number()),
+        "{r}"
+    );
+    // the verdict is made (its value is the soak's finding, not judged here)
+    let memory = &r["memory"];
+    assert!(memory["steady_points"].as_u64().unwrap() >= 6, "{memory}");
+    assert!(memory["flat"].is_boolean(), "{memory}");
+    assert!(memory["growth_pct"].is_number(), "{memory}");
+}
+
 /// A short run on each other carrier (the loadgen's own server has every carrier's test
 /// credentials), so that `--carrier` cannot rot.
 macro_rules! short_run_on {

@@ -545,10 +545,19 @@ impl CallDriver<'_> {
             h.abort();
         }
         self.stt.clear();
-        self.state
+        let whole = self
+            .state
             .recorder
             .close(self.call_id, &mut self.recording)
             .await;
+        // the flag goes with the call's records (journaled like them when the database is away)
+        // once the recorder has closed the file; the call's end does not wait for it
+        let persist = self.persist.clone();
+        tokio::spawn(async move {
+            if !whole.await {
+                let _ = persist.send(Persist::RecordingIncomplete);
+            }
+        });
         let _ = self.persist.send(Persist::Finish {
             ended_at_ms: now_ms(),
             duration_ms: self.engine.call_ms() as i64,
@@ -1112,6 +1121,7 @@ mod start_tests {
             duration_ms: None,
             end_reason: None,
             recording_path: None,
+            recording_incomplete: false,
             candidate_id: None,
             settings: crate::testing::sample_settings(),
         }

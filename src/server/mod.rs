@@ -61,13 +61,18 @@ impl AppState {
             metrics.journal_bytes(),
             metrics.journal_calls(),
         ));
+        let recorder = Recorder::start_slowed(
+            config.recorder_queue.max(1),
+            (config.recorder_delay_ms > 0)
+                .then(|| std::time::Duration::from_millis(config.recorder_delay_ms)),
+        );
         Self {
             store,
             config: Arc::new(config),
             backends,
             llm: None,
             prompts,
-            recorder: Recorder::start(4096),
+            recorder,
             calls: Arc::new(CallSlots::new(max)),
             journal,
             metrics,

@@ -50,6 +50,8 @@ pub enum Persist {
         duration_ms: i64,
         reason: EndReason,
     },
+    /// The recorder could not write all of the call's recording (a full or failing disk).
+    RecordingIncomplete,
 }
 
 /// One journal line: a call's records, in the order they are applied.
@@ -67,6 +69,8 @@ pub enum Record {
         duration_ms: i64,
         reason: EndReason,
     },
+    /// `calls.recording_incomplete`.
+    RecordingIncomplete,
 }
 
 /// Write one record to the database (idempotent: see the module's documentation).
@@ -94,6 +98,7 @@ pub async fn apply(
                 .await
                 .map(|_| ())
         }
+        Record::RecordingIncomplete => store.mark_recording_incomplete(call_id).await,
     }
 }
 
@@ -307,12 +312,16 @@ pub async fn persist_call(
     let mut seq: i64 = 0;
     let mut batch: Vec<CallEvent> = Vec::with_capacity(64);
     let mut finish: Option<Record> = None;
+    let mut flag = false;
     // records of this call are in the journal and not yet all in the database
     let mut journaled = false;
     let mut backoff = FIRST_BACKOFF;
     let mut replay_at = tokio::time::Instant::now();
     let mut open = true;
-    let push = |p: Persist, batch: &mut Vec<CallEvent>, finish: &mut Option<Record>| match p {
+    let push = |p: Persist,
+                batch: &mut Vec<CallEvent>,
+                finish: &mut Option<Record>,
+                flag: &mut bool| match p {
         Persist::Event(e) => batch.push(e),
         Persist::Finish {
             ended_at_ms,
@@ -325,6 +334,7 @@ pub async fn persist_call(
                 reason,
             })
         }
+        Persist::RecordingIncomplete => *flag = true,
     };
     loop {
         if open {
@@ -340,7 +350,7 @@ pub async fn persist_call(
                 None => open = false,
                 Some(None) => {}
                 Some(Some(first)) => {
-                    push(first, &mut batch, &mut finish);
+                    push(first, &mut batch, &mut finish, &mut flag);
                     // events come in bursts (a turn's transcript lines, latency, answers): gather
                     // a burst into one transaction, unless the call has ended
                     if finish.is_none() {
@@ -349,7 +359,7 @@ pub async fn persist_call(
                         while batch.len() < MAX_BATCH && finish.is_none() {
                             tokio::select! {
                                 p = rx.recv() => match p {
-                                    Some(p) => push(p, &mut batch, &mut finish),
+                                    Some(p) => push(p, &mut batch, &mut finish, &mut flag),
                                     None => { open = false; break }
                                 },
                                 () = &mut window => break,
@@ -358,7 +368,7 @@ pub async fn persist_call(
                     }
                     while batch.len() < MAX_BATCH && finish.is_none() {
                         match rx.try_recv() {
-                            Ok(p) => push(p, &mut batch, &mut finish),
+                            Ok(p) => push(p, &mut batch, &mut finish, &mut flag),
                             Err(_) => break,
                         }
                     }
@@ -382,6 +392,9 @@ pub async fn persist_call(
         }
         let ends = finish.is_some();
         records.extend(finish.take());
+        if std::mem::take(&mut flag) {
+            records.push(Record::RecordingIncomplete);
+        }
 
         let mut written = 0;
         if !journaled {

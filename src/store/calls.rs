@@ -14,12 +14,14 @@ use super::{
 
 const CALL_COLUMNS: &str = "id, workspace_id, receptionist_id, carrier, carrier_call_sid, \
     stream_sid, from_number, to_number, forwarded_from, token_hash, node_id, status, accepted_at, \
-    started_at, ended_at, duration_ms, end_reason, recording_path, candidate_id, settings";
+    started_at, ended_at, duration_ms, end_reason, recording_path, recording_incomplete, \
+    candidate_id, settings";
 
 /// Columns of [`SummaryRow`], for `calls c LEFT JOIN candidates k`.
 pub(super) const SUMMARY_COLUMNS: &str = "c.id, c.carrier, c.carrier_call_sid, c.receptionist_id, c.candidate_id, \
     k.name AS candidate_name, c.from_number, c.to_number, c.forwarded_from, c.status, \
-    c.accepted_at, c.started_at, c.ended_at, c.duration_ms, c.end_reason, c.recording_path";
+    c.accepted_at, c.started_at, c.ended_at, c.duration_ms, c.end_reason, c.recording_path, \
+    c.recording_incomplete";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -41,6 +43,7 @@ struct Row {
     duration_ms: Option<i64>,
     end_reason: Option<String>,
     recording_path: Option<String>,
+    recording_incomplete: bool,
     candidate_id: Option<String>,
     settings: String,
 }
@@ -69,6 +72,7 @@ impl Row {
                 .map(|r| parse_enum("end reason", &r))
                 .transpose()?,
             recording_path: self.recording_path,
+            recording_incomplete: self.recording_incomplete,
             candidate_id: self.candidate_id,
             settings: from_json("settings", &self.settings)?,
         })
@@ -93,6 +97,7 @@ pub(super) struct SummaryRow {
     duration_ms: Option<i64>,
     end_reason: Option<String>,
     recording_path: Option<String>,
+    recording_incomplete: bool,
 }
 
 impl SummaryRow {
@@ -117,6 +122,7 @@ impl SummaryRow {
                 .map(|r| parse_enum("end reason", &r))
                 .transpose()?,
             recording_path: self.recording_path,
+            recording_incomplete: self.recording_incomplete,
         })
     }
 }
@@ -415,6 +421,23 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         tracing::info!(%call_id, reason = reason.as_str(), "call finished");
+        Ok(())
+    }
+
+    /// Flag the call's recording as missing part of the call (the disk refused a write or could
+    /// not keep up). Idempotent; `NotFound` for an unknown call.
+    pub async fn mark_recording_incomplete(&self, call_id: &str) -> StoreResult<()> {
+        let affected = on_pool!(self, |pool| {
+            sqlx::query("UPDATE calls SET recording_incomplete = TRUE WHERE id = $1")
+                .bind(call_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if affected == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tracing::warn!(%call_id, "call's recording flagged incomplete");
         Ok(())
     }
 

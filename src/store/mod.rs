@@ -321,6 +321,8 @@ pub struct CallRow {
     pub end_reason: Option<EndReason>,
     /// Relative to the data directory.
     pub recording_path: Option<String>,
+    /// Part of the call is missing from its recording (see [`CallSummary::recording_incomplete`]).
+    pub recording_incomplete: bool,
     pub candidate_id: Option<String>,
     /// The receptionist's settings as they were when the call was accepted.
     pub settings: ReceptionistSettings,
@@ -357,6 +359,9 @@ pub struct CallSummary {
     pub end_reason: Option<EndReason>,
     /// Relative to the data directory; the file may be missing if the call never produced audio.
     pub recording_path: Option<String>,
+    /// Part of the call is missing from its recording: the disk refused a write (full, an I/O
+    /// error) or could not keep up (silence in place of what was missed).
+    pub recording_incomplete: bool,
 }
 
 /// A call with everything it produced, assembled from its events.

@@ -147,6 +147,28 @@ pub struct LoadgenArgs {
     /// The stand-in's delay before each answer's first byte (a model's time to first token).
     #[arg(long, default_value_t = 0, requires = "llm_stand_in")]
     pub llm_stand_in_delay_ms: u64,
+    /// Soak: keep `--calls` calls going for this many seconds (each call that ends, by the
+    /// server or after `--duration-secs`, is replaced by a new one until then; the last ones run
+    /// to their end), sample the server every `--sample-secs` into a curve, judge whether memory
+    /// per call stayed flat, and check every completed call's records (implies `--verify`).
+    #[arg(long, conflicts_with = "levels")]
+    pub soak_secs: Option<f64>,
+    /// Soak: the curve's spacing (time, active calls, RSS, RSS per call, CPU).
+    #[arg(long, default_value_t = 10.0)]
+    pub sample_secs: f64,
+    /// Soak: the memory verdict ignores the curve before this many seconds (default: ramp +
+    /// duration, when every first call has been replaced once).
+    #[arg(long)]
+    pub warmup_secs: Option<f64>,
+    /// Soak: memory is flat when the mean RSS per call over the last third of the steady part
+    /// of the curve is within this many percent of the first third's.
+    #[arg(long, default_value_t = 10.0)]
+    pub flat_pct: f64,
+    /// After the run, check through the server's API that every completed call has its records:
+    /// ended with a reason, transcript lines, its recording present (and not flagged
+    /// incomplete) with a length matching the call's within 1 s + 2%.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// The stages of a turn's latency the server stores (`TurnLatency`), reported by percentile.
@@ -353,6 +375,8 @@ struct Sample {
     self_ticks: u64,
     /// Every process on the machine: busy time summed over CPUs.
     machine_ticks: u64,
+    /// The generator's calls connected at the time.
+    active: usize,
 }
 
 /// Busy clock ticks of all CPUs (user, nice, system, irq, softirq, steal) from `/proc/stat`.
@@ -382,6 +406,7 @@ fn take_sample(pid: Option<&str>) -> Option<Sample> {
         rss_kib,
         self_ticks: cpu_ticks("self").unwrap_or(0),
         machine_ticks: machine_busy_ticks().unwrap_or(0),
+        active: 0,
     })
 }
 
@@ -546,8 +571,14 @@ enum End {
 }
 
 /// One load thread: its calls on a single-threaded runtime (one thread waking for all its
-/// sockets and timers is much cheaper than work-stealing workers waking each other).
-fn run_shard(ctx: Arc<Ctx>, starts: Vec<Instant>) -> anyhow::Result<Vec<CallResult>> {
+/// sockets and timers is much cheaper than work-stealing workers waking each other). With
+/// `replace_until` (a soak), each start is a slot that places a new call whenever its call ends,
+/// until then.
+fn run_shard(
+    ctx: Arc<Ctx>,
+    starts: Vec<Instant>,
+    replace_until: Option<Instant>,
+) -> anyhow::Result<Vec<CallResult>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -562,7 +593,20 @@ fn run_shard(ctx: Arc<Ctx>, starts: Vec<Instant>) -> anyhow::Result<Vec<CallResu
                 let http = http.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep_until(at).await;
-                    run_call(ctx, http).await
+                    let mut done = vec![run_call(ctx.clone(), http.clone()).await];
+                    while let Some(until) = replace_until {
+                        let now = Instant::now();
+                        if now >= until || now >= ctx.hard_deadline {
+                            break;
+                        }
+                        // a call refused at once must not spin: at most one attempt a second
+                        let last = done.last().and_then(|r: &CallResult| r.connected);
+                        if last.is_none() {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        done.push(run_call(ctx.clone(), http.clone()).await);
+                    }
+                    done
                 })
             })
             .collect();
@@ -570,7 +614,7 @@ fn run_shard(ctx: Arc<Ctx>, starts: Vec<Instant>) -> anyhow::Result<Vec<CallResu
         for h in handles {
             let abort = h.abort_handle();
             match tokio::time::timeout_at(ctx.hard_deadline + Duration::from_secs(5), h).await {
-                Ok(Ok(r)) => results.push(r),
+                Ok(Ok(r)) => results.extend(r),
                 _ => {
                     abort.abort();
                     ctx.m.fail(Failure::Cutoff);
@@ -622,10 +666,12 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
         first_audio: false,
         last_media_at: None,
         frames_received: 0,
+        hung_up_at: None,
     };
     let end = session.run(&mut ws).await;
     let frames = session.frames_received;
-    let ended = Instant::now();
+    // a call we hung up ended then, not after the close handshake that follows
+    let ended = session.hung_up_at.unwrap_or_else(Instant::now);
     ctx.m.active.fetch_sub(1, Ordering::SeqCst);
     let _ = ctx.m.first_end_at.set(ended);
     result.connected = Some((started, ended));
@@ -729,6 +775,8 @@ struct Session<'a> {
     first_audio: bool,
     last_media_at: Option<Instant>,
     frames_received: u64,
+    /// When we sent `stop` (`--duration-secs` passed).
+    hung_up_at: Option<Instant>,
 }
 
 impl Session<'_> {
@@ -762,6 +810,7 @@ impl Session<'_> {
                     let now = Instant::now();
                     self.ctx.m.tick_lag.record(now.saturating_duration_since(at));
                     if now >= call_deadline {
+                        self.hung_up_at = Some(now);
                         // Vonage has no stop: closing is the hang-up
                         self.fake.send_stop();
                         let _ = send_out(&mut self.fake, ws).await;
@@ -1047,7 +1096,11 @@ async fn start_own_server(
         .arg("--data-dir")
         .arg(&dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--max-calls", &(args.calls + 10).to_string()])
+        // replaced calls start as soon as theirs end, before the server has let go of them
+        .args([
+            "--max-calls",
+            &(args.calls + 10.max(args.calls / 5)).to_string(),
+        ])
         .args(credentials.server_flags())
         .env_remove("RECEPTIONIST_PUBLIC_URL")
         .env_remove("RECEPTIONIST_INSECURE_NO_SIGNATURE")
@@ -1235,9 +1288,19 @@ pub async fn run_report(args: LoadgenArgs) -> anyhow::Result<Value> {
         args.duration_secs > 0.0 && args.duration_secs.is_finite(),
         "--duration-secs must be positive"
     );
-    let max_secs = args
-        .max_secs
-        .unwrap_or(args.duration_secs + args.ramp_secs + 60.0);
+    if let Some(soak) = args.soak_secs {
+        anyhow::ensure!(
+            soak > 0.0 && soak.is_finite(),
+            "--soak-secs must be positive"
+        );
+        anyhow::ensure!(
+            args.sample_secs >= 0.5 && args.sample_secs.is_finite(),
+            "--sample-secs must be at least 0.5"
+        );
+    }
+    let max_secs = args.max_secs.unwrap_or(
+        args.duration_secs + args.ramp_secs + args.soak_secs.map_or(60.0, |s| s + 120.0),
+    );
     anyhow::ensure!(
         max_secs > 0.0 && max_secs.is_finite(),
         "--max-secs must be positive"
@@ -1334,26 +1397,30 @@ async fn drive(
     let sampler = {
         let samples = samples.clone();
         let pid = pid.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(SAMPLE_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
                 // the server gone: stop sampling
-                let Some(s) = take_sample(pid.as_deref()) else {
+                let Some(mut s) = take_sample(pid.as_deref()) else {
                     break;
                 };
+                s.active = ctx.m.active.load(Ordering::SeqCst);
                 samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
             }
         })
     };
 
     // progress on stderr
+    let soak = args.soak_secs.map(Duration::from_secs_f64);
+    let progress_every = Duration::from_secs(if soak.is_some() { 30 } else { 5 });
     let progress = {
         let ctx = ctx.clone();
         let samples = samples.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
+            let mut every = tokio::time::interval(progress_every);
             every.tick().await;
             loop {
                 every.tick().await;
@@ -1379,10 +1446,16 @@ async fn drive(
     };
 
     eprintln!(
-        "[loadgen] {} calls to {} over {} s, {} s each",
-        args.calls, target.server, args.ramp_secs, args.duration_secs
+        "[loadgen] {} calls to {} over {} s, {} s each{}",
+        args.calls,
+        target.server,
+        args.ramp_secs,
+        args.duration_secs,
+        soak.map(|s| format!(", replaced as they end for {} s", s.as_secs_f64()))
+            .unwrap_or_default()
     );
     let t0 = Instant::now();
+    let replace_until = soak.map(|s| t0 + s);
     let ramp = Duration::from_secs_f64(args.ramp_secs);
     let threads = args.threads.clamp(1, args.calls);
     let mut shards = Vec::with_capacity(threads);
@@ -1397,7 +1470,7 @@ async fn drive(
         std::thread::Builder::new()
             .name(format!("loadgen-{t}"))
             .spawn(move || {
-                let _ = tx.send(run_shard(ctx, starts));
+                let _ = tx.send(run_shard(ctx, starts, replace_until));
             })
             .context("starting a load thread")?;
         shards.push(rx);
@@ -1429,7 +1502,11 @@ async fn drive(
     let mut end_reasons: BTreeMap<String, u64> = BTreeMap::new();
     if let Some(key) = &target.api_key {
         let ids: Vec<String> = results.iter().filter_map(|r| r.call_id.clone()).collect();
-        let fetch_by = hard_deadline.min(Instant::now() + Duration::from_secs(60));
+        // a soak's thousands of calls get time of their own, past the calls' deadline
+        let fetch_by = match soak {
+            Some(_) => Instant::now() + Duration::from_secs(60) + FETCH_PER_CALL * ids.len() as u32,
+            None => hard_deadline.min(Instant::now() + Duration::from_secs(60)),
+        };
         // let the server persist the calls' last events
         tokio::time::sleep(Duration::from_millis(500).min(fetch_by - Instant::now())).await;
         let fetches = futures_util::stream::iter(ids.into_iter().map(|id| {
@@ -1466,6 +1543,35 @@ async fn drive(
             eprintln!("[loadgen] fetching the server's call records ran out of time");
         }
     }
+    // every completed call's records, through the API
+    let records = match (&target.api_key, args.verify || soak.is_some()) {
+        (Some(key), true) => Some(verify_records(&target.server, key, &http, &results).await),
+        (None, true) => {
+            eprintln!("[loadgen] no API key: the calls' records are not checked");
+            None
+        }
+        _ => None,
+    };
+    // the soak's curve and the memory verdict
+    let soak_report = soak.map(|soak| {
+        let points = curve(
+            &samples,
+            t0,
+            Duration::from_secs_f64(args.sample_secs),
+            baseline_kib.filter(|_| pid.is_some()),
+            clk_tck,
+        );
+        let warmup = args
+            .warmup_secs
+            .unwrap_or(args.ramp_secs + args.duration_secs);
+        let verdict = memory_verdict(&points, warmup, soak.as_secs_f64(), args.flat_pct);
+        json!({
+            "soak_secs": soak.as_secs_f64(),
+            "sample_secs": args.sample_secs,
+            "curve": points.iter().map(CurvePoint::to_json).collect::<Vec<_>>(),
+            "memory": verdict,
+        })
+    });
     server_added.sort_by(f64::total_cmp);
     let mut stage_report = serde_json::Map::new();
     for (stage, mut v) in stages {
@@ -1601,8 +1707,332 @@ async fn drive(
             "loadgen_tick_lag_ms_max": Histogram::ms(m.tick_lag.max_us()),
         }),
     );
+    if let Some(records) = records {
+        merge(&mut report, records);
+    }
+    if let Some(soak) = soak_report {
+        merge(&mut report, soak);
+    }
     let report = Value::Object(report);
     Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Soak: records, curve, verdict
+
+/// Time allowed per call for fetching a soak's records, on top of a minute.
+const FETCH_PER_CALL: Duration = Duration::from_millis(20);
+/// Problems reported that do not make a call's records incomplete: the stored duration is
+/// counted from when the server took the stream's `start`, which a saturated machine can take
+/// seconds late while the caller's audio (and so the recording) began on time.
+pub const NOTE_ONLY: [&str; 1] = ["duration_mismatch"];
+
+/// Bytes of recording per millisecond: 8 kHz, two channels, 16 bits.
+const WAV_BYTES_PER_MS: u64 = 32;
+
+/// What is missing from a completed call's records, given its `GET /api/v1/calls/{id}` body,
+/// the recording's WAV header (`data` length, and the file's length) and how long the generator
+/// had the call connected. Empty when complete. The recording's length is held against the
+/// caller's side of the call (how long the generator had it connected) when known, else the
+/// stored `duration_ms`; a stored duration off the caller's is [`NOTE_ONLY`], not a gap in the
+/// records.
+pub fn record_problems(
+    detail: &Value,
+    wav: Option<(u64, u64)>,
+    connected_ms: Option<f64>,
+) -> Vec<&'static str> {
+    let mut problems = Vec::new();
+    if detail["status"] != "completed" {
+        problems.push("not_completed");
+    }
+    if detail["end_reason"].is_null() {
+        problems.push("no_end_reason");
+    }
+    if detail["transcript"].as_array().is_none_or(|t| t.is_empty()) {
+        problems.push("no_transcript");
+    }
+    if detail["recording_incomplete"] == true {
+        problems.push("recording_incomplete");
+    }
+    let duration_ms = detail["duration_ms"].as_f64();
+    if duration_ms.is_none() {
+        problems.push("no_duration");
+    }
+    if detail["has_recording"] != true {
+        problems.push("no_recording");
+    } else {
+        match wav {
+            None => problems.push("recording_unreadable"),
+            Some((data_len, file_len)) => {
+                if file_len != 44 + data_len {
+                    // the header was not rewritten at the end: the recording was never finished
+                    problems.push("recording_unfinished");
+                }
+                if let Some(d) = connected_ms.or(duration_ms) {
+                    let wav_ms = (data_len / WAV_BYTES_PER_MS) as f64;
+                    if (wav_ms - d).abs() > 1000.0 + 0.02 * d {
+                        problems.push("recording_length_mismatch");
+                    }
+                }
+            }
+        }
+    }
+    if let (Some(d), Some(c)) = (duration_ms, connected_ms)
+        && (d - c).abs() > 2000.0 + 0.02 * c
+    {
+        problems.push("duration_mismatch");
+    }
+    problems
+}
+
+/// The call's detail and its recording's WAV header (`data` length, file length), read with a
+/// range request for the 44 header bytes.
+async fn fetch_records(
+    http: &reqwest::Client,
+    server: &str,
+    key: &str,
+    id: &str,
+) -> Option<(Value, Option<(u64, u64)>)> {
+    let r = http
+        .get(format!("{server}/api/v1/calls/{id}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    let detail: Value = r.json().await.ok()?;
+    let Some(url) = detail["recording_url"].as_str() else {
+        return Some((detail, None));
+    };
+    let wav = async {
+        let r = http
+            .get(format!("{server}{url}"))
+            .bearer_auth(key)
+            .header(reqwest::header::RANGE, "bytes=0-43")
+            .send()
+            .await
+            .ok()?;
+        // `bytes 0-43/LEN`, or the whole file when it is that small
+        let file_len = match r.headers().get(reqwest::header::CONTENT_RANGE) {
+            Some(v) => v.to_str().ok()?.rsplit('/').next()?.parse().ok()?,
+            None => r.content_length()?,
+        };
+        let head = r.bytes().await.ok()?;
+        if head.len() < 44 || &head[0..4] != b"RIFF" {
+            return None;
+        }
+        let data_len = u32::from_le_bytes(head[40..44].try_into().ok()?) as u64;
+        Some((data_len, file_len))
+    }
+    .await;
+    Some((detail, wav))
+}
+
+/// Every completed call's records checked (calls still missing something are looked at again,
+/// twice, 2 s apart, as the last records may still be landing): counts, problems by kind, and
+/// the first few incomplete calls.
+async fn verify_records(
+    server: &str,
+    key: &str,
+    http: &reqwest::Client,
+    results: &[CallResult],
+) -> Value {
+    let mut pending: Vec<(String, Option<f64>)> = results
+        .iter()
+        .filter(|r| r.completed)
+        .filter_map(|r| {
+            let ms = r.connected.map(|(a, b)| (b - a).as_secs_f64() * 1000.0);
+            Some((r.call_id.clone()?, ms))
+        })
+        .collect();
+    let unidentified = results
+        .iter()
+        .filter(|r| r.completed && r.call_id.is_none())
+        .count();
+    let checked = pending.len();
+    eprintln!("[loadgen] checking the records of {checked} completed calls");
+    // (call, problems, what was measured)
+    let mut problems: Vec<(String, Vec<&'static str>, Value)> = Vec::new();
+    // calls complete but for a note
+    let mut notes: Vec<(String, Vec<&'static str>, Value)> = Vec::new();
+    for pass in 0..3 {
+        if pass > 0 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let found = futures_util::stream::iter(pending.iter().map(|(id, ms)| async move {
+            let (problems, seen) = match fetch_records(http, server, key, id).await {
+                Some((detail, wav)) => {
+                    let seen = json!({
+                        "duration_ms": detail["duration_ms"],
+                        "connected_ms": ms.map(|ms| ms.round()),
+                        "recording_ms": wav.map(|(data, _)| data / WAV_BYTES_PER_MS),
+                        "recording_file_bytes": wav.map(|(_, len)| len),
+                        "end_reason": detail["end_reason"],
+                        "transcript_lines": detail["transcript"].as_array().map(Vec::len),
+                    });
+                    (record_problems(&detail, wav, *ms), seen)
+                }
+                None => (vec!["not_found"], Value::Null),
+            };
+            (id.clone(), *ms, problems, seen)
+        }))
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+        pending.clear();
+        problems.clear();
+        for (id, ms, p, seen) in found {
+            if p.iter().any(|k| !NOTE_ONLY.contains(k)) {
+                pending.push((id.clone(), ms));
+                problems.push((id, p, seen));
+            } else if !p.is_empty() {
+                notes.push((id, p, seen));
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+    }
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    // the notes of calls otherwise complete are counted too
+    for (_, p, _) in problems.iter().chain(&notes) {
+        for k in p {
+            *by_kind.entry(k).or_default() += 1;
+        }
+    }
+    problems.sort_by(|a, b| a.0.cmp(&b.0));
+    json!({
+        "records_checked": checked,
+        "records_incomplete": problems.len() + unidentified,
+        "records_problems": by_kind,
+        "records_incomplete_calls": problems
+            .iter()
+            .take(10)
+            .map(|(id, p, seen)| json!({"call_id": id, "problems": p, "seen": seen}))
+            .collect::<Vec<_>>(),
+        "records_noted_calls": notes
+            .iter()
+            .take(5)
+            .map(|(id, p, seen)| json!({"call_id": id, "notes": p, "seen": seen}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// One point of the soak's curve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurvePoint {
+    pub t_s: f64,
+    pub active: usize,
+    pub rss_kib: u64,
+    /// (RSS − the server's RSS before the run) / active calls.
+    pub rss_per_call_kib: Option<f64>,
+    /// Server CPU since the previous point, in cores.
+    pub server_cpu_cores: Option<f64>,
+    pub loadgen_cpu_cores: Option<f64>,
+}
+
+impl CurvePoint {
+    fn to_json(&self) -> Value {
+        json!({
+            "t_s": self.t_s,
+            "active": self.active,
+            "rss_kib": self.rss_kib,
+            "rss_per_call_kib": self.rss_per_call_kib,
+            "server_cpu_cores": self.server_cpu_cores,
+            "loadgen_cpu_cores": self.loadgen_cpu_cores,
+        })
+    }
+}
+
+/// The samples thinned to one every `every` from `t0` (the first sample at or after each mark).
+fn curve(
+    samples: &[Sample],
+    t0: Instant,
+    every: Duration,
+    baseline_kib: Option<u64>,
+    clk_tck: u64,
+) -> Vec<CurvePoint> {
+    let mut points = Vec::new();
+    let mut prev: Option<&Sample> = None;
+    let mut next_mark = t0;
+    for s in samples.iter().filter(|s| s.at >= t0) {
+        if s.at < next_mark {
+            continue;
+        }
+        while next_mark <= s.at {
+            next_mark += every;
+        }
+        let cores = |a: u64, b: u64, p: &Sample| {
+            let secs = (s.at - p.at).as_secs_f64();
+            (secs > 0.0).then(|| round3(b.saturating_sub(a) as f64 / clk_tck as f64 / secs))
+        };
+        points.push(CurvePoint {
+            t_s: round3((s.at - t0).as_secs_f64()),
+            active: s.active,
+            rss_kib: s.rss_kib,
+            rss_per_call_kib: baseline_kib
+                .filter(|_| s.active > 0)
+                .map(|b| round3(s.rss_kib.saturating_sub(b) as f64 / s.active as f64)),
+            server_cpu_cores: prev
+                .filter(|_| baseline_kib.is_some())
+                .and_then(|p| cores(p.cpu_ticks, s.cpu_ticks, p)),
+            loadgen_cpu_cores: prev.and_then(|p| cores(p.self_ticks, s.self_ticks, p)),
+        });
+        prev = Some(s);
+    }
+    points
+}
+
+/// Whether memory per call stayed flat: over the curve's steady part (after `warmup_s`, up to
+/// `steady_end_s` when calls stop being replaced), the mean RSS per call of the last third
+/// against the first third's. `flat` is null with fewer than 6 points.
+pub fn memory_verdict(
+    points: &[CurvePoint],
+    warmup_s: f64,
+    steady_end_s: f64,
+    flat_pct: f64,
+) -> Value {
+    let steady: Vec<&CurvePoint> = points
+        .iter()
+        .filter(|p| p.t_s >= warmup_s && p.t_s <= steady_end_s && p.rss_per_call_kib.is_some())
+        .collect();
+    let third = steady.len() / 3;
+    let mean = |ps: &[&CurvePoint], f: &dyn Fn(&CurvePoint) -> f64| {
+        round3(ps.iter().map(|p| f(p)).sum::<f64>() / ps.len() as f64)
+    };
+    if steady.len() < 6 {
+        return json!({
+            "warmup_s": warmup_s,
+            "steady_points": steady.len(),
+            "flat_limit_pct": flat_pct,
+            "flat": null,
+        });
+    }
+    let (first, last) = (&steady[..third], &steady[steady.len() - third..]);
+    let per_call = |p: &CurvePoint| p.rss_per_call_kib.unwrap_or(0.0);
+    let rss = |p: &CurvePoint| p.rss_kib as f64;
+    let active = |p: &CurvePoint| p.active as f64;
+    let (a, b) = (mean(first, &per_call), mean(last, &per_call));
+    let growth = if a > 0.0 {
+        round3((b / a - 1.0) * 100.0)
+    } else {
+        0.0
+    };
+    json!({
+        "warmup_s": warmup_s,
+        "steady_points": steady.len(),
+        "first_third_rss_per_call_kib": a,
+        "last_third_rss_per_call_kib": b,
+        "first_third_rss_kib": mean(first, &rss),
+        "last_third_rss_kib": mean(last, &rss),
+        "first_third_active": mean(first, &active),
+        "last_third_active": mean(last, &active),
+        "growth_pct": growth,
+        "flat_limit_pct": flat_pct,
+        "flat": growth <= flat_pct,
+    })
 }
 
 /// (The report is built in parts: one `json!` of it all overflows the macro recursion limit.)
@@ -1855,6 +2285,7 @@ mod tests {
             rss_kib: 0,
             self_ticks: ticks / 2,
             machine_ticks: ticks * 2,
+            active: 0,
         };
         let samples = [s(0, 0), s(2, 100), s(4, 300), s(6, 500), s(8, 900)];
         // two calls: one over the whole window, one only half of it
@@ -1877,5 +2308,134 @@ mod tests {
         assert_eq!(w.cores(w.self_s), 0.5);
         assert_eq!(w.cores(w.machine_s), 2.0);
         assert!(cpu_over(&samples, (t, t), &calls, 100).is_none());
+    }
+
+    /// Samples every 500 ms thinned to one per `every`; RSS per call over the baseline; CPU
+    /// in cores between points.
+    #[test]
+    fn soak_curve_thins_samples_and_divides_by_active_calls() {
+        let t = Instant::now();
+        let samples: Vec<Sample> = (0..40u64)
+            .map(|i| Sample {
+                at: t + Duration::from_millis(500 * i),
+                cpu_ticks: 50 * i, // one core at 100 ticks a second
+                rss_kib: 10_000 + 100 * i,
+                self_ticks: 25 * i,
+                machine_ticks: 0,
+                active: if i == 0 { 0 } else { 10 },
+            })
+            .collect();
+        let points = curve(&samples, t, Duration::from_secs(5), Some(10_000), 100);
+        let times: Vec<f64> = points.iter().map(|p| p.t_s).collect();
+        assert_eq!(times, [0.0, 5.0, 10.0, 15.0]);
+        assert_eq!(points[0].rss_per_call_kib, None, "no call active");
+        assert_eq!(points[0].server_cpu_cores, None, "no previous point");
+        // at 5 s (sample 10): 1,000 KiB over the baseline, 10 calls
+        assert_eq!(points[1].rss_kib, 11_000);
+        assert_eq!(points[1].rss_per_call_kib, Some(100.0));
+        assert_eq!(points[1].server_cpu_cores, Some(1.0));
+        assert_eq!(points[1].loadgen_cpu_cores, Some(0.5));
+        // no server pid: no baseline, no per call or server CPU figures
+        let points = curve(&samples, t, Duration::from_secs(5), None, 100);
+        assert!(points.iter().all(|p| p.rss_per_call_kib.is_none()));
+        assert!(points.iter().all(|p| p.server_cpu_cores.is_none()));
+    }
+
+    #[test]
+    fn memory_verdict_compares_the_thirds_after_warm_up() {
+        let point = |t: f64, per_call: f64| CurvePoint {
+            t_s: t,
+            active: 100,
+            rss_kib: 50_000 + (per_call * 100.0) as u64,
+            rss_per_call_kib: Some(per_call),
+            server_cpu_cores: None,
+            loadgen_cpu_cores: None,
+        };
+        // warm-up (ignored) much lower, then 200 KiB per call growing 1 KiB per point
+        let mut points: Vec<CurvePoint> = (0..3).map(|i| point(i as f64, 50.0)).collect();
+        points.extend((3..12).map(|i| point(i as f64, 197.0 + i as f64)));
+        // after the steady end (calls draining): ignored too
+        points.push(point(20.0, 900.0));
+        let v = memory_verdict(&points, 3.0, 11.0, 10.0);
+        assert_eq!(v["steady_points"], 9);
+        assert_eq!(v["first_third_rss_per_call_kib"], 201.0);
+        assert_eq!(v["last_third_rss_per_call_kib"], 207.0);
+        assert_eq!(v["growth_pct"], 2.985);
+        assert_eq!(v["flat"], true);
+        assert_eq!(memory_verdict(&points, 3.0, 11.0, 2.0)["flat"], false);
+        // a leak: per call doubling over the steady part
+        let leak: Vec<CurvePoint> = (0..9)
+            .map(|i| point(i as f64, 100.0 + 20.0 * i as f64))
+            .collect();
+        let v = memory_verdict(&leak, 0.0, 100.0, 10.0);
+        assert_eq!(v["flat"], false, "{v}");
+        // too short to judge
+        assert_eq!(
+            memory_verdict(&leak[..5], 0.0, 100.0, 10.0)["flat"],
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn record_problems_name_what_is_missing() {
+        let complete = json!({
+            "status": "completed",
+            "end_reason": "caller_hangup",
+            "duration_ms": 60_000,
+            "transcript": [{"speaker": "agent", "text": "Hi"}],
+            "has_recording": true,
+            "recording_incomplete": false,
+        });
+        let wav = |ms: u64| Some((ms * WAV_BYTES_PER_MS, 44 + ms * WAV_BYTES_PER_MS));
+        assert!(record_problems(&complete, wav(60_000), Some(60_100.0)).is_empty());
+        // within 1 s + 2 %
+        assert!(record_problems(&complete, wav(62_100), None).is_empty());
+        assert_eq!(
+            record_problems(&complete, wav(57_000), None),
+            ["recording_length_mismatch"]
+        );
+        // the recording against the caller's side of the call when known
+        assert!(
+            record_problems(&complete, wav(65_000), Some(65_000.0)).contains(&"duration_mismatch")
+        );
+        assert_eq!(
+            record_problems(&complete, wav(60_000), Some(65_000.0)),
+            ["recording_length_mismatch", "duration_mismatch"]
+        );
+        assert_eq!(
+            record_problems(&complete, Some((32_000, 44 + 64_000)), None),
+            ["recording_unfinished", "recording_length_mismatch"]
+        );
+        assert_eq!(
+            record_problems(&complete, None, None),
+            ["recording_unreadable"]
+        );
+        assert_eq!(
+            record_problems(&complete, wav(30_000), Some(30_000.0)),
+            ["duration_mismatch"]
+        );
+        let mut flagged = complete.clone();
+        flagged["recording_incomplete"] = json!(true);
+        assert_eq!(
+            record_problems(&flagged, wav(60_000), None),
+            ["recording_incomplete"]
+        );
+        let bare = json!({
+            "status": "in_progress",
+            "end_reason": null,
+            "duration_ms": null,
+            "transcript": [],
+            "has_recording": false,
+        });
+        assert_eq!(
+            record_problems(&bare, None, None),
+            [
+                "not_completed",
+                "no_end_reason",
+                "no_transcript",
+                "no_duration",
+                "no_recording"
+            ]
+        );
     }
 }

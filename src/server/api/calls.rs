@@ -59,6 +59,10 @@ pub(super) struct CallSummaryOut {
     has_recording: bool,
     /// Where the two-channel WAV streams from (range requests supported), when there is one.
     recording_url: Option<String>,
+    /// Part of the call is missing from its recording: the recordings disk was full or failed (the
+    /// rest of the call is not recorded), or could not keep up (silence in place of what was
+    /// missed).
+    recording_incomplete: bool,
 }
 
 impl CallSummaryOut {
@@ -85,6 +89,7 @@ impl CallSummaryOut {
             ended_at: c.ended_at_ms.map(rfc3339),
             duration_ms: c.duration_ms,
             end_reason: c.end_reason,
+            recording_incomplete: c.recording_incomplete,
         }
     }
 }
