@@ -161,13 +161,7 @@ async fn a_database_outage_mid_call_loses_nothing(db: Db) {
     assert_eq!(call.end_reason, Some(EndReason::Completed));
     assert!(call.candidate_id.is_some(), "the after-call work ran");
     let events = store.load_events(&id).await.unwrap();
-    let answers: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            CallEvent::Answer(a) => Some(a.question_index),
-            _ => None,
-        })
-        .collect();
+    let answers = answered_questions(&events);
     assert_eq!(
         answers,
         vec![0, 1],
@@ -251,13 +245,7 @@ async fn killed_during_an_outage_the_journal_replays_at_restart(db: Db) {
     let call = store.call_by_id(&id).await.unwrap().unwrap();
     assert_eq!(call.status, CallStatus::Interrupted);
     let events = store.load_events(&id).await.unwrap();
-    let answers: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            CallEvent::Answer(a) => Some(a.question_index),
-            _ => None,
-        })
-        .collect();
+    let answers = answered_questions(&events);
     assert_eq!(
         answers,
         vec![0],
@@ -788,6 +776,17 @@ impl Server {
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The question indexes of the call's answers, in the order they were stored.
+fn answered_questions(events: &[CallEvent]) -> Vec<usize> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Answer(a) => Some(a.question_index),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The last transcript line: speaker, text, interrupted.

@@ -259,6 +259,19 @@ impl Drop for DeepgramSession {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Words (where on the timeline, text) in timeline order.
+fn sorted(words: &[(u64, String)]) -> Vec<&(u64, String)> {
+    let mut words: Vec<&(u64, String)> = words.iter().collect();
+    words.sort_by_key(|w| w.0);
+    words
+}
+
+/// Words joined as a transcript.
+fn joined(words: Vec<&(u64, String)>) -> String {
+    let text: Vec<&str> = words.iter().map(|w| w.1.as_str()).collect();
+    provider_transcript(&text.join(" "))
+}
+
 /// One utterance as the socket task sees it.
 #[derive(Default)]
 struct Utterance {
@@ -282,21 +295,14 @@ struct Utterance {
 
 impl Utterance {
     fn transcript(&self) -> String {
-        let mut finals: Vec<&(u64, String)> = self.finals.iter().collect();
-        finals.sort_by_key(|f| f.0);
-        let joined: Vec<&str> = finals.iter().map(|f| f.1.as_str()).collect();
-        provider_transcript(&joined.join(" "))
+        joined(sorted(&self.finals))
     }
 
     /// What was said so far: the finals, then the latest interim words.
     fn partial(&self) -> String {
-        let mut words: Vec<&(u64, String)> = self.finals.iter().collect();
-        words.sort_by_key(|f| f.0);
-        let mut interim: Vec<&(u64, String)> = self.interim.iter().collect();
-        interim.sort_by_key(|f| f.0);
-        words.extend(interim);
-        let joined: Vec<&str> = words.iter().map(|f| f.1.as_str()).collect();
-        provider_transcript(&joined.join(" "))
+        let mut words = sorted(&self.finals);
+        words.extend(sorted(&self.interim));
+        joined(words)
     }
 
     /// Final results reach the end of its audio.

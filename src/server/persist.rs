@@ -102,6 +102,31 @@ pub async fn apply(
     }
 }
 
+/// Apply `records` in order, each bounded by `limit` when given, stopping at the first that does
+/// not go in: how many went in, and why the next did not.
+async fn apply_in_order(
+    store: &Store,
+    call_id: &str,
+    records: &[Record],
+    can_text: bool,
+    limit: Option<Duration>,
+) -> (usize, Option<String>) {
+    for (i, record) in records.iter().enumerate() {
+        let write = apply(store, call_id, record, can_text);
+        let refused = match limit {
+            Some(limit) => match tokio::time::timeout(limit, write).await {
+                Ok(result) => result.err().map(|e| e.to_string()),
+                Err(_) => Some(format!("timed out after {limit:?}")),
+            },
+            None => write.await.err().map(|e| e.to_string()),
+        };
+        if refused.is_some() {
+            return (i, refused);
+        }
+    }
+    (records.len(), None)
+}
+
 /// The journal directory: one file per call whose records are not all in the database yet.
 pub struct Journal {
     dir: PathBuf,
@@ -246,16 +271,12 @@ async fn blocking<T: Send + 'static>(
 /// removes it when every record is in. `Ok(false)`: the database is still not taking them.
 async fn replay(state: &AppState, call_id: &str) -> std::io::Result<bool> {
     let records = state.journal.read(call_id).await?;
-    for record in &records {
-        let write = apply(&state.store, call_id, record, state.config.can_text());
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(call = %call_id, error = %e, "journal replay: the database refused a record");
-                return Ok(false);
-            }
-            Err(_) => return Ok(false),
-        }
+    let can_text = state.config.can_text();
+    let limit = Some(ATTEMPT_TIMEOUT);
+    let (_, refused) = apply_in_order(&state.store, call_id, &records, can_text, limit).await;
+    if let Some(error) = refused {
+        tracing::debug!(call = %call_id, error, "journal replay: the database refused a record");
+        return Ok(false);
     }
     state.journal.remove(call_id).await?;
     if records.iter().any(|r| matches!(r, Record::Finish { .. })) {
@@ -276,15 +297,11 @@ pub async fn replay_all(store: &Store, journal_dir: &Path, can_text: bool) -> us
                 continue;
             }
         };
-        let mut ok = true;
-        for record in &records {
-            if let Err(e) = apply(store, &call_id, record, can_text).await {
-                tracing::error!(call = %call_id, error = %e, "call journal not replayed: kept for the next start");
-                ok = false;
-                break;
-            }
+        let (_, refused) = apply_in_order(store, &call_id, &records, can_text, None).await;
+        if let Some(error) = &refused {
+            tracing::error!(call = %call_id, error, "call journal not replayed: kept for the next start");
         }
-        if ok {
+        if refused.is_none() {
             match std::fs::remove_file(&path) {
                 Ok(()) => {
                     replayed += 1;
@@ -398,19 +415,13 @@ pub async fn persist_call(
 
         let mut written = 0;
         if !journaled {
-            for record in &records {
-                let write = apply(&state.store, &call_id, record, state.config.can_text());
-                match tokio::time::timeout(ATTEMPT_TIMEOUT, write).await {
-                    Ok(Ok(())) => written += 1,
-                    Ok(Err(e)) => {
-                        tracing::warn!(call = %call_id, error = %e, "database write failed: the call's records go to its journal until it is back");
-                        break;
-                    }
-                    Err(_) => {
-                        tracing::warn!(call = %call_id, "database write timed out: the call's records go to its journal until it is back");
-                        break;
-                    }
-                }
+            let can_text = state.config.can_text();
+            let limit = Some(ATTEMPT_TIMEOUT);
+            let refused;
+            (written, refused) =
+                apply_in_order(&state.store, &call_id, &records, can_text, limit).await;
+            if let Some(error) = refused {
+                tracing::warn!(call = %call_id, error, "database write failed or timed out: the call's records go to its journal until it is back");
             }
             if ends && written == records.len() {
                 state.outbox_notify.notify_one();
