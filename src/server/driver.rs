@@ -251,7 +251,12 @@ pub async fn run_carrier(
                 let _ = socket.send(Message::Close(None)).await;
                 return;
             };
-            match state.store.call_by_id(call_id).await {
+            let store = state.store.clone();
+            let id = call_id.clone();
+            match state
+                .on_background(async move { store.call_by_id(&id).await })
+                .await
+            {
                 Ok(Some(c)) => c,
                 Ok(None) => {
                     tracing::warn!(call = %call_id, "media session for an unknown call: refused");
@@ -327,11 +332,16 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
     let call_id = call.id.clone();
     // counted on its connection thread, where new connections are placed by load
     let _on_thread = super::threads::CallOnThread::enter();
-    let Some(_slot) = state.calls.claim(&call_id) else {
+    let Some(slot) = state.calls.claim(&call_id) else {
         tracing::warn!(call = %call_id, "at the concurrent call limit or draining: media session refused");
+        let store = state.store.clone();
+        let id = call_id.clone();
         let _ = state
-            .store
-            .finish_call(&call_id, now_ms(), 0, EndReason::Disconnected)
+            .on_background(async move {
+                store
+                    .finish_call(&id, now_ms(), 0, EndReason::Disconnected)
+                    .await
+            })
             .await;
         let _ = socket.send(Message::Close(None)).await;
         return;
@@ -339,8 +349,15 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
     let recording_rel = format!("recordings/{call_id}.wav");
     let started_at = now_ms();
     let started = match state
-        .store
-        .start_call(&call_id, wire.stream_id(), started_at, &recording_rel)
+        .on_background({
+            let (store, id, stream, rel) = (
+                state.store.clone(),
+                call_id.clone(),
+                wire.stream_id().to_owned(),
+                recording_rel.clone(),
+            );
+            async move { store.start_call(&id, &stream, started_at, &rel).await }
+        })
         .await
     {
         Ok(s) => s,
@@ -387,7 +404,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
     let (persist_tx, persist_rx) = mpsc::unbounded_channel::<Persist>();
     let (durable_tx, durable) = tokio::sync::oneshot::channel();
     // the persister outlives the call while a journal waits for the database (`persist.rs`)
-    tokio::spawn(persist_call(
+    state.background.spawn(persist_call(
         state.clone(),
         call_id.clone(),
         persist_rx,
@@ -432,6 +449,8 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
     }
     let _ = socket.send(Message::Close(None)).await;
     drop(persist_tx);
+    // the call's slot goes to the next caller; the drain still waits for these records
+    let _storing = state.calls.storing(slot);
     // every record is in the database or the journal: the call is done with
     match tokio::time::timeout(Duration::from_secs(60), durable).await {
         Ok(Ok(())) => {}

@@ -49,6 +49,11 @@ pub struct AppState {
     pub outbox_notify: Arc<tokio::sync::Notify>,
     /// Call records the database did not take yet (`persist.rs`).
     pub journal: Arc<persist::Journal>,
+    /// The runtime a call's database work runs on (the server's main, multi-threaded one), not
+    /// the connection thread its audio runs on: a busy connection thread holds back its wake-ups
+    /// (`threads.rs`), which added up to 20 ms to every statement of a transaction awaited there,
+    /// and SQLite's one writer was held that long (see [`AppState::on_background`]).
+    pub background: tokio::runtime::Handle,
 }
 
 impl AppState {
@@ -77,6 +82,22 @@ impl AppState {
             journal,
             metrics,
             outbox_notify: Arc::new(tokio::sync::Notify::new()),
+            background: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Runs `work` (database work for a call) on [`AppState::background`] and waits for it; the
+    /// calling connection thread counts as waiting ([`threads::WaitOnThread`]) meanwhile, so it
+    /// takes the result at once.
+    pub async fn on_background<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let _waiting = threads::WaitOnThread::enter();
+        match self.background.spawn(work).await {
+            Ok(out) => out,
+            // the task is never aborted; a panic in it is the caller's own
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
 }
@@ -143,7 +164,10 @@ pub struct CallSlots {
     closed: AtomicBool,
     /// Set when the drain period is over: calls in progress say goodbye and end.
     end_calls: tokio::sync::watch::Sender<bool>,
-    /// Notified whenever a slot is given back.
+    /// Calls whose audio has ended and whose records are still on their way to the database or
+    /// the journal: they no longer hold a slot, but the drain waits for them.
+    storing: AtomicUsize,
+    /// Notified whenever a slot is given back or a call's records are stored.
     returned: tokio::sync::Notify,
 }
 
@@ -155,6 +179,7 @@ impl CallSlots {
             held: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             end_calls: tokio::sync::watch::Sender::new(false),
+            storing: AtomicUsize::new(0),
             returned: tokio::sync::Notify::new(),
         }
     }
@@ -193,14 +218,26 @@ impl CallSlots {
         self.end_calls.subscribe()
     }
 
-    /// Until every slot is given back.
+    /// Trade a call's slot, once its audio has ended, for a place among the calls whose records
+    /// are being stored: a new call can take the slot at once (hundreds of calls ending together
+    /// no longer make the next ones busy while their records are written), and the drain still
+    /// waits for the records.
+    pub fn storing(self: &Arc<Self>, slot: SlotGuard) -> Storing {
+        self.storing.fetch_add(1, Ordering::SeqCst);
+        drop(slot);
+        Storing {
+            slots: self.clone(),
+        }
+    }
+
+    /// Until every slot is given back and every ended call's records are stored.
     pub async fn wait_idle(&self) {
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
             // registered before the count is read, so a slot given back in between still wakes it
             returned.as_mut().enable();
-            if self.active() == 0 {
+            if self.active() == 0 && self.storing.load(Ordering::SeqCst) == 0 {
                 return;
             }
             returned.await;
@@ -250,6 +287,18 @@ impl CallSlots {
     pub fn claim(self: &Arc<Self>, call_id: &str) -> Option<SlotGuard> {
         let held = self.held().remove(call_id);
         held.or_else(|| self.try_acquire())
+    }
+}
+
+/// An ended call whose records are being stored ([`CallSlots::storing`]), until dropped.
+pub struct Storing {
+    slots: Arc<CallSlots>,
+}
+
+impl Drop for Storing {
+    fn drop(&mut self) {
+        self.slots.storing.fetch_sub(1, Ordering::SeqCst);
+        self.slots.returned.notify_waiters();
     }
 }
 
@@ -375,5 +424,38 @@ async fn warm_prompts(state: &AppState) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot list receptionists to warm prompts"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_ended_call_storing_its_records_frees_its_slot_but_holds_the_drain() {
+        let slots = Arc::new(CallSlots::new(1));
+        let slot = slots.try_acquire().expect("a free slot");
+        assert!(slots.try_acquire().is_none(), "one slot, taken");
+
+        // the call's audio ended: its records are still being stored
+        let storing = slots.storing(slot);
+        assert_eq!(slots.active(), 0);
+        let next = slots
+            .try_acquire()
+            .expect("the next caller gets the slot at once");
+        drop(next);
+
+        // the drain waits for the records, and only for them
+        let idle = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.wait_idle().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!idle.is_finished(), "records still being stored");
+        drop(storing);
+        tokio::time::timeout(Duration::from_secs(5), idle)
+            .await
+            .expect("idle once the records are stored")
+            .unwrap();
     }
 }

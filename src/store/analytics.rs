@@ -273,54 +273,57 @@ impl Store {
             "SELECT {CANDIDATE_AGGREGATES} FROM candidates k WHERE k.id IN \
              (SELECT c.candidate_id FROM calls c WHERE {WINDOW})"
         );
-        let rows: WindowRows = on_pool!(self, |pool| {
-            let receptionists = sqlx::query_as(
-                "SELECT id, agent_name, phone_number FROM receptionists \
+        let rows: WindowRows = on_pool!(
+            self,
+            read | pool | {
+                let receptionists = sqlx::query_as(
+                    "SELECT id, agent_name, phone_number FROM receptionists \
                  WHERE workspace_id = $1 AND ($2 IS NULL OR id = $2) ORDER BY created_at, id",
-            )
-            .bind(workspace_id)
-            .bind(receptionist_id)
-            .fetch_all(pool)
-            .await?;
-            if receptionist_id.is_some() && receptionists.is_empty() {
-                return Err(StoreError::NotFound);
+                )
+                .bind(workspace_id)
+                .bind(receptionist_id)
+                .fetch_all(pool)
+                .await?;
+                if receptionist_id.is_some() && receptionists.is_empty() {
+                    return Err(StoreError::NotFound);
+                }
+                let calls = sqlx::query_as(AssertSqlSafe(calls_sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(from_ms)
+                    .bind(to_ms)
+                    .bind(receptionist_id)
+                    .fetch_all(pool)
+                    .await?;
+                let drop_off = sqlx::query_as(AssertSqlSafe(drop_off_sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(from_ms)
+                    .bind(to_ms)
+                    .bind(receptionist_id)
+                    .fetch_all(pool)
+                    .await?;
+                let per_receptionist = sqlx::query_as(AssertSqlSafe(per_receptionist_sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(from_ms)
+                    .bind(to_ms)
+                    .bind(receptionist_id)
+                    .fetch_all(pool)
+                    .await?;
+                let total = sqlx::query_as(AssertSqlSafe(total_sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(from_ms)
+                    .bind(to_ms)
+                    .bind(receptionist_id)
+                    .fetch_one(pool)
+                    .await?;
+                WindowRows {
+                    receptionists,
+                    calls,
+                    drop_off,
+                    per_receptionist,
+                    total,
+                }
             }
-            let calls = sqlx::query_as(AssertSqlSafe(calls_sql.as_str()))
-                .bind(workspace_id)
-                .bind(from_ms)
-                .bind(to_ms)
-                .bind(receptionist_id)
-                .fetch_all(pool)
-                .await?;
-            let drop_off = sqlx::query_as(AssertSqlSafe(drop_off_sql.as_str()))
-                .bind(workspace_id)
-                .bind(from_ms)
-                .bind(to_ms)
-                .bind(receptionist_id)
-                .fetch_all(pool)
-                .await?;
-            let per_receptionist = sqlx::query_as(AssertSqlSafe(per_receptionist_sql.as_str()))
-                .bind(workspace_id)
-                .bind(from_ms)
-                .bind(to_ms)
-                .bind(receptionist_id)
-                .fetch_all(pool)
-                .await?;
-            let total = sqlx::query_as(AssertSqlSafe(total_sql.as_str()))
-                .bind(workspace_id)
-                .bind(from_ms)
-                .bind(to_ms)
-                .bind(receptionist_id)
-                .fetch_one(pool)
-                .await?;
-            WindowRows {
-                receptionists,
-                calls,
-                drop_off,
-                per_receptionist,
-                total,
-            }
-        });
+        );
         let WindowRows {
             receptionists,
             calls,

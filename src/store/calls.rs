@@ -218,24 +218,30 @@ impl Store {
 
     pub async fn call_by_sid(&self, call_sid: &str) -> StoreResult<Option<CallRow>> {
         let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE carrier_call_sid = $1");
-        let row: Option<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(call_sid)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(call_sid)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        );
         row.map(Row::into_call).transpose()
     }
 
     /// A call by id, in any workspace (the media driver's view).
     pub async fn call_by_id(&self, call_id: &str) -> StoreResult<Option<CallRow>> {
         let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");
-        let row: Option<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(call_id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(call_id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        );
         row.map(Row::into_call).transpose()
     }
 
@@ -450,15 +456,18 @@ impl Store {
         node_id: &str,
         now_ms: i64,
     ) -> StoreResult<Vec<(String, Option<String>)>> {
-        let open: Vec<(String, Option<i64>, Option<String>)> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT id, started_at, recording_path FROM calls \
+        let open: Vec<(String, Option<i64>, Option<String>)> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT id, started_at, recording_path FROM calls \
                  WHERE node_id = $1 AND status IN ('accepted', 'in_progress') ORDER BY accepted_at",
-            )
-            .bind(node_id)
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .bind(node_id)
+                .fetch_all(pool)
+                .await?
+            }
+        );
         let mut closed = Vec::with_capacity(open.len());
         for (call_id, started_at, recording_path) in open {
             let events = self.load_events(&call_id).await?;
@@ -492,12 +501,17 @@ impl Store {
 
     /// A call's events in order.
     pub async fn load_events(&self, call_id: &str) -> StoreResult<Vec<CallEvent>> {
-        let rows: Vec<(i64, String)> = on_pool!(self, |pool| {
-            sqlx::query_as("SELECT seq, payload FROM call_events WHERE call_id = $1 ORDER BY seq")
+        let rows: Vec<(i64, String)> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT seq, payload FROM call_events WHERE call_id = $1 ORDER BY seq",
+                )
                 .bind(call_id)
                 .fetch_all(pool)
                 .await?
-        });
+            }
+        );
         Ok(parse_events(call_id, rows))
     }
 
@@ -514,15 +528,18 @@ impl Store {
              WHERE c.workspace_id = $1 AND ($4 IS NULL OR c.carrier_call_sid = $4) \
              ORDER BY c.accepted_at DESC, c.id DESC LIMIT $2 OFFSET $3"
         );
-        let rows: Vec<SummaryRow> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(workspace_id)
-                .bind(limit.clamp(0, 500))
-                .bind(offset.max(0))
-                .bind(carrier_call_id)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<SummaryRow> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(limit.clamp(0, 500))
+                    .bind(offset.max(0))
+                    .bind(carrier_call_id)
+                    .fetch_all(pool)
+                    .await?
+            }
+        );
         rows.into_iter().map(SummaryRow::into_summary).collect()
     }
 
@@ -532,13 +549,16 @@ impl Store {
             "SELECT {SUMMARY_COLUMNS} FROM calls c LEFT JOIN candidates k ON k.id = c.candidate_id \
              WHERE c.workspace_id = $1 AND c.id = $2"
         );
-        let row: Option<SummaryRow> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(workspace_id)
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<SummaryRow> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        );
         let summary = row.ok_or(StoreError::NotFound)?.into_summary()?;
         let events = self.load_events(id).await?;
         let mut detail = CallDetail {
@@ -597,17 +617,20 @@ impl Store {
             i64,
             i64,
         );
-        let rows: Vec<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT c.id, c.status, c.started_at, c.duration_ms, c.end_reason, \
+        let rows: Vec<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT c.id, c.status, c.started_at, c.duration_ms, c.end_reason, \
                  c.recording_path, c.after_call_at, \
                  (SELECT COUNT(*) FROM call_events e WHERE e.call_id = c.id), \
                  (SELECT COALESCE(MAX(e.seq), -1) FROM call_events e WHERE e.call_id = c.id) \
                  FROM calls c ORDER BY c.accepted_at, c.id",
-            )
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .fetch_all(pool)
+                .await?
+            }
+        );
         Ok(rows
             .into_iter()
             .map(

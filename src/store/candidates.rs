@@ -156,19 +156,22 @@ impl Store {
             tab_condition(filter.tab)
         );
         let limit = filter.limit.unwrap_or(50).clamp(0, 500);
-        let rows: Vec<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(workspace_id)
-                .bind(&status)
-                .bind(&filter.receptionist_id)
-                .bind(&text)
-                .bind(&digits)
-                .bind(limit)
-                .bind(after_at)
-                .bind(&after_id)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(&status)
+                    .bind(&filter.receptionist_id)
+                    .bind(&text)
+                    .bind(&digits)
+                    .bind(limit)
+                    .bind(after_at)
+                    .bind(&after_id)
+                    .fetch_all(pool)
+                    .await?
+            }
+        );
         rows.into_iter().map(Row::into_summary).collect()
     }
 
@@ -193,15 +196,18 @@ impl Store {
             tab_condition(Tab::Rejected),
             SEARCH.replace("$4", "$3").replace("$5", "$4"),
         );
-        let row: (i64, i64, i64, i64, i64) = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(workspace_id)
-                .bind(&filter.receptionist_id)
-                .bind(&text)
-                .bind(&digits)
-                .fetch_one(pool)
-                .await?
-        });
+        let row: (i64, i64, i64, i64, i64) = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(&filter.receptionist_id)
+                    .bind(&text)
+                    .bind(&digits)
+                    .fetch_one(pool)
+                    .await?
+            }
+        );
         Ok(TabCounts {
             all: row.0,
             evaluated: row.1,
@@ -222,19 +228,22 @@ impl Store {
             "SELECT {SUMMARY_COLUMNS} FROM calls c LEFT JOIN candidates k ON k.id = c.candidate_id \
              WHERE c.workspace_id = $1 AND c.candidate_id = $2 ORDER BY c.accepted_at DESC, c.id DESC"
         );
-        let (row, calls): (Option<Row>, Vec<SummaryRow>) = on_pool!(self, |pool| {
-            let row = sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(workspace_id)
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
-            let calls = sqlx::query_as(AssertSqlSafe(calls_sql.as_str()))
-                .bind(workspace_id)
-                .bind(id)
-                .fetch_all(pool)
-                .await?;
-            (row, calls)
-        });
+        let (row, calls): (Option<Row>, Vec<SummaryRow>) = on_pool!(
+            self,
+            read | pool | {
+                let row = sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+                let calls = sqlx::query_as(AssertSqlSafe(calls_sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(id)
+                    .fetch_all(pool)
+                    .await?;
+                (row, calls)
+            }
+        );
         let summary = row.ok_or(StoreError::NotFound)?.into_summary()?;
         let calls = calls
             .into_iter()

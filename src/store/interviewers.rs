@@ -103,13 +103,16 @@ impl Store {
 
     pub async fn get_interviewer(&self, workspace_id: &str, id: &str) -> StoreResult<Interviewer> {
         let sql = format!("SELECT {COLUMNS} FROM interviewers WHERE id = $1 AND workspace_id = $2");
-        let row: Option<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(id)
-                .bind(workspace_id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                    .bind(id)
+                    .bind(workspace_id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        );
         row.map(from_row).ok_or(StoreError::NotFound)
     }
 
@@ -118,12 +121,15 @@ impl Store {
         let sql = format!(
             "SELECT {COLUMNS} FROM interviewers WHERE workspace_id = $1 ORDER BY created_at, id"
         );
-        let rows: Vec<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(workspace_id)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                    .bind(workspace_id)
+                    .fetch_all(pool)
+                    .await?
+            }
+        );
         Ok(rows.into_iter().map(from_row).collect())
     }
 }

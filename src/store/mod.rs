@@ -89,24 +89,57 @@ pub enum StoreError {
 
 #[derive(Clone, Debug)]
 enum Pool {
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePools),
     Postgres(PgPool),
+}
+
+/// SQLite's connections: one writer and a few readers.
+///
+/// SQLite lets one connection write at a time. With every connection allowed to write, a burst of
+/// writers (hundreds of calls ending together) all took `BEGIN IMMEDIATE` at once; all but one
+/// slept in SQLite's busy handler, whose back-off sleeps grow to 100 ms, while holding their
+/// pooled connections, so the pool ran dry and everything queued behind the sleepers (up to 9.5 s
+/// in the 30-minute soak at 300 calls, `sqlx::pool::acquire` warnings). One writing connection
+/// makes writers queue in the pool's FIFO instead and each takes the lock the moment the last one
+/// commits; reads (in WAL mode they never wait for the writer) run on their own read-only
+/// connections. An in-memory database is one connection for both.
+#[derive(Clone, Debug)]
+struct SqlitePools {
+    write: SqlitePool,
+    read: SqlitePool,
 }
 
 /// Expands `$body` once per backend with `$pool` bound to the native pool. The second form also
 /// binds `$begin`, the statement that opens a write transaction: `BEGIN IMMEDIATE` on SQLite, so
 /// a transaction that reads before it writes takes the write lock up front and waits (busy
 /// timeout) instead of failing with "database is locked" when it would upgrade its lock.
+///
+/// On SQLite the first two forms run on the single writing connection ([`SqlitePools`]); the
+/// `read` form, for statements that only read, on the read-only ones. A read left in a plain form
+/// still works, queued with the writes.
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.pool {
-            crate::store::Pool::Sqlite($pool) => $body,
+            crate::store::Pool::Sqlite(pools) => {
+                let $pool = &pools.write;
+                $body
+            }
+            crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+    ($store:expr, read |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            crate::store::Pool::Sqlite(pools) => {
+                let $pool = &pools.read;
+                $body
+            }
             crate::store::Pool::Postgres($pool) => $body,
         }
     };
     ($store:expr, |$pool:ident, $begin:ident| $body:expr) => {
         match &$store.pool {
-            crate::store::Pool::Sqlite($pool) => {
+            crate::store::Pool::Sqlite(pools) => {
+                let $pool = &pools.write;
                 let $begin: &'static str = "BEGIN IMMEDIATE";
                 $body
             }
@@ -165,12 +198,20 @@ impl Store {
                 {
                     tokio::fs::create_dir_all(dir).await?;
                 }
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(if in_memory { 1 } else { 8 })
-                    .connect_with(options)
+                let write = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options.clone())
                     .await?;
-                sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-                Pool::Sqlite(pool)
+                sqlx::migrate!("migrations/sqlite").run(&write).await?;
+                let read = if in_memory {
+                    write.clone()
+                } else {
+                    SqlitePoolOptions::new()
+                        .max_connections(8)
+                        .connect_with(options.read_only(true))
+                        .await?
+                };
+                Pool::Sqlite(SqlitePools { write, read })
             }
             "postgres" | "postgresql" => {
                 let pool = PgPoolOptions::new()
@@ -195,15 +236,24 @@ impl Store {
 
     /// Whether the database answers a trivial query (readiness).
     pub async fn ping(&self) -> StoreResult<()> {
-        on_pool!(self, |pool| {
-            sqlx::query("SELECT 1").execute(pool).await?;
-        });
+        on_pool!(
+            self,
+            read | pool | {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        );
         Ok(())
     }
 
     /// Close every pooled connection (tests drop their database afterwards).
     pub async fn close(&self) {
-        on_pool!(self, |pool| pool.close().await)
+        match &self.pool {
+            Pool::Sqlite(pools) => {
+                pools.read.close().await;
+                pools.write.close().await;
+            }
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

@@ -548,28 +548,35 @@ impl Store {
     /// a live claim's lease if later; `None` when nothing is pending. A read, so that an idle
     /// worker can sleep until then instead of claiming (a write transaction) every second.
     pub async fn next_outbox_due(&self) -> StoreResult<Option<i64>> {
-        let row: (Option<i64>,) = on_pool!(self, |pool| {
-            sqlx::query_as(
+        let row: (Option<i64>,) = on_pool!(
+            self,
+            read | pool
+                | {
+                    sqlx::query_as(
                 "SELECT MIN(CASE WHEN claimed_until IS NOT NULL AND claimed_until > next_attempt_at \
                  THEN claimed_until ELSE next_attempt_at END) FROM outbox WHERE status = 'pending'",
             )
             .fetch_one(pool)
             .await?
-        });
+                }
+        );
         Ok(row.0)
     }
 
     /// Pending rows by kind (`sms`, `email`, `webhook`, `evaluate`): the outbox's depth, for
     /// metrics. Reads the `outbox_due` index's range of pending rows.
     pub async fn pending_outbox_by_kind(&self) -> StoreResult<Vec<(String, i64)>> {
-        let rows: Vec<(String, i64)> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT kind, COUNT(*) FROM outbox WHERE status = 'pending' GROUP BY kind \
+        let rows: Vec<(String, i64)> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT kind, COUNT(*) FROM outbox WHERE status = 'pending' GROUP BY kind \
                  ORDER BY kind",
-            )
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .fetch_all(pool)
+                .await?
+            }
+        );
         Ok(rows)
     }
 
@@ -655,24 +662,30 @@ impl Store {
     /// One outbox row by id (any workspace: the worker's and tests' view).
     pub async fn get_outbox(&self, id: &str) -> StoreResult<OutboxRow> {
         let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1");
-        let row: Option<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        );
         row.ok_or(StoreError::NotFound)?.into_row()
     }
 
     /// The row queued under a dedupe key, if any.
     pub async fn outbox_by_dedupe_key(&self, key: &str) -> StoreResult<Option<OutboxRow>> {
         let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE dedupe_key = $1");
-        let row: Option<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(key)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(key)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        );
         row.map(Row::into_row).transpose()
     }
 
@@ -682,27 +695,33 @@ impl Store {
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE workspace_id = $1 \
              ORDER BY created_at, id LIMIT $2"
         );
-        let rows: Vec<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(workspace_id)
-                .bind(limit.clamp(0, 1000))
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(limit.clamp(0, 1000))
+                    .fetch_all(pool)
+                    .await?
+            }
+        );
         rows.into_iter().map(Row::into_row).collect()
     }
 
     /// A row's attempts, first to last.
     pub async fn outbox_attempts(&self, id: &str) -> StoreResult<Vec<Attempt>> {
-        let rows: Vec<AttemptRow> = on_pool!(self, |pool| {
-            sqlx::query_as(
+        let rows: Vec<AttemptRow> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
                 "SELECT attempt, started_at, duration_ms, status_code, error FROM outbox_attempts \
                  WHERE outbox_id = $1 ORDER BY attempt",
             )
             .bind(id)
             .fetch_all(pool)
             .await?
-        });
+            }
+        );
         Ok(rows
             .into_iter()
             .map(|r| Attempt {
@@ -717,15 +736,18 @@ impl Store {
 
     /// Whether `phone` replied STOP to this workspace (and has not opted back in).
     pub async fn is_opted_out(&self, workspace_id: &str, phone: &str) -> StoreResult<bool> {
-        let row: Option<(i64,)> = on_pool!(self, |pool| {
-            sqlx::query_as(
+        let row: Option<(i64,)> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
                 "SELECT created_at FROM sms_opt_outs WHERE workspace_id = $1 AND phone_number = $2",
             )
             .bind(workspace_id)
             .bind(phone)
             .fetch_optional(pool)
             .await?
-        });
+            }
+        );
         Ok(row.is_some())
     }
 }

@@ -520,14 +520,17 @@ impl Store {
 
     /// Ended calls whose after-call work never ran (the server stopped in between).
     pub async fn calls_awaiting_after_call(&self) -> StoreResult<Vec<String>> {
-        let rows: Vec<(String,)> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT id FROM calls WHERE status IN ('completed', 'interrupted') \
+        let rows: Vec<(String,)> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT id FROM calls WHERE status IN ('completed', 'interrupted') \
                  AND after_call_at IS NULL ORDER BY accepted_at LIMIT 1000",
-            )
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .fetch_all(pool)
+                .await?
+            }
+        );
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
@@ -786,12 +789,15 @@ impl Store {
             }
         }
         // the candidate's own details (a recruiter may have corrected them) win
-        let (name, location): (Option<String>, Option<String>) = on_pool!(self, |pool| {
-            sqlx::query_as("SELECT name, location FROM candidates WHERE id = $1")
-                .bind(candidate_id)
-                .fetch_one(pool)
-                .await?
-        });
+        let (name, location): (Option<String>, Option<String>) = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as("SELECT name, location FROM candidates WHERE id = $1")
+                    .bind(candidate_id)
+                    .fetch_one(pool)
+                    .await?
+            }
+        );
         ctx.name = name.or(ctx.name);
         ctx.location = location.or(ctx.location);
         Ok(ctx)
@@ -1225,16 +1231,19 @@ impl Store {
             String,
             i64,
         );
-        let rows: Vec<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT id, candidate_id, call_id, receptionist_id, score, dealbreaker_failed, \
+        let rows: Vec<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT id, candidate_id, call_id, receptionist_id, score, dealbreaker_failed, \
                  details, summary, evaluator, created_at FROM evaluations WHERE candidate_id = $1 \
                  ORDER BY created_at DESC, id DESC",
-            )
-            .bind(candidate_id)
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .bind(candidate_id)
+                .fetch_all(pool)
+                .await?
+            }
+        );
         rows.into_iter()
             .map(|r| {
                 let details: Value = from_json("evaluation details", &r.6)?;
@@ -1259,15 +1268,18 @@ impl Store {
 
     /// Oldest first.
     pub async fn candidate_history(&self, candidate_id: &str) -> StoreResult<Vec<HistoryEntry>> {
-        let rows: Vec<(String, String, String, String, i64)> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT id, kind, actor, detail, created_at FROM candidate_history \
+        let rows: Vec<(String, String, String, String, i64)> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT id, kind, actor, detail, created_at FROM candidate_history \
                  WHERE candidate_id = $1 ORDER BY created_at, id",
-            )
-            .bind(candidate_id)
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .bind(candidate_id)
+                .fetch_all(pool)
+                .await?
+            }
+        );
         rows.into_iter()
             .map(|(id, kind, actor, detail, created_at_ms)| {
                 Ok(HistoryEntry {
@@ -1294,17 +1306,20 @@ impl Store {
             Option<String>,
             i64,
         );
-        let rows: Vec<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT m.id, m.direction, m.purpose, m.from_number, m.to_number, m.body, \
+        let rows: Vec<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT m.id, m.direction, m.purpose, m.from_number, m.to_number, m.body, \
                  o.status, o.last_error, m.created_at FROM sms_messages m \
                  LEFT JOIN outbox o ON o.id = m.outbox_id \
                  WHERE m.candidate_id = $1 ORDER BY m.created_at, m.id",
-            )
-            .bind(candidate_id)
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .bind(candidate_id)
+                .fetch_all(pool)
+                .await?
+            }
+        );
         Ok(rows
             .into_iter()
             .map(|r| SmsRecord {
@@ -1352,15 +1367,18 @@ impl Store {
             i64,
             Option<i64>,
         );
-        let rows: Vec<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT id, kind, status, attempts, last_error, payload, created_at, sent_at \
+        let rows: Vec<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT id, kind, status, attempts, last_error, payload, created_at, sent_at \
                  FROM outbox WHERE candidate_id = $1 ORDER BY created_at, id",
-            )
-            .bind(candidate_id)
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .bind(candidate_id)
+                .fetch_all(pool)
+                .await?
+            }
+        );
         Ok(rows
             .into_iter()
             .map(|r| OutboxItem {

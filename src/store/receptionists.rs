@@ -196,13 +196,16 @@ impl Store {
     ) -> StoreResult<Receptionist> {
         let sql =
             format!("SELECT {COLUMNS} FROM receptionists WHERE id = $1 AND workspace_id = $2");
-        let row: Option<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(id)
-                .bind(workspace_id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(id)
+                    .bind(workspace_id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        );
         row.ok_or(StoreError::NotFound)?.into_receptionist()
     }
 
@@ -217,13 +220,16 @@ impl Store {
              AND ($2 IS NULL OR status = $2) ORDER BY created_at, id"
         );
         let status = status.map(receptionist_status_str);
-        let rows: Vec<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(workspace_id)
-                .bind(&status)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(&status)
+                    .fetch_all(pool)
+                    .await?
+            }
+        );
         rows.into_iter().map(Row::into_receptionist).collect()
     }
 
@@ -232,24 +238,30 @@ impl Store {
         let sql = format!(
             "SELECT {COLUMNS} FROM receptionists WHERE status = $1 ORDER BY created_at, id"
         );
-        let rows: Vec<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(receptionist_status_str(ReceptionistStatus::Live))
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(receptionist_status_str(ReceptionistStatus::Live))
+                    .fetch_all(pool)
+                    .await?
+            }
+        );
         rows.into_iter().map(Row::into_receptionist).collect()
     }
 
     /// The receptionist a call placed to `phone` reaches, in any workspace (call routing).
     pub async fn receptionist_by_phone(&self, phone: &str) -> StoreResult<Option<Receptionist>> {
         let sql = format!("SELECT {COLUMNS} FROM receptionists WHERE phone_number = $1");
-        let row: Option<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(phone)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<Row> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(phone)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        );
         row.map(Row::into_receptionist).transpose()
     }
 }

@@ -119,12 +119,15 @@ impl Store {
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
              WHERE workspace_id = $1 AND deleted_at IS NULL ORDER BY created_at, id"
         );
-        let rows: Vec<EndpointRow> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(workspace_id)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<EndpointRow> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(workspace_id)
+                    .fetch_all(pool)
+                    .await?
+            }
+        );
         rows.into_iter().map(endpoint).collect()
     }
 
@@ -138,13 +141,16 @@ impl Store {
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
              WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL"
         );
-        let row: Option<EndpointRow> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(workspace_id)
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<EndpointRow> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(workspace_id)
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        );
         endpoint(row.ok_or(StoreError::NotFound)?)
     }
 
@@ -152,12 +158,15 @@ impl Store {
     /// endpoint comes back with `deleted_at_ms` set).
     pub async fn webhook_endpoint_by_id(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
         let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1");
-        let row: Option<EndpointRow> = on_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<EndpointRow> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        );
         row.map(endpoint).transpose()
     }
 
@@ -215,15 +224,18 @@ impl Store {
         let cursor: Option<(i64, String)> = match before {
             None => None,
             Some(id) => {
-                let row: Option<(i64, String)> = on_pool!(self, |pool| {
-                    sqlx::query_as(
-                        "SELECT created_at, id FROM outbox WHERE id = $1 AND endpoint_id = $2",
-                    )
-                    .bind(id)
-                    .bind(endpoint_id)
-                    .fetch_optional(pool)
-                    .await?
-                });
+                let row: Option<(i64, String)> = on_pool!(
+                    self,
+                    read | pool | {
+                        sqlx::query_as(
+                            "SELECT created_at, id FROM outbox WHERE id = $1 AND endpoint_id = $2",
+                        )
+                        .bind(id)
+                        .bind(endpoint_id)
+                        .fetch_optional(pool)
+                        .await?
+                    }
+                );
                 Some(row.ok_or(StoreError::NotFound)?)
             }
         };
@@ -241,23 +253,26 @@ impl Store {
             i64,
             Option<i64>,
         );
-        let rows: Vec<DeliveryRow> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT o.id, o.event_id, e.type, o.status, o.last_error, o.next_attempt_at, \
+        let rows: Vec<DeliveryRow> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT o.id, o.event_id, e.type, o.status, o.last_error, o.next_attempt_at, \
                  o.created_at, o.sent_at FROM outbox o \
                  LEFT JOIN webhook_events e ON e.id = o.event_id \
                  WHERE o.workspace_id = $1 AND o.endpoint_id = $2 \
                  AND ($3 IS NULL OR o.created_at < $3 OR (o.created_at = $3 AND o.id < $4)) \
                  ORDER BY o.created_at DESC, o.id DESC LIMIT $5",
-            )
-            .bind(workspace_id)
-            .bind(endpoint_id)
-            .bind(cursor_at)
-            .bind(cursor_id)
-            .bind(limit.clamp(1, 500))
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .bind(workspace_id)
+                .bind(endpoint_id)
+                .bind(cursor_at)
+                .bind(cursor_id)
+                .bind(limit.clamp(1, 500))
+                .fetch_all(pool)
+                .await?
+            }
+        );
         let mut out = Vec::with_capacity(rows.len());
         for (id, event_id, event_type, status, last_error, next_at, created_at, sent_at) in rows {
             let status: OutboxStatus = parse_enum("outbox status", &status)?;

@@ -116,15 +116,18 @@ impl Store {
     /// The workspace and role of a key, or `None` for an unknown or revoked key.
     pub async fn authenticate(&self, api_key: &str) -> StoreResult<Option<Principal>> {
         let hash = hash_api_key(api_key);
-        let row: Option<(String, String, String, String)> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT workspace_id, role, id, name FROM api_keys \
+        let row: Option<(String, String, String, String)> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT workspace_id, role, id, name FROM api_keys \
                  WHERE key_hash = $1 AND revoked_at IS NULL",
-            )
-            .bind(&hash)
-            .fetch_optional(pool)
-            .await?
-        });
+                )
+                .bind(&hash)
+                .fetch_optional(pool)
+                .await?
+            }
+        );
         row.map(|(workspace_id, role, key_id, key_name)| {
             Ok(Principal {
                 workspace_id,
@@ -138,15 +141,18 @@ impl Store {
 
     /// The workspace's keys, oldest first, revoked ones included (never the key itself).
     pub async fn list_api_keys(&self, workspace_id: &str) -> StoreResult<Vec<ApiKeyInfo>> {
-        let rows: Vec<(String, String, String, i64, Option<i64>)> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT id, name, role, created_at, revoked_at FROM api_keys \
+        let rows: Vec<(String, String, String, i64, Option<i64>)> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(
+                    "SELECT id, name, role, created_at, revoked_at FROM api_keys \
                  WHERE workspace_id = $1 ORDER BY created_at, id",
-            )
-            .bind(workspace_id)
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .bind(workspace_id)
+                .fetch_all(pool)
+                .await?
+            }
+        );
         rows.into_iter()
             .map(|(id, name, role, created_at_ms, revoked_at_ms)| {
                 Ok(ApiKeyInfo {
@@ -206,12 +212,15 @@ impl Store {
     }
 
     pub async fn get_workspace(&self, id: &str) -> StoreResult<Workspace> {
-        let row: Option<(String, String, i64)> = on_pool!(self, |pool| {
-            sqlx::query_as("SELECT id, name, created_at FROM workspaces WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<(String, String, i64)> = on_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as("SELECT id, name, created_at FROM workspaces WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        );
         let (id, name, created_at_ms) = row.ok_or(StoreError::NotFound)?;
         Ok(Workspace {
             id,
