@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -158,6 +160,8 @@ enum Command {
         id: String,
         gap: usize,
         samples: Vec<i16>,
+        /// The call's chunks in the queue ([`RecordingFeed`]), decremented once written.
+        queued: Arc<AtomicUsize>,
     },
     Close {
         id: String,
@@ -178,10 +182,16 @@ pub struct Recorder {
     tx: mpsc::Sender<Command>,
 }
 
+/// Chunks of one call that may wait in the recorder's queue at once (32 s of audio at 500 ms a
+/// chunk): the queue is shared, and no call may take more than its share of it.
+pub const CALL_QUEUE_CHUNKS: usize = 64;
+
 /// One call's side of the recorder: hands its chunks over without waiting and remembers what
 /// could not be handed over, to be written as silence.
 #[derive(Debug, Default)]
 pub struct RecordingFeed {
+    /// The call's chunks waiting in the recorder's queue (at most [`CALL_QUEUE_CHUNKS`]).
+    queued: Arc<AtomicUsize>,
     /// Interleaved samples not handed over since the last chunk that was.
     gap: usize,
     /// Interleaved samples not handed over in the whole call.
@@ -228,7 +238,13 @@ impl Recorder {
                                 failed.insert(id);
                             }
                         },
-                        Command::Append { id, gap, samples } => {
+                        Command::Append {
+                            id,
+                            gap,
+                            samples,
+                            queued,
+                        } => {
+                            queued.fetch_sub(1, Ordering::Relaxed);
                             if let Some(w) = open.get_mut(&id)
                                 && let Err(e) = w.append_after_gap(gap, &samples, &mut scratch)
                             {
@@ -267,26 +283,35 @@ impl Recorder {
             .await;
     }
 
-    /// Interleaved (caller, agent) samples, handed over without waiting: when the queue is full
-    /// the chunk is dropped and `feed` remembers its length (written as silence before the next
-    /// chunk that gets through). Whether it was handed over.
+    /// Interleaved (caller, agent) samples, handed over without waiting: when the queue is full,
+    /// or holds [`CALL_QUEUE_CHUNKS`] of this call's chunks already, the chunk is dropped and
+    /// `feed` remembers its length (written as silence before the next chunk that gets
+    /// through). Whether it was handed over.
     pub fn append(&self, id: &str, feed: &mut RecordingFeed, samples: Vec<i16>) -> bool {
         let len = samples.len();
-        match self.tx.try_send(Command::Append {
-            id: id.to_string(),
-            gap: feed.gap,
-            samples,
-        }) {
-            Ok(()) => {
-                feed.gap = 0;
-                true
+        let sent = feed.queued.load(Ordering::Relaxed) < CALL_QUEUE_CHUNKS && {
+            feed.queued.fetch_add(1, Ordering::Relaxed);
+            let sent = self
+                .tx
+                .try_send(Command::Append {
+                    id: id.to_string(),
+                    gap: feed.gap,
+                    samples,
+                    queued: feed.queued.clone(),
+                })
+                .is_ok();
+            if !sent {
+                feed.queued.fetch_sub(1, Ordering::Relaxed);
             }
-            Err(_) => {
-                feed.gap += len;
-                feed.dropped += len as u64;
-                false
-            }
+            sent
+        };
+        if sent {
+            feed.gap = 0;
+        } else {
+            feed.gap += len;
+            feed.dropped += len as u64;
         }
+        sent
     }
 
     /// The call's recording is complete (its last gap, if any, written as silence). Waits for
@@ -414,6 +439,48 @@ mod tests {
             44,
             "the stalled file got its header"
         );
+    }
+
+    /// A stalled disk: one call fills no more than its share of the shared queue, and another
+    /// call's chunks still get in.
+    #[tokio::test]
+    async fn no_call_takes_more_than_its_share_of_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stalled.wav");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let recorder = Recorder::start(CALL_QUEUE_CHUNKS * 2 + 8);
+        recorder.open("stalled", fifo.clone()).await;
+        let (mut a, mut b) = (RecordingFeed::default(), RecordingFeed::default());
+        let taken = (0..CALL_QUEUE_CHUNKS * 3)
+            .filter(|_| recorder.append("a", &mut a, vec![1; 320]))
+            .count();
+        assert_eq!(taken, CALL_QUEUE_CHUNKS, "call a: its share, no more");
+        assert_eq!(
+            a.dropped_samples(),
+            (CALL_QUEUE_CHUNKS * 2 * 320) as u64,
+            "the rest became a gap"
+        );
+        assert!(
+            recorder.append("b", &mut b, vec![2; 320]),
+            "call b: room left"
+        );
+        assert_eq!(b.dropped_samples(), 0);
+        // the disk comes back: a's chunks are written and its share is free again
+        let reader = std::thread::spawn(move || std::fs::read(&fifo).unwrap().len());
+        drop(
+            recorder
+                .close("stalled", &mut RecordingFeed::default())
+                .await,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while a.queued.load(Ordering::Relaxed) > 0 {
+            assert!(std::time::Instant::now() < deadline, "a's chunks written");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(recorder.append("a", &mut a, vec![3; 320]));
+        drop(recorder);
+        reader.join().unwrap();
     }
 
     /// A disk that refuses writes (`/dev/full`: every write fails with "no space") flags that
