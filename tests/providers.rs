@@ -223,6 +223,8 @@ fn scripted_model(body: &Value) -> String {
 async fn whole_call_with_deepgram_elevenlabs_and_a_language_model() {
     let deepgram = FakeDeepgram::start(&TRANSCRIPTS_WITH_QUESTION).await;
     let elevenlabs = FakeElevenLabs::start().await;
+    // its audio comes in pieces while it synthesises: the call plays them as they come
+    elevenlabs.pace(Duration::from_millis(30));
     let llm = FakeOpenAi::start(&[]).await;
     llm.chat_responder(scripted_model);
     let (log, call) = whole_cloud_call(&deepgram, &elevenlabs, &llm, &TURNS_WITH_QUESTION).await;

@@ -4,7 +4,8 @@
 //! "voice_settings":{…}}`), the text (`try_trigger_generation`, `flush`), then the closing
 //! `{"text":""}`, and reads `{"audio": base64 µ-law, "isFinal": …, "normalizedAlignment": …}`
 //! messages until `isFinal`. The audio is already the engine's 8 kHz µ-law, decoded here to
-//! [`Speech`] at 8 kHz.
+//! [`Speech`] at 8 kHz, and handed on message by message ([`ElevenLabsTts::stream`]), so a
+//! call plays the first piece while the rest is synthesised.
 //!
 //! A receptionist's `voice` names an ElevenLabs voice id; anything that is not one (such as the
 //! offline voices' names) speaks with [`DEFAULT_VOICE`].
@@ -17,7 +18,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::{BackendError, BoxFuture, Speech, TextToSpeech};
+use super::{BackendError, BoxFuture, Speech, SpeechStream, TextToSpeech};
 use crate::config::Secret;
 use crate::engine::audio::g711;
 
@@ -122,49 +123,81 @@ impl ElevenLabsTts {
         })
     }
 
+    /// The whole audio of `text` (the pieces of [`stream`](Self::stream), joined).
     pub async fn speak(&self, text: &str, voice: &str) -> Result<Speech, BackendError> {
-        let text: String = text.chars().take(MAX_TTS_CHARS).collect();
-        if text.trim().is_empty() {
-            return Ok(Speech {
-                pcm: Vec::new(),
-                sample_rate: 8_000,
-                fallback: false,
-            });
+        let mut pieces = self.stream(text, voice);
+        let mut pcm = Vec::new();
+        while let Some(piece) = pieces.next().await {
+            pcm.extend_from_slice(&piece?.pcm);
         }
-        let voice = voice_id(voice);
-        let mut last = BackendError::Unavailable("ElevenLabs: not attempted".into());
-        for attempt in 1..=self.config.attempts.max(1) {
-            if attempt > 1 {
-                tokio::time::sleep(
-                    self.config
-                        .backoff
-                        .saturating_mul(1 << (attempt - 2).min(8)),
-                )
-                .await;
-            }
-            let result =
-                tokio::time::timeout(self.config.timeout, self.attempt(&text, voice)).await;
-            match result {
-                Ok(Ok(ulaw)) => {
-                    let mut pcm = vec![0i16; ulaw.len()];
-                    g711::decode_into(&ulaw, &mut pcm);
-                    return Ok(Speech {
-                        pcm,
-                        sample_rate: 8_000,
-                        fallback: false,
-                    });
-                }
-                Ok(Err(Attempt::Permanent(e))) => return Err(e),
-                Ok(Err(Attempt::Retry(e))) => last = e,
-                Err(_) => last = BackendError::Timeout,
-            }
-            tracing::debug!(attempt, error = %last, "ElevenLabs attempt failed");
-        }
-        Err(last)
+        Ok(Speech {
+            pcm,
+            sample_rate: 8_000,
+            fallback: false,
+        })
     }
 
-    /// One socket: the µ-law audio of `text`.
-    async fn attempt(&self, text: &str, voice: &str) -> Result<Vec<u8>, Attempt> {
+    /// The audio of `text` as ElevenLabs sends it: one [`Speech`] per audio message, the first
+    /// as soon as it comes. Failed attempts are retried (with back-off) only before any audio
+    /// came; a failure after that ends the stream with the error. Dropping the stream closes
+    /// the socket.
+    pub fn stream(&self, text: &str, voice: &str) -> SpeechStream {
+        let text: String = text.chars().take(MAX_TTS_CHARS).collect();
+        if text.trim().is_empty() {
+            return Box::pin(futures_util::stream::empty());
+        }
+        let voice = voice_id(voice).to_owned();
+        let this = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_AHEAD);
+        let task = tokio::spawn(async move {
+            let mut audio_sent = false;
+            let mut last = BackendError::Unavailable("ElevenLabs: not attempted".into());
+            for attempt in 1..=this.config.attempts.max(1) {
+                if attempt > 1 {
+                    tokio::time::sleep(
+                        this.config
+                            .backoff
+                            .saturating_mul(1 << (attempt - 2).min(8)),
+                    )
+                    .await;
+                }
+                let result = tokio::time::timeout(
+                    this.config.timeout,
+                    this.attempt(&text, &voice, &tx, &mut audio_sent),
+                )
+                .await;
+                match result {
+                    Ok(Ok(())) => return,
+                    Ok(Err(Attempt::Permanent(e))) => {
+                        last = e;
+                        break;
+                    }
+                    Ok(Err(Attempt::Retry(e))) => last = e,
+                    Err(_) => last = BackendError::Timeout,
+                }
+                tracing::debug!(attempt, error = %last, "ElevenLabs attempt failed");
+                if audio_sent {
+                    break; // part of the text was heard: a retry would say it twice
+                }
+            }
+            let _ = tx.send(Err(last)).await;
+        });
+        let abort = AbortOnDrop(task);
+        Box::pin(futures_util::stream::unfold(
+            (rx, abort),
+            |(mut rx, abort)| async move { rx.recv().await.map(|item| (item, (rx, abort))) },
+        ))
+    }
+
+    /// One socket: the µ-law audio of `text`, sent on `tx` piece by piece as it comes
+    /// (`audio_sent` once any was). Returns early, without error, if `tx`'s reader is gone.
+    async fn attempt(
+        &self,
+        text: &str,
+        voice: &str,
+        tx: &tokio::sync::mpsc::Sender<Result<Speech, BackendError>>,
+        audio_sent: &mut bool,
+    ) -> Result<(), Attempt> {
         let url = self.config.stream_url(voice).map_err(Attempt::Permanent)?;
         let mut request = url.as_str().into_client_request().map_err(|e| {
             Attempt::Permanent(BackendError::Failed(format!("ElevenLabs request: {e}")))
@@ -209,7 +242,7 @@ impl ElevenLabsTts {
                 .await
                 .map_err(lost)?;
         }
-        let mut audio = Vec::new();
+        let mut audio_bytes = 0usize;
         loop {
             let msg = match ws.next().await {
                 Some(Ok(msg)) => msg,
@@ -221,7 +254,7 @@ impl ElevenLabsTts {
                 Message::Close(frame) => {
                     // a close with an error reason before any audio is a failure (e.g. a bad
                     // voice id or quota): ElevenLabs reports them in the close frame
-                    if audio.is_empty()
+                    if audio_bytes == 0
                         && let Some(f) = frame
                         && f.code != tungstenite::protocol::frame::coding::CloseCode::Normal
                     {
@@ -258,24 +291,49 @@ impl ElevenLabsTts {
                             "ElevenLabs: bad audio chunk: {e}"
                         )))
                     })?;
-                if audio.len() + bytes.len() > MAX_AUDIO_BYTES {
+                if audio_bytes + bytes.len() > MAX_AUDIO_BYTES {
                     return Err(Attempt::Permanent(BackendError::Failed(
                         "ElevenLabs: too much audio".into(),
                     )));
                 }
-                audio.extend_from_slice(&bytes);
+                if !bytes.is_empty() {
+                    audio_bytes += bytes.len();
+                    let mut pcm = vec![0i16; bytes.len()];
+                    g711::decode_into(&bytes, &mut pcm);
+                    let piece = Speech {
+                        pcm,
+                        sample_rate: 8_000,
+                        fallback: false,
+                    };
+                    if tx.send(Ok(piece)).await.is_err() {
+                        return Ok(()); // nobody listens any more
+                    }
+                    *audio_sent = true;
+                }
             }
             if v.get("isFinal").and_then(Value::as_bool) == Some(true) {
                 break;
             }
         }
         let _ = ws.close(None).await;
-        if audio.is_empty() {
+        if audio_bytes == 0 {
             return Err(Attempt::Retry(BackendError::Unavailable(
                 "ElevenLabs: the stream ended without audio".into(),
             )));
         }
-        Ok(audio)
+        Ok(())
+    }
+}
+
+/// Pieces of audio a stream may hold ahead of its reader.
+const STREAM_AHEAD: usize = 32;
+
+/// Aborts the task when dropped (the stream's reader went away: the socket closes).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -295,6 +353,10 @@ impl TextToSpeech for ElevenLabsTts {
         let text = text.to_owned();
         let voice = voice.to_owned();
         Box::pin(async move { this.speak(&text, &voice).await })
+    }
+
+    fn synthesize_stream(&self, text: &str, voice: &str) -> SpeechStream {
+        self.stream(text, voice)
     }
 
     fn voices(&self) -> Vec<String> {

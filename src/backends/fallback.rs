@@ -4,17 +4,21 @@
 //! - [`FallbackStt`]: each utterance's audio also stays in a bounded buffer; if the provider
 //!   fails (or takes longer than its budget) to transcribe it, the offline recogniser transcribes
 //!   the buffer, and every later utterance of that call goes straight to the offline one.
-//! - [`FallbackTts`]: a failed (or too slow) synthesis is done by the offline synthesiser, and the
-//!   provider is skipped for a cool-down; audio made by the fallback is marked
-//!   ([`Speech::fallback`]) so the prompt cache does not keep it.
+//! - [`FallbackTts`]: a failed (or too slow) synthesis is done by the offline synthesiser; the
+//!   provider is skipped for a cool-down by every call, and for the rest of the call by the call
+//!   it failed in ([`TextToSpeech::for_call`]): one voice, and no second wait. Audio made by the
+//!   fallback is marked ([`Speech::fallback`]) so the prompt cache does not keep it. A stream
+//!   that fails after its first piece ends there (what was said stands; a retry would repeat it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+
 use super::{
-    BackendError, BoxFuture, Speech, SpeechToText, SttCall, SttHint, SttSession, TextToSpeech,
-    UtteranceBuffer, open_call,
+    BackendError, BoxFuture, Speech, SpeechStream, SpeechToText, SttCall, SttHint, SttSession,
+    TextToSpeech, UtteranceBuffer, open_call,
 };
 
 /// Speech-to-text from `primary`, degrading to `fallback`.
@@ -164,6 +168,9 @@ pub struct FallbackTts {
     /// How long the primary is skipped after it failed.
     cooldown: Duration,
     skip_until: Arc<Mutex<Option<Instant>>>,
+    /// One call's: the primary failed during it, and the rest of it uses the fallback (`None`
+    /// for the shared one, see [`TextToSpeech::for_call`]).
+    degraded: Option<Arc<AtomicBool>>,
     name: &'static str,
 }
 
@@ -190,11 +197,21 @@ impl FallbackTts {
             budget,
             cooldown,
             skip_until: Arc::new(Mutex::new(None)),
+            degraded: None,
             name,
         }
     }
 
+    /// Whether the primary is passed over: it failed during this call, or (for every call) in
+    /// the last cool-down.
     fn skipping(&self) -> bool {
+        if self
+            .degraded
+            .as_ref()
+            .is_some_and(|d| d.load(Ordering::Relaxed))
+        {
+            return true;
+        }
         let mut skip = self.skip_until.lock().unwrap_or_else(|e| e.into_inner());
         match *skip {
             Some(until) if Instant::now() < until => true,
@@ -206,10 +223,38 @@ impl FallbackTts {
         }
     }
 
-    fn skip(&self) {
+    /// The primary failed with `error`: every call skips it for the cool-down, this one (if it
+    /// is a call's) for the rest of the call.
+    fn failed(&self, error: &BackendError) {
+        tracing::warn!(
+            backend = self.name,
+            error = %error,
+            cooldown_s = self.cooldown.as_secs(),
+            "speech synthesis failed; the offline synthesiser speaks instead for the rest of the call"
+        );
         *self.skip_until.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Instant::now() + self.cooldown);
+        if let Some(d) = &self.degraded {
+            d.store(true, Ordering::Relaxed);
+        }
     }
+
+    /// The fallback's speech for `text`, marked as such.
+    async fn fallback(&self, text: &str, voice: &str) -> Result<Speech, BackendError> {
+        // the offline voices do not know the provider's voice names: their default speaks
+        let mut speech = self.fallback.synthesize(text, voice).await?;
+        speech.fallback = true;
+        Ok(speech)
+    }
+}
+
+/// Where a [`FallbackTts`] stream is.
+enum Streaming {
+    /// Waiting for the primary's first piece: on failure the fallback speaks instead.
+    First(SpeechStream),
+    /// The primary is speaking: a failure now cuts the speech short (what was said stands).
+    Rest(SpeechStream),
+    Done,
 }
 
 impl TextToSpeech for FallbackTts {
@@ -220,7 +265,7 @@ impl TextToSpeech for FallbackTts {
     ) -> BoxFuture<'static, Result<Speech, BackendError>> {
         let this = self.clone();
         let primary = (!self.skipping()).then(|| self.primary.synthesize(text, voice));
-        let fallback_text = text.to_owned();
+        let text = text.to_owned();
         let voice = voice.to_owned();
         Box::pin(async move {
             if let Some(primary) = primary {
@@ -229,19 +274,54 @@ impl TextToSpeech for FallbackTts {
                     Ok(Err(e)) => e,
                     Err(_) => BackendError::Timeout,
                 };
-                tracing::warn!(
-                    backend = this.name,
-                    error = %error,
-                    cooldown_s = this.cooldown.as_secs(),
-                    "speech synthesis failed; the offline synthesiser speaks instead"
-                );
-                this.skip();
+                this.failed(&error);
             }
-            // the offline voices do not know the provider's voice names: their default speaks
-            let mut speech = this.fallback.synthesize(&fallback_text, &voice).await?;
-            speech.fallback = true;
-            Ok(speech)
+            this.fallback(&text, &voice).await
         })
+    }
+
+    /// The primary's pieces as they come, each within the budget. If the first does not come,
+    /// the fallback speaks the whole text instead; if a later one does not, the speech ends
+    /// there with the error. Either way the rest of the call uses the fallback.
+    fn synthesize_stream(&self, text: &str, voice: &str) -> SpeechStream {
+        let this = self.clone();
+        let (text, voice) = (text.to_owned(), voice.to_owned());
+        if self.skipping() {
+            return Box::pin(futures_util::stream::once(async move {
+                this.fallback(&text, &voice).await
+            }));
+        }
+        let first = Streaming::First(self.primary.synthesize_stream(&text, &voice));
+        Box::pin(futures_util::stream::unfold(first, move |state| {
+            let this = this.clone();
+            let (text, voice) = (text.clone(), voice.clone());
+            async move {
+                let (mut primary, first) = match state {
+                    Streaming::First(p) => (p, true),
+                    Streaming::Rest(p) => (p, false),
+                    Streaming::Done => return None,
+                };
+                let error = match tokio::time::timeout(this.budget, primary.next()).await {
+                    Ok(Some(Ok(piece))) => return Some((Ok(piece), Streaming::Rest(primary))),
+                    Ok(None) => return None,
+                    Ok(Some(Err(e))) => e,
+                    Err(_) => BackendError::Timeout,
+                };
+                this.failed(&error);
+                if first {
+                    Some((this.fallback(&text, &voice).await, Streaming::Done))
+                } else {
+                    Some((Err(error), Streaming::Done))
+                }
+            }
+        }))
+    }
+
+    fn for_call(&self) -> Option<Arc<dyn TextToSpeech>> {
+        Some(Arc::new(Self {
+            degraded: Some(Arc::new(AtomicBool::new(false))),
+            ..self.clone()
+        }))
     }
 
     fn voices(&self) -> Vec<String> {

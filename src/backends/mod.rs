@@ -77,6 +77,10 @@ impl Speech {
     }
 }
 
+/// Synthesised speech as it is made: pieces in order, each at its own rate. An error ends it
+/// (after pieces, they stand: the speech was cut short).
+pub type SpeechStream = futures_util::stream::BoxStream<'static, Result<Speech, BackendError>>;
+
 /// Text to speech.
 pub trait TextToSpeech: Send + Sync + 'static {
     /// Synthesise `text` with `voice` (one of [`voices`](Self::voices); an unknown voice falls back
@@ -88,6 +92,19 @@ pub trait TextToSpeech: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Speech, BackendError>>;
     /// Names a receptionist's `voice` may take; the first is the default voice.
     fn voices(&self) -> Vec<String>;
+
+    /// [`synthesize`](Self::synthesize), piece by piece as a streaming provider makes it; the
+    /// default is the whole speech as one piece.
+    fn synthesize_stream(&self, text: &str, voice: &str) -> SpeechStream {
+        Box::pin(futures_util::stream::once(self.synthesize(text, voice)))
+    }
+
+    /// This synthesiser as one call uses it, when the call keeps state of its own (a provider
+    /// that failed during the call is skipped for the rest of it); `None` (the default): the
+    /// shared one.
+    fn for_call(&self) -> Option<Arc<dyn TextToSpeech>> {
+        None
+    }
 }
 
 /// What the dialogue expects the caller to say next.

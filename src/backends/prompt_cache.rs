@@ -41,6 +41,18 @@ impl std::fmt::Debug for PromptCache {
     }
 }
 
+/// `speech` as 8 kHz µ-law.
+fn to_mulaw(speech: super::Speech) -> Vec<u8> {
+    let pcm8k = if speech.sample_rate == 8_000 {
+        speech.pcm
+    } else {
+        resample(&speech.pcm, speech.sample_rate, 8_000)
+    };
+    let mut ulaw = vec![0u8; pcm8k.len()];
+    g711::encode_into(&pcm8k, &mut ulaw);
+    ulaw
+}
+
 /// Unambiguous key for (voice, text).
 fn key(voice: &str, text: &str) -> String {
     format!("{}:{voice}{text}", voice.len())
@@ -57,6 +69,15 @@ impl PromptCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // The map stays consistent across a panic elsewhere: every update is done in one place.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cache as one call uses it: the same prompts, synthesised by the call's own
+    /// [`TextToSpeech::for_call`].
+    pub fn for_call(&self) -> Self {
+        Self {
+            tts: self.tts.for_call().unwrap_or_else(|| self.tts.clone()),
+            inner: self.inner.clone(),
+        }
     }
 
     pub fn get(&self, voice: &str, text: &str) -> Option<Arc<[u8]>> {
@@ -79,19 +100,60 @@ impl PromptCache {
         }
         let speech = self.tts.synthesize(text, voice).await?;
         let fallback = speech.fallback;
-        let pcm8k = if speech.sample_rate == 8_000 {
-            speech.pcm
-        } else {
-            resample(&speech.pcm, speech.sample_rate, 8_000)
-        };
-        let mut ulaw = vec![0u8; pcm8k.len()];
-        g711::encode_into(&pcm8k, &mut ulaw);
-        let audio: Arc<[u8]> = ulaw.into();
+        let audio: Arc<[u8]> = to_mulaw(speech).into();
         if fallback {
             // the chosen backend failed: play this once, ask the chosen one again next time
             return Ok(audio);
         }
         Ok(self.insert(key(voice, text), audio))
+    }
+
+    /// [`speak`](Self::speak) piece by piece: a cached prompt is one piece; otherwise the
+    /// synthesiser's pieces as they come ([`TextToSpeech::synthesize_stream`]), in 8 kHz µ-law,
+    /// and the whole is cached once it is complete.
+    pub fn speak_stream(
+        &self,
+        voice: &str,
+        text: &str,
+    ) -> futures_util::stream::BoxStream<'static, Result<Arc<[u8]>, BackendError>> {
+        if let Some(hit) = self.get(voice, text) {
+            return Box::pin(futures_util::stream::once(async move { Ok(hit) }));
+        }
+        let pieces = self.tts.synthesize_stream(text, voice);
+        // (pieces, what to cache so far: `None` once it must not be)
+        let state = (
+            pieces,
+            Some(Vec::<u8>::new()),
+            self.clone(),
+            key(voice, text),
+        );
+        Box::pin(futures_util::stream::unfold(
+            state,
+            |(mut pieces, mut whole, cache, key)| async move {
+                match pieces.next().await {
+                    Some(Ok(speech)) => {
+                        let fallback = speech.fallback;
+                        let ulaw = to_mulaw(speech);
+                        match &mut whole {
+                            Some(w)
+                                if !fallback && w.len() + ulaw.len() <= PROMPT_CACHE_MAX_BYTES =>
+                            {
+                                w.extend_from_slice(&ulaw)
+                            }
+                            _ => whole = None,
+                        }
+                        Some((Ok(ulaw.into()), (pieces, whole, cache, key)))
+                    }
+                    Some(Err(e)) => Some((Err(e), (pieces, None, cache, key))),
+                    None => {
+                        if let Some(w) = whole.filter(|w| !w.is_empty()) {
+                            cache.insert(key, w.into());
+                        }
+                        None
+                    }
+                }
+            },
+        ))
     }
 
     /// Inserts unless another task got there first; returns the cached value either way, so

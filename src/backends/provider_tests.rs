@@ -511,6 +511,94 @@ async fn elevenlabs_failures_are_errors_and_fall_back() {
     assert!(speech.fallback && !speech.pcm.is_empty());
 }
 
+#[tokio::test]
+async fn elevenlabs_hands_on_its_first_piece_while_the_rest_is_made() {
+    use futures_util::StreamExt;
+    let fake = FakeElevenLabs::start().await;
+    fake.pace(Duration::from_millis(100));
+    let tts =
+        ElevenLabsTts::new(ElevenLabsConfig::new(&fake.url, Secret::new(&fake.api_key))).unwrap();
+    // 40 characters: 2.4 s of audio, 12 messages of 1,600 bytes, the last 100 ms apart
+    let text = "Thanks for calling about the open roles.";
+    let mut pieces = tts.synthesize_stream(text, "slt");
+    let first = pieces.next().await.unwrap().unwrap();
+    assert_eq!(first.pcm.len(), 1_600);
+    let sent = fake.audio_sent();
+    assert!(
+        sent < 12,
+        "the first piece came after {sent} of 12 messages"
+    );
+    let mut all = first.pcm;
+    while let Some(piece) = pieces.next().await {
+        all.extend_from_slice(&piece.unwrap().pcm);
+    }
+    assert_eq!(all.len(), 40 * 60 * 8);
+
+    // through the prompt cache: µ-law pieces as they come, the whole cached once complete
+    let cache = PromptCache::new(Arc::new(tts));
+    let mut pieces = cache.speak_stream("slt", text);
+    let mut n = 0;
+    let mut bytes = 0;
+    while let Some(piece) = pieces.next().await {
+        n += 1;
+        bytes += piece.unwrap().len();
+    }
+    assert_eq!((n, bytes), (12, 40 * 60 * 8));
+    assert_eq!(cache.get("slt", text).map(|a| a.len()), Some(bytes));
+    let mut again = cache.speak_stream("slt", text);
+    assert_eq!(
+        again.next().await.unwrap().unwrap().len(),
+        bytes,
+        "one piece"
+    );
+    assert_eq!(fake.streams().len(), 2, "the cached prompt asks nobody");
+}
+
+#[tokio::test]
+async fn a_speech_stream_dropped_midway_keeps_its_start_and_the_call_stays_offline() {
+    use futures_util::StreamExt;
+    let fake = FakeElevenLabs::start().await;
+    fake.drop_after(Some(2));
+    let primary =
+        ElevenLabsTts::new(ElevenLabsConfig::new(&fake.url, Secret::new(&fake.api_key))).unwrap();
+    // no cool-down for other calls: only the call it failed in stays offline
+    let shared = FallbackTts::new(
+        "elevenlabs",
+        Arc::new(primary),
+        Arc::new(ScriptedTts::new()),
+        Duration::from_secs(5),
+        Duration::ZERO,
+    );
+    let call = shared.for_call().expect("a call of its own");
+    let mut pieces = call.synthesize_stream("Thanks for calling about the open roles.", "slt");
+    let mut came = Vec::new();
+    while let Some(piece) = pieces.next().await {
+        came.push(piece.map(|p| (p.pcm.len(), p.fallback)));
+    }
+    assert_eq!(came.len(), 3, "{came:?}");
+    assert_eq!(came[0].as_ref().unwrap(), &(1_600, false));
+    assert_eq!(came[1].as_ref().unwrap(), &(1_600, false));
+    assert!(
+        came[2].is_err(),
+        "then the break, not a repeat of the start"
+    );
+    assert_eq!(fake.streams().len(), 1, "no retry after audio came");
+
+    // the rest of that call speaks offline, at once, without asking the provider again
+    fake.drop_after(None);
+    let mut next = call.synthesize_stream("Which city or area do you live in?", "slt");
+    let speech = next.next().await.unwrap().unwrap();
+    assert!(speech.fallback);
+    assert!(next.next().await.is_none());
+    assert!(call.synthesize("Goodbye.", "slt").await.unwrap().fallback);
+    assert_eq!(fake.streams().len(), 1);
+    // another call (and the shared synthesiser) still uses the provider
+    let other = shared.for_call().unwrap();
+    let speech = other.synthesize("Hello.", "slt").await.unwrap();
+    assert!(!speech.fallback);
+    assert_eq!(fake.streams().len(), 2);
+}
+
 // ---- the language model in the dialogue (llm.rs) ---------------------------------------------
 
 fn understand_request(utterance: &str) -> crate::engine::dialogue::model::UnderstandRequest {

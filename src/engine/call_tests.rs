@@ -99,7 +99,19 @@ struct Sim {
     /// When each `clear` went out, and when the caller started each talk over the agent.
     clear_times: Vec<u64>,
     talk_over_at: Vec<u64>,
+    /// A streaming synthesiser: (bytes per piece, ms between pieces); `None`: whole audio at once.
+    tts_stream: Option<(usize, u64)>,
+    /// Texts whose stream breaks off after its first piece.
+    tts_break: Vec<String>,
+    /// Pieces on their way.
+    tts_due: Vec<DuePiece>,
+    /// (speech, agent frames sent by then) when each speech's last piece came.
+    tts_ended: Vec<(u64, usize)>,
 }
+
+/// A synthesiser's piece on its way: (due at, speech, audio, last); `None` audio: the stream
+/// fails.
+type DuePiece = (u64, u64, Option<Arc<[u8]>>, bool);
 
 /// What a simulated call has beyond the carrier and the caller.
 #[derive(Default)]
@@ -107,6 +119,7 @@ struct Extras {
     model: Option<ScriptedModel>,
     turn_verdicts: Option<VecDeque<bool>>,
     partial_ms: Option<u64>,
+    tts_stream: Option<(usize, u64)>,
 }
 
 /// What the scripted model does with a reading request.
@@ -275,6 +288,22 @@ impl Sim {
         )
     }
 
+    /// A Twilio call whose synthesiser streams: `bytes` of audio every `every_ms`.
+    fn with_streaming_voice(script: Vec<Act>, bytes: usize, every_ms: u64) -> Self {
+        Self::build(
+            Carrier::Twilio,
+            AudioCodec::Mulaw,
+            settings(),
+            false,
+            script,
+            Timing::default(),
+            Extras {
+                tts_stream: Some((bytes, every_ms)),
+                ..Extras::default()
+            },
+        )
+    }
+
     fn build(
         carrier: Carrier,
         codec: AudioCodec,
@@ -288,6 +317,7 @@ impl Sim {
             model,
             turn_verdicts,
             partial_ms,
+            tts_stream,
         } = extras;
         let t0 = Instant::now();
         let mut carrier = FakeCarrier::new(carrier, codec, CallInfo::default(), t0).unwrap();
@@ -357,6 +387,10 @@ impl Sim {
             partials_asked: Vec::new(),
             clear_times: Vec::new(),
             talk_over_at: Vec::new(),
+            tts_stream,
+            tts_break: Vec::new(),
+            tts_due: Vec::new(),
+            tts_ended: Vec::new(),
         };
         sim.drain();
         sim
@@ -529,13 +563,29 @@ impl Sim {
             } else {
                 // 25 ms of audio per character (a non-silent tone so recordings show it)
                 let n = text.len() * 200;
-                let audio: Arc<[u8]> = (0..n)
+                let audio: Vec<u8> = (0..n)
                     .map(|i| if i % 2 == 0 { 0x10 } else { 0x90 })
                     .collect();
-                self.input(Input::TtsAudio {
-                    speech,
-                    mulaw: audio,
-                });
+                match self.tts_stream {
+                    None => self.input(Input::TtsAudio {
+                        speech,
+                        mulaw: audio.into(),
+                    }),
+                    Some((bytes, every_ms)) => {
+                        let breaks = self.tts_break.iter().any(|f| text.contains(f.as_str()));
+                        let pieces: Vec<&[u8]> = audio.chunks(bytes).collect();
+                        let n = pieces.len();
+                        for (i, piece) in pieces.into_iter().enumerate() {
+                            let due = self.now_ms + i as u64 * every_ms;
+                            if breaks && i == 1 {
+                                self.tts_due.push((due, speech, None, true));
+                                break;
+                            }
+                            self.tts_due
+                                .push((due, speech, Some(piece.into()), i + 1 == n));
+                        }
+                    }
+                }
             }
         }
     }
@@ -626,6 +676,23 @@ impl Sim {
                     ModelReply::Failed => self.input(Input::ModelFailed { consult }),
                     ModelReply::Text(text) => self.input(Input::ModelText { consult, text }),
                     ModelReply::Done => self.input(Input::ModelDone { consult }),
+                }
+            }
+            // the synthesiser's pieces that are due, in order
+            while let Some(i) = self.tts_due.iter().position(|t| t.0 <= self.now_ms) {
+                let (_, speech, audio, last) = self.tts_due.remove(i);
+                match audio {
+                    Some(mulaw) => {
+                        if last {
+                            self.tts_ended.push((speech, self.sent_media));
+                        }
+                        self.input(Input::TtsChunk {
+                            speech,
+                            mulaw,
+                            last,
+                        });
+                    }
+                    None => self.input(Input::TtsFailed { speech }),
                 }
             }
             while self
@@ -879,6 +946,68 @@ fn a_whole_call_completes_with_answers_disclosures_and_a_gapless_recording() {
         assert!(l.endpointing_ms >= 700 && l.endpointing_ms <= 1300, "{l:?}");
         assert!(l.total_ms >= l.endpointing_ms);
     }
+}
+
+#[test]
+fn a_streamed_voice_plays_each_sentence_from_its_first_piece_without_gaps() {
+    // 150 ms of audio every 60 ms: faster than it plays, as a streaming provider sends it
+    let mut sim = Sim::with_streaming_voice(happy_script(), 1_200, 60);
+    sim.run(180_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    assert_eq!(sim.answers().len(), 2);
+    assert!(sim.disclosures().iter().all(|d| d.played_in_full));
+    assert_eq!(sim.clears, 0);
+    // the greeting was playing long before its last piece came
+    let (_, sent) = sim
+        .tts_ended
+        .iter()
+        .find(|(speech, _)| *speech == 1)
+        .expect("the greeting's last piece");
+    assert!(
+        *sent >= 10,
+        "{sent} frames sent before the greeting's last piece"
+    );
+    // every line played back to back: as long as its audio (25 ms a character), no gaps
+    let t = sim.transcript();
+    for l in t.iter().filter(|l| l.speaker == Speaker::Agent) {
+        let audio_ms = (l.text.len() as u64 * 200).div_ceil(160) * 20;
+        assert_eq!(l.end_ms - l.start_ms, audio_ms, "{l:?}");
+        assert!(!l.interrupted);
+    }
+    let agent_frames = sim
+        .record
+        .iter()
+        .filter(|f| f.agent.iter().any(|&s| s != 0))
+        .count();
+    assert_eq!(
+        agent_frames, sim.sent_media,
+        "every frame sent is recorded once"
+    );
+    // the reply's first audio is its first piece, not its whole synthesis
+    for l in latencies(&sim) {
+        assert!(l.tts_ms <= 40, "{l:?}");
+    }
+}
+
+#[test]
+fn a_voice_stream_that_breaks_off_keeps_what_was_said_and_the_call_goes_on() {
+    let mut sim = Sim::with_streaming_voice(happy_script(), 1_200, 60);
+    sim.tts_break.push("Which city or area".into());
+    sim.run(180_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed), "{:#?}", sim.events);
+    assert_eq!(sim.answers().len(), 2);
+    let t = sim.transcript();
+    let cut: Vec<_> = t
+        .iter()
+        .filter(|l| l.speaker == Speaker::Agent && l.interrupted)
+        .collect();
+    assert_eq!(cut.len(), 1, "{t:#?}");
+    assert!(cut[0].text.ends_with('…'));
+    // 150 ms of it came and played
+    assert_eq!(cut[0].end_ms - cut[0].start_ms, 160);
+    assert!(sim.events.contains(&CallEvent::Location {
+        location: "Chicago".into()
+    }));
 }
 
 fn latencies(sim: &Sim) -> Vec<crate::model::TurnLatency> {

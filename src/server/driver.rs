@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::{FutureExt, SinkExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -61,9 +61,15 @@ enum BackendEvent {
         consult: u64,
         result: Result<(), BackendError>,
     },
-    Tts {
+    /// A piece of the speech's audio (`last`: the end of it, empty).
+    TtsPiece {
         speech: u64,
-        result: Result<Arc<[u8]>, BackendError>,
+        mulaw: Arc<[u8]>,
+        last: bool,
+    },
+    TtsFailed {
+        speech: u64,
+        error: BackendError,
     },
     Stt {
         utterance: u64,
@@ -421,6 +427,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         call_id: &call_id,
         wire,
         voice: call.settings.voice.clone(),
+        prompts: state.prompts.for_call(),
         settings,
         engine,
         socket: &mut socket,
@@ -464,6 +471,9 @@ struct CallDriver<'a> {
     call_id: &'a str,
     wire: Wire,
     voice: String,
+    /// The prompts, synthesised by this call's own synthesiser (which stays on the offline one
+    /// once a provider failed during the call).
+    prompts: crate::backends::PromptCache,
     settings: Arc<crate::model::ReceptionistSettings>,
     engine: CallEngine,
     socket: &'a mut WebSocket,
@@ -773,16 +783,25 @@ impl CallDriver<'_> {
                     }
                 }
             }
-            BackendEvent::Tts { speech, result } => {
-                self.tts.remove(&speech);
-                match result {
-                    Ok(mulaw) => self.input(Input::TtsAudio { speech, mulaw }),
-                    Err(e) => {
-                        self.state.metrics.backend_error("tts", &e);
-                        tracing::warn!(call = %self.call_id, error = %e, "speech synthesis failed");
-                        self.input(Input::TtsFailed { speech });
-                    }
+            BackendEvent::TtsPiece {
+                speech,
+                mulaw,
+                last,
+            } => {
+                if last {
+                    self.tts.remove(&speech);
                 }
+                self.input(Input::TtsChunk {
+                    speech,
+                    mulaw,
+                    last,
+                })
+            }
+            BackendEvent::TtsFailed { speech, error } => {
+                self.tts.remove(&speech);
+                self.state.metrics.backend_error("tts", &error);
+                tracing::warn!(call = %self.call_id, error = %error, "speech synthesis failed");
+                self.input(Input::TtsFailed { speech });
             }
             BackendEvent::Stt { utterance, result } => match result {
                 Ok(text) => self.input(Input::Transcript {
@@ -880,20 +899,42 @@ impl CallDriver<'_> {
                     }
                 },
                 Output::Speak { speech, text } => {
-                    let prompts = self.state.prompts.clone();
-                    let voice = self.voice.clone();
+                    // a prompt synthesised before plays at once, without a task
+                    if let Some(mulaw) = self.prompts.get(&self.voice, &text) {
+                        self.input(Input::TtsAudio { speech, mulaw });
+                        continue;
+                    }
+                    let mut pieces = self.prompts.speak_stream(&self.voice, &text);
                     let tx = btx.clone();
                     let waiting = super::threads::WaitOnThread::enter();
                     let handle = tokio::spawn(async move {
                         let _waiting = waiting;
-                        let result =
-                            match tokio::time::timeout(TTS_TIMEOUT, prompts.speak(&voice, &text))
-                                .await
+                        // each piece as it comes: the caller hears the first while the rest is
+                        // synthesised
+                        loop {
+                            let event = match tokio::time::timeout(TTS_TIMEOUT, pieces.next()).await
                             {
-                                Ok(r) => r,
-                                Err(_) => Err(BackendError::Timeout),
+                                Ok(Some(Ok(mulaw))) => BackendEvent::TtsPiece {
+                                    speech,
+                                    mulaw,
+                                    last: false,
+                                },
+                                Ok(None) => BackendEvent::TtsPiece {
+                                    speech,
+                                    mulaw: Arc::from([]),
+                                    last: true,
+                                },
+                                Ok(Some(Err(error))) => BackendEvent::TtsFailed { speech, error },
+                                Err(_) => BackendEvent::TtsFailed {
+                                    speech,
+                                    error: BackendError::Timeout,
+                                },
                             };
-                        let _ = tx.send(BackendEvent::Tts { speech, result }).await;
+                            let more = matches!(event, BackendEvent::TtsPiece { last: false, .. });
+                            if tx.send(event).await.is_err() || !more {
+                                break;
+                            }
+                        }
                     });
                     self.tts.insert(speech, handle);
                 }

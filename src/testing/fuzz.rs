@@ -447,6 +447,12 @@ pub enum Action {
     Disconnected,
     Abort(u8),
     Drain,
+    /// A piece of a streaming synthesiser's audio, any length.
+    TtsChunk {
+        speech: Pick,
+        len: u16,
+        last: bool,
+    },
 }
 
 /// A whole call: its setup and what happens.
@@ -643,6 +649,17 @@ impl EngineRun {
             Action::TtsFailed(p) => {
                 let speech = Self::pick(&self.speeches, *p);
                 self.input(Input::TtsFailed { speech });
+            }
+            Action::TtsChunk { speech, len, last } => {
+                let speech = Self::pick(&self.speeches, *speech);
+                let mulaw: Arc<[u8]> = (0..*len as usize % 8_000)
+                    .map(|i| (i % 251) as u8)
+                    .collect();
+                self.input(Input::TtsChunk {
+                    speech,
+                    mulaw,
+                    last: *last,
+                });
             }
             Action::Understood {
                 consult,

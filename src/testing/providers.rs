@@ -767,6 +767,12 @@ struct ElevenState {
     streams: Mutex<Vec<ElevenLabsStream>>,
     /// Close every stream with a policy-violation close frame instead of audio.
     fail: Mutex<bool>,
+    /// Wait this long before each audio message after the first.
+    pace: Mutex<Duration>,
+    /// Drop the socket (no close frame) after this many audio messages.
+    drop_after: Mutex<Option<usize>>,
+    /// Audio messages sent, over all streams.
+    audio_sent: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeElevenLabs {
@@ -799,6 +805,24 @@ impl FakeElevenLabs {
 
     pub fn streams(&self) -> Vec<ElevenLabsStream> {
         lock(&self.state.streams).clone()
+    }
+
+    /// Send each audio message after the first `every` after the one before, as a provider
+    /// does while it synthesises.
+    pub fn pace(&self, every: Duration) {
+        *lock(&self.state.pace) = every;
+    }
+
+    /// Drop each stream's socket after `n` audio messages (`None`: send them all).
+    pub fn drop_after(&self, n: Option<usize>) {
+        *lock(&self.state.drop_after) = n;
+    }
+
+    /// Audio messages sent so far, over all streams.
+    pub fn audio_sent(&self) -> usize {
+        self.state
+            .audio_sent
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -862,7 +886,15 @@ async fn eleven_session(state: Arc<ElevenState>, mut socket: WebSocket, index: u
     let mut ulaw = vec![0u8; pcm.len()];
     g711::encode_into(&pcm, &mut ulaw);
     let chars: Vec<String> = text.chars().map(String::from).collect();
+    let pace = *lock(&state.pace);
+    let drop_after = *lock(&state.drop_after);
     for (i, chunk) in ulaw.chunks(1_600).enumerate() {
+        if drop_after == Some(i) {
+            return; // the socket drops mid-stream
+        }
+        if i > 0 && !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
         let msg = json!({
             "audio": base64::engine::general_purpose::STANDARD.encode(chunk),
             "isFinal": null,
@@ -883,6 +915,9 @@ async fn eleven_session(state: Arc<ElevenState>, mut socket: WebSocket, index: u
         {
             return;
         }
+        state
+            .audio_sent
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     let _ = socket
         .send(Message::Text(

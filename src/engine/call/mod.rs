@@ -267,6 +267,14 @@ pub enum Input<'a> {
         speech: u64,
         mulaw: Arc<[u8]>,
     },
+    /// A piece of the audio of a speech request from a streaming synthesiser, µ-law 8 kHz, any
+    /// length; `last` ends it. It plays as it comes, so the caller hears the first piece while
+    /// the rest is synthesised. A `TtsFailed` after some pieces ends the speech with them.
+    TtsChunk {
+        speech: u64,
+        mulaw: Arc<[u8]>,
+        last: bool,
+    },
     TtsFailed {
         speech: u64,
     },
@@ -680,6 +688,11 @@ impl CallEngine {
                 }
             }
             Input::TtsAudio { speech, mulaw } => self.playout.handle_tts_audio(speech, mulaw),
+            Input::TtsChunk {
+                speech,
+                mulaw,
+                last,
+            } => self.playout.handle_tts_chunk(speech, mulaw, last),
             Input::TtsFailed { speech } => self.on_tts_failed(speech),
             Input::Understood {
                 consult,
@@ -875,6 +888,10 @@ impl CallEngine {
     }
 
     fn on_tts_failed(&mut self, speech: u64) {
+        // a stream that broke off: what came of it plays, and the turn goes on
+        if self.playout.cut_short(speech) {
+            return;
+        }
         let Some(kind) = self.playout.awaiting_audio(speech) else {
             return;
         };

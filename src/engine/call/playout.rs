@@ -23,9 +23,12 @@ struct Segment {
     interruptible: bool,
     kind: PromptKind,
     requested_ms: u64,
-    audio: Option<Arc<[u8]>>,
+    audio: SegmentAudio,
     /// Bytes of audio sent.
     pos: usize,
+    /// The piece being sent, and the bytes of it sent.
+    piece: usize,
+    piece_pos: usize,
     frames_sent: u32,
     /// Frames known to have played (echoed marks, or the clock).
     frames_heard: u32,
@@ -33,21 +36,85 @@ struct Segment {
     /// Estimated time the last frame finishes playing.
     play_end_ms: u64,
     end_mark_sent: bool,
+    /// Its synthesis broke off: its audio is only the start of its text.
+    cut: bool,
+}
+
+/// A segment's synthesised audio as it arrives: whole-frame pieces (a streaming synthesiser's
+/// chunks, or the whole audio at once), complete once the last one came.
+#[derive(Debug, Default)]
+struct SegmentAudio {
+    pieces: Vec<Arc<[u8]>>,
+    /// Bytes in `pieces`: whole frames.
+    len: usize,
+    /// The start of a frame that ended a piece, held for the next one.
+    tail: Vec<u8>,
+    complete: bool,
+}
+
+impl SegmentAudio {
+    /// Some audio came (or the stream ended without any).
+    fn arrived(&self) -> bool {
+        !self.pieces.is_empty() || self.complete
+    }
+
+    /// Append `chunk`; `last` ends the audio, padding a frame it ends inside with silence.
+    fn push(&mut self, chunk: Arc<[u8]>, last: bool) {
+        if self.complete {
+            return;
+        }
+        if self.tail.is_empty() && chunk.len().is_multiple_of(SAMPLES_8K) {
+            // whole frames: kept as they are (the whole-audio case never copies)
+            self.add(chunk);
+        } else {
+            let whole = (self.tail.len() + chunk.len()) / SAMPLES_8K * SAMPLES_8K;
+            if whole > 0 {
+                let mut piece = Vec::with_capacity(whole);
+                piece.extend_from_slice(&self.tail);
+                let take = whole - self.tail.len();
+                piece.extend_from_slice(&chunk[..take]);
+                self.tail.clear();
+                self.tail.extend_from_slice(&chunk[take..]);
+                self.add(piece.into());
+            } else {
+                self.tail.extend_from_slice(&chunk);
+            }
+        }
+        if last {
+            self.end();
+        }
+    }
+
+    /// No more audio will come: what is held is padded to a whole frame.
+    fn end(&mut self) {
+        if !self.tail.is_empty() {
+            let mut piece = std::mem::take(&mut self.tail);
+            piece.resize(SAMPLES_8K, 0xFF);
+            self.add(piece.into());
+        }
+        self.complete = true;
+    }
+
+    fn add(&mut self, piece: Arc<[u8]>) {
+        if !piece.is_empty() {
+            self.len += piece.len();
+            self.pieces.push(piece);
+        }
+    }
 }
 
 impl Segment {
+    /// Frames of its audio (so far, while it streams).
     fn total_frames(&self) -> u32 {
-        self.audio
-            .as_ref()
-            .map(|a| a.len().div_ceil(SAMPLES_8K) as u32)
-            .unwrap_or(0)
+        (self.audio.len / SAMPLES_8K) as u32
     }
     /// Its audio started playing by `now_ms` (sent ahead is not yet heard).
     fn started_by(&self, now_ms: u64) -> bool {
         self.first_play_ms.is_some_and(|t| t <= now_ms)
     }
-    fn all_sent(&self) -> bool {
-        self.audio.as_ref().is_some_and(|a| self.pos >= a.len())
+    /// Audio that came is not all sent yet.
+    fn has_unsent(&self) -> bool {
+        self.pos < self.audio.len
     }
 }
 
@@ -133,13 +200,16 @@ impl Playout {
             interruptible: prompt.interruptible,
             kind: prompt.kind,
             requested_ms: now_ms,
-            audio: None,
+            audio: SegmentAudio::default(),
             pos: 0,
+            piece: 0,
+            piece_pos: 0,
             frames_sent: 0,
             frames_heard: 0,
             first_play_ms: None,
             play_end_ms: 0,
             end_mark_sent: false,
+            cut: false,
         });
         speech
     }
@@ -158,7 +228,7 @@ impl Playout {
     pub(super) fn unheard(&self) -> Vec<Prompt> {
         self.segments
             .iter()
-            .filter(|s| s.audio.is_none() || s.frames_heard < s.total_frames())
+            .filter(|s| !s.audio.complete || s.frames_heard < s.total_frames())
             .map(|s| Prompt {
                 text: s.text.clone(),
                 interruptible: s.interruptible,
@@ -177,24 +247,41 @@ impl Playout {
     pub(super) fn interruptible(&self) -> bool {
         self.segments
             .front()
-            .is_some_and(|s| s.interruptible && s.audio.is_some())
+            .is_some_and(|s| s.interruptible && s.audio.arrived())
             && self.segments.iter().all(|s| s.interruptible)
     }
 
-    /// Synthesised audio for `speech`; unknown or already answered ids are ignored. Audio that
-    /// ends mid-frame is padded with silence to a whole frame.
+    /// The whole synthesised audio for `speech`; unknown or already answered ids are ignored.
+    /// Audio that ends mid-frame is padded with silence to a whole frame.
     pub(super) fn handle_tts_audio(&mut self, speech: u64, mulaw: Arc<[u8]>) {
         if let Some(seg) = self.segments.iter_mut().find(|s| s.speech == speech)
-            && seg.audio.is_none()
+            && !seg.audio.arrived()
         {
-            seg.audio = Some(if mulaw.len().is_multiple_of(SAMPLES_8K) {
-                mulaw
-            } else {
-                let mut padded = Vec::with_capacity(mulaw.len().next_multiple_of(SAMPLES_8K));
-                padded.extend_from_slice(&mulaw);
-                padded.resize(padded.capacity(), 0xFF);
-                padded.into()
-            });
+            seg.audio.push(mulaw, true);
+        }
+    }
+
+    /// More of the audio for `speech` from a streaming synthesiser (`last`: the end of it). It
+    /// plays as it comes; a chunk may end mid-frame.
+    pub(super) fn handle_tts_chunk(&mut self, speech: u64, mulaw: Arc<[u8]>, last: bool) {
+        if let Some(seg) = self.segments.iter_mut().find(|s| s.speech == speech) {
+            seg.audio.push(mulaw, last);
+        }
+    }
+
+    /// The synthesis of `speech` failed after some of its audio came: the segment ends with what
+    /// came (returns false when nothing came, and the failure is the caller's to handle).
+    pub(super) fn cut_short(&mut self, speech: u64) -> bool {
+        match self.segments.iter_mut().find(|s| s.speech == speech) {
+            Some(seg)
+                if !seg.audio.complete
+                    && (!seg.audio.pieces.is_empty() || !seg.audio.tail.is_empty()) =>
+            {
+                seg.audio.end();
+                seg.cut = true;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -202,7 +289,7 @@ impl Playout {
     pub(super) fn awaiting_audio(&self, speech: u64) -> Option<PromptKind> {
         self.segments
             .iter()
-            .find(|s| s.speech == speech && s.audio.is_none())
+            .find(|s| s.speech == speech && !s.audio.arrived())
             .map(|s| s.kind)
     }
 
@@ -211,7 +298,7 @@ impl Playout {
         self.segments
             .iter()
             .find(|s| !s.end_mark_sent)
-            .filter(|s| s.audio.is_none() && now_ms >= s.requested_ms + self.tts_timeout_ms)
+            .filter(|s| !s.audio.arrived() && now_ms >= s.requested_ms + self.tts_timeout_ms)
             .map(|s| s.speech)
     }
 
@@ -220,8 +307,10 @@ impl Playout {
     pub(super) fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
         // segments play back to back: the first one not fully sent
         let seg = self.segments.iter_mut().find(|s| !s.end_mark_sent)?;
-        let audio = seg.audio.as_ref()?;
-        if seg.pos >= audio.len() {
+        if !seg.has_unsent() {
+            if !seg.audio.complete {
+                return None; // more is on its way
+            }
             seg.end_mark_sent = true;
             let id = MarkId {
                 speech: seg.speech,
@@ -234,14 +323,22 @@ impl Playout {
         if self.play_cursor_ms > now_ms + self.lead_ms {
             return None;
         }
-        // a chunk ends at the next mark, so a mark always follows whole chunks
+        // a chunk ends at the next mark, so a mark always follows whole chunks; and at the end
+        // of its piece
         let to_mark = self.mark_every - seg.frames_sent % self.mark_every;
         let frames = self.chunk_frames.min(to_mark) as usize;
-        let end = (seg.pos + frames * SAMPLES_8K).min(audio.len());
-        let sent = (end - seg.pos).div_ceil(SAMPLES_8K) as u32;
-        let chunk = AgentAudio::new(audio.clone(), seg.pos..end);
-        let more = end < audio.len();
-        seg.pos = end;
+        let piece = &seg.audio.pieces[seg.piece];
+        let end = (seg.piece_pos + frames * SAMPLES_8K).min(piece.len());
+        let sent = (end - seg.piece_pos).div_ceil(SAMPLES_8K) as u32;
+        let chunk = AgentAudio::new(piece.clone(), seg.piece_pos..end);
+        seg.pos += end - seg.piece_pos;
+        if end == piece.len() {
+            seg.piece += 1;
+            seg.piece_pos = 0;
+        } else {
+            seg.piece_pos = end;
+        }
+        let more = seg.has_unsent() || !seg.audio.complete;
         seg.frames_sent += sent;
         let play_at_ms = self.play_cursor_ms.max(now_ms);
         let first = seg.first_play_ms.is_none();
@@ -327,9 +424,9 @@ impl Playout {
         let mut d: Option<u64> = None;
         let mut min = |x: u64| d = Some(d.map_or(x, |d| d.min(x)));
         if let Some(seg) = self.segments.iter().find(|s| !s.end_mark_sent) {
-            if seg.audio.is_none() {
+            if !seg.audio.arrived() {
                 min(seg.requested_ms + self.tts_timeout_ms);
-            } else if !seg.all_sent() {
+            } else if seg.has_unsent() {
                 min(self.play_cursor_ms.saturating_sub(self.lead_ms));
             }
         }
@@ -437,7 +534,7 @@ impl Playout {
             let Some(seg) = self.segments.pop_front() else {
                 break;
             };
-            let full = confirmed && seg.speech == speech;
+            let full = confirmed && seg.speech == speech && !seg.cut;
             if let PromptKind::Disclosure(kind) = seg.kind {
                 out.push_back(Output::Event(CallEvent::Disclosure(DisclosureRecord {
                     kind,
@@ -456,7 +553,15 @@ fn transcribe(seg: &Segment, interrupted: bool, out: &mut VecDeque<Output>) {
     let Some(start_ms) = seg.first_play_ms else {
         return;
     };
-    let total = seg.total_frames().max(1);
+    // what a cut segment would have lasted, from its text, at about 15 characters a second
+    let total = if seg.cut {
+        let said = (seg.text.chars().count() as u64 * 65).div_ceil(FRAME) as u32;
+        seg.total_frames().max(said)
+    } else {
+        seg.total_frames()
+    }
+    .max(1);
+    let interrupted = interrupted || seg.cut;
     let (text, end_ms) = if interrupted {
         let heard = seg.frames_heard.min(total);
         (
@@ -577,6 +682,76 @@ mod tests {
         assert_eq!(frames, 400 - 270);
         assert_eq!(marks.last().map(|m| m.to_string()), Some("s1end400".into()));
         assert_eq!(p.play_cursor_ms, 8_000);
+    }
+
+    #[test]
+    fn a_streamed_segment_plays_its_pieces_as_they_come() {
+        let mut p = Playout::new(&timing(), true);
+        let speech = p.queue(0, prompt("one two three four", PromptKind::Say));
+        assert!(!p.interruptible(), "nothing to talk over yet");
+        // a first piece that ends inside its eighth frame: seven whole frames go out at once
+        p.handle_tts_chunk(speech, Arc::from(vec![0x80u8; 7 * SAMPLES_8K + 40]), false);
+        assert!(p.interruptible());
+        let (frames, marks) = pump(&mut p, 0);
+        assert_eq!((frames, marks.len()), (7, 0));
+        // waiting for more is no deadline (no busy loop), and the segment is not over
+        assert_eq!(p.poll_timeout(), None);
+        assert_eq!(
+            p.tts_overdue(10_000),
+            None,
+            "audio came: no synthesis deadline"
+        );
+        assert_eq!(p.unheard().len(), 1);
+        // pieces of any length; the held bytes start the next frame
+        p.handle_tts_chunk(speech, Arc::from(vec![0x80u8; 2 * SAMPLES_8K]), false);
+        assert_eq!(pump(&mut p, 20).0, 2);
+        p.handle_tts_chunk(speech, Arc::from(vec![0x80u8; 50]), true);
+        // the last frame is the held 40 + 50 bytes and silence; then the end mark
+        let (frames, marks) = pump(&mut p, 40);
+        assert_eq!(frames, 1);
+        assert_eq!(marks.last().map(|m| m.to_string()), Some("s1end10".into()));
+        assert_eq!(
+            p.play_cursor_ms, 200,
+            "no gap: the pieces play back to back"
+        );
+        // a late piece after the end changes nothing
+        p.handle_tts_chunk(speech, audio(5), true);
+        assert_eq!(pump(&mut p, 60), (0, vec![]));
+        let mut out = VecDeque::new();
+        assert!(p.handle_mark("s1end10", &mut out));
+        let lines = agent_lines(&out);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].text, "one two three four");
+        assert!(!lines[0].interrupted);
+    }
+
+    #[test]
+    fn a_stream_that_breaks_off_ends_its_segment_with_what_came() {
+        let mut p = Playout::new(&timing(), true);
+        let text = "This call may be recorded for quality and training purposes.";
+        let speech = p.queue(
+            0,
+            prompt(text, PromptKind::Disclosure(DisclosureKind::Recording)),
+        );
+        assert!(
+            !p.cut_short(speech),
+            "nothing came: the failure is the caller's"
+        );
+        p.handle_tts_chunk(speech, audio(10), false);
+        assert_eq!(pump(&mut p, 0).0, 10);
+        assert!(p.cut_short(speech));
+        assert!(!p.cut_short(speech), "once");
+        let (frames, marks) = pump(&mut p, 0);
+        assert_eq!(frames, 0);
+        assert_eq!(marks.last().map(|m| m.to_string()), Some("s1end10".into()));
+        let mut out = VecDeque::new();
+        assert!(p.handle_mark("s1end10", &mut out));
+        // all that came was heard, but not the whole text: not in full, and marked so
+        assert_eq!(disclosures(&out), vec![false]);
+        let lines = agent_lines(&out);
+        assert!(lines[0].interrupted);
+        assert!(lines[0].text.ends_with('…'), "{}", lines[0].text);
+        assert!(lines[0].text.len() < text.len());
     }
 
     #[test]
