@@ -262,9 +262,19 @@ pub struct TurnLatency {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum CallEvent {
     Transcript(TranscriptLine),
-    Name { name: String },
-    Location { location: String },
+    Name {
+        name: String,
+    },
+    Location {
+        location: String,
+    },
     Answer(AnswerRecord),
     Disclosure(DisclosureRecord),
     Latency(TurnLatency),
+    /// The recogniser heard the caller speak `language` (ISO 639-1) in a multilingual call;
+    /// `answered_in`: the agent speaks it from then on (else it went on in English, and said so).
+    Language {
+        language: String,
+        answered_in: bool,
+    },
 }

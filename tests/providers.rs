@@ -114,9 +114,19 @@ async fn whole_call(
     secrets: &[&str],
     turns: &[&str],
 ) -> (String, Value) {
+    whole_call_with(flags, env, secrets, turns, json!({})).await
+}
+
+/// [`whole_call`] with the receptionist's `settings` (merged over the test's).
+async fn whole_call_with(
+    flags: &[&str],
+    env: &[(&str, &str)],
+    secrets: &[&str],
+    turns: &[&str],
+    settings: Value,
+) -> (String, Value) {
     let served = Served::start(flags, env).await;
-    let phone = served
-        .receptionist(json!({
+    let mut receptionist = json!({
             "agent_name": "Chloe",
             "intro_message": "Hi, this is Chloe.",
             "disclose_ai": false,
@@ -128,8 +138,11 @@ async fn whole_call(
                 {"text": "Are you at least eighteen years old?", "kind": "yes_no", "expected": "yes"},
                 {"text": "How many years of warehouse experience do you have?", "kind": "number", "expected": ">= 1"}
             ]
-        }))
-        .await;
+    });
+    if let (Some(r), Value::Object(extra)) = (receptionist.as_object_mut(), settings) {
+        r.extend(extra);
+    }
+    let phone = served.receptionist(receptionist).await;
     let opts = served.sim(&phone, turns.iter().map(|t| fixture(t)).collect());
     let out = simulate_call(opts).await.unwrap();
     assert!(out.first_audio_ms.is_some(), "no agent audio arrived");
@@ -165,7 +178,18 @@ async fn whole_cloud_call(
     llm: &FakeOpenAi,
     turns: &[&str],
 ) -> (String, Value) {
-    whole_call(
+    whole_cloud_call_with(deepgram, elevenlabs, llm, turns, json!({})).await
+}
+
+/// [`whole_cloud_call`] with the receptionist's `settings`.
+async fn whole_cloud_call_with(
+    deepgram: &FakeDeepgram,
+    elevenlabs: &FakeElevenLabs,
+    llm: &FakeOpenAi,
+    turns: &[&str],
+    settings: Value,
+) -> (String, Value) {
+    whole_call_with(
         &[
             "--stt",
             "deepgram",
@@ -184,6 +208,7 @@ async fn whole_cloud_call(
         ],
         &[&deepgram.api_key, &elevenlabs.api_key, &llm.api_key],
         turns,
+        settings,
     )
     .await
 }
@@ -281,6 +306,72 @@ async fn whole_call_with_deepgram_elevenlabs_and_a_language_model() {
             .iter()
             .any(|m| m["text"] == "Hi, this is Chloe. ")),
         "{streams:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multilingual_receptionist_answers_the_caller_in_their_language() {
+    let deepgram = FakeDeepgram::start(&TRANSCRIPTS_WITH_QUESTION).await;
+    deepgram.detect_language("es");
+    let elevenlabs = FakeElevenLabs::start().await;
+    let llm = FakeOpenAi::start(&[]).await;
+    // the stand-in "translates" by marking the text, so the test can tell what was translated
+    llm.chat_responder(|body| {
+        let system = body["messages"][0]["content"].as_str().unwrap_or_default();
+        if system.contains("Translate the text into Spanish") {
+            let text = body["messages"][1]["content"].as_str().unwrap_or_default();
+            return receptionist::testing::providers::sse_text(&["[es] ", text]);
+        }
+        scripted_model(body)
+    });
+    let (log, call) = whole_cloud_call_with(
+        &deepgram,
+        &elevenlabs,
+        &llm,
+        &TURNS_WITH_QUESTION,
+        json!({"language_mode": "multilingual"}),
+    )
+    .await;
+    assert_eq!(call["caller_language"], "es", "{call}");
+    assert_eq!(call["agent_language"], "es", "{call}");
+    assert!(
+        log.contains("the agent speaks the caller's language"),
+        "{log}"
+    );
+    // Deepgram was asked to tell the language
+    assert_eq!(
+        deepgram.connections()[0]
+            .query
+            .get("detect_language")
+            .map(String::as_str),
+        Some("true")
+    );
+    // before the caller spoke, English; after, ElevenLabs was given the translations
+    let texts: Vec<String> = elevenlabs
+        .streams()
+        .iter()
+        .filter_map(|s| s.messages.get(1)?["text"].as_str().map(String::from))
+        .collect();
+    assert!(
+        texts.iter().any(|t| t == "Hi, this is Chloe. "),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.starts_with("[es] Are you at least")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t == "[es] The pay is $18 per hour. "),
+        "the checked answer, translated: {texts:?}"
+    );
+    // what the model invented was still never said, in any language
+    assert!(texts.iter().all(|t| !t.contains("hired")), "{texts:?}");
+    // and the recruiter reads the transcript in English, the script's words
+    assert!(
+        call["transcript"]
+            .to_string()
+            .contains("The pay is $18 per hour."),
+        "{call}"
     );
 }
 

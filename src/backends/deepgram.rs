@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::openai::provider_transcript;
-use super::{BackendError, BoxFuture, SpeechToText, SttCall, SttHint, SttSession};
+use super::{BackendError, BoxFuture, Heard, SpeechToText, SttCall, SttHint, SttSession};
 use crate::config::Secret;
 
 /// Default endpoint.
@@ -71,6 +71,9 @@ pub struct DeepgramConfig {
     pub connect_attempts: u32,
     /// Wait before the second attempt; doubled for each further one.
     pub backoff: Duration,
+    /// `detect_language=true`: Deepgram hears the caller's language and reports it
+    /// (`detected_language`); set for calls in multilingual mode.
+    pub detect_language: bool,
 }
 
 impl std::fmt::Debug for DeepgramConfig {
@@ -98,6 +101,7 @@ impl DeepgramConfig {
             connect_timeout: Duration::from_secs(5),
             connect_attempts: 3,
             backoff: Duration::from_millis(250),
+            detect_language: false,
         }
     }
 
@@ -121,6 +125,9 @@ impl DeepgramConfig {
                 .append_pair("smart_format", "true");
             if let Some(model) = &self.model {
                 q.append_pair("model", model);
+            }
+            if self.detect_language {
+                q.append_pair("detect_language", "true");
             }
         }
         Ok(url)
@@ -148,12 +155,30 @@ impl SpeechToText for DeepgramStt {
         DeepgramCall::open(self.config.clone()).start(hint)
     }
 
+    fn start_in(&self, hint: SttHint, multilingual: bool) -> Box<dyn SttSession> {
+        DeepgramCall::open(self.config_for(multilingual)).start(hint)
+    }
+
     fn partials(&self) -> bool {
         true
     }
 
-    fn open_call(&self) -> Option<Box<dyn SttCall>> {
-        Some(Box::new(DeepgramCall::open(self.config.clone())))
+    fn open_call(&self, multilingual: bool) -> Option<Box<dyn SttCall>> {
+        Some(Box::new(DeepgramCall::open(self.config_for(multilingual))))
+    }
+}
+
+impl DeepgramStt {
+    /// The configuration of a call's socket: with language detection in multilingual mode.
+    fn config_for(&self, multilingual: bool) -> Arc<DeepgramConfig> {
+        if multilingual && !self.config.detect_language {
+            Arc::new(DeepgramConfig {
+                detect_language: true,
+                ..(*self.config).clone()
+            })
+        } else {
+            self.config.clone()
+        }
     }
 }
 
@@ -170,17 +195,21 @@ pub struct DeepgramCall {
     tx: mpsc::Sender<Cmd>,
     next: u64,
     dropped: Arc<AtomicU64>,
+    /// The language of the newest final result that named one (with `detect_language`).
+    language: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl DeepgramCall {
     /// Start the call's socket task (it connects at once). Needs a Tokio runtime.
     pub fn open(config: Arc<DeepgramConfig>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(config, rx));
+        let language = Arc::new(std::sync::Mutex::new(None));
+        tokio::spawn(run(config, rx, language.clone()));
         Self {
             tx,
             next: 0,
             dropped: Arc::new(AtomicU64::new(0)),
+            language,
         }
     }
 }
@@ -193,6 +222,7 @@ impl SttCall for DeepgramCall {
             tx: self.tx.clone(),
             finished: false,
             dropped: self.dropped.clone(),
+            language: self.language.clone(),
         })
     }
 }
@@ -202,6 +232,7 @@ struct DeepgramSession {
     tx: mpsc::Sender<Cmd>,
     finished: bool,
     dropped: Arc<AtomicU64>,
+    language: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl SttSession for DeepgramSession {
@@ -221,6 +252,18 @@ impl SttSession for DeepgramSession {
         self.finished = true;
         let id = self.id;
         self.ask(|reply| Cmd::Finish(id, reply))
+    }
+
+    /// The transcript, and the language of the call's newest final result that named one: its
+    /// results came in before the transcript is answered.
+    fn finish_heard(self: Box<Self>) -> BoxFuture<'static, Result<Heard, BackendError>> {
+        let language = self.language.clone();
+        let text = self.finish();
+        Box::pin(async move {
+            let text = text.await?;
+            let language = language.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            Ok(Heard { text, language })
+        })
     }
 
     fn partial(&mut self) -> Option<BoxFuture<'static, Result<String, BackendError>>> {
@@ -313,6 +356,8 @@ impl Utterance {
 
 struct Task {
     config: Arc<DeepgramConfig>,
+    /// Shared with the call's sessions (see [`DeepgramCall`]).
+    language: Arc<std::sync::Mutex<Option<String>>>,
     utterances: BTreeMap<u64, Utterance>,
     /// Whose audio each stretch of the current socket's timeline is: (start, end, utterance).
     spans: VecDeque<(u64, u64, u64)>,
@@ -323,8 +368,13 @@ struct Task {
     dead: Option<BackendError>,
 }
 
-async fn run(config: Arc<DeepgramConfig>, mut rx: mpsc::Receiver<Cmd>) {
+async fn run(
+    config: Arc<DeepgramConfig>,
+    mut rx: mpsc::Receiver<Cmd>,
+    language: Arc<std::sync::Mutex<Option<String>>>,
+) {
     let mut task = Task {
+        language,
         config,
         utterances: BTreeMap::new(),
         spans: VecDeque::new(),
@@ -581,6 +631,16 @@ impl Task {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let alternative = v.pointer("/channel/alternatives/0");
+        // `detect_language`: `channel.detected_language`; a multilingual model names the
+        // languages of the words (`alternatives[0].languages`, dominant first)
+        let language = v
+            .pointer("/channel/detected_language")
+            .or_else(|| alternative.and_then(|a| a.pointer("/languages/0")))
+            .and_then(Value::as_str)
+            .and_then(super::language_code);
+        if is_final && let Some(code) = language {
+            *self.language.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
+        }
         let text = alternative
             .and_then(|a| a.get("transcript"))
             .and_then(Value::as_str)
@@ -891,6 +951,7 @@ mod tests {
 
     fn task() -> Task {
         Task {
+            language: Default::default(),
             config: Arc::new(DeepgramConfig::new(DEFAULT_URL, Secret::new("k"))),
             utterances: BTreeMap::new(),
             spans: VecDeque::new(),

@@ -359,6 +359,11 @@ impl TextToSpeech for ElevenLabsTts {
         self.stream(text, voice)
     }
 
+    /// Its models (the default `eleven_flash_v2_5` among them) speak some 30 languages.
+    fn speaks_languages(&self) -> bool {
+        true
+    }
+
     fn voices(&self) -> Vec<String> {
         VOICES.map(String::from).to_vec()
     }

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use super::{
-    BackendError, BoxFuture, Speech, SpeechStream, SpeechToText, SttCall, SttHint, SttSession,
-    TextToSpeech, UtteranceBuffer, open_call,
+    BackendError, BoxFuture, Heard, Speech, SpeechStream, SpeechToText, SttCall, SttHint,
+    SttSession, TextToSpeech, UtteranceBuffer, open_call,
 };
 
 /// Speech-to-text from `primary`, degrading to `fallback`.
@@ -73,9 +73,19 @@ impl SpeechToText for FallbackStt {
         self.primary.partials()
     }
 
-    fn open_call(&self) -> Option<Box<dyn SttCall>> {
+    fn start_in(&self, hint: SttHint, multilingual: bool) -> Box<dyn SttSession> {
+        Box::new(FallbackSession {
+            primary: Some(self.primary.start_in(hint, multilingual)),
+            buffer: UtteranceBuffer::default(),
+            stt: self.clone(),
+            hint,
+            degraded: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn open_call(&self, multilingual: bool) -> Option<Box<dyn SttCall>> {
         Some(Box::new(FallbackCall {
-            primary: open_call(&self.primary),
+            primary: open_call(&self.primary, multilingual),
             stt: self.clone(),
             degraded: Arc::new(AtomicBool::new(false)),
         }))
@@ -124,7 +134,12 @@ impl SttSession for FallbackSession {
         self.primary.as_mut()?.partial()
     }
 
-    fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
+        let heard = self.finish_heard();
+        Box::pin(async move { Ok(heard.await?.text) })
+    }
+
+    fn finish_heard(mut self: Box<Self>) -> BoxFuture<'static, Result<Heard, BackendError>> {
         let primary = self.primary.take();
         Box::pin(async move {
             let FallbackSession {
@@ -135,8 +150,8 @@ impl SttSession for FallbackSession {
                 ..
             } = *self;
             let error = match primary {
-                Some(p) => match tokio::time::timeout(stt.budget, p.finish()).await {
-                    Ok(Ok(text)) => return Ok(text),
+                Some(p) => match tokio::time::timeout(stt.budget, p.finish_heard()).await {
+                    Ok(Ok(heard)) => return Ok(heard),
                     Ok(Err(e)) => e,
                     Err(_) => BackendError::Timeout,
                 },
@@ -153,7 +168,7 @@ impl SttSession for FallbackSession {
             for frame in buffer.into_vec().chunks(320) {
                 session.push(frame);
             }
-            session.finish().await
+            session.finish_heard().await
         })
     }
 }
@@ -322,6 +337,11 @@ impl TextToSpeech for FallbackTts {
             degraded: Some(Arc::new(AtomicBool::new(false))),
             ..self.clone()
         }))
+    }
+
+    /// The primary's, until it failed during the call (the offline voices speak English).
+    fn speaks_languages(&self) -> bool {
+        !self.skipping() && self.primary.speaks_languages()
     }
 
     fn voices(&self) -> Vec<String> {

@@ -18,6 +18,9 @@ use crate::pipeline::texts::render;
 
 const UNDERSTAND: &str = include_str!("../../prompts/understand.md");
 const ANSWER: &str = include_str!("../../prompts/answer.md");
+const TRANSLATE: &str = include_str!("../../prompts/translate.md");
+/// Longest translation kept, in characters (what the agent says is a few sentences).
+const MAX_TRANSLATION_CHARS: usize = 1_000;
 /// The tool the model fills in to say what it read.
 pub const RECORD_TURN: &str = "record_turn";
 
@@ -152,6 +155,48 @@ impl LanguageModel {
         parse_understanding(&arguments)
     }
 
+    /// The request that translates what the agent is about to say into `language` (an ISO
+    /// 639-1 code).
+    pub fn translate_request(
+        agent_name: &str,
+        text: &str,
+        language: &str,
+        turn: &str,
+    ) -> ChatRequest {
+        let system = render(
+            TRANSLATE,
+            &[
+                ("agent_name", agent_name),
+                ("language", language_name(language)),
+            ],
+        );
+        ChatRequest {
+            messages: vec![ChatMessage::system(system), ChatMessage::user(text)],
+            tools: Vec::new(),
+            tool_choice: None,
+            request_id: Some(turn.to_string()),
+            temperature: Some(0.0),
+            max_tokens: Some(400),
+        }
+    }
+
+    /// `text` in `language`, checked: a translation that is empty, far too long, or does not
+    /// carry exactly the text's numbers (an amount, a time, a count changed, dropped or added)
+    /// is an error, and the text is then said as it is.
+    pub async fn translate(
+        &self,
+        agent_name: &str,
+        text: &str,
+        language: &str,
+        turn: &str,
+    ) -> Result<String, BackendError> {
+        let reply = self
+            .client
+            .complete(&Self::translate_request(agent_name, text, language, turn))
+            .await?;
+        checked_translation(text, &reply.text)
+    }
+
     /// Start the streamed answer to the caller's question.
     pub async fn answer(
         &self,
@@ -162,6 +207,137 @@ impl LanguageModel {
         self.client
             .stream(&Self::answer_request(settings, request, turn))
             .await
+    }
+}
+
+/// Translations of what the agent says, shared by every call (the same prompts come back in
+/// every call in a language): bounded, the oldest forgotten first. Cheap to clone.
+#[derive(Clone, Default, Debug)]
+pub struct Translations {
+    inner: std::sync::Arc<std::sync::Mutex<TranslationMap>>,
+}
+
+#[derive(Default, Debug)]
+struct TranslationMap {
+    map: std::collections::HashMap<(String, String), String>,
+    order: std::collections::VecDeque<(String, String)>,
+}
+
+/// At most this many translations are kept.
+pub const MAX_TRANSLATIONS: usize = 4_096;
+/// Longest wait for a translation; past it the agent says the text in English.
+pub const TRANSLATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
+impl Translations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TranslationMap> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `text` in `language`: kept from before, or asked of `llm` (within [`TRANSLATE_TIMEOUT`])
+    /// and kept. When the model fails or its translation is not trusted, `text` itself: the
+    /// caller hears English rather than nothing.
+    pub async fn get_or_translate(
+        &self,
+        llm: &LanguageModel,
+        agent_name: &str,
+        text: &str,
+        language: &str,
+        turn: &str,
+    ) -> String {
+        let key = (language.to_string(), text.to_string());
+        if let Some(hit) = self.lock().map.get(&key) {
+            return hit.clone();
+        }
+        let result = tokio::time::timeout(
+            TRANSLATE_TIMEOUT,
+            llm.translate(agent_name, text, language, turn),
+        )
+        .await
+        .unwrap_or(Err(BackendError::Timeout));
+        match result {
+            Ok(said) => {
+                let mut inner = self.lock();
+                if inner.map.len() >= MAX_TRANSLATIONS
+                    && let Some(oldest) = inner.order.pop_front()
+                {
+                    inner.map.remove(&oldest);
+                }
+                if inner.map.insert(key.clone(), said.clone()).is_none() {
+                    inner.order.push_back(key);
+                }
+                said
+            }
+            Err(e) => {
+                // never the text: it may hold what the caller said
+                tracing::warn!(language, error = %e, "translation failed; said in English");
+                text.to_string()
+            }
+        }
+    }
+
+    /// Translations kept.
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The translation `said` of `text` if it can be trusted (see [`LanguageModel::translate`]).
+pub fn checked_translation(text: &str, said: &str) -> Result<String, BackendError> {
+    let said = said
+        .trim()
+        .trim_matches(|c| c == '"' || c == '“' || c == '”')
+        .trim();
+    if said.is_empty() || said.chars().count() > MAX_TRANSLATION_CHARS.min(4 * text.len() + 40) {
+        return Err(BackendError::Failed(
+            "language model: translation empty or too long".into(),
+        ));
+    }
+    if numbers(text) != numbers(said) {
+        return Err(BackendError::Failed(
+            "language model: translation changed the numbers".into(),
+        ));
+    }
+    Ok(said.to_string())
+}
+
+/// The digit runs of `text`, sorted (`$18.50` and `18,50` are both 18 and 50).
+fn numbers(text: &str) -> Vec<&str> {
+    let mut runs: Vec<&str> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|r| !r.is_empty())
+        .collect();
+    runs.sort_unstable();
+    runs
+}
+
+/// The English name of a language code, for the prompt (the code itself when unknown).
+pub fn language_name(code: &str) -> &str {
+    match code {
+        "es" => "Spanish",
+        "fr" => "French",
+        "de" => "German",
+        "it" => "Italian",
+        "pt" => "Portuguese",
+        "nl" => "Dutch",
+        "pl" => "Polish",
+        "ru" => "Russian",
+        "uk" => "Ukrainian",
+        "zh" => "Chinese",
+        "ja" => "Japanese",
+        "ko" => "Korean",
+        "vi" => "Vietnamese",
+        "tl" => "Tagalog",
+        "ar" => "Arabic",
+        "hi" => "Hindi",
+        "tr" => "Turkish",
+        "ro" => "Romanian",
+        "ht" => "Haitian Creole",
+        "en" => "English",
+        other => other,
     }
 }
 

@@ -99,6 +99,11 @@ pub trait TextToSpeech: Send + Sync + 'static {
         Box::pin(futures_util::stream::once(self.synthesize(text, voice)))
     }
 
+    /// It speaks the language of the text it is given (a multilingual voice), not only English.
+    fn speaks_languages(&self) -> bool {
+        false
+    }
+
     /// This synthesiser as one call uses it, when the call keeps state of its own (a provider
     /// that failed during the call is skipped for the rest of it); `None` (the default): the
     /// shared one.
@@ -127,10 +132,20 @@ pub trait SpeechToText: Send + Sync + 'static {
     /// the dialogue expects (providers may use it to bias recognition; scripted backends answer it).
     fn start(&self, hint: SttHint) -> Box<dyn SttSession>;
 
+    /// [`start`](Self::start) for a call in multilingual mode: a recogniser that can tell the
+    /// caller's language hears any language and says which ([`SttSession::finish_heard`]).
+    /// The default is `start`: English only.
+    fn start_in(&self, hint: SttHint, multilingual: bool) -> Box<dyn SttSession> {
+        let _ = multilingual;
+        self.start(hint)
+    }
+
     /// A per-call recogniser whose utterances share state (a streaming provider's one socket per
     /// call), or `None` (the default) when each utterance stands alone: use [`open_call`], which
-    /// falls back to [`start`](Self::start) per utterance.
-    fn open_call(&self) -> Option<Box<dyn SttCall>> {
+    /// falls back to [`start_in`](Self::start_in) per utterance. `multilingual` as for
+    /// `start_in`.
+    fn open_call(&self, multilingual: bool) -> Option<Box<dyn SttCall>> {
+        let _ = multilingual;
         None
     }
 
@@ -149,19 +164,87 @@ pub trait SttCall: Send {
 
 /// The per-call recogniser of `stt`: its own [`SpeechToText::open_call`], or one that starts an
 /// independent session per utterance.
-pub fn open_call(stt: &Arc<dyn SpeechToText>) -> Box<dyn SttCall> {
-    stt.open_call()
-        .unwrap_or_else(|| Box::new(PerUtterance(stt.clone())))
+pub fn open_call(stt: &Arc<dyn SpeechToText>, multilingual: bool) -> Box<dyn SttCall> {
+    stt.open_call(multilingual)
+        .unwrap_or_else(|| Box::new(PerUtterance(stt.clone(), multilingual)))
 }
 
 /// [`SttCall`] for backends without per-call state.
-struct PerUtterance(Arc<dyn SpeechToText>);
+struct PerUtterance(Arc<dyn SpeechToText>, bool);
 
 impl SttCall for PerUtterance {
     fn start(&mut self, hint: SttHint) -> Box<dyn SttSession> {
-        self.0.start(hint)
+        self.0.start_in(hint, self.1)
     }
 }
+
+/// What the caller said, and in which language when the recogniser can tell.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Heard {
+    /// As [`SttSession::finish`] says it.
+    pub text: String,
+    /// The language's ISO 639-1 code (`es`, `fr`, ...), lowercase, when the recogniser reported
+    /// one.
+    pub language: Option<String>,
+}
+
+/// The primary ISO 639-1 code of a recogniser's language tag or name (`es`, `es-419`, `pt-BR`,
+/// `Spanish`, `english`), or `None` when it is none of these.
+pub fn language_code(reported: &str) -> Option<String> {
+    let tag = reported.trim().to_ascii_lowercase();
+    let primary = tag.split(['-', '_']).next().unwrap_or("");
+    if primary.len() == 2 && primary.chars().all(|c| c.is_ascii_lowercase()) {
+        return Some(primary.to_string());
+    }
+    LANGUAGE_NAMES
+        .iter()
+        .find(|(name, _)| *name == tag)
+        .map(|(_, code)| (*code).to_string())
+}
+
+/// Language names as Whisper-style recognisers report them, and their codes.
+const LANGUAGE_NAMES: [(&str, &str); 40] = [
+    ("english", "en"),
+    ("spanish", "es"),
+    ("french", "fr"),
+    ("german", "de"),
+    ("italian", "it"),
+    ("portuguese", "pt"),
+    ("dutch", "nl"),
+    ("polish", "pl"),
+    ("russian", "ru"),
+    ("ukrainian", "uk"),
+    ("chinese", "zh"),
+    ("japanese", "ja"),
+    ("korean", "ko"),
+    ("vietnamese", "vi"),
+    ("tagalog", "tl"),
+    ("arabic", "ar"),
+    ("hindi", "hi"),
+    ("urdu", "ur"),
+    ("bengali", "bn"),
+    ("punjabi", "pa"),
+    ("turkish", "tr"),
+    ("persian", "fa"),
+    ("greek", "el"),
+    ("hebrew", "he"),
+    ("romanian", "ro"),
+    ("hungarian", "hu"),
+    ("czech", "cs"),
+    ("slovak", "sk"),
+    ("swedish", "sv"),
+    ("norwegian", "no"),
+    ("danish", "da"),
+    ("finnish", "fi"),
+    ("thai", "th"),
+    ("indonesian", "id"),
+    ("malay", "ms"),
+    ("swahili", "sw"),
+    ("haitian creole", "ht"),
+    ("somali", "so"),
+    ("amharic", "am"),
+    ("catalan", "ca"),
+];
 
 /// One caller utterance being transcribed.
 pub trait SttSession: Send {
@@ -170,6 +253,17 @@ pub trait SttSession: Send {
     fn push(&mut self, pcm16k: &[i16]);
     /// The final transcript: lowercase words separated by single spaces (empty if nothing was heard).
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>>;
+    /// [`finish`](Self::finish), with the language the recogniser heard when it can tell (the
+    /// default: it cannot).
+    fn finish_heard(self: Box<Self>) -> BoxFuture<'static, Result<Heard, BackendError>> {
+        let text = self.finish();
+        Box::pin(async move {
+            Ok(Heard {
+                text: text.await?,
+                language: None,
+            })
+        })
+    }
     /// What was said so far, as [`finish`](Self::finish) would say it now; `None` when this
     /// recogniser cannot tell before the end (the default).
     fn partial(&mut self) -> Option<BoxFuture<'static, Result<String, BackendError>>> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::http::{self, RetryPolicy};
 use super::{
-    BackendError, BoxFuture, Speech, SpeechToText, SttHint, SttSession, TextToSpeech,
+    BackendError, BoxFuture, Heard, Speech, SpeechToText, SttHint, SttSession, TextToSpeech,
     UtteranceBuffer, wav,
 };
 use crate::config::Secret;
@@ -88,15 +88,28 @@ impl OpenAiStt {
 
     /// Transcribe 16 kHz mono audio, what the dialogue expects as `hint`.
     pub async fn transcribe(&self, pcm16k: &[i16], hint: SttHint) -> Result<String, BackendError> {
+        Ok(self.transcribe_heard(pcm16k, hint, false).await?.text)
+    }
+
+    /// [`transcribe`](Self::transcribe); `multilingual`: in any language, and say which
+    /// (`response_format=verbose_json`, whose `language` names it; no English prompt to bias
+    /// the model).
+    pub async fn transcribe_heard(
+        &self,
+        pcm16k: &[i16],
+        hint: SttHint,
+        multilingual: bool,
+    ) -> Result<Heard, BackendError> {
         let inner = &self.inner;
         let wav = wav::encode(pcm16k, 16_000);
         let boundary = format!("receptionist-{}", uuid::Uuid::new_v4().simple());
+        let format = if multilingual { "verbose_json" } else { "json" };
         let mut parts = vec![
             Part::file("file", "utterance.wav", "audio/wav", &wav),
             Part::text("model", &inner.config.model),
-            Part::text("response_format", "json"),
+            Part::text("response_format", format),
         ];
-        if let Some(prompt) = hint_prompt(hint) {
+        if let Some(prompt) = hint_prompt(hint).filter(|_| !multilingual) {
             parts.push(Part::text("prompt", prompt));
         }
         let body = multipart(&boundary, &parts);
@@ -116,6 +129,8 @@ impl OpenAiStt {
         #[derive(serde::Deserialize)]
         struct Transcription {
             text: String,
+            #[serde(default)]
+            language: Option<String>,
         }
         let bytes = response.bytes().await.map_err(|e| {
             BackendError::Unavailable(format!("OpenAI transcription: {}", http::without_url(&e)))
@@ -123,7 +138,10 @@ impl OpenAiStt {
         let parsed: Transcription = serde_json::from_slice(&bytes).map_err(|e| {
             BackendError::Failed(format!("OpenAI transcription: unexpected answer: {e}"))
         })?;
-        Ok(provider_transcript(&parsed.text))
+        Ok(Heard {
+            text: provider_transcript(&parsed.text),
+            language: parsed.language.as_deref().and_then(super::language_code),
+        })
     }
 }
 
@@ -141,10 +159,15 @@ pub fn hint_prompt(hint: SttHint) -> Option<&'static str> {
 
 impl SpeechToText for OpenAiStt {
     fn start(&self, hint: SttHint) -> Box<dyn SttSession> {
+        self.start_in(hint, false)
+    }
+
+    fn start_in(&self, hint: SttHint, multilingual: bool) -> Box<dyn SttSession> {
         Box::new(OpenAiSession {
             stt: self.clone(),
             buffer: UtteranceBuffer::default(),
             hint,
+            multilingual,
         })
     }
 }
@@ -153,6 +176,7 @@ struct OpenAiSession {
     stt: OpenAiStt,
     buffer: UtteranceBuffer,
     hint: SttHint,
+    multilingual: bool,
 }
 
 impl SttSession for OpenAiSession {
@@ -161,10 +185,20 @@ impl SttSession for OpenAiSession {
     }
 
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
-        let OpenAiSession { stt, buffer, hint } = *self;
+        let heard = self.finish_heard();
+        Box::pin(async move { Ok(heard.await?.text) })
+    }
+
+    fn finish_heard(self: Box<Self>) -> BoxFuture<'static, Result<Heard, BackendError>> {
+        let OpenAiSession {
+            stt,
+            buffer,
+            hint,
+            multilingual,
+        } = *self;
         Box::pin(async move {
             if buffer.len() == 0 {
-                return Ok(String::new());
+                return Ok(Heard::default());
             }
             if buffer.dropped() > 0 {
                 tracing::debug!(
@@ -172,7 +206,8 @@ impl SttSession for OpenAiSession {
                     "utterance longer than the bound; oldest audio dropped"
                 );
             }
-            stt.transcribe(&buffer.into_vec(), hint).await
+            stt.transcribe_heard(&buffer.into_vec(), hint, multilingual)
+                .await
         })
     }
 }
@@ -335,6 +370,11 @@ impl TextToSpeech for OpenAiTts {
         let text = text.to_owned();
         let voice = voice.to_owned();
         Box::pin(async move { this.speak(&text, &voice).await })
+    }
+
+    /// OpenAI's voices speak the language of the text.
+    fn speaks_languages(&self) -> bool {
+        true
     }
 
     fn voices(&self) -> Vec<String> {

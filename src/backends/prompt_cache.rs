@@ -80,6 +80,12 @@ impl PromptCache {
         }
     }
 
+    /// Its synthesiser speaks other languages than English (see
+    /// [`TextToSpeech::speaks_languages`]).
+    pub fn speaks_languages(&self) -> bool {
+        self.tts.speaks_languages()
+    }
+
     pub fn get(&self, voice: &str, text: &str) -> Option<Arc<[u8]>> {
         self.lock().map.get(&key(voice, text)).cloned()
     }

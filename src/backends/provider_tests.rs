@@ -57,7 +57,9 @@ async fn deepgram_one_socket_per_call_and_finals_joined() {
     let mut config = deepgram_config(&fake);
     config.model = Some("nova-3".into());
     let stt = DeepgramStt::new(config).unwrap();
-    let mut call = stt.open_call().expect("Deepgram keeps a socket per call");
+    let mut call = stt
+        .open_call(false)
+        .expect("Deepgram keeps a socket per call");
 
     let mut first = call.start(SttHint::Name);
     say(first.as_mut(), 1_000);
@@ -124,12 +126,47 @@ async fn deepgram_one_socket_per_call_and_finals_joined() {
 }
 
 #[tokio::test]
+async fn deepgram_in_a_multilingual_call_asks_for_the_language_and_reports_it() {
+    let fake = FakeDeepgram::start(&["Me llamo Juan Pérez.", "My name is Maria Lopez."]).await;
+    fake.detect_language("es");
+    let stt: Arc<dyn SpeechToText> = Arc::new(DeepgramStt::new(deepgram_config(&fake)).unwrap());
+    // through the fallback, as the server uses it
+    let stt: Arc<dyn SpeechToText> = Arc::new(FallbackStt::new(
+        "deepgram",
+        stt,
+        Arc::new(ScriptedStt::new(ScriptedAnswers(Vec::new()))),
+        Duration::from_secs(5),
+    ));
+    let mut call = open_call(&stt, true);
+    let mut session = call.start(SttHint::Name);
+    say(session.as_mut(), 1_000);
+    let heard = session.finish_heard().await.unwrap();
+    assert_eq!(heard.text, "me llamo juan pérez");
+    assert_eq!(heard.language.as_deref(), Some("es"));
+    // an English-only call does not ask, and hears no language
+    let mut call = open_call(&stt, false);
+    let mut session = call.start(SttHint::Name);
+    say(session.as_mut(), 1_000);
+    let heard = session.finish_heard().await.unwrap();
+    assert_eq!(heard.language, None);
+    let connections = fake.connections();
+    assert_eq!(
+        connections[0]
+            .query
+            .get("detect_language")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(connections[1].query.get("detect_language"), None);
+}
+
+#[tokio::test]
 async fn deepgram_keeps_an_idle_socket_alive() {
     let fake = FakeDeepgram::start(&["Hello."]).await;
     let mut config = deepgram_config(&fake);
     config.keepalive = Duration::from_millis(200);
     let stt = DeepgramStt::new(config).unwrap();
-    let mut call = stt.open_call().unwrap();
+    let mut call = stt.open_call(false).unwrap();
     // between turns (the agent talking) no audio goes out: KeepAlive does
     eventually("two KeepAlives", || {
         fake.messages().iter().filter(|m| *m == "KeepAlive").count() >= 2
@@ -147,7 +184,7 @@ async fn deepgram_dropped_socket_reconnects_and_replays_the_utterance() {
     // the first socket dies half-way through the first utterance, without a close frame
     fake.drop_after(16_000);
     let stt = DeepgramStt::new(deepgram_config(&fake)).unwrap();
-    let mut call = stt.open_call().unwrap();
+    let mut call = stt.open_call(false).unwrap();
     let mut s = call.start(SttHint::Name);
     say(s.as_mut(), 1_000);
     assert_eq!(s.finish().await.unwrap(), "my name is maria lopez");
@@ -190,7 +227,7 @@ async fn deepgram_refused_key_fails_fast_and_falls_back_for_the_call() {
         Duration::from_secs(5),
     ));
     assert!(stt.partials(), "the wrapper offers the primary's partials");
-    let mut call = open_call(&stt);
+    let mut call = open_call(&stt, false);
     let mut s = call.start(SttHint::Any);
     say(s.as_mut(), 300);
     // the refused socket: a partial is an error (the engine waits for its deadline), not a hang
@@ -217,6 +254,39 @@ fn openai_config(fake: &FakeOpenAi, model: &str) -> OpenAiConfig {
         model: model.into(),
         retry: quick_retry(),
     }
+}
+
+#[tokio::test]
+async fn openai_transcription_in_a_multilingual_call_names_the_language() {
+    let fake = FakeOpenAi::start(&["Me llamo José.", "Sí."]).await;
+    fake.transcription_language("spanish");
+    let stt = OpenAiStt::new(openai_config(&fake, "whisper-1")).unwrap();
+    let mut s = stt.start_in(SttHint::Name, true);
+    say(s.as_mut(), 500);
+    let heard = s.finish_heard().await.unwrap();
+    assert_eq!(heard.text, "me llamo josé");
+    assert_eq!(heard.language.as_deref(), Some("es"));
+    let r = &fake.requests()[0];
+    assert_eq!(r.body["response_format"], "verbose_json");
+    assert!(r.body["prompt"].is_null(), "no English prompt biases it");
+    // an English-only session: plain JSON, the hint's prompt, no language
+    let mut s = stt.start_in(SttHint::YesNo, false);
+    say(s.as_mut(), 300);
+    assert_eq!(s.finish_heard().await.unwrap().language, None);
+    let r = &fake.requests()[1];
+    assert_eq!(r.body["response_format"], "json");
+    assert_eq!(r.body["prompt"], "Yes. No.");
+}
+
+#[test]
+fn recognisers_language_names_and_tags_become_codes() {
+    assert_eq!(language_code("es").as_deref(), Some("es"));
+    assert_eq!(language_code("pt-BR").as_deref(), Some("pt"));
+    assert_eq!(language_code("es-419").as_deref(), Some("es"));
+    assert_eq!(language_code("Spanish").as_deref(), Some("es"));
+    assert_eq!(language_code("haitian creole").as_deref(), Some("ht"));
+    assert_eq!(language_code("klingon"), None);
+    assert_eq!(language_code(""), None);
 }
 
 #[tokio::test]
@@ -597,6 +667,47 @@ async fn a_speech_stream_dropped_midway_keeps_its_start_and_the_call_stays_offli
     let speech = other.synthesize("Hello.", "slt").await.unwrap();
     assert!(!speech.fallback);
     assert_eq!(fake.streams().len(), 2);
+}
+
+#[tokio::test]
+async fn the_model_translates_what_the_agent_says_and_changed_numbers_are_not_trusted() {
+    use super::llm::{LanguageModel, Translations, checked_translation};
+    use crate::testing::providers::sse_text;
+    let fake = FakeOpenAi::start(&[]).await;
+    fake.chat_responder(|body| {
+        let system = body["messages"][0]["content"].as_str().unwrap_or("");
+        assert!(system.contains("into Spanish"), "{system}");
+        assert!(body.get("tools").is_none() || body["tools"].as_array().is_some_and(Vec::is_empty));
+        match body["messages"][1]["content"].as_str().unwrap_or("") {
+            "The pay is $18 per hour." => sse_text(&["El pago es de ", "$18 por hora."]),
+            // a model that changes the amount
+            "Shifts start at 6 am." => sse_text(&["Los turnos empiezan a las 7."]),
+            other => panic!("unexpected {other}"),
+        }
+    });
+    let llm = LanguageModel::new(chat_client(&fake));
+    let translations = Translations::default();
+    let said = translations
+        .get_or_translate(&llm, "Chloe", "The pay is $18 per hour.", "es", "call-s1")
+        .await;
+    assert_eq!(said, "El pago es de $18 por hora.");
+    // kept: the same line in the same language asks nobody
+    let again = translations
+        .get_or_translate(&llm, "Chloe", "The pay is $18 per hour.", "es", "call-s2")
+        .await;
+    assert_eq!(again, said);
+    assert_eq!(fake.requests_to("/chat/completions").len(), 1);
+    // a translation that changed a number is not said: the English is
+    let said = translations
+        .get_or_translate(&llm, "Chloe", "Shifts start at 6 am.", "es", "call-s3")
+        .await;
+    assert_eq!(said, "Shifts start at 6 am.");
+    assert_eq!(translations.len(), 1, "nor kept");
+    // the checks on their own
+    assert!(checked_translation("Call 555 0100.", "Llame al 555 0100.").is_ok());
+    assert!(checked_translation("Call 555 0100.", "Llame.").is_err());
+    assert!(checked_translation("Hi.", "").is_err());
+    assert!(checked_translation("Hi.", &"hola ".repeat(100)).is_err());
 }
 
 // ---- the language model in the dialogue (llm.rs) ---------------------------------------------

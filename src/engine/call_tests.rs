@@ -103,6 +103,8 @@ struct Sim {
     tts_stream: Option<(usize, u64)>,
     /// Texts whose stream breaks off after its first piece.
     tts_break: Vec<String>,
+    /// The recogniser names this language with every transcript.
+    caller_language: Option<&'static str>,
     /// Pieces on their way.
     tts_due: Vec<DuePiece>,
     /// (speech, agent frames sent by then) when each speech's last piece came.
@@ -120,6 +122,9 @@ struct Extras {
     turn_verdicts: Option<VecDeque<bool>>,
     partial_ms: Option<u64>,
     tts_stream: Option<(usize, u64)>,
+    /// The recogniser names this language with every transcript.
+    caller_language: Option<&'static str>,
+    speaks_languages: bool,
 }
 
 /// What the scripted model does with a reading request.
@@ -318,6 +323,8 @@ impl Sim {
             turn_verdicts,
             partial_ms,
             tts_stream,
+            caller_language,
+            speaks_languages,
         } = extras;
         let t0 = Instant::now();
         let mut carrier = FakeCarrier::new(carrier, codec, CallInfo::default(), t0).unwrap();
@@ -344,6 +351,7 @@ impl Sim {
                 language_model: model.is_some(),
                 end_of_turn_model: turn_verdicts.is_some(),
                 barge_in_words: partial_ms.is_some(),
+                speaks_languages,
             },
             InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
         );
@@ -388,6 +396,7 @@ impl Sim {
             clear_times: Vec::new(),
             talk_over_at: Vec::new(),
             tts_stream,
+            caller_language,
             tts_break: Vec::new(),
             tts_due: Vec::new(),
             tts_ended: Vec::new(),
@@ -650,6 +659,9 @@ impl Sim {
                 if self.stt_silent {
                     // never answers
                 } else {
+                    if let (Some(language), Some(_)) = (self.caller_language, text) {
+                        self.input(Input::CallerLanguage(language));
+                    }
                     match text {
                         Some(t) => self.input(Input::Transcript {
                             utterance: u,
@@ -1008,6 +1020,97 @@ fn a_voice_stream_that_breaks_off_keeps_what_was_said_and_the_call_goes_on() {
     assert!(sim.events.contains(&CallEvent::Location {
         location: "Chicago".into()
     }));
+}
+
+fn multilingual_call(language: &'static str, speaks_languages: bool) -> Sim {
+    Sim::build(
+        Carrier::Twilio,
+        AudioCodec::Mulaw,
+        ReceptionistSettings {
+            language_mode: crate::model::LanguageMode::Multilingual,
+            ..settings()
+        },
+        false,
+        happy_script(),
+        Timing::default(),
+        Extras {
+            caller_language: Some(language),
+            speaks_languages,
+            ..Extras::default()
+        },
+    )
+}
+
+fn language_events(sim: &Sim) -> Vec<(String, bool)> {
+    sim.events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Language {
+                language,
+                answered_in,
+            } => Some((language.clone(), *answered_in)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_caller_in_another_language_hears_once_that_the_call_goes_on_in_english() {
+    let mut sim = multilingual_call("es", false);
+    sim.run(180_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    assert_eq!(sim.answers().len(), 2);
+    assert_eq!(language_events(&sim), vec![("es".to_string(), false)]);
+    let t = sim.transcript();
+    let notices: Vec<usize> = t
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.speaker == Speaker::Agent && l.text == ENGLISH_ONLY)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(notices.len(), 1, "said once: {t:#?}");
+    // right after the caller's first words, before the reply to them
+    let first_caller = t.iter().position(|l| l.speaker == Speaker::Caller).unwrap();
+    assert_eq!(notices[0], first_caller + 1, "{t:#?}");
+    assert!(t[notices[0] + 1].speaker == Speaker::Agent);
+}
+
+#[test]
+fn a_caller_in_another_language_is_answered_in_it_when_the_agent_can() {
+    let mut sim = multilingual_call("es", true);
+    sim.run(180_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    // one change of language, no notice
+    assert_eq!(language_events(&sim), vec![("es".to_string(), true)]);
+    assert!(sim.transcript().iter().all(|l| l.text != ENGLISH_ONLY));
+}
+
+#[test]
+fn an_english_only_receptionist_ignores_the_callers_language() {
+    let mut sim = Sim::build(
+        Carrier::Twilio,
+        AudioCodec::Mulaw,
+        settings(),
+        false,
+        happy_script(),
+        Timing::default(),
+        Extras {
+            caller_language: Some("es"),
+            ..Extras::default()
+        },
+    );
+    sim.run(180_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    assert!(language_events(&sim).is_empty());
+    assert!(sim.transcript().iter().all(|l| l.text != ENGLISH_ONLY));
+}
+
+#[test]
+fn an_english_speaking_caller_in_a_multilingual_call_changes_nothing() {
+    let mut sim = multilingual_call("en", true);
+    sim.run(180_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    assert!(language_events(&sim).is_empty());
 }
 
 fn latencies(sim: &Sim) -> Vec<crate::model::TurnLatency> {

@@ -73,7 +73,7 @@ enum BackendEvent {
     },
     Stt {
         utterance: u64,
-        result: Result<String, BackendError>,
+        result: Result<crate::backends::Heard, BackendError>,
     },
     TurnChecked {
         utterance: u64,
@@ -405,8 +405,10 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             language_model: state.llm.is_some(),
             end_of_turn_model: state.backends.end_of_turn.is_some(),
             barge_in_words: state.backends.stt.partials(),
+            speaks_languages: state.llm.is_some() && state.backends.tts.speaks_languages(),
         },
     );
+    let multilingual = call.settings.language_mode == crate::model::LanguageMode::Multilingual;
     let (persist_tx, persist_rx) = mpsc::unbounded_channel::<Persist>();
     let (durable_tx, durable) = tokio::sync::oneshot::channel();
     // the persister outlives the call while a journal waits for the database (`persist.rs`)
@@ -433,7 +435,8 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         socket: &mut socket,
         persist: persist_tx.clone(),
         stt: HashMap::new(),
-        stt_call: crate::backends::open_call(&state.backends.stt),
+        stt_call: crate::backends::open_call(&state.backends.stt, multilingual),
+        speak_in: None,
         tts: HashMap::new(),
         consults: HashMap::new(),
         turn_audio: state
@@ -474,6 +477,9 @@ struct CallDriver<'a> {
     /// The prompts, synthesised by this call's own synthesiser (which stays on the offline one
     /// once a provider failed during the call).
     prompts: crate::backends::PromptCache,
+    /// The caller's language the agent speaks (multilingual mode; `None`: English): what it
+    /// says is translated by the language model before it is synthesised.
+    speak_in: Option<String>,
     settings: Arc<crate::model::ReceptionistSettings>,
     engine: CallEngine,
     socket: &'a mut WebSocket,
@@ -804,10 +810,15 @@ impl CallDriver<'_> {
                 self.input(Input::TtsFailed { speech });
             }
             BackendEvent::Stt { utterance, result } => match result {
-                Ok(text) => self.input(Input::Transcript {
-                    utterance,
-                    text: &text,
-                }),
+                Ok(heard) => {
+                    if let Some(language) = &heard.language {
+                        self.input(Input::CallerLanguage(language));
+                    }
+                    self.input(Input::Transcript {
+                        utterance,
+                        text: &heard.text,
+                    })
+                }
                 Err(e) => {
                     self.state.metrics.backend_error("stt", &e);
                     tracing::warn!(call = %self.call_id, error = %e, "speech recognition failed");
@@ -899,16 +910,39 @@ impl CallDriver<'_> {
                     }
                 },
                 Output::Speak { speech, text } => {
+                    // in the caller's language: translated first (while the voice speaks it)
+                    let translate = match (&self.speak_in, &self.state.llm) {
+                        (Some(language), Some(llm)) if self.prompts.speaks_languages() => Some((
+                            llm.clone(),
+                            language.clone(),
+                            self.settings.agent_name.clone(),
+                            format!("{}-s{speech}", self.call_id),
+                        )),
+                        _ => None,
+                    };
                     // a prompt synthesised before plays at once, without a task
-                    if let Some(mulaw) = self.prompts.get(&self.voice, &text) {
+                    if translate.is_none()
+                        && let Some(mulaw) = self.prompts.get(&self.voice, &text)
+                    {
                         self.input(Input::TtsAudio { speech, mulaw });
                         continue;
                     }
-                    let mut pieces = self.prompts.speak_stream(&self.voice, &text);
+                    let prompts = self.prompts.clone();
+                    let voice = self.voice.clone();
+                    let translations = self.state.translations.clone();
                     let tx = btx.clone();
                     let waiting = super::threads::WaitOnThread::enter();
                     let handle = tokio::spawn(async move {
                         let _waiting = waiting;
+                        let text = match translate {
+                            Some((llm, language, agent, turn)) => {
+                                translations
+                                    .get_or_translate(&llm, &agent, &text, &language, &turn)
+                                    .await
+                            }
+                            None => text,
+                        };
+                        let mut pieces = prompts.speak_stream(&voice, &text);
                         // each piece as it comes: the caller hears the first while the rest is
                         // synthesised
                         loop {
@@ -985,19 +1019,21 @@ impl CallDriver<'_> {
                         let waiting = super::threads::WaitOnThread::enter();
                         tokio::spawn(async move {
                             let _waiting = waiting;
-                            let result =
-                                match tokio::time::timeout(STT_FINISH_TIMEOUT, session.finish())
-                                    .await
-                                {
-                                    Ok(r) => r,
-                                    Err(_) => Err(BackendError::Timeout),
-                                };
+                            let result = match tokio::time::timeout(
+                                STT_FINISH_TIMEOUT,
+                                session.finish_heard(),
+                            )
+                            .await
+                            {
+                                Ok(r) => r,
+                                Err(_) => Err(BackendError::Timeout),
+                            };
                             let _ = tx.send(BackendEvent::Stt { utterance, result }).await;
                         });
                     } else {
                         let _ = btx.try_send(BackendEvent::Stt {
                             utterance,
-                            result: Ok(String::new()),
+                            result: Ok(Default::default()),
                         });
                     }
                 }
@@ -1084,8 +1120,16 @@ impl CallDriver<'_> {
                     }
                 }
                 Output::Event(e) => {
-                    if let CallEvent::Latency(l) = &e {
-                        self.state.metrics.turn(l);
+                    match &e {
+                        CallEvent::Latency(l) => self.state.metrics.turn(l),
+                        CallEvent::Language {
+                            language,
+                            answered_in: true,
+                        } => {
+                            tracing::info!(call = %self.call_id, language, "the agent speaks the caller's language");
+                            self.speak_in = (language != "en").then(|| language.clone());
+                        }
+                        _ => {}
                     }
                     if let (Wire::Web, CallEvent::Transcript(line)) = (&self.wire, &e) {
                         let mut live = serde_json::json!({ "type": "transcript" });

@@ -39,6 +39,8 @@ pub struct AppState {
     pub backends: Backends,
     /// The language model the dialogue consults (`--llm`), if any.
     pub llm: Option<crate::backends::llm::LanguageModel>,
+    /// What the agent says, translated for callers in other languages (multilingual mode).
+    pub translations: crate::backends::llm::Translations,
     pub prompts: PromptCache,
     pub recorder: Recorder,
     pub calls: Arc<CallSlots>,
@@ -76,6 +78,7 @@ impl AppState {
             config: Arc::new(config),
             backends,
             llm: None,
+            translations: Default::default(),
             prompts,
             recorder,
             calls: Arc::new(CallSlots::new(max)),

@@ -136,6 +136,7 @@ fn event_kind(event: &CallEvent) -> &'static str {
         CallEvent::Answer(_) => "answer",
         CallEvent::Disclosure(_) => "disclosure",
         CallEvent::Latency(_) => "latency",
+        CallEvent::Language { .. } => "language",
     }
 }
 
@@ -569,6 +570,8 @@ impl Store {
             answers: Vec::new(),
             disclosures: Vec::new(),
             latencies: Vec::new(),
+            caller_language: None,
+            agent_language: "en".into(),
         };
         let mut answers = BTreeMap::new();
         for event in events {
@@ -581,6 +584,15 @@ impl Store {
                 }
                 CallEvent::Disclosure(d) => detail.disclosures.push(d),
                 CallEvent::Latency(l) => detail.latencies.push(l),
+                CallEvent::Language {
+                    language,
+                    answered_in,
+                } => {
+                    if answered_in {
+                        detail.agent_language = language.clone();
+                    }
+                    detail.caller_language = Some(language);
+                }
             }
         }
         detail.answers = answers.into_values().collect();

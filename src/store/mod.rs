@@ -426,6 +426,10 @@ pub struct CallDetail {
     pub answers: Vec<AnswerRecord>,
     pub disclosures: Vec<DisclosureRecord>,
     pub latencies: Vec<TurnLatency>,
+    /// The caller's language, when a multilingual call's recogniser named one (ISO 639-1).
+    pub caller_language: Option<String>,
+    /// The language the agent spoke last (`en` unless it answered in the caller's).
+    pub agent_language: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

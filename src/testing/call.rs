@@ -133,6 +133,7 @@ impl CallRig {
                 language_model: false,
                 end_of_turn_model: false,
                 barge_in_words: false,
+                speaks_languages: false,
             },
         );
         let mut rig = Self {

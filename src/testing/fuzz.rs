@@ -453,6 +453,8 @@ pub enum Action {
         len: u16,
         last: bool,
     },
+    /// The recogniser names the caller's language.
+    CallerLanguage(u8),
 }
 
 /// A whole call: its setup and what happens.
@@ -524,13 +526,17 @@ impl EngineRun {
         let engine = CallEngine::with_pipeline(
             t0,
             EngineConfig {
-                settings: Arc::new(super::sample_settings()),
+                settings: Arc::new(crate::model::ReceptionistSettings {
+                    language_mode: crate::model::LanguageMode::Multilingual,
+                    ..super::sample_settings()
+                }),
                 returning_caller: setup.returning_caller,
                 timing,
                 echoes_marks: setup.echoes_marks,
                 language_model: setup.language_model,
                 end_of_turn_model: setup.end_of_turn_model,
                 barge_in_words: setup.barge_in_words,
+                speaks_languages: setup.language_model,
             },
             InboundPipeline::new(Box::new(EnergyVad::new(EnergyVad::DEFAULT_THRESHOLD_DBFS))),
         );
@@ -649,6 +655,10 @@ impl EngineRun {
             Action::TtsFailed(p) => {
                 let speech = Self::pick(&self.speeches, *p);
                 self.input(Input::TtsFailed { speech });
+            }
+            Action::CallerLanguage(n) => {
+                let code = ["en", "es", "fr", "", "zz"][*n as usize % 5];
+                self.input(Input::CallerLanguage(code));
             }
             Action::TtsChunk { speech, len, last } => {
                 let speech = Self::pick(&self.speeches, *speech);

@@ -89,6 +89,8 @@ struct DeepgramState {
     drop_after_bytes: Mutex<Option<usize>>,
     /// Answer every upgrade with this status instead.
     reject: Mutex<Option<u16>>,
+    /// The language a `detect_language=true` connection's final results name.
+    language: Mutex<Option<String>>,
 }
 
 impl FakeDeepgram {
@@ -114,6 +116,12 @@ impl FakeDeepgram {
     /// Drop the next connection abruptly after it received `bytes` of audio.
     pub fn drop_after(&self, bytes: usize) {
         *lock(&self.state.drop_after_bytes) = Some(bytes);
+    }
+
+    /// Name `code` as the detected language in the final results of connections that ask for
+    /// it (`detect_language=true`), as Deepgram does (`channel.detected_language`).
+    pub fn detect_language(&self, code: &str) {
+        *lock(&self.state.language) = Some(code.to_string());
     }
 
     /// Refuse every connection with `status`.
@@ -161,7 +169,7 @@ async fn deepgram_upgrade(
         .and_then(|v| v.to_str().ok())
         .map(String::from);
     lock(&state.connections).push(DeepgramConnection {
-        query,
+        query: query.clone(),
         authorization: authorization.clone(),
     });
     if let Some(status) = *lock(&state.reject) {
@@ -173,7 +181,10 @@ async fn deepgram_upgrade(
         return (StatusCode::UNAUTHORIZED, "bad credentials").into_response();
     }
     let drop_after = lock(&state.drop_after_bytes).take();
-    ws.on_upgrade(move |socket| deepgram_session(state, socket, drop_after))
+    let language = lock(&state.language)
+        .clone()
+        .filter(|_| query.get("detect_language").map(String::as_str) == Some("true"));
+    ws.on_upgrade(move |socket| deepgram_session(state, socket, drop_after, language))
 }
 
 fn results(
@@ -205,7 +216,18 @@ async fn deepgram_session(
     state: Arc<DeepgramState>,
     mut socket: WebSocket,
     drop_after: Option<usize>,
+    language: Option<String>,
 ) {
+    let detected = |json: String| -> String {
+        match &language {
+            Some(code) if json.contains(r#""is_final":true"#) => {
+                let mut v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+                v["channel"]["detected_language"] = json!(code);
+                v.to_string()
+            }
+            _ => json,
+        }
+    };
     const RATE: f64 = 16_000.0;
     // the connection's audio timeline, in samples
     let mut total: u64 = 0;
@@ -252,8 +274,13 @@ async fn deepgram_session(
                             false,
                         );
                         let _ = socket.send(Message::Text(interim.into())).await;
-                        let fin =
-                            results(secs(seg_start), secs(total - seg_start), &half, true, false);
+                        let fin = detected(results(
+                            secs(seg_start),
+                            secs(total - seg_start),
+                            &half,
+                            true,
+                            false,
+                        ));
                         let _ = socket.send(Message::Text(fin.into())).await;
                         final_end = total;
                         // the hypothesis for what follows, until Finalize makes it final
@@ -289,7 +316,8 @@ async fn deepgram_session(
                             words.join(" ")
                         };
                         let from = final_end.max(seg_start);
-                        let fin = results(secs(from), secs(total - from), &rest, true, true);
+                        let fin =
+                            detected(results(secs(from), secs(total - from), &rest, true, true));
                         let _ = socket.send(Message::Text(fin.into())).await;
                         if had_audio {
                             let end = json!({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": secs(total)});
@@ -376,6 +404,8 @@ struct OpenAiState {
     /// Every request fails with this status.
     fail_always: Mutex<Option<u16>>,
     requests: Mutex<Vec<OpenAiRequest>>,
+    /// The language `verbose_json` transcriptions name (Whisper's way: `"spanish"`).
+    language: Mutex<String>,
 }
 
 /// The default streamed chat answer: "Pay is $18 an hour." in three deltas, then a call of
@@ -477,6 +507,12 @@ impl FakeOpenAi {
     /// Answer each chat request with what `responder` makes of its body.
     pub fn chat_responder(&self, responder: impl Fn(&Value) -> String + Send + Sync + 'static) {
         *lock(&self.state.chat_responder) = Some(Arc::new(responder));
+    }
+
+    /// The language `verbose_json` transcriptions name, as Whisper names it (`"spanish"`); empty
+    /// until set, as `english`.
+    pub fn transcription_language(&self, name: &str) {
+        *lock(&self.state.language) = name.to_string();
     }
 
     /// Hold each chat answer's first byte back this long (a slow model).
@@ -664,6 +700,20 @@ async fn openai_transcriptions(
         return bad_request("model is required");
     }
     let text = lock(&state.transcripts).pop_front().unwrap_or_default();
+    if text_field("response_format").as_deref() == Some("verbose_json") {
+        // as Whisper answers: the language by name, the duration, the segments
+        return axum::Json(json!({
+            "task": "transcribe",
+            "language": match lock(&state.language).as_str() {
+                "" => "english".to_string(),
+                name => name.to_string(),
+            },
+            "duration": 1.0,
+            "text": text,
+            "segments": [],
+        }))
+        .into_response();
+    }
     axum::Json(json!({ "text": text })).into_response()
 }
 

@@ -28,6 +28,7 @@ fn silent_call(echoes_marks: bool) -> Run {
             language_model: false,
             end_of_turn_model: false,
             barge_in_words: false,
+            speaks_languages: false,
         },
         InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
     );

@@ -30,7 +30,7 @@ use crate::engine::dialogue::turn::{Floor, TurnEvent, TurnTaking, TurnTiming, Ut
 use crate::engine::dialogue::understand;
 use crate::engine::dialogue::{Dialogue, Expect, Next, Prompt, PromptKind, Reply, Step, Turn};
 use crate::model::{
-    CallEvent, EndReason, QuestionKind, ReceptionistSettings, Speaker, TranscriptLine,
+    CallEvent, EndReason, LanguageMode, QuestionKind, ReceptionistSettings, Speaker, TranscriptLine,
 };
 
 // `call_tests.rs` takes this name from here (it predates the split).
@@ -240,7 +240,15 @@ pub struct EngineConfig {
     /// The recogniser answers `Output::SttPartial`: talk over the agent stops it only when its
     /// words are more than a backchannel (or it goes on long enough).
     pub barge_in_words: bool,
+    /// The agent can speak other languages than English (a language model translates what it
+    /// says, and the synthesiser speaks any language): in multilingual mode it answers a caller
+    /// in theirs (`Input::CallerLanguage`).
+    pub speaks_languages: bool,
 }
+
+/// What the agent says, once, to a caller in another language when it can speak only English.
+pub const ENGLISH_ONLY: &str =
+    "I'm sorry, I can only speak English on this line, so I'll continue in English.";
 
 /// Inputs to the engine.
 #[derive(Debug)]
@@ -252,6 +260,10 @@ pub enum Input<'a> {
     },
     /// A keypad digit.
     Dtmf(char),
+    /// The recogniser heard the caller speak this language (an ISO 639-1 code), given before the
+    /// `Transcript` it was heard in. In multilingual mode the agent answers in it when it can
+    /// (`EngineConfig::speaks_languages`), else says once that it goes on in English.
+    CallerLanguage(&'a str),
     /// The carrier echoed a mark the engine sent.
     MarkEchoed(&'a str),
     /// Final transcript of an utterance (possibly empty).
@@ -508,6 +520,13 @@ pub struct CallEngine {
     barge_in_words: bool,
     /// Talk over the agent whose words are awaited: (utterance, deadline).
     barge_check: Option<(u64, u64)>,
+    /// See `EngineConfig::speaks_languages`.
+    speaks_languages: bool,
+    /// The language the agent speaks, when not English.
+    language: Option<String>,
+    /// Whether the English-only notice is due in the next turn, and whether it was said.
+    english_only_due: bool,
+    english_only_said: bool,
     time_limit_hit: bool,
     finished: bool,
 }
@@ -595,6 +614,10 @@ impl CallEngine {
             turn_open: false,
             barge_in_words: config.barge_in_words,
             barge_check: None,
+            speaks_languages: config.speaks_languages,
+            language: None,
+            english_only_due: false,
+            english_only_said: false,
             time_limit_hit: false,
             finished: false,
             timing: config.timing,
@@ -675,6 +698,7 @@ impl CallEngine {
                 mulaw,
             } => self.on_audio(timestamp_ms, mulaw),
             Input::Dtmf(d) => self.on_dtmf(d),
+            Input::CallerLanguage(code) => self.on_caller_language(code),
             Input::MarkEchoed(name) => {
                 if self.playout.handle_mark(name, &mut self.out) {
                     self.turn_played();
@@ -869,6 +893,14 @@ impl CallEngine {
             self.interrupt_agent(false);
         } else {
             self.playout.drop_queued(self.now_ms, &mut self.out);
+        }
+        if self.english_only_due && !turn.prompts.is_empty() {
+            self.english_only_due = false;
+            self.queue_prompt(Prompt {
+                text: ENGLISH_ONLY.to_string(),
+                interruptible: true,
+                kind: PromptKind::Say,
+            });
         }
         for p in turn.prompts {
             let text = p.text.clone();
@@ -1305,6 +1337,31 @@ impl CallEngine {
             self.queue_prompt(p);
         }
         stop
+    }
+
+    /// The caller speaks `code`: in multilingual mode, answer in it (when the agent can) or say
+    /// once that the call goes on in English. Each change is a `CallEvent::Language`.
+    fn on_caller_language(&mut self, code: &str) {
+        if self.settings.language_mode != LanguageMode::Multilingual
+            || self.language.as_deref().unwrap_or("en") == code
+            || code.is_empty()
+        {
+            return;
+        }
+        if code == "en" || self.speaks_languages {
+            self.language = (code != "en").then(|| code.to_string());
+            self.out.push_back(Output::Event(CallEvent::Language {
+                language: code.to_string(),
+                answered_in: true,
+            }));
+        } else if !self.english_only_said {
+            self.english_only_said = true;
+            self.english_only_due = true;
+            self.out.push_back(Output::Event(CallEvent::Language {
+                language: code.to_string(),
+                answered_in: false,
+            }));
+        }
     }
 
     /// Add a prompt to the turn being spoken.

@@ -108,6 +108,12 @@ pub(super) struct CallDetailOut {
     answers: Vec<AnswerRecord>,
     disclosures: Vec<DisclosureRecord>,
     latencies: Vec<TurnLatency>,
+    /// The caller's language (ISO 639-1) when the receptionist is multilingual and the
+    /// recogniser named one; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller_language: Option<String>,
+    /// The language the agent spoke: `en`, or the caller's when it answered in it.
+    agent_language: String,
 }
 
 /// A page of calls, newest first.
@@ -198,6 +204,8 @@ impl CallDetailOut {
             answers,
             disclosures,
             latencies,
+            caller_language,
+            agent_language,
         } = detail;
         let has_file = match &summary.recording_path {
             Some(path) => recording_file(state, path).await.is_some(),
@@ -216,6 +224,8 @@ impl CallDetailOut {
             answers,
             disclosures,
             latencies,
+            caller_language,
+            agent_language,
         }
     }
 }

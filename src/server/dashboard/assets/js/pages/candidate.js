@@ -172,6 +172,9 @@ function CallCard({ call }) {
       <span>${fmtDuration(call.duration_ms)}</span>
       <span>${END_REASONS[call.end_reason] || call.status}</span>
       <span class="muted">from <span class="mono">${call.from_number}</span>${call.forwarded_from ? html` (forwarded from ${call.forwarded_from})` : null}</span>
+      ${call.caller_language && call.caller_language !== 'en'
+        ? html`<span class="muted small" data-language=${call.caller_language}>caller spoke ${call.caller_language.toUpperCase()}${call.agent_language === call.caller_language ? ', answered in it' : ', answered in English'}</span>`
+        : null}
     </header>
     <${CallPlayer} call=${call}>
     ${call.answers.length
