@@ -292,6 +292,28 @@ async fn whole_call_with_deepgram_elevenlabs_and_a_language_model() {
     assert_eq!(finalizes, 5, "{:?}", deepgram.messages());
     assert_eq!(deepgram.odd_frames(), 0);
 
+    // every request names the call, and the turn it is for
+    let id = call["id"].as_str().unwrap();
+    assert_eq!(deepgram.connections()[0].request_id.as_deref(), Some(id));
+    assert!(
+        chats.iter().all(|r| r
+            .request_id
+            .as_deref()
+            .is_some_and(|r| r.starts_with(&format!("{id}-c")))),
+        "{chats:?}"
+    );
+    // (prompts synthesised ahead at start-up belong to no call)
+    let in_call: Vec<_> = elevenlabs
+        .streams()
+        .into_iter()
+        .filter_map(|s| s.request_id)
+        .collect();
+    assert!(!in_call.is_empty());
+    assert!(
+        in_call.iter().all(|r| r.starts_with(&format!("{id}-s"))),
+        "{in_call:?}"
+    );
+
     // the agent spoke with ElevenLabs (its default voice: the receptionist's is an offline name)
     let streams = elevenlabs.streams();
     assert!(!streams.is_empty());
@@ -378,7 +400,7 @@ async fn a_multilingual_receptionist_answers_the_caller_in_their_language() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_call_with_openai_compatible_speech() {
     let openai = FakeOpenAi::start(&TRANSCRIPTS).await;
-    let (log, _) = whole_call(
+    let (log, call) = whole_call(
         &["--stt", "openai", "--tts", "openai"],
         &[
             ("OPENAI_API_KEY", &openai.api_key),
@@ -393,10 +415,18 @@ async fn whole_call_with_openai_compatible_speech() {
         log.contains(r#"stt="openai" tts="openai" llm="none""#),
         "{log}"
     );
-    // one upload per utterance, each a 16 kHz mono WAV, with the chosen model
+    // one upload per utterance, each a 16 kHz mono WAV, with the chosen model, naming the call
+    // and the utterance
+    let id = call["id"].as_str().unwrap();
     let uploads = openai.requests_to("/audio/transcriptions");
     assert_eq!(uploads.len(), 4, "{uploads:?}");
     for u in &uploads {
+        assert!(
+            u.request_id
+                .as_deref()
+                .is_some_and(|r| r.starts_with(&format!("{id}-u"))),
+            "{u:?}"
+        );
         assert_eq!(u.body["model"], "whisper-large-v3");
         let (rate, channels, bits, samples) = u.wav.expect("a WAV file");
         assert_eq!((rate, channels, bits), (16_000, 1, 16));

@@ -188,8 +188,13 @@ impl ChatClient {
                 .post(&url)
                 .bearer_auth(config.api_key.expose())
                 .header(reqwest::header::ACCEPT, "text/event-stream");
-            if let Some(id) = &request.request_id {
-                r = r.header("x-request-id", id.as_str());
+            if let Some(id) = request
+                .request_id
+                .as_deref()
+                .map(std::sync::Arc::<str>::from)
+                .or_else(super::request_id)
+            {
+                r = r.header("x-request-id", &*id);
             }
             r.json(&body)
         })

@@ -74,6 +74,8 @@ pub struct DeepgramConfig {
     /// `detect_language=true`: Deepgram hears the caller's language and reports it
     /// (`detected_language`); set for calls in multilingual mode.
     pub detect_language: bool,
+    /// Sent as `X-Request-Id` when the socket opens (the call's id).
+    pub request_id: Option<String>,
 }
 
 impl std::fmt::Debug for DeepgramConfig {
@@ -102,6 +104,7 @@ impl DeepgramConfig {
             connect_attempts: 3,
             backoff: Duration::from_millis(250),
             detect_language: false,
+            request_id: None,
         }
     }
 
@@ -204,6 +207,14 @@ impl DeepgramCall {
     pub fn open(config: Arc<DeepgramConfig>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let language = Arc::new(std::sync::Mutex::new(None));
+        // the socket is the call's: it carries the call's request id
+        let config = match super::request_id() {
+            Some(id) => Arc::new(DeepgramConfig {
+                request_id: Some(id.to_string()),
+                ..(*config).clone()
+            }),
+            None => config,
+        };
         tokio::spawn(run(config, rx, language.clone()));
         Self {
             tx,
@@ -924,6 +935,9 @@ async fn connect(config: &DeepgramConfig) -> Result<Socket, BackendError> {
         .parse()
         .map_err(|_| BackendError::Failed("DEEPGRAM_API_KEY is not a valid header value".into()))?;
     request.headers_mut().insert("Authorization", auth);
+    if let Some(id) = config.request_id.as_deref().and_then(|id| id.parse().ok()) {
+        request.headers_mut().insert("x-request-id", id);
+    }
     match tokio::time::timeout(
         config.connect_timeout,
         tokio_tungstenite::connect_async(request),

@@ -148,6 +148,7 @@ impl ElevenLabsTts {
         }
         let voice = voice_id(voice).to_owned();
         let this = self.clone();
+        let request_id = super::request_id();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_AHEAD);
         let task = tokio::spawn(async move {
             let mut audio_sent = false;
@@ -163,7 +164,7 @@ impl ElevenLabsTts {
                 }
                 let result = tokio::time::timeout(
                     this.config.timeout,
-                    this.attempt(&text, &voice, &tx, &mut audio_sent),
+                    this.attempt(&text, &voice, request_id.as_deref(), &tx, &mut audio_sent),
                 )
                 .await;
                 match result {
@@ -190,11 +191,12 @@ impl ElevenLabsTts {
     }
 
     /// One socket: the µ-law audio of `text`, sent on `tx` piece by piece as it comes
-    /// (`audio_sent` once any was). Returns early, without error, if `tx`'s reader is gone.
+    /// (`audio_sent` once any was); `request_id` as `X-Request-Id`. Returns early, without error, if `tx`'s reader is gone.
     async fn attempt(
         &self,
         text: &str,
         voice: &str,
+        request_id: Option<&str>,
         tx: &tokio::sync::mpsc::Sender<Result<Speech, BackendError>>,
         audio_sent: &mut bool,
     ) -> Result<(), Attempt> {
@@ -208,6 +210,9 @@ impl ElevenLabsTts {
             ))
         })?;
         request.headers_mut().insert("xi-api-key", key);
+        if let Some(id) = request_id.and_then(|id| id.parse().ok()) {
+            request.headers_mut().insert("x-request-id", id);
+        }
         let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
             Ok(ok) => ok,
             Err(tungstenite::Error::Http(response)) => {

@@ -127,6 +127,18 @@ pub fn join(base: &str, path: &str) -> String {
     )
 }
 
+/// `request` with an `X-Request-Id` header when there is an id (see
+/// [`super::with_request_id`]).
+pub fn with_request_id(
+    request: reqwest::RequestBuilder,
+    id: Option<&str>,
+) -> reqwest::RequestBuilder {
+    match id {
+        Some(id) => request.header("x-request-id", id),
+        None => request,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

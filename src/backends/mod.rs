@@ -43,6 +43,27 @@ pub use scripted::{ScriptedAnswers, ScriptedStt, ScriptedTts};
 pub use sphinx::{SphinxConfig, SphinxStt};
 pub use whisper::{WhisperConfig, WhisperStt};
 
+tokio::task_local! {
+    static REQUEST_ID: Arc<str>;
+}
+
+/// Runs `f` with `id` as the request id every provider request made inside it carries
+/// (`X-Request-Id`): the driver names the call and the turn (`{call}-s{speech}`,
+/// `{call}-u{utterance}`), so a provider's logs and ours meet.
+pub async fn with_request_id<F: Future>(id: impl Into<Arc<str>>, f: F) -> F::Output {
+    REQUEST_ID.scope(id.into(), f).await
+}
+
+/// [`with_request_id`] for synchronous work (opening a call's recogniser).
+pub fn with_request_id_sync<R>(id: impl Into<Arc<str>>, f: impl FnOnce() -> R) -> R {
+    REQUEST_ID.sync_scope(id.into(), f)
+}
+
+/// The request id of the work in progress, if it has one (see [`with_request_id`]).
+pub fn request_id() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(|id| id.clone()).ok()
+}
+
 /// A boxed, `Send` future, as returned by the backend traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -114,10 +114,9 @@ impl OpenAiStt {
         }
         let body = multipart(&boundary, &parts);
         let url = http::join(&inner.config.base_url, "audio/transcriptions");
+        let request_id = super::request_id();
         let response = http::send("OpenAI transcription", &inner.config.retry, || {
-            inner
-                .http
-                .post(&url)
+            http::with_request_id(inner.http.post(&url), request_id.as_deref())
                 .bearer_auth(inner.config.api_key.expose())
                 .header(
                     reqwest::header::CONTENT_TYPE,
@@ -306,10 +305,9 @@ impl OpenAiTts {
             "response_format": "pcm",
         });
         let url = http::join(&inner.config.base_url, "audio/speech");
+        let request_id = super::request_id();
         let response = http::send("OpenAI speech", &inner.config.retry, || {
-            inner
-                .http
-                .post(&url)
+            http::with_request_id(inner.http.post(&url), request_id.as_deref())
                 .bearer_auth(inner.config.api_key.expose())
                 .json(&body)
         })

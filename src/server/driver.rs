@@ -435,7 +435,10 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         socket: &mut socket,
         persist: persist_tx.clone(),
         stt: HashMap::new(),
-        stt_call: crate::backends::open_call(&state.backends.stt, multilingual),
+        // the call's recogniser: a streaming provider's socket carries the call's id
+        stt_call: crate::backends::with_request_id_sync(call_id.as_str(), || {
+            crate::backends::open_call(&state.backends.stt, multilingual)
+        }),
         speak_in: None,
         tts: HashMap::new(),
         consults: HashMap::new(),
@@ -932,44 +935,49 @@ impl CallDriver<'_> {
                     let translations = self.state.translations.clone();
                     let tx = btx.clone();
                     let waiting = super::threads::WaitOnThread::enter();
-                    let handle = tokio::spawn(async move {
-                        let _waiting = waiting;
-                        let text = match translate {
-                            Some((llm, language, agent, turn)) => {
-                                translations
-                                    .get_or_translate(&llm, &agent, &text, &language, &turn)
-                                    .await
-                            }
-                            None => text,
-                        };
-                        let mut pieces = prompts.speak_stream(&voice, &text);
-                        // each piece as it comes: the caller hears the first while the rest is
-                        // synthesised
-                        loop {
-                            let event = match tokio::time::timeout(TTS_TIMEOUT, pieces.next()).await
-                            {
-                                Ok(Some(Ok(mulaw))) => BackendEvent::TtsPiece {
-                                    speech,
-                                    mulaw,
-                                    last: false,
-                                },
-                                Ok(None) => BackendEvent::TtsPiece {
-                                    speech,
-                                    mulaw: Arc::from([]),
-                                    last: true,
-                                },
-                                Ok(Some(Err(error))) => BackendEvent::TtsFailed { speech, error },
-                                Err(_) => BackendEvent::TtsFailed {
-                                    speech,
-                                    error: BackendError::Timeout,
-                                },
+                    let request_id = format!("{}-s{speech}", self.call_id);
+                    let handle =
+                        tokio::spawn(crate::backends::with_request_id(request_id, async move {
+                            let _waiting = waiting;
+                            let text = match translate {
+                                Some((llm, language, agent, turn)) => {
+                                    translations
+                                        .get_or_translate(&llm, &agent, &text, &language, &turn)
+                                        .await
+                                }
+                                None => text,
                             };
-                            let more = matches!(event, BackendEvent::TtsPiece { last: false, .. });
-                            if tx.send(event).await.is_err() || !more {
-                                break;
+                            let mut pieces = prompts.speak_stream(&voice, &text);
+                            // each piece as it comes: the caller hears the first while the rest is
+                            // synthesised
+                            loop {
+                                let event =
+                                    match tokio::time::timeout(TTS_TIMEOUT, pieces.next()).await {
+                                        Ok(Some(Ok(mulaw))) => BackendEvent::TtsPiece {
+                                            speech,
+                                            mulaw,
+                                            last: false,
+                                        },
+                                        Ok(None) => BackendEvent::TtsPiece {
+                                            speech,
+                                            mulaw: Arc::from([]),
+                                            last: true,
+                                        },
+                                        Ok(Some(Err(error))) => {
+                                            BackendEvent::TtsFailed { speech, error }
+                                        }
+                                        Err(_) => BackendEvent::TtsFailed {
+                                            speech,
+                                            error: BackendError::Timeout,
+                                        },
+                                    };
+                                let more =
+                                    matches!(event, BackendEvent::TtsPiece { last: false, .. });
+                                if tx.send(event).await.is_err() || !more {
+                                    break;
+                                }
                             }
-                        }
-                    });
+                        }));
                     self.tts.insert(speech, handle);
                 }
                 Output::Consult { consult, request } => {
@@ -1017,7 +1025,8 @@ impl CallDriver<'_> {
                     if let Some(session) = self.stt.remove(&utterance) {
                         let tx = btx.clone();
                         let waiting = super::threads::WaitOnThread::enter();
-                        tokio::spawn(async move {
+                        let request_id = format!("{}-u{utterance}", self.call_id);
+                        tokio::spawn(crate::backends::with_request_id(request_id, async move {
                             let _waiting = waiting;
                             let result = match tokio::time::timeout(
                                 STT_FINISH_TIMEOUT,
@@ -1029,7 +1038,7 @@ impl CallDriver<'_> {
                                 Err(_) => Err(BackendError::Timeout),
                             };
                             let _ = tx.send(BackendEvent::Stt { utterance, result }).await;
-                        });
+                        }));
                     } else {
                         let _ = btx.try_send(BackendEvent::Stt {
                             utterance,

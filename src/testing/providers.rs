@@ -60,6 +60,8 @@ pub fn tone(ms: u64, rate: u32) -> Vec<i16> {
 pub struct DeepgramConnection {
     pub query: HashMap<String, String>,
     pub authorization: Option<String>,
+    /// The `X-Request-Id` header.
+    pub request_id: Option<String>,
 }
 
 /// Deepgram's `/v1/listen` streaming socket. Transcripts come from a script, one per utterance
@@ -171,6 +173,10 @@ async fn deepgram_upgrade(
     lock(&state.connections).push(DeepgramConnection {
         query: query.clone(),
         authorization: authorization.clone(),
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
     });
     if let Some(status) = *lock(&state.reject) {
         return StatusCode::from_u16(status)
@@ -373,7 +379,7 @@ pub struct OpenAiRequest {
     /// Transcriptions: the uploaded file's (sample rate, channels, bits, samples).
     pub wav: Option<(u32, u16, u16, usize)>,
     pub status: u16,
-    /// The `X-Request-Id` header (the call's turn, for the chat model).
+    /// The `X-Request-Id` header (the call and its turn).
     pub request_id: Option<String>,
 }
 
@@ -796,6 +802,8 @@ pub struct ElevenLabsStream {
     pub voice_id: String,
     pub query: HashMap<String, String>,
     pub api_key: Option<String>,
+    /// The `X-Request-Id` header.
+    pub request_id: Option<String>,
     /// The client's messages, in order.
     pub messages: Vec<Value>,
 }
@@ -902,6 +910,10 @@ async fn eleven_upgrade(
             voice_id,
             query,
             api_key,
+            request_id: headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
             messages: Vec::new(),
         });
         streams.len() - 1
