@@ -147,6 +147,16 @@ pub struct LoadgenArgs {
     /// The stand-in's delay before each answer's first byte (a model's time to first token).
     #[arg(long, default_value_t = 0, requires = "llm_stand_in")]
     pub llm_stand_in_delay_ms: u64,
+    /// Start the server with `--tts elevenlabs` pointed at a local stand-in of ElevenLabs'
+    /// input-streaming socket (`testing::providers::FakeElevenLabs`): what is not cached is
+    /// synthesised over a socket per line and played from its first piece, so `tts` in
+    /// `server_stage_latency_ms` is that path's time to first audio.
+    #[arg(long, conflicts_with = "server")]
+    pub tts_stand_in: bool,
+    /// The stand-in's wait between its audio messages (200 ms of audio each): how fast it
+    /// synthesises. 0 sends all at once.
+    #[arg(long, default_value_t = 0, requires = "tts_stand_in")]
+    pub tts_stand_in_pace_ms: u64,
     /// Soak: keep `--calls` calls going for this many seconds (each call that ends, by the
     /// server or after `--duration-secs`, is replaced by a new one until then; the last ones run
     /// to their end), sample the server every `--sample-secs` into a curve, judge whether memory
@@ -968,6 +978,8 @@ struct OwnServer {
     log: PathBuf,
     /// The language model's stand-in, served for as long as the server runs.
     _stand_in: Option<crate::testing::providers::FakeOpenAi>,
+    /// The synthesiser's stand-in, likewise.
+    _tts_stand_in: Option<crate::testing::providers::FakeElevenLabs>,
 }
 
 impl OwnServer {
@@ -1092,6 +1104,17 @@ async fn start_own_server(
     } else {
         None
     };
+    let tts_stand_in = if args.tts_stand_in {
+        let fake = crate::testing::providers::FakeElevenLabs::start().await;
+        fake.pace(Duration::from_millis(args.tts_stand_in_pace_ms));
+        serve
+            .args(["--tts", "elevenlabs"])
+            .env("ELEVENLABS_API_KEY", &fake.api_key)
+            .env("ELEVENLABS_URL", &fake.url);
+        Some(fake)
+    } else {
+        None
+    };
     let child = serve
         .arg("--data-dir")
         .arg(&dir)
@@ -1117,6 +1140,7 @@ async fn start_own_server(
         dir,
         log,
         _stand_in: stand_in,
+        _tts_stand_in: tts_stand_in,
     };
     let server = format!("http://127.0.0.1:{port}");
 
