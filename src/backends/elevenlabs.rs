@@ -183,11 +183,7 @@ impl ElevenLabsTts {
             }
             let _ = tx.send(Err(last)).await;
         });
-        let abort = AbortOnDrop(task);
-        Box::pin(futures_util::stream::unfold(
-            (rx, abort),
-            |(mut rx, abort)| async move { rx.recv().await.map(|item| (item, (rx, abort))) },
-        ))
+        super::task_stream(rx, task)
     }
 
     /// One socket: the µ-law audio of `text`, sent on `tx` piece by piece as it comes
@@ -331,16 +327,7 @@ impl ElevenLabsTts {
 }
 
 /// Pieces of audio a stream may hold ahead of its reader.
-const STREAM_AHEAD: usize = 32;
-
-/// Aborts the task when dropped (the stream's reader went away: the socket closes).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub(crate) const STREAM_AHEAD: usize = 32;
 
 /// Why an attempt failed, and whether another may help.
 enum Attempt {

@@ -102,6 +102,25 @@ impl Speech {
 /// (after pieces, they stand: the speech was cut short).
 pub type SpeechStream = futures_util::stream::BoxStream<'static, Result<Speech, BackendError>>;
 
+/// The pieces `task` sends on `rx`, as a [`SpeechStream`]; dropping the stream aborts the task
+/// (the provider's request or socket closes).
+pub(crate) fn task_stream(
+    rx: tokio::sync::mpsc::Receiver<Result<Speech, BackendError>>,
+    task: tokio::task::JoinHandle<()>,
+) -> SpeechStream {
+    /// Aborts the task when dropped.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    Box::pin(futures_util::stream::unfold(
+        (rx, AbortOnDrop(task)),
+        |(mut rx, abort)| async move { rx.recv().await.map(|item| (item, (rx, abort))) },
+    ))
+}
+
 /// Text to speech.
 pub trait TextToSpeech: Send + Sync + 'static {
     /// Synthesise `text` with `voice` (one of [`voices`](Self::voices); an unknown voice falls back

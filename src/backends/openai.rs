@@ -4,16 +4,19 @@
 //! - [`OpenAiStt`]: `POST {base}/audio/transcriptions`, multipart (`file` = the utterance as a
 //!   16 kHz WAV, `model`, `response_format=json`), at the end of each utterance.
 //! - [`OpenAiTts`]: `POST {base}/audio/speech` with `response_format: "pcm"` (24 kHz 16-bit
-//!   little-endian mono); a server that answers `audio/wav` instead is read from its header.
+//!   little-endian mono), handed on piece by piece as the body streams in; a server that answers
+//!   `audio/wav` instead is read whole, from its header.
 //!
 //! Bearer auth with `OPENAI_API_KEY`; timeouts and retries as in [`super::http`].
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
+
 use super::http::{self, RetryPolicy};
 use super::{
-    BackendError, BoxFuture, Heard, Speech, SpeechToText, SttHint, SttSession, TextToSpeech,
-    UtteranceBuffer, wav,
+    BackendError, BoxFuture, Heard, Speech, SpeechStream, SpeechToText, SttHint, SttSession,
+    TextToSpeech, UtteranceBuffer, wav,
 };
 use crate::config::Secret;
 
@@ -283,21 +286,55 @@ impl OpenAiTts {
         })
     }
 
+    /// The whole audio of `text` (the pieces of [`stream`](Self::stream), joined).
     pub async fn speak(&self, text: &str, voice: &str) -> Result<Speech, BackendError> {
-        let inner = &self.inner;
+        let mut pieces = self.stream(text, voice);
+        let mut speech = Speech {
+            pcm: Vec::new(),
+            sample_rate: PCM_RATE,
+            fallback: false,
+        };
+        while let Some(piece) = pieces.next().await {
+            let piece = piece?;
+            speech.sample_rate = piece.sample_rate;
+            speech.pcm.extend_from_slice(&piece.pcm);
+        }
+        Ok(speech)
+    }
+
+    /// The audio of `text` as the server sends it: raw PCM piece by piece as the response body
+    /// arrives (OpenAI streams it), so a call plays the start while the rest is made; a WAV
+    /// answer whole. Retries (bounded, with back-off) happen before any audio; an error after
+    /// that ends the stream. Dropping the stream ends the request.
+    pub fn stream(&self, text: &str, voice: &str) -> SpeechStream {
+        let text: String = text.chars().take(MAX_TTS_CHARS).collect();
+        if text.trim().is_empty() {
+            return Box::pin(futures_util::stream::empty());
+        }
         let voice = VOICES
             .iter()
             .find(|v| v.eq_ignore_ascii_case(voice.trim()))
             .copied()
             .unwrap_or(VOICES[0]);
-        let text: String = text.chars().take(MAX_TTS_CHARS).collect();
-        if text.trim().is_empty() {
-            return Ok(Speech {
-                pcm: Vec::new(),
-                sample_rate: PCM_RATE,
-                fallback: false,
-            });
-        }
+        let this = self.clone();
+        let request_id = super::request_id();
+        let (tx, rx) = tokio::sync::mpsc::channel(super::elevenlabs::STREAM_AHEAD);
+        let task = tokio::spawn(async move {
+            if let Err(e) = this.stream_into(&text, voice, request_id, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        super::task_stream(rx, task)
+    }
+
+    async fn stream_into(
+        &self,
+        text: &str,
+        voice: &str,
+        request_id: Option<std::sync::Arc<str>>,
+        tx: &tokio::sync::mpsc::Sender<Result<Speech, BackendError>>,
+    ) -> Result<(), BackendError> {
+        let inner = &self.inner;
         let body = serde_json::json!({
             "model": inner.config.model,
             "input": text,
@@ -305,8 +342,7 @@ impl OpenAiTts {
             "response_format": "pcm",
         });
         let url = http::join(&inner.config.base_url, "audio/speech");
-        let request_id = super::request_id();
-        let response = http::send("OpenAI speech", &inner.config.retry, || {
+        let mut response = http::send("OpenAI speech", &inner.config.retry, || {
             http::with_request_id(inner.http.post(&url), request_id.as_deref())
                 .bearer_auth(inner.config.api_key.expose())
                 .json(&body)
@@ -318,35 +354,86 @@ impl OpenAiTts {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let bytes = response.bytes().await.map_err(|e| {
+        let lost = |e: reqwest::Error| {
             BackendError::Unavailable(format!("OpenAI speech: {}", http::without_url(&e)))
-        })?;
-        let is_wav = content_type.contains("wav") || bytes.starts_with(b"RIFF");
-        let (pcm, sample_rate) = if is_wav {
-            wav::decode(&bytes)?
-        } else if content_type.is_empty()
+        };
+        if content_type.contains("wav") {
+            let bytes = response.bytes().await.map_err(lost)?;
+            let (pcm, sample_rate) = wav::decode(&bytes)?;
+            let _ = tx
+                .send(Ok(Speech {
+                    pcm,
+                    sample_rate,
+                    fallback: false,
+                }))
+                .await;
+            return Ok(());
+        }
+        let raw = content_type.is_empty()
             || content_type.starts_with("audio/pcm")
             || content_type.starts_with("audio/l16")
-            || content_type.starts_with("application/octet-stream")
-        {
-            let rate = rate_parameter(&content_type).unwrap_or(PCM_RATE);
-            let pcm = bytes
-                .chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                .collect();
-            (pcm, rate)
-        } else {
+            || content_type.starts_with("application/octet-stream");
+        if !raw {
             return Err(BackendError::Failed(format!(
                 "OpenAI speech: unsupported audio type {content_type:?} (asked for pcm)"
             )));
-        };
-        Ok(Speech {
-            pcm,
-            sample_rate,
-            fallback: false,
-        })
+        }
+        let sample_rate = rate_parameter(&content_type).unwrap_or(PCM_RATE);
+        // a sample may be split between two pieces of the body
+        let mut odd: Option<u8> = None;
+        let mut first = true;
+        let mut total = 0usize;
+        while let Some(chunk) = response.chunk().await.map_err(lost)? {
+            // a server that answers WAV without saying so: read it whole
+            if first && chunk.starts_with(b"RIFF") {
+                let mut bytes = chunk.to_vec();
+                while let Some(more) = response.chunk().await.map_err(lost)? {
+                    bytes.extend_from_slice(&more);
+                }
+                let (pcm, sample_rate) = wav::decode(&bytes)?;
+                let _ = tx
+                    .send(Ok(Speech {
+                        pcm,
+                        sample_rate,
+                        fallback: false,
+                    }))
+                    .await;
+                return Ok(());
+            }
+            first = false;
+            total += chunk.len();
+            if total > MAX_SPEECH_BYTES {
+                return Err(BackendError::Failed("OpenAI speech: too much audio".into()));
+            }
+            let mut pcm = Vec::with_capacity(chunk.len() / 2 + 1);
+            let mut bytes = &chunk[..];
+            if let Some(lo) = odd.take()
+                && let Some((&hi, rest)) = bytes.split_first()
+            {
+                pcm.push(i16::from_le_bytes([lo, hi]));
+                bytes = rest;
+            }
+            let mut pairs = bytes.chunks_exact(2);
+            pcm.extend(pairs.by_ref().map(|b| i16::from_le_bytes([b[0], b[1]])));
+            odd = pairs.remainder().first().copied();
+            if pcm.is_empty() {
+                continue;
+            }
+            let piece = Speech {
+                pcm,
+                sample_rate,
+                fallback: false,
+            };
+            if tx.send(Ok(piece)).await.is_err() {
+                return Ok(()); // nobody listens any more
+            }
+        }
+        Ok(())
     }
 }
+
+/// Most audio accepted for one text (5 minutes of 24 kHz 16-bit PCM).
+const MAX_SPEECH_BYTES: usize = 5 * 60 * 24_000 * 2;
 
 /// `rate=NNNN` in a content type such as `audio/pcm;rate=24000`.
 fn rate_parameter(content_type: &str) -> Option<u32> {
@@ -368,6 +455,10 @@ impl TextToSpeech for OpenAiTts {
         let text = text.to_owned();
         let voice = voice.to_owned();
         Box::pin(async move { this.speak(&text, &voice).await })
+    }
+
+    fn synthesize_stream(&self, text: &str, voice: &str) -> SpeechStream {
+        self.stream(text, voice)
     }
 
     /// OpenAI's voices speak the language of the text.

@@ -41,6 +41,91 @@ impl std::fmt::Debug for PromptCache {
     }
 }
 
+/// A synthesiser's stream on its way to 8 kHz µ-law (see [`PromptCache::speak_stream`]).
+struct Streamed {
+    pieces: super::SpeechStream,
+    /// What to cache once complete; `None` once it must not be (fallback audio, an error, too
+    /// long).
+    whole: Option<Vec<u8>>,
+    /// Pieces at another rate go through one resampler, so the joins are clean.
+    resampler: Option<(u32, resample::StreamResampler)>,
+    cache: PromptCache,
+    key: String,
+    done: bool,
+}
+
+impl Streamed {
+    async fn next(&mut self) -> Option<Result<Arc<[u8]>, BackendError>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let pcm8k = match self.pieces.next().await {
+                Some(Ok(speech)) => {
+                    if speech.fallback {
+                        self.whole = None;
+                    }
+                    if speech.sample_rate == 8_000 && self.resampler.is_none() {
+                        speech.pcm
+                    } else {
+                        let (rate, r) = self.resampler.get_or_insert_with(|| {
+                            (
+                                speech.sample_rate,
+                                resample::StreamResampler::new(speech.sample_rate, 8_000),
+                            )
+                        });
+                        if *rate != speech.sample_rate {
+                            // a rate change mid-stream: resample this piece on its own
+                            resample(&speech.pcm, speech.sample_rate, 8_000)
+                        } else {
+                            r.push(&speech.pcm)
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    self.whole = None;
+                    return Some(Err(e));
+                }
+                None => {
+                    self.done = true;
+                    let tail = match self.resampler.take() {
+                        Some((_, r)) => r.finish(),
+                        None => Vec::new(),
+                    };
+                    let ulaw = encode(&tail);
+                    if let Some(mut w) = self.whole.take() {
+                        w.extend_from_slice(&ulaw);
+                        if !w.is_empty() && w.len() <= PROMPT_CACHE_MAX_BYTES {
+                            self.cache.insert(self.key.clone(), w.into());
+                        }
+                    }
+                    return (!ulaw.is_empty()).then(|| Ok(ulaw.into()));
+                }
+            };
+            let ulaw = encode(&pcm8k);
+            if let Some(w) = &mut self.whole {
+                if w.len() + ulaw.len() > PROMPT_CACHE_MAX_BYTES {
+                    self.whole = None;
+                } else {
+                    w.extend_from_slice(&ulaw);
+                }
+            }
+            if !ulaw.is_empty() {
+                return Some(Ok(ulaw.into()));
+            }
+            // the resampler held it all back: wait for more
+        }
+    }
+}
+
+/// 8 kHz PCM as µ-law.
+fn encode(pcm8k: &[i16]) -> Vec<u8> {
+    let mut ulaw = vec![0u8; pcm8k.len()];
+    g711::encode_into(pcm8k, &mut ulaw);
+    ulaw
+}
+
 /// `speech` as 8 kHz µ-law.
 fn to_mulaw(speech: super::Speech) -> Vec<u8> {
     let pcm8k = if speech.sample_rate == 8_000 {
@@ -125,41 +210,18 @@ impl PromptCache {
         if let Some(hit) = self.get(voice, text) {
             return Box::pin(futures_util::stream::once(async move { Ok(hit) }));
         }
-        let pieces = self.tts.synthesize_stream(text, voice);
-        // (pieces, what to cache so far: `None` once it must not be)
-        let state = (
-            pieces,
-            Some(Vec::<u8>::new()),
-            self.clone(),
-            key(voice, text),
-        );
-        Box::pin(futures_util::stream::unfold(
-            state,
-            |(mut pieces, mut whole, cache, key)| async move {
-                match pieces.next().await {
-                    Some(Ok(speech)) => {
-                        let fallback = speech.fallback;
-                        let ulaw = to_mulaw(speech);
-                        match &mut whole {
-                            Some(w)
-                                if !fallback && w.len() + ulaw.len() <= PROMPT_CACHE_MAX_BYTES =>
-                            {
-                                w.extend_from_slice(&ulaw)
-                            }
-                            _ => whole = None,
-                        }
-                        Some((Ok(ulaw.into()), (pieces, whole, cache, key)))
-                    }
-                    Some(Err(e)) => Some((Err(e), (pieces, None, cache, key))),
-                    None => {
-                        if let Some(w) = whole.filter(|w| !w.is_empty()) {
-                            cache.insert(key, w.into());
-                        }
-                        None
-                    }
-                }
-            },
-        ))
+        let state = Streamed {
+            pieces: self.tts.synthesize_stream(text, voice),
+            whole: Some(Vec::new()),
+            resampler: None,
+            cache: self.clone(),
+            key: key(voice, text),
+            done: false,
+        };
+        Box::pin(futures_util::stream::unfold(state, |mut s| async move {
+            let item = s.next().await?;
+            Some((item, s))
+        }))
     }
 
     /// Inserts unless another task got there first; returns the cached value either way, so

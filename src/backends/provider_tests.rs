@@ -11,7 +11,7 @@ use super::http::RetryPolicy;
 use super::openai::{OpenAiConfig, OpenAiStt, OpenAiTts};
 use super::*;
 use crate::config::Secret;
-use crate::engine::audio::g711;
+use crate::engine::audio::{g711, resample};
 use crate::testing::providers::{FakeDeepgram, FakeElevenLabs, FakeOpenAi, SpeechFormat, tone};
 
 /// Short waits between attempts, so failure tests stay fast.
@@ -393,6 +393,61 @@ async fn openai_speech_as_pcm_and_as_wav_plays_at_8k() {
         ulaw.len()
     );
     assert_eq!(cache.len(), 1);
+}
+
+#[tokio::test]
+async fn openai_speech_streams_its_pcm_and_the_joins_resample_cleanly() {
+    use futures_util::StreamExt;
+    let fake = FakeOpenAi::start(&[]).await;
+    // 4,801 bytes (100 ms and a split sample) every 50 ms
+    fake.speech_pace(4_801, Duration::from_millis(50));
+    let tts = OpenAiTts::new(openai_config(&fake, "tts-1")).unwrap();
+    // 40 characters: 2.4 s at 24 kHz, 115,200 bytes, 24 pieces
+    let text = "Thanks for calling about the open roles.";
+    let mut pieces = tts.synthesize_stream(text, "alloy");
+    let first = pieces.next().await.unwrap().unwrap();
+    assert_eq!(first.sample_rate, 24_000);
+    assert_eq!(
+        first.pcm.len(),
+        2_400,
+        "the split sample waits for its other byte"
+    );
+    assert!(
+        fake.speech_pieces_sent() < 24,
+        "the first piece came before the rest was made"
+    );
+    let mut pcm = first.pcm;
+    while let Some(piece) = pieces.next().await {
+        pcm.extend_from_slice(&piece.unwrap().pcm);
+    }
+    assert_eq!(pcm, tone(40 * 60, 24_000), "every sample, in order");
+
+    // through the prompt cache: 8 kHz µ-law pieces, resampled as one stream
+    let cache = PromptCache::new(Arc::new(tts));
+    let mut streamed = Vec::new();
+    let mut pieces = cache.speak_stream("alloy", text);
+    let mut n = 0;
+    while let Some(piece) = pieces.next().await {
+        n += 1;
+        streamed.extend_from_slice(&piece.unwrap());
+    }
+    assert!(n > 10, "{n} pieces");
+    let whole = resample(&tone(40 * 60, 24_000), 24_000, 8_000);
+    let mut expected = vec![0u8; whole.len()];
+    g711::encode_into(&whole, &mut expected);
+    assert_eq!(streamed.len(), expected.len());
+    // the same as resampling the whole, to within a µ-law step or two
+    let worst = streamed
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (i32::from(g711::ulaw_decode(*a)) - i32::from(g711::ulaw_decode(*b))).abs())
+        .max()
+        .unwrap();
+    assert!(worst < 300, "{worst}");
+    assert_eq!(
+        cache.get("alloy", text).map(|a| a.len()),
+        Some(expected.len())
+    );
 }
 
 #[tokio::test]

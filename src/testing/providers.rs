@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -412,6 +413,10 @@ struct OpenAiState {
     requests: Mutex<Vec<OpenAiRequest>>,
     /// The language `verbose_json` transcriptions name (Whisper's way: `"spanish"`).
     language: Mutex<String>,
+    /// Stream PCM speech in pieces of this many bytes, this long apart (`None`: at once).
+    speech_pace: Mutex<Option<(usize, Duration)>>,
+    /// PCM speech pieces sent, over all requests.
+    speech_pieces_sent: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The default streamed chat answer: "Pay is $18 an hour." in three deltas, then a call of
@@ -519,6 +524,19 @@ impl FakeOpenAi {
     /// until set, as `english`.
     pub fn transcription_language(&self, name: &str) {
         *lock(&self.state.language) = name.to_string();
+    }
+
+    /// Send PCM speech as a server synthesising it does: pieces of `bytes` (any number, odd
+    /// ones split a sample), `every` apart.
+    pub fn speech_pace(&self, bytes: usize, every: Duration) {
+        *lock(&self.state.speech_pace) = Some((bytes.max(1), every));
+    }
+
+    /// PCM speech pieces sent so far (with [`speech_pace`](Self::speech_pace)).
+    pub fn speech_pieces_sent(&self) -> usize {
+        self.state
+            .speech_pieces_sent
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Hold each chat answer's first byte back this long (a slow model).
@@ -745,7 +763,29 @@ async fn openai_speech(
                 .iter()
                 .flat_map(|s| s.to_le_bytes())
                 .collect();
-            ([(header::CONTENT_TYPE, "audio/pcm")], pcm).into_response()
+            let Some((bytes, every)) = *lock(&state.speech_pace) else {
+                return ([(header::CONTENT_TYPE, "audio/pcm")], pcm).into_response();
+            };
+            // chunked, as it is made
+            let pieces: Vec<Bytes> = pcm.chunks(bytes).map(Bytes::copy_from_slice).collect();
+            let sent = state.speech_pieces_sent.clone();
+            let body = futures_util::stream::iter(pieces.into_iter().enumerate()).then(
+                move |(i, piece)| {
+                    let sent = sent.clone();
+                    async move {
+                        if i > 0 {
+                            tokio::time::sleep(every).await;
+                        }
+                        sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        Ok::<_, std::io::Error>(piece)
+                    }
+                },
+            );
+            (
+                [(header::CONTENT_TYPE, "audio/pcm")],
+                axum::body::Body::from_stream(body),
+            )
+                .into_response()
         }
         SpeechFormat::Wav => {
             let wav = crate::backends::wav::encode(&tone(ms, 22_050), 22_050);

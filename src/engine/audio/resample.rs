@@ -299,7 +299,141 @@ pub fn resample(pcm: &[i16], from_rate: u32, to_rate: u32) -> Vec<i16> {
     }
 }
 
-/// Plain linear interpolation, used only if rubato refuses a rate pair.
+/// [`resample`] for audio that arrives in pieces (a streaming synthesiser's): the same
+/// band-limited filter, its state carried from piece to piece, so the joins are as clean as the
+/// middle. [`push`](Self::push) returns what is ready (the filter holds back its delay's worth);
+/// [`finish`](Self::finish) flushes the rest. In all, the output lines up with the input and has
+/// `len * to / from` samples, rounded up. Allocates; not for the hot path.
+pub struct StreamResampler {
+    fft: Option<rubato::Fft<f32>>,
+    from_rate: u32,
+    to_rate: u32,
+    /// Input not yet given to the filter (it takes fixed chunks).
+    pending: Vec<f32>,
+    /// Output frames still to drop: the filter's delay.
+    skip: usize,
+    taken: u64,
+    given: u64,
+    out: Vec<f32>,
+}
+
+impl std::fmt::Debug for StreamResampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamResampler")
+            .field("from_rate", &self.from_rate)
+            .field("to_rate", &self.to_rate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamResampler {
+    /// From `from_rate` to `to_rate`; equal or invalid rates pass the audio through unchanged
+    /// (invalid ones as [`resample`] would not: the caller checks rates first).
+    pub fn new(from_rate: u32, to_rate: u32) -> Self {
+        let valid = |r: u32| r > 0 && r <= MAX_SAMPLE_RATE;
+        let fft = (from_rate != to_rate && valid(from_rate) && valid(to_rate))
+            .then(|| {
+                rubato::Fft::<f32>::new(
+                    from_rate as usize,
+                    to_rate as usize,
+                    1024,
+                    1,
+                    FixedSync::Both,
+                )
+                .ok()
+            })
+            .flatten();
+        let skip = fft.as_ref().map_or(0, |f| f.output_delay());
+        Self {
+            fft,
+            from_rate,
+            to_rate,
+            pending: Vec::new(),
+            skip,
+            taken: 0,
+            given: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// Resample `pcm`, the next piece; returns the output that is ready.
+    pub fn push(&mut self, pcm: &[i16]) -> Vec<i16> {
+        if self.fft.is_none() {
+            return pcm.to_vec();
+        }
+        self.taken += pcm.len() as u64;
+        self.pending.extend(pcm.iter().map(|&s| s as f32 / 32768.0));
+        self.run(false);
+        self.emit()
+    }
+
+    /// The end of the audio: the rest of the output.
+    pub fn finish(mut self) -> Vec<i16> {
+        if self.fft.is_none() {
+            return Vec::new();
+        }
+        self.run(true);
+        self.emit()
+    }
+
+    /// Feed whole chunks to the filter; at the end, the last partial one and then silence
+    /// until the delayed output has all come out.
+    fn run(&mut self, end: bool) {
+        let Some(fft) = self.fft.as_mut() else {
+            return;
+        };
+        let expected = (self.taken * u64::from(self.to_rate)).div_ceil(u64::from(self.from_rate));
+        let mut chunk_out = vec![0f32; fft.output_frames_max()];
+        loop {
+            let need = fft.input_frames_next();
+            let have = self.pending.len();
+            if have < need {
+                if !end || (have == 0 && self.given >= expected) {
+                    break;
+                }
+                // pad the last chunk with silence (it flushes the filter's delay too)
+                self.pending.resize(need, 0.0);
+            }
+            let input = &self.pending[..need];
+            let (Ok(a_in), Ok(mut a_out)) = (
+                InterleavedSlice::new(input, 1, need),
+                rubato::audioadapter_buffers::direct::InterleavedSlice::new_mut(
+                    &mut chunk_out[..],
+                    1,
+                    fft.output_frames_max(),
+                ),
+            ) else {
+                break;
+            };
+            let Ok((used, made)) = fft.process_into_buffer(&a_in, &mut a_out, None) else {
+                break;
+            };
+            self.pending.drain(..used.min(self.pending.len()));
+            let mut produced = &chunk_out[..made];
+            let drop = self.skip.min(produced.len());
+            self.skip -= drop;
+            produced = &produced[drop..];
+            let room = if end {
+                expected.saturating_sub(self.given) as usize
+            } else {
+                produced.len()
+            };
+            let produced = &produced[..produced.len().min(room)];
+            self.given += produced.len() as u64;
+            self.out.extend_from_slice(produced);
+            if end && self.given >= expected {
+                self.pending.clear();
+                break;
+            }
+        }
+    }
+
+    fn emit(&mut self) -> Vec<i16> {
+        self.out.drain(..).map(|s| to_i16(s * 32768.0)).collect()
+    }
+}
+
+/// Plain linear interpolation, used only if rubato refuses a rate pair./// Plain linear interpolation, used only if rubato refuses a rate pair.
 fn linear_resample(pcm: &[i16], from_rate: u32, to_rate: u32) -> Vec<i16> {
     let out_len = (pcm.len() as u64 * to_rate as u64).div_ceil(from_rate as u64) as usize;
     let step = from_rate as f64 / to_rate as f64;
@@ -319,6 +453,43 @@ fn linear_resample(pcm: &[i16], from_rate: u32, to_rate: u32) -> Vec<i16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_resampled_in_pieces_matches_the_whole() {
+        let pcm = sine(440.0, 24_000, 24_000, 12_000.0);
+        let whole = resample(&pcm, 24_000, 8_000);
+        let mut r = StreamResampler::new(24_000, 8_000);
+        let mut streamed = Vec::new();
+        let mut rest = &pcm[..];
+        for size in [1_000, 1_777, 333, 4_800, 17].iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, more) = rest.split_at((*size).min(rest.len()));
+            streamed.extend(r.push(piece));
+            rest = more;
+        }
+        assert!(
+            streamed.len() < whole.len(),
+            "the filter holds back its delay"
+        );
+        streamed.extend(r.finish());
+        assert_eq!(streamed.len(), whole.len());
+        let worst = streamed
+            .iter()
+            .zip(&whole)
+            .map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs())
+            .max()
+            .unwrap();
+        assert!(
+            worst <= 2,
+            "differs from the whole-buffer result by {worst}"
+        );
+        // equal rates pass through
+        let mut same = StreamResampler::new(8_000, 8_000);
+        assert_eq!(same.push(&pcm[..10]), pcm[..10].to_vec());
+        assert!(same.finish().is_empty());
+    }
 
     fn sine(freq: f32, rate: u32, n: usize, amp: f32) -> Vec<i16> {
         (0..n)
