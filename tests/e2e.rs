@@ -982,6 +982,7 @@ async fn failing_speech_recognition_apologises(backend: Backend) {
             tts: Arc::new(ScriptedTts::new()),
             name: "failing-stt",
             end_of_turn: None,
+            meaning: None,
         },
         max_calls: 10,
     };

@@ -93,6 +93,8 @@ async fn the_neural_defaults_take_turns_like_a_person() {
         log.contains("tts=\"piper\"") || log.contains("tts=piper"),
         "{log}"
     );
+    // caller questions are matched to the context by meaning (the sentence encoder loaded)
+    assert!(log.contains("context_answers=\"meaning\""), "{log}");
     let phone = served.receptionist(receptionist()).await;
     let tmp = tempfile::tempdir().unwrap();
     let voice = "en-us+m3";

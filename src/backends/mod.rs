@@ -25,6 +25,7 @@ pub mod fallback;
 mod flite;
 pub mod http;
 pub mod llm;
+pub mod meaning;
 pub mod onnx;
 pub mod openai;
 pub mod piper;
@@ -319,6 +320,9 @@ pub struct Backends {
     pub name: &'static str,
     /// The end-of-turn model, asked when the caller pauses (`None`: silence windows alone).
     pub end_of_turn: Option<Arc<smart_turn::SmartTurn>>,
+    /// The sentence encoder: caller questions are matched to the custom context by meaning
+    /// (`None`: by words alone).
+    pub meaning: Option<Arc<meaning::SentenceEncoder>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -340,6 +344,7 @@ impl Backends {
             tts: Arc::new(tts),
             name: "offline",
             end_of_turn: None,
+            meaning: None,
         })
     }
 
@@ -351,6 +356,7 @@ impl Backends {
             tts: Arc::new(ScriptedTts::new()),
             name: "scripted",
             end_of_turn: None,
+            meaning: None,
         }
     }
 }

@@ -123,6 +123,8 @@ pub struct Plan {
     pub llm: Option<ChatConfig>,
     /// The models directory to load the end-of-turn model from (`None`: silence windows).
     pub end_of_turn: Option<std::path::PathBuf>,
+    /// Where the sentence encoder is, when it is used.
+    pub meaning: Option<std::path::PathBuf>,
     /// The models directory to load the Piper voice from, the offline voice (`None`: flite).
     pub piper: Option<std::path::PathBuf>,
 }
@@ -280,11 +282,16 @@ pub fn plan(config: &ServeConfig) -> Result<Plan, String> {
         None if matches!(stt, SttPlan::Scripted) => None,
         None => super::smart_turn::installed(&models).then_some(models),
     };
+    // the sentence encoder: with the offline stack installed (not for load tests' scripted
+    // recogniser, whose words are the script's)
+    let meaning = (!matches!(stt, SttPlan::Scripted) && super::meaning::installed(&models_dir))
+        .then(|| models_dir.clone());
     Ok(Plan {
         stt,
         tts,
         llm,
         end_of_turn,
+        meaning,
         piper,
         offline_stt,
     })
@@ -422,12 +429,17 @@ pub fn build(plan: &Plan) -> Result<(Backends, Option<ChatClient>), BackendError
         )?)),
         None => None,
     };
+    let meaning = plan
+        .meaning
+        .as_deref()
+        .and_then(super::meaning::load_if_installed);
     Ok((
         Backends {
             stt,
             tts,
             name,
             end_of_turn,
+            meaning,
         },
         llm,
     ))

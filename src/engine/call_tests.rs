@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::engine::audio::{EnergyVad, InboundPipeline, g711};
+use crate::engine::dialogue::context::ContextMeanings;
 use crate::engine::dialogue::model::{
     AnswerRequest, ModelRequest, UnderstandRequest, Understanding,
 };
@@ -105,11 +106,16 @@ struct Sim {
     tts_break: Vec<String>,
     /// The recogniser names this language with every transcript.
     caller_language: Option<&'static str>,
+    /// The meanings transcripts come with.
+    meaning_of: MeaningOf,
     /// Pieces on their way.
     tts_due: Vec<DuePiece>,
     /// (speech, agent frames sent by then) when each speech's last piece came.
     tts_ended: Vec<(u64, usize)>,
 }
+
+/// What each of the recogniser's transcripts means.
+type MeaningOf = Vec<(&'static str, Vec<f32>)>;
 
 /// A synthesiser's piece on its way: (due at, speech, audio, last); `None` audio: the stream
 /// fails.
@@ -125,6 +131,8 @@ struct Extras {
     /// The recogniser names this language with every transcript.
     caller_language: Option<&'static str>,
     speaks_languages: bool,
+    /// The context by meaning, and the meanings the recogniser's words come with.
+    meanings: Option<(Arc<ContextMeanings>, MeaningOf)>,
 }
 
 /// What the scripted model does with a reading request.
@@ -325,7 +333,12 @@ impl Sim {
             tts_stream,
             caller_language,
             speaks_languages,
+            meanings,
         } = extras;
+        let (context_meanings, meaning_of) = match meanings {
+            Some((m, of)) => (Some(m), of),
+            None => (None, Vec::new()),
+        };
         let t0 = Instant::now();
         let mut carrier = FakeCarrier::new(carrier, codec, CallInfo::default(), t0).unwrap();
         let mut codec = carrier.server_codec();
@@ -352,6 +365,7 @@ impl Sim {
                 end_of_turn_model: turn_verdicts.is_some(),
                 barge_in_words: partial_ms.is_some(),
                 speaks_languages,
+                context_meanings,
             },
             InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
         );
@@ -397,6 +411,7 @@ impl Sim {
             talk_over_at: Vec::new(),
             tts_stream,
             caller_language,
+            meaning_of,
             tts_break: Vec::new(),
             tts_due: Vec::new(),
             tts_ended: Vec::new(),
@@ -661,6 +676,17 @@ impl Sim {
                 } else {
                     if let (Some(language), Some(_)) = (self.caller_language, text) {
                         self.input(Input::CallerLanguage(language));
+                    }
+                    if let Some((t, meaning)) = self
+                        .meaning_of
+                        .iter()
+                        .find(|(t, _)| Some(*t) == text)
+                        .cloned()
+                    {
+                        self.input(Input::CallerMeaning {
+                            text: t,
+                            meaning: meaning.into(),
+                        });
                     }
                     match text {
                         Some(t) => self.input(Input::Transcript {
@@ -1111,6 +1137,80 @@ fn an_english_speaking_caller_in_a_multilingual_call_changes_nothing() {
     sim.run(180_000);
     assert_eq!(sim.ended, Some(EndReason::Completed));
     assert!(language_events(&sim).is_empty());
+}
+
+#[test]
+fn a_question_is_answered_by_the_context_sentence_closest_in_meaning() {
+    let mut settings = settings();
+    settings.custom_context =
+        "Pay is $18 per hour. Shifts run from 10 pm to 6 am. The warehouse is on Main Street."
+            .into();
+    // toy meanings: one direction per sentence
+    let meanings = ContextMeanings {
+        sentences: crate::engine::dialogue::context::sentences(&settings.custom_context),
+        vectors: vec![
+            vec![1.0, 0.0, 0.0],
+            vec![0.0, 1.0, 0.0],
+            vec![0.0, 0.0, 1.0],
+        ],
+    };
+    let mut script = happy_script();
+    // no word in common with any sentence ("working" and "nights" are in no synonym group
+    // with "shifts" here: the words alone find the pay sentence's "hour"? no: nothing)
+    script[4] = Act::Say {
+        ms: 700,
+        text: Some("will i be up late"),
+    };
+    let mut sim = Sim::build(
+        Carrier::Twilio,
+        AudioCodec::Mulaw,
+        settings,
+        false,
+        script,
+        Timing::default(),
+        Extras {
+            meanings: Some((
+                Arc::new(meanings),
+                vec![("will i be up late", vec![0.1, 0.95, 0.1])],
+            )),
+            ..Extras::default()
+        },
+    );
+    sim.run(180_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    let t = sim.transcript();
+    let asked = t
+        .iter()
+        .position(|l| l.speaker == Speaker::Caller && l.text == "will i be up late")
+        .expect("the question");
+    assert_eq!(
+        t[asked + 1].text,
+        "Shifts run from 10 pm to 6 am.",
+        "{t:#?}"
+    );
+}
+
+#[test]
+fn without_a_meaning_close_enough_the_words_decide() {
+    use crate::engine::dialogue::context::answer_by_meaning;
+    let m = ContextMeanings {
+        sentences: vec!["Pay is $18 per hour.".into(), "Shifts are at night".into()],
+        vectors: vec![vec![1.0, 0.0], vec![0.0, 1.0]],
+    };
+    assert_eq!(
+        answer_by_meaning(&m, &[0.0, 1.0]).as_deref(),
+        Some("Shifts are at night.")
+    );
+    // two sentences as close: both, in the context's order
+    let both = answer_by_meaning(&m, &[0.7, 0.7]);
+    assert_eq!(
+        both.as_deref(),
+        Some("Pay is $18 per hour. Shifts are at night.")
+    );
+    // nothing close: none (the keyword matcher then answers, or "a recruiter will follow up")
+    assert_eq!(answer_by_meaning(&m, &[0.2, -0.9]), None);
+    // a meaning of another model's length is never compared
+    assert_eq!(answer_by_meaning(&m, &[1.0, 0.0, 0.0]), None);
 }
 
 fn latencies(sim: &Sim) -> Vec<crate::model::TurnLatency> {

@@ -74,6 +74,8 @@ enum BackendEvent {
     Stt {
         utterance: u64,
         result: Result<crate::backends::Heard, BackendError>,
+        /// What the words mean (with a sentence encoder).
+        meaning: Option<Arc<[f32]>>,
     },
     TurnChecked {
         utterance: u64,
@@ -395,6 +397,14 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
         ..Timing::default()
     };
     let settings = Arc::new(call.settings.clone());
+    // the context by meaning, for questions (computed once per context, then shared)
+    let context_meanings = state
+        .context_meanings
+        .get(state.backends.meaning.as_ref(), &settings.custom_context)
+        .await;
+    let meaning = context_meanings
+        .as_ref()
+        .and(state.backends.meaning.clone());
     let engine = CallEngine::new(
         Instant::now(),
         EngineConfig {
@@ -406,6 +416,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             end_of_turn_model: state.backends.end_of_turn.is_some(),
             barge_in_words: state.backends.stt.partials(),
             speaks_languages: state.llm.is_some() && state.backends.tts.speaks_languages(),
+            context_meanings,
         },
     );
     let multilingual = call.settings.language_mode == crate::model::LanguageMode::Multilingual;
@@ -440,6 +451,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             crate::backends::open_call(&state.backends.stt, multilingual)
         }),
         speak_in: None,
+        meaning,
         tts: HashMap::new(),
         consults: HashMap::new(),
         turn_audio: state
@@ -483,6 +495,9 @@ struct CallDriver<'a> {
     /// The caller's language the agent speaks (multilingual mode; `None`: English): what it
     /// says is translated by the language model before it is synthesised.
     speak_in: Option<String>,
+    /// The sentence encoder, when the receptionist's context is matched by meaning: each
+    /// transcript's meaning goes to the engine with it.
+    meaning: Option<Arc<crate::backends::meaning::SentenceEncoder>>,
     settings: Arc<crate::model::ReceptionistSettings>,
     engine: CallEngine,
     socket: &'a mut WebSocket,
@@ -812,10 +827,20 @@ impl CallDriver<'_> {
                 tracing::warn!(call = %self.call_id, error = %error, "speech synthesis failed");
                 self.input(Input::TtsFailed { speech });
             }
-            BackendEvent::Stt { utterance, result } => match result {
+            BackendEvent::Stt {
+                utterance,
+                result,
+                meaning,
+            } => match result {
                 Ok(heard) => {
                     if let Some(language) = &heard.language {
                         self.input(Input::CallerLanguage(language));
+                    }
+                    if let Some(meaning) = meaning {
+                        self.input(Input::CallerMeaning {
+                            text: &heard.text,
+                            meaning,
+                        });
                     }
                     self.input(Input::Transcript {
                         utterance,
@@ -1026,6 +1051,7 @@ impl CallDriver<'_> {
                         let tx = btx.clone();
                         let waiting = super::threads::WaitOnThread::enter();
                         let request_id = format!("{}-u{utterance}", self.call_id);
+                        let encoder = self.meaning.clone();
                         tokio::spawn(crate::backends::with_request_id(request_id, async move {
                             let _waiting = waiting;
                             let result = match tokio::time::timeout(
@@ -1037,12 +1063,32 @@ impl CallDriver<'_> {
                                 Ok(r) => r,
                                 Err(_) => Err(BackendError::Timeout),
                             };
-                            let _ = tx.send(BackendEvent::Stt { utterance, result }).await;
+                            // what the words mean, for a question about the context (a few ms
+                            // of one core, off the call's thread)
+                            let meaning = match (&result, encoder) {
+                                (Ok(heard), Some(encoder)) if !heard.text.is_empty() => {
+                                    let text = heard.text.clone();
+                                    tokio::task::spawn_blocking(move || encoder.encode(&text))
+                                        .await
+                                        .ok()
+                                        .and_then(Result::ok)
+                                        .map(Arc::from)
+                                }
+                                _ => None,
+                            };
+                            let _ = tx
+                                .send(BackendEvent::Stt {
+                                    utterance,
+                                    result,
+                                    meaning,
+                                })
+                                .await;
                         }));
                     } else {
                         let _ = btx.try_send(BackendEvent::Stt {
                             utterance,
                             result: Ok(Default::default()),
+                            meaning: None,
                         });
                     }
                 }

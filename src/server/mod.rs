@@ -41,6 +41,8 @@ pub struct AppState {
     pub llm: Option<crate::backends::llm::LanguageModel>,
     /// What the agent says, translated for callers in other languages (multilingual mode).
     pub translations: crate::backends::llm::Translations,
+    /// Each custom context's sentences by meaning (with a sentence encoder), computed once.
+    pub context_meanings: ContextMeaningsCache,
     pub prompts: PromptCache,
     pub recorder: Recorder,
     pub calls: Arc<CallSlots>,
@@ -79,6 +81,7 @@ impl AppState {
             backends,
             llm: None,
             translations: Default::default(),
+            context_meanings: Default::default(),
             prompts,
             recorder,
             calls: Arc::new(CallSlots::new(max)),
@@ -344,6 +347,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         } else {
             "silence"
         },
+        // how caller questions find their answer in the custom context
+        context_answers = if backends.meaning.is_some() {
+            "meaning"
+        } else {
+            "words"
+        },
         stt_model,
         tts_model,
         llm_model,
@@ -460,5 +469,79 @@ mod tests {
             .await
             .expect("idle once the records are stored")
             .unwrap();
+    }
+}
+
+/// Custom contexts by meaning, computed once each by the sentence encoder (`backends::meaning`)
+/// and shared by every call of every receptionist with that context. Bounded: past
+/// [`MAX_CONTEXTS`] it starts again (a context is a few sentences; recomputing one costs tens of
+/// milliseconds).
+#[derive(Clone, Default)]
+pub struct ContextMeaningsCache {
+    inner: Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<
+                String,
+                Arc<crate::engine::dialogue::context::ContextMeanings>,
+            >,
+        >,
+    >,
+}
+
+/// Contexts kept by meaning.
+pub const MAX_CONTEXTS: usize = 1_024;
+
+impl ContextMeaningsCache {
+    /// `context` by meaning: kept from before, or encoded now on the blocking pool. `None` when
+    /// there is nothing to match (no encoder, an empty context) or the encoder failed (logged;
+    /// the words alone then decide).
+    pub async fn get(
+        &self,
+        encoder: Option<&Arc<crate::backends::meaning::SentenceEncoder>>,
+        context: &str,
+    ) -> Option<Arc<crate::engine::dialogue::context::ContextMeanings>> {
+        let encoder = encoder?.clone();
+        if context.trim().is_empty() {
+            return None;
+        }
+        if let Some(hit) = self.lock().get(context) {
+            return Some(hit.clone());
+        }
+        let sentences = crate::engine::dialogue::context::sentences(context);
+        let encoded = tokio::task::spawn_blocking(move || {
+            let vectors = sentences
+                .iter()
+                .map(|s| encoder.encode(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, crate::backends::BackendError>(
+                crate::engine::dialogue::context::ContextMeanings { sentences, vectors },
+            )
+        })
+        .await;
+        match encoded {
+            Ok(Ok(m)) => {
+                let m = Arc::new(m);
+                let mut map = self.lock();
+                if map.len() >= MAX_CONTEXTS {
+                    map.clear();
+                }
+                map.insert(context.to_string(), m.clone());
+                Some(m)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "context not encoded: questions matched by words");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, Arc<crate::engine::dialogue::context::ContextMeanings>>,
+    > {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

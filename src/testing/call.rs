@@ -134,6 +134,7 @@ impl CallRig {
                 end_of_turn_model: false,
                 barge_in_words: false,
                 speaks_languages: false,
+                context_meanings: None,
             },
         );
         let mut rig = Self {

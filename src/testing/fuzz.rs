@@ -537,6 +537,7 @@ impl EngineRun {
                 end_of_turn_model: setup.end_of_turn_model,
                 barge_in_words: setup.barge_in_words,
                 speaks_languages: setup.language_model,
+                context_meanings: None,
             },
             InboundPipeline::new(Box::new(EnergyVad::new(EnergyVad::DEFAULT_THRESHOLD_DBFS))),
         );

@@ -29,6 +29,7 @@ fn silent_call(echoes_marks: bool) -> Run {
             end_of_turn_model: false,
             barge_in_words: false,
             speaks_languages: false,
+            context_meanings: None,
         },
         InboundPipeline::new(Box::new(EnergyVad::new(-35.0))),
     );

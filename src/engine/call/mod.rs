@@ -244,6 +244,9 @@ pub struct EngineConfig {
     /// says, and the synthesiser speaks any language): in multilingual mode it answers a caller
     /// in theirs (`Input::CallerLanguage`).
     pub speaks_languages: bool,
+    /// The custom context's sentences by meaning: caller questions are matched to them by
+    /// meaning (`Input::CallerMeaning`) before by words.
+    pub context_meanings: Option<Arc<crate::engine::dialogue::context::ContextMeanings>>,
 }
 
 /// What the agent says, once, to a caller in another language when it can speak only English.
@@ -264,6 +267,13 @@ pub enum Input<'a> {
     /// `Transcript` it was heard in. In multilingual mode the agent answers in it when it can
     /// (`EngineConfig::speaks_languages`), else says once that it goes on in English.
     CallerLanguage(&'a str),
+    /// The meaning of the caller's words `text` (a sentence embedding, `backends::meaning`),
+    /// given before their `Transcript`: a question in them is answered from the context by
+    /// meaning (`EngineConfig::context_meanings`).
+    CallerMeaning {
+        text: &'a str,
+        meaning: Arc<[f32]>,
+    },
     /// The carrier echoed a mark the engine sent.
     MarkEchoed(&'a str),
     /// Final transcript of an utterance (possibly empty).
@@ -595,7 +605,8 @@ impl CallEngine {
                 config.settings.clone(),
                 config.returning_caller,
                 config.language_model,
-            ),
+            )
+            .with_meanings(config.context_meanings.clone()),
             settings: config.settings,
             pipeline,
             out: VecDeque::with_capacity(32),
@@ -699,6 +710,9 @@ impl CallEngine {
             } => self.on_audio(timestamp_ms, mulaw),
             Input::Dtmf(d) => self.on_dtmf(d),
             Input::CallerLanguage(code) => self.on_caller_language(code),
+            Input::CallerMeaning { text, meaning } => {
+                self.dialogue.set_question_meaning(text, meaning)
+            }
             Input::MarkEchoed(name) => {
                 if self.playout.handle_mark(name, &mut self.out) {
                     self.turn_played();

@@ -172,6 +172,54 @@ pub fn answer(context: &str, question: &str) -> Option<String> {
     )
 }
 
+/// The custom context's sentences with their meanings (sentence embeddings, unit length),
+/// computed once per context by the server's sentence encoder (`backends::meaning`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextMeanings {
+    /// As [`sentences`] splits the context.
+    pub sentences: Vec<String>,
+    /// One per sentence.
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// How close in meaning a sentence must be to a question to answer it (cosine similarity of
+/// all-MiniLM-L6-v2 embeddings: a caller's question scores about 0.35-0.55 with the sentence
+/// that answers it, and mostly under 0.25 with the others; `backends::meaning`'s test).
+pub const MEANING_THRESHOLD: f32 = 0.30;
+/// A second sentence joins the answer when it scores within this of the best.
+const MEANING_NEAR: f32 = 0.05;
+
+/// The context sentences closest in meaning to the question (`question`: its meaning), best
+/// first in the context's order, at most two; `None` when none is close enough. Only ever the
+/// context's own sentences.
+pub fn answer_by_meaning(meanings: &ContextMeanings, question: &[f32]) -> Option<String> {
+    let mut scored: Vec<(f32, usize)> = meanings
+        .vectors
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.len() == question.len())
+        .map(|(i, v)| (v.iter().zip(question).map(|(a, b)| a * b).sum::<f32>(), i))
+        .filter(|(score, _)| *score >= MEANING_THRESHOLD)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let best = scored.first()?.0;
+    let mut picked: Vec<usize> = scored
+        .iter()
+        .take(2)
+        .filter(|(score, _)| best - score <= MEANING_NEAR)
+        .map(|(_, i)| *i)
+        .collect();
+    picked.sort_unstable();
+    Some(
+        picked
+            .into_iter()
+            .filter_map(|i| meanings.sentences.get(i))
+            .map(|s| ensure_period(s))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 fn ensure_period(s: &str) -> String {
     if s.ends_with(['.', '!', '?']) {
         s.to_string()

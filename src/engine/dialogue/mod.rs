@@ -152,11 +152,40 @@ pub struct Dialogue {
     utterance: String,
     answering: Option<PendingAnswer>,
     events: Vec<CallEvent>,
+    /// The context's sentences by meaning, when the server has a sentence encoder.
+    meanings: Option<Arc<context::ContextMeanings>>,
+    /// The caller's words and their meaning (given with their transcript).
+    question_meaning: Option<(String, Arc<[f32]>)>,
 }
 
 impl Dialogue {
     pub fn new(settings: Arc<ReceptionistSettings>, returning_caller: bool) -> Self {
         Self::with_model(settings, returning_caller, false)
+    }
+
+    /// Match the caller's questions to the context by meaning too (see
+    /// [`set_question_meaning`](Self::set_question_meaning)).
+    pub fn with_meanings(mut self, meanings: Option<Arc<context::ContextMeanings>>) -> Self {
+        self.meanings = meanings;
+        self
+    }
+
+    /// The meaning of the caller's words `text` (their transcript): a question in them is
+    /// answered by the context sentences closest in meaning.
+    pub fn set_question_meaning(&mut self, text: &str, meaning: Arc<[f32]>) {
+        self.question_meaning = Some((text.to_string(), meaning));
+    }
+
+    /// The context's answer to `question`: by meaning when both are known (the meaning given
+    /// for these very words), else, or when nothing is close enough, by its words.
+    fn answer_from_context(&mut self, question: &str) -> Option<String> {
+        let by_meaning = match (&self.meanings, &self.question_meaning) {
+            (Some(m), Some((text, q))) if text.trim() == question.trim() => {
+                context::answer_by_meaning(m, q)
+            }
+            _ => None,
+        };
+        by_meaning.or_else(|| context::answer(&self.settings.custom_context, question))
     }
 
     /// A dialogue that consults a language model when `use_model` (see [`Step`]).
@@ -182,6 +211,8 @@ impl Dialogue {
             utterance: String::new(),
             answering: None,
             events: Vec::new(),
+            meanings: None,
+            question_meaning: None,
         }
     }
 
@@ -517,8 +548,9 @@ impl Dialogue {
         };
         let mut prompts = Vec::new();
         if a.spoken == 0 {
+            let question = a.question.clone();
             prompts.push(Prompt::say(
-                context::answer(&self.settings.custom_context, &a.question)
+                self.answer_from_context(&question)
                     .unwrap_or_else(|| model::NO_ANSWER.to_string()),
             ));
         }
@@ -734,7 +766,7 @@ impl Dialogue {
             };
         }
         self.caller_questions += 1;
-        let answer = context::answer(&self.settings.custom_context, text).unwrap_or_else(|| {
+        let answer = self.answer_from_context(text).unwrap_or_else(|| {
             "I don't have that information, but a recruiter will follow up with you about it."
                 .to_string()
         });
