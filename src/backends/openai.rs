@@ -359,15 +359,7 @@ impl OpenAiTts {
         };
         if content_type.contains("wav") {
             let bytes = response.bytes().await.map_err(lost)?;
-            let (pcm, sample_rate) = wav::decode(&bytes)?;
-            let _ = tx
-                .send(Ok(Speech {
-                    pcm,
-                    sample_rate,
-                    fallback: false,
-                }))
-                .await;
-            return Ok(());
+            return send_wav(tx, &bytes).await;
         }
         let raw = content_type.is_empty()
             || content_type.starts_with("audio/pcm")
@@ -390,15 +382,7 @@ impl OpenAiTts {
                 while let Some(more) = response.chunk().await.map_err(lost)? {
                     bytes.extend_from_slice(&more);
                 }
-                let (pcm, sample_rate) = wav::decode(&bytes)?;
-                let _ = tx
-                    .send(Ok(Speech {
-                        pcm,
-                        sample_rate,
-                        fallback: false,
-                    }))
-                    .await;
-                return Ok(());
+                return send_wav(tx, &bytes).await;
             }
             first = false;
             total += chunk.len();
@@ -430,6 +414,21 @@ impl OpenAiTts {
         }
         Ok(())
     }
+}
+
+/// A whole WAV answer, as one piece.
+async fn send_wav(
+    tx: &tokio::sync::mpsc::Sender<Result<Speech, BackendError>>,
+    bytes: &[u8],
+) -> Result<(), BackendError> {
+    let (pcm, sample_rate) = wav::decode(bytes)?;
+    let piece = Speech {
+        pcm,
+        sample_rate,
+        fallback: false,
+    };
+    let _ = tx.send(Ok(piece)).await;
+    Ok(())
 }
 
 /// Most audio accepted for one text (5 minutes of 24 kHz 16-bit PCM).

@@ -301,20 +301,26 @@ impl Sim {
         )
     }
 
-    /// A Twilio call whose synthesiser streams: `bytes` of audio every `every_ms`.
-    fn with_streaming_voice(script: Vec<Act>, bytes: usize, every_ms: u64) -> Self {
+    /// A Twilio call with `settings` and `extras`.
+    fn twilio(settings: ReceptionistSettings, script: Vec<Act>, extras: Extras) -> Self {
         Self::build(
             Carrier::Twilio,
             AudioCodec::Mulaw,
-            settings(),
+            settings,
             false,
             script,
             Timing::default(),
-            Extras {
-                tts_stream: Some((bytes, every_ms)),
-                ..Extras::default()
-            },
+            extras,
         )
+    }
+
+    /// A Twilio call whose synthesiser streams: `bytes` of audio every `every_ms`.
+    fn with_streaming_voice(script: Vec<Act>, bytes: usize, every_ms: u64) -> Self {
+        let extras = Extras {
+            tts_stream: Some((bytes, every_ms)),
+            ..Extras::default()
+        };
+        Self::twilio(settings(), script, extras)
     }
 
     fn build(
@@ -1049,22 +1055,16 @@ fn a_voice_stream_that_breaks_off_keeps_what_was_said_and_the_call_goes_on() {
 }
 
 fn multilingual_call(language: &'static str, speaks_languages: bool) -> Sim {
-    Sim::build(
-        Carrier::Twilio,
-        AudioCodec::Mulaw,
-        ReceptionistSettings {
-            language_mode: crate::model::LanguageMode::Multilingual,
-            ..settings()
-        },
-        false,
-        happy_script(),
-        Timing::default(),
-        Extras {
-            caller_language: Some(language),
-            speaks_languages,
-            ..Extras::default()
-        },
-    )
+    let settings = ReceptionistSettings {
+        language_mode: crate::model::LanguageMode::Multilingual,
+        ..settings()
+    };
+    let extras = Extras {
+        caller_language: Some(language),
+        speaks_languages,
+        ..Extras::default()
+    };
+    Sim::twilio(settings, happy_script(), extras)
 }
 
 fn language_events(sim: &Sim) -> Vec<(String, bool)> {
@@ -1113,18 +1113,11 @@ fn a_caller_in_another_language_is_answered_in_it_when_the_agent_can() {
 
 #[test]
 fn an_english_only_receptionist_ignores_the_callers_language() {
-    let mut sim = Sim::build(
-        Carrier::Twilio,
-        AudioCodec::Mulaw,
-        settings(),
-        false,
-        happy_script(),
-        Timing::default(),
-        Extras {
-            caller_language: Some("es"),
-            ..Extras::default()
-        },
-    );
+    let extras = Extras {
+        caller_language: Some("es"),
+        ..Extras::default()
+    };
+    let mut sim = Sim::twilio(settings(), happy_script(), extras);
     sim.run(180_000);
     assert_eq!(sim.ended, Some(EndReason::Completed));
     assert!(language_events(&sim).is_empty());
@@ -1155,27 +1148,19 @@ fn a_question_is_answered_by_the_context_sentence_closest_in_meaning() {
         ],
     };
     let mut script = happy_script();
-    // no word in common with any sentence ("working" and "nights" are in no synonym group
-    // with "shifts" here: the words alone find the pay sentence's "hour"? no: nothing)
+    // no word in common with any sentence: the words alone find nothing
     script[4] = Act::Say {
         ms: 700,
         text: Some("will i be up late"),
     };
-    let mut sim = Sim::build(
-        Carrier::Twilio,
-        AudioCodec::Mulaw,
-        settings,
-        false,
-        script,
-        Timing::default(),
-        Extras {
-            meanings: Some((
-                Arc::new(meanings),
-                vec![("will i be up late", vec![0.1, 0.95, 0.1])],
-            )),
-            ..Extras::default()
-        },
-    );
+    let extras = Extras {
+        meanings: Some((
+            Arc::new(meanings),
+            vec![("will i be up late", vec![0.1, 0.95, 0.1])],
+        )),
+        ..Extras::default()
+    };
+    let mut sim = Sim::twilio(settings, script, extras);
     sim.run(180_000);
     assert_eq!(sim.ended, Some(EndReason::Completed));
     let t = sim.transcript();
