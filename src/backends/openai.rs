@@ -159,6 +159,19 @@ pub fn hint_prompt(hint: SttHint) -> Option<&'static str> {
     }
 }
 
+/// The hint a transcription `prompt` was made from ([`hint_prompt`]'s inverse; `Any` for none).
+pub fn hint_of_prompt(prompt: &str) -> SttHint {
+    [
+        SttHint::Name,
+        SttHint::Location,
+        SttHint::YesNo,
+        SttHint::Number,
+    ]
+    .into_iter()
+    .find(|h| hint_prompt(*h) == Some(prompt))
+    .unwrap_or(SttHint::Any)
+}
+
 impl SpeechToText for OpenAiStt {
     fn start(&self, hint: SttHint) -> Box<dyn SttSession> {
         self.start_in(hint, false)

@@ -404,6 +404,9 @@ struct OpenAiState {
     chat_body: Mutex<Option<String>>,
     /// Answers each chat request from its JSON body (an SSE body), instead of `chat_body`.
     chat_responder: Mutex<Option<ChatResponder>>,
+    /// Answers each transcription from its form's text fields (`model`, `prompt`, ...), instead
+    /// of the scripted transcripts.
+    transcription_responder: Mutex<Option<ChatResponder>>,
     /// Wait this long before the first byte of a chat answer.
     chat_delay: Mutex<Duration>,
     /// Statuses for the next requests (any path), then normal answers.
@@ -518,6 +521,16 @@ impl FakeOpenAi {
     /// Answer each chat request with what `responder` makes of its body.
     pub fn chat_responder(&self, responder: impl Fn(&Value) -> String + Send + Sync + 'static) {
         *lock(&self.state.chat_responder) = Some(Arc::new(responder));
+    }
+
+    /// Answer each transcription with `responder(fields)` (the form's text fields as JSON:
+    /// `model`, `response_format`, `prompt`) instead of the scripted transcripts: a stand-in
+    /// that hears what the prompt says the dialogue expects, for load runs.
+    pub fn transcription_responder(
+        &self,
+        responder: impl Fn(&Value) -> String + Send + Sync + 'static,
+    ) {
+        *lock(&self.state.transcription_responder) = Some(Arc::new(responder));
     }
 
     /// The language `verbose_json` transcriptions name, as Whisper names it (`"spanish"`); empty
@@ -723,7 +736,15 @@ async fn openai_transcriptions(
     if text_field("model").is_none_or(|m| m.is_empty()) {
         return bad_request("model is required");
     }
-    let text = lock(&state.transcripts).pop_front().unwrap_or_default();
+    let responder = lock(&state.transcription_responder).clone();
+    let text = match responder {
+        Some(respond) => respond(&json!({
+            "model": text_field("model"),
+            "response_format": text_field("response_format"),
+            "prompt": text_field("prompt"),
+        })),
+        None => lock(&state.transcripts).pop_front().unwrap_or_default(),
+    };
     if text_field("response_format").as_deref() == Some("verbose_json") {
         // as Whisper answers: the language by name, the duration, the segments
         return axum::Json(json!({

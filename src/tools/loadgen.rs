@@ -147,6 +147,12 @@ pub struct LoadgenArgs {
     /// The stand-in's delay before each answer's first byte (a model's time to first token).
     #[arg(long, default_value_t = 0, requires = "llm_stand_in")]
     pub llm_stand_in_delay_ms: u64,
+    /// Start the server with `--stt openai` pointed at a local OpenAI-compatible stand-in
+    /// whose transcription hears what the dialogue expects (from the request's hint prompt):
+    /// each utterance goes up as a WAV file and its transcript comes back over HTTP, so `stt`
+    /// in `server_stage_latency_ms` is that path's added latency.
+    #[arg(long, conflicts_with = "server")]
+    pub stt_stand_in: bool,
     /// Start the server with `--tts elevenlabs` pointed at a local stand-in of ElevenLabs'
     /// input-streaming socket (`testing::providers::FakeElevenLabs`): what is not cached is
     /// synthesised over a socket per line and played from its first piece, so `tts` in
@@ -980,6 +986,8 @@ struct OwnServer {
     _stand_in: Option<crate::testing::providers::FakeOpenAi>,
     /// The synthesiser's stand-in, likewise.
     _tts_stand_in: Option<crate::testing::providers::FakeElevenLabs>,
+    /// The recogniser's stand-in, likewise.
+    _stt_stand_in: Option<crate::testing::providers::FakeOpenAi>,
 }
 
 impl OwnServer {
@@ -1039,6 +1047,20 @@ fn stand_in_model(body: &Value) -> String {
         json!({"answers": []})
     };
     sse_tool_call("record_turn", &arguments.to_string())
+}
+
+/// The recogniser's stand-in for load runs (`--stt-stand-in`): hears what the hint prompt says
+/// the dialogue expects, as the scripted recogniser answers its hint.
+fn stand_in_transcript(fields: &Value) -> String {
+    let prompt = fields["prompt"].as_str().unwrap_or_default();
+    let text = match crate::backends::openai::hint_of_prompt(prompt) {
+        crate::backends::SttHint::Name => "My name is Maria Lopez.",
+        crate::backends::SttHint::Location => "I live in Chicago.",
+        crate::backends::SttHint::YesNo => "Yes.",
+        crate::backends::SttHint::Number => "Three years.",
+        _ => "No, thank you.",
+    };
+    text.to_string()
 }
 
 async fn start_own_server(
@@ -1104,6 +1126,17 @@ async fn start_own_server(
     } else {
         None
     };
+    let stt_stand_in = if args.stt_stand_in {
+        let fake = crate::testing::providers::FakeOpenAi::start(&[]).await;
+        fake.transcription_responder(stand_in_transcript);
+        serve
+            .args(["--stt", "openai"])
+            .env("OPENAI_API_KEY", &fake.api_key)
+            .env("OPENAI_BASE_URL", &fake.url);
+        Some(fake)
+    } else {
+        None
+    };
     let tts_stand_in = if args.tts_stand_in {
         let fake = crate::testing::providers::FakeElevenLabs::start().await;
         fake.pace(Duration::from_millis(args.tts_stand_in_pace_ms));
@@ -1141,6 +1174,7 @@ async fn start_own_server(
         log,
         _stand_in: stand_in,
         _tts_stand_in: tts_stand_in,
+        _stt_stand_in: stt_stand_in,
     };
     let server = format!("http://127.0.0.1:{port}");
 
