@@ -65,6 +65,38 @@ fn self_spawned_run_completes_every_call() {
     }
 }
 
+/// The providers' paths under load: the server hears through a transcription stand-in, speaks
+/// through a streaming ElevenLabs stand-in (paced as it synthesises) and consults a chat model
+/// stand-in; every call completes and each path's stage is measured.
+#[test]
+fn a_run_through_the_provider_stand_ins_completes_every_call() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/audio-fixtures");
+    let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))
+        .args(["loadgen", "--calls", "3", "--ramp-secs", "1"])
+        .args(["--duration-secs", "20", "--max-secs", "90"])
+        .args(["--stt-stand-in", "--llm-stand-in", "--tts-stand-in"])
+        .args(["--tts-stand-in-pace-ms", "20"])
+        .args(["--fixtures", fixtures])
+        .env_remove("TWILIO_AUTH_TOKEN")
+        .env_remove("RECEPTIONIST_API_KEY")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadgen failed:\n{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let r: Value = serde_json::from_str(stdout.lines().next().unwrap_or("")).expect("JSON");
+    assert_eq!(r["calls_completed"], 3, "{r}\n{stderr}");
+    assert_eq!(r["calls_failed"], 0, "{r}");
+    assert_eq!(r["protocol_errors"], 0, "{r}");
+    let stages = &r["server_stage_latency_ms"];
+    for stage in ["stt_ms", "llm_first_ms", "tts_ms", "total_ms"] {
+        assert!(
+            stages[stage]["n"].as_u64().is_some_and(|n| n > 0),
+            "{stage} not measured: {r}"
+        );
+    }
+}
+
 /// A short soak (CI's version of `scripts/soak`): 20 calls kept going for a minute, each hung up
 /// after 15 s and replaced at once; then the curve, the memory verdict, and every completed
 /// call's records checked through the API (end reason, transcript, a finished recording as long

@@ -982,12 +982,11 @@ struct OwnServer {
     child: tokio::process::Child,
     dir: PathBuf,
     log: PathBuf,
-    /// The language model's stand-in, served for as long as the server runs.
+    /// The language model's and the recogniser's stand-in, served for as long as the server
+    /// runs.
     _stand_in: Option<crate::testing::providers::FakeOpenAi>,
     /// The synthesiser's stand-in, likewise.
     _tts_stand_in: Option<crate::testing::providers::FakeElevenLabs>,
-    /// The recogniser's stand-in, likewise.
-    _stt_stand_in: Option<crate::testing::providers::FakeOpenAi>,
 }
 
 impl OwnServer {
@@ -1114,25 +1113,22 @@ async fn start_own_server(
         .with_context(|| format!("creating the server log {}", log.display()))?;
     let mut serve = tokio::process::Command::new(&exe);
     serve.args(["serve", "--backends", "scripted", "--database-url", &db_url]);
-    let stand_in = if args.llm_stand_in {
+    // one OpenAI-compatible stand-in serves the model and the transcriptions (they share
+    // OPENAI_BASE_URL)
+    let stand_in = if args.llm_stand_in || args.stt_stand_in {
         let fake = crate::testing::providers::FakeOpenAi::start(&[]).await;
-        fake.chat_responder(stand_in_model);
-        fake.chat_delay(Duration::from_millis(args.llm_stand_in_delay_ms));
         serve
-            .args(["--llm", "openai"])
             .env("OPENAI_API_KEY", &fake.api_key)
             .env("OPENAI_BASE_URL", &fake.url);
-        Some(fake)
-    } else {
-        None
-    };
-    let stt_stand_in = if args.stt_stand_in {
-        let fake = crate::testing::providers::FakeOpenAi::start(&[]).await;
-        fake.transcription_responder(stand_in_transcript);
-        serve
-            .args(["--stt", "openai"])
-            .env("OPENAI_API_KEY", &fake.api_key)
-            .env("OPENAI_BASE_URL", &fake.url);
+        if args.llm_stand_in {
+            fake.chat_responder(stand_in_model);
+            fake.chat_delay(Duration::from_millis(args.llm_stand_in_delay_ms));
+            serve.args(["--llm", "openai"]);
+        }
+        if args.stt_stand_in {
+            fake.transcription_responder(stand_in_transcript);
+            serve.args(["--stt", "openai"]);
+        }
         Some(fake)
     } else {
         None
@@ -1174,7 +1170,6 @@ async fn start_own_server(
         log,
         _stand_in: stand_in,
         _tts_stand_in: tts_stand_in,
-        _stt_stand_in: stt_stand_in,
     };
     let server = format!("http://127.0.0.1:{port}");
 
