@@ -8,26 +8,16 @@ use serde_json::Value;
 
 #[test]
 fn self_spawned_run_completes_every_call() {
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/audio-fixtures");
-    let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))
-        .args(["loadgen", "--calls", "5", "--ramp-secs", "1"])
-        .args(["--duration-secs", "15", "--max-secs", "90"])
-        .args(["--fixtures", fixtures])
-        .env_remove("TWILIO_AUTH_TOKEN")
-        .env_remove("RECEPTIONIST_API_KEY")
-        .output()
-        .expect("the binary runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "loadgen failed:\n{stderr}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "one JSON line expected:\n{stdout}\n{stderr}"
-    );
-    let r: Value = serde_json::from_str(lines[0]).expect("the report is JSON");
-
+    let (r, stderr) = loadgen(&[
+        "--calls",
+        "5",
+        "--ramp-secs",
+        "1",
+        "--duration-secs",
+        "15",
+        "--max-secs",
+        "90",
+    ]);
     assert_eq!(r["calls_started"], 5, "{r}");
     assert_eq!(r["calls_completed"], 5, "{r}\n{stderr}");
     assert_eq!(r["calls_failed"], 0, "{r}");
@@ -70,21 +60,21 @@ fn self_spawned_run_completes_every_call() {
 /// stand-in; every call completes and each path's stage is measured.
 #[test]
 fn a_run_through_the_provider_stand_ins_completes_every_call() {
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/audio-fixtures");
-    let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))
-        .args(["loadgen", "--calls", "3", "--ramp-secs", "1"])
-        .args(["--duration-secs", "20", "--max-secs", "90"])
-        .args(["--stt-stand-in", "--llm-stand-in", "--tts-stand-in"])
-        .args(["--tts-stand-in-pace-ms", "20"])
-        .args(["--fixtures", fixtures])
-        .env_remove("TWILIO_AUTH_TOKEN")
-        .env_remove("RECEPTIONIST_API_KEY")
-        .output()
-        .expect("the binary runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "loadgen failed:\n{stderr}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let r: Value = serde_json::from_str(stdout.lines().next().unwrap_or("")).expect("JSON");
+    let (r, stderr) = loadgen(&[
+        "--calls",
+        "3",
+        "--ramp-secs",
+        "1",
+        "--duration-secs",
+        "20",
+        "--max-secs",
+        "90",
+        "--stt-stand-in",
+        "--llm-stand-in",
+        "--tts-stand-in",
+        "--tts-stand-in-pace-ms",
+        "20",
+    ]);
     assert_eq!(r["calls_completed"], 3, "{r}\n{stderr}");
     assert_eq!(r["calls_failed"], 0, "{r}");
     assert_eq!(r["protocol_errors"], 0, "{r}");
@@ -95,6 +85,33 @@ fn a_run_through_the_provider_stand_ins_completes_every_call() {
             "{stage} not measured: {r}"
         );
     }
+}
+
+/// `receptionist loadgen ARGS` on its own server with the fixtures: its one-line report (it
+/// must succeed), and its stderr.
+fn loadgen(args: &[&str]) -> (Value, String) {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/audio-fixtures");
+    let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))
+        .arg("loadgen")
+        .args(args)
+        .args(["--fixtures", fixtures])
+        .env_remove("TWILIO_AUTH_TOKEN")
+        .env_remove("RECEPTIONIST_API_KEY")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "loadgen failed:\n{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one JSON line expected:\n{stdout}\n{stderr}"
+    );
+    (
+        serde_json::from_str(lines[0]).expect("the report is JSON"),
+        stderr,
+    )
 }
 
 /// A short soak (CI's version of `scripts/soak`): 20 calls kept going for a minute, each hung up
