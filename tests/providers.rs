@@ -447,6 +447,61 @@ async fn whole_call_with_openai_compatible_speech() {
     );
 }
 
+/// The other pairings of recogniser and voice: Deepgram with OpenAI's voice and the rules;
+/// OpenAI's transcription with ElevenLabs' voice and the model. With the two calls above, each
+/// recogniser has served a whole call with each voice, with and without the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_calls_with_the_other_pairings_of_providers() {
+    let deepgram = FakeDeepgram::start(&TRANSCRIPTS).await;
+    let openai = FakeOpenAi::start(&[]).await;
+    let (log, _) = whole_call(
+        &["--stt", "deepgram", "--tts", "openai"],
+        &[
+            ("DEEPGRAM_API_KEY", &deepgram.api_key),
+            ("DEEPGRAM_URL", &deepgram.url),
+            ("OPENAI_API_KEY", &openai.api_key),
+            ("OPENAI_BASE_URL", &openai.url),
+        ],
+        &[&deepgram.api_key, &openai.api_key],
+        &TURNS,
+    )
+    .await;
+    assert!(
+        log.contains(r#"stt="deepgram" tts="openai" llm="none""#),
+        "{log}"
+    );
+    assert!(!openai.requests_to("/audio/speech").is_empty());
+
+    let openai = FakeOpenAi::start(&TRANSCRIPTS_WITH_QUESTION).await;
+    openai.chat_responder(scripted_model);
+    let elevenlabs = FakeElevenLabs::start().await;
+    let (log, call) = whole_call(
+        &["--stt", "openai", "--tts", "elevenlabs", "--llm", "openai"],
+        &[
+            ("OPENAI_API_KEY", &openai.api_key),
+            ("OPENAI_BASE_URL", &openai.url),
+            ("ELEVENLABS_API_KEY", &elevenlabs.api_key),
+            ("ELEVENLABS_URL", &elevenlabs.url),
+        ],
+        &[&openai.api_key, &elevenlabs.api_key],
+        &TURNS_WITH_QUESTION,
+    )
+    .await;
+    assert!(
+        log.contains(r#"stt="openai" tts="elevenlabs" llm="openai""#),
+        "{log}"
+    );
+    assert!(!log.contains("language model failed"), "{log}");
+    assert!(
+        call["transcript"]
+            .to_string()
+            .contains("The pay is $18 per hour."),
+        "{call}"
+    );
+    assert_eq!(openai.requests_to("/audio/transcriptions").len(), 5);
+    assert!(!elevenlabs.streams().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_language_model_hands_the_call_to_the_rules() {
     let deepgram = FakeDeepgram::start(&TRANSCRIPTS).await;

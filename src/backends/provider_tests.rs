@@ -680,6 +680,31 @@ async fn elevenlabs_hands_on_its_first_piece_while_the_rest_is_made() {
 }
 
 #[tokio::test]
+async fn a_voice_slow_to_start_is_replaced_by_the_offline_one_for_that_line_and_call() {
+    use futures_util::StreamExt;
+    let fake = FakeElevenLabs::start().await;
+    fake.first_delay(Duration::from_secs(3));
+    let primary =
+        ElevenLabsTts::new(ElevenLabsConfig::new(&fake.url, Secret::new(&fake.api_key))).unwrap();
+    let shared = FallbackTts::new(
+        "elevenlabs",
+        Arc::new(primary),
+        Arc::new(ScriptedTts::new()),
+        Duration::from_millis(300),
+        Duration::ZERO,
+    );
+    let call = shared.for_call().unwrap();
+    let mut pieces = call.synthesize_stream("Which city or area do you live in?", "slt");
+    let speech = pieces.next().await.unwrap().unwrap();
+    assert!(speech.fallback, "the offline voice said it");
+    assert_eq!(fake.audio_sent(), 0, "without waiting for the slow provider");
+    assert!(pieces.next().await.is_none());
+    // the rest of the call does not wait for it again
+    assert!(call.synthesize("Goodbye.", "slt").await.unwrap().fallback);
+    assert_eq!(fake.streams().len(), 1);
+}
+
+#[tokio::test]
 async fn a_speech_stream_dropped_midway_keeps_its_start_and_the_call_stays_offline() {
     use futures_util::StreamExt;
     let fake = FakeElevenLabs::start().await;

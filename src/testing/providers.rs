@@ -888,6 +888,8 @@ struct ElevenState {
     fail: Mutex<bool>,
     /// Wait this long before each audio message after the first.
     pace: Mutex<Duration>,
+    /// Wait this long before the first audio message (a slow first byte).
+    first_delay: Mutex<Duration>,
     /// Drop the socket (no close frame) after this many audio messages.
     drop_after: Mutex<Option<usize>>,
     /// Audio messages sent, over all streams.
@@ -930,6 +932,11 @@ impl FakeElevenLabs {
     /// does while it synthesises.
     pub fn pace(&self, every: Duration) {
         *lock(&self.state.pace) = every;
+    }
+
+    /// Hold each stream's first audio message back this long (a provider slow to start).
+    pub fn first_delay(&self, delay: Duration) {
+        *lock(&self.state.first_delay) = delay;
     }
 
     /// Drop each stream's socket after `n` audio messages (`None`: send them all).
@@ -1011,6 +1018,10 @@ async fn eleven_session(state: Arc<ElevenState>, mut socket: WebSocket, index: u
     let chars: Vec<String> = text.chars().map(String::from).collect();
     let pace = *lock(&state.pace);
     let drop_after = *lock(&state.drop_after);
+    let first_delay = *lock(&state.first_delay);
+    if !first_delay.is_zero() {
+        tokio::time::sleep(first_delay).await;
+    }
     for (i, chunk) in ulaw.chunks(1_600).enumerate() {
         if drop_after == Some(i) {
             return; // the socket drops mid-stream
