@@ -697,7 +697,11 @@ async fn a_voice_slow_to_start_is_replaced_by_the_offline_one_for_that_line_and_
     let mut pieces = call.synthesize_stream("Which city or area do you live in?", "slt");
     let speech = pieces.next().await.unwrap().unwrap();
     assert!(speech.fallback, "the offline voice said it");
-    assert_eq!(fake.audio_sent(), 0, "without waiting for the slow provider");
+    assert_eq!(
+        fake.audio_sent(),
+        0,
+        "without waiting for the slow provider"
+    );
     assert!(pieces.next().await.is_none());
     // the rest of the call does not wait for it again
     assert!(call.synthesize("Goodbye.", "slt").await.unwrap().fallback);

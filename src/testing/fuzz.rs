@@ -455,6 +455,8 @@ pub enum Action {
     },
     /// The recogniser names the caller's language.
     CallerLanguage(u8),
+    /// What the caller's words mean: `text`, and a vector of any length and values.
+    CallerMeaning(Words, Vec<i8>),
 }
 
 /// A whole call: its setup and what happens.
@@ -537,7 +539,19 @@ impl EngineRun {
                 end_of_turn_model: setup.end_of_turn_model,
                 barge_in_words: setup.barge_in_words,
                 speaks_languages: setup.language_model,
-                context_meanings: None,
+                // toy meanings, one direction per context sentence (`Action::CallerMeaning`)
+                context_meanings: Some(Arc::new({
+                    let sentences = crate::engine::dialogue::context::sentences(
+                        &super::sample_settings().custom_context,
+                    );
+                    let n = sentences.len();
+                    crate::engine::dialogue::context::ContextMeanings {
+                        vectors: (0..n)
+                            .map(|i| (0..n).map(|j| f32::from(u8::from(i == j))).collect())
+                            .collect(),
+                        sentences,
+                    }
+                })),
             },
             InboundPipeline::new(Box::new(EnergyVad::new(EnergyVad::DEFAULT_THRESHOLD_DBFS))),
         );
@@ -656,6 +670,13 @@ impl EngineRun {
             Action::TtsFailed(p) => {
                 let speech = Self::pick(&self.speeches, *p);
                 self.input(Input::TtsFailed { speech });
+            }
+            Action::CallerMeaning(words, v) => {
+                let meaning: Arc<[f32]> = v.iter().map(|x| f32::from(*x) / 64.0).collect();
+                self.input(Input::CallerMeaning {
+                    text: words.text(),
+                    meaning,
+                });
             }
             Action::CallerLanguage(n) => {
                 let code = ["en", "es", "fr", "", "zz"][*n as usize % 5];
