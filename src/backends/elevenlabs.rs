@@ -125,16 +125,7 @@ impl ElevenLabsTts {
 
     /// The whole audio of `text` (the pieces of [`stream`](Self::stream), joined).
     pub async fn speak(&self, text: &str, voice: &str) -> Result<Speech, BackendError> {
-        let mut pieces = self.stream(text, voice);
-        let mut pcm = Vec::new();
-        while let Some(piece) = pieces.next().await {
-            pcm.extend_from_slice(&piece?.pcm);
-        }
-        Ok(Speech {
-            pcm,
-            sample_rate: 8_000,
-            fallback: false,
-        })
+        super::joined_speech(self.stream(text, voice), 8_000).await
     }
 
     /// The audio of `text` as ElevenLabs sends it: one [`Speech`] per audio message, the first

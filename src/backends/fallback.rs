@@ -265,8 +265,12 @@ impl FallbackTts {
 
 /// Where a [`FallbackTts`] stream is.
 enum Streaming {
-    /// Waiting for the primary's first piece: on failure the fallback speaks instead.
-    First(SpeechStream),
+    /// Waiting for the primary's first piece: on failure the fallback speaks `text` instead.
+    First {
+        primary: SpeechStream,
+        text: String,
+        voice: String,
+    },
     /// The primary is speaking: a failure now cuts the speech short (what was said stands).
     Rest(SpeechStream),
     Done,
@@ -306,30 +310,39 @@ impl TextToSpeech for FallbackTts {
                 this.fallback(&text, &voice).await
             }));
         }
-        let first = Streaming::First(self.primary.synthesize_stream(&text, &voice));
-        Box::pin(futures_util::stream::unfold(first, move |state| {
-            let this = this.clone();
-            let (text, voice) = (text.clone(), voice.clone());
-            async move {
-                let (mut primary, first) = match state {
-                    Streaming::First(p) => (p, true),
-                    Streaming::Rest(p) => (p, false),
+        let first = Streaming::First {
+            primary: self.primary.synthesize_stream(&text, &voice),
+            text,
+            voice,
+        };
+        Box::pin(futures_util::stream::unfold(
+            (this, first),
+            |(this, state)| async move {
+                let (mut primary, fallback_for) = match state {
+                    Streaming::First {
+                        primary,
+                        text,
+                        voice,
+                    } => (primary, Some((text, voice))),
+                    Streaming::Rest(p) => (p, None),
                     Streaming::Done => return None,
                 };
                 let error = match tokio::time::timeout(this.budget, primary.next()).await {
-                    Ok(Some(Ok(piece))) => return Some((Ok(piece), Streaming::Rest(primary))),
+                    Ok(Some(Ok(piece))) => {
+                        return Some((Ok(piece), (this, Streaming::Rest(primary))));
+                    }
                     Ok(None) => return None,
                     Ok(Some(Err(e))) => e,
                     Err(_) => BackendError::Timeout,
                 };
                 this.failed(&error);
-                if first {
-                    Some((this.fallback(&text, &voice).await, Streaming::Done))
-                } else {
-                    Some((Err(error), Streaming::Done))
-                }
-            }
-        }))
+                let item = match fallback_for {
+                    Some((text, voice)) => this.fallback(&text, &voice).await,
+                    None => Err(error),
+                };
+                Some((item, (this, Streaming::Done)))
+            },
+        ))
     }
 
     fn for_call(&self) -> Option<Arc<dyn TextToSpeech>> {

@@ -122,6 +122,26 @@ pub(crate) fn task_stream(
     ))
 }
 
+/// The whole of a speech stream, its pieces joined (at the last piece's rate; `rate` when there
+/// was none): `synthesize` for a provider that streams.
+pub(crate) async fn joined_speech(
+    mut pieces: SpeechStream,
+    rate: u32,
+) -> Result<Speech, BackendError> {
+    use futures_util::StreamExt;
+    let mut speech = Speech {
+        pcm: Vec::new(),
+        sample_rate: rate,
+        fallback: false,
+    };
+    while let Some(piece) = pieces.next().await {
+        let piece = piece?;
+        speech.sample_rate = piece.sample_rate;
+        speech.pcm.extend_from_slice(&piece.pcm);
+    }
+    Ok(speech)
+}
+
 /// Text to speech.
 pub trait TextToSpeech: Send + Sync + 'static {
     /// Synthesise `text` with `voice` (one of [`voices`](Self::voices); an unknown voice falls back

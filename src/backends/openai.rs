@@ -11,8 +11,6 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-
 use super::http::{self, RetryPolicy};
 use super::{
     BackendError, BoxFuture, Heard, Speech, SpeechStream, SpeechToText, SttHint, SttSession,
@@ -301,18 +299,7 @@ impl OpenAiTts {
 
     /// The whole audio of `text` (the pieces of [`stream`](Self::stream), joined).
     pub async fn speak(&self, text: &str, voice: &str) -> Result<Speech, BackendError> {
-        let mut pieces = self.stream(text, voice);
-        let mut speech = Speech {
-            pcm: Vec::new(),
-            sample_rate: PCM_RATE,
-            fallback: false,
-        };
-        while let Some(piece) = pieces.next().await {
-            let piece = piece?;
-            speech.sample_rate = piece.sample_rate;
-            speech.pcm.extend_from_slice(&piece.pcm);
-        }
-        Ok(speech)
+        super::joined_speech(self.stream(text, voice), PCM_RATE).await
     }
 
     /// The audio of `text` as the server sends it: raw PCM piece by piece as the response body

@@ -133,9 +133,7 @@ fn to_mulaw(speech: super::Speech) -> Vec<u8> {
     } else {
         resample(&speech.pcm, speech.sample_rate, 8_000)
     };
-    let mut ulaw = vec![0u8; pcm8k.len()];
-    g711::encode_into(&pcm8k, &mut ulaw);
-    ulaw
+    encode(&pcm8k)
 }
 
 /// Unambiguous key for (voice, text).

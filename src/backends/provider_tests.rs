@@ -679,20 +679,26 @@ async fn elevenlabs_hands_on_its_first_piece_while_the_rest_is_made() {
     assert_eq!(fake.streams().len(), 2, "the cached prompt asks nobody");
 }
 
+/// ElevenLabs on `fake`, falling back to the scripted voice past `budget`, with no cool-down
+/// for other calls (only the call it failed in stays offline).
+fn elevenlabs_with_fallback(fake: &FakeElevenLabs, budget: Duration) -> FallbackTts {
+    let primary =
+        ElevenLabsTts::new(ElevenLabsConfig::new(&fake.url, Secret::new(&fake.api_key))).unwrap();
+    FallbackTts::new(
+        "elevenlabs",
+        Arc::new(primary),
+        Arc::new(ScriptedTts::new()),
+        budget,
+        Duration::ZERO,
+    )
+}
+
 #[tokio::test]
 async fn a_voice_slow_to_start_is_replaced_by_the_offline_one_for_that_line_and_call() {
     use futures_util::StreamExt;
     let fake = FakeElevenLabs::start().await;
     fake.first_delay(Duration::from_secs(3));
-    let primary =
-        ElevenLabsTts::new(ElevenLabsConfig::new(&fake.url, Secret::new(&fake.api_key))).unwrap();
-    let shared = FallbackTts::new(
-        "elevenlabs",
-        Arc::new(primary),
-        Arc::new(ScriptedTts::new()),
-        Duration::from_millis(300),
-        Duration::ZERO,
-    );
+    let shared = elevenlabs_with_fallback(&fake, Duration::from_millis(300));
     let call = shared.for_call().unwrap();
     let mut pieces = call.synthesize_stream("Which city or area do you live in?", "slt");
     let speech = pieces.next().await.unwrap().unwrap();
@@ -713,16 +719,8 @@ async fn a_speech_stream_dropped_midway_keeps_its_start_and_the_call_stays_offli
     use futures_util::StreamExt;
     let fake = FakeElevenLabs::start().await;
     fake.drop_after(Some(2));
-    let primary =
-        ElevenLabsTts::new(ElevenLabsConfig::new(&fake.url, Secret::new(&fake.api_key))).unwrap();
     // no cool-down for other calls: only the call it failed in stays offline
-    let shared = FallbackTts::new(
-        "elevenlabs",
-        Arc::new(primary),
-        Arc::new(ScriptedTts::new()),
-        Duration::from_secs(5),
-        Duration::ZERO,
-    );
+    let shared = elevenlabs_with_fallback(&fake, Duration::from_secs(5));
     let call = shared.for_call().expect("a call of its own");
     let mut pieces = call.synthesize_stream("Thanks for calling about the open roles.", "slt");
     let mut came = Vec::new();

@@ -315,6 +315,8 @@ pub struct StreamResampler {
     taken: u64,
     given: u64,
     out: Vec<f32>,
+    /// The filter's output for one chunk (reused).
+    chunk_out: Vec<f32>,
 }
 
 impl std::fmt::Debug for StreamResampler {
@@ -344,6 +346,7 @@ impl StreamResampler {
             })
             .flatten();
         let skip = fft.as_ref().map_or(0, |f| f.output_delay());
+        let chunk_out = vec![0f32; fft.as_ref().map_or(0, |f| f.output_frames_max())];
         Self {
             fft,
             from_rate,
@@ -353,6 +356,7 @@ impl StreamResampler {
             taken: 0,
             given: 0,
             out: Vec::new(),
+            chunk_out,
         }
     }
 
@@ -383,7 +387,6 @@ impl StreamResampler {
             return;
         };
         let expected = (self.taken * u64::from(self.to_rate)).div_ceil(u64::from(self.from_rate));
-        let mut chunk_out = vec![0f32; fft.output_frames_max()];
         loop {
             let need = fft.input_frames_next();
             let have = self.pending.len();
@@ -398,7 +401,7 @@ impl StreamResampler {
             let (Ok(a_in), Ok(mut a_out)) = (
                 InterleavedSlice::new(input, 1, need),
                 rubato::audioadapter_buffers::direct::InterleavedSlice::new_mut(
-                    &mut chunk_out[..],
+                    &mut self.chunk_out[..],
                     1,
                     fft.output_frames_max(),
                 ),
@@ -409,7 +412,7 @@ impl StreamResampler {
                 break;
             };
             self.pending.drain(..used.min(self.pending.len()));
-            let mut produced = &chunk_out[..made];
+            let mut produced = &self.chunk_out[..made];
             let drop = self.skip.min(produced.len());
             self.skip -= drop;
             produced = &produced[drop..];
