@@ -290,3 +290,69 @@ fn whisper_beats_pocketsphinx_on_held_out_voices_over_the_phone() {
         files.len()
     );
 }
+
+/// Espeak-ng speaking `text` in `voice` (a language of its own), through the telephone path.
+fn spoken_in(dir: &Path, name: &str, voice: &str, text: &str) -> Vec<i16> {
+    load_audio(&utterance(dir, name, voice, text, None), true).unwrap()
+}
+
+#[tokio::test]
+async fn the_multilingual_model_names_the_callers_language_and_tiny_en_names_none() {
+    let models = models_dir();
+    assert!(
+        receptionist::backends::whisper::multilingual_installed(&models),
+        "the multilingual Whisper model is not in {} (run scripts/install-models)",
+        models.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let stt = WhisperStt::new(WhisperConfig::new(&models)).expect("whisper loads");
+    assert!(stt.multilingual());
+    let spanish = spoken_in(
+        dir.path(),
+        "es",
+        "espeak:es",
+        "Buenos días, quisiera información sobre el trabajo en Madrid.",
+    );
+    let french = spoken_in(
+        dir.path(),
+        "fr",
+        "espeak:fr",
+        "Bonjour, je voudrais des informations sur le travail à Paris.",
+    );
+    let english = spoken_in(
+        dir.path(),
+        "en",
+        "espeak:en-us",
+        "Hello, my name is Peter and I live in Boston.",
+    );
+    for (pcm, want, word) in [
+        (&spanish, "es", "madrid"),
+        (&french, "fr", "informations"),
+        (&english, "en", "boston"),
+    ] {
+        let heard = stt.transcribe_in(pcm.clone(), true).await.unwrap();
+        assert_eq!(heard.language.as_deref(), Some(want), "{heard:?}");
+        assert!(heard.text.contains(word), "{heard:?}");
+    }
+    // a call not in multilingual mode is heard by tiny.en, which names no language
+    let heard = stt.transcribe_in(spanish.clone(), false).await.unwrap();
+    assert_eq!(heard.language, None, "{heard:?}");
+
+    // as a call pushes it: the session reports the language, from the decode at the pause too
+    let mut session = stt.start_in(SttHint::Any, true);
+    for frame in spanish.chunks(320) {
+        session.push(frame);
+    }
+    for _ in 0..35 {
+        session.push(&[0; 320]);
+    }
+    let heard = session.finish_heard().await.unwrap();
+    assert_eq!(heard.language.as_deref(), Some("es"), "{heard:?}");
+    // silence names no language
+    let mut session = stt.start_in(SttHint::Any, true);
+    session.push(&[0; 16_000]);
+    assert_eq!(
+        session.finish_heard().await.unwrap(),
+        receptionist::backends::Heard::default()
+    );
+}

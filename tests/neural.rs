@@ -164,3 +164,52 @@ async fn the_neural_defaults_take_turns_like_a_person() {
     );
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_multilingual_call_names_the_callers_language() {
+    let models = receptionist::testing::installed_models_dir();
+    assert!(
+        receptionist::backends::whisper::multilingual_installed(&models),
+        "the multilingual Whisper model is not installed (scripts/install-models)"
+    );
+    let served = Served::start(&["--models-dir", models.to_str().unwrap()], &[]).await;
+    assert!(served.log().contains("whisper-base"), "{}", served.log());
+    let mut settings = receptionist();
+    settings["language_mode"] = json!("multilingual");
+    let phone = served.receptionist(settings).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let turns = vec![
+        audio(
+            "name, in Spanish",
+            espeak(
+                tmp.path(),
+                "es",
+                "Buenos días. Me llamo María López y quisiera información sobre el trabajo.",
+            ),
+        ),
+        audio(
+            "yes, in Spanish",
+            espeak(tmp.path(), "es", "Sí, tengo más de dieciocho años."),
+        ),
+        CallerTurn::Silence(std::time::Duration::from_secs(2)),
+        CallerTurn::HangUp,
+    ];
+    let out = simulate_call(served.sim(&phone, turns)).await.unwrap();
+    let id = out.call_id.clone().expect("connected");
+    let call = served.ended_call(&id).await;
+    // the multilingual model heard Spanish; the offline voice speaks only English, so the agent
+    // says so once and goes on in English
+    assert_eq!(call["caller_language"], "es", "{call:#}\n{}", served.log());
+    assert_eq!(call["agent_language"], "en", "{call:#}");
+    let transcript = call["transcript"].to_string();
+    assert_eq!(
+        transcript.matches("I can only speak English").count(),
+        1,
+        "{call:#}"
+    );
+    assert!(
+        transcript.contains("maría") || transcript.contains("maria"),
+        "{call:#}"
+    );
+    served.stop().await;
+}

@@ -351,6 +351,11 @@ pub fn build(plan: &Plan) -> Result<(Backends, Option<ChatClient>), BackendError
             OfflineStt::Whisper(dir) => tracing::info!(
                 recogniser = "whisper",
                 models_dir = %dir.display(),
+                multilingual = if whisper::multilingual_installed(dir) {
+                    "whisper-base"
+                } else {
+                    "none (multilingual calls are heard in English)"
+                },
                 "offline speech recogniser: Whisper tiny.en"
             ),
             OfflineStt::Sphinx => tracing::info!(

@@ -1,4 +1,9 @@
 //! Offline speech-to-text with OpenAI's Whisper (tiny.en by default, MIT licence), run by candle.
+//! A call in multilingual mode uses the multilingual base model when it is installed: the
+//! language is detected from each utterance (the decoder's most likely language token after
+//! start-of-transcript), the utterance is transcribed in it, and the session reports it
+//! ([`SttSession::finish_heard`]). That model is loaded on the first multilingual utterance, not
+//! at start-up, so a server that never takes such a call never pays its memory.
 //!
 //! The model ships in CTranslate2's format (`model.bin`, see [`ct2`]); its variables are read
 //! into candle tensors under the names of `candle_transformers::models::whisper` and the model's
@@ -29,10 +34,14 @@ use futures_util::FutureExt;
 use futures_util::future::Shared as SharedFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{BackendError, BoxFuture, SpeechToText, SttHint, SttSession, UtteranceBuffer};
+use super::{
+    BackendError, BoxFuture, Heard, SpeechToText, SttCall, SttHint, SttSession, UtteranceBuffer,
+};
 
 /// The directory under the models directory that holds Whisper tiny.en.
 pub const MODEL_SUBDIR: &str = "whisper-tiny.en";
+/// The directory under the models directory that holds the multilingual Whisper base.
+pub const MULTILINGUAL_SUBDIR: &str = "whisper-base";
 
 /// Quiet after speech that starts a background decode of the audio so far.
 pub const EARLY_PAUSE_MS: u64 = 300;
@@ -43,15 +52,22 @@ const HOP: usize = 160;
 /// Frames of a 30 s window, what Whisper was trained on.
 const N_FRAMES_30S: usize = 3000;
 
-// Special tokens of the English-only vocabulary.
-const EOT: u32 = 50256;
-const SOT: u32 = 50257;
-const NO_CAPTIONS: u32 = 50361;
-const NO_TIMESTAMPS: u32 = 50362;
+/// End-of-text in the English-only vocabulary (the multilingual one's is found by name).
+const EOT_ENGLISH: u32 = 50256;
+/// Vocabularies this large or larger are multilingual (Whisper's own rule).
+const MULTILINGUAL_VOCAB: usize = 51865;
 
 /// Whether `models_dir` holds the Whisper model.
 pub fn installed(models_dir: &Path) -> bool {
-    let dir = models_dir.join(MODEL_SUBDIR);
+    model_in(&models_dir.join(MODEL_SUBDIR))
+}
+
+/// Whether `models_dir` holds the multilingual Whisper model.
+pub fn multilingual_installed(models_dir: &Path) -> bool {
+    model_in(&models_dir.join(MULTILINGUAL_SUBDIR))
+}
+
+fn model_in(dir: &Path) -> bool {
     dir.join("model.bin").is_file() && dir.join("vocabulary.txt").is_file()
 }
 
@@ -73,6 +89,9 @@ pub struct WhisperConfig {
     pub pad_to_30s: bool,
     /// Decode in the background when the caller pauses (see the module documentation).
     pub early_decode: bool,
+    /// The multilingual model's directory, for calls in multilingual mode (`None`: such calls
+    /// are heard in English by the model above).
+    pub multilingual_dir: Option<PathBuf>,
 }
 
 impl WhisperConfig {
@@ -84,6 +103,8 @@ impl WhisperConfig {
             threads_per_decode: 1,
             pad_to_30s: false,
             early_decode: true,
+            multilingual_dir: multilingual_installed(models_dir)
+                .then(|| models_dir.join(MULTILINGUAL_SUBDIR)),
         }
     }
 }
@@ -445,11 +466,13 @@ fn candle_vars(
 }
 
 /// The tokens Whisper's `config.json` says never to emit (`suppress_ids`) and never to start
-/// with (`suppress_ids_begin`).
+/// with (`suppress_ids_begin`), and its language tokens.
 #[derive(Debug, Clone, Default)]
 struct Suppress {
     always: Vec<u32>,
     begin: Vec<u32>,
+    /// The language tokens (`lang_ids`; multilingual models).
+    languages: Vec<u32>,
 }
 
 fn read_suppress(dir: &Path) -> Result<Suppress, BackendError> {
@@ -470,7 +493,62 @@ fn read_suppress(dir: &Path) -> Result<Suppress, BackendError> {
     Ok(Suppress {
         always: ids("suppress_ids"),
         begin: ids("suppress_ids_begin"),
+        languages: ids("lang_ids"),
     })
+}
+
+/// The special tokens a decode uses, found by name in the vocabulary (their ids differ between
+/// the English-only and the multilingual models).
+#[derive(Debug, Clone)]
+struct Specials {
+    eot: u32,
+    sot: u32,
+    no_speech: u32,
+    no_timestamps: u32,
+    /// Multilingual models: `<|transcribe|>` and each language token with its code.
+    transcribe: Option<u32>,
+    languages: Vec<(u32, String)>,
+}
+
+impl Specials {
+    fn find(vocab: &Vocabulary, lang_ids: &[u32]) -> Result<Self, String> {
+        let need = |name: &str| {
+            vocab
+                .find(name)
+                .ok_or_else(|| format!("vocabulary.txt lacks {name}"))
+        };
+        let multilingual = vocab.len() >= MULTILINGUAL_VOCAB;
+        let languages = if multilingual {
+            lang_ids
+                .iter()
+                .filter_map(|&id| {
+                    let t = vocab.tokens.get(id as usize)?;
+                    let code = std::str::from_utf8(t)
+                        .ok()?
+                        .strip_prefix("<|")?
+                        .strip_suffix("|>")?;
+                    Some((id, code.to_string()))
+                })
+                .collect::<Vec<_>>()
+        } else {
+            Vec::new()
+        };
+        if multilingual && languages.is_empty() {
+            return Err("config.json names no language tokens (lang_ids)".into());
+        }
+        Ok(Self {
+            eot: vocab.eot,
+            sot: need("<|startoftranscript|>")?,
+            no_speech: need("<|nocaptions|>").or_else(|_| need("<|nospeech|>"))?,
+            no_timestamps: need("<|notimestamps|>")?,
+            transcribe: if multilingual {
+                Some(need("<|transcribe|>")?)
+            } else {
+                None
+            },
+            languages,
+        })
+    }
 }
 
 // ---- tokens to text ----
@@ -479,6 +557,8 @@ fn read_suppress(dir: &Path) -> Result<Suppress, BackendError> {
 #[derive(Debug, Clone)]
 pub struct Vocabulary {
     tokens: Vec<Vec<u8>>,
+    /// End-of-text: it and every id after it are special tokens.
+    eot: u32,
 }
 
 /// GPT-2's printable stand-ins for bytes: printable Latin-1 bytes stand for themselves, the
@@ -512,8 +592,22 @@ impl Vocabulary {
                     .map(|c| map.get(&c).copied().unwrap_or(b'?'))
                     .collect()
             })
-            .collect();
-        Self { tokens }
+            .collect::<Vec<Vec<u8>>>();
+        let eot = tokens
+            .iter()
+            .position(|t| t == b"<|endoftext|>")
+            .map_or(EOT_ENGLISH, |i| i as u32);
+        Self { tokens, eot }
+    }
+
+    /// The id of a special token by its name (`<|startoftranscript|>`).
+    pub fn find(&self, name: &str) -> Option<u32> {
+        let at = self.eot as usize;
+        self.tokens
+            .get(at..)?
+            .iter()
+            .position(|t| t == name.as_bytes())
+            .map(|i| (at + i) as u32)
     }
 
     pub fn len(&self) -> usize {
@@ -528,7 +622,7 @@ impl Vocabulary {
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
         for &id in ids {
-            if id >= EOT {
+            if id >= self.eot {
                 continue;
             }
             if let Some(t) = self.tokens.get(id as usize) {
@@ -712,6 +806,7 @@ pub mod mel {
 struct Shared {
     model: Whisper,
     vocab: Vocabulary,
+    specials: Specials,
     suppress: Suppress,
     mel: mel::MelSpectrogram,
     pad_to_30s: bool,
@@ -755,32 +850,31 @@ impl Shared {
                 ),
             ));
         }
-        if model_config.vocab_size != 51864 {
-            return Err(load_err(
-                dir,
-                "only English-only Whisper models (vocabulary of 51864) are supported",
-            ));
-        }
         let suppress = read_suppress(dir)?;
+        let specials = Specials::find(&vocab, &suppress.languages).map_err(|e| load_err(dir, e))?;
         let vb = VarBuilder::from_tensors(vars, DType::F32, &dev);
         let n_mels = model_config.num_mel_bins;
         let model = Whisper::load(&vb, model_config).map_err(|e| load_err(dir, e))?;
         Ok(Self {
             model,
             vocab,
+            specials,
             suppress,
             mel: mel::MelSpectrogram::new(n_mels),
             pad_to_30s: config.pad_to_30s,
         })
     }
 
-    /// Greedy decoding of one utterance of 16 kHz audio.
+    /// Greedy decoding of one utterance of 16 kHz audio; a multilingual model first detects
+    /// its language, weighing the call's earlier utterances (`prior`: the sum of their
+    /// languages' log-probabilities, empty for none).
     fn transcribe(
         &self,
         model: &mut Whisper,
         pcm: &[i16],
         cancel: &AtomicBool,
-    ) -> candle_core::Result<String> {
+        prior: &[f32],
+    ) -> candle_core::Result<Decoded> {
         let samples: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
         let max_frames = 2 * model.config.max_source_positions;
         let n_frames = if self.pad_to_30s {
@@ -797,7 +891,34 @@ impl Shared {
 
         let seconds = pcm.len() as f64 / SAMPLE_RATE as f64;
         let cap = ((8.0 + 8.0 * seconds) as usize).min(model.config.max_target_positions / 2);
-        let mut tokens = vec![SOT, NO_TIMESTAMPS];
+        let sp = &self.specials;
+        let mut languages = Vec::new();
+        let (mut tokens, language) = match sp.transcribe {
+            None => (vec![sp.sot, sp.no_timestamps], None),
+            Some(transcribe) => {
+                // the language tokens' log-probabilities after start-of-transcript; with the
+                // call's earlier utterances, the likeliest is this one's language
+                let input = Tensor::new(&[sp.sot], &Device::Cpu)?.unsqueeze(0)?;
+                let hidden = model.decoder.forward(&input, &features, true)?;
+                let logits: Vec<f32> = model
+                    .decoder
+                    .final_linear(&hidden)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                languages = log_softmax(
+                    sp.languages
+                        .iter()
+                        .map(|(id, _)| logits.get(*id as usize).copied().unwrap_or(f32::MIN)),
+                );
+                let best = likeliest(&languages, prior)
+                    .ok_or_else(|| candle_core::Error::Msg("no language token".into()))?;
+                let (id, code) = &sp.languages[best];
+                (
+                    vec![sp.sot, *id, transcribe, sp.no_timestamps],
+                    Some(code.clone()),
+                )
+            }
+        };
         let prompt = tokens.len();
         let vocab = model.config.vocab_size;
         let mut suppressed = vec![false; vocab];
@@ -807,7 +928,7 @@ impl Shared {
             }
         }
         // no timestamps and no other special token in the text: only end-of-text may end it
-        for s in suppressed.iter_mut().skip(EOT as usize + 1) {
+        for s in suppressed.iter_mut().skip(sp.eot as usize + 1) {
             *s = true;
         }
         let mut sum_logprob = 0f64;
@@ -824,7 +945,9 @@ impl Shared {
                 let first = model.decoder.final_linear(&hidden.i((.., 0..1))?)?;
                 let probs: Vec<f32> =
                     candle_nn::ops::softmax_last_dim(&first.flatten_all()?)?.to_vec1()?;
-                no_speech = f64::from(probs[NO_CAPTIONS as usize]);
+                no_speech = probs
+                    .get(sp.no_speech as usize)
+                    .map_or(0.0, |&p| f64::from(p));
             }
             let logits = model.decoder.final_linear(&hidden.i((.., seq - 1..))?)?;
             let mut logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
@@ -844,7 +967,7 @@ impl Shared {
                 .iter()
                 .enumerate()
                 .max_by(|a, b| a.1.total_cmp(b.1))
-                .unwrap_or((EOT as usize, &0.0));
+                .unwrap_or((sp.eot as usize, &0.0));
             let log_sum: f64 = logits
                 .iter()
                 .filter(|l| l.is_finite())
@@ -853,7 +976,7 @@ impl Shared {
                 .ln();
             sum_logprob -= log_sum;
             let best = best as u32;
-            if best == EOT {
+            if best == sp.eot {
                 break;
             }
             tokens.push(best);
@@ -865,12 +988,60 @@ impl Shared {
         }
         let text = &tokens[prompt..];
         let avg_logprob = sum_logprob / (text.len() + 1) as f64;
-        if no_speech > 0.6 && avg_logprob < -1.0 {
-            return Ok(String::new());
+        // Whisper's rule for silence (no speech likely and the words unsure); encoding only the
+        // utterance, not 30 s, makes the multilingual model's no-speech estimate run higher
+        // (0.45 on a clear English sentence), hence its higher threshold
+        let no_speech_threshold = if sp.transcribe.is_some() { 0.8 } else { 0.6 };
+        let text = if no_speech > no_speech_threshold && avg_logprob < -1.0 {
+            String::new()
+        } else {
+            normalize_text(&self.vocab.decode(text))
+        };
+        if text.is_empty() {
+            // a sound with no words says nothing about the language
+            languages.clear();
         }
-        Ok(normalize_text(&self.vocab.decode(text)))
+        Ok(Decoded {
+            heard: Heard {
+                language: language.filter(|_| !text.is_empty()),
+                text,
+            },
+            languages,
+        })
     }
 }
+
+/// One utterance decoded: what was heard, and (multilingual models) the log-probabilities of
+/// the model's languages, in [`Specials::languages`]' order, for the call's later utterances.
+#[derive(Debug, Clone, Default)]
+struct Decoded {
+    heard: Heard,
+    languages: Vec<f32>,
+}
+
+/// The index of the likeliest language given this utterance's log-probabilities and the call's
+/// earlier evidence (summed log-probabilities; empty for none).
+fn likeliest(this: &[f32], prior: &[f32]) -> Option<usize> {
+    this.iter()
+        .enumerate()
+        .map(|(i, l)| (i, l + prior.get(i).copied().unwrap_or(0.0)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
+}
+
+fn log_softmax(logits: impl Iterator<Item = f32>) -> Vec<f32> {
+    let logits: Vec<f32> = logits.collect();
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    let log_sum = max + sum.ln();
+    logits.into_iter().map(|l| l - log_sum).collect()
+}
+
+/// The evidence for the caller's language over a call's utterances so far: the sum of each
+/// language's log-probability (empty until an utterance had words). Shared by the call's
+/// sessions: a short "sí" that alone sounds Italian is heard as Spanish once the caller has
+/// said a sentence in Spanish.
+type LanguageEvidence = Arc<Mutex<Vec<f32>>>;
 
 /// How many tokens at the end of `tokens` repeat what came just before them (0: none): greedy
 /// decoding of a small model can get stuck in a loop, and without the 30 s window it tends to
@@ -899,7 +1070,6 @@ struct Pool {
     decoders: Mutex<Vec<Decoder>>,
     /// One permit per decoder in `decoders`: holding a permit guarantees one is free.
     permits: Arc<Semaphore>,
-    early_decode: bool,
     /// Decodes run to their end or cancelled (for tests and measurements).
     decodes: std::sync::atomic::AtomicU64,
 }
@@ -924,6 +1094,31 @@ impl Drop for Lease {
 }
 
 impl Pool {
+    /// Loads the model in `config.model_dir` and makes its decoders (the weights are shared).
+    fn load(config: &WhisperConfig) -> Result<Self, BackendError> {
+        let shared = Shared::load(config)?;
+        let n = config.pool_size.max(1);
+        let decoders = (0..n)
+            .map(|i| {
+                let threads = rayon::ThreadPoolBuilder::new()
+                    .num_threads(config.threads_per_decode.max(1))
+                    .thread_name(move |t| format!("whisper-{i}-{t}"))
+                    .build()
+                    .map_err(|e| BackendError::Unavailable(format!("whisper threads: {e}")))?;
+                Ok(Decoder {
+                    model: shared.model.clone(),
+                    threads,
+                })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        Ok(Self {
+            shared,
+            decoders: Mutex::new(decoders),
+            permits: Arc::new(Semaphore::new(n)),
+            decodes: Default::default(),
+        })
+    }
+
     fn lease_with(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Result<Lease, BackendError> {
         let decoder = self
             .decoders
@@ -955,12 +1150,70 @@ impl Pool {
     }
 }
 
+/// A model's decoder pool, loaded at once or on first use (the multilingual model). A load
+/// that fails is remembered: each utterance then fails at once, and the call's fallback answers.
+struct Model {
+    config: WhisperConfig,
+    pool: tokio::sync::OnceCell<Result<Arc<Pool>, BackendError>>,
+}
+
+impl Model {
+    fn loaded(config: WhisperConfig, pool: Pool) -> Self {
+        Self {
+            config,
+            pool: tokio::sync::OnceCell::new_with(Some(Ok(Arc::new(pool)))),
+        }
+    }
+
+    fn lazy(config: WhisperConfig) -> Self {
+        Self {
+            config,
+            pool: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The pool, when it is loaded already.
+    fn ready(&self) -> Option<&Arc<Pool>> {
+        self.pool.get().and_then(|p| p.as_ref().ok())
+    }
+
+    /// The pool, loading it on a blocking thread the first time.
+    async fn get(&self) -> Result<Arc<Pool>, BackendError> {
+        self.pool
+            .get_or_init(|| async {
+                let config = self.config.clone();
+                let started = std::time::Instant::now();
+                let pool = tokio::task::spawn_blocking(move || Pool::load(&config))
+                    .await
+                    .map_err(|e| BackendError::Failed(format!("whisper load task: {e}")))
+                    .and_then(|p| p);
+                match &pool {
+                    Ok(_) => tracing::info!(
+                        model = %self.config.model_dir.display(),
+                        load_ms = started.elapsed().as_millis() as u64,
+                        "whisper: multilingual model loaded"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "whisper: model failed to load"),
+                }
+                pool.map(Arc::new)
+            })
+            .await
+            .clone()
+    }
+
+    /// A decoder, waiting for one (and for the model) if need be.
+    async fn lease(&self) -> Result<Lease, BackendError> {
+        self.get().await?.lease().await
+    }
+}
+
 /// Decode `pcm` on a blocking thread with the leased decoder.
 async fn decode_leased(
     mut lease: Lease,
     pcm: Arc<Vec<i16>>,
     cancel: Arc<AtomicBool>,
-) -> Result<String, BackendError> {
+    prior: Vec<f32>,
+) -> Result<Decoded, BackendError> {
     tokio::task::spawn_blocking(move || {
         let pool = lease.pool.clone();
         let decoder = lease
@@ -970,66 +1223,88 @@ async fn decode_leased(
         let Decoder { model, threads } = decoder;
         pool.decodes.fetch_add(1, Ordering::Relaxed);
         threads
-            .install(|| pool.shared.transcribe(model, &pcm, &cancel))
+            .install(|| pool.shared.transcribe(model, &pcm, &cancel, &prior))
             .map_err(|e| BackendError::Failed(format!("whisper: {e}")))
     })
     .await
     .map_err(|e| BackendError::Failed(format!("whisper task: {e}")))?
 }
 
-/// Whisper speech-to-text. Cheap to clone; clones share the model and the decoder pool.
+/// Whisper speech-to-text. Cheap to clone; clones share the models and the decoder pools.
 #[derive(Clone)]
 pub struct WhisperStt {
-    pool: Arc<Pool>,
+    english: Arc<Model>,
+    /// For calls in multilingual mode, when that model is installed; loaded on first use.
+    multilingual: Option<Arc<Model>>,
 }
 
 impl std::fmt::Debug for WhisperStt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhisperStt").finish_non_exhaustive()
+        f.debug_struct("WhisperStt")
+            .field("multilingual", &self.multilingual.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl WhisperStt {
-    /// Loads the model (about 0.2 s and 150 MB; the decoders share its weights).
+    /// Loads the model (about 0.2 s and 150 MB; the decoders share its weights). The
+    /// multilingual model, if configured, is loaded when a multilingual call first needs it.
     pub fn new(config: WhisperConfig) -> Result<Self, BackendError> {
-        let shared = Shared::load(&config)?;
-        let n = config.pool_size.max(1);
-        let decoders = (0..n)
-            .map(|i| {
-                let threads = rayon::ThreadPoolBuilder::new()
-                    .num_threads(config.threads_per_decode.max(1))
-                    .thread_name(move |t| format!("whisper-{i}-{t}"))
-                    .build()
-                    .map_err(|e| BackendError::Unavailable(format!("whisper threads: {e}")))?;
-                Ok(Decoder {
-                    model: shared.model.clone(),
-                    threads,
-                })
-            })
-            .collect::<Result<Vec<_>, BackendError>>()?;
+        let pool = Pool::load(&config)?;
+        let multilingual = config.multilingual_dir.clone().map(|dir| {
+            Arc::new(Model::lazy(WhisperConfig {
+                model_dir: dir,
+                multilingual_dir: None,
+                ..config.clone()
+            }))
+        });
         Ok(Self {
-            pool: Arc::new(Pool {
-                shared,
-                decoders: Mutex::new(decoders),
-                permits: Arc::new(Semaphore::new(n)),
-                early_decode: config.early_decode,
-                decodes: Default::default(),
-            }),
+            english: Arc::new(Model::loaded(config, pool)),
+            multilingual,
         })
     }
 
-    /// Decodes started so far, including those started at a pause and those cancelled.
+    /// Whether calls in multilingual mode are heard by the multilingual model.
+    pub fn multilingual(&self) -> bool {
+        self.multilingual.is_some()
+    }
+
+    /// Decodes started so far by the English model, including those started at a pause and
+    /// those cancelled.
     pub fn decodes(&self) -> u64 {
-        self.pool.decodes.load(Ordering::Relaxed)
+        self.english
+            .ready()
+            .map_or(0, |p| p.decodes.load(Ordering::Relaxed))
     }
 
     /// Transcribe one whole utterance of 16 kHz mono audio.
     pub async fn transcribe(&self, pcm16k: Vec<i16>) -> Result<String, BackendError> {
+        Ok(self.transcribe_in(pcm16k, false).await?.text)
+    }
+
+    /// Transcribe one whole utterance; `multilingual`: with the multilingual model (when
+    /// installed), which also names the language.
+    pub async fn transcribe_in(
+        &self,
+        pcm16k: Vec<i16>,
+        multilingual: bool,
+    ) -> Result<Heard, BackendError> {
         if pcm16k.is_empty() {
-            return Ok(String::new());
+            return Ok(Heard::default());
         }
-        let lease = self.pool.lease().await?;
-        decode_leased(lease, Arc::new(pcm16k), Arc::default()).await
+        let lease = self.model(multilingual).lease().await?;
+        Ok(
+            decode_leased(lease, Arc::new(pcm16k), Arc::default(), Vec::new())
+                .await?
+                .heard,
+        )
+    }
+
+    fn model(&self, multilingual: bool) -> &Arc<Model> {
+        match &self.multilingual {
+            Some(m) if multilingual => m,
+            _ => &self.english,
+        }
     }
 }
 
@@ -1038,13 +1313,51 @@ impl SpeechToText for WhisperStt {
         true
     }
 
-    fn start(&self, _hint: SttHint) -> Box<dyn SttSession> {
+    fn start(&self, hint: SttHint) -> Box<dyn SttSession> {
+        self.start_in(hint, false)
+    }
+
+    fn start_in(&self, _hint: SttHint, multilingual: bool) -> Box<dyn SttSession> {
+        self.session(multilingual, None)
+    }
+
+    /// A multilingual call's utterances share what they said about the caller's language.
+    fn open_call(&self, multilingual: bool) -> Option<Box<dyn SttCall>> {
+        (multilingual && self.multilingual.is_some()).then(|| {
+            Box::new(WhisperCall {
+                stt: self.clone(),
+                evidence: LanguageEvidence::default(),
+            }) as Box<dyn SttCall>
+        })
+    }
+}
+
+impl WhisperStt {
+    fn session(
+        &self,
+        multilingual: bool,
+        evidence: Option<LanguageEvidence>,
+    ) -> Box<dyn SttSession> {
         Box::new(WhisperSession {
-            pool: self.pool.clone(),
+            model: self.model(multilingual).clone(),
             buffer: UtteranceBuffer::default(),
             pause: PauseDetector::default(),
             early: None,
+            evidence,
         })
+    }
+}
+
+/// One multilingual call: its sessions weigh the call's earlier utterances when they name the
+/// language.
+struct WhisperCall {
+    stt: WhisperStt,
+    evidence: LanguageEvidence,
+}
+
+impl SttCall for WhisperCall {
+    fn start(&mut self, _hint: SttHint) -> Box<dyn SttSession> {
+        self.stt.session(true, Some(self.evidence.clone()))
     }
 }
 
@@ -1109,20 +1422,44 @@ impl PauseDetector {
 struct Early {
     /// The speech end it covers, in frames.
     speech_end: u64,
-    result: SharedFuture<BoxFuture<'static, Result<String, BackendError>>>,
+    result: SharedFuture<BoxFuture<'static, Result<Decoded, BackendError>>>,
     cancel: Arc<AtomicBool>,
     /// Someone waits for it (`partial`): not cancelled for a speculative decode.
     awaited: bool,
 }
 
 struct WhisperSession {
-    pool: Arc<Pool>,
+    model: Arc<Model>,
     buffer: UtteranceBuffer,
     pause: PauseDetector,
     early: Option<Early>,
+    /// The call's language evidence (multilingual calls).
+    evidence: Option<LanguageEvidence>,
 }
 
 impl WhisperSession {
+    /// What the call's earlier utterances said about the language.
+    fn prior(evidence: &Option<LanguageEvidence>) -> Vec<f32> {
+        evidence.as_ref().map_or_else(Vec::new, |e| {
+            e.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        })
+    }
+
+    /// Add a final decode's language log-probabilities to the call's evidence.
+    fn learn(evidence: &Option<LanguageEvidence>, decoded: &Decoded) {
+        let (Some(e), false) = (evidence, decoded.languages.is_empty()) else {
+            return;
+        };
+        let mut e = e.lock().unwrap_or_else(|e| e.into_inner());
+        if e.is_empty() {
+            e.clone_from(&decoded.languages);
+        } else {
+            for (sum, l) in e.iter_mut().zip(&decoded.languages) {
+                *sum += l;
+            }
+        }
+    }
+
     /// Decode the audio so far in the background. `wait`: for a free decoder (else only if one
     /// is free now: no speculation under load).
     fn start_early(&mut self, speech_end: u64, wait: bool) -> Option<&Early> {
@@ -1135,18 +1472,20 @@ impl WhisperSession {
         let lease = if wait {
             None
         } else {
-            Some(self.pool.try_lease()?)
+            // speculation only on a loaded model with a decoder free now
+            Some(self.model.ready()?.try_lease()?)
         };
-        let pool = self.pool.clone();
+        let model = self.model.clone();
         let pcm = Arc::new(self.buffer.to_vec());
         let cancel = Arc::new(AtomicBool::new(false));
         let c = cancel.clone();
-        let decode: BoxFuture<'static, Result<String, BackendError>> = Box::pin(async move {
+        let prior = Self::prior(&self.evidence);
+        let decode: BoxFuture<'static, Result<Decoded, BackendError>> = Box::pin(async move {
             let lease = match lease {
                 Some(l) => l,
-                None => pool.lease().await?,
+                None => model.lease().await?,
             };
-            decode_leased(lease, pcm, c).await
+            decode_leased(lease, pcm, c, prior).await
         });
         let result = decode.shared();
         // it runs whether or not anyone waits for it
@@ -1165,7 +1504,7 @@ impl SttSession for WhisperSession {
     fn push(&mut self, pcm16k: &[i16]) {
         self.buffer.push(pcm16k);
         if let Some(end) = self.pause.push(pcm16k)
-            && self.pool.early_decode
+            && self.model.config.early_decode
             && self.buffer.dropped() == 0
             // a decode asked for by `partial` runs: it covers this audio, or is awaited
             && self.early.as_ref().is_none_or(|e| e.speech_end != end && !e.awaited)
@@ -1180,15 +1519,22 @@ impl SttSession for WhisperSession {
             Some(e) if e.speech_end == speech_end => e,
             _ => self.start_early(speech_end, true)?,
         };
-        Some(Box::pin(early.result.clone()))
+        let result = early.result.clone();
+        Some(Box::pin(async move { Ok(result.await?.heard.text) }))
     }
 
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
+        let heard = self.finish_heard();
+        Box::pin(async move { Ok(heard.await?.text) })
+    }
+
+    fn finish_heard(self: Box<Self>) -> BoxFuture<'static, Result<Heard, BackendError>> {
         let Self {
-            pool,
+            model,
             buffer,
             pause,
             early,
+            evidence,
         } = *self;
         if buffer.dropped() > 0 {
             tracing::debug!(
@@ -1201,18 +1547,23 @@ impl SttSession for WhisperSession {
             if let Some(early) = early {
                 if early.speech_end == pause.speech_end {
                     // nothing was said after the pause: its transcript is the utterance's
-                    if let Ok(text) = early.result.await {
-                        return Ok(text);
+                    if let Ok(decoded) = early.result.await {
+                        Self::learn(&evidence, &decoded);
+                        return Ok(decoded.heard);
                     }
                 } else {
                     early.cancel.store(true, Ordering::Relaxed);
                 }
             }
             if buffer.len() == 0 || pause.speech_frames == 0 {
-                return Ok(String::new());
+                return Ok(Heard::default());
             }
-            let lease = pool.lease().await?;
-            decode_leased(lease, Arc::new(buffer.into_vec()), Arc::default()).await
+            let lease = model.lease().await?;
+            let prior = Self::prior(&evidence);
+            let decoded =
+                decode_leased(lease, Arc::new(buffer.into_vec()), Arc::default(), prior).await?;
+            Self::learn(&evidence, &decoded);
+            Ok(decoded.heard)
         })
     }
 }
@@ -1321,7 +1672,7 @@ mod tests {
         assert_eq!(v.decode(&[0, 1]), "Hello world");
         assert_eq!(v.decode(&[2]), "\u{2019}");
         assert_eq!(v.decode(&[3]), "\n");
-        assert_eq!(v.decode(&[0, EOT, 1]), "Hello world");
+        assert_eq!(v.decode(&[0, EOT_ENGLISH, 1]), "Hello world");
     }
 
     #[test]
@@ -1336,6 +1687,61 @@ mod tests {
         );
         assert_eq!(normalize_text("'Okay.' ... 2.5 years"), "okay 2.5 years");
         assert_eq!(normalize_text(""), "");
+    }
+
+    #[test]
+    fn a_calls_earlier_utterances_outweigh_one_unsure_one() {
+        // languages: en, es, it
+        let said_sentence = log_softmax([0.0, 6.0, 1.0].into_iter());
+        assert_eq!(likeliest(&said_sentence, &[]), Some(1));
+        let probs: f32 = said_sentence.iter().map(|l| l.exp()).sum();
+        assert!((probs - 1.0).abs() < 1e-5);
+        // a short "sí" that alone sounds a little more Italian than Spanish
+        let si = log_softmax([0.0, 2.0, 2.5].into_iter());
+        assert_eq!(likeliest(&si, &[]), Some(2));
+        assert_eq!(likeliest(&si, &said_sentence), Some(1));
+        // evidence adds up utterance by utterance; a sound with no words adds nothing
+        let evidence: LanguageEvidence = Arc::default();
+        let decoded = |languages: Vec<f32>| Decoded {
+            heard: Heard::default(),
+            languages,
+        };
+        let some = Some(evidence.clone());
+        WhisperSession::learn(&some, &decoded(said_sentence.clone()));
+        WhisperSession::learn(&some, &decoded(Vec::new()));
+        WhisperSession::learn(&some, &decoded(si.clone()));
+        let sum = WhisperSession::prior(&some);
+        for ((s, a), b) in sum.iter().zip(&said_sentence).zip(&si) {
+            assert!((s - (a + b)).abs() < 1e-6);
+        }
+        assert!(WhisperSession::prior(&None).is_empty());
+    }
+
+    #[test]
+    fn special_tokens_are_found_by_name_in_either_vocabulary() {
+        let mut lines: Vec<String> = (0..50257).map(|i| format!("t{i}")).collect();
+        lines.push("<|endoftext|>".into()); // 50257: multilingual layout
+        lines.push("<|startoftranscript|>".into());
+        lines.push("<|en|>".into());
+        lines.push("<|es|>".into());
+        for name in ["<|transcribe|>", "<|nocaptions|>", "<|notimestamps|>"] {
+            lines.push(name.into());
+        }
+        while lines.len() < MULTILINGUAL_VOCAB {
+            lines.push(format!("<|{}|>", lines.len()));
+        }
+        let vocab = Vocabulary::parse(&lines.join("\n"));
+        let sp = Specials::find(&vocab, &[50259, 50260]).unwrap();
+        assert_eq!((sp.eot, sp.sot, sp.transcribe), (50257, 50258, Some(50261)));
+        assert_eq!((sp.no_speech, sp.no_timestamps), (50262, 50263));
+        assert_eq!(
+            sp.languages,
+            vec![(50259, "en".to_string()), (50260, "es".to_string())]
+        );
+        // a multilingual model must name its languages
+        assert!(Specials::find(&vocab, &[]).is_err());
+        // special tokens never reach the text
+        assert_eq!(vocab.decode(&[1, 50257, 50259]), "t1");
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! `receptionist transcribe [--stt NAME] [--phone] FILE.wav...`: what an offline recogniser makes
-//! of each file, one `FILE<TAB>transcript` line per file, so that a user can try a recogniser on
-//! their own recordings and the accuracy test (`scripts/accuracy`) is reproducible.
+//! `receptionist transcribe [--stt NAME] [--phone] [--multilingual] FILE.wav...`: what an offline
+//! recogniser makes of each file, one `FILE<TAB>transcript` line per file (with
+//! `--multilingual`, `FILE<TAB>transcript<TAB>language`, the language it heard or `-`), so that
+//! a user can try a recogniser on their own recordings and the accuracy test
+//! (`scripts/accuracy`) is reproducible.
 //!
 //! Files at any sample rate are resampled to 16 kHz with the project's resampler; `--phone` first
 //! takes them through a call's telephone path: 8 kHz, G.711 µ-law, decoded and upsampled to
@@ -15,7 +17,7 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 
 use crate::backends::select::{OfflineStt, offline_stt};
-use crate::backends::{SpeechToText, SttHint, WhisperConfig, WhisperStt};
+use crate::backends::{Heard, SpeechToText, SttHint, WhisperConfig, WhisperStt};
 use crate::config::SttChoice;
 use crate::engine::audio::{self, SAMPLES_8K, SAMPLES_16K, Upsampler8To16, g711};
 
@@ -27,6 +29,10 @@ pub struct TranscribeArgs {
     /// Pass the audio through the telephone path first (8 kHz µ-law, as a call carries it).
     #[arg(long)]
     pub phone: bool,
+    /// Hear each file as a call in multilingual mode does: any language (Whisper's multilingual
+    /// model, when installed), and print the language heard after the transcript.
+    #[arg(long)]
+    pub multilingual: bool,
     /// Directory of the offline neural models. Default: `./data/models`.
     #[arg(long, env = "RECEPTIONIST_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
@@ -117,8 +123,9 @@ async fn run_one(
     stt: Arc<dyn SpeechToText>,
     pcm: Vec<i16>,
     realtime: bool,
-) -> anyhow::Result<(String, Duration)> {
-    let mut session = stt.start(SttHint::Any);
+    multilingual: bool,
+) -> anyhow::Result<(Heard, Duration)> {
+    let mut session = stt.start_in(SttHint::Any, multilingual);
     if realtime {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let silence = [0i16; SAMPLES_16K];
@@ -136,8 +143,8 @@ async fn run_one(
         }
     }
     let start = Instant::now();
-    let text = session.finish().await?;
-    Ok((text, start.elapsed()))
+    let heard = session.finish_heard().await?;
+    Ok((heard, start.elapsed()))
 }
 
 pub async fn run(args: TranscribeArgs) -> anyhow::Result<()> {
@@ -146,10 +153,10 @@ pub async fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     let results = futures_util::stream::iter(args.files.iter().cloned())
         .map(|path| {
             let stt = stt.clone();
-            let (phone, realtime) = (args.phone, args.realtime);
+            let (phone, realtime, multilingual) = (args.phone, args.realtime, args.multilingual);
             async move {
                 let outcome = match load_audio(&path, phone) {
-                    Ok(pcm) => run_one(stt, pcm, realtime).await,
+                    Ok(pcm) => run_one(stt, pcm, realtime, multilingual).await,
                     Err(e) => Err(e),
                 };
                 (path, outcome)
@@ -161,8 +168,13 @@ pub async fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     let mut times = Vec::new();
     while let Some((path, outcome)) = results.next().await {
         match outcome {
-            Ok((text, took)) => {
-                println!("{}\t{text}", path.display());
+            Ok((heard, took)) => {
+                if args.multilingual {
+                    let language = heard.language.as_deref().unwrap_or("-");
+                    println!("{}\t{}\t{language}", path.display(), heard.text);
+                } else {
+                    println!("{}\t{}", path.display(), heard.text);
+                }
                 if args.timing {
                     eprintln!("{}\t{} ms", path.display(), took.as_millis());
                 }
