@@ -338,6 +338,9 @@ pub fn sounds_finished(text: &str, expect: super::Expect) -> Option<bool> {
     if expect == super::Expect::Answer(QuestionKind::YesNo) && parse_yes_no(text).is_some() {
         return Some(true);
     }
+    if expect == super::Expect::CallerQuestion && is_only_done(text) {
+        return Some(true);
+    }
     if LEADS_ON.contains(&last) {
         return Some(false);
     }
@@ -385,6 +388,26 @@ pub fn extract_location(text: &str) -> Option<String> {
     Some(title_case(&place))
 }
 
+/// Replies that mean "no more questions" / "that's all".
+const DONE: [&str; 16] = [
+    "no",
+    "nope",
+    "nah",
+    "no thanks",
+    "no thank you",
+    "that's all",
+    "that's it",
+    "nothing",
+    "i'm good",
+    "i'm fine",
+    "all good",
+    "not really",
+    "i don't",
+    "none",
+    "goodbye",
+    "bye",
+];
+
 /// Whether the reply means "no more questions" / "that's all".
 pub fn is_done(text: &str) -> bool {
     let n = normalize(text);
@@ -392,28 +415,28 @@ pub fn is_done(text: &str) -> bool {
     if w.is_empty() {
         return false;
     }
-    let phrases = [
-        "no",
-        "nope",
-        "nah",
-        "no thanks",
-        "no thank you",
-        "that's all",
-        "that's it",
-        "nothing",
-        "i'm good",
-        "i'm fine",
-        "all good",
-        "not really",
-        "i don't",
-        "none",
-        "goodbye",
-        "bye",
-    ];
-    phrases
-        .iter()
+    DONE.iter()
         .any(|p| n == *p || n.starts_with(&format!("{p} ")))
         || (w.len() <= 4 && w[0] == "no" && !n.contains('?'))
+}
+
+/// The reply is nothing but "no more questions" ("no, thank you", "that's all, thanks", "no,
+/// that's it"), thanks included (a recogniser may repeat them: "no thank you thank"): a whole
+/// turn, with nothing after it to wait for. Stricter than [`is_done`]: "no, wait" or "no, but
+/// what about pay" go on.
+fn is_only_done(text: &str) -> bool {
+    const THANKS: [&str; 6] = ["thank", "thanks", "you", "very", "much", "so"];
+    let n = normalize(text);
+    let core: Vec<&str> = n
+        .split_whitespace()
+        .filter(|w| !THANKS.contains(w))
+        .collect();
+    let thanked = n.split_whitespace().any(|w| w == "thank" || w == "thanks");
+    match core.as_slice() {
+        [] => thanked,
+        ["no", rest @ ..] if !rest.is_empty() => DONE.contains(&rest.join(" ").as_str()),
+        words => DONE.contains(&words.join(" ").as_str()),
+    }
 }
 
 /// The answer value for a question kind from spoken words; `None` when unclear.
@@ -585,6 +608,38 @@ mod tests {
             None
         );
         assert_eq!(sounds_finished("", Expect::Name), None);
+        // "no more questions" ends the turn at once; "no, but ..." does not
+        for done in [
+            "No, thank you.",
+            "no",
+            "That's all, thanks.",
+            "no that's it",
+            "nope",
+            "no thank you thank",
+            "thank you very much",
+        ] {
+            assert_eq!(
+                sounds_finished(done, Expect::CallerQuestion),
+                Some(true),
+                "{done}"
+            );
+        }
+        for more in [
+            "no wait",
+            "no but what about the pay",
+            "what is the pay",
+            "you",
+        ] {
+            assert_eq!(
+                sounds_finished(more, Expect::CallerQuestion),
+                None,
+                "{more}"
+            );
+        }
+        assert_eq!(
+            sounds_finished("no but", Expect::CallerQuestion),
+            Some(false)
+        );
     }
 
     #[test]
