@@ -919,10 +919,10 @@ impl Dialogue {
             ),
             None => "Thank you for calling.".to_string(),
         };
+        // the caller's name in a short line of its own; the rest is synthesised ahead of time,
+        // so the goodbye starts as soon as that short line is ready
         Turn {
-            prompts: vec![closing_prompt(format!(
-                "{thanks} You'll get a text message shortly to confirm the details we captured. Have a great day. Goodbye!"
-            ))],
+            prompts: vec![closing_prompt(thanks), closing_prompt(CLOSING_DETAILS)],
             next: Next::HangUp(reason),
         }
     }
@@ -951,8 +951,9 @@ pub const REASK_YES_NO: &str =
     "Sorry, I didn't catch that. Please say yes or no, or press 1 for yes and 2 for no.";
 pub const REASK_NUMBER: &str = "Sorry, I didn't catch that. Please say a number, or type it on your keypad followed by the pound key.";
 pub const REASK: &str = "Sorry, I didn't catch that.";
+pub const CLOSING_DETAILS: &str = "You'll get a text message shortly to confirm the details we captured. Have a great day. Goodbye!";
 /// Those lines, in one list.
-pub const SHORT_LINES: [&str; 12] = [
+pub const SHORT_LINES: [&str; 13] = [
     THANK_YOU,
     GOT_IT,
     STILL_THERE,
@@ -965,6 +966,7 @@ pub const SHORT_LINES: [&str; 12] = [
     REASK_YES_NO,
     REASK_NUMBER,
     REASK,
+    CLOSING_DETAILS,
 ];
 
 pub const NAME_QUESTION: &str = "To get started, may I have your first and last name?";
