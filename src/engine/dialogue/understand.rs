@@ -427,11 +427,9 @@ pub fn is_done(text: &str) -> bool {
 fn is_only_done(text: &str) -> bool {
     const THANKS: [&str; 6] = ["thank", "thanks", "you", "very", "much", "so"];
     let n = normalize(text);
-    let core: Vec<&str> = n
-        .split_whitespace()
-        .filter(|w| !THANKS.contains(w))
-        .collect();
-    let thanked = n.split_whitespace().any(|w| w == "thank" || w == "thanks");
+    let (polite, core): (Vec<&str>, Vec<&str>) =
+        n.split_whitespace().partition(|w| THANKS.contains(w));
+    let thanked = polite.iter().any(|w| *w == "thank" || *w == "thanks");
     match core.as_slice() {
         [] => thanked,
         ["no", rest @ ..] if !rest.is_empty() => DONE.contains(&rest.join(" ").as_str()),
