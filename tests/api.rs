@@ -13,7 +13,7 @@ use receptionist::model::{
     AnswerValue, CallEvent, CandidateStatus, DisclosureKind, DisclosureRecord, EndReason,
     QuestionKind, Speaker, TurnLatency,
 };
-use receptionist::store::{CallStatus, CandidateFilter, NewCall, Role};
+use receptionist::store::{CallStatus, CandidateFilter, EventBatch, NewCall, Role, StoreError};
 
 #[macro_use]
 mod common;
@@ -32,6 +32,8 @@ both_databases!(
     candidate_pipeline_filters,
     recording_endpoint,
     concurrent_calls,
+    events_of_many_calls_go_in_one_transaction,
+    the_event_writer_keeps_one_calls_fault_from_the_others,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1025,4 +1027,123 @@ async fn concurrent_calls(h: Harness) {
     let (_, detail) = h.get(&format!("/api/v1/calls/{}", calls[3].id), &key).await;
     assert_eq!(detail["transcript"].as_array().unwrap().len(), 5);
     assert_eq!(detail["name"], "Caller 4");
+}
+
+/// The server's event writer gathers every call's events into one transaction
+/// (`Store::append_events_batch`): each call's as `append_events` stores them, all or nothing.
+async fn events_of_many_calls_go_in_one_transaction(h: Harness) {
+    let (_, key) = h.workspace().await;
+    let r = h.receptionist(&key, &unique_phone()).await;
+    let mut calls = Vec::new();
+    for i in 0..3 {
+        let c = accept(&h, &r, &format!("+1555777{i:04}"), "test-node").await;
+        h.store
+            .start_call(&c.id, "MZ", c.accepted_at_ms, "recordings/c.wav")
+            .await
+            .unwrap();
+        calls.push(c);
+    }
+    // more rows than one multi-row insert takes (200), across calls
+    let many: Vec<CallEvent> = (0..450)
+        .map(|i| line(Speaker::Caller, &format!("line {i}"), i, i + 1))
+        .collect();
+    let named = |name: &str| {
+        vec![
+            line(Speaker::Caller, name, 0, 10),
+            CallEvent::Name { name: name.into() },
+        ]
+    };
+    let (ann, bo) = (named("Ann Lee"), named("Bo Chan"));
+    let batch = [
+        EventBatch {
+            call_id: &calls[0].id,
+            first_seq: 0,
+            events: &ann,
+        },
+        EventBatch {
+            call_id: &calls[1].id,
+            first_seq: 0,
+            events: &bo,
+        },
+        EventBatch {
+            call_id: &calls[2].id,
+            first_seq: 0,
+            events: &many,
+        },
+    ];
+    h.store.append_events_batch(&batch).await.unwrap();
+    // retried: nothing changes, and a replayed name does not overwrite a later one
+    let later = [CallEvent::Name {
+        name: "Ann Marie Lee".into(),
+    }];
+    h.store
+        .append_events(&calls[0].id, 2, &later)
+        .await
+        .unwrap();
+    h.store.append_events_batch(&batch).await.unwrap();
+    let detail = |i: usize| {
+        let path = format!("/api/v1/calls/{}", calls[i].id);
+        let (h, key) = (&h, &key);
+        async move { h.get(&path, key).await.1 }
+    };
+    assert_eq!(detail(0).await["name"], "Ann Marie Lee");
+    assert_eq!(detail(1).await["name"], "Bo Chan");
+    let third = detail(2).await;
+    let transcript = third["transcript"].as_array().unwrap();
+    assert_eq!(transcript.len(), 450);
+    assert_eq!(transcript[449]["text"], "line 449");
+
+    // a batch naming an unknown call stores none of it
+    let more = [line(Speaker::Caller, "after", 20, 30)];
+    let refused = h
+        .store
+        .append_events_batch(&[
+            EventBatch {
+                call_id: &calls[1].id,
+                first_seq: 2,
+                events: &more,
+            },
+            EventBatch {
+                call_id: "no-such-call",
+                first_seq: 0,
+                events: &more,
+            },
+        ])
+        .await;
+    assert!(matches!(refused, Err(StoreError::NotFound)), "{refused:?}");
+    assert_eq!(detail(1).await["transcript"].as_array().unwrap().len(), 1);
+    // an empty batch is nothing to do
+    h.store.append_events_batch(&[]).await.unwrap();
+}
+
+/// The server's event writer (`server/persist.rs`): calls handing events over together share a
+/// transaction; when one of them is refused (its call is unknown), the others still go in.
+async fn the_event_writer_keeps_one_calls_fault_from_the_others(h: Harness) {
+    use receptionist::server::persist::EventWriter;
+    let (_, key) = h.workspace().await;
+    let r = h.receptionist(&key, &unique_phone()).await;
+    let c = accept(&h, &r, "+15557770100", "test-node").await;
+    h.store
+        .start_call(&c.id, "MZ", c.accepted_at_ms, "recordings/c.wav")
+        .await
+        .unwrap();
+    let writer = EventWriter::start(h.store.clone());
+    let events = || vec![line(Speaker::Caller, "hello", 0, 10)];
+    let (known, unknown, again) = tokio::join!(
+        writer.append(&c.id, 0, events()),
+        writer.append("no-such-call", 0, events()),
+        writer.append(&c.id, 0, events()),
+    );
+    known.unwrap();
+    again.unwrap();
+    assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+    let (_, detail) = h.get(&format!("/api/v1/calls/{}", c.id), &key).await;
+    assert_eq!(detail["transcript"].as_array().unwrap().len(), 1);
+    // after its window, a lone call's events go in on their own
+    writer
+        .append(&c.id, 1, vec![line(Speaker::Agent, "Hi.", 20, 30)])
+        .await
+        .unwrap();
+    let (_, detail) = h.get(&format!("/api/v1/calls/{}", c.id), &key).await;
+    assert_eq!(detail["transcript"].as_array().unwrap().len(), 2);
 }

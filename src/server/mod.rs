@@ -53,6 +53,8 @@ pub struct AppState {
     pub outbox_notify: Arc<tokio::sync::Notify>,
     /// Call records the database did not take yet (`persist.rs`).
     pub journal: Arc<persist::Journal>,
+    /// Every call's events, gathered into one transaction (`persist.rs`).
+    pub events: persist::EventWriter,
     /// The runtime a call's database work runs on (the server's main, multi-threaded one), not
     /// the connection thread its audio runs on: a busy connection thread holds back its wake-ups
     /// (`threads.rs`), which added up to 20 ms to every statement of a transaction awaited there,
@@ -70,6 +72,7 @@ impl AppState {
             metrics.journal_bytes(),
             metrics.journal_calls(),
         ));
+        let events = persist::EventWriter::start(store.clone());
         let recorder = Recorder::start_slowed(
             config.recorder_queue.max(1),
             (config.recorder_delay_ms > 0)
@@ -86,6 +89,7 @@ impl AppState {
             recorder,
             calls: Arc::new(CallSlots::new(max)),
             journal,
+            events,
             metrics,
             outbox_notify: Arc::new(tokio::sync::Notify::new()),
             background: tokio::runtime::Handle::current(),

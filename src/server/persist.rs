@@ -3,9 +3,13 @@
 //!
 //! Each call has a persister task ([`persist_call`]) fed by the driver through a channel the driver
 //! never waits on (unbounded: a call makes a few records per turn, for at most the maximum call
-//! length). The persister gathers a burst of events (250 ms) into one transaction and writes
-//! it, each attempt bounded by [`ATTEMPT_TIMEOUT`], so the channel always drains and the call never
-//! waits on the database. When an attempt fails or times out, the records go to the call's
+//! length). The persister hands what it has to the server's one [`EventWriter`], which gathers
+//! every call's events for [`GROUP_WINDOW`] into one transaction of a few statements (multi-row
+//! inserts): a handful of database round trips a second however many calls are in progress,
+//! where a transaction per call and burst took about seven round trips each, every one waking
+//! SQLite's worker thread and a runtime worker (at 10 calls, 150 of the server's 310 context
+//! switches a second, `/proc/PID/task/*/status`). Each attempt is bounded by [`ATTEMPT_TIMEOUT`],
+//! so the channel always drains and the call never waits on the database. When an attempt fails or times out, the records go to the call's
 //! **journal** instead (`DATA_DIR/journal/CALL_ID.jsonl`: one JSON record per line, appended and
 //! synced on the blocking pool, never on the connection thread), and from then on every later
 //! record of that call goes there too, so their order is kept. The persister replays the journal
@@ -31,14 +35,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::AppState;
 use crate::model::{CallEvent, EndReason};
-use crate::store::{Store, StoreResult};
+use crate::store::{EventBatch, Store, StoreResult};
 
 /// How long one database write may take before its records go to the journal.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A call's events are gathered this long into one transaction (the end of a call goes at once).
-const PERSIST_WINDOW: Duration = Duration::from_millis(250);
-/// Most events in one transaction.
+/// Every call's events are gathered this long into one transaction.
+pub const GROUP_WINDOW: Duration = Duration::from_millis(250);
+/// Most events a call hands the writer at once.
 const MAX_BATCH: usize = 256;
+/// Most calls in one transaction of the writer (the rest wait for the next).
+const MAX_CALLS_PER_WRITE: usize = 500;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -73,17 +79,136 @@ pub enum Record {
     RecordingIncomplete,
 }
 
+/// The server's one writer of call events: every call's events handed to it within
+/// [`GROUP_WINDOW`] go into one transaction ([`Store::append_events_batch`]). Cheap to clone.
+#[derive(Clone)]
+pub struct EventWriter {
+    store: Store,
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+/// One call's events waiting for the writer, and where their outcome goes.
+struct Pending {
+    call_id: String,
+    first_seq: i64,
+    events: Vec<CallEvent>,
+    done: oneshot::Sender<StoreResult<()>>,
+}
+
+impl EventWriter {
+    /// Starts the writer on the current runtime; it stops when every clone is dropped.
+    pub fn start(store: Store) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_events(store.clone(), rx));
+        Self { store, tx }
+    }
+
+    /// Store `events` of `call_id`, numbered from `first_seq`, with whatever other calls hand
+    /// over meanwhile (as [`Store::append_events`]: idempotent, all of them or none).
+    pub async fn append(
+        &self,
+        call_id: &str,
+        first_seq: i64,
+        events: Vec<CallEvent>,
+    ) -> StoreResult<()> {
+        let (done, outcome) = oneshot::channel();
+        let pending = Pending {
+            call_id: call_id.to_string(),
+            first_seq,
+            events,
+            done,
+        };
+        if let Err(mpsc::error::SendError(p)) = self.tx.send(pending) {
+            // the writer is gone (the runtime is shutting down): write them alone
+            return self
+                .store
+                .append_events(call_id, p.first_seq, &p.events)
+                .await;
+        }
+        match outcome.await {
+            Ok(result) => result,
+            // the writer stopped (the runtime is shutting down) with them unwritten: a failed
+            // attempt, so the persister journals them
+            Err(_) => Err(sqlx::Error::PoolClosed.into()),
+        }
+    }
+}
+
+/// The writer's loop: the first call's events wake it; it waits out [`GROUP_WINDOW`] (handing
+/// events over meanwhile wakes nothing), then writes everything that came in one transaction.
+async fn write_events(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        tokio::time::sleep(GROUP_WINDOW).await;
+        let mut batch = vec![first];
+        while batch.len() < MAX_CALLS_PER_WRITE {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        write_batch(&store, batch).await;
+    }
+}
+
+/// One transaction for `batch`; when it is refused, each call's events alone, so that one call's
+/// fault (a call deleted meanwhile) does not hold back the others. Events whose persister gave
+/// up waiting (it journaled them, see [`ATTEMPT_TIMEOUT`]) are not written here.
+async fn write_batch(store: &Store, mut batch: Vec<Pending>) {
+    batch.retain(|p| !p.done.is_closed());
+    if batch.is_empty() {
+        return;
+    }
+    let all: Vec<EventBatch<'_>> = batch
+        .iter()
+        .map(|p| EventBatch {
+            call_id: &p.call_id,
+            first_seq: p.first_seq,
+            events: &p.events,
+        })
+        .collect();
+    let together = store.append_events_batch(&all).await;
+    drop(all);
+    match together {
+        Ok(()) => {
+            for p in batch {
+                let _ = p.done.send(Ok(()));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some(p) = batch.pop() {
+                let _ = p.done.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, calls = batch.len(), "a batch of call events was refused: writing each call's alone");
+            for p in batch {
+                if p.done.is_closed() {
+                    continue;
+                }
+                let alone = store
+                    .append_events(&p.call_id, p.first_seq, &p.events)
+                    .await;
+                let _ = p.done.send(alone);
+            }
+        }
+    }
+}
+
 /// Write one record to the database (idempotent: see the module's documentation).
+/// Events go through `writer` when given (the healthy path), else straight to the store (a
+/// journal's replay, which must not queue behind a writer stuck on an unresponsive database).
 pub async fn apply(
     store: &Store,
+    writer: Option<&EventWriter>,
     call_id: &str,
     record: &Record,
     can_text: bool,
 ) -> StoreResult<()> {
     match record {
-        Record::Events { first_seq, events } => {
-            store.append_events(call_id, *first_seq, events).await
-        }
+        Record::Events { first_seq, events } => match writer {
+            Some(w) => w.append(call_id, *first_seq, events.clone()).await,
+            None => store.append_events(call_id, *first_seq, events).await,
+        },
         Record::Finish {
             ended_at_ms,
             duration_ms,
@@ -106,13 +231,14 @@ pub async fn apply(
 /// not go in: how many went in, and why the next did not.
 async fn apply_in_order(
     store: &Store,
+    writer: Option<&EventWriter>,
     call_id: &str,
     records: &[Record],
     can_text: bool,
     limit: Option<Duration>,
 ) -> (usize, Option<String>) {
     for (i, record) in records.iter().enumerate() {
-        let write = apply(store, call_id, record, can_text);
+        let write = apply(store, writer, call_id, record, can_text);
         let refused = match limit {
             Some(limit) => match tokio::time::timeout(limit, write).await {
                 Ok(result) => result.err().map(|e| e.to_string()),
@@ -273,7 +399,7 @@ async fn replay(state: &AppState, call_id: &str) -> std::io::Result<bool> {
     let records = state.journal.read(call_id).await?;
     let can_text = state.config.can_text();
     let limit = Some(ATTEMPT_TIMEOUT);
-    let (_, refused) = apply_in_order(&state.store, call_id, &records, can_text, limit).await;
+    let (_, refused) = apply_in_order(&state.store, None, call_id, &records, can_text, limit).await;
     if let Some(error) = refused {
         tracing::debug!(call = %call_id, error, "journal replay: the database refused a record");
         return Ok(false);
@@ -297,7 +423,7 @@ pub async fn replay_all(store: &Store, journal_dir: &Path, can_text: bool) -> us
                 continue;
             }
         };
-        let (_, refused) = apply_in_order(store, &call_id, &records, can_text, None).await;
+        let (_, refused) = apply_in_order(store, None, &call_id, &records, can_text, None).await;
         if let Some(error) = &refused {
             tracing::error!(call = %call_id, error, "call journal not replayed: kept for the next start");
         }
@@ -367,22 +493,10 @@ pub async fn persist_call(
                 None => open = false,
                 Some(None) => {}
                 Some(Some(first)) => {
+                    // events come in bursts (a turn's transcript lines, latency, answers), sent
+                    // in one go by the driver: take what is here; the writer gathers every
+                    // call's for a moment, and what arrives meanwhile goes with the next
                     push(first, &mut batch, &mut finish, &mut flag);
-                    // events come in bursts (a turn's transcript lines, latency, answers): gather
-                    // a burst into one transaction, unless the call has ended
-                    if finish.is_none() {
-                        let window = tokio::time::sleep(PERSIST_WINDOW);
-                        tokio::pin!(window);
-                        while batch.len() < MAX_BATCH && finish.is_none() {
-                            tokio::select! {
-                                p = rx.recv() => match p {
-                                    Some(p) => push(p, &mut batch, &mut finish, &mut flag),
-                                    None => { open = false; break }
-                                },
-                                () = &mut window => break,
-                            }
-                        }
-                    }
                     while batch.len() < MAX_BATCH && finish.is_none() {
                         match rx.try_recv() {
                             Ok(p) => push(p, &mut batch, &mut finish, &mut flag),
@@ -418,8 +532,15 @@ pub async fn persist_call(
             let can_text = state.config.can_text();
             let limit = Some(ATTEMPT_TIMEOUT);
             let refused;
-            (written, refused) =
-                apply_in_order(&state.store, &call_id, &records, can_text, limit).await;
+            (written, refused) = apply_in_order(
+                &state.store,
+                Some(&state.events),
+                &call_id,
+                &records,
+                can_text,
+                limit,
+            )
+            .await;
             if let Some(error) = refused {
                 tracing::warn!(call = %call_id, error, "database write failed or timed out: the call's records go to its journal until it is back");
             }

@@ -12,6 +12,45 @@ use super::{
     to_json,
 };
 
+/// One call's events for [`Store::append_events_batch`]: `events` numbered from `first_seq`.
+#[derive(Debug, Clone, Copy)]
+pub struct EventBatch<'a> {
+    pub call_id: &'a str,
+    pub first_seq: i64,
+    pub events: &'a [CallEvent],
+}
+
+/// Rows per multi-row insert of events: 4 parameters each, well under SQLite's and PostgreSQL's
+/// limits on parameters per statement.
+const EVENT_ROWS_PER_INSERT: usize = 200;
+
+/// `rows` groups of `per_row` numbered placeholders from `$first`: `($1, $2), ($3, $4)`, or with
+/// `per_row` 1 a plain list (`$1, $2, $3`).
+fn placeholders(rows: usize, per_row: usize, first: usize) -> String {
+    let mut out = String::with_capacity(rows * per_row * 5);
+    let mut n = first;
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        if per_row > 1 {
+            out.push('(');
+        }
+        for c in 0..per_row {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&n.to_string());
+            n += 1;
+        }
+        if per_row > 1 {
+            out.push(')');
+        }
+    }
+    out
+}
+
 const CALL_COLUMNS: &str = "id, workspace_id, receptionist_id, carrier, carrier_call_sid, \
     stream_sid, from_number, to_number, forwarded_from, token_hash, node_id, status, accepted_at, \
     started_at, ended_at, duration_ms, end_reason, recording_path, recording_incomplete, \
@@ -342,44 +381,90 @@ impl Store {
         first_seq: i64,
         events: &[CallEvent],
     ) -> StoreResult<()> {
-        if events.is_empty() {
+        self.append_events_batch(&[EventBatch {
+            call_id,
+            first_seq,
+            events,
+        }])
+        .await
+    }
+
+    /// Several calls' events in one transaction, all or nothing, each batch as
+    /// [`Store::append_events`] stores it. `NotFound` when any of the calls is unknown. The
+    /// transaction is four statements however many calls and events it carries (the calls, the
+    /// events as multi-row inserts, the commit), plus one per name or location newly stored: the
+    /// server gathers every call's events for a moment into one of these (`server/persist.rs`).
+    pub async fn append_events_batch(&self, batches: &[EventBatch<'_>]) -> StoreResult<()> {
+        // (call, seq, kind, payload) of every event, in order
+        let mut rows: Vec<(&str, i64, &'static str, String)> = Vec::new();
+        for b in batches {
+            for (i, event) in b.events.iter().enumerate() {
+                rows.push((
+                    b.call_id,
+                    b.first_seq + i as i64,
+                    event_kind(event),
+                    to_json(event)?,
+                ));
+            }
+        }
+        if rows.is_empty() {
             return Ok(());
         }
-        let payloads = events
+        let mut calls: Vec<&str> = batches
             .iter()
-            .map(to_json)
-            .collect::<StoreResult<Vec<_>>>()?;
+            .filter(|b| !b.events.is_empty())
+            .map(|b| b.call_id)
+            .collect();
+        calls.sort_unstable();
+        calls.dedup();
         let now = now_ms();
         on_pool!(self, |pool, begin| {
             let mut tx = open_tx(pool, begin).await?;
-            let candidate: Option<(Option<String>,)> =
-                sqlx::query_as("SELECT candidate_id FROM calls WHERE id = $1")
-                    .bind(call_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let (candidate_id,) = candidate.ok_or(StoreError::NotFound)?;
-            for (i, (event, payload)) in events.iter().zip(&payloads).enumerate() {
-                let inserted = sqlx::query(
-                    "INSERT INTO call_events (call_id, seq, kind, payload) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (call_id, seq) DO NOTHING",
-                )
-                .bind(call_id)
-                .bind(first_seq + i as i64)
-                .bind(event_kind(event))
-                .bind(payload)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                // A replayed event must not overwrite what later events set.
-                let Some(candidate_id) = candidate_id.as_ref().filter(|_| inserted == 1) else {
+            let select = format!(
+                "SELECT id, candidate_id FROM calls WHERE id IN ({})",
+                placeholders(calls.len(), 1, 1)
+            );
+            let mut query = sqlx::query_as::<_, (String, Option<String>)>(AssertSqlSafe(select));
+            for c in &calls {
+                query = query.bind(*c);
+            }
+            let candidates: BTreeMap<String, Option<String>> =
+                query.fetch_all(&mut *tx).await?.into_iter().collect();
+            if candidates.len() != calls.len() {
+                return Err(StoreError::NotFound);
+            }
+            let mut inserted: std::collections::HashSet<(String, i64)> = Default::default();
+            for chunk in rows.chunks(EVENT_ROWS_PER_INSERT) {
+                let insert = format!(
+                    "INSERT INTO call_events (call_id, seq, kind, payload) VALUES {} \
+                     ON CONFLICT (call_id, seq) DO NOTHING RETURNING call_id, seq",
+                    placeholders(chunk.len(), 4, 1)
+                );
+                let mut query = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(insert));
+                for (call_id, seq, kind, payload) in chunk {
+                    query = query
+                        .bind(*call_id)
+                        .bind(*seq)
+                        .bind(*kind)
+                        .bind(payload.as_str());
+                }
+                inserted.extend(query.fetch_all(&mut *tx).await?);
+            }
+            // A replayed event (not inserted again) must not overwrite what later events set.
+            for b in batches {
+                let Some(Some(candidate_id)) = candidates.get(b.call_id) else {
                     continue;
                 };
-                let update = match event {
-                    CallEvent::Name { name } => Some(("name", name)),
-                    CallEvent::Location { location } => Some(("location", location)),
-                    _ => None,
-                };
-                if let Some((column, value)) = update {
+                for (i, event) in b.events.iter().enumerate() {
+                    let update = match event {
+                        CallEvent::Name { name } => ("name", name),
+                        CallEvent::Location { location } => ("location", location),
+                        _ => continue,
+                    };
+                    if !inserted.contains(&(b.call_id.to_string(), b.first_seq + i as i64)) {
+                        continue;
+                    }
+                    let (column, value) = update;
                     // `column` is one of two constants above: no injection.
                     sqlx::query(AssertSqlSafe(format!(
                         "UPDATE candidates SET {column} = $2, updated_at = $3 WHERE id = $1"
@@ -671,5 +756,18 @@ impl Store {
                 },
             )
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_are_numbered_in_rows() {
+        assert_eq!(placeholders(3, 1, 1), "$1, $2, $3");
+        assert_eq!(placeholders(2, 2, 1), "($1, $2), ($3, $4)");
+        assert_eq!(placeholders(1, 4, 5), "($5, $6, $7, $8)");
+        assert_eq!(placeholders(0, 4, 1), "");
     }
 }

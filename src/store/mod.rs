@@ -27,7 +27,7 @@ pub mod webhooks;
 mod workspaces;
 
 pub use analytics::{Analytics, AnalyticsMetrics, ReceptionistAnalytics, ended_step};
-pub use calls::CallAudit;
+pub use calls::{CallAudit, EventBatch};
 pub use interviewers::{Interviewer, InterviewerInput};
 pub use outbox::{
     Attempt, AttemptRecord, ClaimedOutbox, EVENT_TYPES, EmailPayload, NewOutbox, OutboxKind,
@@ -198,8 +198,12 @@ impl Store {
                 {
                     tokio::fs::create_dir_all(dir).await?;
                 }
+                // no ping before each use: an embedded connection cannot have dropped, and the
+                // ping was a round trip to SQLite's worker thread (a context switch each way) per
+                // transaction
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)
+                    .test_before_acquire(false)
                     .connect_with(options.clone())
                     .await?;
                 sqlx::migrate!("migrations/sqlite").run(&write).await?;
@@ -208,6 +212,7 @@ impl Store {
                 } else {
                     SqlitePoolOptions::new()
                         .max_connections(8)
+                        .test_before_acquire(false)
                         .connect_with(options.read_only(true))
                         .await?
                 };
