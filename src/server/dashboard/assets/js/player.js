@@ -41,7 +41,19 @@ export function CallPlayer({ call, children }) {
       });
     return () => {
       ctl.abort();
-      if (url) URL.revokeObjectURL(url);
+      if (!url) return;
+      // an element still loading the recording fails (net::ERR_FILE_NOT_FOUND in the console) if
+      // its URL is revoked under it, as when the page is left at once: detach it first (the
+      // element is still there while the component's effects are cleaned up), else revoke later
+      const el = audio.current;
+      if (el) {
+        el.removeAttribute('src');
+        el.load();
+        URL.revokeObjectURL(url);
+      } else {
+        const gone = url;
+        setTimeout(() => URL.revokeObjectURL(gone), 5000);
+      }
     };
   }, [call.recording_url]);
 
