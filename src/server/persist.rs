@@ -9,10 +9,11 @@
 //! where a transaction per call and burst took about seven round trips each, every one waking
 //! SQLite's worker thread and a runtime worker (at 10 calls, 150 of the server's 310 context
 //! switches a second, `/proc/PID/task/*/status`). Each attempt is bounded by [`ATTEMPT_TIMEOUT`],
-//! so the channel always drains and the call never waits on the database. When an attempt fails or times out, the records go to the call's
-//! **journal** instead (`DATA_DIR/journal/CALL_ID.jsonl`: one JSON record per line, appended and
-//! synced on the blocking pool, never on the connection thread), and from then on every later
-//! record of that call goes there too, so their order is kept. The persister replays the journal
+//! so the channel always drains and the call never waits on the database. When an attempt fails
+//! or times out, the records go to the call's **journal** instead
+//! (`DATA_DIR/journal/CALL_ID.jsonl`: one JSON record per line, appended and synced on the
+//! blocking pool, never on the connection thread), and from then on every later record of that
+//! call goes there too, so their order is kept. The persister replays the journal
 //! into the database with backoff (0.25 s doubling to 5 s) for as long as it takes, then deletes
 //! it. A server stopped (or killed) while journals remain replays them at the next start, before
 //! anything else ([`replay_all`]).
@@ -167,7 +168,6 @@ async fn write_batch(store: &Store, mut batch: Vec<Pending>) {
         })
         .collect();
     let together = store.append_events_batch(&all).await;
-    drop(all);
     match together {
         Ok(()) => {
             for p in batch {

@@ -24,33 +24,6 @@ pub struct EventBatch<'a> {
 /// limits on parameters per statement.
 const EVENT_ROWS_PER_INSERT: usize = 200;
 
-/// `rows` groups of `per_row` numbered placeholders from `$first`: `($1, $2), ($3, $4)`, or with
-/// `per_row` 1 a plain list (`$1, $2, $3`).
-fn placeholders(rows: usize, per_row: usize, first: usize) -> String {
-    let mut out = String::with_capacity(rows * per_row * 5);
-    let mut n = first;
-    for r in 0..rows {
-        if r > 0 {
-            out.push_str(", ");
-        }
-        if per_row > 1 {
-            out.push('(');
-        }
-        for c in 0..per_row {
-            if c > 0 {
-                out.push_str(", ");
-            }
-            out.push('$');
-            out.push_str(&n.to_string());
-            n += 1;
-        }
-        if per_row > 1 {
-            out.push(')');
-        }
-    }
-    out
-}
-
 const CALL_COLUMNS: &str = "id, workspace_id, receptionist_id, carrier, carrier_call_sid, \
     stream_sid, from_number, to_number, forwarded_from, token_hash, node_id, status, accepted_at, \
     started_at, ended_at, duration_ms, end_reason, recording_path, recording_incomplete, \
@@ -420,35 +393,40 @@ impl Store {
         let now = now_ms();
         on_pool!(self, |pool, begin| {
             let mut tx = open_tx(pool, begin).await?;
-            let select = format!(
-                "SELECT id, candidate_id FROM calls WHERE id IN ({})",
-                placeholders(calls.len(), 1, 1)
-            );
-            let mut query = sqlx::query_as::<_, (String, Option<String>)>(AssertSqlSafe(select));
+            let mut select =
+                sqlx::QueryBuilder::new("SELECT id, candidate_id FROM calls WHERE id IN (");
+            let mut ids = select.separated(", ");
             for c in &calls {
-                query = query.bind(*c);
+                ids.push_bind(*c);
             }
-            let candidates: BTreeMap<String, Option<String>> =
-                query.fetch_all(&mut *tx).await?.into_iter().collect();
+            select.push(")");
+            let candidates: BTreeMap<String, Option<String>> = select
+                .build_query_as::<(String, Option<String>)>()
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
             if candidates.len() != calls.len() {
                 return Err(StoreError::NotFound);
             }
             let mut inserted: std::collections::HashSet<(String, i64)> = Default::default();
             for chunk in rows.chunks(EVENT_ROWS_PER_INSERT) {
-                let insert = format!(
-                    "INSERT INTO call_events (call_id, seq, kind, payload) VALUES {} \
-                     ON CONFLICT (call_id, seq) DO NOTHING RETURNING call_id, seq",
-                    placeholders(chunk.len(), 4, 1)
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO call_events (call_id, seq, kind, payload) ",
                 );
-                let mut query = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(insert));
-                for (call_id, seq, kind, payload) in chunk {
-                    query = query
-                        .bind(*call_id)
-                        .bind(*seq)
-                        .bind(*kind)
-                        .bind(payload.as_str());
-                }
-                inserted.extend(query.fetch_all(&mut *tx).await?);
+                insert.push_values(chunk, |mut row, (call_id, seq, kind, payload)| {
+                    row.push_bind(*call_id)
+                        .push_bind(*seq)
+                        .push_bind(*kind)
+                        .push_bind(payload.as_str());
+                });
+                insert.push(" ON CONFLICT (call_id, seq) DO NOTHING RETURNING call_id, seq");
+                inserted.extend(
+                    insert
+                        .build_query_as::<(String, i64)>()
+                        .fetch_all(&mut *tx)
+                        .await?,
+                );
             }
             // A replayed event (not inserted again) must not overwrite what later events set.
             for b in batches {
@@ -756,18 +734,5 @@ impl Store {
                 },
             )
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::placeholders;
-
-    #[test]
-    fn placeholders_are_numbered_in_rows() {
-        assert_eq!(placeholders(3, 1, 1), "$1, $2, $3");
-        assert_eq!(placeholders(2, 2, 1), "($1, $2), ($3, $4)");
-        assert_eq!(placeholders(1, 4, 5), "($5, $6, $7, $8)");
-        assert_eq!(placeholders(0, 4, 1), "");
     }
 }

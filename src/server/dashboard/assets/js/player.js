@@ -44,16 +44,13 @@ export function CallPlayer({ call, children }) {
       if (!url) return;
       // an element still loading the recording fails (net::ERR_FILE_NOT_FOUND in the console) if
       // its URL is revoked under it, as when the page is left at once: detach it first (the
-      // element is still there while the component's effects are cleaned up), else revoke later
+      // element is still there while the component's effects are cleaned up)
       const el = audio.current;
       if (el) {
         el.removeAttribute('src');
         el.load();
-        URL.revokeObjectURL(url);
-      } else {
-        const gone = url;
-        setTimeout(() => URL.revokeObjectURL(gone), 5000);
       }
+      URL.revokeObjectURL(url);
     };
   }, [call.recording_url]);
 
