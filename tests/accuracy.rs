@@ -356,3 +356,37 @@ async fn the_multilingual_model_names_the_callers_language_and_tiny_en_names_non
         receptionist::backends::Heard::default()
     );
 }
+
+#[tokio::test]
+async fn a_multilingual_model_that_cannot_load_leaves_the_english_one_hearing_its_calls() {
+    let models = models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    // the multilingual model's directory is there but holds no model
+    let broken = dir.path().join("whisper-base");
+    std::fs::create_dir_all(&broken).unwrap();
+    let config = WhisperConfig {
+        multilingual_dir: Some(broken),
+        ..WhisperConfig::new(&models)
+    };
+    let stt = WhisperStt::new(config).expect("tiny.en loads");
+    assert!(stt.multilingual());
+    let english = spoken_in(
+        dir.path(),
+        "en",
+        "espeak:en-us",
+        "Hello, my name is Peter and I live in Boston.",
+    );
+    // each utterance of a multilingual call is heard by tiny.en, which names no language
+    for _ in 0..2 {
+        let heard = stt.transcribe_in(english.clone(), true).await.unwrap();
+        assert!(heard.text.contains("boston"), "{heard:?}");
+        assert_eq!(heard.language, None, "{heard:?}");
+    }
+    let mut call = stt.open_call(true).expect("a multilingual call");
+    let mut session = call.start(SttHint::Any);
+    for frame in english.chunks(320) {
+        session.push(frame);
+    }
+    let heard = session.finish_heard().await.unwrap();
+    assert!(heard.text.contains("boston"), "{heard:?}");
+}

@@ -24,6 +24,7 @@ pub mod elevenlabs;
 pub mod fallback;
 mod flite;
 pub mod http;
+mod lease;
 pub mod llm;
 pub mod meaning;
 pub mod onnx;

@@ -8,14 +8,14 @@
 //! inference never takes more than its share of the cores from the calls.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use tokio::sync::Semaphore;
 
 use super::BackendError;
+use super::lease::LeasePool;
 
 /// The runtime library inside a models directory.
 pub fn runtime_library(models_dir: &Path) -> PathBuf {
@@ -51,8 +51,7 @@ pub fn environment(models_dir: &Path) -> Result<&'static Environment, BackendErr
 /// Sessions of one model, one per concurrent run, each on one thread.
 pub struct SessionPool {
     name: &'static str,
-    sessions: Mutex<Vec<Session>>,
-    permits: Semaphore,
+    sessions: Arc<LeasePool<Session>>,
 }
 
 impl SessionPool {
@@ -87,8 +86,7 @@ impl SessionPool {
         }
         Ok(Self {
             name,
-            permits: Semaphore::new(sessions.len()),
-            sessions: Mutex::new(sessions),
+            sessions: LeasePool::new(name, sessions),
         })
     }
 
@@ -98,30 +96,12 @@ impl SessionPool {
         T: Send + 'static,
         F: FnOnce(&mut Session) -> Result<T, ort::Error> + Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| BackendError::Unavailable(format!("{}: closed", self.name)))?;
         let name = self.name;
-        let pool = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let this = &pool;
-            let mut session = this
-                .sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop()
-                .expect("a permit guarantees a free session");
-            let result = f(&mut session);
-            this.sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(session);
-            result.map_err(|e| BackendError::Failed(format!("{name}: {e}")))
-        })
-        .await
-        .map_err(|e| BackendError::Failed(format!("{name}: {e}")))?
+        self.sessions
+            .run(move |session| {
+                f(session).map_err(|e| BackendError::Failed(format!("{name}: {e}")))
+            })
+            .await
     }
 
     /// Run `f` with a session on this thread (tools and tests).
@@ -131,15 +111,8 @@ impl SessionPool {
     ) -> Result<T, BackendError> {
         let mut session = self
             .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
+            .try_lease()
             .ok_or_else(|| BackendError::Failed(format!("{}: no free session", self.name)))?;
-        let result = f(&mut session);
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(session);
-        result.map_err(|e| BackendError::Failed(format!("{}: {e}", self.name)))
+        f(&mut session).map_err(|e| BackendError::Failed(format!("{}: {e}", self.name)))
     }
 }

@@ -11,10 +11,9 @@
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Once};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
+use super::lease::LeasePool;
 use super::{BackendError, BoxFuture, SpeechToText, SttHint, SttSession, UtteranceBuffer};
 
 #[allow(non_camel_case_types)]
@@ -231,58 +230,9 @@ impl Decoder {
 }
 
 struct Pool {
-    decoders: Mutex<Vec<Decoder>>,
-    /// One permit per decoder in `decoders`: holding a permit guarantees one is free.
-    permits: Arc<Semaphore>,
+    decoders: Arc<LeasePool<Decoder>>,
     high_band_fill: HighBandFill,
     high_band_fill_dbfs: f64,
-}
-
-/// A decoder borrowed from the pool; returned on drop (even if decoding panicked).
-struct Lease {
-    decoder: Option<Decoder>,
-    pool: Arc<Pool>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(d) = self.decoder.take() {
-            self.pool
-                .decoders
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(d);
-        }
-        // `_permit` is released after this body, once the decoder is back.
-    }
-}
-
-impl Pool {
-    async fn lease(self: &Arc<Self>) -> Result<Lease, BackendError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| BackendError::Unavailable("pocketsphinx pool closed".into()))?;
-        let decoder = self
-            .decoders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
-        match decoder {
-            Some(d) => Ok(Lease {
-                decoder: Some(d),
-                pool: self.clone(),
-                _permit: permit,
-            }),
-            // Unreachable while permits match decoders; fail the call rather than the process.
-            None => Err(BackendError::Failed(
-                "pocketsphinx pool: no free decoder".into(),
-            )),
-        }
-    }
 }
 
 /// PocketSphinx speech-to-text. Cheap to clone; clones share the decoder pool.
@@ -319,8 +269,7 @@ impl SphinxStt {
         })?;
         Ok(Self {
             pool: Arc::new(Pool {
-                decoders: Mutex::new(decoders),
-                permits: Arc::new(Semaphore::new(n)),
+                decoders: LeasePool::new("pocketsphinx", decoders),
                 high_band_fill: config.high_band_fill,
                 high_band_fill_dbfs: config.high_band_fill_dbfs,
             }),
@@ -337,26 +286,21 @@ async fn decode_pooled(pool: Arc<Pool>, mut pcm: Vec<i16>) -> Result<String, Bac
     if pcm.is_empty() {
         return Ok(String::new());
     }
-    let mut lease = pool.lease().await?;
     let fill = pool.high_band_fill;
     let fill_dbfs = pool.high_band_fill_dbfs;
-    tokio::task::spawn_blocking(move || {
-        let fill = match fill {
-            HighBandFill::Always => true,
-            HighBandFill::Never => false,
-            HighBandFill::Auto => high_band_ratio(&pcm) < HIGH_BAND_EMPTY_RATIO,
-        };
-        if fill {
-            fill_high_band(&mut pcm, fill_dbfs);
-        }
-        let decoder = lease
-            .decoder
-            .as_mut()
-            .expect("a lease holds its decoder until dropped");
-        decoder.decode(&pcm)
-    })
-    .await
-    .map_err(|e| BackendError::Failed(format!("pocketsphinx task: {e}")))?
+    pool.decoders
+        .run(move |decoder| {
+            let fill = match fill {
+                HighBandFill::Always => true,
+                HighBandFill::Never => false,
+                HighBandFill::Auto => high_band_ratio(&pcm) < HIGH_BAND_EMPTY_RATIO,
+            };
+            if fill {
+                fill_high_band(&mut pcm, fill_dbfs);
+            }
+            decoder.decode(&pcm)
+        })
+        .await
 }
 
 impl SpeechToText for SphinxStt {

@@ -27,12 +27,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::lease::{self, LeasePool};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::whisper::{Config as ModelConfig, model::Whisper};
 use futures_util::FutureExt;
 use futures_util::future::Shared as SharedFuture;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{
     BackendError, BoxFuture, Heard, SpeechToText, SttCall, SttHint, SttSession, UtteranceBuffer,
@@ -1037,11 +1037,17 @@ fn log_softmax(logits: impl Iterator<Item = f32>) -> Vec<f32> {
     logits.into_iter().map(|l| l - log_sum).collect()
 }
 
-/// The evidence for the caller's language over a call's utterances so far: the sum of each
-/// language's log-probability (empty until an utterance had words). Shared by the call's
-/// sessions: a short "sí" that alone sounds Italian is heard as Spanish once the caller has
-/// said a sentence in Spanish.
+/// The evidence for the caller's language over a call's utterances so far: each language's
+/// log-probability summed over them, older utterances weighing less ([`EVIDENCE_KEPT`]; empty
+/// until an utterance had words). Shared by the call's sessions: a short "sí" that alone sounds
+/// Italian is heard as Spanish once the caller has said a sentence in Spanish.
 type LanguageEvidence = Arc<Mutex<Vec<f32>>>;
+
+/// How much of the evidence so far each new utterance keeps: a caller who switches language
+/// (a few answers in English, then "¿puedo hablar en español?") is heard in the new one from
+/// their second utterance in it, not after as many as they said in the first; a short unsure
+/// utterance is still outweighed by the sentence before it.
+const EVIDENCE_KEPT: f32 = 0.5;
 
 /// How many tokens at the end of `tokens` repeat what came just before them (0: none): greedy
 /// decoding of a small model can get stuck in a loop, and without the 30 s window it tends to
@@ -1067,30 +1073,15 @@ fn repeated_tail(tokens: &[u32]) -> usize {
 
 struct Pool {
     shared: Shared,
-    decoders: Mutex<Vec<Decoder>>,
-    /// One permit per decoder in `decoders`: holding a permit guarantees one is free.
-    permits: Arc<Semaphore>,
+    decoders: Arc<LeasePool<Decoder>>,
     /// Decodes run to their end or cancelled (for tests and measurements).
     decodes: std::sync::atomic::AtomicU64,
 }
 
-/// A decoder borrowed from the pool; returned on drop (even if decoding panicked).
+/// A decoder borrowed from a model's pool.
 struct Lease {
-    decoder: Option<Decoder>,
+    decoder: lease::Lease<Decoder>,
     pool: Arc<Pool>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(d) = self.decoder.take() {
-            self.pool
-                .decoders
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(d);
-        }
-    }
 }
 
 impl Pool {
@@ -1113,48 +1104,35 @@ impl Pool {
             .collect::<Result<Vec<_>, BackendError>>()?;
         Ok(Self {
             shared,
-            decoders: Mutex::new(decoders),
-            permits: Arc::new(Semaphore::new(n)),
+            decoders: LeasePool::new("whisper", decoders),
             decodes: Default::default(),
         })
     }
 
-    fn lease_with(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Result<Lease, BackendError> {
-        let decoder = self
-            .decoders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
-            .ok_or_else(|| BackendError::Failed("whisper pool: no free decoder".into()))?;
-        Ok(Lease {
-            decoder: Some(decoder),
-            pool: self.clone(),
-            _permit: permit,
-        })
-    }
-
     async fn lease(self: &Arc<Self>) -> Result<Lease, BackendError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| BackendError::Unavailable("whisper pool closed".into()))?;
-        self.lease_with(permit)
+        Ok(Lease {
+            decoder: self.decoders.lease().await?,
+            pool: self.clone(),
+        })
     }
 
     /// A decoder only if one is free now.
     fn try_lease(self: &Arc<Self>) -> Option<Lease> {
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
-        self.lease_with(permit).ok()
+        Some(Lease {
+            decoder: self.decoders.try_lease()?,
+            pool: self.clone(),
+        })
     }
 }
 
 /// A model's decoder pool, loaded at once or on first use (the multilingual model). A load
-/// that fails is remembered: each utterance then fails at once, and the call's fallback answers.
+/// that fails is remembered: each utterance is then heard by the fallback model (the
+/// multilingual model's is tiny.en: the words of an English caller still come through, with no
+/// language named), or fails at once without one, and the call's fallback answers.
 struct Model {
     config: WhisperConfig,
     pool: tokio::sync::OnceCell<Result<Arc<Pool>, BackendError>>,
+    fallback: Option<Arc<Model>>,
 }
 
 impl Model {
@@ -1162,19 +1140,24 @@ impl Model {
         Self {
             config,
             pool: tokio::sync::OnceCell::new_with(Some(Ok(Arc::new(pool)))),
+            fallback: None,
         }
     }
 
-    fn lazy(config: WhisperConfig) -> Self {
+    fn lazy(config: WhisperConfig, fallback: Arc<Model>) -> Self {
         Self {
             config,
             pool: tokio::sync::OnceCell::new(),
+            fallback: Some(fallback),
         }
     }
 
-    /// The pool, when it is loaded already.
+    /// The pool, when it is loaded already (the fallback's, when this one failed to load).
     fn ready(&self) -> Option<&Arc<Pool>> {
-        self.pool.get().and_then(|p| p.as_ref().ok())
+        match self.pool.get()? {
+            Ok(pool) => Some(pool),
+            Err(_) => self.fallback.as_ref()?.ready(),
+        }
     }
 
     /// The pool, loading it on a blocking thread the first time.
@@ -1193,7 +1176,11 @@ impl Model {
                         load_ms = started.elapsed().as_millis() as u64,
                         "whisper: multilingual model loaded"
                     ),
-                    Err(e) => tracing::warn!(error = %e, "whisper: model failed to load"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        fallback = self.fallback.is_some(),
+                        "whisper: model failed to load; its utterances go to the fallback model"
+                    ),
                 }
                 pool.map(Arc::new)
             })
@@ -1201,33 +1188,35 @@ impl Model {
             .clone()
     }
 
-    /// A decoder, waiting for one (and for the model) if need be.
+    /// A decoder, waiting for one (and for the model) if need be; the fallback's when this
+    /// model cannot be loaded.
     async fn lease(&self) -> Result<Lease, BackendError> {
-        self.get().await?.lease().await
+        match self.get().await {
+            Ok(pool) => pool.lease().await,
+            Err(e) => match &self.fallback {
+                Some(fallback) => Box::pin(fallback.lease()).await,
+                None => Err(e),
+            },
+        }
     }
 }
 
 /// Decode `pcm` on a blocking thread with the leased decoder.
 async fn decode_leased(
-    mut lease: Lease,
+    lease: Lease,
     pcm: Arc<Vec<i16>>,
     cancel: Arc<AtomicBool>,
     prior: Vec<f32>,
 ) -> Result<Decoded, BackendError> {
-    tokio::task::spawn_blocking(move || {
-        let pool = lease.pool.clone();
-        let decoder = lease
-            .decoder
-            .as_mut()
-            .expect("a lease holds its decoder until dropped");
-        let Decoder { model, threads } = decoder;
-        pool.decodes.fetch_add(1, Ordering::Relaxed);
-        threads
-            .install(|| pool.shared.transcribe(model, &pcm, &cancel, &prior))
-            .map_err(|e| BackendError::Failed(format!("whisper: {e}")))
-    })
-    .await
-    .map_err(|e| BackendError::Failed(format!("whisper task: {e}")))?
+    let Lease { decoder, pool } = lease;
+    decoder
+        .run(move |Decoder { model, threads }| {
+            pool.decodes.fetch_add(1, Ordering::Relaxed);
+            threads
+                .install(|| pool.shared.transcribe(model, &pcm, &cancel, &prior))
+                .map_err(|e| BackendError::Failed(format!("whisper: {e}")))
+        })
+        .await
 }
 
 /// Whisper speech-to-text. Cheap to clone; clones share the models and the decoder pools.
@@ -1251,15 +1240,19 @@ impl WhisperStt {
     /// multilingual model, if configured, is loaded when a multilingual call first needs it.
     pub fn new(config: WhisperConfig) -> Result<Self, BackendError> {
         let pool = Pool::load(&config)?;
+        let english = Arc::new(Model::loaded(config.clone(), pool));
         let multilingual = config.multilingual_dir.clone().map(|dir| {
-            Arc::new(Model::lazy(WhisperConfig {
-                model_dir: dir,
-                multilingual_dir: None,
-                ..config.clone()
-            }))
+            Arc::new(Model::lazy(
+                WhisperConfig {
+                    model_dir: dir,
+                    multilingual_dir: None,
+                    ..config
+                },
+                english.clone(),
+            ))
         });
         Ok(Self {
-            english: Arc::new(Model::loaded(config, pool)),
+            english,
             multilingual,
         })
     }
@@ -1455,7 +1448,7 @@ impl WhisperSession {
             e.clone_from(&decoded.languages);
         } else {
             for (sum, l) in e.iter_mut().zip(&decoded.languages) {
-                *sum += l;
+                *sum = *sum * EVIDENCE_KEPT + l;
             }
         }
     }
@@ -1700,7 +1693,8 @@ mod tests {
         let si = log_softmax([0.0, 2.0, 2.5].into_iter());
         assert_eq!(likeliest(&si, &[]), Some(2));
         assert_eq!(likeliest(&si, &said_sentence), Some(1));
-        // evidence adds up utterance by utterance; a sound with no words adds nothing
+        // evidence adds up utterance by utterance, the older weighing less; a sound with no
+        // words adds nothing
         let evidence: LanguageEvidence = Arc::default();
         let decoded = |languages: Vec<f32>| Decoded {
             heard: Heard::default(),
@@ -1712,9 +1706,29 @@ mod tests {
         WhisperSession::learn(&some, &decoded(si.clone()));
         let sum = WhisperSession::prior(&some);
         for ((s, a), b) in sum.iter().zip(&said_sentence).zip(&si) {
-            assert!((s - (a + b)).abs() < 1e-6);
+            assert!((s - (a * EVIDENCE_KEPT + b)).abs() < 1e-6);
         }
         assert!(WhisperSession::prior(&None).is_empty());
+    }
+
+    #[test]
+    fn a_caller_who_switches_language_is_heard_in_it_from_their_second_utterance() {
+        // languages: en, es
+        let english = log_softmax([8.0, 0.0].into_iter());
+        let spanish = log_softmax([0.0, 8.0].into_iter());
+        let some = Some(LanguageEvidence::default());
+        let decoded = |languages: &Vec<f32>| Decoded {
+            heard: Heard::default(),
+            languages: languages.clone(),
+        };
+        for _ in 0..4 {
+            WhisperSession::learn(&some, &decoded(&english));
+        }
+        // the first Spanish utterance after four English ones is still taken for English...
+        assert_eq!(likeliest(&spanish, &WhisperSession::prior(&some)), Some(0));
+        WhisperSession::learn(&some, &decoded(&spanish));
+        // ... the second is Spanish
+        assert_eq!(likeliest(&spanish, &WhisperSession::prior(&some)), Some(1));
     }
 
     #[test]
