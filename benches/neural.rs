@@ -1,6 +1,7 @@
 //! The offline neural models, per use on this machine (one ONNX Runtime thread each, as the server
-//! runs them): Smart Turn on one caller utterance (its features and inference), and the Piper
-//! voice on one reply sentence. Needs the models: `scripts/install-models`.
+//! runs them): Smart Turn on one caller utterance (its features and inference), the Piper voice on
+//! one reply sentence, and Silero VAD on one 20 ms frame (against earshot, the call path's VAD, in
+//! `hot_path`'s `inbound/speech_frame`). Needs the models: `scripts/install-models`.
 //!
 //! `cargo bench --bench neural`
 
@@ -8,8 +9,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use receptionist::backends::piper::PiperTts;
+use receptionist::backends::silero::SileroVad;
 use receptionist::backends::smart_turn::SmartTurn;
-use receptionist::engine::audio::{g711, resample};
+use receptionist::engine::audio::{EarshotVad, VoiceDetector, g711, resample};
 
 /// Three seconds of a real voice, through the phone band, at 16 kHz.
 fn utterance() -> Vec<i16> {
@@ -27,6 +29,29 @@ fn neural(c: &mut Criterion) {
     c.bench_function("smart_turn/3s_utterance", |b| {
         b.iter(|| black_box(turn.complete_here(black_box(&audio)).unwrap()))
     });
+    // one 20 ms frame at a time, as a call feeds its detector (the frames cycle through the
+    // utterance, so the detector's state follows real speech)
+    let frames: Vec<[i16; 320]> = audio
+        .chunks_exact(320)
+        .map(|f| f.try_into().unwrap())
+        .collect();
+    let mut g = c.benchmark_group("vad_speech_frame");
+    let mut silero = SileroVad::load(&dir, SileroVad::DEFAULT_THRESHOLD).unwrap();
+    let mut i = 0;
+    g.bench_function("silero_v5_8k", |b| {
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            black_box(silero.is_speech(black_box(&frames[i])))
+        })
+    });
+    let mut earshot = EarshotVad::new();
+    g.bench_function("earshot", |b| {
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            black_box(earshot.is_speech(black_box(&frames[i])))
+        })
+    });
+    g.finish();
     let piper = PiperTts::load(&dir, 1).unwrap();
     let mut g = c.benchmark_group("piper");
     g.sample_size(10);

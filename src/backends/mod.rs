@@ -33,6 +33,7 @@ pub mod piper;
 mod prompt_cache;
 mod scripted;
 pub mod select;
+pub mod silero;
 pub mod smart_turn;
 mod sphinx;
 pub mod wav;

@@ -54,6 +54,27 @@ pub struct SessionPool {
     sessions: Arc<LeasePool<Session>>,
 }
 
+/// One single-threaded session of `model` (`name` is said in errors).
+pub fn load_session(name: &str, models_dir: &Path, model: &Path) -> Result<Session, BackendError> {
+    let env = environment(models_dir)?;
+    if !model.is_file() {
+        return Err(BackendError::Unavailable(format!(
+            "{name}: {} is missing (run scripts/install-models)",
+            model.display()
+        )));
+    }
+    let load = || -> Result<Session, ort::Error> {
+        Session::builder(env)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)?
+            .with_intra_threads(1)?
+            .with_inter_threads(1)?
+            .commit_from_file(model)
+    };
+    load().map_err(|e| {
+        BackendError::Unavailable(format!("{name}: cannot load {}: {e}", model.display()))
+    })
+}
+
 impl SessionPool {
     /// Load `model` `size` times (at least once).
     pub fn load(
@@ -62,28 +83,9 @@ impl SessionPool {
         model: &Path,
         size: usize,
     ) -> Result<Self, BackendError> {
-        let env = environment(models_dir)?;
-        if !model.is_file() {
-            return Err(BackendError::Unavailable(format!(
-                "{name}: {} is missing (run scripts/install-models)",
-                model.display()
-            )));
-        }
-        let size = size.max(1);
-        let mut sessions = Vec::with_capacity(size);
-        for _ in 0..size {
-            let load = || -> Result<Session, ort::Error> {
-                Session::builder(env)?
-                    .with_optimization_level(GraphOptimizationLevel::Level3)?
-                    .with_intra_threads(1)?
-                    .with_inter_threads(1)?
-                    .commit_from_file(model)
-            };
-            let session = load().map_err(|e| {
-                BackendError::Unavailable(format!("{name}: cannot load {}: {e}", model.display()))
-            })?;
-            sessions.push(session);
-        }
+        let sessions = (0..size.max(1))
+            .map(|_| load_session(name, models_dir, model))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             name,
             sessions: LeasePool::new(name, sessions),

@@ -221,7 +221,15 @@ fn candidates() -> Vec<(&'static str, UpsamplerKind, Factory)> {
         ("energy -45 hang 5", UpsamplerKind::Fft, || {
             Box::new(EnergyVad::with_hangover(-45.0, 5))
         }),
+        ("silero v5 8k thr 0.5", UpsamplerKind::Fft, || silero(0.5)),
+        ("silero v5 8k thr 0.3", UpsamplerKind::Fft, || silero(0.3)),
     ]
+}
+
+/// Silero VAD v5 from the installed models (`scripts/install-models`).
+fn silero(threshold: f32) -> Box<dyn VoiceDetector> {
+    let models = crate::testing::installed_models_dir();
+    Box::new(crate::backends::silero::SileroVad::load(&models, threshold).expect("silero loads"))
 }
 
 /// Speech conditions: (name, noise kind and level).
@@ -452,6 +460,12 @@ fn per_frame_timings() {
     time("earshot (20 ms frame)", &mut || {
         for f in &pcm16s {
             black_box(earshot.is_speech(black_box(f)));
+        }
+    });
+    let mut silero = silero(0.5);
+    time("silero v5 8k (20 ms frame)", &mut || {
+        for f in &pcm16s {
+            black_box(silero.is_speech(black_box(f)));
         }
     });
     let mut energy = EnergyVad::default();
