@@ -99,28 +99,22 @@ enum WorkspaceCommand {
 /// main runtime, its CPU 1.8 → 1.1 ms a second, `/proc/PID/task/TID/schedstat`).
 const MAIN_RUNTIME_WORKERS: usize = 1;
 
-/// glibc's malloc arenas: at most this many, unless `MALLOC_ARENA_MAX` says otherwise. By default
-/// glibc gives each thread that allocates under contention an arena of its own (up to 8 per core),
-/// and memory freed in one arena is not reused by the others, so a call's buffers, made on one
-/// thread and dropped on another, leave pages behind in several. Measured with `receptionist
-/// loadgen --levels 10,100,500 --ramp-secs 10 --duration-secs 40` (RSS per call, KiB): glibc's
-/// default 448 / 213 / 192, two arenas 356 / 191 / 176, with CPU per call-second unchanged
-/// within the run-to-run noise.
-#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "dhat-heap")))]
-const MALLOC_ARENAS: libc::c_int = 2;
-
-#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "dhat-heap")))]
+/// Limits glibc's malloc to two arenas (one per core), unless `MALLOC_ARENA_MAX` says otherwise.
+/// By default glibc gives each thread that allocates under contention an arena of its own (up to
+/// 8 per core), and memory freed in one arena is not reused by the others, so a call's buffers,
+/// made on one thread and dropped on another, leave pages behind in several. Measured with
+/// `receptionist loadgen --levels 10,100,500 --ramp-secs 10 --duration-secs 40` (RSS per call,
+/// KiB): glibc's default 448 / 213 / 192, two arenas 335 / 188 / 178, with CPU per call-second
+/// unchanged within the run-to-run noise (README, issue 9's fourth round).
 fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "dhat-heap")))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only sets an allocator parameter; called before any other thread runs.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "dhat-heap"))))]
-fn limit_malloc_arenas() {}
 
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use ort::session::Session;
-use ort::value::Tensor;
+use ort::value::TensorRef;
 
 use super::BackendError;
 use crate::engine::audio::{SAMPLES_16K, VoiceDetector};
@@ -37,7 +37,7 @@ pub struct SileroVad {
     input: [f32; CONTEXT + WINDOW],
     /// Samples of the window filled so far.
     filled: usize,
-    state: Vec<f32>,
+    state: [f32; STATE],
     last_score: f32,
 }
 
@@ -53,7 +53,7 @@ impl SileroVad {
             threshold,
             input: [0.0; CONTEXT + WINDOW],
             filled: 0,
-            state: vec![0.0; STATE],
+            state: [0.0; STATE],
             last_score: 0.0,
         })
     }
@@ -80,21 +80,27 @@ impl SileroVad {
     }
 
     fn infer(&mut self) -> Result<f32, BackendError> {
-        let mut run = || -> Result<(f32, Vec<f32>), ort::Error> {
-            let input = Tensor::from_array(([1usize, CONTEXT + WINDOW], self.input.to_vec()))?;
-            let state = Tensor::from_array(([2usize, 1, 128], self.state.clone()))?;
-            let sr = Tensor::from_array(([1usize], vec![RATE]))?;
-            let outputs = self
-                .session
-                .run(ort::inputs!["input" => input, "state" => state, "sr" => sr])?;
-            let (_, p) = outputs["output"].try_extract_tensor::<f32>()?;
+        // the input and the state are lent to the run as they are: nothing is copied per window
+        let Self {
+            session,
+            input,
+            state,
+            ..
+        } = self;
+        let mut run = || -> Result<f32, ort::Error> {
+            let outputs = session.run(ort::inputs![
+                "input" => TensorRef::from_array_view(([1usize, CONTEXT + WINDOW], &input[..]))?,
+                "state" => TensorRef::from_array_view(([2usize, 1, 128], &state[..]))?,
+                "sr" => TensorRef::from_array_view(([1usize], &[RATE][..]))?,
+            ])?;
             let (_, next) = outputs["stateN"].try_extract_tensor::<f32>()?;
-            Ok((p.first().copied().unwrap_or(0.0), next.to_vec()))
+            if next.len() == STATE {
+                state.copy_from_slice(next);
+            }
+            let (_, p) = outputs["output"].try_extract_tensor::<f32>()?;
+            Ok(p.first().copied().unwrap_or(0.0))
         };
-        let (p, next) = run().map_err(|e| BackendError::Failed(format!("silero vad: {e}")))?;
-        if next.len() == STATE {
-            self.state = next;
-        }
+        let p = run().map_err(|e| BackendError::Failed(format!("silero vad: {e}")))?;
         Ok(if p.is_finite() {
             p.clamp(0.0, 1.0)
         } else {

@@ -27,13 +27,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::lease::{self, LeasePool};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::whisper::{Config as ModelConfig, model::Whisper};
 use futures_util::FutureExt;
 use futures_util::future::Shared as SharedFuture;
 
+use super::lease::{self, LeasePool};
 use super::{
     BackendError, BoxFuture, Heard, SpeechToText, SttCall, SttHint, SttSession, UtteranceBuffer,
 };
@@ -1156,7 +1156,7 @@ impl Model {
     fn ready(&self) -> Option<&Arc<Pool>> {
         match self.pool.get()? {
             Ok(pool) => Some(pool),
-            Err(_) => self.fallback.as_ref()?.ready(),
+            Err(_) => self.fallback.as_ref()?.pool.get()?.as_ref().ok(),
         }
     }
 
@@ -1179,7 +1179,7 @@ impl Model {
                     Err(e) => tracing::warn!(
                         error = %e,
                         fallback = self.fallback.is_some(),
-                        "whisper: model failed to load; its utterances go to the fallback model"
+                        "whisper: model failed to load"
                     ),
                 }
                 pool.map(Arc::new)
@@ -1191,12 +1191,10 @@ impl Model {
     /// A decoder, waiting for one (and for the model) if need be; the fallback's when this
     /// model cannot be loaded.
     async fn lease(&self) -> Result<Lease, BackendError> {
-        match self.get().await {
-            Ok(pool) => pool.lease().await,
-            Err(e) => match &self.fallback {
-                Some(fallback) => Box::pin(fallback.lease()).await,
-                None => Err(e),
-            },
+        match (self.get().await, &self.fallback) {
+            (Ok(pool), _) => pool.lease().await,
+            (Err(_), Some(fallback)) => fallback.get().await?.lease().await,
+            (Err(e), None) => Err(e),
         }
     }
 }
