@@ -99,15 +99,24 @@ impl AppState {
     /// Runs `work` (database work for a call) on [`AppState::background`] and waits for it; the
     /// calling connection thread counts as waiting ([`threads::WaitOnThread`]) meanwhile, so it
     /// takes the result at once.
-    pub async fn on_background<T: Send + 'static>(
-        &self,
-        work: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> T {
-        let _waiting = threads::WaitOnThread::enter();
-        match self.background.spawn(work).await {
-            Ok(out) => out,
-            // the task is never aborted; a panic in it is the caller's own
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+    ///
+    /// The work is spawned when this is called, not when the result is first polled, so the
+    /// caller's future holds only the task's handle, never the work itself (a database future
+    /// can be kilobytes, kept for the whole of a call otherwise).
+    pub fn on_background<T, F>(&self, work: F) -> impl std::future::Future<Output = T> + use<T, F>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let waiting = threads::WaitOnThread::enter();
+        let task = self.background.spawn(work);
+        async move {
+            let _waiting = waiting;
+            match task.await {
+                Ok(out) => out,
+                // the task is never aborted; a panic in it is the caller's own
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
         }
     }
 }

@@ -453,7 +453,9 @@ pub async fn persist_call(
 ) {
     let mut durable = Some(durable);
     let mut seq: i64 = 0;
-    let mut batch: Vec<CallEvent> = Vec::with_capacity(64);
+    // empty until events come: a call waits with nothing allocated here (a turn's burst is a
+    // handful of events)
+    let mut batch: Vec<CallEvent> = Vec::new();
     let mut finish: Option<Record> = None;
     let mut flag = false;
     // records of this call are in the journal and not yet all in the database
@@ -513,7 +515,7 @@ pub async fn persist_call(
 
         let mut records = Vec::with_capacity(2);
         if !batch.is_empty() {
-            let events = std::mem::replace(&mut batch, Vec::with_capacity(64));
+            let events = std::mem::take(&mut batch);
             let n = events.len() as i64;
             records.push(Record::Events {
                 first_seq: seq,

@@ -8,6 +8,9 @@ use super::{SAMPLES_8K, SAMPLES_16K};
 /// Frame of caller audio after the inbound pipeline.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InboundFrame {
+    /// The 20 ms as they came, µ-law (what the recording keeps: half the memory of PCM, and
+    /// exactly the same audio).
+    pub mulaw: [u8; SAMPLES_8K],
     /// The decoded 20 ms at 8 kHz.
     pub pcm8k: [i16; SAMPLES_8K],
     /// The same audio at 16 kHz (delayed by the upsampler: 2 ms with the default).
@@ -39,13 +42,18 @@ pub const VAD_GATE_DBFS: f32 = -65.0;
 /// Bound on undelivered audio: 50 frames, 1 s.
 pub const MAX_BUFFERED_FRAMES: usize = 50;
 
+/// The ring's size before a carrier's messages need more.
+const INITIAL_RING_FRAMES: usize = 2;
+
 impl InboundPipeline {
     /// A pipeline with the given voice activity detector.
     pub fn new(vad: Box<dyn VoiceDetector>) -> Self {
         Self {
             vad,
             upsampler: Upsampler8To16::new(),
-            ring: vec![0u8; MAX_BUFFERED_FRAMES * SAMPLES_8K].into_boxed_slice(),
+            // most carriers send a frame per message and it is popped at once: the ring
+            // grows (in whole frames, up to the bound) only for one that sends more
+            ring: vec![0u8; INITIAL_RING_FRAMES * SAMPLES_8K].into_boxed_slice(),
             head: 0,
             len: 0,
             dropped_frames: 0,
@@ -65,6 +73,7 @@ impl InboundPipeline {
     /// Bounded: keeps at most 1 s of undelivered audio, dropping the oldest whole frames, and
     /// counts them in [`InboundPipeline::dropped_frames`].
     pub fn push(&mut self, mulaw: &[u8]) {
+        self.grow_for(self.len + mulaw.len());
         let cap = self.ring.len();
         let mut input = mulaw;
         let total = self.len + input.len();
@@ -87,6 +96,25 @@ impl InboundPipeline {
         self.len += input.len();
     }
 
+    /// Makes room for `needed` bytes, up to the bound: a larger ring (at least twice the size,
+    /// in whole frames) with the undelivered bytes moved to its start.
+    fn grow_for(&mut self, needed: usize) {
+        let old = self.ring.len();
+        let max = MAX_BUFFERED_FRAMES * SAMPLES_8K;
+        if needed <= old || old >= max {
+            return;
+        }
+        let size = (needed.div_ceil(SAMPLES_8K) * SAMPLES_8K)
+            .max(old * 2)
+            .min(max);
+        let mut ring = vec![0u8; size].into_boxed_slice();
+        let first = self.len.min(old - self.head);
+        ring[..first].copy_from_slice(&self.ring[self.head..self.head + first]);
+        ring[first..self.len].copy_from_slice(&self.ring[..self.len - first]);
+        self.ring = ring;
+        self.head = 0;
+    }
+
     /// The next complete 20 ms frame, or `None` until 160 bytes are buffered.
     pub fn pop(&mut self) -> Option<InboundFrame> {
         if self.len < SAMPLES_8K {
@@ -102,12 +130,13 @@ impl InboundPipeline {
         self.popped_frames += 1;
 
         let mut frame = InboundFrame {
+            mulaw,
             pcm8k: [0; SAMPLES_8K],
             pcm16k: [0; SAMPLES_16K],
             speech: false,
             level_dbfs: 0.0,
         };
-        g711::decode_into(&mulaw, &mut frame.pcm8k);
+        g711::decode_into(&frame.mulaw, &mut frame.pcm8k);
         self.upsampler.process(&frame.pcm8k, &mut frame.pcm16k);
         frame.level_dbfs = level_dbfs(&frame.pcm8k);
         // Quieter than any talker on a phone line: not speech, and the (costly) detector is
@@ -175,6 +204,41 @@ mod tests {
         assert!(p.pop().is_some());
         p.push(&[]);
         assert!(p.pop().is_none());
+    }
+
+    #[test]
+    fn the_ring_grows_for_large_messages_and_keeps_the_order_across_its_wrap() {
+        let mut p = energy();
+        let stream: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let mut out = Vec::new();
+        let mut at = 0;
+        // small messages wrap the small ring; then larger ones make it grow mid-wrap
+        for (k, size) in [100, 200, 37, 250, 900, 5, 3000, 161, 1600, 6000]
+            .into_iter()
+            .cycle()
+            .enumerate()
+        {
+            if at + size > stream.len() {
+                break;
+            }
+            p.push(&stream[at..at + size]);
+            at += size;
+            // pop only some of the time, so that audio waits across the growth
+            if k % 3 != 1 {
+                while let Some(f) = p.pop() {
+                    out.extend(f.pcm8k);
+                }
+            }
+        }
+        while let Some(f) = p.pop() {
+            out.extend(f.pcm8k);
+        }
+        assert_eq!(p.dropped_frames(), 0);
+        let expected: Vec<i16> = stream[..at - p.buffered_bytes()]
+            .iter()
+            .map(|&b| g711::ulaw_decode(b))
+            .collect();
+        assert_eq!(out, expected);
     }
 
     #[test]

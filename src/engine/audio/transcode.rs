@@ -240,11 +240,19 @@ impl InboundTranscoder {
             }
         };
         // 120 ms at 48 kHz: the longest Opus packet, or a large L16 packet, without growing.
+        // µ-law, A-law and 8 kHz L16 go straight to the output and need no scratch (11 KiB
+        // saved per call).
+        let scratch = match &state {
+            InState::L16 { down: Some(_), .. } => true,
+            #[cfg(feature = "opus")]
+            InState::Opus(_) => true,
+            _ => false,
+        };
         Ok(Self {
             codec,
             state,
-            wire: Vec::with_capacity(5760),
-            pcm8k: Vec::with_capacity(960),
+            wire: Vec::with_capacity(if scratch { 5760 } else { 0 }),
+            pcm8k: Vec::with_capacity(if scratch { 960 } else { 0 }),
         })
     }
 
@@ -336,11 +344,13 @@ impl OutboundTranscoder {
                 return Err(AudioError::Unsupported(Unsupported::OpusOutbound));
             }
         };
+        // only an interpolating codec needs scratch
+        let scratch = matches!(state, OutState::L16 { up: Some(_), .. });
         Ok(Self {
             codec,
             state,
-            pcm8k: Vec::with_capacity(160),
-            wire: Vec::with_capacity(960),
+            pcm8k: Vec::with_capacity(if scratch { 160 } else { 0 }),
+            wire: Vec::with_capacity(if scratch { 960 } else { 0 }),
         })
     }
 

@@ -1044,7 +1044,7 @@ impl CallEngine {
             self.recording.handle_caller_frame(
                 self.now_ms,
                 timestamp_ms.take(),
-                &frame.pcm8k,
+                &frame.mulaw,
                 &mut self.out,
             );
             self.on_frame(&frame);

@@ -2,6 +2,10 @@
 //! committed in order `recording_delay` after their time (so late frames still land) into
 //! interleaved (caller, agent) chunks. Gapless by construction: a slot nobody wrote is silence.
 //!
+//! Everything the engine hears and sends is µ-law (the media layer transcodes every carrier's
+//! codec to it), so the slots and the chunk being filled keep µ-law, half the memory of PCM and
+//! the same audio; a chunk is decoded to PCM only when it is taken.
+//!
 //! Caller frames wait in slots; agent audio, which may be sent seconds before it plays, waits as
 //! spans of the synthesised audio it shares with the play-out (no copy), decoded into its slots
 //! only when they are committed. The engine is woken once per chunk, not once per slot: slots are
@@ -12,6 +16,9 @@ use std::time::Duration;
 
 use super::{AgentAudio, FRAME, Output};
 use crate::engine::audio::{SAMPLES_8K, g711};
+
+/// µ-law's zero.
+const SILENCE: u8 = 0xFF;
 
 /// Caller slots that may be pending at once: the recording delay plus a carrier's timestamp
 /// jitter, with margin.
@@ -28,20 +35,21 @@ impl AgentSpan {
         self.slot + self.audio.len().div_ceil(SAMPLES_8K) as u64
     }
 }
-/// Interleaved samples per recording chunk: 25 slots (500 ms) of stereo audio (16 KB), so the
-/// recorder writes twice a second per call; a whole number of slots, so a chunk never outgrows
-/// its allocation.
+/// Interleaved samples per recording chunk: 25 slots (500 ms) of stereo audio (8 KB of µ-law
+/// while it fills, 16 KB of PCM when taken), so the recorder writes twice a second per call; a
+/// whole number of slots, so a chunk never outgrows its allocation.
 pub const RECORDING_CHUNK_SAMPLES: usize = 25 * SAMPLES_8K * 2;
 
 /// Pending slots and the chunk being filled. Announces a full chunk with `Output::Recording`.
 pub(super) struct Recording {
     base_slot: u64,
-    /// Caller audio of the slots from `base_slot` on.
-    slots: VecDeque<[i16; SAMPLES_8K]>,
+    /// Caller audio (µ-law) of the slots from `base_slot` on.
+    slots: VecDeque<[u8; SAMPLES_8K]>,
     /// Agent audio not yet committed, in play order.
     agent: VecDeque<AgentSpan>,
     dropped_late: u64,
-    chunk: Vec<i16>,
+    /// Interleaved µ-law, reused from chunk to chunk.
+    chunk: Vec<u8>,
     /// `Output::Recording` was announced for the chunk and it was not taken yet: a time jump
     /// that commits more than a chunk's worth at once announces it once, not once per 25 slots
     /// (the driver takes everything committed at the first announcement).
@@ -71,7 +79,7 @@ impl Recording {
         &mut self,
         now_ms: u64,
         timestamp_ms: Option<u64>,
-        pcm: &[i16; SAMPLES_8K],
+        mulaw: &[u8; SAMPLES_8K],
         out: &mut VecDeque<Output>,
     ) {
         let slot = match timestamp_ms {
@@ -86,7 +94,7 @@ impl Recording {
         };
         self.caller_slot = slot + 1;
         if let Some(s) = self.slot(slot, out) {
-            *s = *pcm;
+            *s = *mulaw;
         }
     }
 
@@ -160,10 +168,18 @@ impl Recording {
         }
     }
 
-    /// Hand over the samples committed so far.
+    /// Hand over the samples committed so far, as PCM.
     pub(super) fn take(&mut self) -> Vec<i16> {
         self.announced = false;
-        std::mem::replace(&mut self.chunk, Vec::with_capacity(RECORDING_CHUNK_SAMPLES))
+        let pcm = self
+            .chunk
+            .iter()
+            .map(|&b| g711::ULAW_TO_LINEAR[b as usize])
+            .collect();
+        self.chunk.clear();
+        // a time jump may have grown it
+        self.chunk.shrink_to(RECORDING_CHUNK_SAMPLES);
+        pcm
     }
 
     /// Caller slots not yet committed.
@@ -182,7 +198,7 @@ impl Recording {
     }
 
     /// Mutable caller slot `slot`, creating silent slots up to it; `None` when already committed.
-    fn slot(&mut self, slot: u64, out: &mut VecDeque<Output>) -> Option<&mut [i16; SAMPLES_8K]> {
+    fn slot(&mut self, slot: u64, out: &mut VecDeque<Output>) -> Option<&mut [u8; SAMPLES_8K]> {
         if slot < self.base_slot {
             self.dropped_late += 1;
             return None;
@@ -192,13 +208,13 @@ impl Recording {
         }
         let idx = (slot - self.base_slot) as usize;
         while self.slots.len() <= idx {
-            self.slots.push_back([0; SAMPLES_8K]);
+            self.slots.push_back([SILENCE; SAMPLES_8K]);
         }
         self.slots.get_mut(idx)
     }
 
     /// The agent's audio in `slot` (the oldest uncommitted one), spans before it dropped.
-    fn agent_frame(&mut self, slot: u64, pcm: &mut [i16; SAMPLES_8K]) {
+    fn agent_frame(&mut self, slot: u64, mulaw: &mut [u8; SAMPLES_8K]) {
         while self.agent.front().is_some_and(|s| s.end_slot() <= slot) {
             self.agent.pop_front();
         }
@@ -207,17 +223,17 @@ impl Recording {
         {
             let at = (slot - span.slot) as usize * SAMPLES_8K;
             let frame = &span.audio[at..(at + SAMPLES_8K).min(span.audio.len())];
-            g711::decode_into(frame, &mut pcm[..frame.len()]);
+            mulaw[..frame.len()].copy_from_slice(frame);
         }
     }
 
     fn commit_one(&mut self, out: &mut VecDeque<Output>) {
-        let caller = self.slots.pop_front().unwrap_or([0; SAMPLES_8K]);
-        let mut agent = [0; SAMPLES_8K];
+        let caller = self.slots.pop_front().unwrap_or([SILENCE; SAMPLES_8K]);
+        let mut agent = [SILENCE; SAMPLES_8K];
         self.agent_frame(self.base_slot, &mut agent);
         // interleaved stereo, written in place (no per-sample capacity checks)
         let start = self.chunk.len();
-        self.chunk.resize(start + 2 * SAMPLES_8K, 0);
+        self.chunk.resize(start + 2 * SAMPLES_8K, SILENCE);
         for ((pair, c), a) in self.chunk[start..]
             .chunks_exact_mut(2)
             .zip(caller.iter())
@@ -244,6 +260,11 @@ impl Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A caller frame of µ-law code `b`, and what it decodes to.
+    fn d(b: u8) -> i16 {
+        g711::ulaw_decode(b)
+    }
 
     fn drain(rec: &mut Recording, out: &mut VecDeque<Output>, all: &mut Vec<i16>) {
         while let Some(o) = out.pop_front() {
@@ -276,12 +297,12 @@ mod tests {
         drain(&mut rec, &mut out, &mut all);
         let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
         assert_eq!(caller.len(), 70);
-        assert_eq!(&caller[..10], &[1; 10]);
+        assert_eq!(&caller[..10], &[d(1); 10]);
         assert!(
             caller[10..60].iter().all(|&s| s == 0),
             "the pause is silence"
         );
-        assert_eq!(&caller[60..], &[2; 10], "resumed where it was heard");
+        assert_eq!(&caller[60..], &[d(2); 10], "resumed where it was heard");
     }
 
     #[test]
@@ -303,7 +324,7 @@ mod tests {
         // six slots (0..=5), interleaved stereo
         assert_eq!(all.len(), 6 * SAMPLES_8K * 2);
         let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
-        assert_eq!(caller, vec![1, 2, 0, 0, 0, 3]);
+        assert_eq!(caller, vec![d(1), d(2), 0, 0, 0, d(3)]);
     }
 
     #[test]
@@ -378,7 +399,7 @@ mod tests {
         assert_eq!(all.len(), 40 * SAMPLES_8K * 2);
         for (slot, frame) in all.chunks(SAMPLES_8K * 2).enumerate() {
             assert!(
-                frame.iter().step_by(2).all(|&c| c == 7),
+                frame.iter().step_by(2).all(|&c| c == d(7)),
                 "caller slot {slot}"
             );
             let agent_silent = frame.iter().skip(1).step_by(2).all(|&a| a == 0);
