@@ -390,3 +390,74 @@ async fn a_multilingual_model_that_cannot_load_leaves_the_english_one_hearing_it
     let heard = session.finish_heard().await.unwrap();
     assert!(heard.text.contains("boston"), "{heard:?}");
 }
+
+/// An answer to a number question, heard as a call hears it: pushed in 20 ms frames with the
+/// dialogue's hint, then finished.
+async fn heard_as(stt: &WhisperStt, pcm: &[i16], hint: SttHint) -> String {
+    let mut session = stt.start(hint);
+    for frame in pcm.chunks(320) {
+        session.push(frame);
+    }
+    session.finish().await.unwrap()
+}
+
+#[tokio::test]
+async fn told_a_number_is_expected_whisper_hears_numbers_it_misheard_and_invents_none() {
+    let models = models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let stt = WhisperStt::new(WhisperConfig::new(&models)).expect("whisper loads");
+    // an espeak-ng voice that tiny.en mishears numbers in ("Two years." as "who")
+    let voice = "espeak:en-us+m3";
+    let answers = [
+        (2.0, "Two years."),
+        (6.0, "Six months."),
+        (12.0, "Twelve years."),
+        (20.0, "Twenty years."),
+        (5.0, "About five years."),
+        (4.0, "I have four years of experience."),
+    ];
+    let mut right = [0, 0];
+    for (i, (number, text)) in answers.iter().enumerate() {
+        let pcm = load_audio(
+            &utterance(dir.path(), &format!("n{i}"), voice, text, None),
+            true,
+        )
+        .unwrap();
+        for (k, hint) in [SttHint::Any, SttHint::Number].into_iter().enumerate() {
+            let heard = heard_as(&stt, &pcm, hint).await;
+            eprintln!("{text:?} with {hint:?}: {heard:?}");
+            if receptionist::engine::dialogue::understand::parse_number(&heard) == Some(*number) {
+                right[k] += 1;
+            }
+        }
+    }
+    assert!(
+        right[1] > right[0] && right[1] >= 4,
+        "numbers right without the hint {}, with it {} (of {})",
+        right[0],
+        right[1],
+        answers.len()
+    );
+    // what is not a number answer is not made one
+    for (i, (voice, text)) in [
+        ("espeak:en-gb+m1", "What does the job pay?"),
+        ("espeak:en-us+m3", "No, thank you."),
+        ("flite:kal", "I'm not sure."),
+        ("espeak:en+f3", "Can you repeat the question?"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pcm = load_audio(
+            &utterance(dir.path(), &format!("q{i}"), voice, text, None),
+            true,
+        )
+        .unwrap();
+        let heard = heard_as(&stt, &pcm, SttHint::Number).await;
+        assert_eq!(
+            receptionist::engine::dialogue::understand::parse_number(&heard),
+            None,
+            "{text:?} ({voice}) heard as {heard:?}"
+        );
+    }
+}

@@ -176,7 +176,7 @@ pub trait TextToSpeech: Send + Sync + 'static {
 }
 
 /// What the dialogue expects the caller to say next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum SttHint {
     #[default]
     Any,

@@ -37,6 +37,7 @@ use super::lease::{self, LeasePool};
 use super::{
     BackendError, BoxFuture, Heard, SpeechToText, SttCall, SttHint, SttSession, UtteranceBuffer,
 };
+use crate::engine::dialogue::understand;
 
 /// The directory under the models directory that holds Whisper tiny.en.
 pub const MODEL_SUBDIR: &str = "whisper-tiny.en";
@@ -633,6 +634,95 @@ impl Vocabulary {
     }
 }
 
+/// Words around a number in an answer to a number question, besides the numbers themselves
+/// ([`understand::UNITS`], [`understand::TENS`]) and digits: "about five years", "I have two
+/// years of experience", "none".
+const AROUND_NUMBERS: &[&str] = &[
+    "oh",
+    "hundred",
+    "thousand",
+    "half",
+    "a",
+    "an",
+    "and",
+    "about",
+    "around",
+    "almost",
+    "nearly",
+    "over",
+    "under",
+    "more",
+    "less",
+    "than",
+    "maybe",
+    "roughly",
+    "just",
+    "year",
+    "years",
+    "month",
+    "months",
+    "week",
+    "weeks",
+    "i",
+    "i've",
+    "i'm",
+    "have",
+    "had",
+    "of",
+    "experience",
+    "none",
+    "no",
+    "only",
+];
+
+impl Vocabulary {
+    /// Which tokens an answer to a number question may be made of (numbers in words and
+    /// digits, [`AROUND_NUMBERS`], `.` and `,`): a word-starting token that begins one of the words, a continuation
+    /// that is part of one, any run of digits. Special tokens are not in it.
+    pub fn number_answer_tokens(&self) -> Vec<bool> {
+        // every piece a token may be: a word's beginnings (a token that starts a word) and its
+        // inner parts (a continuation); one lookup per token, so that a 52,000-token vocabulary
+        // takes milliseconds (this runs when a model loads, the multilingual one during a call)
+        let mut starts = std::collections::HashSet::new();
+        let mut inner = std::collections::HashSet::new();
+        let words = understand::UNITS
+            .iter()
+            .chain(understand::TENS)
+            .chain(AROUND_NUMBERS);
+        for w in words {
+            for end in 1..=w.len() {
+                starts.insert(&w[..end]);
+                for begin in 1..end {
+                    inner.insert(&w[begin..end]);
+                }
+            }
+        }
+        self.tokens
+            .iter()
+            .enumerate()
+            .map(|(id, bytes)| {
+                if id as u32 >= self.eot || bytes.len() > 16 || !bytes.is_ascii() {
+                    return false;
+                }
+                let starts_word = bytes.first() == Some(&b' ');
+                let word = bytes.trim_ascii_start().to_ascii_lowercase();
+                let Ok(word) = std::str::from_utf8(&word) else {
+                    return false;
+                };
+                !word.is_empty()
+                    && (word.bytes().all(|b| b.is_ascii_digit())
+                        || word == "."
+                        || word == ","
+                        || if starts_word {
+                            starts.contains(word)
+                        } else {
+                            inner.contains(word)
+                        })
+            })
+            .collect()
+    }
+}
+
 /// Whisper's text as the engine's transcripts are: lowercase words separated by single spaces,
 /// punctuation dropped (apostrophes inside words and the `.` or `,` inside a number kept).
 pub fn normalize_text(text: &str) -> String {
@@ -806,6 +896,8 @@ pub mod mel {
 struct Shared {
     model: Whisper,
     vocab: Vocabulary,
+    /// [`Vocabulary::number_answer_tokens`]: the second decode of an answer to a number question.
+    number_tokens: Vec<bool>,
     specials: Specials,
     suppress: Suppress,
     mel: mel::MelSpectrogram,
@@ -857,6 +949,7 @@ impl Shared {
         let model = Whisper::load(&vb, model_config).map_err(|e| load_err(dir, e))?;
         Ok(Self {
             model,
+            number_tokens: vocab.number_answer_tokens(),
             vocab,
             specials,
             suppress,
@@ -874,6 +967,7 @@ impl Shared {
         pcm: &[i16],
         cancel: &AtomicBool,
         prior: &[f32],
+        expect_number: bool,
     ) -> candle_core::Result<Decoded> {
         let samples: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
         let max_frames = 2 * model.config.max_source_positions;
@@ -893,7 +987,7 @@ impl Shared {
         let cap = ((8.0 + 8.0 * seconds) as usize).min(model.config.max_target_positions / 2);
         let sp = &self.specials;
         let mut languages = Vec::new();
-        let (mut tokens, language) = match sp.transcribe {
+        let (tokens, language) = match sp.transcribe {
             None => (vec![sp.sot, sp.no_timestamps], None),
             Some(transcribe) => {
                 // the language tokens' log-probabilities after start-of-transcript; with the
@@ -931,6 +1025,111 @@ impl Shared {
         for s in suppressed.iter_mut().skip(sp.eot as usize + 1) {
             *s = true;
         }
+        let free = self.greedy(model, &features, &tokens, &suppressed, None, cap, cancel)?;
+        let no_speech = free.no_speech;
+        let avg_logprob = free.avg_logprob();
+        // Whisper's rule for silence (no speech likely and the words unsure); encoding only the
+        // utterance, not 30 s, makes the multilingual model's no-speech estimate run higher
+        // (0.45 on a clear English sentence), hence its higher threshold
+        let no_speech_threshold = if sp.transcribe.is_some() { 0.8 } else { 0.6 };
+        let silent = no_speech > no_speech_threshold && avg_logprob < -1.0;
+        let mut text = normalize_text(&self.vocab.decode(&free.tokens[prompt..]));
+        // an answer to a number question with no number in it ("high beers" for "five years"):
+        // decode again from the same features, with only the tokens such an answer is made of,
+        // and take that when it holds a number and the model finds it nearly as likely
+        if expect_number
+            && !silent
+            && !text.is_empty()
+            && language.as_deref().is_none_or(|l| l == "en")
+            && understand::parse_number(&text).is_none()
+        {
+            let numbers = self.greedy(
+                model,
+                &features,
+                &tokens,
+                &suppressed,
+                // its first tokens are the least sure: give up only well below the bar
+                Some((
+                    &self.number_tokens,
+                    avg_logprob - 2.0 * NUMBER_RESCUE_MARGIN,
+                )),
+                cap,
+                cancel,
+            )?;
+            let rescued = normalize_text(&self.vocab.decode(&numbers.tokens[prompt..]));
+            // nearly as likely, with a number, and not a few words standing for a sentence (a
+            // question such as "what does the job pay?" forced into "1")
+            let words = |t: &str| t.split(' ').filter(|w| !w.is_empty()).count();
+            let taken = numbers.avg_logprob() >= avg_logprob - NUMBER_RESCUE_MARGIN
+                && words(&rescued) * 2 >= words(&text)
+                && understand::parse_number(&rescued).is_some();
+            tracing::debug!(
+                free = avg_logprob,
+                numbers = numbers.avg_logprob(),
+                taken,
+                "whisper: second decode for a number answer"
+            );
+            if taken {
+                text = rescued;
+            }
+        }
+        if silent {
+            text.clear();
+        }
+        if text.is_empty() {
+            // a sound with no words says nothing about the language
+            languages.clear();
+        }
+        Ok(Decoded {
+            heard: Heard {
+                language: language.filter(|_| !text.is_empty()),
+                text,
+            },
+            languages,
+        })
+    }
+}
+
+/// How much less likely (mean log-probability per token, nats) the second decode of an answer
+/// to a number question may be than the first and still be taken. Measured on number answers
+/// and non-answers in voices never tuned on (README, "The offline recognisers").
+const NUMBER_RESCUE_MARGIN: f64 = 1.0;
+
+/// One greedy decode: the prompt and the tokens after it, their summed log-probability, and the
+/// chance of no speech read at the start.
+struct Greedy {
+    tokens: Vec<u32>,
+    generated: usize,
+    sum_logprob: f64,
+    no_speech: f64,
+}
+
+impl Greedy {
+    /// Mean log-probability per token, end-of-text included.
+    fn avg_logprob(&self) -> f64 {
+        self.sum_logprob / (self.generated + 1) as f64
+    }
+}
+
+impl Shared {
+    /// Greedy decoding after `prompt` on the encoded `features`. With `only`, each step takes
+    /// the likeliest of those tokens (or end-of-text), and the decode gives up once its mean
+    /// log-probability after three tokens is below `floor` (it would not be taken); the
+    /// log-probabilities are always the model's over every token it may emit, so that a
+    /// constrained decode's score compares with a free one's.
+    #[allow(clippy::too_many_arguments)]
+    fn greedy(
+        &self,
+        model: &mut Whisper,
+        features: &Tensor,
+        prompt: &[u32],
+        suppressed: &[bool],
+        only: Option<(&[bool], f64)>,
+        cap: usize,
+        cancel: &AtomicBool,
+    ) -> candle_core::Result<Greedy> {
+        let sp = &self.specials;
+        let mut tokens = prompt.to_vec();
         let mut sum_logprob = 0f64;
         let mut no_speech = 0f64;
         for step in 0..cap {
@@ -938,7 +1137,7 @@ impl Shared {
                 candle_core::bail!("{CANCELLED}");
             }
             let input = Tensor::new(tokens.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-            let hidden = model.decoder.forward(&input, &features, step == 0)?;
+            let hidden = model.decoder.forward(&input, features, step == 0)?;
             let seq = hidden.dim(1)?;
             if step == 0 {
                 // the chance that there is no speech, read at the start-of-transcript position
@@ -951,7 +1150,7 @@ impl Shared {
             }
             let logits = model.decoder.final_linear(&hidden.i((.., seq - 1..))?)?;
             let mut logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-            for (l, &s) in logits.iter_mut().zip(&suppressed) {
+            for (l, &s) in logits.iter_mut().zip(suppressed) {
                 if s {
                     *l = f32::NEG_INFINITY;
                 }
@@ -963,50 +1162,48 @@ impl Shared {
                     }
                 }
             }
-            let (best, &max) = logits
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let (best, &chosen) = logits
                 .iter()
                 .enumerate()
+                .filter(|(id, _)| {
+                    only.is_none_or(|(o, _)| {
+                        *id as u32 == sp.eot || o.get(*id).copied().unwrap_or(false)
+                    })
+                })
                 .max_by(|a, b| a.1.total_cmp(b.1))
-                .unwrap_or((sp.eot as usize, &0.0));
+                .unwrap_or((sp.eot as usize, &max));
             let log_sum: f64 = logits
                 .iter()
                 .filter(|l| l.is_finite())
                 .map(|&l| f64::from(l - max).exp())
                 .sum::<f64>()
                 .ln();
-            sum_logprob -= log_sum;
+            sum_logprob += f64::from(chosen - max) - log_sum;
             let best = best as u32;
             if best == sp.eot {
                 break;
             }
             tokens.push(best);
-            let repeated = repeated_tail(&tokens[prompt..]);
+            let repeated = repeated_tail(&tokens[prompt.len()..]);
             if repeated > 0 {
                 tokens.truncate(tokens.len() - repeated);
                 break;
             }
+            let n = tokens.len() - prompt.len();
+            if let Some((_, floor)) = only
+                && n >= 3
+                && sum_logprob / (n as f64) < floor
+            {
+                break;
+            }
         }
-        let text = &tokens[prompt..];
-        let avg_logprob = sum_logprob / (text.len() + 1) as f64;
-        // Whisper's rule for silence (no speech likely and the words unsure); encoding only the
-        // utterance, not 30 s, makes the multilingual model's no-speech estimate run higher
-        // (0.45 on a clear English sentence), hence its higher threshold
-        let no_speech_threshold = if sp.transcribe.is_some() { 0.8 } else { 0.6 };
-        let text = if no_speech > no_speech_threshold && avg_logprob < -1.0 {
-            String::new()
-        } else {
-            normalize_text(&self.vocab.decode(text))
-        };
-        if text.is_empty() {
-            // a sound with no words says nothing about the language
-            languages.clear();
-        }
-        Ok(Decoded {
-            heard: Heard {
-                language: language.filter(|_| !text.is_empty()),
-                text,
-            },
-            languages,
+        let generated = tokens.len() - prompt.len();
+        Ok(Greedy {
+            tokens,
+            generated,
+            sum_logprob,
+            no_speech,
         })
     }
 }
@@ -1205,13 +1402,17 @@ async fn decode_leased(
     pcm: Arc<Vec<i16>>,
     cancel: Arc<AtomicBool>,
     prior: Vec<f32>,
+    expect_number: bool,
 ) -> Result<Decoded, BackendError> {
     let Lease { decoder, pool } = lease;
     decoder
         .run(move |Decoder { model, threads }| {
             pool.decodes.fetch_add(1, Ordering::Relaxed);
             threads
-                .install(|| pool.shared.transcribe(model, &pcm, &cancel, &prior))
+                .install(|| {
+                    pool.shared
+                        .transcribe(model, &pcm, &cancel, &prior, expect_number)
+                })
                 .map_err(|e| BackendError::Failed(format!("whisper: {e}")))
         })
         .await
@@ -1285,7 +1486,7 @@ impl WhisperStt {
         }
         let lease = self.model(multilingual).lease().await?;
         Ok(
-            decode_leased(lease, Arc::new(pcm16k), Arc::default(), Vec::new())
+            decode_leased(lease, Arc::new(pcm16k), Arc::default(), Vec::new(), false)
                 .await?
                 .heard,
         )
@@ -1308,8 +1509,8 @@ impl SpeechToText for WhisperStt {
         self.start_in(hint, false)
     }
 
-    fn start_in(&self, _hint: SttHint, multilingual: bool) -> Box<dyn SttSession> {
-        self.session(multilingual, None)
+    fn start_in(&self, hint: SttHint, multilingual: bool) -> Box<dyn SttSession> {
+        self.session(hint, multilingual, None)
     }
 
     /// A multilingual call's utterances share what they said about the caller's language.
@@ -1326,11 +1527,13 @@ impl SpeechToText for WhisperStt {
 impl WhisperStt {
     fn session(
         &self,
+        hint: SttHint,
         multilingual: bool,
         evidence: Option<LanguageEvidence>,
     ) -> Box<dyn SttSession> {
         Box::new(WhisperSession {
             model: self.model(multilingual).clone(),
+            expect_number: hint == SttHint::Number,
             buffer: UtteranceBuffer::default(),
             pause: PauseDetector::default(),
             early: None,
@@ -1347,8 +1550,8 @@ struct WhisperCall {
 }
 
 impl SttCall for WhisperCall {
-    fn start(&mut self, _hint: SttHint) -> Box<dyn SttSession> {
-        self.stt.session(true, Some(self.evidence.clone()))
+    fn start(&mut self, hint: SttHint) -> Box<dyn SttSession> {
+        self.stt.session(hint, true, Some(self.evidence.clone()))
     }
 }
 
@@ -1421,6 +1624,9 @@ struct Early {
 
 struct WhisperSession {
     model: Arc<Model>,
+    /// The dialogue asked for a number: a transcript without one is decoded again, with only
+    /// the words such an answer is made of ([`Shared::transcribe`]).
+    expect_number: bool,
     buffer: UtteranceBuffer,
     pause: PauseDetector,
     early: Option<Early>,
@@ -1471,12 +1677,13 @@ impl WhisperSession {
         let cancel = Arc::new(AtomicBool::new(false));
         let c = cancel.clone();
         let prior = Self::prior(&self.evidence);
+        let expect_number = self.expect_number;
         let decode: BoxFuture<'static, Result<Decoded, BackendError>> = Box::pin(async move {
             let lease = match lease {
                 Some(l) => l,
                 None => model.lease().await?,
             };
-            decode_leased(lease, pcm, c, prior).await
+            decode_leased(lease, pcm, c, prior, expect_number).await
         });
         let result = decode.shared();
         // it runs whether or not anyone waits for it
@@ -1522,6 +1729,7 @@ impl SttSession for WhisperSession {
     fn finish_heard(self: Box<Self>) -> BoxFuture<'static, Result<Heard, BackendError>> {
         let Self {
             model,
+            expect_number,
             buffer,
             pause,
             early,
@@ -1551,8 +1759,14 @@ impl SttSession for WhisperSession {
             }
             let lease = model.lease().await?;
             let prior = Self::prior(&evidence);
-            let decoded =
-                decode_leased(lease, Arc::new(buffer.into_vec()), Arc::default(), prior).await?;
+            let decoded = decode_leased(
+                lease,
+                Arc::new(buffer.into_vec()),
+                Arc::default(),
+                prior,
+                expect_number,
+            )
+            .await?;
             Self::learn(&evidence, &decoded);
             Ok(decoded.heard)
         })
@@ -1562,6 +1776,20 @@ impl SttSession for WhisperSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_answer_is_made_of_number_words_digits_and_what_goes_around_them() {
+        // GPT-2's byte stand-ins: `Ġ` is a space (a token that starts a word)
+        let vocab = Vocabulary::parse(
+            "Ġfive\nĠyears\nĠbeers\nteen\n12\nĠhigh\n.\nĠFif\nĠabout\nĠjob\n<|endoftext|>\nĠfive",
+        );
+        assert_eq!(
+            vocab.number_answer_tokens(),
+            [
+                true, true, false, true, true, false, true, true, true, false, false, false
+            ]
+        );
+    }
 
     #[test]
     fn a_short_or_bad_model_file_is_a_clear_error() {

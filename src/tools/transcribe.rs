@@ -33,6 +33,11 @@ pub struct TranscribeArgs {
     /// model, when installed), and print the language heard after the transcript.
     #[arg(long)]
     pub multilingual: bool,
+    /// What the dialogue would expect of the caller at this point (a call's recogniser is told
+    /// it): with `number`, Whisper decodes a transcript that holds no number again with only the
+    /// words of a number answer, as in a call.
+    #[arg(long, value_enum, default_value = "any")]
+    pub hint: SttHint,
     /// Directory of the offline neural models. Default: `./data/models`.
     #[arg(long, env = "RECEPTIONIST_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
@@ -124,8 +129,9 @@ async fn run_one(
     pcm: Vec<i16>,
     realtime: bool,
     multilingual: bool,
+    hint: SttHint,
 ) -> anyhow::Result<(Heard, Duration)> {
-    let mut session = stt.start_in(SttHint::Any, multilingual);
+    let mut session = stt.start_in(hint, multilingual);
     if realtime {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let silence = [0i16; SAMPLES_16K];
@@ -153,10 +159,11 @@ pub async fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     let results = futures_util::stream::iter(args.files.iter().cloned())
         .map(|path| {
             let stt = stt.clone();
-            let (phone, realtime, multilingual) = (args.phone, args.realtime, args.multilingual);
+            let (phone, realtime, multilingual, hint) =
+                (args.phone, args.realtime, args.multilingual, args.hint);
             async move {
                 let outcome = match load_audio(&path, phone) {
-                    Ok(pcm) => run_one(stt, pcm, realtime, multilingual).await,
+                    Ok(pcm) => run_one(stt, pcm, realtime, multilingual, hint).await,
                     Err(e) => Err(e),
                 };
                 (path, outcome)
