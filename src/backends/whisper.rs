@@ -677,8 +677,9 @@ const AROUND_NUMBERS: &[&str] = &[
 
 impl Vocabulary {
     /// Which tokens an answer to a number question may be made of (numbers in words and
-    /// digits, [`AROUND_NUMBERS`], `.` and `,`): a word-starting token that begins one of the words, a continuation
-    /// that is part of one, any run of digits. Special tokens are not in it.
+    /// digits, [`AROUND_NUMBERS`], `.` and `,`): a word-starting token that begins one of the
+    /// words, a continuation that is part of one, any run of digits. Special tokens are not in
+    /// it.
     pub fn number_answer_tokens(&self) -> Vec<bool> {
         // every piece a token may be: a word's beginnings (a token that starts a word) and its
         // inner parts (a continuation); one lookup per token, so that a 52,000-token vocabulary
