@@ -38,6 +38,12 @@ enum Act {
     /// After `pause_ms` of silence since the caller stopped, go on talking for `ms` (the same
     /// turn: a pause in the middle of an answer).
     GoOn { pause_ms: u64, ms: u64 },
+    /// The same, recognised as `text` (a second utterance, when the pause ended the first).
+    GoOnSaying {
+        pause_ms: u64,
+        ms: u64,
+        text: &'static str,
+    },
     /// Press a key once the agent is silent.
     Key(char),
     /// Hang up after `ms` more.
@@ -64,7 +70,10 @@ struct Sim {
     script: VecDeque<Act>,
     speaking_until: Option<u64>,
     agent_last_audio_ms: u64,
-    stt_pending: VecDeque<(u64, Option<&'static str>)>,
+    /// Transcripts on their way: (due at, utterance, text).
+    stt_pending: VecDeque<(u64, u64, Option<&'static str>)>,
+    /// How long the recogniser takes after an utterance ends.
+    stt_delay_ms: u64,
     current_utterance_text: Option<Option<&'static str>>,
     utterance_texts: std::collections::HashMap<u64, Option<&'static str>>,
     tts_fail: Vec<String>,
@@ -392,6 +401,7 @@ impl Sim {
             speaking_until: None,
             agent_last_audio_ms: 0,
             stt_pending: VecDeque::new(),
+            stt_delay_ms: 0,
             current_utterance_text: None,
             utterance_texts: Default::default(),
             tts_fail: Vec::new(),
@@ -528,7 +538,8 @@ impl Sim {
                         .get(&utterance)
                         .copied()
                         .unwrap_or(Some(""));
-                    self.stt_pending.push_back((utterance, text));
+                    self.stt_pending
+                        .push_back((self.now_ms + self.stt_delay_ms, utterance, text));
                 }
                 Output::SttCancel { .. } => {}
                 Output::SttPartial { utterance } => {
@@ -675,8 +686,10 @@ impl Sim {
         while self.ended.is_none() && self.now_ms < limit_ms {
             self.now_ms += 20;
             self.carrier_play();
-            // recogniser answers 100 ms after the end of an utterance
-            if let Some((u, text)) = self.stt_pending.pop_front() {
+            // the recogniser answers in the next frame after the end of an utterance, or after
+            // its delay
+            let now_ms = self.now_ms;
+            if let Some((_, u, text)) = self.stt_pending.pop_front_if(|p| p.0 <= now_ms) {
                 if self.stt_silent {
                     // never answers
                 } else {
@@ -786,6 +799,14 @@ impl Sim {
                         self.speaking_until = Some(self.now_ms + ms);
                         self.current_utterance_text = self.last_text;
                     }
+                    Some(Act::GoOnSaying { pause_ms, ms, text })
+                        if self.now_ms >= self.caller_done_ms + pause_ms =>
+                    {
+                        self.script.pop_front();
+                        self.speaking_until = Some(self.now_ms + ms);
+                        self.current_utterance_text = Some(Some(text));
+                        self.last_text = Some(Some(text));
+                    }
                     Some(Act::SayOver { after_ms, ms, text }) => {
                         let agent_talking = !self.carrier.is_idle();
                         if agent_talking && over_started.is_none() {
@@ -835,6 +856,17 @@ impl Sim {
             let msgs = take_out(&mut self.carrier);
             self.feed_engine(msgs);
         }
+    }
+
+    /// The names the call heard, in order.
+    fn names(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Name { name } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     fn answers(&self) -> Vec<crate::model::AnswerRecord> {
@@ -908,15 +940,7 @@ fn a_whole_call_completes_with_answers_disclosures_and_a_gapless_recording() {
         sim.events
     );
 
-    let names: Vec<_> = sim
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            CallEvent::Name { name } => Some(name.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(names, vec!["John Smith"]);
+    assert_eq!(sim.names(), vec!["John Smith"]);
     assert!(sim.events.contains(&CallEvent::Location {
         location: "Chicago".into()
     }));
@@ -1311,6 +1335,76 @@ fn without_a_verdict_the_fallback_silence_ends_the_turn() {
         "{}",
         lat[0].endpointing_ms
     );
+}
+
+#[test]
+fn a_caller_who_goes_on_while_their_words_are_recognised_is_answered_once_and_not_talked_over() {
+    // a slow recogniser: the caller's first words are still being recognised when they go on
+    // (1.5 s: the transcript comes while they talk; 3 s: after they stopped again)
+    for delay_ms in [1_500, 3_000] {
+        let mut sim = Sim::new(
+            settings(),
+            false,
+            vec![
+                Act::Say {
+                    ms: 700,
+                    text: Some("john"),
+                },
+                Act::GoOnSaying {
+                    pause_ms: 900,
+                    ms: 1_400,
+                    text: "smith",
+                },
+                Act::HangUp { after_ms: 4_000 },
+            ],
+        );
+        sim.stt_delay_ms = delay_ms;
+        sim.run(60_000);
+        assert_eq!(sim.names(), vec!["John Smith"], "{delay_ms} ms");
+        assert_eq!(sim.clears, 0, "{delay_ms} ms: the agent was talked over");
+        let t = sim.transcript();
+        let caller: Vec<&TranscriptLine> =
+            t.iter().filter(|l| l.speaker == Speaker::Caller).collect();
+        assert_eq!(caller.len(), 2, "{t:#?}");
+        assert_eq!(
+            (caller[0].text.as_str(), caller[1].text.as_str()),
+            ("john", "smith")
+        );
+        // the reply came after both parts, once
+        let first = t.iter().position(|l| l.speaker == Speaker::Caller).unwrap();
+        assert_eq!(t[first + 1].speaker, Speaker::Caller, "{t:#?}");
+        let reply = &t[first + 2];
+        assert_eq!(reply.speaker, Speaker::Agent, "{t:#?}");
+        assert!(reply.start_ms >= caller[1].end_ms, "{delay_ms} ms: {t:#?}");
+        assert!(!reply.text.contains("didn't catch"), "{t:#?}");
+    }
+}
+
+#[test]
+fn what_a_caller_goes_on_with_is_no_words_the_words_before_it_are_answered() {
+    // the second part is a sound the recogniser makes nothing of
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![
+            Act::Say {
+                ms: 700,
+                text: Some("my name is john smith"),
+            },
+            Act::GoOnSaying {
+                pause_ms: 900,
+                ms: 1_400,
+                text: "",
+            },
+            Act::HangUp { after_ms: 4_000 },
+        ],
+    );
+    sim.stt_delay_ms = 1_500;
+    sim.run(60_000);
+    assert!(sim.events.contains(&CallEvent::Name {
+        name: "John Smith".into()
+    }));
+    assert_eq!(sim.clears, 0);
 }
 
 #[test]

@@ -721,8 +721,11 @@ impl CallEngine {
             Input::Transcript { utterance, text } => self.on_transcript(utterance, text),
             Input::SttFailed { utterance } => {
                 if self.transcribing(utterance) {
-                    let t = self.dialogue.on_backend_failure();
-                    self.play_turn(t);
+                    self.recognizer.handle_transcript();
+                    // what the caller said next may still be understood
+                    if !self.caller_goes_on("") {
+                        self.stt_failed();
+                    }
                 }
             }
             Input::TtsAudio { speech, mulaw } => self.playout.handle_tts_audio(speech, mulaw),
@@ -839,8 +842,9 @@ impl CallEngine {
             Phase::Transcribing => {
                 if let Some(utterance) = self.recognizer.handle_timeout(now) {
                     self.out.push_back(Output::SttCancel { utterance });
-                    let t = self.dialogue.on_backend_failure();
-                    self.play_turn(t);
+                    if !self.caller_goes_on("") {
+                        self.stt_failed();
+                    }
                 }
             }
             _ => {}
@@ -1057,8 +1061,11 @@ impl CallEngine {
         self.recognizer
             .handle_frame(&frame.pcm16k, capturing.unwrap_or(0), &mut self.out);
         let speaking = matches!(self.phase, Phase::Speaking);
+        let listening = matches!(self.phase, Phase::Listening { .. });
         let floor = Floor {
-            listening: matches!(self.phase, Phase::Listening { .. }),
+            // while the last words are recognised the caller still has the floor: if they go
+            // on, that is heard too (and the reply waits for it)
+            listening: listening || matches!(self.phase, Phase::Transcribing),
             agent_speaking: speaking,
             agent_interruptible: speaking && self.current_interruptible(),
             long_pause: capturing.is_some()
@@ -1071,7 +1078,7 @@ impl CallEngine {
         };
         self.turn_taking
             .handle_frame(self.now_ms, frame.speech, floor);
-        self.on_turn_events(floor.listening);
+        self.on_turn_events(listening);
     }
 
     /// What turn-taking decided; `listening`: the agent was waiting for the caller.
@@ -1130,9 +1137,12 @@ impl CallEngine {
             return;
         }
         if matches!(self.phase, Phase::Capturing) {
-            self.phase = Phase::Listening {
-                since_ms: self.now_ms,
-            };
+            // what the caller went on with was no words: what they said before is answered
+            if !self.answer_carried() {
+                self.phase = Phase::Listening {
+                    since_ms: self.now_ms,
+                };
+            }
         }
     }
 
@@ -1156,14 +1166,64 @@ impl CallEngine {
         }
         self.out.push_back(Output::SttFinish { utterance: u.id });
         self.latency.handle_endpoint(u.last_speech_ms, self.now_ms);
+        if !matches!(self.phase, Phase::Transcribing) {
+            // transcripts the call moved on without are not waited for
+            self.recognizer.forget_awaited();
+        }
+        // (else the caller went on while their last words were recognised: this is awaited
+        // after them, and answered together with them)
         self.recognizer
             .handle_end(self.now_ms, u.id, (u.start_ms, u.last_speech_ms + FRAME));
         self.phase = Phase::Transcribing;
     }
 
+    /// The caller goes on talking (an utterance being captured, or one ended and awaiting its
+    /// transcript) after the one whose transcript, or failure, just came: the reply waits for
+    /// the rest. Whether it does; `words` are carried to be read with what follows.
+    fn caller_goes_on(&mut self, words: &str) -> bool {
+        let capturing = self.turn_taking.utterance().is_some();
+        if !capturing && self.recognizer.awaiting().is_none() {
+            return false;
+        }
+        if !words.is_empty() {
+            if self.carried_words.is_empty() {
+                self.carried_words = words.to_string();
+            } else {
+                self.carried_words.push(' ');
+                self.carried_words.push_str(words);
+            }
+        }
+        // what the caller says next makes the turn's latency
+        self.latency.discard();
+        if capturing && self.recognizer.awaiting().is_none() {
+            self.phase = Phase::Capturing;
+        }
+        true
+    }
+
     /// The recogniser's answer for `utterance` is the one awaited.
     fn transcribing(&self, utterance: u64) -> bool {
         matches!(self.phase, Phase::Transcribing) && self.recognizer.awaiting() == Some(utterance)
+    }
+
+    /// No words came for the caller's turn: words carried from before it are answered, or the
+    /// caller hears an apology.
+    fn stt_failed(&mut self) {
+        if !self.answer_carried() {
+            let t = self.dialogue.on_backend_failure();
+            self.play_turn(t);
+        }
+    }
+
+    /// Answer the words carried from before the caller went on, if any; whether there were.
+    fn answer_carried(&mut self) -> bool {
+        if self.carried_words.is_empty() {
+            return false;
+        }
+        let carried = std::mem::take(&mut self.carried_words);
+        let step = self.dialogue.on_speech(&carried);
+        self.take_step(step);
+        true
     }
 
     fn on_transcript(&mut self, utterance: u64, text: &str) {
@@ -1176,6 +1236,12 @@ impl CallEngine {
             .handle_transcript()
             .unwrap_or((self.now_ms, self.now_ms));
         let text = text.trim();
+        if self.resume.is_none() && self.caller_goes_on(text) {
+            if !text.is_empty() {
+                self.caller_line(text, start_ms, end_ms);
+            }
+            return;
+        }
         if let Some(r) = self.resume.take() {
             // what was cut off was the turn's question: "yeah" or "okay" may answer it
             let cut_question = r.prompts.len() == 1 && matches!(r.next, Next::Listen(_));
@@ -1195,15 +1261,11 @@ impl CallEngine {
         if text.is_empty() {
             // a sound with no words: keep listening (the silence timer restarts)
             self.latency.discard();
-            if self.carried_words.is_empty() {
+            // words from before still wait for an answer
+            if !self.answer_carried() {
                 self.phase = Phase::Listening {
                     since_ms: self.now_ms,
                 };
-            } else {
-                // words from before still wait for an answer
-                let carried = std::mem::take(&mut self.carried_words);
-                let step = self.dialogue.on_speech(&carried);
-                self.take_step(step);
             }
             return;
         }

@@ -1,6 +1,8 @@
 //! The recogniser feed: caller audio at 16 kHz in a fixed ring (the pre-roll before speech onset,
 //! then the utterance's frames until the driver takes them), announced with one
-//! `Output::SttAudio` per batch; and the utterance awaiting its transcript, with its deadline.
+//! `Output::SttAudio` per batch; and the utterances awaiting their transcripts, oldest first, the
+//! oldest with its deadline (a caller who goes on talking while their last words are recognised
+//! has a second utterance end before the first one's transcript came).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -32,7 +34,8 @@ pub(super) struct Recognizer {
     dropped: u64,
     /// An `Output::SttAudio` is queued and not yet drained.
     signalled: bool,
-    awaiting: Option<Awaiting>,
+    /// Oldest first; empty until a second utterance ends before a transcript (no allocation).
+    awaiting: VecDeque<Awaiting>,
     timeout_ms: u64,
 }
 
@@ -46,7 +49,7 @@ impl Recognizer {
             undelivered: 0,
             dropped: 0,
             signalled: false,
-            awaiting: None,
+            awaiting: VecDeque::new(),
             timeout_ms: stt_timeout.as_millis() as u64,
         }
     }
@@ -96,38 +99,46 @@ impl Recognizer {
         self.dropped
     }
 
-    /// `utterance` ended at `now_ms`; its transcript is awaited. `line`: its start and end.
+    /// `utterance` ended at `now_ms`; its transcript is awaited, after those of utterances that
+    /// ended before it. `line`: its start and end.
     pub(super) fn handle_end(&mut self, now_ms: u64, utterance: u64, line: (u64, u64)) {
-        self.awaiting = Some(Awaiting {
+        self.awaiting.push_back(Awaiting {
             utterance,
             since_ms: now_ms,
             line,
         });
     }
 
-    /// The utterance awaited, if any.
+    /// The utterance whose transcript is awaited first, if any.
     pub(super) fn awaiting(&self) -> Option<u64> {
-        self.awaiting.map(|a| a.utterance)
+        self.awaiting.front().map(|a| a.utterance)
     }
 
-    /// The transcript of the awaited utterance arrived: its line's start and end.
+    /// The transcript of the first awaited utterance arrived (or failed): its line's start and
+    /// end. The next utterance, if any, is awaited from now on.
     pub(super) fn handle_transcript(&mut self) -> Option<(u64, u64)> {
-        self.awaiting.take().map(|a| a.line)
+        self.awaiting.pop_front().map(|a| a.line)
     }
 
-    /// When the awaited transcript is overdue.
+    /// When the first awaited transcript is overdue.
     pub(super) fn poll_timeout(&self) -> Option<u64> {
-        self.awaiting.map(|a| a.since_ms + self.timeout_ms)
+        self.awaiting.front().map(|a| a.since_ms + self.timeout_ms)
     }
 
-    /// The awaited transcript is overdue at `now_ms`: give up on it and return its utterance.
+    /// The first awaited transcript is overdue at `now_ms`: give up on it and return its
+    /// utterance.
     pub(super) fn handle_timeout(&mut self, now_ms: u64) -> Option<u64> {
-        let a = self.awaiting?;
+        let a = *self.awaiting.front()?;
         if now_ms < a.since_ms + self.timeout_ms {
             return None;
         }
-        self.awaiting = None;
+        self.awaiting.pop_front();
         Some(a.utterance)
+    }
+
+    /// Forget every awaited transcript (the call moves on without them).
+    pub(super) fn forget_awaited(&mut self) {
+        self.awaiting.clear();
     }
 
     fn deliver(&mut self, n: usize) {
@@ -197,6 +208,22 @@ mod tests {
         assert_eq!(rec.poll_timeout(), None);
         rec.handle_end(8_000, 4, (7_500, 7_900));
         assert_eq!(rec.handle_timeout(14_000), Some(4));
+        assert_eq!(rec.awaiting(), None);
+    }
+
+    #[test]
+    fn an_utterance_that_ends_before_the_last_ones_transcript_is_awaited_after_it() {
+        let mut rec = Recognizer::new(Duration::from_secs(6));
+        rec.handle_end(1_000, 3, (200, 900));
+        rec.handle_end(2_500, 4, (1_300, 2_000));
+        assert_eq!(rec.awaiting(), Some(3));
+        assert_eq!(rec.poll_timeout(), Some(7_000));
+        assert_eq!(rec.handle_transcript(), Some((200, 900)));
+        // the second keeps its own deadline
+        assert_eq!(rec.awaiting(), Some(4));
+        assert_eq!(rec.poll_timeout(), Some(8_500));
+        assert_eq!(rec.handle_timeout(8_499), None);
+        assert_eq!(rec.handle_timeout(8_500), Some(4));
         assert_eq!(rec.awaiting(), None);
     }
 }
