@@ -211,5 +211,14 @@ async fn an_offline_multilingual_call_names_the_callers_language() {
         transcript.contains("maría") || transcript.contains("maria"),
         "{call:#}"
     );
+    // and the rules understood the Spanish answers: "me llamo ...", "sí ..."
+    assert!(
+        call["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("María ") || n.starts_with("Maria ")),
+        "{call:#}"
+    );
+    let answers = call["answers"].as_array().unwrap();
+    assert_eq!(answers[0]["value"], json!({"type": "yes"}), "{call:#}");
     served.stop().await;
 }

@@ -15,7 +15,12 @@ pub fn normalize(text: &str) -> String {
             && chars[i - 1].is_ascii_digit()
             && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
         if c.is_alphanumeric() || c == '\'' || in_number {
-            out.push(c);
+            // "MARÍA", "Émile": letters beyond ASCII are lowered too
+            if c.is_uppercase() {
+                out.extend(c.to_lowercase());
+            } else {
+                out.push(c);
+            }
             last_space = false;
         } else if !last_space {
             out.push(' ');
@@ -33,6 +38,84 @@ pub(super) fn words(text: &str) -> Vec<String> {
         .filter(|w| !w.is_empty())
         .collect()
 }
+
+// A caller in another language, on a call that goes on in English (a multilingual receptionist
+// whose voice speaks only English): the commonest greetings, yes and no, and ways to give a name
+// or a place in Spanish, French, Portuguese, German and Italian, so that "Sí", "Me llamo María
+// López" and "Vivo en Sacramento" are understood. None is an English word a caller would say in
+// those places.
+
+/// Yes in other languages.
+const YES_ABROAD: &[&str] = &[
+    "sí", "si", "oui", "ouais", "sim", "ja", "jawohl", "claro", "certo", "vale", "exacto", "genau",
+];
+/// No in other languages.
+const NO_ABROAD: &[&str] = &["non", "não", "nao", "nein", "nunca", "jamais"];
+/// Greetings and fillers in other languages, skipped at the start of an answer (whole phrases,
+/// so that a caller named Dia or Ola keeps their name).
+const GREETINGS_ABROAD: &[&[&str]] = &[
+    &["hola"],
+    &["buenos", "días"],
+    &["buenos", "dias"],
+    &["buenas", "tardes"],
+    &["buenas", "noches"],
+    &["bueno"],
+    &["pues"],
+    &["bonjour"],
+    &["bonsoir"],
+    &["salut"],
+    &["alors"],
+    &["olá"],
+    &["bom", "dia"],
+    &["boa", "tarde"],
+    &["boa", "noite"],
+    &["hallo"],
+    &["guten", "tag"],
+    &["guten", "morgen"],
+    &["ciao"],
+    &["buongiorno"],
+    &["buonasera"],
+];
+/// "My name is" in other languages.
+const NAME_LEADS_ABROAD: &[&[&str]] = &[
+    &["me", "llamo"],
+    &["mi", "nombre", "es"],
+    &["soy"],
+    &["je", "m'appelle"],
+    &["je", "suis"],
+    &["mon", "nom", "est"],
+    &["moi", "c'est"],
+    &["meu", "nome", "é"],
+    &["me", "chamo"],
+    &["eu", "sou"],
+    &["ich", "heiße"],
+    &["ich", "heisse"],
+    &["mein", "name", "ist"],
+    &["ich", "bin"],
+    &["mi", "chiamo"],
+    &["il", "mio", "nome", "è"],
+    &["sono"],
+];
+/// "I live in" in other languages.
+const PLACE_LEADS_ABROAD: &[&[&str]] = &[
+    &["vivo", "en"],
+    &["estoy", "en"],
+    &["soy", "de"],
+    &["en"],
+    &["je", "vis", "à"],
+    &["j'habite", "à"],
+    &["j'habite"],
+    &["je", "suis", "à"],
+    &["à"],
+    &["moro", "em"],
+    &["vivo", "em"],
+    &["em"],
+    &["ich", "wohne", "in"],
+    &["abito", "a"],
+    &["vivo", "a"],
+];
+/// Words that join a name to what follows it ("María López y quisiera ...").
+const AND_ABROAD: &[&str] = &["y", "et", "und"];
 
 const YES_WORDS: &[&str] = &[
     "yes",
@@ -97,10 +180,10 @@ pub fn takes_the_floor(text: &str) -> bool {
 pub fn parse_yes_no(text: &str) -> Option<bool> {
     let w = words(text);
     for (i, word) in w.iter().enumerate() {
-        if NO_WORDS.contains(&word.as_str()) {
+        if NO_WORDS.contains(&word.as_str()) || NO_ABROAD.contains(&word.as_str()) {
             return Some(false);
         }
-        if YES_WORDS.contains(&word.as_str()) {
+        if YES_WORDS.contains(&word.as_str()) || YES_ABROAD.contains(&word.as_str()) {
             // "of course" / "yes" / "sure" unless negated right after ("sure not")
             if w.get(i + 1).map(|n| n == "not").unwrap_or(false) {
                 return Some(false);
@@ -244,19 +327,30 @@ pub(super) fn title_case(words: &[&str]) -> String {
         .join(" ")
 }
 
+/// Whether `w` begins with the words of `phrase`.
+fn starts_with(w: &[String], phrase: &[&str]) -> bool {
+    phrase.len() <= w.len() && phrase.iter().zip(w).all(|(a, b)| *a == b.as_str())
+}
+
 /// Strip a lead-in phrase (the longest that matches) and fillers; what remains, up to `max` words.
 fn after_lead_in<'a>(w: &'a [String], lead_ins: &[&[&str]], max: usize) -> Vec<&'a str> {
     let mut start = 0;
-    while start < w.len() && FILLERS.contains(&w[start].as_str()) {
-        start += 1;
+    loop {
+        if start < w.len() && FILLERS.contains(&w[start].as_str()) {
+            start += 1;
+        } else if let Some(g) = GREETINGS_ABROAD
+            .iter()
+            .find(|g| starts_with(&w[start..], g))
+        {
+            start += g.len();
+        } else {
+            break;
+        }
     }
     let rest = &w[start..];
     let mut best = 0;
     for lead in lead_ins {
-        if lead.len() <= rest.len()
-            && lead.iter().zip(rest).all(|(a, b)| *a == b.as_str())
-            && lead.len() > best
-        {
+        if starts_with(rest, lead) && lead.len() > best {
             best = lead.len();
         }
     }
@@ -264,10 +358,7 @@ fn after_lead_in<'a>(w: &'a [String], lead_ins: &[&[&str]], max: usize) -> Vec<&
     if best == 0 {
         for s in 0..rest.len() {
             for lead in lead_ins {
-                if lead.len() >= 2
-                    && s + lead.len() <= rest.len()
-                    && lead.iter().zip(&rest[s..]).all(|(a, b)| *a == b.as_str())
-                {
+                if lead.len() >= 2 && starts_with(&rest[s..], lead) {
                     return rest[s + lead.len()..]
                         .iter()
                         .take(max)
@@ -297,11 +388,12 @@ pub fn extract_name(text: &str) -> Option<String> {
         &["call", "me"],
         &["they", "call", "me"],
     ];
-    let mut name: Vec<&str> = after_lead_in(&w, leads, 4);
+    let leads: Vec<&[&str]> = leads.iter().chain(NAME_LEADS_ABROAD).copied().collect();
+    let mut name: Vec<&str> = after_lead_in(&w, &leads, 4);
     // stop at a connective: "john smith and i am calling about ..."
     if let Some(pos) = name
         .iter()
-        .position(|x| ["and", "i", "i'm", "calling", "from"].contains(x))
+        .position(|x| ["and", "i", "i'm", "calling", "from"].contains(x) || AND_ABROAD.contains(x))
     {
         name.truncate(pos);
     }
@@ -373,11 +465,15 @@ pub fn extract_location(text: &str) -> Option<String> {
         &["it's"],
         &["it", "is"],
     ];
-    let mut place: Vec<&str> = after_lead_in(&w, leads, 5);
+    let leads: Vec<&[&str]> = leads.iter().chain(PLACE_LEADS_ABROAD).copied().collect();
+    let mut place: Vec<&str> = after_lead_in(&w, &leads, 5);
     while place.first().map(|x| *x == "the").unwrap_or(false) {
         place.remove(0);
     }
-    if let Some(pos) = place.iter().position(|x| ["and", "but", "so"].contains(x)) {
+    if let Some(pos) = place
+        .iter()
+        .position(|x| ["and", "but", "so"].contains(x) || AND_ABROAD.contains(x))
+    {
         place.truncate(pos);
     }
     place.truncate(4);
@@ -729,6 +825,72 @@ mod tests {
             Some("San Antonio")
         );
         assert_eq!(extract_location("i don't know"), None);
+    }
+
+    #[test]
+    fn a_caller_in_another_language_is_understood_in_the_commonest_words() {
+        // what the multilingual recogniser writes for a Spanish, French, Portuguese, German
+        // and Italian caller
+        let names = [
+            (
+                "Buenos días. Me llamo María López y quisiera información sobre el trabajo.",
+                "María López",
+            ),
+            ("Hola, soy Juan Pérez.", "Juan Pérez"),
+            ("Bonjour, je m'appelle Émile Durand.", "Émile Durand"),
+            ("Bom dia, meu nome é João Silva.", "João Silva"),
+            (
+                "Guten Tag, ich heiße Jürgen Müller und ich suche Arbeit.",
+                "Jürgen Müller",
+            ),
+            ("Buongiorno, mi chiamo Giulia Rossi.", "Giulia Rossi"),
+            ("MARÍA LÓPEZ", "María López"),
+        ];
+        for (said, name) in names {
+            assert_eq!(extract_name(said).as_deref(), Some(name), "{said}");
+        }
+        let places = [
+            ("Vivo en Sacramento.", "Sacramento"),
+            ("Buenas tardes, vivo en San José y tengo coche.", "San José"),
+            ("J'habite à Montréal.", "Montréal"),
+            ("Moro em Newark.", "Newark"),
+            ("Ich wohne in Hamburg.", "Hamburg"),
+        ];
+        for (said, place) in places {
+            assert_eq!(extract_location(said).as_deref(), Some(place), "{said}");
+        }
+        let yes_no = [
+            ("Sí, tengo más de dieciocho años.", Some(true)),
+            ("Oui, bien sûr.", Some(true)),
+            ("Sim.", Some(true)),
+            ("Ja, genau.", Some(true)),
+            ("No, todavía no.", Some(false)),
+            ("Non, merci.", Some(false)),
+            ("Não.", Some(false)),
+            ("Nein.", Some(false)),
+            ("Claro que sí.", Some(true)),
+            ("Bueno, pues...", None),
+        ];
+        for (said, meaning) in yes_no {
+            assert_eq!(parse_yes_no(said), meaning, "{said}");
+        }
+        // and English answers read as before, names that are words elsewhere too
+        assert_eq!(
+            extract_name("Dia Martinez").as_deref(),
+            Some("Dia Martinez")
+        );
+        assert_eq!(
+            extract_name("ola nordmann").as_deref(),
+            Some("Ola Nordmann")
+        );
+        assert_eq!(
+            extract_name("my name is ja smith").as_deref(),
+            Some("Ja Smith")
+        );
+        assert_eq!(
+            extract_location("i live in san antonio").as_deref(),
+            Some("San Antonio")
+        );
     }
 
     #[test]
