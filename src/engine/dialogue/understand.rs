@@ -439,8 +439,42 @@ pub fn sounds_finished(text: &str, expect: super::Expect) -> Option<bool> {
     if LEADS_ON.contains(&last) {
         return Some(false);
     }
+    if expect == super::Expect::Name {
+        // "Maria de ...", "Ludwig van ...": the surname is still to come
+        if NAME_PARTICLES.contains(&last) {
+            return Some(false);
+        }
+        // a first and a last name answer "may I have your first and last name?" (a first name
+        // alone may be followed by the rest after a pause: how it was said decides)
+        if extract_name(text).is_some_and(|n| n.split(' ').count() >= 2) {
+            return Some(true);
+        }
+    }
+    if expect == super::Expect::Location {
+        // "New ...", "San ...", "Fort ...": the place's name is still to come
+        if PLACE_PARTICLES.contains(&last) {
+            return Some(false);
+        }
+        // "I live in Denver", "Chicago": a place answers "which city or area do you live in?"
+        if extract_location(text).is_some() {
+            return Some(true);
+        }
+    }
     None
 }
+
+/// Words that begin a place's name, the rest of which follows.
+const PLACE_PARTICLES: &[&str] = &[
+    "new", "san", "santa", "los", "las", "el", "la", "saint", "st", "fort", "ft", "port", "mount",
+    "mt", "lake", "salt", "palm", "grand", "little", "east", "west", "north", "south", "upper",
+    "lower", "glen", "baton", "des", "de", "del", "le",
+];
+
+/// Words inside a name that the rest of the name follows.
+const NAME_PARTICLES: &[&str] = &[
+    "de", "la", "del", "della", "van", "von", "der", "den", "da", "di", "du", "le", "st", "mc",
+    "mac", "bin", "ibn", "al", "el", "dos", "das", "y",
+];
 
 /// The caller's city or area from "I live in Chicago", "I'm in the Bronx", "near Dallas", or just
 /// "Chicago".
@@ -698,8 +732,32 @@ mod tests {
         assert_eq!(sounds_finished("yes and um", yes_no), Some(false));
         assert_eq!(sounds_finished("Yes, I am.", yes_no), Some(true));
         assert_eq!(sounds_finished("no", yes_no), Some(true));
-        // a name or a number may go on after a pause: how it was said decides
+        // a first name or a number may go on after a pause: how it was said decides
         assert_eq!(sounds_finished("my name is maria", Expect::Name), None);
+        // a first and a last name are the whole answer, unless the last word leads on
+        assert_eq!(
+            sounds_finished("My name is Peter Novert.", Expect::Name),
+            Some(true)
+        );
+        assert_eq!(sounds_finished("john smith", Expect::Name), Some(true));
+        assert_eq!(sounds_finished("maria de", Expect::Name), Some(false));
+        assert_eq!(sounds_finished("ludwig van", Expect::Name), Some(false));
+        assert_eq!(sounds_finished("what was that", Expect::Name), None);
+        assert_eq!(
+            sounds_finished("i live in denver", Expect::Location),
+            Some(true)
+        );
+        assert_eq!(sounds_finished("Chicago.", Expect::Location), Some(true));
+        assert_eq!(
+            sounds_finished("i live in new", Expect::Location),
+            Some(false)
+        );
+        assert_eq!(sounds_finished("san", Expect::Location), Some(false));
+        assert_eq!(sounds_finished("i don't know", Expect::Location), None);
+        assert_eq!(
+            sounds_finished("john smith", Expect::Answer(QuestionKind::Number)),
+            None
+        );
         assert_eq!(
             sounds_finished("five five five", Expect::Answer(QuestionKind::Number)),
             None
