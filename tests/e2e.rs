@@ -798,12 +798,23 @@ async fn caller_hangs_up_mid_sentence(backend: Backend) {
         body["questions"] = json!([
             {"text": "Are you at least eighteen years old?", "kind": "yes_no", "expected": "yes"}
         ]);
-        s.receptionist(body).await;
+        let receptionist = s.receptionist(body).await;
+        let voice = receptionist["voice"].as_str().unwrap().to_string();
         let (mut stream, id) = RawStream::accepted(&s, &phone).await;
         stream.send_start(&id).await;
         stream.await_agent_turn().await;
         stream.say(&fixture("name.wav")).await;
         stream.await_agent_turn().await;
+        // the goodbye's line with the caller's name was synthesised once the name was heard,
+        // long before the goodbye (which this caller never hears)
+        let goodbye = "Thank you for calling, John.";
+        for _ in 0..250 {
+            if s.state.prompts.get(&voice, goodbye).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(s.state.prompts.get(&voice, goodbye).is_some());
         stream.say(&fixture("yes.wav")).await;
         // "Thank you." then the caller-questions prompt: hang up half a second into it
         stream.until_agent_speaks().await;

@@ -29,7 +29,7 @@ use super::persist::{Persist, persist_call};
 use super::socket::{MediaSocket, RecvCoalescer};
 use crate::backends::{BackendError, SttCall, SttHint, SttSession};
 use crate::engine::call::Timing;
-use crate::engine::dialogue::Expect;
+use crate::engine::dialogue::{Expect, closing_thanks};
 use crate::engine::media::{
     Carrier, CarrierCodec, Codec, Handled, Inbound as MediaIn, MediaSession, Msg, StreamStart,
 };
@@ -454,6 +454,7 @@ async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::Ca
             crate::backends::open_call(&state.backends.stt, multilingual)
         }),
         speak_in: None,
+        goodbye_due: None,
         meaning,
         tts: HashMap::new(),
         consults: HashMap::new(),
@@ -498,6 +499,8 @@ struct CallDriver<'a> {
     /// The caller's language the agent speaks (multilingual mode; `None`: English): what it
     /// says is translated by the language model before it is synthesised.
     speak_in: Option<String>,
+    /// The goodbye's line with the caller's name, to synthesise ahead once nothing else is.
+    goodbye_due: Option<String>,
     /// The sentence encoder, when the receptionist's context is matched by meaning: each
     /// transcript's meaning goes to the engine with it.
     meaning: Option<Arc<crate::backends::meaning::SentenceEncoder>>,
@@ -620,6 +623,25 @@ impl CallDriver<'_> {
             reason,
         });
         reason
+    }
+
+    /// Once the agent's lines in hand are synthesised (the goodbye must not slow the reply being
+    /// prepared), have the goodbye's line with the caller's name synthesised in the background,
+    /// so the goodbye plays at once when it comes ([`closing_thanks`]); a failure here is only a
+    /// cache miss later.
+    fn prepare_goodbye(&mut self) {
+        if !self.tts.is_empty() {
+            return;
+        }
+        let Some(line) = self.goodbye_due.take() else {
+            return;
+        };
+        if self.prompts.get(&self.voice, &line).is_some() {
+            return;
+        }
+        let prompts = self.prompts.clone();
+        let voice = self.voice.clone();
+        tokio::spawn(async move { prompts.warm(&voice, &[line]).await });
     }
 
     fn input(&mut self, input: Input<'_>) {
@@ -894,6 +916,7 @@ impl CallDriver<'_> {
             match self.engine.poll_output() {
                 Output::Timeout(t) => {
                     self.flush().await;
+                    self.prepare_goodbye();
                     return (t, ended);
                 }
                 Output::ToCaller(msg) => match &mut self.wire {
@@ -1186,6 +1209,9 @@ impl CallDriver<'_> {
                         } => {
                             tracing::info!(call = %self.call_id, language, "the agent speaks the caller's language");
                             self.speak_in = (language != "en").then(|| language.clone());
+                        }
+                        CallEvent::Name { name } if self.speak_in.is_none() => {
+                            self.goodbye_due = Some(closing_thanks(Some(name)));
                         }
                         _ => {}
                     }

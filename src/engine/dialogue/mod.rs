@@ -912,19 +912,26 @@ impl Dialogue {
 
     fn closing(&mut self, reason: EndReason) -> Turn {
         self.stage = Stage::Done;
-        let thanks = match &self.name {
-            Some(n) => format!(
-                "Thank you for calling, {}.",
-                n.split(' ').next().unwrap_or(n)
-            ),
-            None => "Thank you for calling.".to_string(),
-        };
+        let thanks = closing_thanks(self.name.as_deref());
         // the caller's name in a short line of its own; the rest is synthesised ahead of time,
         // so the goodbye starts as soon as that short line is ready
         Turn {
             prompts: vec![closing_prompt(thanks), closing_prompt(CLOSING_DETAILS)],
             next: Next::HangUp(reason),
         }
+    }
+}
+
+/// The goodbye's first line, with the caller's first name when it is known: the one line of the
+/// goodbye that cannot be synthesised before the call (the driver has it synthesised as soon as
+/// the name is heard, so the goodbye starts at once).
+pub fn closing_thanks(name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!(
+            "Thank you for calling, {}.",
+            n.split(' ').next().unwrap_or(n)
+        ),
+        None => "Thank you for calling.".to_string(),
     }
 }
 
