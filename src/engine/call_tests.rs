@@ -1337,29 +1337,36 @@ fn without_a_verdict_the_fallback_silence_ends_the_turn() {
     );
 }
 
+/// A call whose caller answers the name question with `first`, and after a 900 ms pause (the
+/// end of that utterance) goes on with `then` for 1.4 s, to a recogniser that takes `stt_ms`.
+fn goes_on_while_recognised(first: &'static str, then: &'static str, stt_ms: u64) -> Sim {
+    let mut sim = Sim::new(
+        settings(),
+        false,
+        vec![
+            Act::Say {
+                ms: 700,
+                text: Some(first),
+            },
+            Act::GoOnSaying {
+                pause_ms: 900,
+                ms: 1_400,
+                text: then,
+            },
+            Act::HangUp { after_ms: 4_000 },
+        ],
+    );
+    sim.stt_delay_ms = stt_ms;
+    sim.run(60_000);
+    sim
+}
+
 #[test]
 fn a_caller_who_goes_on_while_their_words_are_recognised_is_answered_once_and_not_talked_over() {
     // a slow recogniser: the caller's first words are still being recognised when they go on
     // (1.5 s: the transcript comes while they talk; 3 s: after they stopped again)
     for delay_ms in [1_500, 3_000] {
-        let mut sim = Sim::new(
-            settings(),
-            false,
-            vec![
-                Act::Say {
-                    ms: 700,
-                    text: Some("john"),
-                },
-                Act::GoOnSaying {
-                    pause_ms: 900,
-                    ms: 1_400,
-                    text: "smith",
-                },
-                Act::HangUp { after_ms: 4_000 },
-            ],
-        );
-        sim.stt_delay_ms = delay_ms;
-        sim.run(60_000);
+        let sim = goes_on_while_recognised("john", "smith", delay_ms);
         assert_eq!(sim.names(), vec!["John Smith"], "{delay_ms} ms");
         assert_eq!(sim.clears, 0, "{delay_ms} ms: the agent was talked over");
         let t = sim.transcript();
@@ -1383,24 +1390,7 @@ fn a_caller_who_goes_on_while_their_words_are_recognised_is_answered_once_and_no
 #[test]
 fn what_a_caller_goes_on_with_is_no_words_the_words_before_it_are_answered() {
     // the second part is a sound the recogniser makes nothing of
-    let mut sim = Sim::new(
-        settings(),
-        false,
-        vec![
-            Act::Say {
-                ms: 700,
-                text: Some("my name is john smith"),
-            },
-            Act::GoOnSaying {
-                pause_ms: 900,
-                ms: 1_400,
-                text: "",
-            },
-            Act::HangUp { after_ms: 4_000 },
-        ],
-    );
-    sim.stt_delay_ms = 1_500;
-    sim.run(60_000);
+    let sim = goes_on_while_recognised("my name is john smith", "", 1_500);
     assert!(sim.events.contains(&CallEvent::Name {
         name: "John Smith".into()
     }));

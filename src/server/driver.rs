@@ -636,9 +636,7 @@ impl CallDriver<'_> {
         let Some(line) = self.goodbye_due.take() else {
             return;
         };
-        if self.prompts.get(&self.voice, &line).is_some() {
-            return;
-        }
+        // (`warm` skips a line already cached)
         let prompts = self.prompts.clone();
         let voice = self.voice.clone();
         tokio::spawn(async move { prompts.warm(&voice, &[line]).await });

@@ -1185,14 +1185,7 @@ impl CallEngine {
         if !capturing && self.recognizer.awaiting().is_none() {
             return false;
         }
-        if !words.is_empty() {
-            if self.carried_words.is_empty() {
-                self.carried_words = words.to_string();
-            } else {
-                self.carried_words.push(' ');
-                self.carried_words.push_str(words);
-            }
-        }
+        self.carry(words);
         // what the caller says next makes the turn's latency
         self.latency.discard();
         if capturing && self.recognizer.awaiting().is_none() {
@@ -1213,6 +1206,17 @@ impl CallEngine {
             let t = self.dialogue.on_backend_failure();
             self.play_turn(t);
         }
+    }
+
+    /// Keep `words` to be read with what the caller says next.
+    fn carry(&mut self, words: &str) {
+        if words.is_empty() {
+            return;
+        }
+        if !self.carried_words.is_empty() {
+            self.carried_words.push(' ');
+        }
+        self.carried_words.push_str(words);
     }
 
     /// Answer the words carried from before the caller went on, if any; whether there were.
@@ -1270,13 +1274,9 @@ impl CallEngine {
             return;
         }
         self.caller_line(text, start_ms, end_ms);
-        let step = if self.carried_words.is_empty() {
-            self.dialogue.on_speech(text)
-        } else {
-            let words = format!("{} {text}", std::mem::take(&mut self.carried_words));
-            self.dialogue.on_speech(&words)
-        };
-        self.take_step(step);
+        // with any words carried from before
+        self.carry(text);
+        self.answer_carried();
     }
 
     /// What the caller said, for the transcript.

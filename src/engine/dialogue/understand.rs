@@ -332,8 +332,9 @@ fn starts_with(w: &[String], phrase: &[&str]) -> bool {
     phrase.len() <= w.len() && phrase.iter().zip(w).all(|(a, b)| *a == b.as_str())
 }
 
-/// Strip a lead-in phrase (the longest that matches) and fillers; what remains, up to `max` words.
-fn after_lead_in<'a>(w: &'a [String], lead_ins: &[&[&str]], max: usize) -> Vec<&'a str> {
+/// Strip fillers and a lead-in phrase (the longest that matches, from any of the groups); what remains, up to `max` words.
+fn after_lead_in<'a>(w: &'a [String], lead_ins: &[&[&[&str]]], max: usize) -> Vec<&'a str> {
+    let lead_ins = || lead_ins.iter().flat_map(|group| group.iter());
     let mut start = 0;
     loop {
         if start < w.len() && FILLERS.contains(&w[start].as_str()) {
@@ -349,7 +350,7 @@ fn after_lead_in<'a>(w: &'a [String], lead_ins: &[&[&str]], max: usize) -> Vec<&
     }
     let rest = &w[start..];
     let mut best = 0;
-    for lead in lead_ins {
+    for lead in lead_ins() {
         if starts_with(rest, lead) && lead.len() > best {
             best = lead.len();
         }
@@ -357,7 +358,7 @@ fn after_lead_in<'a>(w: &'a [String], lead_ins: &[&[&str]], max: usize) -> Vec<&
     // a lead-in can also appear later: "hi there my name is john"
     if best == 0 {
         for s in 0..rest.len() {
-            for lead in lead_ins {
+            for lead in lead_ins() {
                 if lead.len() >= 2 && starts_with(&rest[s..], lead) {
                     return rest[s + lead.len()..]
                         .iter()
@@ -388,8 +389,7 @@ pub fn extract_name(text: &str) -> Option<String> {
         &["call", "me"],
         &["they", "call", "me"],
     ];
-    let leads: Vec<&[&str]> = leads.iter().chain(NAME_LEADS_ABROAD).copied().collect();
-    let mut name: Vec<&str> = after_lead_in(&w, &leads, 4);
+    let mut name: Vec<&str> = after_lead_in(&w, &[leads, NAME_LEADS_ABROAD], 4);
     // stop at a connective: "john smith and i am calling about ..."
     if let Some(pos) = name
         .iter()
@@ -499,8 +499,7 @@ pub fn extract_location(text: &str) -> Option<String> {
         &["it's"],
         &["it", "is"],
     ];
-    let leads: Vec<&[&str]> = leads.iter().chain(PLACE_LEADS_ABROAD).copied().collect();
-    let mut place: Vec<&str> = after_lead_in(&w, &leads, 5);
+    let mut place: Vec<&str> = after_lead_in(&w, &[leads, PLACE_LEADS_ABROAD], 5);
     while place.first().map(|x| *x == "the").unwrap_or(false) {
         place.remove(0);
     }
