@@ -1684,6 +1684,8 @@ impl SpeechToText for FailingStt {
 impl SttSession for FailingSession {
     fn push(&mut self, _pcm16k: &[i16]) {}
 
+    fn push_phone(&mut self, _mulaw: &[u8]) {}
+
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
         Box::pin(async { Err(BackendError::Failed("recogniser crashed".into())) })
     }

@@ -37,6 +37,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::openai::provider_transcript;
 use super::{BackendError, BoxFuture, Heard, SpeechToText, SttCall, SttHint, SttSession};
 use crate::config::Secret;
+use crate::engine::audio::{SAMPLES_8K, SAMPLES_16K, Upsampler8To16, g711};
 
 /// Default endpoint.
 pub const DEFAULT_URL: &str = "wss://api.deepgram.com/v1/listen";
@@ -234,6 +235,7 @@ impl SttCall for DeepgramCall {
             finished: false,
             dropped: self.dropped.clone(),
             language: self.language.clone(),
+            widen: None,
         })
     }
 }
@@ -244,9 +246,27 @@ struct DeepgramSession {
     finished: bool,
     dropped: Arc<AtomicU64>,
     language: Arc<std::sync::Mutex<Option<String>>>,
+    /// Telephone audio is widened to the connection's 16 kHz as it streams (made at the first
+    /// telephone frame).
+    widen: Option<Box<Upsampler8To16>>,
 }
 
 impl SttSession for DeepgramSession {
+    fn push_phone(&mut self, mulaw: &[u8]) {
+        let mut up = self.widen.take().unwrap_or_default();
+        let mut pcm = [0i16; SAMPLES_8K];
+        let mut wide = [0i16; SAMPLES_16K];
+        for chunk in mulaw.chunks(SAMPLES_8K) {
+            // a short last piece is padded with µ-law silence and its padding not sent
+            let mut frame = [0xFFu8; SAMPLES_8K];
+            frame[..chunk.len()].copy_from_slice(chunk);
+            g711::decode_into(&frame, &mut pcm);
+            up.process(&pcm, &mut wide);
+            self.push(&wide[..2 * chunk.len()]);
+        }
+        self.widen = Some(up);
+    }
+
     fn push(&mut self, pcm16k: &[i16]) {
         let mut bytes = Vec::with_capacity(pcm16k.len() * 2);
         for s in pcm16k {

@@ -130,6 +130,13 @@ impl SttSession for FallbackSession {
         self.buffer.push(pcm16k);
     }
 
+    fn push_phone(&mut self, mulaw: &[u8]) {
+        if let Some(p) = self.primary.as_mut() {
+            p.push_phone(mulaw);
+        }
+        self.buffer.push_phone(mulaw);
+    }
+
     fn partial(&mut self) -> Option<BoxFuture<'static, Result<String, BackendError>>> {
         self.primary.as_mut()?.partial()
     }
@@ -165,9 +172,7 @@ impl SttSession for FallbackSession {
                 );
             }
             let mut session = stt.fallback.start(hint);
-            for frame in buffer.into_vec().chunks(320) {
-                session.push(frame);
-            }
+            buffer.replay_into(session.as_mut());
             session.finish_heard().await
         })
     }

@@ -311,9 +311,15 @@ const LANGUAGE_NAMES: [(&str, &str); 40] = [
 
 /// One caller utterance being transcribed.
 pub trait SttSession: Send {
-    /// Append audio. Cheap and non-blocking; keeps at most [`MAX_UTTERANCE_SAMPLES`] (30 s at
-    /// 16 kHz), dropping (and counting) the oldest audio beyond that.
+    /// Append wideband audio (16 kHz PCM: `receptionist transcribe` without `--phone`, tests).
+    /// Cheap and non-blocking; keeps at most [`MAX_UTTERANCE_SAMPLES`] (30 s at 16 kHz),
+    /// dropping (and counting) the oldest audio beyond that.
     fn push(&mut self, pcm16k: &[i16]);
+    /// Append telephone audio: G.711 µ-law at 8 kHz, as every call carries it (the media layer
+    /// transcodes each carrier's codec to it), in the call's 20 ms frames. Same bounds as
+    /// [`push`](Self::push). A recogniser that needs 16 kHz widens it when it needs it (a batch
+    /// recogniser when it decodes), so an utterance waits at a quarter of the memory.
+    fn push_phone(&mut self, mulaw: &[u8]);
     /// The final transcript: lowercase words separated by single spaces (empty if nothing was heard).
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>>;
     /// [`finish`](Self::finish), with the language the recogniser heard when it can tell (the
@@ -386,33 +392,68 @@ impl Backends {
 /// At most this many samples (30 s at 16 kHz) are kept per STT session.
 pub const MAX_UTTERANCE_SAMPLES: usize = 30 * 16_000;
 
-/// The bounded audio buffer of one STT session: keeps the newest [`MAX_UTTERANCE_SAMPLES`].
+/// The bounded audio buffer of one STT session: keeps the newest 30 s
+/// ([`MAX_UTTERANCE_SAMPLES`] at 16 kHz). Telephone audio is kept as the call carried it (µ-law
+/// at 8 kHz, a byte a sample: a quarter of the memory of 16 kHz PCM) and widened to 16 kHz when
+/// the audio is taken; once wideband audio is pushed, everything is kept at 16 kHz. Counts are in
+/// 16 kHz samples either way.
 #[derive(Debug, Default)]
 pub(crate) struct UtteranceBuffer {
-    samples: VecDeque<i16>,
+    kept: Kept,
     /// Samples dropped (oldest first) because the utterance exceeded the bound.
     dropped: u64,
     /// Samples pushed in total, including dropped ones.
     pushed: u64,
 }
 
+#[derive(Debug)]
+enum Kept {
+    Phone(VecDeque<u8>),
+    Wide(VecDeque<i16>),
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        Self::Phone(VecDeque::new())
+    }
+}
+
+/// Appends `chunk` to `kept`, keeping at most `max` items: returns how many (of either) were
+/// dropped, oldest first.
+fn keep_newest<T: Copy>(kept: &mut VecDeque<T>, chunk: &[T], max: usize) -> usize {
+    let skip = chunk.len().saturating_sub(max);
+    let chunk = &chunk[skip..];
+    let overflow = (kept.len() + chunk.len()).saturating_sub(max);
+    kept.drain(..overflow);
+    kept.extend(chunk);
+    skip + overflow
+}
+
 impl UtteranceBuffer {
-    pub(crate) fn push(&mut self, pcm: &[i16]) {
-        self.pushed += pcm.len() as u64;
-        // Only the newest MAX samples of this chunk can survive.
-        let pcm = if pcm.len() > MAX_UTTERANCE_SAMPLES {
-            let skip = pcm.len() - MAX_UTTERANCE_SAMPLES;
-            self.dropped += skip as u64;
-            &pcm[skip..]
-        } else {
-            pcm
-        };
-        let overflow = (self.samples.len() + pcm.len()).saturating_sub(MAX_UTTERANCE_SAMPLES);
-        if overflow > 0 {
-            self.samples.drain(..overflow);
-            self.dropped += overflow as u64;
+    /// Wideband audio, 16 kHz PCM.
+    pub(crate) fn push(&mut self, pcm16k: &[i16]) {
+        self.pushed += pcm16k.len() as u64;
+        if let Kept::Phone(mulaw) = &mut self.kept {
+            let wide = crate::engine::audio::mulaw_to_16k(mulaw.drain(..));
+            self.kept = Kept::Wide(wide.into());
         }
-        self.samples.extend(pcm);
+        if let Kept::Wide(pcm) = &mut self.kept {
+            self.dropped += keep_newest(pcm, pcm16k, MAX_UTTERANCE_SAMPLES) as u64;
+        }
+    }
+
+    /// Telephone audio, µ-law at 8 kHz.
+    pub(crate) fn push_phone(&mut self, mulaw: &[u8]) {
+        self.pushed += 2 * mulaw.len() as u64;
+        match &mut self.kept {
+            Kept::Phone(kept) => {
+                self.dropped += 2 * keep_newest(kept, mulaw, MAX_UTTERANCE_SAMPLES / 2) as u64;
+            }
+            Kept::Wide(pcm) => {
+                let wide = crate::engine::audio::mulaw_to_16k(mulaw.iter().copied());
+                self.dropped += keep_newest(pcm, &wide, MAX_UTTERANCE_SAMPLES) as u64;
+            }
+        }
     }
 
     pub(crate) fn pushed(&self) -> u64 {
@@ -423,17 +464,44 @@ impl UtteranceBuffer {
         self.dropped
     }
 
-    /// The audio so far, in order (a copy).
+    /// The audio so far at 16 kHz, in order (a copy).
     pub(crate) fn to_vec(&self) -> Vec<i16> {
-        self.samples.iter().copied().collect()
+        match &self.kept {
+            Kept::Phone(mulaw) => crate::engine::audio::mulaw_to_16k(mulaw.iter().copied()),
+            Kept::Wide(pcm) => pcm.iter().copied().collect(),
+        }
     }
 
+    /// The audio at 16 kHz.
     pub(crate) fn into_vec(self) -> Vec<i16> {
-        Vec::from(self.samples)
+        match self.kept {
+            Kept::Phone(mulaw) => crate::engine::audio::mulaw_to_16k(mulaw),
+            Kept::Wide(pcm) => Vec::from(pcm),
+        }
     }
 
+    /// Hands the audio kept to another session, in 20 ms frames as it came.
+    pub(crate) fn replay_into(self, session: &mut dyn SttSession) {
+        match self.kept {
+            Kept::Phone(mulaw) => {
+                for frame in Vec::from(mulaw).chunks(crate::engine::audio::SAMPLES_8K) {
+                    session.push_phone(frame);
+                }
+            }
+            Kept::Wide(pcm) => {
+                for frame in Vec::from(pcm).chunks(crate::engine::audio::SAMPLES_16K) {
+                    session.push(frame);
+                }
+            }
+        }
+    }
+
+    /// Samples kept, at 16 kHz.
     pub(crate) fn len(&self) -> usize {
-        self.samples.len()
+        match &self.kept {
+            Kept::Phone(mulaw) => 2 * mulaw.len(),
+            Kept::Wide(pcm) => pcm.len(),
+        }
     }
 }
 

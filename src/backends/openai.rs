@@ -197,6 +197,10 @@ impl SttSession for OpenAiSession {
         self.buffer.push(pcm16k);
     }
 
+    fn push_phone(&mut self, mulaw: &[u8]) {
+        self.buffer.push_phone(mulaw);
+    }
+
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
         let heard = self.finish_heard();
         Box::pin(async move { Ok(heard.await?.text) })

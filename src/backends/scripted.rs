@@ -90,6 +90,10 @@ impl SttSession for ScriptedSession {
         self.buffer.push(pcm16k);
     }
 
+    fn push_phone(&mut self, mulaw: &[u8]) {
+        self.buffer.push_phone(mulaw);
+    }
+
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
         let answer = if self.buffer.pushed() == 0 {
             String::new()

@@ -326,6 +326,10 @@ impl SttSession for SphinxSession {
         self.buffer.push(pcm16k);
     }
 
+    fn push_phone(&mut self, mulaw: &[u8]) {
+        self.buffer.push_phone(mulaw);
+    }
+
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
         let Self { pool, buffer } = *self;
         if buffer.dropped() > 0 {

@@ -135,6 +135,57 @@ fn utterance_buffer_keeps_the_newest_30_seconds() {
 }
 
 #[test]
+fn telephone_audio_waits_as_mulaw_and_is_widened_as_the_call_path_widens_it() {
+    use crate::engine::audio::{SAMPLES_8K, SAMPLES_16K, Upsampler8To16, g711, mulaw_to_16k};
+    let mulaw: Vec<u8> = (0..SAMPLES_8K * 50)
+        .map(|i| g711::ulaw_encode(((i as f32 * 0.07).sin() * 9000.0) as i16))
+        .collect();
+    let mut b = UtteranceBuffer::default();
+    for frame in mulaw.chunks(SAMPLES_8K) {
+        b.push_phone(frame);
+    }
+    assert_eq!(b.len(), 2 * mulaw.len());
+    assert_eq!(b.pushed(), 2 * mulaw.len() as u64);
+    // what the inbound path used to hand recognisers: each frame decoded and upsampled in turn
+    let mut up = Upsampler8To16::new();
+    let mut pcm = [0i16; SAMPLES_8K];
+    let mut wide = [0i16; SAMPLES_16K];
+    let mut want = Vec::new();
+    for frame in mulaw.chunks(SAMPLES_8K) {
+        g711::decode_into(frame, &mut pcm);
+        up.process(&pcm, &mut wide);
+        want.extend_from_slice(&wide);
+    }
+    assert_eq!(b.to_vec(), want);
+    assert_eq!(b.into_vec(), want);
+    // a piece shorter than a frame widens to twice its length
+    assert_eq!(
+        mulaw_to_16k(mulaw[..100].iter().copied()),
+        want[..200].to_vec()
+    );
+
+    // 30 s are kept of telephone audio too, counted in 16 kHz samples
+    let mut b = UtteranceBuffer::default();
+    for _ in 0..(MAX_UTTERANCE_SAMPLES / SAMPLES_16K + 10) {
+        b.push_phone(&mulaw[..SAMPLES_8K]);
+    }
+    assert_eq!(b.dropped(), 10 * SAMPLES_16K as u64);
+    assert_eq!(b.len(), MAX_UTTERANCE_SAMPLES);
+    assert_eq!(b.into_vec().len(), MAX_UTTERANCE_SAMPLES);
+
+    // wideband audio after telephone audio: the whole is kept wideband, in order
+    let mut b = UtteranceBuffer::default();
+    b.push_phone(&mulaw[..SAMPLES_8K]);
+    b.push(&[5; SAMPLES_16K]);
+    b.push_phone(&mulaw[..SAMPLES_8K]);
+    let v = b.into_vec();
+    assert_eq!(v.len(), 3 * SAMPLES_16K);
+    assert_eq!(&v[..SAMPLES_16K], &want[..SAMPLES_16K]);
+    assert_eq!(&v[SAMPLES_16K..2 * SAMPLES_16K], &[5; SAMPLES_16K]);
+    assert_eq!(&v[2 * SAMPLES_16K..], &want[..SAMPLES_16K]);
+}
+
+#[test]
 fn transcripts_are_normalized() {
     assert_eq!(
         normalize_transcript("<s> Hello  WORLD(2) [noise] ++uh++ </s>"),

@@ -1559,7 +1559,9 @@ impl SttCall for WhisperCall {
 // ---- one utterance ----
 
 /// 20 ms at 16 kHz.
-const FRAME: usize = 320;
+const FRAME: usize = crate::engine::audio::SAMPLES_16K;
+/// 20 ms at 8 kHz (telephone audio).
+const PHONE_FRAME: usize = crate::engine::audio::SAMPLES_8K;
 /// A frame is loud (speech) this far above the quietest frame of the utterance…
 const SPEECH_ABOVE_FLOOR_DB: f32 = 12.0;
 /// …and above this level.
@@ -1580,18 +1582,19 @@ struct PauseDetector {
 }
 
 impl PauseDetector {
-    /// Feed audio; returns the end (in frames) of the speech before a pause, when this push
-    /// completed the pause.
-    fn push(&mut self, pcm: &[i16]) -> Option<u64> {
+    /// Feed audio in frames of `frame` samples (20 ms: [`FRAME`] at 16 kHz, [`PHONE_FRAME`] at
+    /// 8 kHz); returns the end (in frames) of the speech before a pause, when this push completed
+    /// the pause.
+    fn push(&mut self, pcm: &[i16], frame: usize) -> Option<u64> {
         let pause_frames = EARLY_PAUSE_MS / 20;
         let mut paused = None;
         for &s in pcm {
             self.sum_sq += f64::from(s) * f64::from(s);
             self.in_frame += 1;
-            if self.in_frame < FRAME {
+            if self.in_frame < frame {
                 continue;
             }
-            let rms = (self.sum_sq / FRAME as f64).sqrt().max(1.0);
+            let rms = (self.sum_sq / frame as f64).sqrt().max(1.0);
             let db = (20.0 * (rms / 32768.0).log10()) as f32;
             self.sum_sq = 0.0;
             self.in_frame = 0;
@@ -1699,16 +1702,37 @@ impl WhisperSession {
     }
 }
 
-impl SttSession for WhisperSession {
-    fn push(&mut self, pcm16k: &[i16]) {
-        self.buffer.push(pcm16k);
-        if let Some(end) = self.pause.push(pcm16k)
-            && self.model.config.early_decode
+impl WhisperSession {
+    /// The caller paused after speech that ended at frame `end`: decode the audio so far in the
+    /// background if a decoder is free.
+    fn paused(&mut self, end: u64) {
+        if self.model.config.early_decode
             && self.buffer.dropped() == 0
             // a decode asked for by `partial` runs: it covers this audio, or is awaited
             && self.early.as_ref().is_none_or(|e| e.speech_end != end && !e.awaited)
         {
             self.start_early(end, false);
+        }
+    }
+}
+
+impl SttSession for WhisperSession {
+    fn push(&mut self, pcm16k: &[i16]) {
+        self.buffer.push(pcm16k);
+        if let Some(end) = self.pause.push(pcm16k, FRAME) {
+            self.paused(end);
+        }
+    }
+
+    fn push_phone(&mut self, mulaw: &[u8]) {
+        self.buffer.push_phone(mulaw);
+        let mut pcm = [0i16; PHONE_FRAME];
+        for chunk in mulaw.chunks(PHONE_FRAME) {
+            let pcm = &mut pcm[..chunk.len()];
+            crate::engine::audio::g711::decode_into(chunk, pcm);
+            if let Some(end) = self.pause.push(pcm, PHONE_FRAME) {
+                self.paused(end);
+            }
         }
     }
 
@@ -2003,12 +2027,12 @@ mod tests {
         let loud: Vec<i16> = (0..FRAME * 20)
             .map(|i| if i % 20 < 10 { 8000 } else { -8000 })
             .collect();
-        assert_eq!(d.push(&quiet), None);
-        assert_eq!(d.push(&loud), None);
+        assert_eq!(d.push(&quiet, FRAME), None);
+        assert_eq!(d.push(&loud, FRAME), None);
         // 300 ms of quiet after 30 frames: the pause is reported once, with the speech's end
         let pause = vec![3i16; FRAME * 20];
-        assert_eq!(d.push(&pause[..FRAME * 14]), None);
-        assert_eq!(d.push(&pause[FRAME * 14..FRAME * 15]), Some(30));
-        assert_eq!(d.push(&pause[FRAME * 15..]), None);
+        assert_eq!(d.push(&pause[..FRAME * 14], FRAME), None);
+        assert_eq!(d.push(&pause[FRAME * 14..FRAME * 15], FRAME), Some(30));
+        assert_eq!(d.push(&pause[FRAME * 15..], FRAME), None);
     }
 }

@@ -1060,14 +1060,14 @@ impl CallDriver<'_> {
                 Output::SttAudio => {
                     let stt_call = &mut self.stt_call;
                     let hint = stt_hint(self.engine.expecting());
-                    while let Some((utterance, pcm16k)) = self.engine.pop_stt_frame() {
+                    while let Some((utterance, mulaw)) = self.engine.pop_stt_frame() {
                         if let Some(t) = &mut self.turn_audio {
-                            t.push(utterance, &pcm16k[..]);
+                            t.push(utterance, &mulaw[..]);
                         }
                         self.stt
                             .entry(utterance)
                             .or_insert_with(|| stt_call.start(hint))
-                            .push(&pcm16k[..]);
+                            .push_phone(&mulaw[..]);
                     }
                 }
                 Output::SttFinish { utterance } => {
@@ -1238,32 +1238,34 @@ const PARTIAL_TIMEOUT: Duration = Duration::from_millis(1000);
 /// ends the turn anyway soon after.
 const TURN_CHECK_TIMEOUT: Duration = Duration::from_millis(1200);
 
-/// The caller's current utterance at 16 kHz, its last [`smart_turn::WINDOW_SECS`] seconds: what
-/// the end-of-turn model hears.
+/// The caller's current utterance, its last [`smart_turn::WINDOW_SECS`] seconds: what the
+/// end-of-turn model hears. Kept as the call carries it (µ-law at 8 kHz, 64 KB for the 8 s
+/// where 16 kHz PCM took 256 KB) and widened to 16 kHz when the model is asked.
 ///
 /// [`smart_turn::WINDOW_SECS`]: crate::backends::smart_turn::WINDOW_SECS
 #[derive(Default)]
 struct TurnAudio {
     utterance: u64,
-    pcm: std::collections::VecDeque<i16>,
+    mulaw: std::collections::VecDeque<u8>,
 }
 
 impl TurnAudio {
-    const MAX: usize = crate::backends::smart_turn::WINDOW_SECS * 16_000;
+    const MAX: usize = crate::backends::smart_turn::WINDOW_SECS * 8_000;
 
-    fn push(&mut self, utterance: u64, pcm16k: &[i16]) {
+    fn push(&mut self, utterance: u64, mulaw: &[u8]) {
         if utterance != self.utterance {
             self.utterance = utterance;
-            self.pcm.clear();
+            self.mulaw.clear();
         }
-        self.pcm.extend(pcm16k);
-        let over = self.pcm.len().saturating_sub(Self::MAX);
-        self.pcm.drain(..over);
+        self.mulaw.extend(mulaw);
+        let over = self.mulaw.len().saturating_sub(Self::MAX);
+        self.mulaw.drain(..over);
     }
 
+    /// The utterance's audio at 16 kHz.
     fn of(&self, utterance: u64) -> Option<Vec<i16>> {
-        (utterance == self.utterance && !self.pcm.is_empty())
-            .then(|| self.pcm.iter().copied().collect())
+        (utterance == self.utterance && !self.mulaw.is_empty())
+            .then(|| crate::engine::audio::mulaw_to_16k(self.mulaw.iter().copied()))
     }
 }
 

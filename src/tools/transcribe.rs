@@ -5,9 +5,9 @@
 //! (`scripts/accuracy`) is reproducible.
 //!
 //! Files at any sample rate are resampled to 16 kHz with the project's resampler; `--phone` first
-//! takes them through a call's telephone path: 8 kHz, G.711 µ-law, decoded and upsampled to
-//! 16 kHz as the engine does. Audio is pushed into a recogniser session in 20 ms frames, as a call
-//! pushes it.
+//! takes them through a call's telephone path: 8 kHz, G.711 µ-law, pushed into the recogniser as
+//! the call's µ-law (which it widens to 16 kHz as it would in a call). Audio is pushed into a
+//! recogniser session in 20 ms frames, as a call pushes it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use crate::backends::select::{OfflineStt, offline_stt};
 use crate::backends::{Heard, SpeechToText, SttHint, WhisperConfig, WhisperStt};
 use crate::config::SttChoice;
-use crate::engine::audio::{self, SAMPLES_8K, SAMPLES_16K, Upsampler8To16, g711};
+use crate::engine::audio::{self, SAMPLES_8K, SAMPLES_16K, g711};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TranscribeArgs {
@@ -77,23 +77,43 @@ pub fn load_audio(path: &Path, phone: bool) -> anyhow::Result<Vec<i16>> {
     Ok(telephone_16k(&audio::resample(&mono, rate, 8000)))
 }
 
-/// 8 kHz audio as the engine hears it after a call carried it: µ-law encoded, decoded, upsampled
+/// 8 kHz audio as a call carries it: G.711 µ-law, in whole 20 ms frames (the last one padded
+/// with silence).
+pub fn telephone_mulaw(pcm8k: &[i16]) -> Vec<u8> {
+    let mut mulaw = vec![0u8; pcm8k.len().div_ceil(SAMPLES_8K) * SAMPLES_8K];
+    let mut input = [0i16; SAMPLES_8K];
+    for (chunk, out) in pcm8k.chunks(SAMPLES_8K).zip(mulaw.chunks_mut(SAMPLES_8K)) {
+        input.fill(0);
+        input[..chunk.len()].copy_from_slice(chunk);
+        g711::encode_into(&input, out);
+    }
+    mulaw
+}
+
+/// 8 kHz audio as a recogniser hears it after a call carried it: µ-law encoded, decoded, upsampled
 /// to 16 kHz in 20 ms frames.
 pub fn telephone_16k(pcm8k: &[i16]) -> Vec<i16> {
-    let mut up = Upsampler8To16::new();
-    let mut out = Vec::with_capacity(pcm8k.len() * 2);
-    let mut mulaw = [0u8; SAMPLES_8K];
-    let mut frame = [0i16; SAMPLES_8K];
-    let mut wide = [0i16; SAMPLES_16K];
-    for chunk in pcm8k.chunks(SAMPLES_8K) {
-        let mut input = [0i16; SAMPLES_8K];
-        input[..chunk.len()].copy_from_slice(chunk);
-        g711::encode_into(&input, &mut mulaw);
-        g711::decode_into(&mulaw, &mut frame);
-        up.process(&frame, &mut wide);
-        out.extend_from_slice(&wide);
+    audio::mulaw_to_16k(telephone_mulaw(pcm8k))
+}
+
+/// A file's audio as it is pushed into a recogniser.
+enum Audio {
+    /// 16 kHz PCM.
+    Wide(Vec<i16>),
+    /// µ-law at 8 kHz, as a call carries it.
+    Phone(Vec<u8>),
+}
+
+fn load(path: &Path, phone: bool) -> anyhow::Result<Audio> {
+    let (rate, mono) = super::read_wav(path)?;
+    if mono.is_empty() {
+        bail!("{} holds no audio", path.display());
     }
-    out
+    Ok(if phone {
+        Audio::Phone(telephone_mulaw(&audio::resample(&mono, rate, 8000)))
+    } else {
+        Audio::Wide(audio::resample(&mono, rate, 16_000))
+    })
 }
 
 fn recogniser(args: &TranscribeArgs) -> anyhow::Result<Arc<dyn SpeechToText>> {
@@ -122,31 +142,46 @@ fn recogniser(args: &TranscribeArgs) -> anyhow::Result<Arc<dyn SpeechToText>> {
     })
 }
 
-/// Push `pcm` into a session in 20 ms frames (in real time when `realtime`, then 700 ms of
+/// Push `audio` into a session in 20 ms frames (in real time when `realtime`, then 700 ms of
 /// silence) and finish it: the transcript and the time from the end of the audio to it.
 async fn run_one(
     stt: Arc<dyn SpeechToText>,
-    pcm: Vec<i16>,
+    audio: Audio,
     realtime: bool,
     multilingual: bool,
     hint: SttHint,
 ) -> anyhow::Result<(Heard, Duration)> {
     let mut session = stt.start_in(hint, multilingual);
-    if realtime {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let silence = [0i16; SAMPLES_16K];
-        for frame in pcm
-            .chunks(SAMPLES_16K)
-            .chain(std::iter::repeat_n(&silence[..], 35))
-        {
+    let frames = match &audio {
+        Audio::Wide(pcm) => pcm.len().div_ceil(SAMPLES_16K),
+        Audio::Phone(mulaw) => mulaw.len().div_ceil(SAMPLES_8K),
+    };
+    // 700 ms of silence after the audio when in real time
+    let silence = if realtime { 35 } else { 0 };
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for i in 0..frames + silence {
+        if realtime {
             tick.tick().await;
-            session.push(frame);
         }
+        match &audio {
+            Audio::Wide(pcm) => {
+                let at = (i * SAMPLES_16K).min(pcm.len());
+                let frame = pcm.get(at..(at + SAMPLES_16K).min(pcm.len()));
+                session.push(frame.filter(|f| !f.is_empty()).unwrap_or(&[0; SAMPLES_16K]));
+            }
+            Audio::Phone(mulaw) => {
+                let at = (i * SAMPLES_8K).min(mulaw.len());
+                let frame = mulaw.get(at..(at + SAMPLES_8K).min(mulaw.len()));
+                session.push_phone(
+                    frame
+                        .filter(|f| !f.is_empty())
+                        .unwrap_or(&[0xFF; SAMPLES_8K]),
+                );
+            }
+        }
+    }
+    if realtime {
         tick.tick().await;
-    } else {
-        for frame in pcm.chunks(SAMPLES_16K) {
-            session.push(frame);
-        }
     }
     let start = Instant::now();
     let heard = session.finish_heard().await?;
@@ -162,8 +197,8 @@ pub async fn run(args: TranscribeArgs) -> anyhow::Result<()> {
             let (phone, realtime, multilingual, hint) =
                 (args.phone, args.realtime, args.multilingual, args.hint);
             async move {
-                let outcome = match load_audio(&path, phone) {
-                    Ok(pcm) => run_one(stt, pcm, realtime, multilingual, hint).await,
+                let outcome = match load(&path, phone) {
+                    Ok(audio) => run_one(stt, audio, realtime, multilingual, hint).await,
                     Err(e) => Err(e),
                 };
                 (path, outcome)

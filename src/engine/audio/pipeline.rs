@@ -1,4 +1,5 @@
-//! Caller audio, µ-law in, exact 20 ms frames out: decode → 8 kHz PCM → 16 kHz PCM → VAD.
+//! Caller audio, µ-law in, exact 20 ms frames out: decode → 8 kHz PCM → level, and for frames
+//! loud enough to be speech → 16 kHz PCM → VAD.
 
 use super::g711;
 use super::resample::Upsampler8To16;
@@ -13,8 +14,6 @@ pub struct InboundFrame {
     pub mulaw: [u8; SAMPLES_8K],
     /// The decoded 20 ms at 8 kHz.
     pub pcm8k: [i16; SAMPLES_8K],
-    /// The same audio at 16 kHz (delayed by the upsampler: 2 ms with the default).
-    pub pcm16k: [i16; SAMPLES_16K],
     /// The voice activity detector's decision for this frame.
     pub speech: bool,
     /// RMS level of `pcm8k` in dBFS ([`super::vad::MIN_DBFS`] for digital silence).
@@ -23,10 +22,14 @@ pub struct InboundFrame {
 
 /// Decode µ-law → 8 kHz PCM → 16 kHz PCM → VAD, in exact 20 ms frames.
 ///
-/// Work happens in [`InboundPipeline::pop`], so audio dropped on overflow costs nothing.
+/// Work happens in [`InboundPipeline::pop`], so audio dropped on overflow costs nothing. Only the
+/// detector hears 16 kHz, so only frames loud enough for it to run are upsampled (recognisers
+/// take the µ-law and widen it themselves when they need to).
 pub struct InboundPipeline {
     vad: Box<dyn VoiceDetector>,
     upsampler: Upsampler8To16,
+    /// The upsampler's history is older than the last frame (quiet frames are not upsampled).
+    upsampler_stale: bool,
     /// Undelivered µ-law bytes, a ring of `MAX_BUFFERED_FRAMES` frames. Its head is always at a
     /// frame boundary; its tail may hold a partial frame.
     ring: Box<[u8]>,
@@ -51,6 +54,7 @@ impl InboundPipeline {
         Self {
             vad,
             upsampler: Upsampler8To16::new(),
+            upsampler_stale: false,
             // most carriers send a frame per message and it is popped at once: the ring
             // grows (in whole frames, up to the bound) only for one that sends more
             ring: vec![0u8; INITIAL_RING_FRAMES * SAMPLES_8K].into_boxed_slice(),
@@ -132,16 +136,27 @@ impl InboundPipeline {
         let mut frame = InboundFrame {
             mulaw,
             pcm8k: [0; SAMPLES_8K],
-            pcm16k: [0; SAMPLES_16K],
             speech: false,
             level_dbfs: 0.0,
         };
         g711::decode_into(&frame.mulaw, &mut frame.pcm8k);
-        self.upsampler.process(&frame.pcm8k, &mut frame.pcm16k);
         frame.level_dbfs = level_dbfs(&frame.pcm8k);
         // Quieter than any talker on a phone line: not speech, and the (costly) detector is
-        // skipped. Most of a call is the caller listening, so this is most frames.
-        frame.speech = frame.level_dbfs >= VAD_GATE_DBFS && self.vad.is_speech(&frame.pcm16k);
+        // skipped, and the upsampler with it. Most of a call is the caller listening, so this is
+        // most frames.
+        if frame.level_dbfs >= VAD_GATE_DBFS {
+            if self.upsampler_stale {
+                // what it last saw is older than the quiet before this frame, which was all but
+                // silence: start from silence
+                self.upsampler.reset();
+                self.upsampler_stale = false;
+            }
+            let mut pcm16k = [0i16; SAMPLES_16K];
+            self.upsampler.process(&frame.pcm8k, &mut pcm16k);
+            frame.speech = self.vad.is_speech(&pcm16k);
+        } else {
+            self.upsampler_stale = true;
+        }
         Some(frame)
     }
 
@@ -249,7 +264,7 @@ mod tests {
             let f = p.pop().unwrap();
             assert!(!f.speech);
             assert_eq!(f.level_dbfs, super::super::vad::MIN_DBFS);
-            assert!(f.pcm16k.iter().all(|&s| s == 0));
+            assert!(f.pcm8k.iter().all(|&s| s == 0));
         }
     }
 

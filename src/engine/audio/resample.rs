@@ -242,6 +242,40 @@ impl Upsampler8To16 {
     }
 }
 
+/// Telephone audio (G.711 µ-law at 8 kHz, as a call carries it) decoded and upsampled to 16 kHz
+/// in 20 ms frames by a fresh [`Upsampler8To16`], as the engine's inbound path would; a partial
+/// last frame is padded with silence and its padding cut off again. For recognisers that keep an
+/// utterance as the call carried it (a quarter of the memory of 16 kHz PCM) and widen it when
+/// they decode it.
+pub fn mulaw_to_16k(mulaw: impl IntoIterator<Item = u8>) -> Vec<i16> {
+    let mulaw = mulaw.into_iter();
+    let mut up = Upsampler8To16::new();
+    let mut out = Vec::with_capacity(mulaw.size_hint().0 * 2 + SAMPLES_16K);
+    let mut frame = [0u8; SAMPLES_8K];
+    let mut pcm = [0i16; SAMPLES_8K];
+    let mut wide = [0i16; SAMPLES_16K];
+    let mut filled = 0;
+    let mut widen = |frame: &[u8; SAMPLES_8K], keep: usize, out: &mut Vec<i16>| {
+        super::g711::decode_into(frame, &mut pcm);
+        up.process(&pcm, &mut wide);
+        out.extend_from_slice(&wide[..keep * 2]);
+    };
+    for byte in mulaw {
+        frame[filled] = byte;
+        filled += 1;
+        if filled == SAMPLES_8K {
+            widen(&frame, SAMPLES_8K, &mut out);
+            filled = 0;
+        }
+    }
+    if filled > 0 {
+        // µ-law silence
+        frame[filled..].fill(0xFF);
+        widen(&frame, filled, &mut out);
+    }
+    out
+}
+
 fn run(r: &mut dyn Resampler<f32>, input: &[f32], output: &mut [f32]) -> Option<usize> {
     let frames_out = output.len();
     let a_in = InterleavedSlice::new(input, 1, input.len()).ok()?;

@@ -401,6 +401,48 @@ fn default_pipeline_detects_speech_in_fixture() {
     assert!(c.precision() > 0.9, "{}", c.precision());
 }
 
+/// The pipeline upsamples only the frames loud enough for the detector (the quiet ones are
+/// skipped, and the upsampler starts from silence after them): its decisions are those of one
+/// that upsamples every frame, on speech with quiet and digital silence between words.
+#[test]
+fn skipping_the_upsampler_on_quiet_frames_changes_no_decision() {
+    let mut stream = Vec::new();
+    for (_, fixture) in FIXTURES {
+        stream.extend_from_slice(fixture);
+        // a pause of digital silence, then one of line hiss just under the detector's gate
+        stream.extend(std::iter::repeat_n(0xFFu8, 25 * SAMPLES_8K));
+        let mut rng = Noise(7);
+        stream
+            .extend((0..25 * SAMPLES_8K).map(|_| g711::ulaw_encode((rng.uniform() * 12.0) as i16)));
+    }
+    let mut p = InboundPipeline::with_default_vad();
+    let mut got = Vec::new();
+    let mut quiet = 0;
+    for chunk in stream.chunks(SAMPLES_8K) {
+        p.push(chunk);
+        while let Some(f) = p.pop() {
+            quiet += usize::from(f.level_dbfs < super::VAD_GATE_DBFS);
+            got.push(f.speech);
+        }
+    }
+    // the reference: every frame upsampled, the detector run on the same frames
+    let mut up = Upsampler8To16::new();
+    let mut vad = EarshotVad::new();
+    let mut pcm8 = [0i16; SAMPLES_8K];
+    let mut pcm16 = [0i16; SAMPLES_16K];
+    let want: Vec<bool> = stream
+        .chunks_exact(SAMPLES_8K)
+        .map(|chunk| {
+            g711::decode_into(chunk, &mut pcm8);
+            up.process(&pcm8, &mut pcm16);
+            level_dbfs(&pcm8) >= super::VAD_GATE_DBFS && vad.is_speech(&pcm16)
+        })
+        .collect();
+    assert!(quiet > 100, "the stream has quiet frames to skip: {quiet}");
+    assert!(got.iter().filter(|&&s| s).count() > 100);
+    assert_eq!(got, want);
+}
+
 #[test]
 #[ignore = "timing; run with optimised dependencies"]
 fn per_frame_timings() {

@@ -24,7 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::audio::{self, InboundPipeline, SAMPLES_8K, SAMPLES_16K};
+use crate::engine::audio::{self, InboundPipeline, SAMPLES_8K};
 use crate::engine::dialogue::model::{ModelRequest, SentenceSplitter, Understanding};
 use crate::engine::dialogue::turn::{Floor, TurnEvent, TurnTaking, TurnTiming, Utterance, frames};
 use crate::engine::dialogue::understand;
@@ -662,8 +662,9 @@ impl CallEngine {
     }
 
     /// The next frame of caller audio for a recogniser (after `Output::SttAudio`), oldest first,
-    /// with its utterance.
-    pub fn pop_stt_frame(&mut self) -> Option<(u64, &[i16; SAMPLES_16K])> {
+    /// with its utterance: µ-law at 8 kHz, as the call carries it (for
+    /// [`crate::backends::SttSession::push_phone`]).
+    pub fn pop_stt_frame(&mut self) -> Option<(u64, &[u8; SAMPLES_8K])> {
         self.recognizer.poll_frame()
     }
 
@@ -1059,7 +1060,7 @@ impl CallEngine {
         let capturing = self.turn_taking.utterance();
         // the recogniser keeps a short pre-roll outside utterances
         self.recognizer
-            .handle_frame(&frame.pcm16k, capturing.unwrap_or(0), &mut self.out);
+            .handle_frame(&frame.mulaw, capturing.unwrap_or(0), &mut self.out);
         let speaking = matches!(self.phase, Phase::Speaking);
         let listening = matches!(self.phase, Phase::Listening { .. });
         let floor = Floor {

@@ -1,4 +1,4 @@
-//! The recogniser feed: caller audio at 16 kHz in a fixed ring (the pre-roll before speech onset,
+//! The recogniser feed: caller audio as the call carries it (µ-law, 8 kHz) in a fixed ring (the pre-roll before speech onset,
 //! then the utterance's frames until the driver takes them), announced with one
 //! `Output::SttAudio` per batch; and the utterances awaiting their transcripts, oldest first, the
 //! oldest with its deadline (a caller who goes on talking while their last words are recognised
@@ -8,9 +8,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Output;
-use crate::engine::audio::SAMPLES_16K;
+use crate::engine::audio::SAMPLES_8K;
 
-/// Frames the ring holds (320 ms).
+/// Frames the ring holds (320 ms, 2.5 KiB: µ-law is a byte a sample at 8 kHz, where 16 kHz PCM
+/// took four times that; recognisers widen the audio when they need to).
 pub(super) const STT_RING_FRAMES: usize = 16;
 
 /// An ended utterance waiting for its transcript.
@@ -25,7 +26,7 @@ struct Awaiting {
 /// Fixed size, allocated once; when the driver falls behind, the oldest undelivered frames are
 /// lost and counted.
 pub(super) struct Recognizer {
-    frames: Box<[[i16; SAMPLES_16K]; STT_RING_FRAMES]>,
+    frames: Box<[[u8; SAMPLES_8K]; STT_RING_FRAMES]>,
     /// Utterance of each frame; 0 for audio outside any utterance.
     tags: [u64; STT_RING_FRAMES],
     next: usize,
@@ -42,7 +43,7 @@ pub(super) struct Recognizer {
 impl Recognizer {
     pub(super) fn new(stt_timeout: Duration) -> Self {
         Self {
-            frames: Box::new([[0; SAMPLES_16K]; STT_RING_FRAMES]),
+            frames: Box::new([[0xFF; SAMPLES_8K]; STT_RING_FRAMES]),
             tags: [0; STT_RING_FRAMES],
             next: 0,
             filled: 0,
@@ -57,11 +58,11 @@ impl Recognizer {
     /// Keep a frame; `utterance` 0 keeps it only as pre-roll, any other id delivers it.
     pub(super) fn handle_frame(
         &mut self,
-        pcm: &[i16; SAMPLES_16K],
+        mulaw: &[u8; SAMPLES_8K],
         utterance: u64,
         out: &mut VecDeque<Output>,
     ) {
-        self.frames[self.next] = *pcm;
+        self.frames[self.next] = *mulaw;
         self.tags[self.next] = utterance;
         self.next = (self.next + 1) % STT_RING_FRAMES;
         self.filled = (self.filled + 1).min(STT_RING_FRAMES);
@@ -84,7 +85,7 @@ impl Recognizer {
 
     /// The next frame for a recogniser, oldest first, with its utterance; `None` re-arms the
     /// `SttAudio` signal.
-    pub(super) fn poll_frame(&mut self) -> Option<(u64, &[i16; SAMPLES_16K])> {
+    pub(super) fn poll_frame(&mut self) -> Option<(u64, &[u8; SAMPLES_8K])> {
         if self.undelivered == 0 {
             self.signalled = false;
             return None;
@@ -161,8 +162,8 @@ impl Recognizer {
 mod tests {
     use super::*;
 
-    fn frame(v: i16) -> [i16; SAMPLES_16K] {
-        [v; SAMPLES_16K]
+    fn frame(v: u8) -> [u8; SAMPLES_8K] {
+        [v; SAMPLES_8K]
     }
 
     #[test]
@@ -177,7 +178,7 @@ mod tests {
         rec.handle_onset(3, 7, &mut out);
         rec.handle_frame(&frame(6), 7, &mut out);
         assert_eq!(out.len(), 1);
-        let got: Vec<(u64, i16)> =
+        let got: Vec<(u64, u8)> =
             std::iter::from_fn(|| rec.poll_frame().map(|(u, f)| (u, f[0]))).collect();
         assert_eq!(got, vec![(7, 3), (7, 4), (7, 5), (7, 6)]);
         // drained: the next frame is announced again
@@ -189,7 +190,7 @@ mod tests {
     fn a_driver_that_falls_behind_loses_the_oldest_frames_counted() {
         let mut rec = Recognizer::new(Duration::from_secs(6));
         let mut out = VecDeque::new();
-        for v in 0..(STT_RING_FRAMES as i16 + 4) {
+        for v in 0..(STT_RING_FRAMES as u8 + 4) {
             rec.handle_frame(&frame(v), 1, &mut out);
         }
         assert_eq!(rec.dropped(), 4);
