@@ -358,6 +358,27 @@ async fn the_multilingual_model_names_the_callers_language_and_tiny_en_names_non
 }
 
 #[tokio::test]
+async fn a_multilingual_call_has_its_model_loaded_before_the_callers_first_words() {
+    let models = models_dir();
+    let stt = WhisperStt::new(WhisperConfig::new(&models)).expect("whisper loads");
+    assert!(stt.multilingual());
+    // an English call leaves it unloaded
+    let _english = stt.open_call(false);
+    assert!(!stt.multilingual_loaded());
+    // a multilingual call starts the load at once, with no audio yet (it takes a few seconds;
+    // the greeting and the first question take longer)
+    let _call = stt.open_call(true).expect("a multilingual call");
+    let waited = std::time::Instant::now();
+    while !stt.multilingual_loaded() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(120),
+            "the multilingual model did not load"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_multilingual_model_that_cannot_load_leaves_the_english_one_hearing_its_calls() {
     let models = models_dir();
     let dir = tempfile::tempdir().unwrap();

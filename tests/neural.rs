@@ -6,6 +6,12 @@
 //! - a backchannel ("uh-huh") and a cough over the agent's question cause no `clear`;
 //! - a caller who pauses a second in the middle of their name is not cut off, and is understood;
 //! - a real interruption stops the agent at once.
+//!
+//! The tests run one at a time (`ONE_CALL_AT_A_TIME`): each is one call on a server of its own,
+//! and two neural servers at once on a 2-core machine (Whisper decodes, Piper, Smart Turn, a
+//! model loading) starved each other's calls of CPU: in one run of three the multilingual call's
+//! first reply was not synthesised within the engine's deadline, and the agent said it had
+//! trouble.
 
 mod common;
 
@@ -15,6 +21,8 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use common::binary::Served;
+
+static ONE_CALL_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 use receptionist::tools::simulate::{CallerTurn, read_wav_8k, simulate_call};
 
 /// `text` spoken by an espeak-ng voice not used anywhere else in the tests, at 8 kHz.
@@ -78,6 +86,7 @@ fn receptionist() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_neural_defaults_take_turns_like_a_person() {
+    let _alone = ONE_CALL_AT_A_TIME.lock().await;
     let models = receptionist::testing::installed_models_dir();
     let served = Served::start(
         &["--models-dir", models.to_str().unwrap()],
@@ -167,6 +176,7 @@ async fn the_neural_defaults_take_turns_like_a_person() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_multilingual_call_names_the_callers_language() {
+    let _alone = ONE_CALL_AT_A_TIME.lock().await;
     let models = receptionist::testing::installed_models_dir();
     assert!(
         receptionist::backends::whisper::multilingual_installed(&models),

@@ -1386,6 +1386,20 @@ impl Model {
             .clone()
     }
 
+    /// Starts loading the model in the background if it is not loaded (outside a runtime:
+    /// nothing, it loads at first use).
+    fn preload(self: &Arc<Self>) {
+        if self.pool.initialized() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let model = self.clone();
+            runtime.spawn(async move {
+                let _ = model.get().await;
+            });
+        }
+    }
+
     /// A decoder, waiting for one (and for the model) if need be; the fallback's when this
     /// model cannot be loaded.
     async fn lease(&self) -> Result<Lease, BackendError> {
@@ -1462,6 +1476,14 @@ impl WhisperStt {
         self.multilingual.is_some()
     }
 
+    /// Whether the multilingual model's load has finished (or failed: then the English model
+    /// hears multilingual calls).
+    pub fn multilingual_loaded(&self) -> bool {
+        self.multilingual
+            .as_ref()
+            .is_some_and(|m| m.pool.initialized())
+    }
+
     /// Decodes started so far by the English model, including those started at a pause and
     /// those cancelled.
     pub fn decodes(&self) -> u64 {
@@ -1514,8 +1536,14 @@ impl SpeechToText for WhisperStt {
         self.session(hint, multilingual, None)
     }
 
-    /// A multilingual call's utterances share what they said about the caller's language.
+    /// A multilingual call's utterances share what they said about the caller's language. The
+    /// multilingual model, loaded on first use, starts loading now (in the background), so that
+    /// the first caller's first words do not wait for it: the greeting and the first question
+    /// take longer than the load (4.5 s on a busy 2-core machine).
     fn open_call(&self, multilingual: bool) -> Option<Box<dyn SttCall>> {
+        if let Some(model) = self.multilingual.as_ref().filter(|_| multilingual) {
+            model.preload();
+        }
         (multilingual && self.multilingual.is_some()).then(|| {
             Box::new(WhisperCall {
                 stt: self.clone(),
