@@ -37,7 +37,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::openai::provider_transcript;
 use super::{BackendError, BoxFuture, Heard, SpeechToText, SttCall, SttHint, SttSession};
 use crate::config::Secret;
-use crate::engine::audio::{SAMPLES_8K, SAMPLES_16K, Upsampler8To16, g711};
+use crate::engine::audio::MulawWidener;
 
 /// Default endpoint.
 pub const DEFAULT_URL: &str = "wss://api.deepgram.com/v1/listen";
@@ -248,23 +248,16 @@ struct DeepgramSession {
     language: Arc<std::sync::Mutex<Option<String>>>,
     /// Telephone audio is widened to the connection's 16 kHz as it streams (made at the first
     /// telephone frame).
-    widen: Option<Box<Upsampler8To16>>,
+    widen: Option<Box<MulawWidener>>,
 }
 
 impl SttSession for DeepgramSession {
     fn push_phone(&mut self, mulaw: &[u8]) {
-        let mut up = self.widen.take().unwrap_or_default();
-        let mut pcm = [0i16; SAMPLES_8K];
-        let mut wide = [0i16; SAMPLES_16K];
-        for chunk in mulaw.chunks(SAMPLES_8K) {
-            // a short last piece is padded with µ-law silence and its padding not sent
-            let mut frame = [0xFFu8; SAMPLES_8K];
-            frame[..chunk.len()].copy_from_slice(chunk);
-            g711::decode_into(&frame, &mut pcm);
-            up.process(&pcm, &mut wide);
-            self.push(&wide[..2 * chunk.len()]);
-        }
-        self.widen = Some(up);
+        let mut wide = Vec::with_capacity(2 * mulaw.len());
+        self.widen
+            .get_or_insert_default()
+            .widen(mulaw, |pcm| wide.extend_from_slice(pcm));
+        self.push(&wide);
     }
 
     fn push(&mut self, pcm16k: &[i16]) {

@@ -420,7 +420,7 @@ impl Default for Kept {
 
 /// Appends `chunk` to `kept`, keeping at most `max` items: returns how many (of either) were
 /// dropped, oldest first.
-fn keep_newest<T: Copy>(kept: &mut VecDeque<T>, chunk: &[T], max: usize) -> usize {
+pub(crate) fn keep_newest<T: Copy>(kept: &mut VecDeque<T>, chunk: &[T], max: usize) -> usize {
     let skip = chunk.len().saturating_sub(max);
     let chunk = &chunk[skip..];
     let overflow = (kept.len() + chunk.len()).saturating_sub(max);
@@ -434,7 +434,7 @@ impl UtteranceBuffer {
     pub(crate) fn push(&mut self, pcm16k: &[i16]) {
         self.pushed += pcm16k.len() as u64;
         if let Kept::Phone(mulaw) = &mut self.kept {
-            let wide = crate::engine::audio::mulaw_to_16k(mulaw.drain(..));
+            let wide = crate::engine::audio::mulaw_to_16k(mulaw.make_contiguous());
             self.kept = Kept::Wide(wide.into());
         }
         if let Kept::Wide(pcm) = &mut self.kept {
@@ -450,7 +450,7 @@ impl UtteranceBuffer {
                 self.dropped += 2 * keep_newest(kept, mulaw, MAX_UTTERANCE_SAMPLES / 2) as u64;
             }
             Kept::Wide(pcm) => {
-                let wide = crate::engine::audio::mulaw_to_16k(mulaw.iter().copied());
+                let wide = crate::engine::audio::mulaw_to_16k(mulaw);
                 self.dropped += keep_newest(pcm, &wide, MAX_UTTERANCE_SAMPLES) as u64;
             }
         }
@@ -467,7 +467,10 @@ impl UtteranceBuffer {
     /// The audio so far at 16 kHz, in order (a copy).
     pub(crate) fn to_vec(&self) -> Vec<i16> {
         match &self.kept {
-            Kept::Phone(mulaw) => crate::engine::audio::mulaw_to_16k(mulaw.iter().copied()),
+            Kept::Phone(mulaw) => {
+                let (a, b) = mulaw.as_slices();
+                crate::engine::audio::mulaw_to_16k(&[a, b].concat())
+            }
             Kept::Wide(pcm) => pcm.iter().copied().collect(),
         }
     }
@@ -475,7 +478,7 @@ impl UtteranceBuffer {
     /// The audio at 16 kHz.
     pub(crate) fn into_vec(self) -> Vec<i16> {
         match self.kept {
-            Kept::Phone(mulaw) => crate::engine::audio::mulaw_to_16k(mulaw),
+            Kept::Phone(mulaw) => crate::engine::audio::mulaw_to_16k(&Vec::from(mulaw)),
             Kept::Wide(pcm) => Vec::from(pcm),
         }
     }

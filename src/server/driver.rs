@@ -1257,15 +1257,15 @@ impl TurnAudio {
             self.utterance = utterance;
             self.mulaw.clear();
         }
-        self.mulaw.extend(mulaw);
-        let over = self.mulaw.len().saturating_sub(Self::MAX);
-        self.mulaw.drain(..over);
+        crate::backends::keep_newest(&mut self.mulaw, mulaw, Self::MAX);
     }
 
     /// The utterance's audio at 16 kHz.
     fn of(&self, utterance: u64) -> Option<Vec<i16>> {
-        (utterance == self.utterance && !self.mulaw.is_empty())
-            .then(|| crate::engine::audio::mulaw_to_16k(self.mulaw.iter().copied()))
+        (utterance == self.utterance && !self.mulaw.is_empty()).then(|| {
+            let (a, b) = self.mulaw.as_slices();
+            crate::engine::audio::mulaw_to_16k(&[a, b].concat())
+        })
     }
 }
 

@@ -93,7 +93,7 @@ pub fn telephone_mulaw(pcm8k: &[i16]) -> Vec<u8> {
 /// 8 kHz audio as a recogniser hears it after a call carried it: µ-law encoded, decoded, upsampled
 /// to 16 kHz in 20 ms frames.
 pub fn telephone_16k(pcm8k: &[i16]) -> Vec<i16> {
-    audio::mulaw_to_16k(telephone_mulaw(pcm8k))
+    audio::mulaw_to_16k(&telephone_mulaw(pcm8k))
 }
 
 /// A file's audio as it is pushed into a recogniser.

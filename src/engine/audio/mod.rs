@@ -13,7 +13,9 @@ pub mod transcode;
 pub mod vad;
 
 pub use pipeline::{InboundFrame, InboundPipeline, MAX_BUFFERED_FRAMES, VAD_GATE_DBFS};
-pub use resample::{Upsampler8To16, UpsamplerKind, mulaw_to_16k, resample, resample_to_8k};
+pub use resample::{
+    MulawWidener, Upsampler8To16, UpsamplerKind, mulaw_to_16k, resample, resample_to_8k,
+};
 pub use transcode::{AudioCodec, AudioError, ByteOrder, InboundTranscoder, OutboundTranscoder};
 pub use vad::{EarshotVad, EnergyVad, VoiceDetector, level_dbfs};
 

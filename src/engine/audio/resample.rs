@@ -243,36 +243,40 @@ impl Upsampler8To16 {
 }
 
 /// Telephone audio (G.711 µ-law at 8 kHz, as a call carries it) decoded and upsampled to 16 kHz
-/// in 20 ms frames by a fresh [`Upsampler8To16`], as the engine's inbound path would; a partial
-/// last frame is padded with silence and its padding cut off again. For recognisers that keep an
-/// utterance as the call carried it (a quarter of the memory of 16 kHz PCM) and widen it when
-/// they decode it.
-pub fn mulaw_to_16k(mulaw: impl IntoIterator<Item = u8>) -> Vec<i16> {
-    let mulaw = mulaw.into_iter();
-    let mut up = Upsampler8To16::new();
-    let mut out = Vec::with_capacity(mulaw.size_hint().0 * 2 + SAMPLES_16K);
-    let mut frame = [0u8; SAMPLES_8K];
-    let mut pcm = [0i16; SAMPLES_8K];
-    let mut wide = [0i16; SAMPLES_16K];
-    let mut filled = 0;
-    let mut widen = |frame: &[u8; SAMPLES_8K], keep: usize, out: &mut Vec<i16>| {
-        super::g711::decode_into(frame, &mut pcm);
-        up.process(&pcm, &mut wide);
-        out.extend_from_slice(&wide[..keep * 2]);
-    };
-    for byte in mulaw {
-        frame[filled] = byte;
-        filled += 1;
-        if filled == SAMPLES_8K {
-            widen(&frame, SAMPLES_8K, &mut out);
-            filled = 0;
+/// as it streams, in 20 ms frames through one [`Upsampler8To16`], as the engine's inbound path
+/// would. For recognisers that are handed the call's µ-law and need 16 kHz.
+#[derive(Default)]
+pub struct MulawWidener {
+    up: Upsampler8To16,
+}
+
+impl MulawWidener {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Widens `mulaw` in pieces of up to 20 ms, handing each to `out`; a piece shorter than a
+    /// frame is padded with µ-law silence and only its own length (twice its bytes) handed out.
+    pub fn widen(&mut self, mulaw: &[u8], mut out: impl FnMut(&[i16])) {
+        let mut frame = [0xFFu8; SAMPLES_8K];
+        let mut pcm = [0i16; SAMPLES_8K];
+        let mut wide = [0i16; SAMPLES_16K];
+        for chunk in mulaw.chunks(SAMPLES_8K) {
+            frame[..chunk.len()].copy_from_slice(chunk);
+            frame[chunk.len()..].fill(0xFF);
+            super::g711::decode_into(&frame, &mut pcm);
+            self.up.process(&pcm, &mut wide);
+            out(&wide[..2 * chunk.len()]);
         }
     }
-    if filled > 0 {
-        // µ-law silence
-        frame[filled..].fill(0xFF);
-        widen(&frame, filled, &mut out);
-    }
+}
+
+/// Telephone audio widened to 16 kHz by a fresh [`MulawWidener`]: for recognisers that keep an
+/// utterance as the call carried it (a quarter of the memory of 16 kHz PCM) and widen it when
+/// they decode it.
+pub fn mulaw_to_16k(mulaw: &[u8]) -> Vec<i16> {
+    let mut out = Vec::with_capacity(mulaw.len() * 2);
+    MulawWidener::new().widen(mulaw, |pcm| out.extend_from_slice(pcm));
     out
 }
 

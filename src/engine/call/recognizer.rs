@@ -1,5 +1,6 @@
-//! The recogniser feed: caller audio as the call carries it (µ-law, 8 kHz) in a fixed ring (the pre-roll before speech onset,
-//! then the utterance's frames until the driver takes them), announced with one
+//! The recogniser feed: caller audio as the call carries it (µ-law, 8 kHz) in a fixed ring (the
+//! pre-roll before speech onset, then the utterance's frames until the driver takes them),
+//! announced with one
 //! `Output::SttAudio` per batch; and the utterances awaiting their transcripts, oldest first, the
 //! oldest with its deadline (a caller who goes on talking while their last words are recognised
 //! has a second utterance end before the first one's transcript came).
