@@ -249,8 +249,13 @@ impl PromptCache {
     }
 
     /// Synthesize many prompts concurrently-but-bounded ahead of time; errors are logged, not
-    /// returned.
+    /// returned. It is background work ([`super::lease::in_background`]): a live call's
+    /// synthesis never waits for an engine behind it.
     pub async fn warm(&self, voice: &str, texts: &[String]) {
+        super::lease::in_background(self.warm_now(voice, texts)).await
+    }
+
+    async fn warm_now(&self, voice: &str, texts: &[String]) {
         let mut seen = std::collections::HashSet::new();
         // Owned values only: the future must stay `Send` for any caller's lifetimes.
         let todo: Vec<String> = texts

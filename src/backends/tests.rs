@@ -291,6 +291,78 @@ async fn prompt_cache_returns_the_same_arc() {
     assert_eq!(cache.len(), 101);
 }
 
+/// A synthesiser with two engines (as the Piper voice has two sessions) whose warm-up work holds
+/// its engine until the test opens `gate`; a text starting "live" is synthesised at once.
+struct GatedTts {
+    engines: Arc<lease::LeasePool<()>>,
+    gate: Arc<tokio::sync::Semaphore>,
+    started: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TextToSpeech for GatedTts {
+    fn synthesize(
+        &self,
+        text: &str,
+        _voice: &str,
+    ) -> BoxFuture<'static, Result<Speech, BackendError>> {
+        let (engines, gate, started) = (
+            self.engines.clone(),
+            self.gate.clone(),
+            self.started.clone(),
+        );
+        let live = text.starts_with("live");
+        Box::pin(async move {
+            let _engine = engines.lease().await?;
+            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if !live {
+                gate.acquire().await.expect("open").forget();
+            }
+            Ok(Speech {
+                pcm: vec![1000; 800],
+                sample_rate: 8000,
+                fallback: false,
+            })
+        })
+    }
+
+    fn voices(&self) -> Vec<String> {
+        vec!["v".into()]
+    }
+}
+
+#[tokio::test]
+async fn warming_prompts_leaves_an_engine_for_a_live_reply() {
+    let tts = GatedTts {
+        engines: lease::LeasePool::new("gated", vec![(), ()]),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        started: Default::default(),
+    };
+    let (gate, started) = (tts.gate.clone(), tts.started.clone());
+    let cache = PromptCache::new(Arc::new(tts));
+    let texts: Vec<String> = (0..6).map(|i| format!("prompt {i}")).collect();
+    let warming = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.warm("v", &texts).await }
+    });
+    while started.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // A free engine is leased without waiting, so the reply is done in one poll; behind the
+    // warm-up (both engines held) it would wait.
+    let reply = futures_util::FutureExt::now_or_never(cache.speak("v", "live reply"));
+    let reply = reply.expect("the live reply waited behind the warm-up");
+    assert_eq!(reply.unwrap().len(), 800);
+    assert_eq!(
+        started.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one warm-up job, one reply"
+    );
+    assert!(!warming.is_finished());
+    gate.add_permits(6);
+    warming.await.unwrap();
+    assert_eq!(cache.len(), 7, "every prompt was still warmed");
+}
+
 #[tokio::test]
 async fn prompt_cache_with_flite_is_8k_ulaw() {
     let tts: Arc<dyn TextToSpeech> = Arc::new(FliteTts::new().unwrap());
