@@ -41,7 +41,7 @@ use receptionist::tools::simulate::{
 };
 
 use common::outage::Outage;
-use common::{Backend, TestDatabase, create_workspace, free_port, wait_healthy};
+use common::{Backend, TestDatabase, create_workspace, free_port, trials, wait_healthy};
 
 const AUTH_TOKEN: &str = "drain-twilio-auth-token";
 
@@ -53,28 +53,28 @@ fn credentials() -> Credentials {
     }
 }
 
-macro_rules! both_databases {
-    ($($name:ident),* $(,)?) => {
-        $(mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::run(super::Backend::Sqlite, super::$name).await;
+/// This binary's tests (`harness = false`, see `common::trials`): each body on SQLite and on
+/// PostgreSQL.
+fn main() -> std::process::ExitCode {
+    let mut tests = Vec::new();
+    macro_rules! both_databases {
+        ($($name:ident),* $(,)?) => {$(
+            for backend in [Backend::Sqlite, Backend::Postgres] {
+                let name = format!("{}::{}", stringify!($name), backend.name());
+                tests.push(trials::test(name, move || Box::pin(run(backend, $name))));
             }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::run(super::Backend::Postgres, super::$name).await;
-            }
-        })*
-    };
+        )*};
+    }
+    // the longest first
+    both_databases!(
+        a_database_outage_mid_call_loses_nothing,
+        killed_during_an_outage_the_journal_replays_at_restart,
+        sigterm_refuses_new_calls_and_lets_calls_finish,
+        calls_past_the_drain_period_hear_a_goodbye,
+        metrics_count_a_call,
+    );
+    trials::main(tests)
 }
-
-both_databases!(
-    sigterm_refuses_new_calls_and_lets_calls_finish,
-    calls_past_the_drain_period_hear_a_goodbye,
-    metrics_count_a_call,
-    a_database_outage_mid_call_loses_nothing,
-    killed_during_an_outage_the_journal_replays_at_restart,
-);
 
 /// How long the database stays away in the outage test (the two minutes by default).
 fn outage_length() -> Duration {

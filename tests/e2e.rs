@@ -47,7 +47,7 @@ use receptionist::tools::simulate::{
     CallerTurn, SimOptions, read_wav_8k, receive, send_out, simulate_call,
 };
 
-use common::{Backend, TestDatabase, create_workspace, free_port, wait_healthy};
+use common::{Backend, TestDatabase, create_workspace, free_port, trials, wait_healthy};
 
 const AUTH_TOKEN: &str = "e2e-twilio-auth-token";
 
@@ -70,43 +70,47 @@ static OFFLINE: LazyLock<Backends> =
 // The tests
 // ---------------------------------------------------------------------------------------------
 
-/// For each body `name(Backend)`, `#[tokio::test]`s `name::sqlite` and `name::postgres`.
-macro_rules! both_databases {
-    ($($name:ident),* $(,)?) => {
-        $(mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
+/// This binary's tests (`harness = false`, see `common::trials`): for each body `name(Backend)`,
+/// `name::sqlite` and `name::postgres`, and the tests of no database.
+fn main() -> std::process::ExitCode {
+    let mut tests = Vec::new();
+    macro_rules! both_databases {
+        ($($name:ident),* $(,)?) => {$(
+            for backend in [Backend::Sqlite, Backend::Postgres] {
+                let name = format!("{}::{}", stringify!($name), backend.name());
+                tests.push(trials::test(name, move || Box::pin($name(backend))));
             }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-        })*
-    };
+        )*};
+    }
+    // the two long full calls (about 100 s each) first, so that nothing waits behind them
+    both_databases!(
+        // the call flow
+        answered_to_the_end_then_welcomed_back,
+        after_the_call_texts_confirms_evaluates_ingests_and_tells,
+        caller_hangs_up_mid_sentence,
+        call_on_every_carrier,
+        dropped_socket_is_disconnected,
+        failing_speech_recognition_apologises,
+        // the voice webhook
+        webhook_signatures_and_routing,
+        busy_at_max_calls,
+        // the dashboard's test call
+        browser_call_runs_the_same_engine,
+        // the media socket
+        broken_sessions_end_alone,
+        media_before_start_and_unknown_events,
+        start_must_match_an_accepted_call,
+    );
+    tests.push(trials::test(
+        "server_killed_mid_call_is_interrupted_on_restart",
+        || Box::pin(server_killed_mid_call_is_interrupted_on_restart()),
+    ));
+    tests.push(trials::test(
+        "silent_socket_is_closed_after_the_start_timeout",
+        || Box::pin(silent_socket_is_closed_after_the_start_timeout()),
+    ));
+    trials::main(tests)
 }
-
-// libtest starts tests in name order: the two long full calls (about 100 s each) come first, so
-// that they run side by side.
-both_databases!(
-    // the call flow
-    answered_to_the_end_then_welcomed_back,
-    caller_hangs_up_mid_sentence,
-    call_on_every_carrier,
-    dropped_socket_is_disconnected,
-    failing_speech_recognition_apologises,
-    // the voice webhook
-    webhook_signatures_and_routing,
-    busy_at_max_calls,
-    // after the call
-    after_the_call_texts_confirms_evaluates_ingests_and_tells,
-    // the dashboard's test call
-    browser_call_runs_the_same_engine,
-    // the media socket
-    broken_sessions_end_alone,
-    media_before_start_and_unknown_events,
-    start_must_match_an_accepted_call,
-);
 
 /// After a call through the Twilio media path: the confirmation text reaches Twilio's Messages
 /// API, the caller replies YES on the signed SMS webhook, the candidate is confirmed, evaluated,
@@ -1028,7 +1032,6 @@ async fn failing_speech_recognition_apologises(backend: Backend) {
 }
 
 /// A socket that never sends `start` is closed after the start timeout, and nothing is stored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_socket_is_closed_after_the_start_timeout() {
     run(
         Backend::Sqlite,
@@ -1054,7 +1057,6 @@ async fn silent_socket_is_closed_after_the_start_timeout() {
 
 /// 6: `kill -9` during a call; the restarted server marks it interrupted and leaves a playable
 /// recording.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_mid_call_is_interrupted_on_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");

@@ -19,11 +19,37 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use common::binary::{Served, serve_command};
-use common::free_port;
+use common::{free_port, trials};
 use receptionist::testing::providers::{FakeDeepgram, FakeElevenLabs, FakeOpenAi};
 use receptionist::tools::simulate::{CallerTurn, read_wav_8k, simulate_call};
 
-#[tokio::test]
+/// This binary's tests (`harness = false`, see `common::trials`), the longest first.
+fn main() -> std::process::ExitCode {
+    trials::main(vec![
+        trials::test("whole_calls_with_the_other_pairings_of_providers", || {
+            Box::pin(whole_calls_with_the_other_pairings_of_providers())
+        }),
+        trials::test(
+            "a_multilingual_receptionist_answers_the_caller_in_their_language",
+            || Box::pin(a_multilingual_receptionist_answers_the_caller_in_their_language()),
+        ),
+        trials::test(
+            "whole_call_with_deepgram_elevenlabs_and_a_language_model",
+            || Box::pin(whole_call_with_deepgram_elevenlabs_and_a_language_model()),
+        ),
+        trials::test("whole_call_with_openai_compatible_speech", || {
+            Box::pin(whole_call_with_openai_compatible_speech())
+        }),
+        trials::test("a_slow_language_model_hands_the_call_to_the_rules", || {
+            Box::pin(a_slow_language_model_hands_the_call_to_the_rules())
+        }),
+        trials::test(
+            "a_chosen_provider_without_its_key_stops_serve_at_start",
+            || Box::pin(a_chosen_provider_without_its_key_stops_serve_at_start()),
+        ),
+    ])
+}
+
 async fn a_chosen_provider_without_its_key_stops_serve_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     for (args, missing) in [
@@ -244,7 +270,6 @@ fn scripted_model(body: &Value) -> String {
     sse_tool_call("record_turn", &arguments.to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_call_with_deepgram_elevenlabs_and_a_language_model() {
     let deepgram = FakeDeepgram::start(&TRANSCRIPTS_WITH_QUESTION).await;
     let elevenlabs = FakeElevenLabs::start().await;
@@ -331,7 +356,6 @@ async fn whole_call_with_deepgram_elevenlabs_and_a_language_model() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multilingual_receptionist_answers_the_caller_in_their_language() {
     let deepgram = FakeDeepgram::start(&TRANSCRIPTS_WITH_QUESTION).await;
     deepgram.detect_language("es");
@@ -397,7 +421,6 @@ async fn a_multilingual_receptionist_answers_the_caller_in_their_language() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_call_with_openai_compatible_speech() {
     let openai = FakeOpenAi::start(&TRANSCRIPTS).await;
     let (log, call) = whole_call(
@@ -450,7 +473,6 @@ async fn whole_call_with_openai_compatible_speech() {
 /// The other pairings of recogniser and voice: Deepgram with OpenAI's voice and the rules;
 /// OpenAI's transcription with ElevenLabs' voice and the model. With the two calls above, each
 /// recogniser has served a whole call with each voice, with and without the model.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_calls_with_the_other_pairings_of_providers() {
     let deepgram = FakeDeepgram::start(&TRANSCRIPTS).await;
     let openai = FakeOpenAi::start(&[]).await;
@@ -502,7 +524,6 @@ async fn whole_calls_with_the_other_pairings_of_providers() {
     assert!(!elevenlabs.streams().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_language_model_hands_the_call_to_the_rules() {
     let deepgram = FakeDeepgram::start(&TRANSCRIPTS).await;
     let elevenlabs = FakeElevenLabs::start().await;

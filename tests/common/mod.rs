@@ -10,6 +10,7 @@ pub mod binary;
 pub mod fakes;
 pub mod harness;
 pub mod outage;
+pub mod trials;
 
 use std::path::Path;
 
@@ -70,6 +71,16 @@ pub async fn wait_healthy(http: &reqwest::Client, base: &str, log: &Path) {
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+impl Backend {
+    /// As a test's name says it: `sqlite` or `postgres`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
 }
 
 /// A database created for one test.
