@@ -1,7 +1,8 @@
 //! The per-frame hot path, one 20 ms frame per iteration:
 //!
 //! - `inbound/*`: µ-law decode → 8 → 16 kHz upsampling → VAD (`InboundPipeline` push + pop), on
-//!   speech (the detector runs) and on quiet frames (below the pipeline's gate: it is skipped);
+//!   speech (the detector runs), on quiet frames (below the pipeline's gate: it is skipped) and on
+//!   a phone line's noise while the caller listens (below the line's noise floor: skipped);
 //! - `call_inbound/<carrier>`: a call (`testing::call::CallRig`: engine ⇄ `MediaSession` ⇄ the
 //!   fake carrier) in which the caller talks: the carrier's media message parsed, decoded and
 //!   transcoded, then the engine's input, for each carrier's default codec (and Telnyx's Opus
@@ -69,6 +70,24 @@ fn quiet_frames() -> Vec<Frame> {
     receptionist::testing::vad_fixture_frames(|db| db < VAD_GATE_DBFS)
 }
 
+/// A second of a phone line's noise while the caller listens: white noise at -50 dBFS RMS (above
+/// the detector's gate, so before the noise-floor gate the detector ran on every such frame).
+fn line_noise_frames() -> Vec<Frame> {
+    let mut x = 0x9E37_79B9u32;
+    let scale = 32768.0 * 10f32.powf(-50.0 / 20.0) * 3f32.sqrt();
+    (0..50)
+        .map(|_| {
+            std::array::from_fn(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let s = (x as f32 / u32::MAX as f32 * 2.0 - 1.0) * scale;
+                receptionist::engine::audio::g711::ulaw_encode(s as i16)
+            })
+        })
+        .collect()
+}
+
 // ---- inbound ---------------------------------------------------------------------------------
 
 /// Pushes and pops the frames in a cycle; the state persists, as it does in a call.
@@ -108,6 +127,7 @@ impl InboundRig {
 fn inbound(c: &mut Criterion) {
     let speech = speech_frames();
     let quiet = quiet_frames();
+    let noise = line_noise_frames();
     eprintln!(
         "inbound fixtures: {} speech frames (>= -45 dBFS), {} quiet frames (< {VAD_GATE_DBFS} dBFS)",
         speech.len(),
@@ -120,6 +140,11 @@ fn inbound(c: &mut Criterion) {
     let cases = [
         ("speech_frame", InboundPipeline::with_default_vad(), &speech),
         ("silent_frame", InboundPipeline::with_default_vad(), &quiet),
+        (
+            "line_noise_frame",
+            InboundPipeline::with_default_vad(),
+            &noise,
+        ),
         ("energy_vad_speech_frame", energy_pipeline(), &speech),
     ];
     for (name, pipeline, frames) in cases {

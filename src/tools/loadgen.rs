@@ -128,6 +128,11 @@ pub struct LoadgenArgs {
     /// The caller answers once the agent has been silent this long after speaking.
     #[arg(long, default_value_t = 700)]
     pub reply_gap_ms: u64,
+    /// White noise at this RMS level (dBFS, -90 to -20; -50 is a typical phone line) on every
+    /// caller's line, under their speech and between their utterances, as a real line has.
+    /// Default: digital silence between utterances.
+    #[arg(long, allow_negative_numbers = true)]
+    pub line_noise_dbfs: Option<f32>,
     /// Threads placing the calls, each with a single-threaded runtime (one keeps up with about
     /// 500 calls on this project's 2-core reference machine).
     #[arg(long, default_value_t = 2)]
@@ -435,11 +440,43 @@ struct Utterances {
     /// Per utterance, the index of its last frame with speech in it (the recordings end with
     /// about 0.4 s of silence).
     last_voiced: Vec<usize>,
-    silence: [u8; SAMPLES_8K],
+    /// What the line carries between utterances, in turn: digital silence, or a second of line
+    /// noise (`--line-noise-dbfs`).
+    quiet: Vec<[u8; SAMPLES_8K]>,
+}
+
+/// Frames of line noise, repeated (a second).
+const NOISE_FRAMES: usize = 50;
+
+/// `n` samples of white noise at `dbfs` RMS (full-scale square wave = 0 dBFS), the same every run.
+fn line_noise(dbfs: f32, n: usize) -> Vec<f32> {
+    let rms = 32768.0 * 10f32.powf(dbfs / 20.0);
+    // uniform in [-1, 1] has an RMS of 1/sqrt(3)
+    let scale = rms * 3f32.sqrt();
+    let mut x = 0x9E37_79B9u32;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
 }
 
 impl Utterances {
-    fn load(dir: &Path) -> anyhow::Result<Self> {
+    fn load(dir: &Path, noise_dbfs: Option<f32>) -> anyhow::Result<Self> {
+        if let Some(db) = noise_dbfs {
+            anyhow::ensure!(
+                (-90.0..=-20.0).contains(&db),
+                "--line-noise-dbfs must be between -90 and -20, not {db}"
+            );
+        }
+        let noise = noise_dbfs.map(|db| line_noise(db, NOISE_FRAMES * SAMPLES_8K));
+        let noisy = |i: usize, s: i16| match &noise {
+            Some(n) => (s as f32 + n[i % n.len()]).round().clamp(-32768.0, 32767.0) as i16,
+            None => s,
+        };
         let mut frames = Vec::new();
         let mut last_voiced = Vec::new();
         for name in FIXTURES {
@@ -453,25 +490,37 @@ impl Utterances {
             );
             let utterance = pcm
                 .chunks(SAMPLES_8K)
-                .map(|chunk| {
+                .enumerate()
+                .map(|(k, chunk)| {
                     let mut frame = [0xFFu8; SAMPLES_8K];
-                    for (f, s) in frame.iter_mut().zip(chunk) {
-                        *f = g711::ulaw_encode(*s);
+                    for (i, (f, s)) in frame.iter_mut().zip(chunk).enumerate() {
+                        *f = g711::ulaw_encode(noisy(k * SAMPLES_8K + i, *s));
                     }
                     frame
                 })
                 .collect();
             frames.push(utterance);
         }
+        let quiet = match &noise {
+            Some(_) => (0..NOISE_FRAMES)
+                .map(|k| std::array::from_fn(|i| g711::ulaw_encode(noisy(k * SAMPLES_8K + i, 0))))
+                .collect(),
+            None => vec![[0xFF; SAMPLES_8K]],
+        };
         Ok(Self {
             frames,
             last_voiced,
-            silence: [0xFF; SAMPLES_8K],
+            quiet,
         })
     }
 
     fn frame(&self, utterance: usize, index: usize) -> Option<&[u8; SAMPLES_8K]> {
         self.frames[utterance].get(index)
+    }
+
+    /// The line between utterances, at the call's `n`th frame.
+    fn quiet(&self, n: u64) -> &[u8; SAMPLES_8K] {
+        &self.quiet[(n % self.quiet.len() as u64) as usize]
     }
 }
 
@@ -682,6 +731,7 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
         first_audio: false,
         last_media_at: None,
         frames_received: 0,
+        frames_sent: 0,
         hung_up_at: None,
     };
     let end = session.run(&mut ws).await;
@@ -791,6 +841,8 @@ struct Session<'a> {
     first_audio: bool,
     last_media_at: Option<Instant>,
     frames_received: u64,
+    /// Caller frames sent so far.
+    frames_sent: u64,
     /// When we sent `stop` (`--duration-secs` passed).
     hung_up_at: Option<Instant>,
 }
@@ -935,7 +987,9 @@ impl Session<'_> {
         let mut last_voiced = false;
         let frame = match self.speaking.as_mut() {
             Some((u, i)) => {
-                let f = audio.frame(*u, *i).unwrap_or(&audio.silence);
+                let f = audio
+                    .frame(*u, *i)
+                    .unwrap_or_else(|| audio.quiet(self.frames_sent));
                 last_voiced = *i == audio.last_voiced[*u];
                 *i += 1;
                 if audio.frame(*u, *i).is_none() {
@@ -943,8 +997,9 @@ impl Session<'_> {
                 }
                 f
             }
-            None => &audio.silence,
+            None => audio.quiet(self.frames_sent),
         };
+        self.frames_sent += 1;
         self.fake.send_audio(frame);
         send_out(&mut self.fake, ws).await?;
         if last_voiced {
@@ -1365,7 +1420,7 @@ pub async fn run_report(args: LoadgenArgs) -> anyhow::Result<Value> {
     } else {
         args.fixtures.clone()
     };
-    let audio = Utterances::load(&fixtures)?;
+    let audio = Utterances::load(&fixtures, args.line_noise_dbfs)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(64)
@@ -2152,6 +2207,36 @@ fn cpu_over(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_noise_is_at_its_level_under_speech_and_between_utterances() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("audio-fixtures");
+        let level = |frame: &[u8; SAMPLES_8K]| {
+            let mut pcm = [0i16; SAMPLES_8K];
+            g711::decode_into(frame, &mut pcm);
+            crate::engine::audio::level_dbfs(&pcm)
+        };
+        let quiet = Utterances::load(&fixtures, None).unwrap();
+        assert_eq!(
+            quiet.quiet(7),
+            &[0xFF; SAMPLES_8K],
+            "digital silence by default"
+        );
+        let noisy = Utterances::load(&fixtures, Some(-50.0)).unwrap();
+        for n in 0..NOISE_FRAMES as u64 {
+            let db = level(noisy.quiet(n));
+            assert!((-51.5..-48.5).contains(&db), "frame {n}: {db} dBFS");
+        }
+        // the recordings' own silence (their first frame) now carries the line's noise
+        let db = level(noisy.frame(0, 0).unwrap());
+        assert!((-51.5..-48.5).contains(&db), "under speech: {db} dBFS");
+        for bad in [-10.0, -120.0, f32::NAN] {
+            let err = Utterances::load(&fixtures, Some(bad))
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("--line-noise-dbfs"), "{err}");
+        }
+    }
 
     #[test]
     fn only_loopback_servers() {
