@@ -401,9 +401,10 @@ fn default_pipeline_detects_speech_in_fixture() {
     assert!(c.precision() > 0.9, "{}", c.precision());
 }
 
-/// The pipeline upsamples only the frames loud enough for the detector (the quiet ones are
-/// skipped, and the upsampler starts from silence after them): its decisions are those of one
-/// that upsamples every frame, on speech with quiet and digital silence between words.
+/// The pipeline upsamples only the frames the detector runs on (it keeps the history of line
+/// noise it skips, and starts from silence after near-silence): its decisions are those of one
+/// that upsamples every frame and runs the detector on the same frames, on speech with quiet and
+/// digital silence between words.
 #[test]
 fn skipping_the_upsampler_on_quiet_frames_changes_no_decision() {
     let mut stream = Vec::new();
@@ -414,33 +415,134 @@ fn skipping_the_upsampler_on_quiet_frames_changes_no_decision() {
         let mut rng = Noise(7);
         stream
             .extend((0..25 * SAMPLES_8K).map(|_| g711::ulaw_encode((rng.uniform() * 12.0) as i16)));
+        // and one of line noise above it (about -51 dBFS), which the detector soon skips
+        stream.extend(
+            (0..50 * SAMPLES_8K).map(|_| g711::ulaw_encode((rng.uniform() * 150.0) as i16)),
+        );
     }
     let mut p = InboundPipeline::with_default_vad();
     let mut got = Vec::new();
-    let mut quiet = 0;
+    let mut ran = Vec::new();
     for chunk in stream.chunks(SAMPLES_8K) {
         p.push(chunk);
+        let before = p.detector_frames();
         while let Some(f) = p.pop() {
-            quiet += usize::from(f.level_dbfs < super::VAD_GATE_DBFS);
             got.push(f.speech);
+            ran.push(p.detector_frames() > before);
         }
     }
-    // the reference: every frame upsampled, the detector run on the same frames
+    // the reference: every frame upsampled (but for the near-silence below the gate, after
+    // which both start from silence), the detector run on the same frames
     let mut up = Upsampler8To16::new();
     let mut vad = EarshotVad::new();
     let mut pcm8 = [0i16; SAMPLES_8K];
     let mut pcm16 = [0i16; SAMPLES_16K];
+    let mut after_quiet = false;
     let want: Vec<bool> = stream
         .chunks_exact(SAMPLES_8K)
-        .map(|chunk| {
+        .zip(&ran)
+        .map(|(chunk, &ran)| {
             g711::decode_into(chunk, &mut pcm8);
+            if level_dbfs(&pcm8) < super::VAD_GATE_DBFS {
+                after_quiet = true;
+                return false;
+            }
+            if std::mem::take(&mut after_quiet) {
+                up.reset();
+            }
             up.process(&pcm8, &mut pcm16);
-            level_dbfs(&pcm8) >= super::VAD_GATE_DBFS && vad.is_speech(&pcm16)
+            ran && vad.is_speech(&pcm16)
         })
         .collect();
-    assert!(quiet > 100, "the stream has quiet frames to skip: {quiet}");
+    let noise_skipped = stream
+        .chunks_exact(SAMPLES_8K)
+        .zip(&ran)
+        .filter(|(chunk, ran)| {
+            g711::decode_into(chunk, &mut pcm8);
+            !**ran && level_dbfs(&pcm8) >= super::VAD_GATE_DBFS
+        })
+        .count();
+    assert!(noise_skipped > 40, "line noise skipped: {noise_skipped}");
     assert!(got.iter().filter(|&&s| s).count() > 100);
     assert_eq!(got, want);
+}
+
+/// Decisions of the default pipeline (`InboundPipeline::with_default_vad`, the detector gated by
+/// the line's noise floor), and the share of frames the detector ran on.
+fn pipeline_decisions(mulaw: &[u8]) -> (Vec<bool>, f32) {
+    let mut p = InboundPipeline::with_default_vad();
+    let mut got = Vec::new();
+    for chunk in mulaw.chunks(SAMPLES_8K) {
+        p.push(chunk);
+        while let Some(f) = p.pop() {
+            got.push(f.speech);
+        }
+    }
+    let ran = p.detector_frames() as f32 / got.len().max(1) as f32;
+    (got, ran)
+}
+
+/// The pipeline runs the detector only where speech may be (a frame well above the line's noise
+/// floor, until shortly after the last speech): on speech in every noise condition its decisions
+/// score as running it on every frame does, and on noise alone it runs on almost no frame and
+/// calls none speech.
+#[test]
+fn gating_the_detector_by_the_noise_floor_keeps_its_decisions() {
+    for (ci, (name, cond)) in SPEECH_CONDITIONS.iter().enumerate() {
+        let (mut gated, mut every) = (Counts::default(), Counts::default());
+        let mut ran = 0.0;
+        for (fi, (_, fixture)) in FIXTURES.iter().enumerate() {
+            let clean: Vec<i16> = fixture.iter().map(|&b| g711::ulaw_decode(b)).collect();
+            let n = cond.map(|(k, db)| noise(k, db, clean.len(), 7 + ci as u32 * 31 + fi as u32));
+            let mulaw = mix_to_mulaw(&clean, n.as_deref());
+            let truth = labels(&clean);
+            let (got, share) = pipeline_decisions(&mulaw);
+            gated.add(&truth, &got);
+            ran += share / FIXTURES.len() as f32;
+            let mut vad = EarshotVad::new();
+            every.add(&truth, &decide(&mulaw, UpsamplerKind::HalfBand, &mut vad));
+        }
+        println!(
+            "{name:<10} gated P {:.3} R {:.3} (detector on {:.0} % of frames) | every frame P {:.3} R {:.3}",
+            gated.precision(),
+            gated.recall(),
+            ran * 100.0,
+            every.precision(),
+            every.recall()
+        );
+        assert!(
+            gated.recall() >= every.recall() - 0.01
+                && gated.precision() >= every.precision() - 0.01,
+            "{name}: gated P {} R {}, every frame P {} R {}",
+            gated.precision(),
+            gated.recall(),
+            every.precision(),
+            every.recall()
+        );
+    }
+    let silence = vec![0i16; 8000 * 10];
+    for (ci, (name, cond)) in NOISE_CONDITIONS.iter().enumerate() {
+        let Some((kind, db)) = cond else { continue };
+        let n = noise(*kind, *db, silence.len(), 99 + ci as u32);
+        let (got, ran) = pipeline_decisions(&mix_to_mulaw(&silence, Some(&n)));
+        println!(
+            "{name:<10} noise only: detector on {:.1} % of frames",
+            ran * 100.0
+        );
+        // brown noise (rumble, which phone lines mostly filter out) swings by several dB from
+        // one frame to the next, so it wakes the detector more often (11 % when measured)
+        let bound = if matches!(kind, NoiseKind::Brown) {
+            0.15
+        } else {
+            0.05
+        };
+        assert!(
+            ran < bound,
+            "{name}: the detector ran on {:.1} % of frames",
+            ran * 100.0
+        );
+        assert!(!got[5..].contains(&true), "{name}: noise called speech");
+    }
 }
 
 #[test]
