@@ -3,9 +3,15 @@
 //!
 //! The detector (earshot, about 15 µs a frame) is most of what a frame costs, and most of a call
 //! is the caller listening: line noise, not speech. So it runs only where speech may be: from a
-//! frame [`ONSET_MARGIN_DB`] above the line's noise floor (the quietest frame of the last 1.5 s)
-//! until [`DETECTOR_HOLD_FRAMES`] after it last heard speech. Below [`VAD_GATE_DBFS`] it never
-//! runs.
+//! frame [`ONSET_MARGIN_DB`] above the line's noise level (a running average of the levels of the
+//! frames that were not speech) until [`DETECTOR_HOLD_FRAMES`] after it last heard speech. Below
+//! [`VAD_GATE_DBFS`] it never runs.
+//!
+//! Measured on the fixtures (`engine::audio::vad_eval`, speech in white, pink and brown noise down
+//! to about 10 dB SNR): precision and recall within 0.6 points of running the detector on every
+//! frame, and noise alone wakes it on 0.2-1.6 % of frames (11 % for brown rumble, which swings by
+//! several dB from frame to frame). A hold of 0.5 s lost a point of recall at the worst SNR, a
+//! noise floor kept as the quietest recent frame woke it on 16 % of pink-noise frames.
 
 use super::g711;
 use super::resample::Upsampler8To16;
@@ -53,12 +59,12 @@ pub struct InboundPipeline {
 /// Frames below this level are never speech and skip the voice activity detector.
 pub const VAD_GATE_DBFS: f32 = -65.0;
 
-/// How far above the line's noise floor a frame must be to wake the detector. Speech starts well
-/// above the noise it is heard in (a syllable's onset by 10 dB or more at the fixtures' worst
-/// SNR), while 20 ms frames of steady noise stay within a dB or two of each other.
+/// How far above the line's noise level a frame must be to wake the detector. Speech starts well
+/// above the noise it is heard in, while 20 ms frames of steady noise stay within a dB or two of
+/// their average (4 dB woke it on 39 % of pink-noise frames with a minimum-based floor).
 pub const ONSET_MARGIN_DB: f32 = 6.0;
 
-/// Once the detector hears speech it runs on every frame until this many frames (0.5 s) after the
+/// Once the detector hears speech it runs on every frame until this many frames (1 s) after the
 /// last one it called speech: through the quiet parts of words and the pauses between them, and
 /// long enough after for its own hangover and state to settle on the noise again.
 pub const DETECTOR_HOLD_FRAMES: u32 = 50;
