@@ -59,10 +59,7 @@ fn main() -> std::process::ExitCode {
     let mut tests = Vec::new();
     macro_rules! both_databases {
         ($($name:ident),* $(,)?) => {$(
-            for backend in [Backend::Sqlite, Backend::Postgres] {
-                let name = format!("{}::{}", stringify!($name), backend.name());
-                tests.push(trials::test(name, move || Box::pin(run(backend, $name))));
-            }
+            tests.extend(trials::on_both_databases(stringify!($name), |b| Box::pin(run(b, $name))));
         )*};
     }
     // the longest first

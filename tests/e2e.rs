@@ -76,10 +76,7 @@ fn main() -> std::process::ExitCode {
     let mut tests = Vec::new();
     macro_rules! both_databases {
         ($($name:ident),* $(,)?) => {$(
-            for backend in [Backend::Sqlite, Backend::Postgres] {
-                let name = format!("{}::{}", stringify!($name), backend.name());
-                tests.push(trials::test(name, move || Box::pin($name(backend))));
-            }
+            tests.extend(trials::on_both_databases(stringify!($name), |b| Box::pin($name(b))));
         )*};
     }
     // the two long full calls (about 100 s each) first, so that nothing waits behind them

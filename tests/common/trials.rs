@@ -31,6 +31,12 @@ pub fn test(name: impl Into<String>, body: impl FnOnce() -> Body + Send + 'stati
     })
 }
 
+/// `name::sqlite` and `name::postgres`: `body` on each database.
+pub fn on_both_databases(name: &str, body: fn(super::Backend) -> Body) -> [Trial; 2] {
+    [super::Backend::Sqlite, super::Backend::Postgres]
+        .map(|backend| test(format!("{name}::{}", backend.name()), move || body(backend)))
+}
+
 /// Runs `tests` (in this order: put the longest first) as the command line asks.
 pub fn main(tests: Vec<Trial>) -> ExitCode {
     let mut args = Arguments::from_args();
