@@ -73,17 +73,11 @@ fn quiet_frames() -> Vec<Frame> {
 /// A second of a phone line's noise while the caller listens: white noise at -50 dBFS RMS (above
 /// the detector's gate, so before the noise-floor gate the detector ran on every such frame).
 fn line_noise_frames() -> Vec<Frame> {
-    let mut x = 0x9E37_79B9u32;
-    let scale = 32768.0 * 10f32.powf(-50.0 / 20.0) * 3f32.sqrt();
-    (0..50)
-        .map(|_| {
-            std::array::from_fn(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                let s = (x as f32 / u32::MAX as f32 * 2.0 - 1.0) * scale;
-                receptionist::engine::audio::g711::ulaw_encode(s as i16)
-            })
+    let noise = receptionist::testing::line_noise(-50.0, 50 * SAMPLES_8K);
+    noise
+        .chunks_exact(SAMPLES_8K)
+        .map(|chunk| {
+            std::array::from_fn(|i| receptionist::engine::audio::g711::ulaw_encode(chunk[i] as i16))
         })
         .collect()
 }

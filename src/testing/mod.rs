@@ -103,6 +103,23 @@ pub const VAD_FIXTURES: [&str; 3] = [
     "speech_awb_8k.ulaw",
 ];
 
+/// `n` samples of a phone line's white noise at `dbfs` RMS (full-scale square wave = 0 dBFS), the
+/// same every run: the load generator's `--line-noise-dbfs` and the hot-path bench's noise frames.
+pub fn line_noise(dbfs: f32, n: usize) -> Vec<f32> {
+    let rms = 32768.0 * 10f32.powf(dbfs / 20.0);
+    // uniform in [-1, 1] has an RMS of 1/sqrt(3)
+    let scale = rms * 3f32.sqrt();
+    let mut x = 0x9E37_79B9u32;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
 /// Every whole 20 ms µ-law frame of the VAD fixtures whose level (dBFS) satisfies `keep`.
 pub fn vad_fixture_frames(keep: impl Fn(f32) -> bool) -> Vec<[u8; SAMPLES_8K]> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("audio-fixtures/vad");

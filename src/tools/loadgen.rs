@@ -448,22 +448,6 @@ struct Utterances {
 /// Frames of line noise, repeated (a second).
 const NOISE_FRAMES: usize = 50;
 
-/// `n` samples of white noise at `dbfs` RMS (full-scale square wave = 0 dBFS), the same every run.
-fn line_noise(dbfs: f32, n: usize) -> Vec<f32> {
-    let rms = 32768.0 * 10f32.powf(dbfs / 20.0);
-    // uniform in [-1, 1] has an RMS of 1/sqrt(3)
-    let scale = rms * 3f32.sqrt();
-    let mut x = 0x9E37_79B9u32;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as f32 / u32::MAX as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
 impl Utterances {
     fn load(dir: &Path, noise_dbfs: Option<f32>) -> anyhow::Result<Self> {
         if let Some(db) = noise_dbfs {
@@ -472,7 +456,7 @@ impl Utterances {
                 "--line-noise-dbfs must be between -90 and -20, not {db}"
             );
         }
-        let noise = noise_dbfs.map(|db| line_noise(db, NOISE_FRAMES * SAMPLES_8K));
+        let noise = noise_dbfs.map(|db| crate::testing::line_noise(db, NOISE_FRAMES * SAMPLES_8K));
         let noisy = |i: usize, s: i16| match &noise {
             Some(n) => (s as f32 + n[i % n.len()]).round().clamp(-32768.0, 32767.0) as i16,
             None => s,
