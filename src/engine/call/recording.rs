@@ -56,6 +56,12 @@ pub(super) struct Recording {
     announced: bool,
     /// Where the next caller frame goes when the carrier gives no usable timestamp.
     caller_slot: u64,
+    /// Added to the carrier's timestamps, decided by the first frame that has one: zero, unless
+    /// that frame arrived later than the recording delay after its timestamp (a carrier whose
+    /// timeline starts at its first media message, as Plivo's does once rebased, and whose first
+    /// message came well after `start`); then the carrier's timeline is moved to when it was
+    /// heard, where the engine placed it, instead of every frame being dropped as late.
+    timestamp_offset_ms: Option<u64>,
     delay_ms: u64,
 }
 
@@ -69,12 +75,14 @@ impl Recording {
             chunk: Vec::with_capacity(RECORDING_CHUNK_SAMPLES),
             announced: false,
             caller_slot: 0,
+            timestamp_offset_ms: None,
             delay_ms: delay.as_millis() as u64,
         }
     }
 
-    /// One 20 ms caller frame. `timestamp_ms` (the carrier's, for the first frame of a message)
-    /// places it when it is within a second of `now_ms`; otherwise it follows the previous one.
+    /// One 20 ms caller frame. `timestamp_ms` (the carrier's, for the first frame of a message;
+    /// moved by the call's timestamp offset, see `timestamp_offset_ms`) places it when it is
+    /// within a second of `now_ms`; otherwise it follows the previous one.
     pub(super) fn handle_caller_frame(
         &mut self,
         now_ms: u64,
@@ -82,6 +90,14 @@ impl Recording {
         mulaw: &[u8; SAMPLES_8K],
         out: &mut VecDeque<Output>,
     ) {
+        let delay_ms = self.delay_ms;
+        let timestamp_ms = timestamp_ms.map(|ts| {
+            let offset = *self.timestamp_offset_ms.get_or_insert_with(|| {
+                let lag = now_ms.saturating_sub(ts);
+                if lag >= delay_ms { lag } else { 0 }
+            });
+            ts + offset
+        });
         let slot = match timestamp_ms {
             Some(ts) if ts / FRAME + 50 >= now_ms / FRAME && ts / FRAME <= now_ms / FRAME + 50 => {
                 ts / FRAME
@@ -300,6 +316,52 @@ mod tests {
             "the pause is silence"
         );
         assert_eq!(&caller[60..], &[d(2); 10], "resumed where it was heard");
+    }
+
+    /// Plivo's timestamps count from its first media message: when that message came 400 ms-1 s
+    /// after `start`, every caller frame was placed in a slot already committed and dropped as
+    /// late, and the recording's caller channel was silent for the whole call.
+    #[test]
+    fn a_carrier_timeline_that_starts_late_is_moved_to_when_it_was_heard() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        let mut all = Vec::new();
+        rec.handle_time(600, &mut out);
+        for i in 0..20u64 {
+            let now = 600 + i * 20;
+            rec.handle_caller_frame(now, Some(i * 20), &[5; SAMPLES_8K], &mut out);
+            rec.handle_time(now, &mut out);
+            drain(&mut rec, &mut out, &mut all);
+        }
+        assert_eq!(rec.late_frames(), 0);
+        rec.finish(1_000, &mut out);
+        drain(&mut rec, &mut out, &mut all);
+        let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
+        assert_eq!(caller.len(), 50);
+        assert!(
+            caller[..30].iter().all(|&s| s == 0),
+            "before the first frame"
+        );
+        assert_eq!(&caller[30..], &[d(5); 20], "heard from 600 ms on");
+    }
+
+    /// Ordinary network delay on the first frame moves nothing: the carrier's timeline stands.
+    #[test]
+    fn a_first_frame_a_little_late_keeps_the_carrier_timeline() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        let mut all = Vec::new();
+        for i in 0..5u64 {
+            rec.handle_caller_frame(60 + i * 20, Some(i * 20), &[5; SAMPLES_8K], &mut out);
+        }
+        rec.finish(160, &mut out);
+        drain(&mut rec, &mut out, &mut all);
+        let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
+        assert_eq!(
+            &caller[..5],
+            &[d(5); 5],
+            "placed by its timestamps, from slot 0"
+        );
     }
 
     #[test]
