@@ -1119,7 +1119,7 @@ async fn events_of_many_calls_go_in_one_transaction(h: Harness) {
 /// The server's event writer (`server/persist.rs`): calls handing events over together share a
 /// transaction; when one of them is refused (its call is unknown), the others still go in.
 async fn the_event_writer_keeps_one_calls_fault_from_the_others(h: Harness) {
-    use receptionist::server::persist::EventWriter;
+    use receptionist::server::persist::{EventWriter, GROUP_WINDOW};
     let (_, key) = h.workspace().await;
     let r = h.receptionist(&key, &unique_phone()).await;
     let c = accept(&h, &r, "+15557770100", "test-node").await;
@@ -1130,9 +1130,9 @@ async fn the_event_writer_keeps_one_calls_fault_from_the_others(h: Harness) {
     let writer = EventWriter::start(h.store.clone());
     let events = || vec![line(Speaker::Caller, "hello", 0, 10)];
     let (known, unknown, again) = tokio::join!(
-        writer.append(&c.id, 0, events()),
-        writer.append("no-such-call", 0, events()),
-        writer.append(&c.id, 0, events()),
+        writer.append(&c.id, 0, events(), false),
+        writer.append("no-such-call", 0, events(), false),
+        writer.append(&c.id, 0, events(), false),
     );
     known.unwrap();
     again.unwrap();
@@ -1140,10 +1140,25 @@ async fn the_event_writer_keeps_one_calls_fault_from_the_others(h: Harness) {
     let (_, detail) = h.get(&format!("/api/v1/calls/{}", c.id), &key).await;
     assert_eq!(detail["transcript"].as_array().unwrap().len(), 1);
     // after its window, a lone call's events go in on their own
+    let gathered = std::time::Instant::now();
     writer
-        .append(&c.id, 1, vec![line(Speaker::Agent, "Hi.", 20, 30)])
+        .append(&c.id, 1, vec![line(Speaker::Agent, "Hi.", 20, 30)], false)
         .await
         .unwrap();
+    assert!(gathered.elapsed() >= GROUP_WINDOW);
     let (_, detail) = h.get(&format!("/api/v1/calls/{}", c.id), &key).await;
     assert_eq!(detail["transcript"].as_array().unwrap().len(), 2);
+    // a call's last events (its end waits for them) do not wait out the window
+    let last = std::time::Instant::now();
+    writer
+        .append(&c.id, 2, vec![line(Speaker::Agent, "Bye.", 40, 50)], true)
+        .await
+        .unwrap();
+    assert!(
+        last.elapsed() < GROUP_WINDOW,
+        "the last events waited {:?}",
+        last.elapsed()
+    );
+    let (_, detail) = h.get(&format!("/api/v1/calls/{}", c.id), &key).await;
+    assert_eq!(detail["transcript"].as_array().unwrap().len(), 3);
 }
