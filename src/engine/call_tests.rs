@@ -492,7 +492,7 @@ impl Sim {
                         .as_ref()
                         .expect("a call without a model consulted one");
                     let due = self.now_ms + 200;
-                    match &request {
+                    match &*request {
                         ModelRequest::Understand(r) => match (model.understand)(r) {
                             ModelAct::Read(u) => {
                                 self.model_due
@@ -519,7 +519,7 @@ impl Sim {
                             }
                         }
                     }
-                    self.consulted.push(request);
+                    self.consulted.push(*request);
                 }
                 Output::CancelConsult { consult } => {
                     self.consults_cancelled.push(consult);
@@ -590,7 +590,7 @@ impl Sim {
                         self.record.push(f);
                     }
                 }
-                Output::Event(e) => self.events.push(e),
+                Output::Event(e) => self.events.push(*e),
                 Output::Ended(r) => {
                     assert!(self.ended.is_none(), "ended twice");
                     self.ended = Some(r);

@@ -68,7 +68,7 @@ pub async fn web_call(
     }
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(super::carriers::READ_BUFFER_BYTES)
         .write_buffer_size(super::carriers::WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_MESSAGE_BYTES * 4)
         .on_upgrade(move |socket| super::driver::run_web(state, socket, call))

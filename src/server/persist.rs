@@ -55,8 +55,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What the driver hands its persister.
+///
+/// Boxed events keep the call's channel small: it keeps a block of 32 slots for the whole call
+/// (88 → 24 bytes a slot, 2.8 → 0.8 KiB a call).
 pub enum Persist {
-    Event(CallEvent),
+    Event(Box<CallEvent>),
     Finish {
         ended_at_ms: i64,
         duration_ms: i64,
@@ -490,7 +493,7 @@ pub async fn persist_call(
                 batch: &mut Vec<CallEvent>,
                 finish: &mut Option<Record>,
                 flag: &mut bool| match p {
-        Persist::Event(e) => batch.push(e),
+        Persist::Event(e) => batch.push(*e),
         Persist::Finish {
             ended_at_ms,
             duration_ms,
@@ -557,14 +560,16 @@ pub async fn persist_call(
             let can_text = state.config.can_text();
             let limit = Some(ATTEMPT_TIMEOUT);
             let refused;
-            (written, refused) = apply_in_order(
+            // (boxed, as the journal's work below: the persister waits at `recv` for most of
+            // the call, and its future would otherwise keep room for the writes the whole time)
+            (written, refused) = Box::pin(apply_in_order(
                 &state.store,
                 Some(&state.events),
                 &call_id,
                 &records,
                 can_text,
                 limit,
-            )
+            ))
             .await;
             if let Some(error) = refused {
                 tracing::warn!(call = %call_id, error, "database write failed or timed out: the call's records go to its journal until it is back");
@@ -574,7 +579,7 @@ pub async fn persist_call(
             }
         }
         if written < records.len() {
-            journal_until_written(&state, &call_id, &records[written..]).await;
+            Box::pin(journal_until_written(&state, &call_id, &records[written..])).await;
             if !journaled {
                 journaled = true;
                 backoff = FIRST_BACKOFF;
@@ -585,7 +590,7 @@ pub async fn persist_call(
             let _ = tx.send(());
         }
         if journaled && tokio::time::Instant::now() >= replay_at {
-            match replay(&state, &call_id).await {
+            match Box::pin(replay(&state, &call_id)).await {
                 Ok(true) => {
                     journaled = false;
                     tracing::info!(call = %call_id, "the database is back: the call's journal is replayed");

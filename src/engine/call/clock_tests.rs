@@ -43,7 +43,7 @@ fn silent_call(echoes_marks: bool) -> Run {
         let deadline = loop {
             match engine.poll_output() {
                 Output::Speak { speech, text } => speak.push((speech, text)),
-                Output::Event(e) => run.events.push((now_ms, e)),
+                Output::Event(e) => run.events.push((now_ms, *e)),
                 Output::Ended(r) => run.ended = Some(r),
                 Output::SttAudio => while engine.pop_stt_frame().is_some() {},
                 Output::Recording => drop(engine.take_recording()),

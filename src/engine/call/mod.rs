@@ -417,7 +417,7 @@ pub enum Output {
     /// `Input::ModelText` pieces and `Input::ModelDone` (for `Answer`), or `Input::ModelFailed`.
     Consult {
         consult: u64,
-        request: ModelRequest,
+        request: Box<ModelRequest>,
     },
     /// The consultation is no longer wanted: cancel it; its results are ignored.
     CancelConsult {
@@ -449,8 +449,9 @@ pub enum Output {
     /// A chunk of the two-channel recording is ready: take it with
     /// [`CallEngine::take_recording`].
     Recording,
-    /// Persist this.
-    Event(CallEvent),
+    /// Persist this. (Boxed, as a consultation's request: the driver's queue of outputs keeps
+    /// its size for the whole call, and these are the large and rare ones: 88 → 48 bytes a slot.)
+    Event(Box<CallEvent>),
     /// The call is over: close the carrier socket. Always the last output before `Timeout(far)`.
     Ended(EndReason),
     /// Nothing more until an input or this deadline.
@@ -905,7 +906,7 @@ impl CallEngine {
         self.turn_open = false;
         self.resume = None;
         for e in self.dialogue.take_events() {
-            self.out.push_back(Output::Event(e));
+            self.out.push_back(Output::Event(Box::new(e)));
         }
         // a new turn replaces anything still queued, and audio the carrier still holds
         if self.playout.sent_ahead(self.now_ms) {
@@ -973,7 +974,8 @@ impl CallEngine {
                 } => {
                     // first audio of the reply: the turn's latency is known
                     if first && let Some(l) = self.latency.handle_reply_audio(now) {
-                        self.out.push_back(Output::Event(CallEvent::Latency(l)));
+                        self.out
+                            .push_back(Output::Event(Box::new(CallEvent::Latency(l))));
                     }
                     self.recording.handle_agent_audio(play_at_ms, &audio);
                     self.out.push_back(Output::ToCaller(ToCaller::Media(audio)));
@@ -1283,14 +1285,16 @@ impl CallEngine {
     /// What the caller said, for the transcript.
     fn caller_line(&mut self, text: &str, start_ms: u64, end_ms: u64) {
         self.out
-            .push_back(Output::Event(CallEvent::Transcript(TranscriptLine {
-                speaker: Speaker::Caller,
-                text: text.to_string(),
-                start_ms,
-                end_ms,
-                interrupted: false,
-                dtmf: false,
-            })));
+            .push_back(Output::Event(Box::new(CallEvent::Transcript(
+                TranscriptLine {
+                    speaker: Speaker::Caller,
+                    text: text.to_string(),
+                    start_ms,
+                    end_ms,
+                    interrupted: false,
+                    dtmf: false,
+                },
+            ))));
     }
 
     // ---- the language model ----------------------------------------------------------------
@@ -1300,7 +1304,7 @@ impl CallEngine {
             Step::Turn(t) => self.play_turn(t),
             Step::Consult(request) => {
                 for e in self.dialogue.take_events() {
-                    self.out.push_back(Output::Event(e));
+                    self.out.push_back(Output::Event(Box::new(e)));
                 }
                 self.start_consult(request, false);
                 self.phase = Phase::Thinking;
@@ -1332,7 +1336,7 @@ impl CallEngine {
         });
         self.out.push_back(Output::Consult {
             consult: id,
-            request,
+            request: Box::new(request),
         });
     }
 
@@ -1427,17 +1431,19 @@ impl CallEngine {
         }
         if code == "en" || self.speaks_languages {
             self.language = (code != "en").then(|| code.to_string());
-            self.out.push_back(Output::Event(CallEvent::Language {
-                language: code.to_string(),
-                answered_in: true,
-            }));
+            self.out
+                .push_back(Output::Event(Box::new(CallEvent::Language {
+                    language: code.to_string(),
+                    answered_in: true,
+                })));
         } else if !self.english_only_said {
             self.english_only_said = true;
             self.english_only_due = true;
-            self.out.push_back(Output::Event(CallEvent::Language {
-                language: code.to_string(),
-                answered_in: false,
-            }));
+            self.out
+                .push_back(Output::Event(Box::new(CallEvent::Language {
+                    language: code.to_string(),
+                    answered_in: false,
+                })));
         }
     }
 
@@ -1463,7 +1469,7 @@ impl CallEngine {
         };
         self.turn_open = false;
         for e in self.dialogue.take_events() {
-            self.out.push_back(Output::Event(e));
+            self.out.push_back(Output::Event(Box::new(e)));
         }
         for p in t.prompts {
             self.queue_prompt(p);
@@ -1516,14 +1522,16 @@ impl CallEngine {
             return;
         };
         self.out
-            .push_back(Output::Event(CallEvent::Transcript(TranscriptLine {
-                speaker: Speaker::Caller,
-                text: digits.clone(),
-                start_ms: last_ms,
-                end_ms: last_ms,
-                interrupted: false,
-                dtmf: true,
-            })));
+            .push_back(Output::Event(Box::new(CallEvent::Transcript(
+                TranscriptLine {
+                    speaker: Speaker::Caller,
+                    text: digits.clone(),
+                    start_ms: last_ms,
+                    end_ms: last_ms,
+                    interrupted: false,
+                    dtmf: true,
+                },
+            ))));
         self.latency.handle_keypad(self.now_ms);
         let t = self.dialogue.on_reply(Reply::Keypad(&digits));
         self.play_turn(t);
@@ -1540,7 +1548,7 @@ impl CallEngine {
         self.cancel_capture();
         self.cancel_consult();
         for e in self.dialogue.take_events() {
-            self.out.push_back(Output::Event(e));
+            self.out.push_back(Output::Event(Box::new(e)));
         }
         // flush the recording up to now (the caller hung up: agent audio after now never played)
         self.recording.finish(self.now_ms, &mut self.out);

@@ -476,11 +476,13 @@ impl Playout {
         self.advance_clock(now_ms);
         while let Some(seg) = self.segments.pop_front() {
             if let PromptKind::Disclosure(kind) = seg.kind {
-                out.push_back(Output::Event(CallEvent::Disclosure(DisclosureRecord {
-                    kind,
-                    text: seg.text.clone(),
-                    played_in_full: false,
-                })));
+                out.push_back(Output::Event(Box::new(CallEvent::Disclosure(
+                    DisclosureRecord {
+                        kind,
+                        text: seg.text.clone(),
+                        played_in_full: false,
+                    },
+                ))));
             }
             if seg.started_by(now_ms) {
                 let heard_all = seg.frames_heard >= seg.total_frames();
@@ -536,11 +538,13 @@ impl Playout {
             };
             let full = confirmed && seg.speech == speech && !seg.cut;
             if let PromptKind::Disclosure(kind) = seg.kind {
-                out.push_back(Output::Event(CallEvent::Disclosure(DisclosureRecord {
-                    kind,
-                    text: seg.text.clone(),
-                    played_in_full: full,
-                })));
+                out.push_back(Output::Event(Box::new(CallEvent::Disclosure(
+                    DisclosureRecord {
+                        kind,
+                        text: seg.text.clone(),
+                        played_in_full: full,
+                    },
+                ))));
             }
             transcribe(&seg, false, out);
         }
@@ -571,14 +575,16 @@ fn transcribe(seg: &Segment, interrupted: bool, out: &mut VecDeque<Output>) {
     } else {
         (seg.text.clone(), seg.play_end_ms)
     };
-    out.push_back(Output::Event(CallEvent::Transcript(TranscriptLine {
-        speaker: Speaker::Agent,
-        text,
-        start_ms,
-        end_ms,
-        interrupted,
-        dtmf: false,
-    })));
+    out.push_back(Output::Event(Box::new(CallEvent::Transcript(
+        TranscriptLine {
+            speaker: Speaker::Agent,
+            text,
+            start_ms,
+            end_ms,
+            interrupted,
+            dtmf: false,
+        },
+    ))));
 }
 
 /// The first `fraction` of `text`, cut at a word boundary, with an ellipsis.
@@ -632,7 +638,10 @@ mod tests {
     fn disclosures(out: &VecDeque<Output>) -> Vec<bool> {
         out.iter()
             .filter_map(|o| match o {
-                Output::Event(CallEvent::Disclosure(d)) => Some(d.played_in_full),
+                Output::Event(e) => match &**e {
+                    CallEvent::Disclosure(d) => Some(d.played_in_full),
+                    _ => None,
+                },
                 _ => None,
             })
             .collect()
@@ -641,7 +650,10 @@ mod tests {
     fn agent_lines(out: &VecDeque<Output>) -> Vec<TranscriptLine> {
         out.iter()
             .filter_map(|o| match o {
-                Output::Event(CallEvent::Transcript(l)) => Some(l.clone()),
+                Output::Event(e) => match &**e {
+                    CallEvent::Transcript(l) => Some(l.clone()),
+                    _ => None,
+                },
                 _ => None,
             })
             .collect()

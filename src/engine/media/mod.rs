@@ -229,11 +229,12 @@ impl OutMsgs {
         Self::with_capacity(1024)
     }
 
-    /// With room for about `bytes` of messages.
+    /// With room for about `bytes` of text messages; the binary buffer grows on first use (most
+    /// carriers speak only text, and a call keeps its buffers for its whole length).
     pub fn with_capacity(bytes: usize) -> Self {
         Self {
             text: String::with_capacity(bytes),
-            binary: Vec::with_capacity(bytes),
+            binary: Vec::new(),
             frames: Vec::with_capacity(16),
         }
     }

@@ -110,9 +110,13 @@ fn out_msgs_keep_order_and_buffers() {
             Msg::Binary(&[])
         ]
     );
-    let caps = (out.text.capacity(), out.binary.capacity());
     out.clear();
     assert!(out.is_empty() && out.iter().next().is_none());
+    // once grown to the messages' size (the binary buffer only on first use), they are reused
+    out.push_text(|s| s.push_str("three"));
+    out.push_binary(&[9; 100]);
+    out.clear();
+    let caps = (out.text.capacity(), out.binary.capacity());
     for _ in 0..100 {
         out.push_text(|s| s.push_str("three"));
         out.push_binary(&[9; 100]);

@@ -45,10 +45,15 @@ pub const BUSY_MESSAGE: &str = "Thank you for calling. All of our lines are busy
 /// (Exotel's 100 ms chunks about 2 KB); anything near this is not a carrier.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Outgoing messages are gathered up to this much before a socket write: a burst of agent audio
-/// (a chunk of about 2.3 KB and a mark per 200 ms) takes a write per two chunks, not one per
-/// message. The buffer keeps the largest size it reached for the whole call, so this bounds it
-/// too: about 9 KiB a call at 4 KiB, 17 KiB at 8 KiB (dhat, 100 calls).
-pub const WRITE_BUFFER_BYTES: usize = 4 * 1024;
+/// (a chunk of about 2.3 KB and a mark per 200 ms) takes a write per chunk (its mark goes with
+/// the next), not one per message. The buffer keeps the largest size it reached for the whole
+/// call, so this bounds it too: about 4.5 KiB a call at 2 KiB, 9 KiB at 4 KiB, 17 KiB at 8 KiB
+/// (dhat, 100 calls).
+pub const WRITE_BUFFER_BYTES: usize = 2 * 1024;
+/// What one read of a call's socket takes at most: two 20 ms messages (the receive low-water
+/// mark's pair, about 600 bytes) with room to spare; a larger message (Exotel's 100 ms chunks)
+/// takes two reads. Kept for the whole call, like the write buffer.
+pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// Every carrier's routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -411,7 +416,7 @@ pub fn upgrade(
     // (128 KiB each) would dominate the memory of thousands of calls.
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_MESSAGE_BYTES * 4)
         .on_upgrade(move |ws| super::driver::run_carrier(state, ws, codec, call, socket))
