@@ -43,9 +43,10 @@ use crate::store::{EventBatch, Store, StoreResult};
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Every call's events are gathered this long into one transaction (a call's last events are
 /// written at once, see [`EventWriter::append`]). Measured at 10 calls (`scripts/thread-cpu`
-/// during `receptionist loadgen --calls 10 --line-noise-dbfs -50`): from 250 ms to 1 s, SQLite's
-/// workers 37 → 17 switches and 1.2 → 0.57 ms of CPU a second, the main runtime's worker 39 → 20
-/// and 0.91 → 0.47 ms; events reach the database at most a second after they happened.
+/// during `receptionist loadgen --calls 10 --line-noise-dbfs -50`, three runs each): from 250 ms
+/// to 1 s, SQLite's workers 40 → 17 switches and 1.2 → 0.6 ms of CPU a second, the main runtime's
+/// worker 35 → 18 and 0.93 → 0.51 ms; events reach the database at most a second after they
+/// happened.
 pub const GROUP_WINDOW: Duration = Duration::from_millis(1000);
 /// Most events a call hands the writer at once.
 const MAX_BATCH: usize = 256;
