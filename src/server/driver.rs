@@ -245,75 +245,80 @@ fn start_matches(start: &StreamStart, call: &crate::store::CallRow, upgrade_chec
 /// (`call`: the one the upgrade's credential named; `None` for Twilio, whose signed upgrade names
 /// no call and whose `start` parameters do), then run the call. `codec` is the carrier's, set up
 /// as the answer asked (Telnyx: the bidirectional codec).
-pub async fn run_carrier(
+#[allow(clippy::manual_async_fn)] // on purpose: see the comment in the body
+pub fn run_carrier(
     state: AppState,
     mut socket: WebSocket,
     mut codec: Codec,
     call: Option<crate::store::CallRow>,
     media_socket: MediaSocket,
-) {
-    let carrier = codec.carrier();
-    let start = match wait_for_start(&mut socket, &mut codec).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(carrier = carrier.as_str(), reason = ?e, "media session ended before a valid start");
-            let _ = socket.send(Message::Close(None)).await;
-            return;
-        }
-    };
-    let upgrade_checked = call.is_some();
-    let call = match call {
-        Some(c) => c,
-        None => {
-            let Some(call_id) = start.custom_parameters.get("callId") else {
-                tracing::warn!(
-                    carrier = carrier.as_str(),
-                    "media session without callId/token parameters: refused"
-                );
+) -> impl std::future::Future<Output = ()> {
+    // a block, not an `async fn`: an async fn keeps its arguments twice for the whole call (as
+    // captured and as moved into its locals), about 1.3 KB here (`-Zprint-type-sizes`)
+    async move {
+        let carrier = codec.carrier();
+        let start = match wait_for_start(&mut socket, &mut codec).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(carrier = carrier.as_str(), reason = ?e, "media session ended before a valid start");
                 let _ = socket.send(Message::Close(None)).await;
                 return;
-            };
-            let store = state.store.clone();
-            let id = call_id.clone();
-            match state
-                .on_background(async move { store.call_by_id(&id).await })
-                .await
-            {
-                Ok(Some(c)) => c,
-                Ok(None) => {
-                    tracing::warn!(call = %call_id, "media session for an unknown call: refused");
+            }
+        };
+        let upgrade_checked = call.is_some();
+        let call = match call {
+            Some(c) => c,
+            None => {
+                let Some(call_id) = start.custom_parameters.get("callId") else {
+                    tracing::warn!(
+                        carrier = carrier.as_str(),
+                        "media session without callId/token parameters: refused"
+                    );
                     let _ = socket.send(Message::Close(None)).await;
                     return;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "call lookup failed");
-                    let _ = socket.send(Message::Close(None)).await;
-                    return;
+                };
+                let store = state.store.clone();
+                let id = call_id.clone();
+                match state
+                    .on_background(async move { store.call_by_id(&id).await })
+                    .await
+                {
+                    Ok(Some(c)) => c,
+                    Ok(None) => {
+                        tracing::warn!(call = %call_id, "media session for an unknown call: refused");
+                        let _ = socket.send(Message::Close(None)).await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "call lookup failed");
+                        let _ = socket.send(Message::Close(None)).await;
+                        return;
+                    }
                 }
             }
-        }
-    };
-    let call_id = call.id.clone();
-    if !start_matches(&start, &call, upgrade_checked) {
-        tracing::warn!(call = %call_id, carrier = carrier.as_str(), "media session token, call id, carrier or state mismatch: refused");
-        let _ = socket.send(Message::Close(None)).await;
-        return;
-    }
-    let session = match MediaSession::new(codec, &start) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(call = %call_id, error = %e, "media session with an unusable codec: refused");
+        };
+        let call_id = call.id.clone();
+        if !start_matches(&start, &call, upgrade_checked) {
+            tracing::warn!(call = %call_id, carrier = carrier.as_str(), "media session token, call id, carrier or state mismatch: refused");
             let _ = socket.send(Message::Close(None)).await;
             return;
         }
-    };
-    let wire = Wire::Carrier(Box::new(CarrierWire {
-        session,
-        stream_id: start.stream_id,
-        coalescer: RecvCoalescer::new(media_socket, Instant::now()),
-        gaps: Default::default(),
-    }));
-    run_call(state, socket, call, wire).await;
+        let session = match MediaSession::new(codec, &start) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(call = %call_id, error = %e, "media session with an unusable codec: refused");
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+        };
+        let wire = Wire::Carrier(Box::new(CarrierWire {
+            session,
+            stream_id: start.stream_id,
+            coalescer: RecvCoalescer::new(media_socket, Instant::now()),
+            gaps: Default::default(),
+        }));
+        run_call(state, socket, call, wire).await;
+    }
 }
 
 /// Run a browser test call (`GET /web/call`, already authorised) to its end.
@@ -350,156 +355,168 @@ struct CarrierWire {
 }
 
 /// The call behind an authorised media socket, from `start` to the last record persisted.
-async fn run_call(state: AppState, mut socket: WebSocket, call: crate::store::CallRow, wire: Wire) {
-    let call_id = call.id.clone();
-    // counted on its connection thread, where new connections are placed by load
-    let _on_thread = super::threads::CallOnThread::enter();
-    let Some(slot) = state.calls.claim(&call_id) else {
-        tracing::warn!(call = %call_id, "at the concurrent call limit or draining: media session refused");
-        let store = state.store.clone();
-        let id = call_id.clone();
-        let _ = state
-            .on_background(async move {
-                store
-                    .finish_call(&id, now_ms(), 0, EndReason::Disconnected)
-                    .await
-            })
-            .await;
-        let _ = socket.send(Message::Close(None)).await;
-        return;
-    };
-    let recording_rel = format!("recordings/{call_id}.wav");
-    let started_at = now_ms();
-    let started = match state
-        .on_background({
-            let (store, id, stream, rel) = (
-                state.store.clone(),
-                call_id.clone(),
-                wire.stream_id().to_owned(),
-                recording_rel.clone(),
-            );
-            async move { store.start_call(&id, &stream, started_at, &rel).await }
-        })
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(call = %call_id, error = %e, "cannot start call");
+#[allow(clippy::manual_async_fn)] // on purpose: see `run_carrier`
+fn run_call(
+    state: AppState,
+    mut socket: WebSocket,
+    call: crate::store::CallRow,
+    wire: Wire,
+) -> impl std::future::Future<Output = ()> {
+    // (a block, as `run_carrier`)
+    async move {
+        let call_id = call.id.clone();
+        // counted on its connection thread, where new connections are placed by load
+        let _on_thread = super::threads::CallOnThread::enter();
+        let Some(slot) = state.calls.claim(&call_id) else {
+            tracing::warn!(call = %call_id, "at the concurrent call limit or draining: media session refused");
+            let store = state.store.clone();
+            let id = call_id.clone();
+            let _ = state
+                .on_background(async move {
+                    store
+                        .finish_call(&id, now_ms(), 0, EndReason::Disconnected)
+                        .await
+                })
+                .await;
             let _ = socket.send(Message::Close(None)).await;
             return;
-        }
-    };
-    let _active = state.metrics.call_started(&call.carrier);
-    state
-        .recorder
-        .open(&call_id, state.config.data_dir.join(&recording_rel))
-        .await;
+        };
+        let recording_rel = format!("recordings/{call_id}.wav");
+        let started_at = now_ms();
+        let started = match state
+            .on_background({
+                let (store, id, stream, rel) = (
+                    state.store.clone(),
+                    call_id.clone(),
+                    wire.stream_id().to_owned(),
+                    recording_rel.clone(),
+                );
+                async move { store.start_call(&id, &stream, started_at, &rel).await }
+            })
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(call = %call_id, error = %e, "cannot start call");
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+        };
+        let _active = state.metrics.call_started(&call.carrier);
+        state
+            .recorder
+            .open(&call_id, state.config.data_dir.join(&recording_rel))
+            .await;
 
-    // a codec that holds audio back to fill its chunks (Exotel) gets that much more lead, so its
-    // chunks reach the carrier as early before they play as single frames do elsewhere
-    let (echoes_marks, held_back) = match &wire {
-        Wire::Carrier(w) => (
-            w.session.echoes_marks(),
-            Duration::from_millis(w.session.held_back_ms()),
-        ),
-        // the page echoes marks as it plays the audio, and holds nothing back
-        Wire::Web => (true, Duration::ZERO),
-    };
-    let timing = Timing {
-        max_call: state.config.max_call_length(),
-        pacing_lead: Timing::default().pacing_lead + held_back,
-        ..Timing::default()
-    };
-    let settings = Arc::new(call.settings.clone());
-    // the context by meaning, for questions (computed once per context, then shared)
-    let context_meanings = state
-        .context_meanings
-        .get(state.backends.meaning.as_ref(), &settings.custom_context)
-        .await;
-    let meaning = context_meanings
-        .as_ref()
-        .and(state.backends.meaning.clone());
-    // boxed: the engine is moved through the call's futures (this one, the driver, its run),
-    // each of which would otherwise keep a slot of its size (1.7 KB) for the whole call (with
-    // `on_background` spawning at once, the call's future went from 16.6 to 6.9 KB)
-    let engine = Box::new(CallEngine::new(
-        Instant::now(),
-        EngineConfig {
-            settings: settings.clone(),
-            returning_caller: started.returning_caller,
-            timing,
-            echoes_marks,
-            language_model: state.llm.is_some(),
-            end_of_turn_model: state.backends.end_of_turn.is_some(),
-            barge_in_words: state.backends.stt.partials(),
-            speaks_languages: state.llm.is_some() && state.backends.tts.speaks_languages(),
-            context_meanings,
-        },
-    ));
-    let multilingual = call.settings.language_mode == crate::model::LanguageMode::Multilingual;
-    let (persist_tx, persist_rx) = mpsc::unbounded_channel::<Persist>();
-    let (durable_tx, durable) = tokio::sync::oneshot::channel();
-    // the persister outlives the call while a journal waits for the database (`persist.rs`)
-    state.background.spawn(persist_call(
-        state.clone(),
-        call_id.clone(),
-        persist_rx,
-        durable_tx,
-    ));
-
-    if matches!(wire, Wire::Web) {
-        let started = serde_json::json!({ "type": "started", "call_id": call_id }).to_string();
-        let _ = socket.send(Message::Text(started.into())).await;
-    }
-    let wire_is_web = matches!(wire, Wire::Web);
-    let reason = CallDriver {
-        state: &state,
-        call_id: &call_id,
-        wire,
-        voice: call.settings.voice.clone(),
-        prompts: state.prompts.for_call(),
-        settings,
-        engine,
-        socket: &mut socket,
-        persist: persist_tx.clone(),
-        stt: HashMap::new(),
-        // the call's recogniser: a streaming provider's socket carries the call's id
-        stt_call: crate::backends::with_request_id_sync(call_id.as_str(), || {
-            crate::backends::open_call(&state.backends.stt, multilingual)
-        }),
-        speak_in: None,
-        goodbye_due: None,
-        meaning,
-        tts: HashMap::new(),
-        consults: HashMap::new(),
-        turn_audio: state
-            .backends
-            .end_of_turn
+        // a codec that holds audio back to fill its chunks (Exotel) gets that much more lead, so its
+        // chunks reach the carrier as early before they play as single frames do elsewhere
+        let (echoes_marks, held_back) = match &wire {
+            Wire::Carrier(w) => (
+                w.session.echoes_marks(),
+                Duration::from_millis(w.session.held_back_ms()),
+            ),
+            // the page echoes marks as it plays the audio, and holds nothing back
+            Wire::Web => (true, Duration::ZERO),
+        };
+        let timing = Timing {
+            max_call: state.config.max_call_length(),
+            pacing_lead: Timing::default().pacing_lead + held_back,
+            ..Timing::default()
+        };
+        let settings = Arc::new(call.settings.clone());
+        // the context by meaning, for questions (computed once per context, then shared)
+        let context_meanings = state
+            .context_meanings
+            .get(state.backends.meaning.as_ref(), &settings.custom_context)
+            .await;
+        let meaning = context_meanings
             .as_ref()
-            .map(|_| TurnAudio::default()),
-        recording: Default::default(),
-        payload: Vec::with_capacity(1024),
-        messages: Vec::new(),
-        socket_open: true,
-        unflushed: false,
-    }
-    .run()
-    .await;
+            .and(state.backends.meaning.clone());
+        // boxed: the engine is moved through the call's futures (this one, the driver, its run),
+        // each of which would otherwise keep a slot of its size (1.7 KB) for the whole call (with
+        // `on_background` spawning at once, the call's future went from 16.6 to 6.9 KB)
+        let engine = Box::new(CallEngine::new(
+            Instant::now(),
+            EngineConfig {
+                settings: settings.clone(),
+                returning_caller: started.returning_caller,
+                timing,
+                echoes_marks,
+                language_model: state.llm.is_some(),
+                end_of_turn_model: state.backends.end_of_turn.is_some(),
+                barge_in_words: state.backends.stt.partials(),
+                speaks_languages: state.llm.is_some() && state.backends.tts.speaks_languages(),
+                context_meanings,
+            },
+        ));
+        let multilingual = call.settings.language_mode == crate::model::LanguageMode::Multilingual;
+        let (persist_tx, persist_rx) = mpsc::unbounded_channel::<Persist>();
+        let (durable_tx, durable) = tokio::sync::oneshot::channel();
+        // the persister outlives the call while a journal waits for the database (`persist.rs`)
+        state.background.spawn(persist_call(
+            state.clone(),
+            call_id.clone(),
+            persist_rx,
+            durable_tx,
+        ));
 
-    if wire_is_web {
-        let ended = serde_json::json!({ "type": "ended", "reason": reason.as_str() }).to_string();
-        let _ = socket.send(Message::Text(ended.into())).await;
+        if matches!(wire, Wire::Web) {
+            let started = serde_json::json!({ "type": "started", "call_id": call_id }).to_string();
+            let _ = socket.send(Message::Text(started.into())).await;
+        }
+        let wire_is_web = matches!(wire, Wire::Web);
+        let reason = CallDriver {
+            state: &state,
+            call_id: &call_id,
+            wire,
+            voice: call.settings.voice.clone(),
+            prompts: state.prompts.for_call(),
+            settings,
+            engine,
+            socket: &mut socket,
+            persist: persist_tx.clone(),
+            stt: HashMap::new(),
+            // the call's recogniser: a streaming provider's socket carries the call's id
+            stt_call: crate::backends::with_request_id_sync(call_id.as_str(), || {
+                crate::backends::open_call(&state.backends.stt, multilingual)
+            }),
+            speak_in: None,
+            goodbye_due: None,
+            meaning,
+            tts: HashMap::new(),
+            consults: HashMap::new(),
+            turn_audio: state
+                .backends
+                .end_of_turn
+                .as_ref()
+                .map(|_| TurnAudio::default()),
+            recording: Default::default(),
+            payload: Vec::with_capacity(1024),
+            messages: Vec::new(),
+            socket_open: true,
+            unflushed: false,
+        }
+        .run()
+        .await;
+
+        if wire_is_web {
+            let ended =
+                serde_json::json!({ "type": "ended", "reason": reason.as_str() }).to_string();
+            let _ = socket.send(Message::Text(ended.into())).await;
+        }
+        let _ = socket.send(Message::Close(None)).await;
+        drop(persist_tx);
+        // the call's slot goes to the next caller; the drain still waits for these records
+        let _storing = state.calls.storing(slot);
+        // every record is in the database or the journal: the call is done with
+        match tokio::time::timeout(Duration::from_secs(60), durable).await {
+            Ok(Ok(())) => {}
+            _ => {
+                tracing::error!(call = %call_id, "call records not all stored or journaled in time")
+            }
+        }
+        tracing::info!(call = %call_id, reason = reason.as_str(), "call ended");
     }
-    let _ = socket.send(Message::Close(None)).await;
-    drop(persist_tx);
-    // the call's slot goes to the next caller; the drain still waits for these records
-    let _storing = state.calls.storing(slot);
-    // every record is in the database or the journal: the call is done with
-    match tokio::time::timeout(Duration::from_secs(60), durable).await {
-        Ok(Ok(())) => {}
-        _ => tracing::error!(call = %call_id, "call records not all stored or journaled in time"),
-    }
-    tracing::info!(call = %call_id, reason = reason.as_str(), "call ended");
 }
 
 struct CallDriver<'a> {
@@ -541,102 +558,106 @@ struct CallDriver<'a> {
 }
 
 impl CallDriver<'_> {
-    async fn run(mut self) -> EndReason {
-        let (btx, mut brx) = mpsc::channel::<BackendEvent>(64);
-        // one timer, moved only when the engine's deadline moves
-        let mut armed = Instant::now();
-        let timer = tokio::time::sleep_until(armed.into());
-        tokio::pin!(timer);
-        // the server's drain period is over: say goodbye (`drain.rs`)
-        let mut ending = self.state.calls.ending();
-        let mut told_to_end = false;
-        let reason = loop {
-            // carry out every output; stop at the next deadline
-            let (deadline, ended) = self.drain(&btx).await;
-            if let Some(reason) = ended {
-                break reason;
-            }
-            let deadline = match &self.wire {
-                Wire::Carrier(w) => w
-                    .coalescer
-                    .poll_timeout()
-                    .map_or(deadline, |d| d.min(deadline)),
-                Wire::Web => deadline,
+    // (a block, as `run_carrier`: `self` is kept once)
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self) -> impl std::future::Future<Output = EndReason> {
+        async move {
+            let (btx, mut brx) = mpsc::channel::<BackendEvent>(64);
+            // one timer, moved only when the engine's deadline moves
+            let mut armed = Instant::now();
+            let timer = tokio::time::sleep_until(armed.into());
+            tokio::pin!(timer);
+            // the server's drain period is over: say goodbye (`drain.rs`)
+            let mut ending = self.state.calls.ending();
+            let mut told_to_end = false;
+            let reason = loop {
+                // carry out every output; stop at the next deadline
+                let (deadline, ended) = self.drain(&btx).await;
+                if let Some(reason) = ended {
+                    break reason;
+                }
+                let deadline = match &self.wire {
+                    Wire::Carrier(w) => w
+                        .coalescer
+                        .poll_timeout()
+                        .map_or(deadline, |d| d.min(deadline)),
+                    Wire::Web => deadline,
+                };
+                if deadline != armed {
+                    armed = deadline;
+                    timer.as_mut().reset(deadline.into());
+                }
+                tokio::select! {
+                    msg = self.socket.recv(), if self.socket_open => {
+                        self.on_socket(msg);
+                        // everything else the socket already holds is handled before the outputs
+                        // are carried out: one drain, one flush per wake-up
+                        for _ in 0..MAX_MESSAGES_PER_WAKE {
+                            if !self.socket_open {
+                                break;
+                            }
+                            match self.socket.recv().now_or_never() {
+                                Some(msg) => self.on_socket(msg),
+                                None => break,
+                            }
+                        }
+                    }
+                    Some(ev) = brx.recv() => {
+                        self.on_backend(ev);
+                    }
+                    () = &mut timer => {
+                        if let Wire::Carrier(w) = &mut self.wire {
+                            w.coalescer.handle_timeout(Instant::now());
+                        }
+                        self.input(Input::Tick);
+                    }
+                    end = ending.wait_for(|&end| end), if !told_to_end => {
+                        told_to_end = true;
+                        if end.is_ok() {
+                            self.input(Input::Drain);
+                        }
+                    }
+                }
             };
-            if deadline != armed {
-                armed = deadline;
-                timer.as_mut().reset(deadline.into());
+            if let Wire::Carrier(w) = &self.wire {
+                self.state.metrics.frame_gaps(&w.gaps);
             }
-            tokio::select! {
-                msg = self.socket.recv(), if self.socket_open => {
-                    self.on_socket(msg);
-                    // everything else the socket already holds is handled before the outputs
-                    // are carried out: one drain, one flush per wake-up
-                    for _ in 0..MAX_MESSAGES_PER_WAKE {
-                        if !self.socket_open {
-                            break;
-                        }
-                        match self.socket.recv().now_or_never() {
-                            Some(msg) => self.on_socket(msg),
-                            None => break,
-                        }
-                    }
-                }
-                Some(ev) = brx.recv() => {
-                    self.on_backend(ev);
-                }
-                () = &mut timer => {
-                    if let Wire::Carrier(w) = &mut self.wire {
-                        w.coalescer.handle_timeout(Instant::now());
-                    }
-                    self.input(Input::Tick);
-                }
-                end = ending.wait_for(|&end| end), if !told_to_end => {
-                    told_to_end = true;
-                    if end.is_ok() {
-                        self.input(Input::Drain);
-                    }
-                }
+            self.state.metrics.call_ended(
+                reason,
+                self.engine.dropped_stt_frames(),
+                self.engine.late_frames(),
+            );
+            let gap = self.recording.dropped_samples();
+            if gap > 0 {
+                // interleaved stereo samples at 8 kHz
+                let gap_ms = gap / 16;
+                tracing::warn!(call = %self.call_id, gap_ms, "the recorder could not keep up: recording has silence in place of what it missed");
+                self.state.metrics.recording_gap(gap_ms);
             }
-        };
-        if let Wire::Carrier(w) = &self.wire {
-            self.state.metrics.frame_gaps(&w.gaps);
-        }
-        self.state.metrics.call_ended(
-            reason,
-            self.engine.dropped_stt_frames(),
-            self.engine.late_frames(),
-        );
-        let gap = self.recording.dropped_samples();
-        if gap > 0 {
-            // interleaved stereo samples at 8 kHz
-            let gap_ms = gap / 16;
-            tracing::warn!(call = %self.call_id, gap_ms, "the recorder could not keep up: recording has silence in place of what it missed");
-            self.state.metrics.recording_gap(gap_ms);
-        }
-        for (_, h) in self.tts.drain().chain(self.consults.drain()) {
-            h.abort();
-        }
-        self.stt.clear();
-        let whole = self
-            .state
-            .recorder
-            .close(self.call_id, &mut self.recording)
-            .await;
-        // the flag goes with the call's records (journaled like them when the database is away)
-        // once the recorder has closed the file; the call's end does not wait for it
-        let persist = self.persist.clone();
-        tokio::spawn(async move {
-            if !whole.await {
-                let _ = persist.send(Persist::RecordingIncomplete);
+            for (_, h) in self.tts.drain().chain(self.consults.drain()) {
+                h.abort();
             }
-        });
-        let _ = self.persist.send(Persist::Finish {
-            ended_at_ms: now_ms(),
-            duration_ms: self.engine.call_ms() as i64,
-            reason,
-        });
-        reason
+            self.stt.clear();
+            let whole = self
+                .state
+                .recorder
+                .close(self.call_id, &mut self.recording)
+                .await;
+            // the flag goes with the call's records (journaled like them when the database is away)
+            // once the recorder has closed the file; the call's end does not wait for it
+            let persist = self.persist.clone();
+            tokio::spawn(async move {
+                if !whole.await {
+                    let _ = persist.send(Persist::RecordingIncomplete);
+                }
+            });
+            let _ = self.persist.send(Persist::Finish {
+                ended_at_ms: now_ms(),
+                duration_ms: self.engine.call_ms() as i64,
+                reason,
+            });
+            reason
+        }
     }
 
     /// Once the agent's lines in hand are synthesised (the goodbye must not slow the reply being
