@@ -52,12 +52,20 @@ pub struct TranscribeArgs {
     /// measures what a call waits after the end of the turn.
     #[arg(long)]
     pub realtime: bool,
+    /// Also print whether the words, said over the agent, would stop it (`floor`) or not (`-`:
+    /// nothing heard, or only backchannels, fillers and politeness), as a call's barge-in check
+    /// reads the recogniser's words so far (`scripts/barge-in-words` measures it).
+    #[arg(long)]
+    pub floor: bool,
     /// Whisper: no decode at pauses (only at the end).
     #[arg(long, hide = true)]
     pub no_early: bool,
     /// Whisper: encode a 30 s window, as Whisper was trained, not only the utterance's frames.
     #[arg(long, hide = true)]
     pub pad_30s: bool,
+    /// Whisper: the shortest window encoded, in seconds.
+    #[arg(long, hide = true, default_value_t = 3)]
+    pub min_window_secs: usize,
     /// Whisper: threads per decode.
     #[arg(long, hide = true, default_value_t = 1)]
     pub threads: usize,
@@ -133,6 +141,7 @@ fn recogniser(args: &TranscribeArgs) -> anyhow::Result<Arc<dyn SpeechToText>> {
         OfflineStt::Whisper(dir) => {
             let mut config = WhisperConfig::new(&dir);
             config.pad_to_30s = args.pad_30s;
+            config.min_window_secs = args.min_window_secs;
             config.threads_per_decode = args.threads.max(1);
             config.early_decode = args.realtime && !args.no_early;
             config.pool_size = config.pool_size.max(args.jobs);
@@ -211,12 +220,16 @@ pub async fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     while let Some((path, outcome)) = results.next().await {
         match outcome {
             Ok((heard, took)) => {
+                let mut line = format!("{}\t{}", path.display(), heard.text);
                 if args.multilingual {
-                    let language = heard.language.as_deref().unwrap_or("-");
-                    println!("{}\t{}\t{language}", path.display(), heard.text);
-                } else {
-                    println!("{}\t{}", path.display(), heard.text);
+                    line.push('\t');
+                    line.push_str(heard.language.as_deref().unwrap_or("-"));
                 }
+                if args.floor {
+                    let floor = crate::engine::dialogue::understand::takes_the_floor(&heard.text);
+                    line.push_str(if floor { "\tfloor" } else { "\t-" });
+                }
+                println!("{line}");
                 if args.timing {
                     eprintln!("{}\t{} ms", path.display(), took.as_millis());
                 }

@@ -531,6 +531,9 @@ pub struct CallEngine {
     barge_in_words: bool,
     /// Talk over the agent whose words are awaited: (utterance, deadline).
     barge_check: Option<(u64, u64)>,
+    /// More of that talk was heard while its words were awaited (a later step of the check):
+    /// ask again when they come back without the floor, rather than wait for the next step.
+    barge_recheck: bool,
     /// See `EngineConfig::speaks_languages`.
     speaks_languages: bool,
     /// The language the agent speaks, when not English.
@@ -626,6 +629,7 @@ impl CallEngine {
             turn_open: false,
             barge_in_words: config.barge_in_words,
             barge_check: None,
+            barge_recheck: false,
             speaks_languages: config.speaks_languages,
             language: None,
             english_only_due: false,
@@ -747,10 +751,16 @@ impl CallEngine {
             Input::PartialTranscript { utterance, text } => {
                 if self.barge_check.is_some_and(|(u, _)| u == utterance) {
                     self.barge_check = None;
+                    let again = std::mem::take(&mut self.barge_recheck);
                     // words that take the floor stop the agent; a backchannel, a cough or noise
                     // (no words) do not
-                    if understand::takes_the_floor(text) && matches!(self.phase, Phase::Speaking) {
+                    let speaking = matches!(self.phase, Phase::Speaking);
+                    if speaking && understand::takes_the_floor(text) {
                         self.interrupt_agent(true);
+                    } else if speaking && again && self.turn_taking.utterance() == Some(utterance) {
+                        // the caller went on while these words were decoded: hear what they
+                        // have said by now
+                        self.ask_barge_in_words(utterance);
                     }
                 }
             }
@@ -816,6 +826,7 @@ impl CallEngine {
             && now >= deadline
         {
             self.barge_check = None;
+            self.barge_recheck = false;
             if self.turn_taking.utterance() == Some(utterance)
                 && self.turn_taking.talking(5)
                 && matches!(self.phase, Phase::Speaking)
@@ -1101,11 +1112,12 @@ impl CallEngine {
                 TurnEvent::BargeIn { utterance, sure } => {
                     if sure || !self.barge_in_words {
                         self.barge_check = None;
+                        self.barge_recheck = false;
                         self.interrupt_agent(true);
                     } else if self.barge_check.is_none() {
-                        let deadline = self.now_ms + self.timing.partial_timeout.as_millis() as u64;
-                        self.barge_check = Some((utterance, deadline));
-                        self.out.push_back(Output::SttPartial { utterance });
+                        self.ask_barge_in_words(utterance);
+                    } else {
+                        self.barge_recheck = true;
                     }
                 }
                 TurnEvent::Discarded { utterance } => self.discard_utterance(utterance),
@@ -1119,6 +1131,14 @@ impl CallEngine {
                 }
             }
         }
+    }
+
+    /// Ask the recogniser what the caller has said over the agent so far.
+    fn ask_barge_in_words(&mut self, utterance: u64) {
+        let deadline = self.now_ms + self.timing.partial_timeout.as_millis() as u64;
+        self.barge_check = Some((utterance, deadline));
+        self.barge_recheck = false;
+        self.out.push_back(Output::SttPartial { utterance });
     }
 
     fn cancel_capture(&mut self) {

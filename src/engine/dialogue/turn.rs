@@ -14,7 +14,8 @@ pub struct TurnTiming {
     /// Consecutive speech frames that start an utterance.
     pub onset: u32,
     /// Speech frames over interruptible agent audio that stop the agent (or, with
-    /// `barge_in_sure`, after which, and after every as many more, it asks what the caller said).
+    /// `barge_in_sure`, frames from the onset after which, and after every as many more, it asks
+    /// what the caller said, if they are talking then).
     pub barge_in: u32,
     /// Speech frames after which talk over the agent stops it whatever the words (0: no second
     /// signal).
@@ -147,7 +148,16 @@ impl TurnTaking {
                     } else {
                         t.barge_in
                     };
-                let step = cap.speech_frames / t.barge_in.max(1);
+                // the words are asked for by the clock from the onset, each time while the
+                // caller is talking: what they said before a pause counts ("Sorry, which job"
+                // is not held back by its comma), and talk that has stopped (a backchannel
+                // over) is not asked about again
+                let step = if speech {
+                    let frames = (now_ms.saturating_sub(cap.start_ms) / FRAME_MS) as u32;
+                    frames / t.barge_in.max(1)
+                } else {
+                    cap.barge_signals
+                };
                 if sure && !cap.barge_sure {
                     cap.barge_sure = true;
                     self.events.push_back(TurnEvent::BargeIn {
@@ -415,9 +425,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn with_words_checked_barge_in_signals_every_step_then_is_sure() {
-        let mut t = TurnTaking::new(TurnTiming {
+    /// Turn-taking that asks for the words every 10 frames and is sure at 50, and the floor of
+    /// an agent speaking interruptibly.
+    fn words_checked() -> (TurnTaking, Floor) {
+        let t = TurnTaking::new(TurnTiming {
             barge_in: 10,
             barge_in_sure: 50,
             ..timing()
@@ -428,6 +439,12 @@ mod tests {
             agent_interruptible: true,
             long_pause: false,
         };
+        (t, speaking)
+    }
+
+    #[test]
+    fn with_words_checked_barge_in_signals_every_step_then_is_sure() {
+        let (mut t, speaking) = words_checked();
         let mut ms = 0;
         let ev = feed(&mut t, &mut ms, 60, true, speaking);
         let barges: Vec<_> = ev
@@ -444,6 +461,27 @@ mod tests {
         };
         // at 10, 20, 30 and 40 frames of speech, then sure at 50
         assert_eq!(barges, vec![not_sure, not_sure, not_sure, not_sure, sure]);
+    }
+
+    #[test]
+    fn with_words_checked_a_pause_defers_the_next_step_only_while_it_lasts() {
+        let (mut t, speaking) = words_checked();
+        let barges = |ev: Vec<TurnEvent>| {
+            ev.iter()
+                .filter(|e| matches!(e, TurnEvent::BargeIn { .. }))
+                .count()
+        };
+        let mut ms = 0;
+        // "Sorry," (15 frames): asked at 10
+        assert_eq!(barges(feed(&mut t, &mut ms, 15, true, speaking)), 1);
+        // its comma's pause (8 frames) spans the step at 20: not asked while silent
+        assert_eq!(barges(feed(&mut t, &mut ms, 8, false, speaking)), 0);
+        // "which": asked at its first frame (24 frames from the onset, 16 of speech), not
+        // after 20 frames of speech
+        assert_eq!(barges(feed(&mut t, &mut ms, 1, true, speaking)), 1);
+        assert_eq!(barges(feed(&mut t, &mut ms, 5, true, speaking)), 0);
+        // and at 30 frames from the onset
+        assert_eq!(barges(feed(&mut t, &mut ms, 1, true, speaking)), 1);
     }
 
     #[test]

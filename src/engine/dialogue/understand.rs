@@ -164,14 +164,22 @@ pub fn is_backchannel(text: &str, acknowledgements: bool) -> bool {
 /// recogniser makes of a breath or a hum ("and", "you").
 const NOT_THE_FLOOR: &[&str] = &["and", "so", "you", "the", "a", "thank", "thanks", "well"];
 
+/// A hum however a recogniser spells it ("m", "mm m", "mn", "hmm", "mhm"): the letters of a
+/// closed mouth, no word.
+fn is_hum(word: &str) -> bool {
+    !word.is_empty() && word.bytes().all(|b| matches!(b, b'm' | b'n' | b'h'))
+}
+
 /// Whether words said over the agent take the floor: something beyond backchannels
-/// ("uh-huh", "okay", "right"), fillers and politeness. "Wait", "no", "sorry, which job" do.
+/// ("uh-huh", "okay", "right"), hums, fillers and politeness. "Wait", "no", "sorry, which job"
+/// do.
 pub fn takes_the_floor(text: &str) -> bool {
     words(text).iter().any(|w| {
         let w = w.as_str();
         !BACKCHANNEL_SOUNDS.contains(&w)
             && !ACKNOWLEDGEMENTS.contains(&w)
             && !NOT_THE_FLOOR.contains(&w)
+            && !is_hum(w)
     })
 }
 
@@ -714,6 +722,11 @@ mod tests {
             "Thank you.",
             "you",
             "yeah right",
+            // what Whisper tiny makes of the start of a "mm-hmm" (scripts/barge-in-words)
+            "m",
+            "m m",
+            "mn",
+            "n",
         ] {
             assert!(!takes_the_floor(not), "{not:?}");
         }
