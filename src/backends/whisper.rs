@@ -50,8 +50,8 @@ pub const EARLY_PAUSE_MS: u64 = 300;
 const SAMPLE_RATE: usize = 16_000;
 const N_FFT: usize = 400;
 const HOP: usize = 160;
-/// Frames of a 30 s window, what Whisper was trained on.
-const N_FRAMES_30S: usize = 3000;
+/// Whisper's window in seconds, what it was trained on (`WhisperConfig::min_window_secs`).
+pub const TRAINED_WINDOW_SECS: usize = 30;
 
 /// End-of-text in the English-only vocabulary (the multilingual one's is found by name).
 const EOT_ENGLISH: u32 = 50256;
@@ -81,15 +81,12 @@ pub struct WhisperConfig {
     pub pool_size: usize,
     /// Threads one decode may use.
     pub threads_per_decode: usize,
-    /// Pad the spectrogram to Whisper's 30 s window (what it was trained on) rather than encode
-    /// only the utterance's frames, rounded up to a whole second. Off by default: measured on
-    /// the held-out utterances of `scripts/accuracy`, encoding only the utterance was about five
-    /// times faster (the encoder's cost grows with its input: 1500 positions for 30 s) with no
-    /// loss of accuracy once the decoder's tendency to say the utterance again is cut off (see
-    /// [`repeated_tail`]).
-    pub pad_to_30s: bool,
-    /// The shortest window encoded, in whole seconds (a shorter utterance is padded with
-    /// silence up to it). 3 by default: on the first few hundred ms of what a caller says over
+    /// The shortest window encoded, in whole seconds: the utterance's frames, rounded up to a
+    /// whole second, are padded with silence up to it. Not Whisper's 30 s
+    /// ([`TRAINED_WINDOW_SECS`]): measured on the held-out utterances of `scripts/accuracy`,
+    /// encoding only the utterance was about five times faster (the encoder's cost grows with
+    /// its input: 1500 positions for 30 s) with no loss of accuracy once the decoder's tendency
+    /// to say the utterance again is cut off (see [`repeated_tail`]). 3 by default: on the first few hundred ms of what a caller says over
     /// the agent (a barge-in check), tiny.en makes far more of a 3 s window than of a 1 s one
     /// ("sorry", "wait", "hold on" heard by 400 ms of speech in 32 of 36 interruptions against
     /// 19, `scripts/barge-in-words`), at no measurable cost (the decoder's steps, not the
@@ -110,7 +107,6 @@ impl WhisperConfig {
             model_dir: models_dir.join(MODEL_SUBDIR),
             pool_size: std::thread::available_parallelism().map_or(2, |n| n.get()),
             threads_per_decode: 1,
-            pad_to_30s: false,
             min_window_secs: 3,
             early_decode: true,
             multilingual_dir: multilingual_installed(models_dir)
@@ -911,7 +907,6 @@ struct Shared {
     specials: Specials,
     suppress: Suppress,
     mel: mel::MelSpectrogram,
-    pad_to_30s: bool,
     min_window_secs: usize,
 }
 
@@ -965,7 +960,6 @@ impl Shared {
             specials,
             suppress,
             mel: mel::MelSpectrogram::new(n_mels),
-            pad_to_30s: config.pad_to_30s,
             min_window_secs: config.min_window_secs.max(1),
         })
     }
@@ -983,18 +977,15 @@ impl Shared {
     ) -> candle_core::Result<Decoded> {
         let samples: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
         let max_frames = 2 * model.config.max_source_positions;
-        let n_frames = if self.pad_to_30s {
-            N_FRAMES_30S.min(max_frames)
-        } else {
-            // the utterance's frames, rounded up to a whole second (conv2 halves them)
-            samples
-                .len()
-                .div_ceil(HOP)
-                .div_ceil(100)
-                .max(self.min_window_secs)
-                * 100
-        }
-        .min(max_frames);
+        // the utterance's frames, rounded up to a whole second (conv2 halves them), at least the
+        // shortest window
+        let n_frames = (samples
+            .len()
+            .div_ceil(HOP)
+            .div_ceil(100)
+            .max(self.min_window_secs)
+            * 100)
+            .min(max_frames);
         let samples = &samples[..samples.len().min(n_frames * HOP)];
         let mel = self.mel.compute(samples, n_frames);
         let mel = Tensor::from_vec(mel, (1, self.mel.n_mels(), n_frames), &Device::Cpu)?;

@@ -63,9 +63,9 @@ pub struct TranscribeArgs {
     /// Whisper: encode a 30 s window, as Whisper was trained, not only the utterance's frames.
     #[arg(long, hide = true)]
     pub pad_30s: bool,
-    /// Whisper: the shortest window encoded, in seconds.
-    #[arg(long, hide = true, default_value_t = 3)]
-    pub min_window_secs: usize,
+    /// Whisper: the shortest window encoded, in seconds (default: the server's).
+    #[arg(long, hide = true, conflicts_with = "pad_30s")]
+    pub min_window_secs: Option<usize>,
     /// Whisper: threads per decode.
     #[arg(long, hide = true, default_value_t = 1)]
     pub threads: usize,
@@ -140,8 +140,12 @@ fn recogniser(args: &TranscribeArgs) -> anyhow::Result<Arc<dyn SpeechToText>> {
     Ok(match choice {
         OfflineStt::Whisper(dir) => {
             let mut config = WhisperConfig::new(&dir);
-            config.pad_to_30s = args.pad_30s;
-            config.min_window_secs = args.min_window_secs;
+            if args.pad_30s {
+                config.min_window_secs = crate::backends::whisper::TRAINED_WINDOW_SECS;
+            }
+            if let Some(secs) = args.min_window_secs {
+                config.min_window_secs = secs;
+            }
             config.threads_per_decode = args.threads.max(1);
             config.early_decode = args.realtime && !args.no_early;
             config.pool_size = config.pool_size.max(args.jobs);

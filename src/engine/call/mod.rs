@@ -529,11 +529,8 @@ pub struct CallEngine {
     turn_open: bool,
     /// Check the caller's words before a barge-in stops the agent.
     barge_in_words: bool,
-    /// Talk over the agent whose words are awaited: (utterance, deadline).
-    barge_check: Option<(u64, u64)>,
-    /// More of that talk was heard while its words were awaited (a later step of the check):
-    /// ask again when they come back without the floor, rather than wait for the next step.
-    barge_recheck: bool,
+    /// Talk over the agent whose words are awaited.
+    barge_check: Option<BargeCheck>,
     /// See `EngineConfig::speaks_languages`.
     speaks_languages: bool,
     /// The language the agent speaks, when not English.
@@ -543,6 +540,17 @@ pub struct CallEngine {
     english_only_said: bool,
     time_limit_hit: bool,
     finished: bool,
+}
+
+/// Talk over the agent whose words the recogniser was asked for.
+#[derive(Debug)]
+struct BargeCheck {
+    utterance: u64,
+    /// Unanswered by then, the agent stops only if the caller is still talking.
+    deadline_ms: u64,
+    /// More of the talk was heard while its words were awaited (a later step of the check):
+    /// ask again when they come back without the floor, rather than wait for the next step.
+    again: bool,
 }
 
 /// What the agent was saying when the caller talked over it.
@@ -629,7 +637,6 @@ impl CallEngine {
             turn_open: false,
             barge_in_words: config.barge_in_words,
             barge_check: None,
-            barge_recheck: false,
             speaks_languages: config.speaks_languages,
             language: None,
             english_only_due: false,
@@ -749,15 +756,16 @@ impl CallEngine {
             Input::ModelDone { consult } => self.on_model_done(consult),
             Input::ModelFailed { consult } => self.on_model_failed(consult),
             Input::PartialTranscript { utterance, text } => {
-                if self.barge_check.is_some_and(|(u, _)| u == utterance) {
-                    self.barge_check = None;
-                    let again = std::mem::take(&mut self.barge_recheck);
+                if let Some(check) = self.barge_check.take_if(|c| c.utterance == utterance) {
                     // words that take the floor stop the agent; a backchannel, a cough or noise
                     // (no words) do not
                     let speaking = matches!(self.phase, Phase::Speaking);
                     if speaking && understand::takes_the_floor(text) {
                         self.interrupt_agent(true);
-                    } else if speaking && again && self.turn_taking.utterance() == Some(utterance) {
+                    } else if speaking
+                        && check.again
+                        && self.turn_taking.utterance() == Some(utterance)
+                    {
                         // the caller went on while these words were decoded: hear what they
                         // have said by now
                         self.ask_barge_in_words(utterance);
@@ -822,17 +830,13 @@ impl CallEngine {
         }
         // the recogniser did not say in time what the caller said over the agent: stop if they
         // are still talking
-        if let Some((utterance, deadline)) = self.barge_check
-            && now >= deadline
+        if let Some(BargeCheck { utterance, .. }) =
+            self.barge_check.take_if(|c| now >= c.deadline_ms)
+            && self.turn_taking.utterance() == Some(utterance)
+            && self.turn_taking.talking(5)
+            && matches!(self.phase, Phase::Speaking)
         {
-            self.barge_check = None;
-            self.barge_recheck = false;
-            if self.turn_taking.utterance() == Some(utterance)
-                && self.turn_taking.talking(5)
-                && matches!(self.phase, Phase::Speaking)
-            {
-                self.interrupt_agent(true);
-            }
+            self.interrupt_agent(true);
         }
         // the model's deadline
         if let Some(c) = &self.consult
@@ -895,7 +899,7 @@ impl CallEngine {
         };
         min(self.playout.poll_timeout());
         min(self.consult.as_ref().map(|c| c.deadline_ms));
-        min(self.barge_check.map(|(_, d)| d));
+        min(self.barge_check.as_ref().map(|c| c.deadline_ms));
         match self.phase {
             Phase::Listening { since_ms } => match self.keypad.poll_timeout() {
                 None => min(Some(
@@ -1112,12 +1116,11 @@ impl CallEngine {
                 TurnEvent::BargeIn { utterance, sure } => {
                     if sure || !self.barge_in_words {
                         self.barge_check = None;
-                        self.barge_recheck = false;
                         self.interrupt_agent(true);
-                    } else if self.barge_check.is_none() {
-                        self.ask_barge_in_words(utterance);
+                    } else if let Some(check) = &mut self.barge_check {
+                        check.again = true;
                     } else {
-                        self.barge_recheck = true;
+                        self.ask_barge_in_words(utterance);
                     }
                 }
                 TurnEvent::Discarded { utterance } => self.discard_utterance(utterance),
@@ -1135,9 +1138,11 @@ impl CallEngine {
 
     /// Ask the recogniser what the caller has said over the agent so far.
     fn ask_barge_in_words(&mut self, utterance: u64) {
-        let deadline = self.now_ms + self.timing.partial_timeout.as_millis() as u64;
-        self.barge_check = Some((utterance, deadline));
-        self.barge_recheck = false;
+        self.barge_check = Some(BargeCheck {
+            utterance,
+            deadline_ms: self.now_ms + self.timing.partial_timeout.as_millis() as u64,
+            again: false,
+        });
         self.out.push_back(Output::SttPartial { utterance });
     }
 
