@@ -231,7 +231,7 @@ pub struct ServeConfig {
     #[arg(long, env = "RECEPTIONIST_MAX_CALLS", default_value_t = 200)]
     pub max_calls: usize,
 
-    /// Recording chunks (a quarter second of one call each) that may wait for the recordings disk,
+    /// Recording chunks (half a second of one call each) that may wait for the recordings disk,
     /// all calls together; a chunk that finds the queue full is written as silence later and the
     /// call's recording is flagged incomplete (`recording_incomplete`).
     #[arg(long, env = "RECEPTIONIST_RECORDER_QUEUE", default_value_t = 4096)]

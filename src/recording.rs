@@ -180,7 +180,22 @@ enum Command {
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Command>,
+    /// The recording thread, woken before its gathering window is over when a call's end or a
+    /// full batch waits ([`GATHER_WINDOW`]).
+    thread: std::thread::Thread,
 }
+
+/// After each wake-up the recording thread lets chunks gather this long before it looks again,
+/// so that it wakes a few times a second rather than once or twice for every chunk: a wake-up of
+/// a thread costs this project's 2-core reference VM more than writing a chunk (measured with
+/// `scripts/thread-cpu` under `loadgen`: 10 calls woke it about 10 times a second, 500 calls 645
+/// times). A call's end, and [`GATHER_CHUNKS`] waiting, wake it at once; a chunk reaches the disk
+/// at most this much later, which only a crash could notice (the header is repaired then anyway).
+pub const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Chunks waiting that wake the recording thread before its window is over: a bound on the audio
+/// held in memory for it (about 0.5 MB) however many calls there are.
+pub const GATHER_CHUNKS: usize = 32;
 
 /// Chunks of one call that may wait in the recorder's queue at once (32 s of audio at 500 ms a
 /// chunk): the queue is shared, and no call may take more than its share of it.
@@ -214,8 +229,18 @@ impl Recorder {
     /// [`start`](Self::start), with the thread sleeping `write_delay` before each command (a
     /// slow disk, for fault tests: `serve --recorder-delay-ms`).
     pub fn start_slowed(queue: usize, write_delay: Option<std::time::Duration>) -> Self {
+        Self::start_gathering(queue, write_delay, GATHER_WINDOW)
+    }
+
+    /// [`start_slowed`](Self::start_slowed), with the thread's gathering window `window`
+    /// instead of [`GATHER_WINDOW`].
+    pub fn start_gathering(
+        queue: usize,
+        write_delay: Option<std::time::Duration>,
+        window: std::time::Duration,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Command>(queue);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("recorder".into())
             .spawn(move || {
                 let mut open: HashMap<String, WavWriter> = HashMap::new();
@@ -224,7 +249,29 @@ impl Recorder {
                 let mut failed: std::collections::HashSet<String> = Default::default();
                 // one conversion buffer for every call's chunks (grows to the largest chunk)
                 let mut scratch: Vec<u8> = Vec::new();
-                while let Some(cmd) = rx.blocking_recv() {
+                let mut woke = std::time::Instant::now();
+                loop {
+                    let cmd = match rx.try_recv() {
+                        Ok(cmd) => cmd,
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            // all that waited is written: let the next chunks gather (a call's
+                            // end or a full batch unparks this thread sooner; a spurious return
+                            // only means an early look)
+                            let due = woke + window;
+                            let now = std::time::Instant::now();
+                            if now < due {
+                                std::thread::park_timeout(due - now);
+                            }
+                            match rx.blocking_recv() {
+                                Some(cmd) => {
+                                    woke = std::time::Instant::now();
+                                    cmd
+                                }
+                                None => break,
+                            }
+                        }
+                    };
                     if let Some(delay) = write_delay {
                         std::thread::sleep(delay);
                     }
@@ -270,7 +317,10 @@ impl Recorder {
                 }
             })
             .expect("spawning the recorder thread must succeed at startup");
-        Self { tx }
+        Self {
+            tx,
+            thread: handle.thread().clone(),
+        }
     }
 
     pub async fn open(&self, id: &str, path: PathBuf) {
@@ -307,6 +357,9 @@ impl Recorder {
         };
         if sent {
             feed.gap = 0;
+            if self.tx.max_capacity() - self.tx.capacity() >= GATHER_CHUNKS {
+                self.thread.unpark();
+            }
         } else {
             feed.gap += len;
             feed.dropped += len as u64;
@@ -334,6 +387,8 @@ impl Recorder {
                 written,
             })
             .await;
+        // the call's end is not held back by the gathering window
+        self.thread.unpark();
         async move { answer.await.unwrap_or(false) && !missed }
     }
 }
@@ -443,6 +498,50 @@ mod tests {
 
     /// A stalled disk: one call fills no more than its share of the shared queue, and another
     /// call's chunks still get in.
+    /// The length of the data a WAV file holds so far (0 while it is missing).
+    fn data_bytes(path: &Path) -> usize {
+        std::fs::metadata(path)
+            .map_or(0, |m| m.len() as usize)
+            .saturating_sub(44)
+    }
+
+    #[tokio::test]
+    async fn chunks_gather_for_the_window_but_a_full_batch_and_a_calls_end_go_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.wav");
+        // a window no test waits out: what is written before it is over was woken for
+        let recorder = Recorder::start_gathering(256, None, std::time::Duration::from_secs(600));
+        recorder.open("a", path.clone()).await;
+        // the thread has created the file and, with nothing left to write, begun its window
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "the open waited");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut feed = RecordingFeed::default();
+        let chunk = vec![7i16; 320];
+        for _ in 0..GATHER_CHUNKS - 1 {
+            assert!(recorder.append("a", &mut feed, chunk.clone()));
+        }
+        // short of a batch: the chunks wait
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(data_bytes(&path), 0, "written before the window was over");
+        // a full batch wakes the thread
+        assert!(recorder.append("a", &mut feed, chunk.clone()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while data_bytes(&path) < GATHER_CHUNKS * 640 {
+            assert!(std::time::Instant::now() < deadline, "a full batch waited");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // the rest of the call: one more chunk, then its end, answered without the window
+        assert!(recorder.append("a", &mut feed, chunk.clone()));
+        let whole = recorder.close("a", &mut feed).await;
+        let whole = tokio::time::timeout(std::time::Duration::from_secs(10), whole).await;
+        assert_eq!(whole, Ok(true), "the call's end waited out the window");
+        assert_eq!(data_bytes(&path), (GATHER_CHUNKS + 1) * 640);
+    }
+
     #[tokio::test]
     async fn no_call_takes_more_than_its_share_of_the_queue() {
         let dir = tempfile::tempdir().unwrap();
