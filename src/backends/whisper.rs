@@ -1042,6 +1042,8 @@ impl Shared {
         let no_speech_threshold = if sp.transcribe.is_some() { 0.8 } else { 0.6 };
         let silent = no_speech > no_speech_threshold && avg_logprob < -1.0;
         let mut text = normalize_text(&self.vocab.decode(&free.tokens[prompt..]));
+        // how sure it is, for tuning (never the words: they are personal data)
+        tracing::debug!(avg_logprob, no_speech, silent, "whisper: decoded");
         // an answer to a number question with no number in it ("high beers" for "five years"):
         // decode again from the same features, with only the tokens such an answer is made of,
         // and take that when it holds a number and the model finds it nearly as likely
