@@ -9,8 +9,8 @@ use std::time::Duration;
 /// Which speech backends serve calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendSet {
-    /// flite TTS + the best offline recogniser (Whisper, else PocketSphinx) on this machine: no
-    /// cloud account needed.
+    /// The best offline voice (Piper, else flite) and recogniser (Whisper, else PocketSphinx)
+    /// installed on this machine: no cloud account needed.
     Offline,
     /// Canned transcripts and cached tone audio: no model cost, for load tests.
     Scripted,

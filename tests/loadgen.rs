@@ -1,6 +1,7 @@
-//! `receptionist loadgen` end to end: the real binary starts its own server (scripted backends),
-//! places a few concurrent calls (Twilio, then a short run on each other carrier) and prints one
-//! JSON line (one per level with `--levels`). Only outcomes are checked, never timings.
+//! `receptionist loadgen` end to end: the real binary starts its own server (scripted backends;
+//! once the offline models), places a few concurrent calls (Twilio, then a short run on each other
+//! carrier) and prints one JSON line (one per level with `--levels`). Only outcomes are checked,
+//! never timings.
 
 use std::process::Command;
 
@@ -80,6 +81,47 @@ fn a_run_through_the_provider_stand_ins_completes_every_call() {
     assert_eq!(r["protocol_errors"], 0, "{r}");
     let stages = &r["server_stage_latency_ms"];
     for stage in ["stt_ms", "llm_first_ms", "tts_ms", "total_ms"] {
+        assert!(
+            stages[stage]["n"].as_u64().is_some_and(|n| n > 0),
+            "{stage} not measured: {r}"
+        );
+    }
+}
+
+/// The neural offline defaults under load (`--backends offline`): the started server hears the
+/// callers with Whisper, ends their turns with Smart Turn and speaks with Piper, from the installed
+/// models; every call completes and its turns are answered and measured.
+#[test]
+fn a_run_on_the_offline_models_completes_every_call() {
+    let models = receptionist::testing::installed_models_dir();
+    let (r, stderr) = loadgen(&[
+        "--backends",
+        "offline",
+        "--models-dir",
+        models.to_str().unwrap(),
+        "--calls",
+        "2",
+        "--ramp-secs",
+        "1",
+        "--duration-secs",
+        "25",
+        "--max-secs",
+        "120",
+    ]);
+    assert_eq!(r["calls_completed"], 2, "{r}\n{stderr}");
+    assert_eq!(r["calls_failed"], 0, "{r}");
+    assert_eq!(r["protocol_errors"], 0, "{r}");
+    assert!(
+        stderr.contains("starting a server (offline backends)"),
+        "{stderr}"
+    );
+    // the callers were heard and answered: turns ended, recognised and replied to
+    assert!(
+        r["response_latency_n"].as_u64().is_some_and(|n| n > 0),
+        "{r}"
+    );
+    let stages = &r["server_stage_latency_ms"];
+    for stage in ["endpointing_ms", "stt_ms", "total_ms"] {
         assert!(
             stages[stage]["n"].as_u64().is_some_and(|n| n > 0),
             "{stage} not measured: {r}"

@@ -14,8 +14,9 @@
 //! after its `start` (then `stop` and close), and the whole run is cut at `--max-secs`.
 //!
 //! Without `--server`, the generator starts the server itself (this same binary, `serve --backends
-//! scripted` on a free loopback port, in a temporary data directory), creates a workspace and a
-//! receptionist, and stops it at the end. Only loopback servers are ever targeted.
+//! scripted`, or `offline` on the installed models with `--backends offline`, on a free loopback
+//! port, in a temporary data directory), creates a workspace and a receptionist, and stops it at
+//! the end. Only loopback servers are ever targeted.
 //! `--levels 10,100,500` makes one such run per level, each on a fresh server, one JSON line each.
 //!
 //! What it measures (all in the JSON line):
@@ -54,6 +55,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{CallRequest, CarrierSecrets, PlaceError, place_call, random_hex, read_wav_8k};
+use crate::config::BackendSet;
 use crate::engine::audio::{SAMPLES_8K, g711};
 use crate::engine::media::{Carrier, Msg};
 use crate::server::carriers::client::Credentials;
@@ -85,9 +87,22 @@ const VOICED_LEVEL: u16 = 300;
 /// `receptionist loadgen`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadgenArgs {
-    /// A running server (loopback only). Default: start one (scripted backends) for this run.
+    /// A running server (loopback only). Default: start one for this run (`--backends`).
     #[arg(long)]
     pub server: Option<String>,
+    /// The started server's speech backends: `scripted` (canned transcripts and tones: the
+    /// server's own cost) or `offline` (the neural defaults from `--models-dir`: Whisper, Piper,
+    /// Smart Turn, as a self-hosted deployment runs them). Not with `--server`.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "scripted",
+        conflicts_with = "server"
+    )]
+    pub backends: BackendSet,
+    /// Where the started server finds the offline models (`--backends offline`).
+    #[arg(long, default_value = "data/models", conflicts_with = "server")]
+    pub models_dir: PathBuf,
     /// The running server's process id, for its CPU and memory (`/proc/PID`).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -1151,7 +1166,19 @@ async fn start_own_server(
     let log_file = std::fs::File::create(&log)
         .with_context(|| format!("creating the server log {}", log.display()))?;
     let mut serve = tokio::process::Command::new(&exe);
-    serve.args(["serve", "--backends", "scripted", "--database-url", &db_url]);
+    serve.args(["serve", "--database-url", &db_url]);
+    match args.backends {
+        BackendSet::Scripted => {
+            serve.args(["--backends", "scripted"]);
+        }
+        BackendSet::Offline => {
+            let models = std::path::absolute(&args.models_dir)
+                .with_context(|| format!("--models-dir {}", args.models_dir.display()))?;
+            serve
+                .args(["--backends", "offline", "--models-dir"])
+                .arg(models);
+        }
+    }
     // one OpenAI-compatible stand-in serves the model and the transcriptions (they share
     // OPENAI_BASE_URL)
     let stand_in = if args.llm_stand_in || args.stt_stand_in {
@@ -1249,8 +1276,13 @@ async fn start_own_server(
             resp.text().await.unwrap_or_default()
         );
     }
-    // its fixed prompts are synthesised in the background (scripted: milliseconds)
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // its fixed prompts are synthesised in the background (scripted: milliseconds; Piper: about
+    // a third of a second each, on every core)
+    tokio::time::sleep(match args.backends {
+        BackendSet::Scripted => Duration::from_millis(500),
+        BackendSet::Offline => Duration::from_secs(5),
+    })
+    .await;
     Ok(Target {
         public: server.clone(),
         server,
@@ -1443,7 +1475,13 @@ pub async fn run_report(args: LoadgenArgs) -> anyhow::Result<Value> {
             }
         }
         None => {
-            eprintln!("[loadgen] starting a server (scripted backends)");
+            eprintln!(
+                "[loadgen] starting a server ({} backends)",
+                match args.backends {
+                    BackendSet::Scripted => "scripted",
+                    BackendSet::Offline => "offline",
+                }
+            );
             start_own_server(&args, &http, hard_deadline).await?
         }
     };
