@@ -17,6 +17,15 @@ pub enum BackendSet {
 }
 
 /// Which speech-to-text serves calls (`--stt`); overrides `--backends`.
+/// `--max-calls` when the calls' speech runs elsewhere (a provider) or is scripted.
+pub const DEFAULT_MAX_CALLS: usize = 200;
+
+/// Calls a core holds when this machine runs the speech models (Whisper, Smart Turn, Piper):
+/// measured on a 2-core machine, 32 concurrent calls kept voice to voice under 1.2 s at p99 with
+/// no playout gaps, 40 did not (2.7 s, gaps), 48 went to 4.1 s (`receptionist loadgen --backends
+/// offline --levels 4,8,16,32`; README, "Capacity on the neural offline defaults").
+pub const MODEL_CALLS_PER_CORE: usize = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SttChoice {
     /// The best recogniser installed on this machine: Whisper when its model is in the models
@@ -227,9 +236,11 @@ pub struct ServeConfig {
     )]
     pub insecure_no_signature: bool,
 
-    /// Maximum concurrent calls on this node; more are refused with a busy message.
-    #[arg(long, env = "RECEPTIONIST_MAX_CALLS", default_value_t = 200)]
-    pub max_calls: usize,
+    /// Maximum concurrent calls on this node; more are refused with a busy message. Default:
+    /// [`DEFAULT_MAX_CALLS`], or [`MODEL_CALLS_PER_CORE`] a core when this machine runs the
+    /// speech models itself (see [`ServeConfig::max_calls`]).
+    #[arg(long, env = "RECEPTIONIST_MAX_CALLS")]
+    pub max_calls: Option<usize>,
 
     /// Recording chunks (half a second of one call each) that may wait for the recordings disk,
     /// all calls together; a chunk that finds the queue full is written as silence later and the
@@ -370,6 +381,21 @@ impl ServeConfig {
             .as_deref()
             .is_some_and(|s| !s.is_empty())
             && self.twilio_auth_token.is_some()
+    }
+
+    /// Concurrent calls this node takes: `--max-calls`, else [`DEFAULT_MAX_CALLS`], or, when
+    /// `speech_models_here` (an offline recogniser or the Piper voice serves the calls),
+    /// [`MODEL_CALLS_PER_CORE`] for each of this machine's cores: past that every call's replies
+    /// slow down together, so a caller more hears the busy message instead.
+    pub fn max_calls(&self, speech_models_here: bool) -> usize {
+        self.max_calls.unwrap_or_else(|| {
+            if speech_models_here {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                MODEL_CALLS_PER_CORE * cores
+            } else {
+                DEFAULT_MAX_CALLS
+            }
+        })
     }
 
     /// Where the offline neural models are: `--models-dir`, else the data directory's `models/`.

@@ -309,6 +309,15 @@ impl Plan {
         }
     }
 
+    /// Whether this machine runs the calls' speech models itself (an offline recogniser, or the
+    /// Piper voice): what one machine holds is then bounded by its cores.
+    pub fn speech_models_here(&self) -> bool {
+        matches!(
+            self.stt,
+            SttPlan::Offline | SttPlan::Whisper | SttPlan::Sphinx
+        ) || self.tts_name() == "piper"
+    }
+
     pub fn tts_name(&self) -> &'static str {
         match self.tts {
             TtsPlan::Offline if self.piper.is_some() => "piper",
@@ -490,6 +499,68 @@ mod tests {
         };
         assert_eq!(c.url, "wss://api.deepgram.com/v1/listen");
         assert_eq!(c.model, None);
+    }
+
+    #[test]
+    fn a_machine_running_the_speech_models_takes_sixteen_calls_a_core_unless_told() {
+        use crate::config::{DEFAULT_MAX_CALLS, MODEL_CALLS_PER_CORE};
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let models = crate::testing::installed_models_dir();
+        let models = models.to_str().unwrap();
+        let cases: [(&[&str], bool); 6] = [
+            (&["--models-dir", models], true),
+            (&["--models-dir", "/nonexistent"], true),
+            (&["--backends", "scripted"], false),
+            (
+                &[
+                    "--backends",
+                    "scripted",
+                    "--tts",
+                    "piper",
+                    "--models-dir",
+                    models,
+                ],
+                true,
+            ),
+            (
+                &[
+                    "--backends",
+                    "scripted",
+                    "--stt",
+                    "deepgram",
+                    "--deepgram-api-key",
+                    "k",
+                ],
+                false,
+            ),
+            (
+                &[
+                    "--models-dir",
+                    models,
+                    "--stt",
+                    "deepgram",
+                    "--deepgram-api-key",
+                    "k",
+                    "--tts",
+                    "flite",
+                ],
+                false,
+            ),
+        ];
+        for (args, here) in cases {
+            let c = config(args);
+            let p = plan(&c).unwrap();
+            assert_eq!(p.speech_models_here(), here, "{args:?}");
+            let want = if here {
+                MODEL_CALLS_PER_CORE * cores
+            } else {
+                DEFAULT_MAX_CALLS
+            };
+            assert_eq!(c.max_calls(p.speech_models_here()), want, "{args:?}");
+            // what the operator says wins
+            let told: Vec<&str> = args.iter().copied().chain(["--max-calls", "7"]).collect();
+            assert_eq!(config(&told).max_calls(here), 7, "{args:?}");
+        }
     }
 
     #[test]

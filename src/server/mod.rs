@@ -65,7 +65,8 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, config: ServeConfig, backends: Backends) -> Self {
         let prompts = PromptCache::new(backends.tts.clone());
-        let max = config.max_calls;
+        // (`serve` has settled it by then: see `ServeConfig::max_calls`)
+        let max = config.max_calls(false);
         let metrics = Arc::new(metrics::Metrics::new());
         let journal = Arc::new(persist::Journal::new(
             config.journal_dir(),
@@ -334,7 +335,7 @@ impl Drop for SlotGuard {
 }
 
 /// Start the server: connect the database, repair what a crash left, listen.
-pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+pub async fn serve(mut config: ServeConfig) -> anyhow::Result<()> {
     // every backend choice is checked before anything starts: a missing key fails here
     let plan = crate::backends::select::plan(&config).map_err(anyhow::Error::msg)?;
     if config.telnyx_stream_codec == crate::config::TelnyxStreamCodec::Opus
@@ -351,6 +352,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     recover(&store, &config).await?;
     let (backends, llm) = crate::backends::select::build(&plan)?;
     let (stt_model, tts_model, llm_model) = plan.models();
+    let max_calls = config.max_calls(plan.speech_models_here());
+    config.max_calls = Some(max_calls);
     tracing::info!(
         stt = plan.stt_name(),
         tts = plan.tts_name(),
@@ -369,6 +372,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         stt_model,
         tts_model,
         llm_model,
+        max_calls,
         "speech backends"
     );
     let listen = config.listen;
