@@ -726,6 +726,7 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
         next_utterance: 0,
         awaiting_reply: None,
         speech_end: None,
+        replied_early: false,
         started,
         first_audio: false,
         last_media_at: None,
@@ -836,6 +837,9 @@ struct Session<'a> {
     awaiting_reply: Option<Instant>,
     /// When the utterance's last frame with speech was sent, likewise.
     speech_end: Option<Instant>,
+    /// The agent's reply began while the caller's utterance was still being sent (in the silence
+    /// after its speech): its response time is 0, not the wait for the agent's next line.
+    replied_early: bool,
     started: Instant,
     first_audio: bool,
     last_media_at: Option<Instant>,
@@ -925,6 +929,9 @@ impl Session<'_> {
             }
             if let Some(sent) = self.awaiting_reply.take() {
                 m.response.record(now - sent);
+            } else if self.speaking.is_some() {
+                // (the caller starts only once the agent has been quiet a while: this is a reply)
+                self.replied_early = true;
             }
             if let Some(sent) = self.speech_end.take() {
                 m.response_from_speech.record(now - sent);
@@ -980,6 +987,7 @@ impl Session<'_> {
             self.speaking = Some((self.next_utterance, 0));
             self.next_utterance = (self.next_utterance + 1) % FIXTURES.len();
             self.agent_spoke = false;
+            self.replied_early = false;
         }
         let audio = &self.ctx.audio;
         let mut last_of_utterance = false;
@@ -1006,7 +1014,11 @@ impl Session<'_> {
         }
         if last_of_utterance {
             self.speaking = None;
-            self.awaiting_reply = Some(Instant::now());
+            if std::mem::take(&mut self.replied_early) {
+                self.ctx.m.response.record(Duration::ZERO);
+            } else {
+                self.awaiting_reply = Some(Instant::now());
+            }
         }
         Ok(())
     }
