@@ -21,10 +21,11 @@ pub enum BackendSet {
 pub const DEFAULT_MAX_CALLS: usize = 200;
 
 /// Calls a core holds when this machine runs the speech models (Whisper, Smart Turn, Piper):
-/// measured on a 2-core machine, 32 concurrent calls kept voice to voice under 1.2 s at p99 with
-/// no playout gaps, 40 did not (2.7 s, gaps), 48 went to 4.1 s (`receptionist loadgen --backends
-/// offline --levels 4,8,16,32`; README, "Capacity on the neural offline defaults").
-pub const MODEL_CALLS_PER_CORE: usize = 16;
+/// measured on a 2-core machine (`receptionist loadgen --backends offline --levels 16,24,32`;
+/// README, "Capacity on the neural offline defaults"), 24 concurrent calls kept voice to voice
+/// under 0.75 s at p99 in every run, 32 under 1.2 s in one run of three (1.4 and 1.8 s in the
+/// others), 40 and more went to seconds.
+pub const MODEL_CALLS_PER_CORE: usize = 12;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SttChoice {

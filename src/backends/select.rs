@@ -502,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn a_machine_running_the_speech_models_takes_sixteen_calls_a_core_unless_told() {
+    fn a_machine_running_the_speech_models_takes_twelve_calls_a_core_unless_told() {
         use crate::config::{DEFAULT_MAX_CALLS, MODEL_CALLS_PER_CORE};
         let cores = std::thread::available_parallelism().unwrap().get();
         let models = crate::testing::installed_models_dir();
