@@ -16,7 +16,6 @@ pub enum BackendSet {
     Scripted,
 }
 
-/// Which speech-to-text serves calls (`--stt`); overrides `--backends`.
 /// `--max-calls` when the calls' speech runs elsewhere (a provider) or is scripted.
 pub const DEFAULT_MAX_CALLS: usize = 200;
 
@@ -27,6 +26,7 @@ pub const DEFAULT_MAX_CALLS: usize = 200;
 /// others), 40 and more went to seconds.
 pub const MODEL_CALLS_PER_CORE: usize = 12;
 
+/// Which speech-to-text serves calls (`--stt`); overrides `--backends`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SttChoice {
     /// The best recogniser installed on this machine: Whisper when its model is in the models
@@ -239,7 +239,7 @@ pub struct ServeConfig {
 
     /// Maximum concurrent calls on this node; more are refused with a busy message. Default:
     /// [`DEFAULT_MAX_CALLS`], or [`MODEL_CALLS_PER_CORE`] a core when this machine runs the
-    /// speech models itself (see [`ServeConfig::max_calls`]).
+    /// speech models itself (see [`ServeConfig::settle_max_calls`]).
     #[arg(long, env = "RECEPTIONIST_MAX_CALLS")]
     pub max_calls: Option<usize>,
 
@@ -384,19 +384,21 @@ impl ServeConfig {
             && self.twilio_auth_token.is_some()
     }
 
-    /// Concurrent calls this node takes: `--max-calls`, else [`DEFAULT_MAX_CALLS`], or, when
-    /// `speech_models_here` (an offline recogniser or the Piper voice serves the calls),
-    /// [`MODEL_CALLS_PER_CORE`] for each of this machine's cores: past that every call's replies
-    /// slow down together, so a caller more hears the busy message instead.
-    pub fn max_calls(&self, speech_models_here: bool) -> usize {
-        self.max_calls.unwrap_or_else(|| {
-            if speech_models_here {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                MODEL_CALLS_PER_CORE * cores
-            } else {
-                DEFAULT_MAX_CALLS
-            }
-        })
+    /// Concurrent calls this node takes: `--max-calls`, else [`DEFAULT_MAX_CALLS`] (see
+    /// [`Self::settle_max_calls`]).
+    pub fn max_calls(&self) -> usize {
+        self.max_calls.unwrap_or(DEFAULT_MAX_CALLS)
+    }
+
+    /// Without `--max-calls`, when `speech_models_here` (an offline recogniser or the Piper voice
+    /// serves the calls), the node takes [`MODEL_CALLS_PER_CORE`] for each of this machine's
+    /// cores: past that every call's replies slow down together, so a caller more hears the busy
+    /// message instead. What [`Self::max_calls`] says from then on.
+    pub fn settle_max_calls(&mut self, speech_models_here: bool) {
+        if self.max_calls.is_none() && speech_models_here {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            self.max_calls = Some(MODEL_CALLS_PER_CORE * cores);
+        }
     }
 
     /// Where the offline neural models are: `--models-dir`, else the data directory's `models/`.

@@ -496,8 +496,6 @@ mod tests {
         );
     }
 
-    /// A stalled disk: one call fills no more than its share of the shared queue, and another
-    /// call's chunks still get in.
     /// The length of the data a WAV file holds so far (0 while it is missing).
     fn data_bytes(path: &Path) -> usize {
         std::fs::metadata(path)
@@ -542,6 +540,8 @@ mod tests {
         assert_eq!(data_bytes(&path), (GATHER_CHUNKS + 1) * 640);
     }
 
+    /// A stalled disk: one call fills no more than its share of the shared queue, and another
+    /// call's chunks still get in.
     #[tokio::test]
     async fn no_call_takes_more_than_its_share_of_the_queue() {
         let dir = tempfile::tempdir().unwrap();

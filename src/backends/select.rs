@@ -548,7 +548,7 @@ mod tests {
             ),
         ];
         for (args, here) in cases {
-            let c = config(args);
+            let mut c = config(args);
             let p = plan(&c).unwrap();
             assert_eq!(p.speech_models_here(), here, "{args:?}");
             let want = if here {
@@ -556,10 +556,13 @@ mod tests {
             } else {
                 DEFAULT_MAX_CALLS
             };
-            assert_eq!(c.max_calls(p.speech_models_here()), want, "{args:?}");
+            c.settle_max_calls(p.speech_models_here());
+            assert_eq!(c.max_calls(), want, "{args:?}");
             // what the operator says wins
             let told: Vec<&str> = args.iter().copied().chain(["--max-calls", "7"]).collect();
-            assert_eq!(config(&told).max_calls(here), 7, "{args:?}");
+            let mut c = config(&told);
+            c.settle_max_calls(here);
+            assert_eq!(c.max_calls(), 7, "{args:?}");
         }
     }
 

@@ -86,8 +86,8 @@ pub struct WhisperConfig {
     /// ([`TRAINED_WINDOW_SECS`]): measured on the held-out utterances of `scripts/accuracy`,
     /// encoding only the utterance was about five times faster (the encoder's cost grows with
     /// its input: 1500 positions for 30 s) with no loss of accuracy once the decoder's tendency
-    /// to say the utterance again is cut off (see [`repeated_tail`]). 3 by default: on the first few hundred ms of what a caller says over
-    /// the agent (a barge-in check), tiny.en makes far more of a 3 s window than of a 1 s one
+    /// to say the utterance again is cut off (see [`repeated_tail`]). 3 by default: on the
+    /// first few hundred ms of what a caller says over the agent (a barge-in check), tiny.en makes far more of a 3 s window than of a 1 s one
     /// ("sorry", "wait", "hold on" heard by 400 ms of speech in 32 of 36 interruptions against
     /// 19, `scripts/barge-in-words`), at no measurable cost (the decoder's steps, not the
     /// encoder, take the time of a short utterance), and whole answers come out as well or

@@ -65,8 +65,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, config: ServeConfig, backends: Backends) -> Self {
         let prompts = PromptCache::new(backends.tts.clone());
-        // (`serve` has settled it by then: see `ServeConfig::max_calls`)
-        let max = config.max_calls(false);
+        let max = config.max_calls();
         let metrics = Arc::new(metrics::Metrics::new());
         let journal = Arc::new(persist::Journal::new(
             config.journal_dir(),
@@ -352,8 +351,8 @@ pub async fn serve(mut config: ServeConfig) -> anyhow::Result<()> {
     recover(&store, &config).await?;
     let (backends, llm) = crate::backends::select::build(&plan)?;
     let (stt_model, tts_model, llm_model) = plan.models();
-    let max_calls = config.max_calls(plan.speech_models_here());
-    config.max_calls = Some(max_calls);
+    config.settle_max_calls(plan.speech_models_here());
+    let max_calls = config.max_calls();
     tracing::info!(
         stt = plan.stt_name(),
         tts = plan.tts_name(),
