@@ -116,17 +116,39 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// How many threads candle splits a matrix product over: `threads`, unless `RAYON_NUM_THREADS`
+/// says otherwise. candle asks on every product, and with the variable unset it counts the
+/// machine's physical cores, which `num_cpus` reads from `/proc/cpuinfo` each time; the models it
+/// runs here (Whisper, the sentence encoder) run each inference on threads of their own (a
+/// decoder's pool of `threads_per_decode`, one by default; a blocking thread), so a split for
+/// more threads than that only adds work. Measured on 60 of `scripts/barge-in-words`' cuts
+/// (`receptionist transcribe --stt whisper --phone`, one thread per decode, two runs each): CPU
+/// 8.2 / 7.7 s unset, 6.6 / 6.0 s at 1; wall time 7.2 / 6.7 s → 6.6 / 6.1 s (README, issue 11).
+fn set_model_threads(threads: usize) {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: called before any other thread runs, so nothing reads the environment meanwhile.
+        unsafe {
+            std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
+    let cli = Cli::parse();
+    set_model_threads(match &cli.command {
+        Command::Transcribe(args) => args.threads,
+        _ => 1,
+    });
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         runtime.worker_threads(MAIN_RUNTIME_WORKERS);
     }
-    runtime.build()?.block_on(run())
+    runtime.build()?.block_on(run(cli))
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::builder().trim_backtraces(Some(24)).build();
     tracing_subscriber::fmt()
@@ -136,7 +158,6 @@ async fn run() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Serve(config) => {
             tracing::info!(config = ?config, "starting");
