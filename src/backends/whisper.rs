@@ -39,6 +39,9 @@ use super::{
 };
 use crate::engine::dialogue::understand;
 
+mod cached_decoder;
+use cached_decoder::{CachedDecoder, Steps};
+
 /// The directory under the models directory that holds Whisper tiny.en.
 pub const MODEL_SUBDIR: &str = "whisper-tiny.en";
 /// The directory under the models directory that holds the multilingual Whisper base.
@@ -901,6 +904,8 @@ pub mod mel {
 /// What is loaded once and shared by every decoder.
 struct Shared {
     model: Whisper,
+    /// The text decoder that feeds each step's new token only (the weights are `model`'s).
+    decoder: CachedDecoder,
     vocab: Vocabulary,
     /// [`Vocabulary::number_answer_tokens`]: the second decode of an answer to a number question.
     number_tokens: Vec<bool>,
@@ -952,9 +957,12 @@ impl Shared {
         let specials = Specials::find(&vocab, &suppress.languages).map_err(|e| load_err(dir, e))?;
         let vb = VarBuilder::from_tensors(vars, DType::F32, &dev);
         let n_mels = model_config.num_mel_bins;
+        let decoder = CachedDecoder::load(vb.pp("model.decoder"), &model_config)
+            .map_err(|e| load_err(dir, e))?;
         let model = Whisper::load(&vb, model_config).map_err(|e| load_err(dir, e))?;
         Ok(Self {
             model,
+            decoder,
             number_tokens: vocab.number_answer_tokens(),
             vocab,
             specials,
@@ -1033,7 +1041,9 @@ impl Shared {
         for s in suppressed.iter_mut().skip(sp.eot as usize + 1) {
             *s = true;
         }
-        let free = self.greedy(model, &features, &tokens, &suppressed, None, cap, cancel)?;
+        // the features' keys and values, computed once for both decodes
+        let fresh = self.decoder.start(&features)?;
+        let free = self.greedy(fresh.clone(), &tokens, &suppressed, None, cap, cancel)?;
         let no_speech = free.no_speech;
         let avg_logprob = free.avg_logprob();
         // Whisper's rule for silence (no speech likely and the words unsure); encoding only the
@@ -1054,8 +1064,7 @@ impl Shared {
             && understand::parse_number(&text).is_none()
         {
             let numbers = self.greedy(
-                model,
-                &features,
+                fresh,
                 &tokens,
                 &suppressed,
                 // its first tokens are the least sure: give up only well below the bar
@@ -1122,7 +1131,8 @@ impl Greedy {
 }
 
 impl Shared {
-    /// Greedy decoding after `prompt` on the encoded `features`. With `only`, each step takes
+    /// Greedy decoding after `prompt` on a decode of the encoded features just started
+    /// (`steps`: nothing fed yet). With `only`, each step takes
     /// the likeliest of those tokens (or end-of-text), and the decode gives up once its mean
     /// log-probability after three tokens is below `floor` (it would not be taken); the
     /// log-probabilities are always the model's over every token it may emit, so that a
@@ -1130,8 +1140,7 @@ impl Shared {
     #[allow(clippy::too_many_arguments)]
     fn greedy(
         &self,
-        model: &mut Whisper,
-        features: &Tensor,
+        mut steps: Steps,
         prompt: &[u32],
         suppressed: &[bool],
         only: Option<(&[bool], f64)>,
@@ -1146,19 +1155,20 @@ impl Shared {
             if cancel.load(Ordering::Relaxed) {
                 candle_core::bail!("{CANCELLED}");
             }
-            let input = Tensor::new(tokens.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-            let hidden = model.decoder.forward(&input, features, step == 0)?;
+            // only what the decoder has not seen: the prompt, then one token a step
+            let fed = steps.fed();
+            let hidden = self.decoder.forward(&mut steps, &tokens[fed..])?;
             let seq = hidden.dim(1)?;
             if step == 0 {
                 // the chance that there is no speech, read at the start-of-transcript position
-                let first = model.decoder.final_linear(&hidden.i((.., 0..1))?)?;
+                let first = self.decoder.logits(&hidden.i((.., 0..1))?)?;
                 let probs: Vec<f32> =
                     candle_nn::ops::softmax_last_dim(&first.flatten_all()?)?.to_vec1()?;
                 no_speech = probs
                     .get(sp.no_speech as usize)
                     .map_or(0.0, |&p| f64::from(p));
             }
-            let logits = model.decoder.final_linear(&hidden.i((.., seq - 1..))?)?;
+            let logits = self.decoder.logits(&hidden.i((.., seq - 1..))?)?;
             let mut logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
             for (l, &s) in logits.iter_mut().zip(suppressed) {
                 if s {
@@ -1838,6 +1848,72 @@ impl SttSession for WhisperSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The decoder fed a step's new token at a time gives, position by position, the logits
+    /// candle's decoder gives when it runs over the whole sequence.
+    #[test]
+    fn the_cached_decoder_gives_the_logits_of_the_whole_sequence() {
+        let config = WhisperConfig::new(&crate::testing::installed_models_dir());
+        let shared = Shared::load(&config).unwrap();
+        let mut model = shared.model.clone();
+        let state = model.config.d_model;
+        // any features will do for the arithmetic: a fixed pattern over 3 s (150 positions)
+        let values: Vec<f32> = (0..150 * state)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let features = Tensor::from_vec(values, (1, 150, state), &Device::Cpu).unwrap();
+        let sp = &shared.specials;
+        let tokens = [sp.sot, sp.no_timestamps, 502, 1438, 318, 5335, 13];
+
+        let input = Tensor::new(&tokens[..], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let hidden = model.decoder.forward(&input, &features, true).unwrap();
+        let whole: Vec<Vec<f32>> = model
+            .decoder
+            .final_linear(&hidden)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+
+        let mut steps = shared.decoder.start(&features).unwrap();
+        let mut stepped: Vec<Vec<f32>> = Vec::new();
+        for feed in [
+            &tokens[..2],
+            &tokens[2..3],
+            &tokens[3..4],
+            &tokens[4..5],
+            &tokens[5..],
+        ] {
+            let hidden = shared.decoder.forward(&mut steps, feed).unwrap();
+            let logits = shared.decoder.logits(&hidden).unwrap();
+            stepped.extend(logits.squeeze(0).unwrap().to_vec2::<f32>().unwrap());
+        }
+        assert_eq!(steps.fed(), tokens.len());
+        assert_eq!(stepped.len(), whole.len());
+        for (pos, (a, b)) in whole.iter().zip(&stepped).enumerate() {
+            let diff = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-3, "position {pos}: logits differ by {diff}");
+            let best = |l: &[f32]| {
+                l.iter()
+                    .enumerate()
+                    .max_by(|x, y| x.1.total_cmp(y.1))
+                    .map(|(i, _)| i)
+            };
+            assert_eq!(best(a), best(b), "position {pos}");
+        }
+        // past the decoder's context is an error, not a panic
+        let mut steps = shared.decoder.start(&features).unwrap();
+        let too_many = vec![sp.sot; model.config.max_target_positions + 1];
+        assert!(shared.decoder.forward(&mut steps, &too_many).is_err());
+    }
 
     #[test]
     fn a_number_answer_is_made_of_number_words_digits_and_what_goes_around_them() {
