@@ -11,7 +11,8 @@
 //! decoding of tokens ([`Vocabulary`]) are a few lines each here.
 //!
 //! Decoding is greedy, without timestamps, with Whisper's suppressed tokens and a length cap
-//! proportional to the audio. It runs on blocking threads from a bounded pool of decoders (one
+//! proportional to the audio, by a decoder that keeps each layer's keys and values between
+//! steps ([`cached_decoder`]; candle's runs the whole sequence again at every step). It runs on blocking threads from a bounded pool of decoders (one
 //! per core by default), each with its own small rayon pool so that one decode uses a bounded
 //! number of threads.
 //!
