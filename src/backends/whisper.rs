@@ -12,7 +12,7 @@
 //!
 //! Decoding is greedy, without timestamps, with Whisper's suppressed tokens and a length cap
 //! proportional to the audio, by a decoder that keeps each layer's keys and values between
-//! steps ([`cached_decoder`]; candle's runs the whole sequence again at every step). It runs on blocking threads from a bounded pool of decoders (one
+//! steps ([`network`]; candle's runs the whole sequence again at every step). It runs on blocking threads from a bounded pool of decoders (one
 //! per core by default), each with its own small rayon pool so that one decode uses a bounded
 //! number of threads.
 //!
@@ -40,8 +40,8 @@ use super::{
 };
 use crate::engine::dialogue::understand;
 
-mod cached_decoder;
-use cached_decoder::{CachedDecoder, Steps};
+mod network;
+use network::{CachedDecoder, Encoder, Steps};
 
 /// The directory under the models directory that holds Whisper tiny.en.
 pub const MODEL_SUBDIR: &str = "whisper-tiny.en";
@@ -905,7 +905,9 @@ pub mod mel {
 /// What is loaded once and shared by every decoder.
 struct Shared {
     model: Whisper,
-    /// The text decoder that feeds each step's new token only (the weights are `model`'s).
+    /// The encoder with a cheaper GELU, and the text decoder that feeds each step's new token
+    /// only (the weights are `model`'s).
+    encoder: Encoder,
     decoder: CachedDecoder,
     vocab: Vocabulary,
     /// [`Vocabulary::number_answer_tokens`]: the second decode of an answer to a number question.
@@ -958,11 +960,14 @@ impl Shared {
         let specials = Specials::find(&vocab, &suppress.languages).map_err(|e| load_err(dir, e))?;
         let vb = VarBuilder::from_tensors(vars, DType::F32, &dev);
         let n_mels = model_config.num_mel_bins;
+        let encoder =
+            Encoder::load(vb.pp("model.encoder"), &model_config).map_err(|e| load_err(dir, e))?;
         let decoder = CachedDecoder::load(vb.pp("model.decoder"), &model_config)
             .map_err(|e| load_err(dir, e))?;
         let model = Whisper::load(&vb, model_config).map_err(|e| load_err(dir, e))?;
         Ok(Self {
             model,
+            encoder,
             decoder,
             number_tokens: vocab.number_answer_tokens(),
             vocab,
@@ -998,7 +1003,7 @@ impl Shared {
         let samples = &samples[..samples.len().min(n_frames * HOP)];
         let mel = self.mel.compute(samples, n_frames);
         let mel = Tensor::from_vec(mel, (1, self.mel.n_mels(), n_frames), &Device::Cpu)?;
-        let features = model.encoder.forward(&mel, true)?;
+        let features = self.encoder.forward(&mel)?;
 
         let seconds = pcm.len() as f64 / SAMPLE_RATE as f64;
         let cap = ((8.0 + 8.0 * seconds) as usize).min(model.config.max_target_positions / 2);
@@ -1849,6 +1854,38 @@ impl SttSession for WhisperSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The encoder with the cheaper GELU gives candle's encoder's features, within float error.
+    #[test]
+    fn the_encoder_gives_candles_features() {
+        let config = WhisperConfig::new(&crate::testing::installed_models_dir());
+        let shared = Shared::load(&config).unwrap();
+        let mut model = shared.model.clone();
+        // a second of a rising tone and its harmonics, as log-mel
+        let pcm: Vec<f32> = (0..SAMPLE_RATE)
+            .map(|i| {
+                let t = i as f32 / SAMPLE_RATE as f32;
+                (0.3 * (2.0 * std::f32::consts::PI * (200.0 + 300.0 * t) * t).sin()).sin()
+            })
+            .collect();
+        let frames = 300;
+        let mel = shared.mel.compute(&pcm, frames);
+        let mel = Tensor::from_vec(mel, (1, shared.mel.n_mels(), frames), &Device::Cpu).unwrap();
+        let ours = shared.encoder.forward(&mel).unwrap();
+        let candles = model.encoder.forward(&mel, true).unwrap();
+        assert_eq!(ours.dims(), candles.dims());
+        let diff: f32 = (ours - candles)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-3, "features differ by {diff}");
+    }
 
     /// The decoder fed a step's new token at a time gives, position by position, the logits
     /// candle's decoder gives when it runs over the whole sequence.
