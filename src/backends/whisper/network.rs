@@ -31,14 +31,38 @@ impl Attention {
     }
 }
 
-struct Layer {
+/// A layer's self-attention and MLP, each behind its layer norm (the encoder's layers are this).
+struct Block {
     attn: Attention,
     attn_ln: LayerNorm,
-    cross: Attention,
-    cross_ln: LayerNorm,
     fc1: Linear,
     fc2: Linear,
     mlp_ln: LayerNorm,
+}
+
+impl Block {
+    fn load(n_state: usize, vb: &VarBuilder) -> Result<Self> {
+        Ok(Self {
+            attn: Attention::load(n_state, vb.pp("self_attn"))?,
+            attn_ln: layer_norm(n_state, vb.pp("self_attn_layer_norm"))?,
+            fc1: candle_nn::linear(n_state, 4 * n_state, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(4 * n_state, n_state, vb.pp("fc2"))?,
+            mlp_ln: layer_norm(n_state, vb.pp("final_layer_norm"))?,
+        })
+    }
+
+    /// The MLP's residual step.
+    fn mlp(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.mlp_ln.forward(x)?;
+        x + self.fc2.forward(&gelu(&self.fc1.forward(&h)?)?)?
+    }
+}
+
+/// A decoder layer: a block with the cross-attention to the encoder's features between.
+struct Layer {
+    block: Block,
+    cross: Attention,
+    cross_ln: LayerNorm,
 }
 
 fn layer_norm(n_state: usize, vb: VarBuilder) -> Result<LayerNorm> {
@@ -83,13 +107,9 @@ impl CachedDecoder {
             .map(|i| {
                 let vb = vb.pp(format!("layers.{i}"));
                 Ok(Layer {
-                    attn: Attention::load(n_state, vb.pp("self_attn"))?,
-                    attn_ln: layer_norm(n_state, vb.pp("self_attn_layer_norm"))?,
+                    block: Block::load(n_state, &vb)?,
                     cross: Attention::load(n_state, vb.pp("encoder_attn"))?,
                     cross_ln: layer_norm(n_state, vb.pp("encoder_attn_layer_norm"))?,
-                    fc1: candle_nn::linear(n_state, 4 * n_state, vb.pp("fc1"))?,
-                    fc2: candle_nn::linear(4 * n_state, n_state, vb.pp("fc2"))?,
-                    mlp_ln: layer_norm(n_state, vb.pp("final_layer_norm"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -159,17 +179,17 @@ impl CachedDecoder {
             .transpose()?;
         let heads = Heads(self.n_head);
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer.attn_ln.forward(&x)?;
-            let q = heads.scale(&heads.split(&layer.attn.query.forward(&h)?)?)?;
-            let k = heads.scale(&heads.split(&layer.attn.key.forward(&h)?)?)?;
-            let v = heads.split(&layer.attn.value.forward(&h)?)?;
+            let h = layer.block.attn_ln.forward(&x)?;
+            let q = heads.scale(&heads.split(&layer.block.attn.query.forward(&h)?)?)?;
+            let k = heads.scale(&heads.split(&layer.block.attn.key.forward(&h)?)?)?;
+            let v = heads.split(&layer.block.attn.value.forward(&h)?)?;
             let (k, v) = match steps.past[i].take() {
                 Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
                 None => (k, v),
             };
             let a = heads.attend(&q, &k.transpose(2, 3)?.contiguous()?, &v, mask.as_ref())?;
             steps.past[i] = Some((k, v));
-            x = (x + layer.attn.out.forward(&a)?)?;
+            x = (x + layer.block.attn.out.forward(&a)?)?;
 
             let h = layer.cross_ln.forward(&x)?;
             let q = heads.scale(&heads.split(&layer.cross.query.forward(&h)?)?)?;
@@ -177,8 +197,7 @@ impl CachedDecoder {
             let a = heads.attend(&q, ck, cv, None)?;
             x = (x + layer.cross.out.forward(&a)?)?;
 
-            let h = layer.mlp_ln.forward(&x)?;
-            x = (&x + layer.fc2.forward(&gelu(&layer.fc1.forward(&h)?)?)?)?;
+            x = layer.block.mlp(&x)?;
         }
         steps.len += n;
         self.ln.forward(&x)
@@ -226,17 +245,9 @@ pub(super) struct Encoder {
     conv1: Conv1d,
     conv2: Conv1d,
     positional_embedding: Tensor,
-    layers: Vec<EncoderLayer>,
+    layers: Vec<Block>,
     ln_post: LayerNorm,
     n_head: usize,
-}
-
-struct EncoderLayer {
-    attn: Attention,
-    attn_ln: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    mlp_ln: LayerNorm,
 }
 
 impl Encoder {
@@ -257,16 +268,7 @@ impl Encoder {
             ))
         };
         let layers = (0..cfg.encoder_layers)
-            .map(|i| {
-                let vb = vb.pp(format!("layers.{i}"));
-                Ok(EncoderLayer {
-                    attn: Attention::load(n_state, vb.pp("self_attn"))?,
-                    attn_ln: layer_norm(n_state, vb.pp("self_attn_layer_norm"))?,
-                    fc1: candle_nn::linear(n_state, 4 * n_state, vb.pp("fc1"))?,
-                    fc2: candle_nn::linear(4 * n_state, n_state, vb.pp("fc2"))?,
-                    mlp_ln: layer_norm(n_state, vb.pp("final_layer_norm"))?,
-                })
-            })
+            .map(|i| Block::load(n_state, &vb.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             conv1: conv(cfg.num_mel_bins, 1, vb.pp("conv1"))?,
@@ -292,8 +294,7 @@ impl Encoder {
             let v = heads.split(&layer.attn.value.forward(&h)?)?;
             let a = heads.attend(&q, &k.transpose(2, 3)?.contiguous()?, &v, None)?;
             x = (x + layer.attn.out.forward(&a)?)?;
-            let h = layer.mlp_ln.forward(&x)?;
-            x = (&x + layer.fc2.forward(&gelu(&layer.fc1.forward(&h)?)?)?)?;
+            x = layer.mlp(&x)?;
         }
         self.ln_post.forward(&x)
     }
