@@ -904,6 +904,8 @@ pub mod mel {
 
 /// What is loaded once and shared by every decoder.
 struct Shared {
+    /// candle's model: its configuration (the decodes run on `encoder` and `decoder`), and what
+    /// the tests hold those to.
     model: Whisper,
     /// The encoder with a cheaper GELU, and the text decoder that feeds each step's new token
     /// only (the weights are `model`'s).
@@ -918,9 +920,8 @@ struct Shared {
     min_window_secs: usize,
 }
 
-/// One decoder: its own copy of the model's caches (the weights are shared) and its threads.
+/// One decoder: its threads (the model is [`Shared`]; a decode's state is its own [`Steps`]).
 struct Decoder {
-    model: Whisper,
     threads: rayon::ThreadPool,
 }
 
@@ -983,14 +984,13 @@ impl Shared {
     /// languages' log-probabilities, empty for none).
     fn transcribe(
         &self,
-        model: &mut Whisper,
         pcm: &[i16],
         cancel: &AtomicBool,
         prior: &[f32],
         expect_number: bool,
     ) -> candle_core::Result<Decoded> {
         let samples: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
-        let max_frames = 2 * model.config.max_source_positions;
+        let max_frames = 2 * self.model.config.max_source_positions;
         // the utterance's frames, rounded up to a whole second (conv2 halves them), at least the
         // shortest window
         let n_frames = (samples
@@ -1004,9 +1004,11 @@ impl Shared {
         let mel = self.mel.compute(samples, n_frames);
         let mel = Tensor::from_vec(mel, (1, self.mel.n_mels(), n_frames), &Device::Cpu)?;
         let features = self.encoder.forward(&mel)?;
+        // the features' keys and values, computed once for every decode below
+        let fresh = self.decoder.start(&features)?;
 
         let seconds = pcm.len() as f64 / SAMPLE_RATE as f64;
-        let cap = ((8.0 + 8.0 * seconds) as usize).min(model.config.max_target_positions / 2);
+        let cap = ((8.0 + 8.0 * seconds) as usize).min(self.model.config.max_target_positions / 2);
         let sp = &self.specials;
         let mut languages = Vec::new();
         let (tokens, language) = match sp.transcribe {
@@ -1014,13 +1016,8 @@ impl Shared {
             Some(transcribe) => {
                 // the language tokens' log-probabilities after start-of-transcript; with the
                 // call's earlier utterances, the likeliest is this one's language
-                let input = Tensor::new(&[sp.sot], &Device::Cpu)?.unsqueeze(0)?;
-                let hidden = model.decoder.forward(&input, &features, true)?;
-                let logits: Vec<f32> = model
-                    .decoder
-                    .final_linear(&hidden)?
-                    .flatten_all()?
-                    .to_vec1()?;
+                let hidden = self.decoder.forward(&mut fresh.clone(), &[sp.sot])?;
+                let logits: Vec<f32> = self.decoder.logits(&hidden)?.flatten_all()?.to_vec1()?;
                 languages = log_softmax(
                     sp.languages
                         .iter()
@@ -1036,7 +1033,7 @@ impl Shared {
             }
         };
         let prompt = tokens.len();
-        let vocab = model.config.vocab_size;
+        let vocab = self.model.config.vocab_size;
         let mut suppressed = vec![false; vocab];
         for &id in &self.suppress.always {
             if let Some(s) = suppressed.get_mut(id as usize) {
@@ -1047,8 +1044,6 @@ impl Shared {
         for s in suppressed.iter_mut().skip(sp.eot as usize + 1) {
             *s = true;
         }
-        // the features' keys and values, computed once for both decodes
-        let fresh = self.decoder.start(&features)?;
         let free = self.greedy(fresh.clone(), &tokens, &suppressed, None, cap, cancel)?;
         let no_speech = free.no_speech;
         let avg_logprob = free.avg_logprob();
@@ -1319,10 +1314,7 @@ impl Pool {
                     .thread_name(move |t| format!("whisper-{i}-{t}"))
                     .build()
                     .map_err(|e| BackendError::Unavailable(format!("whisper threads: {e}")))?;
-                Ok(Decoder {
-                    model: shared.model.clone(),
-                    threads,
-                })
+                Ok(Decoder { threads })
             })
             .collect::<Result<Vec<_>, BackendError>>()?;
         Ok(Self {
@@ -1446,13 +1438,10 @@ async fn decode_leased(
 ) -> Result<Decoded, BackendError> {
     let Lease { decoder, pool } = lease;
     decoder
-        .run(move |Decoder { model, threads }| {
+        .run(move |Decoder { threads }| {
             pool.decodes.fetch_add(1, Ordering::Relaxed);
             threads
-                .install(|| {
-                    pool.shared
-                        .transcribe(model, &pcm, &cancel, &prior, expect_number)
-                })
+                .install(|| pool.shared.transcribe(&pcm, &cancel, &prior, expect_number))
                 .map_err(|e| BackendError::Failed(format!("whisper: {e}")))
         })
         .await
