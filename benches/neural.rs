@@ -1,7 +1,7 @@
-//! The offline neural models, per use on this machine (one ONNX Runtime thread each, as the server
-//! runs them): Smart Turn on one caller utterance (its features and inference), the Piper voice on
-//! one reply sentence, and Silero VAD on one 20 ms frame (against earshot, the call path's VAD, in
-//! `hot_path`'s `inbound/speech_frame`). Needs the models: `scripts/install-models`.
+//! The offline neural models, per use on this machine (one thread each, as the server runs them):
+//! Whisper tiny.en and Smart Turn on one caller utterance (the audio's features and the model), the
+//! Piper voice on one reply sentence, and Silero VAD on one 20 ms frame (against earshot, the call
+//! path's VAD, in `hot_path`'s `inbound/speech_frame`). Needs the models: `scripts/install-models`.
 //!
 //! `cargo bench --bench neural`
 
@@ -11,6 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use receptionist::backends::piper::PiperTts;
 use receptionist::backends::silero::SileroVad;
 use receptionist::backends::smart_turn::SmartTurn;
+use receptionist::backends::whisper::{WhisperConfig, WhisperStt};
 use receptionist::engine::audio::{EarshotVad, VoiceDetector, g711, resample};
 
 /// Three seconds of a real voice, through the phone band, at 16 kHz.
@@ -23,7 +24,20 @@ fn utterance() -> Vec<i16> {
 }
 
 fn neural(c: &mut Criterion) {
+    // candle splits its products for this many threads, as `receptionist` sets it
+    // SAFETY: no other thread runs yet
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
     let dir = receptionist::testing::installed_models_dir();
+    let whisper = WhisperStt::new(WhisperConfig::new(&dir)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("whisper_tiny_en");
+    g.sample_size(20);
+    g.bench_function("3s_utterance", |b| {
+        b.iter(|| black_box(runtime.block_on(whisper.transcribe(utterance())).unwrap()))
+    });
+    g.finish();
     let turn = SmartTurn::load(&dir, 1).unwrap();
     let audio = utterance();
     c.bench_function("smart_turn/3s_utterance", |b| {

@@ -41,7 +41,9 @@ use super::{
 use crate::engine::dialogue::understand;
 
 mod network;
+mod projection;
 use network::{CachedDecoder, Encoder, Steps};
+use projection::Among;
 
 /// The directory under the models directory that holds Whisper tiny.en.
 pub const MODEL_SUBDIR: &str = "whisper-tiny.en";
@@ -1162,27 +1164,37 @@ impl Shared {
             let seq = hidden.dim(1)?;
             if step == 0 {
                 // the chance that there is no speech, read at the start-of-transcript position
-                let first = self.decoder.logits(&hidden.i((.., 0..1))?)?;
-                let probs: Vec<f32> =
-                    candle_nn::ops::softmax_last_dim(&first.flatten_all()?)?.to_vec1()?;
-                no_speech = probs
-                    .get(sp.no_speech as usize)
-                    .map_or(0.0, |&p| f64::from(p));
+                let no = sp.no_speech as usize;
+                let first = self.decoder.logits_for_choice(
+                    &hidden.i((.., 0..1))?,
+                    |_| {},
+                    &[Among::All, Among::Token(no)],
+                )?;
+                no_speech = softmax_at(&first, no);
             }
-            let logits = self.decoder.logits(&hidden.i((.., seq - 1..))?)?;
-            let mut logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-            for (l, &s) in logits.iter_mut().zip(suppressed) {
-                if s {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-            if step == 0 {
-                for &id in &self.suppress.begin {
-                    if let Some(l) = logits.get_mut(id as usize) {
-                        *l = f32::NEG_INFINITY;
+            let eot = sp.eot as usize;
+            let among = match only {
+                None => vec![Among::All],
+                Some((allowed, _)) => vec![Among::All, Among::Allowed(allowed, eot)],
+            };
+            let logits = self.decoder.logits_for_choice(
+                &hidden.i((.., seq - 1..))?,
+                |logits| {
+                    for (l, &s) in logits.iter_mut().zip(suppressed) {
+                        if s {
+                            *l = f32::NEG_INFINITY;
+                        }
                     }
-                }
-            }
+                    if step == 0 {
+                        for &id in &self.suppress.begin {
+                            if let Some(l) = logits.get_mut(id as usize) {
+                                *l = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                },
+                &among,
+            )?;
             let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let (best, &chosen) = logits
                 .iter()
@@ -1245,6 +1257,15 @@ fn likeliest(this: &[f32], prior: &[f32]) -> Option<usize> {
         .map(|(i, l)| (i, l + prior.get(i).copied().unwrap_or(0.0)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(i, _)| i)
+}
+
+/// The softmax of `logits` at `id` (0 past their end).
+fn softmax_at(logits: &[f32], id: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    logits
+        .get(id)
+        .map_or(0.0, |&l| f64::from((l - max).exp() / sum))
 }
 
 fn log_softmax(logits: impl Iterator<Item = f32>) -> Vec<f32> {

@@ -12,6 +12,8 @@ use candle_core::{CpuStorage, CustomOp1, D, Device, Layout, Result, Shape, Tenso
 use candle_nn::{Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear, Module, VarBuilder};
 use candle_transformers::models::whisper::Config;
 
+use super::projection::{Among, Approx, QuantizedRows, refine};
+
 /// One attention's projections (Whisper's key projection has no bias).
 struct Attention {
     query: Linear,
@@ -81,6 +83,8 @@ pub(super) struct CachedDecoder {
     ln: LayerNorm,
     n_head: usize,
     n_ctx: usize,
+    /// The token embedding again, as integers, for the projection onto the vocabulary.
+    vocabulary: QuantizedRows,
 }
 
 /// One decode's state: each layer's keys and values of the encoder's features (computed once)
@@ -113,8 +117,17 @@ impl CachedDecoder {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let token_embedding = candle_nn::embedding(cfg.vocab_size, n_state, vb.pp("embed_tokens"))?;
+        let vocabulary = QuantizedRows::new(
+            &token_embedding
+                .embeddings()
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+            n_state,
+        );
         Ok(Self {
-            token_embedding: candle_nn::embedding(cfg.vocab_size, n_state, vb.pp("embed_tokens"))?,
+            token_embedding,
+            vocabulary,
             positional_embedding: vb.get(
                 (cfg.max_target_positions, n_state),
                 "embed_positions.weight",
@@ -203,9 +216,32 @@ impl CachedDecoder {
         self.ln.forward(&x)
     }
 
-    /// Logits over the vocabulary for the decoder's outputs `hidden` (batch 1).
+    /// Logits over the vocabulary for the decoder's outputs `hidden` (batch 1), exactly.
     pub(super) fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         hidden.broadcast_matmul(&self.token_embedding.embeddings().t()?)
+    }
+
+    /// Logits over the vocabulary for one decoder output `hidden` (1, 1, state), for choosing
+    /// among them ([`projection`](super::projection)): `mask` sets those no choice may take to
+    /// −∞; then, for each selector in `among`, every logit that may be the largest of those it
+    /// selects is exact, and so the choice and its logit are; the others are within a small bound.
+    pub(super) fn logits_for_choice(
+        &self,
+        hidden: &Tensor,
+        mask: impl FnOnce(&mut [f32]),
+        among: &[Among],
+    ) -> Result<Vec<f32>> {
+        let x: Vec<f32> = hidden.flatten_all()?.to_vec1()?;
+        let Approx { mut values, bound } = self.vocabulary.project(&x);
+        mask(&mut values);
+        refine(
+            self.token_embedding.embeddings(),
+            hidden,
+            &mut values,
+            bound,
+            among,
+        )?;
+        Ok(values)
     }
 }
 
