@@ -815,6 +815,9 @@ pub mod mel {
     pub struct MelSpectrogram {
         n_mels: usize,
         filters: Vec<f32>,
+        /// Each filter's bins from its first non-zero weight to its last (the others add only
+        /// zeros: leaving them out changes no sum).
+        spans: Vec<std::ops::Range<usize>>,
         window: Vec<f32>,
         fft: std::sync::Arc<dyn realfft::RealToComplex<f32>>,
     }
@@ -827,9 +830,20 @@ pub mod mel {
                     (0.5 - 0.5 * x.cos()) as f32
                 })
                 .collect();
+            let filters = filterbank(n_mels);
+            let bins = N_FFT / 2 + 1;
+            let spans = filters
+                .chunks_exact(bins)
+                .map(|row| {
+                    let first = row.iter().position(|&w| w != 0.0).unwrap_or(0);
+                    let last = row.iter().rposition(|&w| w != 0.0).map_or(0, |l| l + 1);
+                    first..last.max(first)
+                })
+                .collect();
             Self {
                 n_mels,
-                filters: filterbank(n_mels),
+                filters,
+                spans,
                 window,
                 fft: realfft::RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT),
             }
@@ -865,6 +879,9 @@ pub mod mel {
             let mut power = vec![0f32; bins];
             let mut scratch = self.fft.make_scratch_vec();
             let audio_frames = pcm.len().div_ceil(HOP) + 2;
+            // the last frame's windowed samples (the FFT overwrites its input): a frame just like
+            // it (the constant run Smart Turn puts before a short utterance) has its features
+            let mut last: Option<(usize, Vec<f32>)> = None;
             for t in 0..n_frames {
                 if t > audio_frames {
                     // all zeros: every mel bin takes the floor below
@@ -874,22 +891,51 @@ pub mod mel {
                     continue;
                 }
                 let start = (t * HOP) as isize - half as isize;
-                for (i, x) in frame.iter_mut().enumerate() {
-                    *x = sample(start + i as isize) * self.window[i];
+                match pcm
+                    .get(start.max(0) as usize..)
+                    .and_then(|s| s.get(..N_FFT))
+                {
+                    // inside the audio: no padding to look up
+                    Some(samples) if start >= 0 => {
+                        for ((x, &s), &w) in frame.iter_mut().zip(samples).zip(&self.window) {
+                            *x = s * w;
+                        }
+                    }
+                    _ => {
+                        for (i, x) in frame.iter_mut().enumerate() {
+                            *x = sample(start + i as isize) * self.window[i];
+                        }
+                    }
                 }
+                if let Some((prev, same)) = &last
+                    && *same == frame
+                {
+                    for m in 0..self.n_mels {
+                        mel[m * n_frames + t] = mel[m * n_frames + prev];
+                    }
+                    continue;
+                }
+                let kept = last.get_or_insert_with(|| (t, vec![0.0; N_FFT]));
+                kept.0 = t;
+                kept.1.copy_from_slice(&frame);
                 if self
                     .fft
                     .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
                     .is_err()
                 {
+                    last = None;
                     continue;
                 }
                 for (p, c) in power.iter_mut().zip(&spectrum) {
                     *p = c.norm_sqr();
                 }
-                for m in 0..self.n_mels {
+                for (m, span) in self.spans.iter().enumerate() {
                     let row = &self.filters[m * bins..(m + 1) * bins];
-                    let e: f32 = row.iter().zip(&power).map(|(w, p)| w * p).sum();
+                    let e: f32 = row[span.clone()]
+                        .iter()
+                        .zip(&power[span.clone()])
+                        .map(|(w, p)| w * p)
+                        .sum();
                     mel[m * n_frames + t] = e.max(1e-10).log10();
                 }
             }
