@@ -8,7 +8,7 @@
 //! step runs the layers over its new token only: the same arithmetic, in a fraction of the work
 //! once a transcript is a few tokens long.
 
-use candle_core::{CpuStorage, CustomOp1, D, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, D, Device, Layout, Result, Shape, Storage, Tensor};
 use candle_nn::{Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear, Module, VarBuilder};
 use candle_transformers::models::whisper::Config;
 
@@ -234,13 +234,19 @@ impl CachedDecoder {
         let x: Vec<f32> = hidden.flatten_all()?.to_vec1()?;
         let Approx { mut values, bound } = self.vocabulary.project(&x);
         mask(&mut values);
+        let embedding = self.token_embedding.embeddings();
+        let (storage, layout) = embedding.storage_and_layout();
+        let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("the token embedding is not one f32 block in memory");
+        };
         refine(
-            self.token_embedding.embeddings(),
-            hidden,
+            &cpu.as_slice::<f32>()?[start..end],
+            &x,
             &mut values,
             bound,
             among,
-        )?;
+        );
         Ok(values)
     }
 }

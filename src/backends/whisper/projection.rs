@@ -11,8 +11,6 @@
 //! chooses, with its exact logit; the other tokens keep values within the bound, which move a
 //! decode's log-probability (the softmax's denominator) by far less than any threshold reads.
 
-use candle_core::{IndexOp, Result, Tensor};
-
 /// A matrix's rows as 8-bit integers, each with its scale.
 pub(super) struct QuantizedRows {
     cols: usize,
@@ -185,50 +183,47 @@ impl Among<'_> {
     }
 }
 
-/// Recompute exactly, from `weights` (`rows × cols`, f32) and `hidden` (1, 1, cols), the entries
+/// Recompute exactly, from `weights` (`rows × cols`, f32, row-major) and `x` (`cols`), the entries
 /// of `values` (approximate within `bound`, masked entries −∞) that may be the largest of those
 /// a selector in `among` takes: every entry within `2 × bound` of their largest approximate value.
-pub(super) fn refine(
-    weights: &Tensor,
-    hidden: &Tensor,
-    values: &mut [f32],
-    bound: f32,
-    among: &[Among],
-) -> Result<()> {
-    let mut ids: Vec<u32> = Vec::new();
+pub(super) fn refine(weights: &[f32], x: &[f32], values: &mut [f32], bound: f32, among: &[Among]) {
+    let cols = x.len();
     for select in among {
         let best = select.best(values);
         if best == f32::NEG_INFINITY {
             continue;
         }
         let floor = best - 2.0 * bound;
-        ids.extend(
-            values
-                .iter()
-                .enumerate()
-                .filter(|&(id, &v)| v >= floor && select.takes(id))
-                .map(|(id, _)| id as u32),
-        );
+        for (id, v) in values.iter_mut().enumerate() {
+            // a value already exact is within the bound as well: computing it again gives it again
+            if *v >= floor && select.takes(id) {
+                *v = dot(&weights[id * cols..(id + 1) * cols], x);
+            }
+        }
     }
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.is_empty() {
-        return Ok(());
+}
+
+/// `a · b` in f32, over eight running sums (as a vectorised matrix product adds).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut sums = [0f32; 8];
+    let (whole_a, tail_a) = a.split_at(a.len() - a.len() % 8);
+    for (ca, cb) in whole_a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for i in 0..8 {
+            sums[i] += ca[i] * cb[i];
+        }
     }
-    let n = ids.len();
-    let index = Tensor::from_vec(ids.clone(), n, weights.device())?;
-    let rows = weights.index_select(&index, 0)?;
-    let exact: Vec<f32> = hidden.broadcast_matmul(&rows.t()?)?.i((0, 0))?.to_vec1()?;
-    for (id, v) in ids.into_iter().zip(exact) {
-        values[id as usize] = v;
-    }
-    Ok(())
+    let tail: f32 = tail_a
+        .iter()
+        .zip(&b[whole_a.len()..])
+        .map(|(p, q)| p * q)
+        .sum();
+    sums.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, IndexOp, Tensor};
 
     fn noise(seed: &mut u64) -> f32 {
         *seed = seed
@@ -289,8 +284,8 @@ mod tests {
         );
 
         let dev = Device::Cpu;
-        let weights = Tensor::from_vec(w, (rows, cols), &dev).unwrap();
-        let hidden = Tensor::from_vec(x, (1, 1, cols), &dev).unwrap();
+        let weights = Tensor::from_vec(w.clone(), (rows, cols), &dev).unwrap();
+        let hidden = Tensor::from_vec(x.clone(), (1, 1, cols), &dev).unwrap();
         let full: Vec<f32> = hidden
             .broadcast_matmul(&weights.t().unwrap())
             .unwrap()
@@ -302,13 +297,12 @@ mod tests {
         values[5] = f32::NEG_INFINITY;
         let even: Vec<bool> = (0..rows).map(|id| id % 2 == 0).collect();
         refine(
-            &weights,
-            &hidden,
+            &w,
+            &x,
             &mut values,
             approx.bound,
             &[Among::All, Among::Allowed(&even, 1)],
-        )
-        .unwrap();
+        );
         let argmax = |v: &[f32], take: &dyn Fn(usize) -> bool| {
             v.iter()
                 .enumerate()
