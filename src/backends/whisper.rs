@@ -879,9 +879,11 @@ pub mod mel {
             let mut power = vec![0f32; bins];
             let mut scratch = self.fft.make_scratch_vec();
             let audio_frames = pcm.len().div_ceil(HOP) + 2;
-            // the last frame's windowed samples (the FFT overwrites its input): a frame just like
-            // it (the constant run Smart Turn puts before a short utterance) has its features
-            let mut last: Option<(usize, Vec<f32>)> = None;
+            // the last transformed frame's windowed samples (the FFT overwrites its input) and
+            // its index: a frame just like it (the constant run Smart Turn puts before a short
+            // utterance) has its features
+            let mut last_frame = vec![0f32; N_FFT];
+            let mut last: Option<usize> = None;
             for t in 0..n_frames {
                 if t > audio_frames {
                     // all zeros: every mel bin takes the floor below
@@ -907,17 +909,16 @@ pub mod mel {
                         }
                     }
                 }
-                if let Some((prev, same)) = &last
-                    && *same == frame
+                if let Some(prev) = last
+                    && last_frame == frame
                 {
                     for m in 0..self.n_mels {
                         mel[m * n_frames + t] = mel[m * n_frames + prev];
                     }
                     continue;
                 }
-                let kept = last.get_or_insert_with(|| (t, vec![0.0; N_FFT]));
-                kept.0 = t;
-                kept.1.copy_from_slice(&frame);
+                last = Some(t);
+                last_frame.copy_from_slice(&frame);
                 if self
                     .fft
                     .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
@@ -1200,6 +1201,15 @@ impl Shared {
         let mut tokens = prompt.to_vec();
         let mut sum_logprob = 0f64;
         let mut no_speech = 0f64;
+        // what each step chooses among: every token, and with `only` those it allows
+        let both;
+        let among: &[Among] = match only {
+            None => &[Among::All],
+            Some((allowed, _)) => {
+                both = [Among::All, Among::Allowed(allowed, sp.eot as usize)];
+                &both
+            }
+        };
         for step in 0..cap {
             if cancel.load(Ordering::Relaxed) {
                 candle_core::bail!("{CANCELLED}");
@@ -1218,11 +1228,6 @@ impl Shared {
                 )?;
                 no_speech = softmax_at(&first, no);
             }
-            let eot = sp.eot as usize;
-            let among = match only {
-                None => vec![Among::All],
-                Some((allowed, _)) => vec![Among::All, Among::Allowed(allowed, eot)],
-            };
             let logits = self.decoder.logits_for_choice(
                 &hidden.i((.., seq - 1..))?,
                 |logits| {
@@ -1239,7 +1244,7 @@ impl Shared {
                         }
                     }
                 },
-                &among,
+                among,
             )?;
             let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let (best, &chosen) = logits
@@ -1305,10 +1310,15 @@ fn likeliest(this: &[f32], prior: &[f32]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// The largest of `logits`, and the sum of each's exponential relative to it.
+fn max_and_sum(logits: &[f32]) -> (f32, f32) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (max, logits.iter().map(|l| (l - max).exp()).sum())
+}
+
 /// The softmax of `logits` at `id` (0 past their end).
 fn softmax_at(logits: &[f32], id: usize) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    let (max, sum) = max_and_sum(logits);
     logits
         .get(id)
         .map_or(0.0, |&l| f64::from((l - max).exp() / sum))
@@ -1316,8 +1326,7 @@ fn softmax_at(logits: &[f32], id: usize) -> f64 {
 
 fn log_softmax(logits: impl Iterator<Item = f32>) -> Vec<f32> {
     let logits: Vec<f32> = logits.collect();
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    let (max, sum) = max_and_sum(&logits);
     let log_sum = max + sum.ln();
     logits.into_iter().map(|l| l - log_sum).collect()
 }

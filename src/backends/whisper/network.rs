@@ -31,6 +31,16 @@ impl Attention {
             out: candle_nn::linear(n_state, n_state, vb.pp("out_proj"))?,
         })
     }
+
+    /// Self-attention's queries, keys and values of `h`, split over `heads` (queries and keys
+    /// scaled).
+    fn split_qkv(&self, heads: &Heads, h: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        Ok((
+            heads.scale(&heads.split(&self.query.forward(h)?)?)?,
+            heads.scale(&heads.split(&self.key.forward(h)?)?)?,
+            heads.split(&self.value.forward(h)?)?,
+        ))
+    }
 }
 
 /// A layer's self-attention and MLP, each behind its layer norm (the encoder's layers are this).
@@ -193,9 +203,7 @@ impl CachedDecoder {
         let heads = Heads(self.n_head);
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.block.attn_ln.forward(&x)?;
-            let q = heads.scale(&heads.split(&layer.block.attn.query.forward(&h)?)?)?;
-            let k = heads.scale(&heads.split(&layer.block.attn.key.forward(&h)?)?)?;
-            let v = heads.split(&layer.block.attn.value.forward(&h)?)?;
+            let (q, k, v) = layer.block.attn.split_qkv(&heads, &h)?;
             let (k, v) = match steps.past[i].take() {
                 Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
                 None => (k, v),
@@ -331,9 +339,7 @@ impl Encoder {
         let heads = Heads(self.n_head);
         for layer in &self.layers {
             let h = layer.attn_ln.forward(&x)?;
-            let q = heads.scale(&heads.split(&layer.attn.query.forward(&h)?)?)?;
-            let k = heads.scale(&heads.split(&layer.attn.key.forward(&h)?)?)?;
-            let v = heads.split(&layer.attn.value.forward(&h)?)?;
+            let (q, k, v) = layer.attn.split_qkv(&heads, &h)?;
             let a = heads.attend(&q, &k.transpose(2, 3)?.contiguous()?, &v, None)?;
             x = (x + layer.attn.out.forward(&a)?)?;
             x = layer.mlp(&x)?;
