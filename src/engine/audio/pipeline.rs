@@ -240,15 +240,14 @@ impl InboundPipeline {
                 self.upsampler.process(&frame.pcm8k, &mut pcm16k);
                 frame.speech = self.vad.is_speech(&pcm16k);
                 self.detector_frames += 1;
-                self.hold = match frame.speech {
-                    true => DETECTOR_HOLD_FRAMES,
-                    false => self.hold.saturating_sub(1),
-                };
             } else {
                 // line noise: the upsampler keeps its history (the next frame may be speech)
                 self.upsampler.skip(&frame.pcm8k);
-                self.hold = self.hold.saturating_sub(1);
             }
+            self.hold = match frame.speech {
+                true => DETECTOR_HOLD_FRAMES,
+                false => self.hold.saturating_sub(1),
+            };
         }
         if !frame.speech {
             self.floor.push(frame.level_dbfs.max(VAD_GATE_DBFS));

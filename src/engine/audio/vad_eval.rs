@@ -387,14 +387,7 @@ fn default_pipeline_detects_speech_in_fixture() {
     let (_, fixture) = FIXTURES[0];
     let clean: Vec<i16> = fixture.iter().map(|&b| g711::ulaw_decode(b)).collect();
     let truth = labels(&clean);
-    let mut p = InboundPipeline::with_default_vad();
-    let mut got = Vec::new();
-    for chunk in fixture.chunks(160) {
-        p.push(chunk);
-        while let Some(f) = p.pop() {
-            got.push(f.speech);
-        }
-    }
+    let (got, _) = decisions_of(InboundPipeline::with_default_vad(), fixture);
     let mut c = Counts::default();
     c.add(&truth, &got);
     assert!(c.recall() > 0.85, "{}", c.recall());
@@ -467,10 +460,8 @@ fn skipping_the_upsampler_on_quiet_frames_changes_no_decision() {
     assert_eq!(got, want);
 }
 
-/// Decisions of the default pipeline (`InboundPipeline::with_default_vad`, the detector gated by
-/// the line's noise floor), and the share of frames the detector ran on.
-fn pipeline_decisions(mulaw: &[u8]) -> (Vec<bool>, f32) {
-    let mut p = InboundPipeline::with_default_vad();
+/// Decisions of `p` on `mulaw`, fed a frame at a time, and how many frames its detector ran on.
+fn decisions_of(mut p: InboundPipeline, mulaw: &[u8]) -> (Vec<bool>, u64) {
     let mut got = Vec::new();
     for chunk in mulaw.chunks(SAMPLES_8K) {
         p.push(chunk);
@@ -478,8 +469,15 @@ fn pipeline_decisions(mulaw: &[u8]) -> (Vec<bool>, f32) {
             got.push(f.speech);
         }
     }
-    let ran = p.detector_frames() as f32 / got.len().max(1) as f32;
-    (got, ran)
+    (got, p.detector_frames())
+}
+
+/// Decisions of the default pipeline (`InboundPipeline::with_default_vad`, the detector gated by
+/// the line's noise floor), and the share of frames the detector ran on.
+fn pipeline_decisions(mulaw: &[u8]) -> (Vec<bool>, f32) {
+    let (got, ran) = decisions_of(InboundPipeline::with_default_vad(), mulaw);
+    let share = ran as f32 / got.len().max(1) as f32;
+    (got, share)
 }
 
 /// The pipeline runs the detector only where speech may be (a frame well above the line's noise
@@ -672,19 +670,9 @@ fn caller_fixtures_on_a_noisy_line() -> Vec<(String, Vec<u8>)> {
 fn the_detectors_tail_skips_the_quiet_hold_and_keeps_its_decisions() {
     let (mut ran_full, mut ran_tail) = (0, 0);
     for (name, mulaw) in caller_fixtures_on_a_noisy_line() {
-        let decide = |pipeline: InboundPipeline| {
-            let mut p = pipeline;
-            let mut got = Vec::new();
-            for chunk in mulaw.chunks(SAMPLES_8K) {
-                p.push(chunk);
-                while let Some(f) = p.pop() {
-                    got.push(f.speech);
-                }
-            }
-            (got, p.detector_frames())
-        };
-        let (full, full_ran) = decide(InboundPipeline::with_default_vad().with_full_hold());
-        let (tail, tail_ran) = decide(InboundPipeline::with_default_vad());
+        let (full, full_ran) =
+            decisions_of(InboundPipeline::with_default_vad().with_full_hold(), &mulaw);
+        let (tail, tail_ran) = decisions_of(InboundPipeline::with_default_vad(), &mulaw);
         let differ: Vec<usize> = (0..full.len()).filter(|&i| full[i] != tail[i]).collect();
         println!(
             "{name:<24} detector on {full_ran} → {tail_ran} frames; decisions differ at {differ:?}"
