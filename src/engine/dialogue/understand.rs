@@ -142,11 +142,49 @@ const NO_WORDS: &[&str] = &[
 
 /// Sounds a listener makes without meaning to take the floor.
 const BACKCHANNEL_SOUNDS: &[&str] = &[
-    "uh", "huh", "um", "umm", "hm", "hmm", "mm", "mmm", "mhm", "ah", "oh", "er", "eh",
+    "uh", "huh", "um", "umm", "hm", "hmm", "mm", "mmm", "mhm", "ah", "oh", "er", "eh", "aha",
+    "uhhuh", "ahh", "ohh", "ooh", "o", "wow",
 ];
-/// Words that acknowledge rather than answer (unless what was cut off was a question).
+/// Words that acknowledge rather than answer (unless what was cut off was a question): the
+/// common English backchannels ("okay", "yes", "all right", "got it", "I see", "I understand",
+/// "exactly", "makes sense", "sounds good", "of course", "perfect") word by word. Each word
+/// here is no reason to stop the agent by itself; any other word in what was said is.
 const ACKNOWLEDGEMENTS: &[&str] = &[
-    "okay", "ok", "right", "yeah", "yep", "alright", "sure", "i", "see", "got", "it", "cool",
+    "okay",
+    "ok",
+    "right",
+    "yeah",
+    "yes",
+    "yep",
+    "yup",
+    "ya",
+    "yah",
+    "alright",
+    "all",
+    "sure",
+    "i",
+    "see",
+    "got",
+    "gotcha",
+    "it",
+    "cool",
+    "great",
+    "good",
+    "fine",
+    "nice",
+    "perfect",
+    "exactly",
+    "absolutely",
+    "definitely",
+    "totally",
+    "true",
+    "understand",
+    "understood",
+    "makes",
+    "sense",
+    "sounds",
+    "of",
+    "course",
 ];
 
 /// Whether the caller's words are only a backchannel ("uh-huh", "mm-hmm", and, with
@@ -722,6 +760,19 @@ mod tests {
             "Thank you.",
             "you",
             "yeah right",
+            // the common acknowledgements, word by word
+            "Yes.",
+            "All right.",
+            "Exactly.",
+            "I understand.",
+            "Okay, great.",
+            "Uh-huh, yes.",
+            "Aha.",
+            "Gotcha.",
+            "Makes sense.",
+            "Sounds good.",
+            "Of course.",
+            "Perfect.",
             // what Whisper tiny makes of the start of a "mm-hmm" (scripts/barge-in-words)
             "m",
             "m m",
@@ -730,7 +781,17 @@ mod tests {
         ] {
             assert!(!takes_the_floor(not), "{not:?}");
         }
-        for yes in ["wait", "No.", "sorry which job is this", "hold on", "what"] {
+        for yes in [
+            "wait",
+            "No.",
+            "sorry which job is this",
+            "hold on",
+            "what",
+            "I don't understand.",
+            "Is that true?",
+            "Good morning, I have a question.",
+            "yes but what about the pay",
+        ] {
             assert!(takes_the_floor(yes), "{yes:?}");
         }
     }
@@ -817,6 +878,10 @@ mod tests {
         assert!(is_backchannel("okay, I see", true));
         assert!(!is_backchannel("okay I live in chicago", true));
         assert!(!is_backchannel("", true));
+        // over a statement "yes" acknowledges; to the question that was cut off it answers
+        assert!(is_backchannel("Yes.", true));
+        assert!(!is_backchannel("Yes.", false));
+        assert!(is_backchannel("All right, sounds good.", true));
     }
 
     #[test]
