@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
+use crate::engine::audio::g711;
+
 pub const SAMPLE_RATE: u32 = 8000;
 pub const CHANNELS: u16 = 2;
 const HEADER_LEN: u64 = 44;
@@ -80,9 +82,31 @@ impl WavWriter {
         interleaved: &[i16],
         scratch: &mut Vec<u8>,
     ) -> io::Result<()> {
+        self.write_after_gap(gap, interleaved.iter().copied(), scratch)
+    }
+
+    /// [`append_after_gap`](Self::append_after_gap) for µ-law samples (what a call's chunks
+    /// are), decoded as they are converted.
+    pub fn append_mulaw_after_gap(
+        &mut self,
+        gap: usize,
+        interleaved: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let pcm = interleaved.iter().map(|&b| g711::ulaw_decode(b));
+        self.write_after_gap(gap, pcm, scratch)
+    }
+
+    fn write_after_gap(
+        &mut self,
+        gap: usize,
+        samples: impl ExactSizeIterator<Item = i16>,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
         scratch.clear();
+        scratch.reserve(gap * 2 + samples.len() * 2);
         scratch.resize(gap * 2, 0);
-        scratch.extend(interleaved.iter().flat_map(|s| s.to_le_bytes()));
+        scratch.extend(samples.flat_map(i16::to_le_bytes));
         self.file.write_all(scratch)?;
         self.data_len += scratch.len() as u64;
         self.chunks_since_header += 1;
@@ -155,11 +179,12 @@ enum Command {
         id: String,
         path: PathBuf,
     },
-    /// `samples` after `gap` interleaved samples of silence (chunks the queue had no room for).
+    /// `mulaw` (interleaved µ-law) after `gap` interleaved samples of silence (chunks the queue
+    /// had no room for).
     Append {
         id: String,
         gap: usize,
-        samples: Vec<i16>,
+        mulaw: Vec<u8>,
         /// The call's chunks in the queue ([`RecordingFeed`]), decremented once written.
         queued: Arc<AtomicUsize>,
     },
@@ -288,12 +313,12 @@ impl Recorder {
                         Command::Append {
                             id,
                             gap,
-                            samples,
+                            mulaw,
                             queued,
                         } => {
                             queued.fetch_sub(1, Ordering::Relaxed);
                             if let Some(w) = open.get_mut(&id)
-                                && let Err(e) = w.append_after_gap(gap, &samples, &mut scratch)
+                                && let Err(e) = w.append_mulaw_after_gap(gap, &mulaw, &mut scratch)
                             {
                                 write_error(&id, &e, "the rest of the call is not recorded");
                                 if let Some(w) = open.remove(&id) {
@@ -333,12 +358,12 @@ impl Recorder {
             .await;
     }
 
-    /// Interleaved (caller, agent) samples, handed over without waiting: when the queue is full,
-    /// or holds [`CALL_QUEUE_CHUNKS`] of this call's chunks already, the chunk is dropped and
-    /// `feed` remembers its length (written as silence before the next chunk that gets
-    /// through). Whether it was handed over.
-    pub fn append(&self, id: &str, feed: &mut RecordingFeed, samples: Vec<i16>) -> bool {
-        let len = samples.len();
+    /// Interleaved (caller, agent) µ-law samples, handed over without waiting: when the queue
+    /// is full, or holds [`CALL_QUEUE_CHUNKS`] of this call's chunks already, the chunk is
+    /// dropped and `feed` remembers its length (written as silence before the next chunk that
+    /// gets through). Whether it was handed over.
+    pub fn append(&self, id: &str, feed: &mut RecordingFeed, mulaw: Vec<u8>) -> bool {
+        let len = mulaw.len();
         let sent = feed.queued.load(Ordering::Relaxed) < CALL_QUEUE_CHUNKS && {
             feed.queued.fetch_add(1, Ordering::Relaxed);
             let sent = self
@@ -346,7 +371,7 @@ impl Recorder {
                 .try_send(Command::Append {
                     id: id.to_string(),
                     gap: feed.gap,
-                    samples,
+                    mulaw,
                     queued: feed.queued.clone(),
                 })
                 .is_ok();
@@ -444,7 +469,7 @@ mod tests {
         let path = dir.path().join("b.wav");
         recorder.open("b", path.clone()).await;
         let mut feed = RecordingFeed::default();
-        let chunk = |v: i16| vec![v; 320];
+        let chunk = |v: u8| vec![v; 320];
         assert!(recorder.append("b", &mut feed, chunk(1)), "room for one");
         // (a waiting append would never return here: the recorder is blocked for good)
         assert!(!recorder.append("b", &mut feed, chunk(2)), "full: dropped");
@@ -481,12 +506,16 @@ mod tests {
             .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect();
         assert_eq!(samples.len(), 640 + gap);
-        assert!(samples[..320].iter().all(|&s| s == 1));
+        assert!(samples[..320].iter().all(|&s| s == g711::ulaw_decode(1)));
         assert!(
             samples[320..320 + gap].iter().all(|&s| s == 0),
             "the gap is silence"
         );
-        assert!(samples[320 + gap..].iter().all(|&s| s == 4));
+        assert!(
+            samples[320 + gap..]
+                .iter()
+                .all(|&s| s == g711::ulaw_decode(4))
+        );
         assert!(!whole.await, "missed chunks: the recording is not whole");
         drop(recorder);
         assert_eq!(
@@ -518,7 +547,7 @@ mod tests {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let mut feed = RecordingFeed::default();
-        let chunk = vec![7i16; 320];
+        let chunk = vec![7u8; 320];
         for _ in 0..GATHER_CHUNKS - 1 {
             assert!(recorder.append("a", &mut feed, chunk.clone()));
         }

@@ -589,8 +589,8 @@ impl Sim {
                             agent: [0; 160],
                         };
                         for i in 0..160 {
-                            f.caller[i] = slot[2 * i];
-                            f.agent[i] = slot[2 * i + 1];
+                            f.caller[i] = g711::ulaw_decode(slot[2 * i]);
+                            f.agent[i] = g711::ulaw_decode(slot[2 * i + 1]);
                         }
                         self.record.push(f);
                     }

@@ -704,8 +704,9 @@ impl CallEngine {
     }
 
     /// The recording samples committed so far (after `Output::Recording`): interleaved
-    /// (caller, agent), 8 kHz, in order with no gaps since the previous chunk.
-    pub fn take_recording(&mut self) -> Vec<i16> {
+    /// (caller, agent), 8 kHz µ-law (the recorder decodes them as it writes), in order with no
+    /// gaps since the previous chunk.
+    pub fn take_recording(&mut self) -> Vec<u8> {
         self.recording.take()
     }
 

@@ -4,7 +4,7 @@
 //!
 //! Everything the engine hears and sends is µ-law (the media layer transcodes every carrier's
 //! codec to it), so the slots and the chunk being filled keep µ-law, half the memory of PCM and
-//! the same audio; a chunk is decoded to PCM only when it is taken.
+//! the same audio; a chunk is handed to the recorder as µ-law and decoded to PCM as it is written.
 //!
 //! Caller frames wait in slots; agent audio, which may be sent seconds before it plays, waits as
 //! spans of the synthesised audio it shares with the play-out (no copy), decoded into its slots
@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{AgentAudio, FRAME, Output};
-use crate::engine::audio::{SAMPLES_8K, g711};
+use crate::engine::audio::SAMPLES_8K;
 
 /// µ-law's zero.
 const SILENCE: u8 = 0xFF;
@@ -35,9 +35,9 @@ impl AgentSpan {
         self.slot + self.audio.len().div_ceil(SAMPLES_8K) as u64
     }
 }
-/// Interleaved samples per recording chunk: 25 slots (500 ms) of stereo audio (8 KB of µ-law
-/// while it fills, 16 KB of PCM when taken), so the recorder writes twice a second per call; a
-/// whole number of slots, so a chunk never outgrows its allocation.
+/// Interleaved samples per recording chunk: 25 slots (500 ms) of stereo audio (8 KB of µ-law,
+/// handed to the recorder as it is and decoded there as it is written), so the recorder writes
+/// twice a second per call; a whole number of slots, so a chunk never outgrows its allocation.
 pub const RECORDING_CHUNK_SAMPLES: usize = 25 * SAMPLES_8K * 2;
 
 /// Pending slots and the chunk being filled. Announces a full chunk with `Output::Recording`.
@@ -185,14 +185,11 @@ impl Recording {
     }
 
     /// Hand over the samples committed so far, as PCM.
-    pub(super) fn take(&mut self) -> Vec<i16> {
+    pub(super) fn take(&mut self) -> Vec<u8> {
         self.announced = false;
-        let mut pcm = vec![0; self.chunk.len()];
-        g711::decode_into(&self.chunk, &mut pcm);
-        self.chunk.clear();
-        // a time jump may have grown it
-        self.chunk.shrink_to(RECORDING_CHUNK_SAMPLES);
-        pcm
+        // the recorder decodes it as it writes: half the bytes wait in its queue, and the
+        // call's thread does not decode
+        std::mem::replace(&mut self.chunk, Vec::with_capacity(RECORDING_CHUNK_SAMPLES))
     }
 
     /// Caller slots not yet committed.
@@ -273,6 +270,7 @@ impl Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::audio::g711;
 
     /// What µ-law code `b` (the tests' caller frames are made of one) decodes to.
     fn d(b: u8) -> i16 {
@@ -282,7 +280,7 @@ mod tests {
     fn drain(rec: &mut Recording, out: &mut VecDeque<Output>, all: &mut Vec<i16>) {
         while let Some(o) = out.pop_front() {
             if matches!(o, Output::Recording) {
-                all.extend(rec.take());
+                all.extend(rec.take().into_iter().map(g711::ulaw_decode));
             }
         }
     }
