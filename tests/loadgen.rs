@@ -33,6 +33,8 @@ fn self_spawned_run_completes_every_call() {
         "server_rss_peak_kib",
         "server_rss_baseline_kib",
         "rss_per_call_kib",
+        "rss_anon_per_call_kib",
+        "server_rss_anon_peak_kib",
         "jitter_gap_ms_p50",
         "jitter_gap_ms_p99",
         "jitter_gap_ms_max",

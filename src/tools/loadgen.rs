@@ -24,7 +24,10 @@
 //! - server CPU seconds per call-second, from `/proc/PID/stat` (utime + stime in clock ticks, read
 //!   with `getconf CLK_TCK`, 100 if that fails), over the steady-state window from "every call has
 //!   started" to "the first call ended" (the whole run when that window is under 5 s);
-//! - server RSS (`VmRSS` sampled every 500 ms, `VmHWM`) and RSS per concurrent call;
+//! - server RSS (`VmRSS` sampled every 500 ms, `VmHWM`) and RSS per concurrent call; and the
+//!   same for its anonymous memory alone (`RssAnon`: the heap and stacks, without the pages of
+//!   the program and its libraries that the first calls read in, which a figure per call at low
+//!   concurrency would otherwise share out among a few calls);
 //! - the silences a caller hears inside agent speech (`playout_gaps`): agent audio that arrived
 //!   after what was queued at the carrier had finished playing, up to 500 ms later (longer are
 //!   turn boundaries);
@@ -407,6 +410,8 @@ struct Sample {
     /// The server's CPU (0 when its pid is unknown).
     cpu_ticks: u64,
     rss_kib: u64,
+    /// `RssAnon`: the part of `rss_kib` that is not file pages.
+    anon_kib: u64,
     /// The generator's own CPU.
     self_ticks: u64,
     /// Every process on the machine: busy time summed over CPUs.
@@ -432,14 +437,22 @@ fn machine_busy_ticks() -> Option<u64> {
 }
 
 fn take_sample(pid: Option<&str>) -> Option<Sample> {
-    let (server_ticks, rss_kib) = match pid {
-        Some(p) => (cpu_ticks(p)?, status_kib(p, "VmRSS")?),
-        None => (0, 0),
+    let (server_ticks, rss_kib, anon_kib) = match pid {
+        Some(p) => {
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+            (
+                cpu_ticks(p)?,
+                parse_status_kib(&status, "VmRSS")?,
+                parse_status_kib(&status, "RssAnon").unwrap_or(0),
+            )
+        }
+        None => (0, 0, 0),
     };
     Some(Sample {
         at: Instant::now(),
         cpu_ticks: server_ticks,
         rss_kib,
+        anon_kib,
         self_ticks: cpu_ticks("self").unwrap_or(0),
         machine_ticks: machine_busy_ticks().unwrap_or(0),
         active: 0,
@@ -1375,12 +1388,13 @@ fn summary(reports: &[Value]) -> String {
         _ => "-".to_string(),
     };
     let mut out = format!(
-        "{:>6} {:>9} {:>6} {:>15} {:>13} {:>13} {:>16} {:>13}\n",
+        "{:>6} {:>9} {:>6} {:>15} {:>13} {:>14} {:>13} {:>16} {:>13}\n",
         "calls",
         "completed",
         "failed",
         "cpu_s/call_s",
         "rss_kib/call",
+        "anon_kib/call",
         "playout_gaps",
         "playout_gap_max",
         "loadgen_cores"
@@ -1388,12 +1402,13 @@ fn summary(reports: &[Value]) -> String {
     let mut warnings = String::new();
     for r in reports {
         out += &format!(
-            "{:>6} {:>9} {:>6} {:>15} {:>13} {:>13} {:>16} {:>13}\n",
+            "{:>6} {:>9} {:>6} {:>15} {:>13} {:>14} {:>13} {:>16} {:>13}\n",
             cell(&r["calls"]),
             cell(&r["calls_completed"]),
             cell(&r["calls_failed"]),
             cell(&r["server_cpu_s_per_call_s"]),
             cell(&r["rss_per_call_kib"]),
+            cell(&r["rss_anon_per_call_kib"]),
             cell(&r["playout_gaps"]),
             cell(&r["playout_gap_ms_max"]),
             cell(&r["loadgen_cpu_cores_in_window"]),
@@ -1519,6 +1534,7 @@ async fn drive(
     let pid = target.pid.map(|p| p.to_string());
     let self_cpu_before = cpu_ticks("self");
     let baseline_kib = pid.as_deref().and_then(|p| status_kib(p, "VmRSS"));
+    let baseline_anon_kib = pid.as_deref().and_then(|p| status_kib(p, "RssAnon"));
 
     let ctx = Arc::new(Ctx {
         server: target.server.clone(),
@@ -1748,12 +1764,19 @@ async fn drive(
         .map(|s| s.rss_kib)
         .max()
         .filter(|_| pid.is_some());
-    let rss_per_call = match (peak_kib, baseline_kib) {
+    let per_call = |peak: Option<u64>, baseline: Option<u64>| match (peak, baseline) {
         (Some(p), Some(b)) if peak_active > 0 => {
             Some(round3(p.saturating_sub(b) as f64 / peak_active as f64))
         }
         _ => None,
     };
+    let rss_per_call = per_call(peak_kib, baseline_kib);
+    let peak_anon_kib = samples
+        .iter()
+        .map(|s| s.anon_kib)
+        .max()
+        .filter(|_| pid.is_some());
+    let anon_per_call = per_call(peak_anon_kib, baseline_anon_kib);
     let self_cpu = match (self_cpu_before, cpu_ticks("self")) {
         (Some(a), Some(b)) => Some(round3(b.saturating_sub(a) as f64 / clk_tck as f64)),
         _ => None,
@@ -1801,12 +1824,15 @@ async fn drive(
             "server_rss_baseline_kib": baseline_kib,
             "server_rss_peak_kib": peak_kib,
             "server_hwm_kib": hwm_kib,
+            "server_rss_anon_baseline_kib": baseline_anon_kib,
+            "server_rss_anon_peak_kib": peak_anon_kib,
         }),
     );
     merge(
         &mut report,
         json!({
             "rss_per_call_kib": rss_per_call,
+            "rss_anon_per_call_kib": anon_per_call,
             "agent_frames_received": m.agent_frames.load(Ordering::Relaxed),
             "marks_echoed": m.marks_echoed.load(Ordering::Relaxed),
             "clears": m.clears.load(Ordering::Relaxed),
@@ -2357,6 +2383,7 @@ mod tests {
                 "calls_failed": 0,
                 "server_cpu_s_per_call_s": 0.0125,
                 "rss_per_call_kib": 180.5,
+                "rss_anon_per_call_kib": 90.25,
                 "playout_gaps": 3,
                 "playout_gap_ms_max": 21.0,
                 "loadgen_cpu_cores_in_window": null,
@@ -2370,7 +2397,9 @@ mod tests {
         let cells: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(
             cells,
-            ["10", "10", "0", "0.0125", "180.5", "3", "21.0", "-"]
+            [
+                "10", "10", "0", "0.0125", "180.5", "90.25", "3", "21.0", "-"
+            ]
         );
         assert!(lines[2].starts_with("   500"), "{s}");
         assert!(lines[3].starts_with("warning: at 500 calls"), "{s}");
@@ -2446,6 +2475,7 @@ mod tests {
         // our own process is readable
         assert!(cpu_ticks("self").is_some());
         assert!(status_kib("self", "VmRSS").is_some());
+        assert!(status_kib("self", "RssAnon").is_some());
     }
 
     #[test]
@@ -2455,6 +2485,7 @@ mod tests {
             at: t + Duration::from_secs(secs),
             cpu_ticks: ticks,
             rss_kib: 0,
+            anon_kib: 0,
             self_ticks: ticks / 2,
             machine_ticks: ticks * 2,
             active: 0,
@@ -2492,6 +2523,7 @@ mod tests {
                 at: t + Duration::from_millis(500 * i),
                 cpu_ticks: 50 * i, // one core at 100 ticks a second
                 rss_kib: 10_000 + 100 * i,
+                anon_kib: 4_000 + 100 * i,
                 self_ticks: 25 * i,
                 machine_ticks: 0,
                 active: if i == 0 { 0 } else { 10 },
