@@ -274,9 +274,13 @@ impl Recorder {
                 let mut failed: std::collections::HashSet<String> = Default::default();
                 // one conversion buffer for every call's chunks (grows to the largest chunk)
                 let mut scratch: Vec<u8> = Vec::new();
+                // the first command is taken when it comes, and the window counts from it (a
+                // thread that found its queue empty before the first `open` came would
+                // otherwise wait out a whole window for it, unless a full batch woke it)
+                let mut first = rx.blocking_recv();
                 let mut woke = std::time::Instant::now();
                 loop {
-                    let cmd = match rx.try_recv() {
+                    let cmd = match first.take().map_or_else(|| rx.try_recv(), Ok) {
                         Ok(cmd) => cmd,
                         Err(mpsc::error::TryRecvError::Disconnected) => break,
                         Err(mpsc::error::TryRecvError::Empty) => {
@@ -567,6 +571,23 @@ mod tests {
         let whole = tokio::time::timeout(std::time::Duration::from_secs(10), whole).await;
         assert_eq!(whole, Ok(true), "the call's end waited out the window");
         assert_eq!(data_bytes(&path), (GATHER_CHUNKS + 1) * 640);
+    }
+
+    /// A recorder that started with nothing to do (its thread found the queue empty) takes the
+    /// first call's open when it comes, not after a window.
+    #[tokio::test]
+    async fn the_first_open_after_an_idle_start_is_taken_when_it_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.wav");
+        let recorder = Recorder::start_gathering(256, None, std::time::Duration::from_secs(600));
+        // the thread has started and found nothing
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        recorder.open("a", path.clone()).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "the open waited");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// A stalled disk: one call fills no more than its share of the shared queue, and another
