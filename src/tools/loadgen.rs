@@ -386,11 +386,13 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
     parse_stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// `/proc/PID/status`, read once for all the figures taken from it at one time.
+fn read_status(pid: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+}
+
 fn status_kib(pid: &str, key: &str) -> Option<u64> {
-    parse_status_kib(
-        &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
-        key,
-    )
+    parse_status_kib(&read_status(pid)?, key)
 }
 
 fn clock_ticks_per_sec() -> u64 {
@@ -439,7 +441,7 @@ fn machine_busy_ticks() -> Option<u64> {
 fn take_sample(pid: Option<&str>) -> Option<Sample> {
     let (server_ticks, rss_kib, anon_kib) = match pid {
         Some(p) => {
-            let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+            let status = read_status(p)?;
             (
                 cpu_ticks(p)?,
                 parse_status_kib(&status, "VmRSS")?,
@@ -1533,8 +1535,13 @@ async fn drive(
     let clk_tck = clock_ticks_per_sec();
     let pid = target.pid.map(|p| p.to_string());
     let self_cpu_before = cpu_ticks("self");
-    let baseline_kib = pid.as_deref().and_then(|p| status_kib(p, "VmRSS"));
-    let baseline_anon_kib = pid.as_deref().and_then(|p| status_kib(p, "RssAnon"));
+    let baseline_status = pid.as_deref().and_then(read_status);
+    let baseline_kib = baseline_status
+        .as_deref()
+        .and_then(|s| parse_status_kib(s, "VmRSS"));
+    let baseline_anon_kib = baseline_status
+        .as_deref()
+        .and_then(|s| parse_status_kib(s, "RssAnon"));
 
     let ctx = Arc::new(Ctx {
         server: target.server.clone(),

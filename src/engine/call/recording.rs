@@ -184,7 +184,7 @@ impl Recording {
         }
     }
 
-    /// Hand over the samples committed so far, as PCM.
+    /// Hand over the samples committed so far, as µ-law.
     pub(super) fn take(&mut self) -> Vec<u8> {
         self.announced = false;
         // the recorder decodes it as it writes: half the bytes wait in its queue, and the
