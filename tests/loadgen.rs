@@ -304,6 +304,20 @@ fn levels_run_one_after_another() {
         pids.push(r["server_pid"].as_u64().expect("a server of its own"));
     }
     assert_ne!(pids[0], pids[1], "each level on a fresh server");
+    // the memory a level's added calls cost: from the second level on
+    assert!(
+        reports[0].get("rss_per_added_call_kib").is_none(),
+        "{}",
+        reports[0]
+    );
+    if cfg!(target_os = "linux") {
+        assert!(
+            reports[1]["rss_per_added_call_kib"].is_number()
+                && reports[1]["rss_anon_per_added_call_kib"].is_number(),
+            "{}",
+            reports[1]
+        );
+    }
     assert!(
         stderr.contains("cpu_s/call_s"),
         "no summary table:\n{stderr}"

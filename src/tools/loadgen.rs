@@ -1345,6 +1345,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         match run_report(one).await {
             Ok(mut report) => {
                 report["level"] = json!(level);
+                if let (Some(previous), Value::Object(map)) = (reports.last(), &mut report) {
+                    let added = per_added_call(previous, &Value::Object(map.clone()));
+                    merge(map, added);
+                }
                 println!("{report}");
                 reports.push(report);
             }
@@ -1356,6 +1360,26 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     }
     eprint!("{}", summary(&reports));
     Ok(())
+}
+
+/// What each call a level added over the level before it cost in memory: the rise of the
+/// server's peak over its idle size at this level, less that at the previous level (each on a
+/// fresh server), divided by the calls added. What the first calls grow once (pools, caches,
+/// the program's pages read in) is in both rises and cancels out, so this is the cost of a call,
+/// where `rss_per_call_kib` shares the one-time growth out among however many calls there were.
+fn per_added_call(previous: &Value, this: &Value) -> Value {
+    let growth =
+        |r: &Value, peak: &str, baseline: &str| Some(r[peak].as_f64()? - r[baseline].as_f64()?);
+    let per_added = |peak: &str, baseline: &str| {
+        let added = this["calls"].as_f64()? - previous["calls"].as_f64()?;
+        let rise = growth(this, peak, baseline)? - growth(previous, peak, baseline)?;
+        (added > 0.0).then(|| (rise / added * 10.0).round() / 10.0)
+    };
+    json!({
+        "rss_per_added_call_kib": per_added("server_rss_peak_kib", "server_rss_baseline_kib"),
+        "rss_anon_per_added_call_kib":
+            per_added("server_rss_anon_peak_kib", "server_rss_anon_baseline_kib"),
+    })
 }
 
 /// The `--levels` to run, if any: each at least one call, only on servers started here (a
@@ -1390,13 +1414,14 @@ fn summary(reports: &[Value]) -> String {
         _ => "-".to_string(),
     };
     let mut out = format!(
-        "{:>6} {:>9} {:>6} {:>15} {:>13} {:>14} {:>13} {:>16} {:>13}\n",
+        "{:>6} {:>9} {:>6} {:>15} {:>13} {:>14} {:>15} {:>13} {:>16} {:>13}\n",
         "calls",
         "completed",
         "failed",
         "cpu_s/call_s",
         "rss_kib/call",
         "anon_kib/call",
+        "kib/added_call",
         "playout_gaps",
         "playout_gap_max",
         "loadgen_cores"
@@ -1404,13 +1429,14 @@ fn summary(reports: &[Value]) -> String {
     let mut warnings = String::new();
     for r in reports {
         out += &format!(
-            "{:>6} {:>9} {:>6} {:>15} {:>13} {:>14} {:>13} {:>16} {:>13}\n",
+            "{:>6} {:>9} {:>6} {:>15} {:>13} {:>14} {:>15} {:>13} {:>16} {:>13}\n",
             cell(&r["calls"]),
             cell(&r["calls_completed"]),
             cell(&r["calls_failed"]),
             cell(&r["server_cpu_s_per_call_s"]),
             cell(&r["rss_per_call_kib"]),
             cell(&r["rss_anon_per_call_kib"]),
+            cell(&r["rss_per_added_call_kib"]),
             cell(&r["playout_gaps"]),
             cell(&r["playout_gap_ms_max"]),
             cell(&r["loadgen_cpu_cores_in_window"]),
@@ -2405,13 +2431,40 @@ mod tests {
         assert_eq!(
             cells,
             [
-                "10", "10", "0", "0.0125", "180.5", "90.25", "3", "21.0", "-"
+                "10", "10", "0", "0.0125", "180.5", "90.25", "-", "3", "21.0", "-"
             ]
         );
         assert!(lines[2].starts_with("   500"), "{s}");
         assert!(lines[3].starts_with("warning: at 500 calls"), "{s}");
         assert!(lines[3].contains("p99 35 ms"), "{s}");
         assert_eq!(summary(&[row(10, 1.5)]).lines().count(), 2);
+    }
+
+    #[test]
+    fn memory_per_added_call_leaves_out_what_the_first_calls_grow_once() {
+        // 10 calls grew the server 1,000 KiB over its idle size, 100 calls 7,300: the 90 calls
+        // added cost 70 KiB each, though each level's own figure (100 and 73) shares out a
+        // one-time 300 KiB
+        let level = |calls: u64, baseline: u64, peak: u64, anon_peak: u64| {
+            json!({
+                "calls": calls,
+                "server_rss_baseline_kib": baseline,
+                "server_rss_peak_kib": peak,
+                "server_rss_anon_baseline_kib": 100,
+                "server_rss_anon_peak_kib": anon_peak,
+            })
+        };
+        let ten = level(10, 30_000, 31_000, 700);
+        let hundred = level(100, 30_500, 37_800, 6_100);
+        let added = per_added_call(&ten, &hundred);
+        assert_eq!(added["rss_per_added_call_kib"], json!(70.0));
+        assert_eq!(added["rss_anon_per_added_call_kib"], json!(60.0));
+        // a level without memory figures (no /proc) has none
+        let added = per_added_call(&json!({"calls": 10}), &hundred);
+        assert_eq!(added["rss_per_added_call_kib"], Value::Null);
+        // nor does a level that adds no calls
+        let added = per_added_call(&hundred, &hundred);
+        assert_eq!(added["rss_per_added_call_kib"], Value::Null);
     }
 
     #[test]
