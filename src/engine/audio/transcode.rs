@@ -261,6 +261,12 @@ impl InboundTranscoder {
         self.codec
     }
 
+    /// Whether the carrier's codec is µ-law 8 kHz itself: [`Self::decode`] would only copy, so
+    /// a caller can use the payload as it is.
+    pub fn passes_through(&self) -> bool {
+        matches!(self.state, InState::Mulaw)
+    }
+
     /// Appends the µ-law 8 kHz of one media payload to `out`. An empty payload adds nothing.
     /// With a decimating codec the output lags the input by the filter's delay (3 ms), so a
     /// payload's output may be one sample shorter or longer than its share.
@@ -357,6 +363,12 @@ impl OutboundTranscoder {
     /// The codec it encodes.
     pub fn codec(&self) -> AudioCodec {
         self.codec
+    }
+
+    /// Whether the carrier's codec is µ-law 8 kHz itself: [`Self::encode`] would only copy, so
+    /// a caller can send the agent's audio as it is.
+    pub fn passes_through(&self) -> bool {
+        matches!(self.state, OutState::Mulaw)
     }
 
     /// Appends `mulaw` (the engine's 8 kHz audio) in the carrier's codec to `out`.

@@ -55,9 +55,10 @@ pub struct MediaSession {
     out: OutMsgs,
     /// A media message's payload, base64-decoded.
     payload: Vec<u8>,
-    /// Caller audio in µ-law 8 kHz.
+    /// Caller audio in µ-law 8 kHz, when the carrier's codec is another (µ-law is used as it
+    /// arrives).
     mulaw: Vec<u8>,
-    /// Agent audio in the carrier's codec.
+    /// Agent audio in the carrier's codec, when it is not µ-law (µ-law goes out as it is).
     audio: Vec<u8>,
 }
 
@@ -80,9 +81,11 @@ impl MediaSession {
             inbound: InboundTranscoder::new(start.codec)?,
             outbound: OutboundTranscoder::new(start.outbound_codec)?,
             out: OutMsgs::with_capacity(1024),
-            payload: Vec::with_capacity(1024),
-            mulaw: Vec::with_capacity(1024),
-            audio: Vec::with_capacity(1024),
+            // each grows to the largest message once (a call keeps them for its whole length:
+            // a 20 ms µ-law payload is 160 bytes, and µ-law needs no transcoding buffers)
+            payload: Vec::new(),
+            mulaw: Vec::new(),
+            audio: Vec::new(),
         })
     }
 
@@ -114,11 +117,16 @@ impl MediaSession {
                 timestamp_ms,
                 ..
             } => {
-                self.mulaw.clear();
                 let bytes = payload.bytes(&mut self.payload)?;
-                self.inbound.decode(bytes, &mut self.mulaw)?;
+                let mulaw = if self.inbound.passes_through() {
+                    bytes
+                } else {
+                    self.mulaw.clear();
+                    self.inbound.decode(bytes, &mut self.mulaw)?;
+                    &self.mulaw
+                };
                 // the engine takes at most 20 ms per input; later slices are 20 ms later
-                for (i, frame) in self.mulaw.chunks(FRAME_BYTES).enumerate() {
+                for (i, frame) in mulaw.chunks(FRAME_BYTES).enumerate() {
                     input(Input::CallerAudio {
                         timestamp_ms: timestamp_ms.map(|t| t + 20 * i as u64),
                         mulaw: frame,
@@ -140,9 +148,14 @@ impl MediaSession {
     pub fn write(&mut self, msg: &ToCaller) {
         match msg {
             ToCaller::Media(frame) => {
-                self.audio.clear();
-                self.outbound.encode(frame, &mut self.audio);
-                self.codec.write_media(&self.audio, &mut self.out);
+                let audio = if self.outbound.passes_through() {
+                    &frame[..]
+                } else {
+                    self.audio.clear();
+                    self.outbound.encode(frame, &mut self.audio);
+                    &self.audio[..]
+                };
+                self.codec.write_media(audio, &mut self.out);
             }
             ToCaller::Mark(id) => {
                 if id.last {
