@@ -243,10 +243,10 @@ pub struct ServeConfig {
     #[arg(long, env = "RECEPTIONIST_MAX_CALLS")]
     pub max_calls: Option<usize>,
 
-    /// Recording chunks (half a second of one call each) that may wait for the recordings disk,
-    /// all calls together; a chunk that finds the queue full is written as silence later and the
+    /// Recording chunks (240 ms of one call each) that may wait for the recordings disk, all
+    /// calls together; a chunk that finds the queue full is written as silence later and the
     /// call's recording is flagged incomplete (`recording_incomplete`).
-    #[arg(long, env = "RECEPTIONIST_RECORDER_QUEUE", default_value_t = 4096)]
+    #[arg(long, env = "RECEPTIONIST_RECORDER_QUEUE", default_value_t = 8192)]
     pub recorder_queue: usize,
 
     /// Fault testing: the recorder sleeps this long before each write, as a slow disk would.

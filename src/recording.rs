@@ -42,7 +42,7 @@ fn header(data_len: u32) -> [u8; 44] {
 
 /// Chunks appended between header rewrites. The data itself reaches the OS at every chunk; the
 /// header's sizes lag by at most this many chunks, and [`repair`] fixes them after a crash.
-const HEADER_EVERY_CHUNKS: u32 = 8;
+const HEADER_EVERY_CHUNKS: u32 = 16;
 
 /// A WAV file being written. It holds no buffer of its own (an open recording costs its file
 /// handle and a few counters): each chunk is converted into the caller's scratch buffer and written
@@ -219,12 +219,12 @@ pub struct Recorder {
 pub const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Chunks waiting that wake the recording thread before its window is over: a bound on the audio
-/// held in memory for it (about 0.5 MB) however many calls there are.
-pub const GATHER_CHUNKS: usize = 32;
+/// held in memory for it (about 240 KiB) however many calls there are.
+pub const GATHER_CHUNKS: usize = 64;
 
-/// Chunks of one call that may wait in the recorder's queue at once (32 s of audio at 500 ms a
+/// Chunks of one call that may wait in the recorder's queue at once (about 30 s of audio at 240 ms a
 /// chunk): the queue is shared, and no call may take more than its share of it.
-pub const CALL_QUEUE_CHUNKS: usize = 64;
+pub const CALL_QUEUE_CHUNKS: usize = 128;
 
 /// One call's side of the recorder: hands its chunks over without waiting and remembers what
 /// could not be handed over, to be written as silence.

@@ -15,8 +15,8 @@
 //! The fake carrier allocates (it parses the server's messages strictly, as `serde_json::Value`,
 //! and keeps mark names as `String`s): the rig counts the allocations of its steps apart and they
 //! are taken out. Everything else is counted: the session and the engine in both directions, and
-//! the rig's own glue. `take_recording` hands over a new `Vec` per half second of recording by
-//! design (one allocation per 25 frames); those are counted separately. The rest must be (close
+//! the rig's own glue. `take_recording` hands over a new `Vec` per recording chunk (240 ms) by
+//! design (one allocation per 12 frames); those are counted separately. The rest must be (close
 //! to) zero. Run with `--nocapture` to see the counts.
 
 use std::sync::Arc;

@@ -35,10 +35,13 @@ impl AgentSpan {
         self.slot + self.audio.len().div_ceil(SAMPLES_8K) as u64
     }
 }
-/// Interleaved samples per recording chunk: 25 slots (500 ms) of stereo audio (8 KB of µ-law,
-/// handed to the recorder as it is and decoded there as it is written), so the recorder writes
-/// twice a second per call; a whole number of slots, so a chunk never outgrows its allocation.
-pub const RECORDING_CHUNK_SAMPLES: usize = 25 * SAMPLES_8K * 2;
+/// Interleaved samples per recording chunk: 12 slots (240 ms) of stereo audio (3.75 KiB of
+/// µ-law, handed to the recorder as it is and decoded there as it is written); a whole number of
+/// slots, so a chunk never outgrows its allocation. A call keeps the chunk it fills and its
+/// chunks wait in the recorder's queue for up to its gathering window, so the chunk's length is
+/// memory per call (500 ms chunks took about 4 KiB a call more) against the recorder's writes
+/// (about four a second per call).
+pub const RECORDING_CHUNK_SAMPLES: usize = 12 * SAMPLES_8K * 2;
 
 /// Pending slots and the chunk being filled. Announces a full chunk with `Output::Recording`.
 pub(super) struct Recording {
@@ -272,6 +275,9 @@ mod tests {
     use super::*;
     use crate::engine::audio::g711;
 
+    /// Slots per recording chunk.
+    const CHUNK_SLOTS: u64 = (RECORDING_CHUNK_SAMPLES / (2 * SAMPLES_8K)) as u64;
+
     /// What µ-law code `b` (the tests' caller frames are made of one) decodes to.
     fn d(b: u8) -> i16 {
         g711::ulaw_decode(b)
@@ -370,11 +376,11 @@ mod tests {
         rec.handle_caller_frame(0, None, &[1; SAMPLES_8K], &mut out);
         rec.handle_caller_frame(20, None, &[2; SAMPLES_8K], &mut out);
         rec.handle_caller_frame(100, Some(100), &[3; SAMPLES_8K], &mut out);
-        // woken when the first chunk (25 slots) is due, not for every slot
-        assert_eq!(rec.poll_timeout(), Some(25 * 20 + 400));
+        // woken when the first chunk is due, not for every slot
+        assert_eq!(rec.poll_timeout(), Some(CHUNK_SLOTS * 20 + 400));
         rec.handle_time(419, &mut out);
         assert!(out.is_empty());
-        assert_eq!(rec.poll_timeout(), Some(25 * 20 + 400));
+        assert_eq!(rec.poll_timeout(), Some(CHUNK_SLOTS * 20 + 400));
         let mut all = Vec::new();
         rec.finish(120, &mut out);
         drain(&mut rec, &mut out, &mut all);
@@ -389,7 +395,7 @@ mod tests {
         let mut rec = Recording::new(Duration::from_millis(400));
         let mut out = VecDeque::new();
         rec.handle_caller_frame(0, Some(3_600_000), &[1; SAMPLES_8K], &mut out);
-        assert_eq!(rec.poll_timeout(), Some(25 * 20 + 400));
+        assert_eq!(rec.poll_timeout(), Some(CHUNK_SLOTS * 20 + 400));
         rec.handle_time(1000, &mut out);
         assert_eq!(rec.poll_timeout(), None);
         rec.handle_caller_frame(1000, Some(0), &[1; SAMPLES_8K], &mut out);
