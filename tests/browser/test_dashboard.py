@@ -130,6 +130,28 @@ def test_sign_in_and_create_a_receptionist_in_four_steps(new_page, env):
     p.shot("receptionists")
 
 
+def test_a_route_taken_as_soon_as_the_page_shows_is_followed(new_page, env):
+    # the page subscribes to hash changes in an effect, which runs after the first paint: a
+    # navigation made as soon as the signed-in page appears (here: by a script that watches for
+    # it, before any effect can run) must still be followed, not lost
+    p = new_page()
+    p.sign_in(env.admin_key)
+    p.page.add_init_script(
+        """
+        new MutationObserver((_, observer) => {
+          if (document.querySelector('.topbar')) {
+            observer.disconnect();
+            location.hash = '#/receptionists';
+          }
+        }).observe(document, { childList: true, subtree: true });
+        """
+    )
+    p.route("analytics")
+    p.page.reload()
+    expect(p.get_by_role("link", name="New receptionist")).to_be_visible()
+    expect(p.locator(".nav-item.active")).to_have_text("Receptionists")
+
+
 def test_find_play_approve_and_ingest_a_candidate(admin, env):
     p = admin
     expect(p.locator("h1")).to_have_text("Candidates")

@@ -34,6 +34,11 @@ function useRoute() {
       window.scrollTo(0, 0);
     };
     window.addEventListener('hashchange', on);
+    // effects run after the first paint: a hash changed between that render and this
+    // subscription (a link followed, or a script's navigation, as soon as the page showed) fired
+    // its event with no one listening, and the page would stay where it was
+    const now = parseHash();
+    setRoute((shown) => (shown.join('/') === now.join('/') ? shown : now));
     return () => window.removeEventListener('hashchange', on);
   }, []);
   return route;
