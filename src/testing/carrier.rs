@@ -123,10 +123,10 @@ pub struct FakeCarrier {
     media_ms: u64,
     encoder: CallerEncoder,
     decoder: InboundTranscoder,
-    /// Reused: caller audio in the stream's codec; agent payload bytes; agent µ-law.
+    /// Reused: caller audio in the stream's codec; agent payload bytes (the decoder keeps the
+    /// agent's µ-law).
     wire: Vec<u8>,
     payload: Vec<u8>,
-    mulaw: Vec<u8>,
     queue: VecDeque<Queued>,
     pending: VecDeque<i16>,
     /// The play-out head, in µs since `epoch`.
@@ -196,7 +196,6 @@ impl FakeCarrier {
             decoder,
             wire: Vec::with_capacity(1024),
             payload: Vec::with_capacity(4096),
-            mulaw: Vec::with_capacity(4096),
             queue: VecDeque::with_capacity(256),
             pending: VecDeque::with_capacity(8000),
             clock_us: 0,
@@ -436,7 +435,7 @@ impl FakeCarrier {
     fn send_frame(&mut self, mulaw: &[u8; 160]) {
         self.wire.clear();
         match &mut self.encoder {
-            CallerEncoder::Transcode(t) => t.encode(mulaw, &mut self.wire),
+            CallerEncoder::Transcode(t) => self.wire.extend_from_slice(t.encode(mulaw)),
             #[cfg(feature = "opus")]
             CallerEncoder::Opus(enc) => {
                 let mut pcm = [0i16; 160];
@@ -724,18 +723,18 @@ impl FakeCarrier {
     }
 
     fn queue_payload(&mut self) -> Result<(), String> {
-        self.mulaw.clear();
-        self.decoder
-            .decode(&self.payload, &mut self.mulaw)
+        let mulaw = self
+            .decoder
+            .decode(&self.payload)
             .map_err(|e| format!("agent audio: {e}"))?;
-        if self.pending.len() + self.mulaw.len() > MAX_QUEUED_SAMPLES {
+        if self.pending.len() + mulaw.len() > MAX_QUEUED_SAMPLES {
             return Err("more than 10 minutes of agent audio queued".into());
         }
         self.media_received += 1;
-        self.samples_received += self.mulaw.len() as u64;
+        self.samples_received += mulaw.len() as u64;
         self.pending
-            .extend(self.mulaw.iter().map(|&b| g711::ulaw_decode(b)));
-        self.queue.push_back(Queued::Audio(self.mulaw.len()));
+            .extend(mulaw.iter().map(|&b| g711::ulaw_decode(b)));
+        self.queue.push_back(Queued::Audio(mulaw.len()));
         Ok(())
     }
 

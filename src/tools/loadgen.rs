@@ -1345,9 +1345,11 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         match run_report(one).await {
             Ok(mut report) => {
                 report["level"] = json!(level);
-                if let (Some(previous), Value::Object(map)) = (reports.last(), &mut report) {
-                    let added = per_added_call(previous, &Value::Object(map.clone()));
-                    merge(map, added);
+                if let Some(previous) = reports.last() {
+                    let added = per_added_call(previous, &report);
+                    if let Value::Object(map) = &mut report {
+                        merge(map, added);
+                    }
                 }
                 println!("{report}");
                 reports.push(report);

@@ -208,6 +208,8 @@ pub struct InboundTranscoder {
     wire: Vec<i16>,
     /// Linear samples at 8 kHz.
     pcm8k: Vec<i16>,
+    /// The µ-law of the last payload, for codecs that transcode (µ-law itself is lent back).
+    out: Vec<u8>,
 }
 
 impl fmt::Debug for InboundTranscoder {
@@ -253,6 +255,8 @@ impl InboundTranscoder {
             state,
             wire: Vec::with_capacity(if scratch { 5760 } else { 0 }),
             pcm8k: Vec::with_capacity(if scratch { 960 } else { 0 }),
+            // grows to the largest payload's µ-law once; never used for µ-law
+            out: Vec::new(),
         })
     }
 
@@ -261,21 +265,19 @@ impl InboundTranscoder {
         self.codec
     }
 
-    /// Whether the carrier's codec is µ-law 8 kHz itself: [`Self::decode`] would only copy, so
-    /// a caller can use the payload as it is.
-    pub fn passes_through(&self) -> bool {
-        matches!(self.state, InState::Mulaw)
-    }
-
-    /// Appends the µ-law 8 kHz of one media payload to `out`. An empty payload adds nothing.
-    /// With a decimating codec the output lags the input by the filter's delay (3 ms), so a
-    /// payload's output may be one sample shorter or longer than its share.
-    pub fn decode(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), AudioError> {
+    /// The µ-law 8 kHz of one media payload: the payload itself when the carrier's codec is
+    /// µ-law 8 kHz (no copy), else the transcoder's own buffer, valid until the next call. An
+    /// empty payload gives nothing. With a decimating codec the output lags the input by the
+    /// filter's delay (3 ms), so a payload's output may be one sample shorter or longer than its
+    /// share.
+    pub fn decode<'a>(&'a mut self, payload: &'a [u8]) -> Result<&'a [u8], AudioError> {
+        let out = &mut self.out;
+        out.clear();
         if payload.is_empty() {
-            return Ok(());
+            return Ok(&[]);
         }
         match &mut self.state {
-            InState::Mulaw => out.extend_from_slice(payload),
+            InState::Mulaw => return Ok(payload),
             InState::Alaw => out.extend(payload.iter().map(|&b| ALAW_TO_ULAW[b as usize])),
             InState::L16 { order, down } => {
                 if !payload.len().is_multiple_of(2) {
@@ -302,7 +304,7 @@ impl InboundTranscoder {
                 out.extend(self.wire[..n].iter().map(|&s| ulaw_encode(s)));
             }
         }
-        Ok(())
+        Ok(&self.out)
     }
 }
 
@@ -322,6 +324,8 @@ pub struct OutboundTranscoder {
     state: OutState,
     pcm8k: Vec<i16>,
     wire: Vec<i16>,
+    /// The last frame in the carrier's codec, for codecs that transcode (µ-law is lent back).
+    out: Vec<u8>,
 }
 
 impl fmt::Debug for OutboundTranscoder {
@@ -357,6 +361,8 @@ impl OutboundTranscoder {
             state,
             pcm8k: Vec::with_capacity(if scratch { 160 } else { 0 }),
             wire: Vec::with_capacity(if scratch { 960 } else { 0 }),
+            // grows to the largest frame once; never used for µ-law
+            out: Vec::new(),
         })
     }
 
@@ -365,16 +371,14 @@ impl OutboundTranscoder {
         self.codec
     }
 
-    /// Whether the carrier's codec is µ-law 8 kHz itself: [`Self::encode`] would only copy, so
-    /// a caller can send the agent's audio as it is.
-    pub fn passes_through(&self) -> bool {
-        matches!(self.state, OutState::Mulaw)
-    }
-
-    /// Appends `mulaw` (the engine's 8 kHz audio) in the carrier's codec to `out`.
-    pub fn encode(&mut self, mulaw: &[u8], out: &mut Vec<u8>) {
+    /// `mulaw` (the engine's 8 kHz audio) in the carrier's codec: `mulaw` itself when the
+    /// carrier's codec is µ-law 8 kHz (no copy), else the transcoder's own buffer, valid until
+    /// the next call.
+    pub fn encode<'a>(&'a mut self, mulaw: &'a [u8]) -> &'a [u8] {
+        let out = &mut self.out;
+        out.clear();
         match &mut self.state {
-            OutState::Mulaw => out.extend_from_slice(mulaw),
+            OutState::Mulaw => return mulaw,
             OutState::Alaw => out.extend(mulaw.iter().map(|&b| ULAW_TO_ALAW[b as usize])),
             OutState::L16 { order, up: None } => {
                 let order = *order;
@@ -396,6 +400,7 @@ impl OutboundTranscoder {
                 }
             }
         }
+        &self.out
     }
 
     /// Forgets the interpolator's history: call after a clear, so that the next utterance does
@@ -484,14 +489,14 @@ mod tests {
     fn g711_both_ways() {
         let all: Vec<u8> = (0..=255).collect();
         let mut t = InboundTranscoder::new(AudioCodec::Mulaw).unwrap();
-        let mut out = vec![1, 2];
-        t.decode(&all, &mut out).unwrap();
-        assert_eq!(&out[2..], &all[..], "appends, µ-law copied");
+        let out = t.decode(&all).unwrap();
+        assert_eq!(out, &all[..], "µ-law lent back as it is");
+        assert!(std::ptr::eq(out, &all[..]), "no copy");
 
         let mut t = InboundTranscoder::new(AudioCodec::Alaw).unwrap();
-        out.clear();
-        t.decode(&all, &mut out).unwrap();
-        for (a, u) in all.iter().zip(&out) {
+        let out = t.decode(&all).unwrap();
+        assert_eq!(out.len(), all.len());
+        for (a, u) in all.iter().zip(out) {
             let (a, u) = (
                 super::super::g711::alaw_decode(*a) as i32,
                 ulaw_decode(*u) as i32,
@@ -500,14 +505,14 @@ mod tests {
         }
 
         let mut e = OutboundTranscoder::new(AudioCodec::Alaw).unwrap();
-        out.clear();
-        e.encode(&all, &mut out);
         let expected: Vec<u8> = all.iter().map(|&b| alaw_encode(ulaw_decode(b))).collect();
-        assert_eq!(out, expected);
+        assert_eq!(e.encode(&all), expected);
+        // a second frame replaces the first
+        assert_eq!(e.encode(&all[..3]), &expected[..3]);
         let mut e = OutboundTranscoder::new(AudioCodec::Mulaw).unwrap();
-        out.clear();
-        e.encode(&all, &mut out);
+        let out = e.encode(&all);
         assert_eq!(out, all);
+        assert!(std::ptr::eq(out, &all[..]), "no copy");
     }
 
     #[test]
@@ -517,14 +522,12 @@ mod tests {
             let codec = AudioCodec::L16 { rate: 8000, order };
             let bytes = l16_bytes(&samples, order);
             let mut t = InboundTranscoder::new(codec).unwrap();
-            let mut mulaw = Vec::new();
-            t.decode(&bytes, &mut mulaw).unwrap();
+            let mulaw = t.decode(&bytes).unwrap();
             let expected: Vec<u8> = samples.iter().map(|&s| ulaw_encode(s)).collect();
             assert_eq!(mulaw, expected, "{order:?}");
 
             let mut e = OutboundTranscoder::new(codec).unwrap();
-            let mut wire = Vec::new();
-            e.encode(&expected, &mut wire);
+            let wire = e.encode(&expected);
             let decoded: Vec<i16> = expected.iter().map(|&b| ulaw_decode(b)).collect();
             assert_eq!(wire, l16_bytes(&decoded, order), "{order:?}");
         }
@@ -548,7 +551,7 @@ mod tests {
             let mut mulaw = Vec::new();
             // In 20 ms packets, as a carrier sends them.
             for packet in bytes.chunks(codec.bytes_per_20ms().unwrap()) {
-                t.decode(packet, &mut mulaw).unwrap();
+                mulaw.extend_from_slice(t.decode(packet).unwrap());
             }
             assert_eq!(mulaw.len(), 8000);
             let level = rms(mulaw[800..].iter().map(|&b| ulaw_decode(b))) / (8000.0 / 2f64.sqrt());
@@ -558,9 +561,9 @@ mod tests {
             let mut e = OutboundTranscoder::new(codec).unwrap();
             let mut wire = Vec::new();
             for frame in mulaw.chunks(160) {
-                let before = wire.len();
-                e.encode(frame, &mut wire);
-                assert_eq!(wire.len() - before, codec.bytes_per_20ms().unwrap());
+                let frame = e.encode(frame);
+                assert_eq!(frame.len(), codec.bytes_per_20ms().unwrap());
+                wire.extend_from_slice(frame);
             }
             let back: Vec<i16> = wire
                 .chunks_exact(2)
@@ -582,18 +585,16 @@ mod tests {
             order: ByteOrder::Little,
         };
         let mut t = InboundTranscoder::new(codec).unwrap();
-        let mut out = Vec::new();
+        assert_eq!(t.decode(&[0; 640]).unwrap().len(), 160);
+        assert_eq!(t.decode(&[0; 641]), Err(AudioError::OddLength(641)));
         assert_eq!(
-            t.decode(&[0; 641], &mut out),
-            Err(AudioError::OddLength(641))
+            t.decode(&[]).unwrap(),
+            &[] as &[u8],
+            "nothing left of the last payload"
         );
-        assert!(out.is_empty());
-        t.decode(&[], &mut out).unwrap();
-        assert!(out.is_empty());
         assert_eq!(t.codec(), codec);
         let mut t = InboundTranscoder::new(AudioCodec::Mulaw).unwrap();
-        t.decode(&[], &mut out).unwrap();
-        assert!(out.is_empty());
+        assert!(t.decode(&[]).unwrap().is_empty());
     }
 
     #[cfg(feature = "opus")]
@@ -607,18 +608,17 @@ mod tests {
             let mut mulaw = Vec::new();
             for frame in input.chunks_exact(rate as usize / 50) {
                 let packet = enc.encode_vec(frame, 4000).unwrap();
-                let before = mulaw.len();
-                t.decode(&packet, &mut mulaw).unwrap();
-                assert_eq!(mulaw.len() - before, 160);
+                let out = t.decode(&packet).unwrap();
+                assert_eq!(out.len(), 160);
+                mulaw.extend_from_slice(out);
             }
             let level = rms(mulaw[1600..].iter().map(|&b| ulaw_decode(b))) / (8000.0 / 2f64.sqrt());
             assert!((0.8..1.25).contains(&level), "{rate}: {level}");
         }
         // Garbage is an error, not a panic, and the transcoder keeps working.
         let mut t = InboundTranscoder::new(AudioCodec::Opus { rate: 16000 }).unwrap();
-        let mut out = Vec::new();
         assert!(matches!(
-            t.decode(&[0x03, 0x00], &mut out),
+            t.decode(&[0x03, 0x00]),
             Err(AudioError::Opus(OpusError::InvalidPacket))
         ));
         let mut x = 0x9E37_79B9u32;
@@ -631,7 +631,7 @@ mod tests {
                     x as u8
                 })
                 .collect();
-            let _ = t.decode(&packet, &mut out);
+            let _ = t.decode(&packet);
         }
     }
 }

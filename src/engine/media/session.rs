@@ -55,11 +55,6 @@ pub struct MediaSession {
     out: OutMsgs,
     /// A media message's payload, base64-decoded.
     payload: Vec<u8>,
-    /// Caller audio in µ-law 8 kHz, when the carrier's codec is another (µ-law is used as it
-    /// arrives).
-    mulaw: Vec<u8>,
-    /// Agent audio in the carrier's codec, when it is not µ-law (µ-law goes out as it is).
-    audio: Vec<u8>,
 }
 
 impl fmt::Debug for MediaSession {
@@ -81,11 +76,9 @@ impl MediaSession {
             inbound: InboundTranscoder::new(start.codec)?,
             outbound: OutboundTranscoder::new(start.outbound_codec)?,
             out: OutMsgs::with_capacity(1024),
-            // each grows to the largest message once (a call keeps them for its whole length:
-            // a 20 ms µ-law payload is 160 bytes, and µ-law needs no transcoding buffers)
+            // grows to the largest payload once (a call keeps it for its whole length: a 20 ms
+            // µ-law payload is 160 bytes)
             payload: Vec::new(),
-            mulaw: Vec::new(),
-            audio: Vec::new(),
         })
     }
 
@@ -118,13 +111,7 @@ impl MediaSession {
                 ..
             } => {
                 let bytes = payload.bytes(&mut self.payload)?;
-                let mulaw = if self.inbound.passes_through() {
-                    bytes
-                } else {
-                    self.mulaw.clear();
-                    self.inbound.decode(bytes, &mut self.mulaw)?;
-                    &self.mulaw
-                };
+                let mulaw = self.inbound.decode(bytes)?;
                 // the engine takes at most 20 ms per input; later slices are 20 ms later
                 for (i, frame) in mulaw.chunks(FRAME_BYTES).enumerate() {
                     input(Input::CallerAudio {
@@ -148,13 +135,7 @@ impl MediaSession {
     pub fn write(&mut self, msg: &ToCaller) {
         match msg {
             ToCaller::Media(frame) => {
-                let audio = if self.outbound.passes_through() {
-                    &frame[..]
-                } else {
-                    self.audio.clear();
-                    self.outbound.encode(frame, &mut self.audio);
-                    &self.audio[..]
-                };
+                let audio = self.outbound.encode(frame);
                 self.codec.write_media(audio, &mut self.out);
             }
             ToCaller::Mark(id) => {
