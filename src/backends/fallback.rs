@@ -141,6 +141,10 @@ impl SttSession for FallbackSession {
         self.primary.as_mut()?.partial()
     }
 
+    fn partial_over_agent(&mut self) -> Option<BoxFuture<'static, Result<String, BackendError>>> {
+        self.primary.as_mut()?.partial_over_agent()
+    }
+
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, BackendError>> {
         let heard = self.finish_heard();
         Box::pin(async move { Ok(heard.await?.text) })

@@ -338,6 +338,12 @@ pub trait SttSession: Send {
     fn partial(&mut self) -> Option<BoxFuture<'static, Result<String, BackendError>>> {
         None
     }
+    /// [`partial`](Self::partial) for a barge-in check (the caller talking over the agent): a
+    /// recogniser that can tell may read words the check cut short as the backchannel they
+    /// begin ("go" of "got it"). The default: `partial`.
+    fn partial_over_agent(&mut self) -> Option<BoxFuture<'static, Result<String, BackendError>>> {
+        self.partial()
+    }
 }
 
 /// The speech backends a call uses.

@@ -1151,7 +1151,10 @@ impl CallDriver<'_> {
                 Output::SttPartial { utterance } => {
                     // no partial (a recogniser without them, an error, too slow): the engine
                     // stops the agent at its deadline
-                    let Some(partial) = self.stt.get_mut(&utterance).and_then(|s| s.partial())
+                    let Some(partial) = self
+                        .stt
+                        .get_mut(&utterance)
+                        .and_then(|s| s.partial_over_agent())
                     else {
                         tracing::debug!(call = %self.call_id, utterance, "no partial transcript");
                         continue;

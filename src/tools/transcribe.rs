@@ -52,9 +52,11 @@ pub struct TranscribeArgs {
     /// measures what a call waits after the end of the turn.
     #[arg(long)]
     pub realtime: bool,
-    /// Also print whether the words, said over the agent, would stop it (`floor`) or not (`-`:
-    /// nothing heard, or only backchannels, fillers and politeness), as a call's barge-in check
-    /// reads the recogniser's words so far (`scripts/barge-in-words` measures it).
+    /// Read each file as a call's barge-in check reads talk over the agent (the recogniser's
+    /// check of the words so far, which with Whisper reads a backchannel the check cut short as
+    /// one), and also print whether those words would stop the agent (`floor`) or not (`-`:
+    /// nothing heard, or only backchannels, fillers and politeness); `scripts/barge-in-words`
+    /// measures it.
     #[arg(long)]
     pub floor: bool,
     /// Whisper: no decode at pauses (only at the end).
@@ -66,6 +68,14 @@ pub struct TranscribeArgs {
     /// Whisper: the shortest window encoded, in seconds (default: the server's).
     #[arg(long, hide = true, conflicts_with = "pad_30s")]
     pub min_window_secs: Option<usize>,
+    /// Whisper, with `--floor`: how much less likely (nats per token) a backchannel decoded
+    /// again from a check's words may be and still be read (default: the server's).
+    #[arg(long, hide = true)]
+    pub backchannel_margin: Option<f64>,
+    /// Whisper, with `--floor`: read a check's words as heard (no second decode for a
+    /// backchannel).
+    #[arg(long, hide = true, conflicts_with = "backchannel_margin")]
+    pub no_backchannel_reading: bool,
     /// Whisper: threads per decode.
     #[arg(long, hide = true, default_value_t = 1)]
     pub threads: usize,
@@ -147,6 +157,11 @@ fn recogniser(args: &TranscribeArgs) -> anyhow::Result<Arc<dyn SpeechToText>> {
                 config.min_window_secs = secs;
             }
             config.threads_per_decode = args.threads.max(1);
+            if args.no_backchannel_reading {
+                config.backchannel_margin = None;
+            } else if let Some(margin) = args.backchannel_margin {
+                config.backchannel_margin = Some(margin);
+            }
             config.early_decode = args.realtime && !args.no_early;
             config.pool_size = config.pool_size.max(args.jobs);
             Arc::new(WhisperStt::new(config)?)
@@ -163,6 +178,7 @@ async fn run_one(
     realtime: bool,
     multilingual: bool,
     hint: SttHint,
+    over_agent: bool,
 ) -> anyhow::Result<(Heard, Duration)> {
     let mut session = stt.start_in(hint, multilingual);
     let frames = match &audio {
@@ -197,6 +213,17 @@ async fn run_one(
         tick.tick().await;
     }
     let start = Instant::now();
+    // as a call's barge-in check reads the words so far, when the recogniser has such checks
+    if over_agent && let Some(partial) = session.partial_over_agent() {
+        let text = partial.await?;
+        return Ok((
+            Heard {
+                text,
+                language: None,
+            },
+            start.elapsed(),
+        ));
+    }
     let heard = session.finish_heard().await?;
     Ok((heard, start.elapsed()))
 }
@@ -207,11 +234,16 @@ pub async fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     let results = futures_util::stream::iter(args.files.iter().cloned())
         .map(|path| {
             let stt = stt.clone();
-            let (phone, realtime, multilingual, hint) =
-                (args.phone, args.realtime, args.multilingual, args.hint);
+            let (phone, realtime, multilingual, hint, floor) = (
+                args.phone,
+                args.realtime,
+                args.multilingual,
+                args.hint,
+                args.floor,
+            );
             async move {
                 let outcome = match load(&path, phone) {
-                    Ok(audio) => run_one(stt, audio, realtime, multilingual, hint).await,
+                    Ok(audio) => run_one(stt, audio, realtime, multilingual, hint, floor).await,
                     Err(e) => Err(e),
                 };
                 (path, outcome)

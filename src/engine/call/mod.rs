@@ -60,6 +60,8 @@ pub struct Timing {
     /// and the agent stops only for words that are not a backchannel ("uh-huh", "okay") and not
     /// nothing (a cough, noise, or too little speech yet for a word) ...
     pub barge_in_check: Duration,
+    /// ... how often it is asked again after that (while the caller talks on) ...
+    pub barge_in_check_every: Duration,
     /// ... how long its answer may take (past it the agent stops if the caller is still
     /// talking: a backchannel or a cough is over by then) ...
     pub partial_timeout: Duration,
@@ -115,6 +117,7 @@ impl Default for Timing {
             speech_onset: Duration::from_millis(60),
             barge_in: Duration::from_millis(300),
             barge_in_check: Duration::from_millis(200),
+            barge_in_check_every: Duration::from_millis(200),
             partial_timeout: Duration::from_millis(700),
             barge_in_sure: Duration::from_millis(800),
             min_utterance: Duration::from_millis(160),
@@ -584,6 +587,7 @@ impl CallEngine {
             } else {
                 t.barge_in
             }),
+            barge_in_every: frames(t.barge_in_check_every),
             barge_in_sure: if config.barge_in_words {
                 frames(t.barge_in_sure)
             } else {

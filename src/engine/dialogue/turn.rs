@@ -17,6 +17,9 @@ pub struct TurnTiming {
     /// `barge_in_sure`, frames from the onset after which, and after every as many more, it asks
     /// what the caller said, if they are talking then).
     pub barge_in: u32,
+    /// With `barge_in_sure`: frames between the words' later checks, after the first at
+    /// `barge_in` (0: `barge_in`).
+    pub barge_in_every: u32,
     /// Speech frames after which talk over the agent stops it whatever the words (0: no second
     /// signal).
     pub barge_in_sure: u32,
@@ -154,7 +157,15 @@ impl TurnTaking {
                 // over) is not asked about again
                 let step = if speech {
                     let frames = (now_ms.saturating_sub(cap.start_ms) / FRAME_MS) as u32;
-                    frames / t.barge_in.max(1)
+                    let first = t.barge_in.max(1);
+                    let every = if t.barge_in_every > 0 {
+                        t.barge_in_every
+                    } else {
+                        first
+                    };
+                    frames
+                        .checked_sub(first)
+                        .map_or(0, |after| 1 + after / every)
                 } else {
                     cap.barge_signals
                 };
@@ -262,6 +273,7 @@ mod tests {
         TurnTiming {
             onset: 3,
             barge_in: 15,
+            barge_in_every: 0,
             barge_in_sure: 0,
             min_utterance: 8,
             endpoint: 35,
@@ -461,6 +473,34 @@ mod tests {
         };
         // at 10, 20, 30 and 40 frames of speech, then sure at 50
         assert_eq!(barges, vec![not_sure, not_sure, not_sure, not_sure, sure]);
+    }
+
+    #[test]
+    fn with_words_checked_more_often_the_first_check_waits_as_long() {
+        let (_, speaking) = words_checked();
+        let mut t = TurnTaking::new(TurnTiming {
+            barge_in: 10,
+            barge_in_every: 5,
+            barge_in_sure: 50,
+            ..timing()
+        });
+        let mut ms = 0;
+        // onset after 3 frames; nothing asked before 10 frames of speech
+        let ev = feed(&mut t, &mut ms, 9, true, speaking);
+        assert!(!ev.iter().any(|e| matches!(e, TurnEvent::BargeIn { .. })));
+        let ev = feed(&mut t, &mut ms, 51, true, speaking);
+        let steps = ev
+            .iter()
+            .filter(|e| matches!(e, TurnEvent::BargeIn { sure: false, .. }))
+            .count();
+        // at 10, 15, 20, … 45 frames of speech, then sure at 50
+        assert_eq!(steps, 8);
+        assert_eq!(
+            ev.iter()
+                .filter(|e| matches!(e, TurnEvent::BargeIn { sure: true, .. }))
+                .count(),
+            1
+        );
     }
 
     #[test]

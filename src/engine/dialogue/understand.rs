@@ -141,7 +141,7 @@ const NO_WORDS: &[&str] = &[
 ];
 
 /// Sounds a listener makes without meaning to take the floor.
-const BACKCHANNEL_SOUNDS: &[&str] = &[
+pub(crate) const BACKCHANNEL_SOUNDS: &[&str] = &[
     "uh", "huh", "um", "umm", "hm", "hmm", "mm", "mmm", "mhm", "ah", "oh", "er", "eh", "aha",
     "uhhuh", "ahh", "ohh", "ooh", "o", "wow",
 ];
@@ -149,7 +149,7 @@ const BACKCHANNEL_SOUNDS: &[&str] = &[
 /// common English backchannels ("okay", "yes", "all right", "got it", "I see", "I understand",
 /// "exactly", "makes sense", "sounds good", "of course", "perfect") word by word. Each word
 /// here is no reason to stop the agent by itself; any other word in what was said is.
-const ACKNOWLEDGEMENTS: &[&str] = &[
+pub(crate) const ACKNOWLEDGEMENTS: &[&str] = &[
     "okay",
     "ok",
     "right",
@@ -219,6 +219,27 @@ pub fn takes_the_floor(text: &str) -> bool {
             && !NOT_THE_FLOOR.contains(&w)
             && !is_hum(w)
     })
+}
+
+/// Words a check heard over the agent read as a backchannel the check cut short, if they can
+/// be: no word takes the floor but perhaps the last, and that one begins a backchannel word
+/// ("go" of "got it", "ri" of "right"), which it is then completed to; and a backchannel word of
+/// two letters or more is in it (letters and fillers alone are no backchannel: "n o" is "no").
+pub fn backchannel_cut_short(text: &str) -> Option<String> {
+    let mut w = words(text);
+    let last = w.last_mut()?;
+    if takes_the_floor(last) {
+        let begun = BACKCHANNEL_SOUNDS
+            .iter()
+            .chain(ACKNOWLEDGEMENTS)
+            .find(|b| last.len() >= 2 && b.starts_with(last.as_str()))?;
+        *last = begun.to_string();
+    }
+    let backchannel = |w: &String| {
+        w.len() >= 2
+            && (BACKCHANNEL_SOUNDS.contains(&w.as_str()) || ACKNOWLEDGEMENTS.contains(&w.as_str()))
+    };
+    (!w.iter().any(|w| takes_the_floor(w)) && w.iter().any(backchannel)).then(|| w.join(" "))
 }
 
 /// A yes/no reading of the caller's words, from the first decisive word ("no I don't" is no,
@@ -794,6 +815,28 @@ mod tests {
         ] {
             assert!(takes_the_floor(yes), "{yes:?}");
         }
+    }
+
+    #[test]
+    fn a_backchannel_cut_short_is_read_as_one_and_nothing_else_is() {
+        let read = |t: &str| backchannel_cut_short(t);
+        assert_eq!(read("go").as_deref(), Some("got"));
+        assert_eq!(read("uh ri").as_deref(), Some("uh right"));
+        assert_eq!(read("okay").as_deref(), Some("okay"));
+        assert_eq!(
+            read("sure thing"),
+            None,
+            "a word that takes the floor before the last"
+        );
+        assert_eq!(
+            read("okay wait"),
+            None,
+            "the last word begins no backchannel"
+        );
+        assert_eq!(read("n o"), None, "letters are no backchannel");
+        assert_eq!(read("so"), None, "a filler is no backchannel");
+        assert_eq!(read("i"), None);
+        assert_eq!(read(""), None);
     }
 
     #[test]
