@@ -702,7 +702,7 @@ impl Vocabulary {
             .iter()
             .chain(understand::TENS)
             .chain(AROUND_NUMBERS);
-        self.tokens_of(words.copied(), true)
+        self.tokens_of(words.copied(), true, &[".", ","])
     }
 
     /// Which tokens a backchannel may be made of (the engine's backchannel sounds and
@@ -712,13 +712,18 @@ impl Vocabulary {
             .iter()
             .chain(understand::ACKNOWLEDGEMENTS)
             .chain(&["uh-huh", "mm-hmm", "all right"]);
-        self.tokens_of(words.copied(), false)
+        self.tokens_of(words.copied(), false, &[".", ",", "!"])
     }
 
     /// The tokens that spell `words`: a word-starting token that begins one of them, a
-    /// continuation that is part of one, `.` and `,` (and `!`, and any run of digits, as
-    /// `digits` says).
-    fn tokens_of<'w>(&self, words: impl Iterator<Item = &'w str>, digits: bool) -> Vec<bool> {
+    /// continuation that is part of one, the punctuation `marks`, and with `digits` any run of
+    /// digits.
+    fn tokens_of<'w>(
+        &self,
+        words: impl Iterator<Item = &'w str>,
+        digits: bool,
+        marks: &[&str],
+    ) -> Vec<bool> {
         // every piece a token may be: a word's beginnings (a token that starts a word) and its
         // inner parts (a continuation); one lookup per token, so that a 52,000-token vocabulary
         // takes milliseconds (this runs when a model loads, the multilingual one during a call)
@@ -746,9 +751,7 @@ impl Vocabulary {
                 };
                 !word.is_empty()
                     && ((digits && word.bytes().all(|b| b.is_ascii_digit()))
-                        || word == "."
-                        || word == ","
-                        || (!digits && word == "!")
+                        || marks.contains(&word)
                         || if starts_word {
                             starts.contains(word)
                         } else {
@@ -1137,7 +1140,6 @@ impl Shared {
         // an answer to a number question with no number in it ("high beers" for "five years"):
         // decode again from the same features, with only the tokens such an answer is made of,
         // and take that when it holds a number and the model finds it nearly as likely
-        let fresh_again = fresh.clone();
         if expect_number
             && !silent
             && !text.is_empty()
@@ -1145,7 +1147,8 @@ impl Shared {
             && understand::parse_number(&text).is_none()
         {
             let numbers = self.greedy(
-                fresh,
+                // the features' decode, kept for a barge-in check's second decode below
+                fresh.clone(),
                 &tokens,
                 &suppressed,
                 // its first tokens are the least sure: give up only well below the bar
@@ -1183,7 +1186,7 @@ impl Shared {
             && understand::takes_the_floor(&text)
         {
             let heard = self.greedy(
-                fresh_again,
+                fresh,
                 &tokens,
                 &suppressed,
                 Some((allowed, avg_logprob - 2.0 * margin)),

@@ -198,6 +198,11 @@ pub fn is_backchannel(text: &str, acknowledgements: bool) -> bool {
         })
 }
 
+/// A backchannel sound or an acknowledgement word ("uh", "okay", "got").
+fn backchannel_word(w: &str) -> bool {
+    BACKCHANNEL_SOUNDS.contains(&w) || ACKNOWLEDGEMENTS.contains(&w)
+}
+
 /// Words that, alone, are no reason to stop the agent: fillers, politeness, and what a small
 /// recogniser makes of a breath or a hum ("and", "you").
 const NOT_THE_FLOOR: &[&str] = &["and", "so", "you", "the", "a", "thank", "thanks", "well"];
@@ -212,13 +217,12 @@ fn is_hum(word: &str) -> bool {
 /// ("uh-huh", "okay", "right"), hums, fillers and politeness. "Wait", "no", "sorry, which job"
 /// do.
 pub fn takes_the_floor(text: &str) -> bool {
-    words(text).iter().any(|w| {
-        let w = w.as_str();
-        !BACKCHANNEL_SOUNDS.contains(&w)
-            && !ACKNOWLEDGEMENTS.contains(&w)
-            && !NOT_THE_FLOOR.contains(&w)
-            && !is_hum(w)
-    })
+    words(text).iter().any(|w| takes_the_floor_word(w))
+}
+
+/// One word of [`takes_the_floor`].
+fn takes_the_floor_word(w: &str) -> bool {
+    !backchannel_word(w) && !NOT_THE_FLOOR.contains(&w) && !is_hum(w)
 }
 
 /// Words a check heard over the agent read as a backchannel the check cut short, if they can
@@ -228,18 +232,16 @@ pub fn takes_the_floor(text: &str) -> bool {
 pub fn backchannel_cut_short(text: &str) -> Option<String> {
     let mut w = words(text);
     let last = w.last_mut()?;
-    if takes_the_floor(last) {
+    if takes_the_floor_word(last) && last.len() >= 2 {
         let begun = BACKCHANNEL_SOUNDS
             .iter()
             .chain(ACKNOWLEDGEMENTS)
-            .find(|b| last.len() >= 2 && b.starts_with(last.as_str()))?;
+            .find(|b| b.starts_with(last.as_str()))?;
         *last = begun.to_string();
     }
-    let backchannel = |w: &String| {
-        w.len() >= 2
-            && (BACKCHANNEL_SOUNDS.contains(&w.as_str()) || ACKNOWLEDGEMENTS.contains(&w.as_str()))
-    };
-    (!w.iter().any(|w| takes_the_floor(w)) && w.iter().any(backchannel)).then(|| w.join(" "))
+    let floor = w.iter().any(|w| takes_the_floor_word(w));
+    let backchannel = w.iter().any(|w| w.len() >= 2 && backchannel_word(w));
+    (!floor && backchannel).then(|| w.join(" "))
 }
 
 /// A yes/no reading of the caller's words, from the first decisive word ("no I don't" is no,
