@@ -1468,6 +1468,55 @@ fn with_words_checked_a_backchannel_a_cough_or_noise_does_not_stop_the_agent() {
 }
 
 #[test]
+fn the_rest_of_a_yes_said_over_the_reply_to_it_does_not_stop_the_agent() {
+    // "Yes, ... I am": the yes ended the turn at once, and the rest comes over the reply; what
+    // says more, or comes later, stops the agent as any talk over it does
+    for (after_ms, text, stops) in [
+        (100, "i am", false),
+        (100, "i", false),
+        (100, "i am not", true),
+        (100, "but only on weekends", true),
+        (900, "i am", true),
+    ] {
+        // the reply ("Thank you. How many years ...", 1.5 s) begins 700 ms after the yes; the
+        // rest of the yes may begin until 1.5 s after it
+        let mut script = happy_script();
+        script.insert(
+            3,
+            Act::SayOver {
+                after_ms,
+                ms: 500,
+                text,
+            },
+        );
+        let mut sim = Sim::with_partials(script, 100);
+        sim.run(180_000);
+        assert_eq!(
+            sim.clears, stops as usize,
+            "{text:?} {after_ms} ms into the reply"
+        );
+        if !stops {
+            assert_eq!(sim.ended, Some(EndReason::Completed), "{text:?}");
+            let answers = sim.answers();
+            assert_eq!(answers.len(), 2, "{answers:?}");
+            assert_eq!(
+                answers[0].value,
+                crate::model::AnswerValue::Yes,
+                "{answers:?}"
+            );
+            // the next question was asked once, and its answer is the caller's next turn
+            assert_eq!(answers[1].value, crate::model::AnswerValue::Number(3.0));
+            let said = |words: &str| {
+                let lines = sim.transcript();
+                lines.iter().filter(|l| l.text.contains(words)).count()
+            };
+            assert_eq!(said("warehouse experience"), 1, "{:?}", sim.transcript());
+            assert_eq!(said("didn't catch"), 0, "{:?}", sim.transcript());
+        }
+    }
+}
+
+#[test]
 fn with_words_checked_a_real_interruption_stops_the_agent_within_400_ms() {
     let mut sim = Sim::with_partials(
         talked_over(Act::SayOver {

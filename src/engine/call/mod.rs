@@ -534,6 +534,12 @@ pub struct CallEngine {
     barge_in_words: bool,
     /// Talk over the agent whose words are awaited.
     barge_check: Option<BargeCheck>,
+    /// The caller's last turn answered a yes-or-no question: what they say right after it, over
+    /// the reply, may be only the rest of that answer.
+    answered: Option<Answered>,
+    /// Talk over the reply whose words so far only said that answer again: its transcript goes
+    /// in the call's, and is not the next answer if it says no more.
+    restating: Option<u64>,
     /// See `EngineConfig::speaks_languages`.
     speaks_languages: bool,
     /// The language the agent speaks, when not English.
@@ -555,6 +561,19 @@ struct BargeCheck {
     /// ask again when they come back without the floor, rather than wait for the next step.
     again: bool,
 }
+
+/// A yes or a no the caller just gave.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    yes: bool,
+    /// The end of the answer's last speech.
+    end_ms: u64,
+}
+
+/// Talk that begins this soon after a yes or a no, over the agent's reply to it, and only says
+/// the answer again ("Yes, ... I am": a caller who paused at the comma, where a yes ends the
+/// turn at once) does not stop the agent: the answer was heard, and the reply is to it.
+const RESTATED_WITHIN_MS: u64 = 1500;
 
 /// What the agent was saying when the caller talked over it.
 struct Resume {
@@ -641,6 +660,8 @@ impl CallEngine {
             turn_open: false,
             barge_in_words: config.barge_in_words,
             barge_check: None,
+            answered: None,
+            restating: None,
             speaks_languages: config.speaks_languages,
             language: None,
             english_only_due: false,
@@ -765,7 +786,12 @@ impl CallEngine {
                     // words that take the floor stop the agent; a backchannel, a cough or noise
                     // (no words) do not
                     let speaking = matches!(self.phase, Phase::Speaking);
-                    if speaking && understand::takes_the_floor(text) {
+                    let floor = speaking && understand::takes_the_floor(text);
+                    let restates = speaking && self.restates_answer(text);
+                    if restates {
+                        self.restating = Some(utterance);
+                    }
+                    if floor && !restates {
                         self.interrupt_agent(true);
                     } else if speaking
                         && check.again
@@ -1141,6 +1167,17 @@ impl CallEngine {
         }
     }
 
+    /// Words said over the agent, in talk that began right after the caller's yes or no, only
+    /// say it again.
+    fn restates_answer(&self, text: &str) -> bool {
+        self.answered.is_some_and(|a| {
+            self.turn_taking
+                .started_ms()
+                .is_some_and(|start| start <= a.end_ms + RESTATED_WITHIN_MS)
+                && understand::restates_yes_no(a.yes, text)
+        })
+    }
+
     /// Ask the recogniser what the caller has said over the agent so far.
     fn ask_barge_in_words(&mut self, utterance: u64) {
         self.barge_check = Some(BargeCheck {
@@ -1272,7 +1309,16 @@ impl CallEngine {
             .recognizer
             .handle_transcript()
             .unwrap_or((self.now_ms, self.now_ms));
-        let text = text.trim();
+        let mut text = text.trim();
+        // the rest of a yes or a no, said over the reply to it: heard, and no new answer
+        if self.restating.take_if(|u| *u == utterance).is_some()
+            && self
+                .answered
+                .is_some_and(|a| understand::restates_yes_no(a.yes, text))
+        {
+            self.caller_line(text, start_ms, end_ms);
+            text = "";
+        }
         if self.resume.is_none() && self.caller_goes_on(text) {
             if !text.is_empty() {
                 self.caller_line(text, start_ms, end_ms);
@@ -1309,6 +1355,12 @@ impl CallEngine {
         self.caller_line(text, start_ms, end_ms);
         // with any words carried from before
         self.carry(text);
+        self.answered = match self.dialogue.expect() {
+            Expect::Answer(QuestionKind::YesNo) => {
+                understand::parse_yes_no(&self.carried_words).map(|yes| Answered { yes, end_ms })
+            }
+            _ => None,
+        };
         self.answer_carried();
     }
 

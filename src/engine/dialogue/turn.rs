@@ -122,6 +122,11 @@ impl TurnTaking {
         self.capture.as_ref().map(|c| c.utterance)
     }
 
+    /// When the utterance being captured began (its first speech), if one is.
+    pub fn started_ms(&self) -> Option<u64> {
+        self.capture.as_ref().map(|c| c.start_ms)
+    }
+
     /// One frame's verdict at `now_ms` (the frame's end). Drain [`Self::poll_event`] after it.
     pub fn handle_frame(&mut self, now_ms: u64, speech: bool, floor: Floor) {
         self.speech_run = if speech { self.speech_run + 1 } else { 0 };

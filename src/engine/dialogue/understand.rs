@@ -244,6 +244,29 @@ pub fn backchannel_cut_short(text: &str) -> Option<String> {
     (!floor && backchannel).then(|| w.join(" "))
 }
 
+/// Words that, said right after a yes or a no, say it again and nothing more: pronouns and the
+/// verbs of a short answer ("Yes, ... I am", "No, ... I don't", "Sure, ... I can do that").
+const RESTATING: &[&str] = &[
+    "i", "i'm", "im", "am", "do", "does", "did", "can", "could", "have", "has", "will", "would",
+    "is", "are", "was", "it", "that", "that's", "thats", "this", "we", "we're", "of", "course",
+    "sir", "ma'am", "maam",
+];
+
+/// Whether words said right after a yes (`yes`) or a no to a yes-or-no question only say it
+/// again: made of the answer's own words ("yes", "sure"; "no", "not", "don't"), the pronouns and
+/// verbs of a short answer, and sounds that take no floor, and not the other answer. "I am",
+/// "I do", "yeah I can" after a yes do; "I'm not", "but only weekends", "what's the pay" do not.
+pub fn restates_yes_no(yes: bool, text: &str) -> bool {
+    let w = words(text);
+    let answer: &[&str] = if yes { YES_WORDS } else { NO_WORDS };
+    !w.is_empty()
+        && w.iter().all(|w| {
+            let w = w.as_str();
+            answer.contains(&w) || RESTATING.contains(&w) || !takes_the_floor_word(w)
+        })
+        && parse_yes_no(text).is_none_or(|said| said == yes)
+}
+
 /// A yes/no reading of the caller's words, from the first decisive word ("no I don't" is no,
 /// "yes I do" is yes, "I do" and "I have" are yes).
 pub fn parse_yes_no(text: &str) -> Option<bool> {
@@ -816,6 +839,37 @@ mod tests {
             "yes but what about the pay",
         ] {
             assert!(takes_the_floor(yes), "{yes:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_short_forms_of_the_same_answer_restate_a_yes_or_a_no() {
+        for said in [
+            "I am.",
+            "i",
+            "Yes, I am",
+            "yeah I can",
+            "I do",
+            "sure",
+            "That's right.",
+        ] {
+            assert!(restates_yes_no(true, said), "{said:?} after a yes");
+        }
+        for said in [
+            "I'm not.",
+            "no",
+            "but only on weekends",
+            "what is the pay",
+            "I am over eighteen",
+            "",
+        ] {
+            assert!(!restates_yes_no(true, said), "{said:?} after a yes");
+        }
+        for said in ["I don't.", "no I'm not", "I can't", "nope"] {
+            assert!(restates_yes_no(false, said), "{said:?} after a no");
+        }
+        for said in ["I am", "yes I do", "no but I can learn"] {
+            assert!(!restates_yes_no(false, said), "{said:?} after a no");
         }
     }
 
