@@ -1177,13 +1177,16 @@ impl Shared {
             }
         }
         // a barge-in check whose words would take the floor: a backchannel the check cut short
-        // ("go" of "got it") is read as one when the model finds it nearly as likely
+        // ("go" of "got it") is read as one when the model finds it nearly as likely; words
+        // that open an interruption ("sorry", "wait") stop the agent without that decode (no
+        // backchannel of the three sets of scripts/barge-in-words was heard with one)
         let mut backchannel = None;
         if let Some((allowed, margin)) = &self.backchannel
             && over_agent
             && !silent
             && language.as_deref().is_none_or(|l| l == "en")
             && understand::takes_the_floor(&text)
+            && !understand::opens_an_interruption(&text)
         {
             let heard = self.greedy(
                 fresh,

@@ -225,6 +225,19 @@ fn takes_the_floor_word(w: &str) -> bool {
     !backchannel_word(w) && !NOT_THE_FLOOR.contains(&w) && !is_hum(w)
 }
 
+/// Words that open an interruption ("Sorry, ...", "Wait", "Excuse me", "Hold on", "Actually,
+/// ..."): no backchannel is heard as one, so words with one in them need no second look.
+const OPENS_AN_INTERRUPTION: &[&str] = &[
+    "sorry", "wait", "excuse", "pardon", "hold", "hang", "stop", "hello", "hey", "actually",
+];
+
+/// Whether words said over the agent hold a word that opens an interruption.
+pub fn opens_an_interruption(text: &str) -> bool {
+    words(text)
+        .iter()
+        .any(|w| OPENS_AN_INTERRUPTION.contains(&w.as_str()))
+}
+
 /// Words a check heard over the agent read as a backchannel the check cut short, if they can
 /// be: no word takes the floor but perhaps the last, and that one begins a backchannel word
 /// ("go" of "got it", "ri" of "right"), which it is then completed to; and a backchannel word of
@@ -839,6 +852,22 @@ mod tests {
             "yes but what about the pay",
         ] {
             assert!(takes_the_floor(yes), "{yes:?}");
+        }
+    }
+
+    #[test]
+    fn the_words_that_open_an_interruption_are_whole_words() {
+        for said in [
+            "Sorry, which job?",
+            "wait",
+            "Hold on a second.",
+            "excuse me",
+            "HEY",
+        ] {
+            assert!(opens_an_interruption(said), "{said:?}");
+        }
+        for said in ["uh huh", "okay", "waiting", "holder", "and make it", ""] {
+            assert!(!opens_an_interruption(said), "{said:?}");
         }
     }
 
