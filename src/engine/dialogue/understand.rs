@@ -277,13 +277,17 @@ pub fn restates_yes_no(yes: bool, text: &str) -> bool {
             let w = w.as_str();
             answer.contains(&w) || RESTATING.contains(&w) || !takes_the_floor_word(w)
         })
-        && parse_yes_no(text).is_none_or(|said| said == yes)
+        && yes_no_of(&w).is_none_or(|said| said == yes)
 }
 
 /// A yes/no reading of the caller's words, from the first decisive word ("no I don't" is no,
 /// "yes I do" is yes, "I do" and "I have" are yes).
 pub fn parse_yes_no(text: &str) -> Option<bool> {
-    let w = words(text);
+    yes_no_of(&words(text))
+}
+
+/// [`parse_yes_no`] of words already split.
+fn yes_no_of(w: &[String]) -> Option<bool> {
     for (i, word) in w.iter().enumerate() {
         if NO_WORDS.contains(&word.as_str()) || NO_ABROAD.contains(&word.as_str()) {
             return Some(false);
