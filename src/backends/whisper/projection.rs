@@ -267,12 +267,22 @@ mod tests {
         assert_eq!(i64::from(sum[0]), 516 * 127 * i64::from(i16::MAX));
     }
 
+    /// A `rows × cols` matrix and a vector of noise, of the sizes and ranges of Whisper's.
+    fn a_projection(mut seed: u64, rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
+        let w = (0..rows * cols).map(|_| noise(&mut seed) * 0.2).collect();
+        let x = (0..cols).map(|_| noise(&mut seed) * 4.0).collect();
+        (w, x)
+    }
+
+    /// How many of `values` refining changed from their approximations.
+    fn recomputed(values: &[f32], approx: &[f32]) -> usize {
+        values.iter().zip(approx).filter(|(v, a)| v != a).count()
+    }
+
     #[test]
     fn integer_products_are_within_their_bound_and_refining_gives_the_exact_best() {
         let (rows, cols) = (3000, 384);
-        let mut seed = 7;
-        let w: Vec<f32> = (0..rows * cols).map(|_| noise(&mut seed) * 0.2).collect();
-        let x: Vec<f32> = (0..cols).map(|_| noise(&mut seed) * 4.0).collect();
+        let (w, x) = a_projection(7, rows, cols);
         let q = QuantizedRows::new(&w, cols);
         let approx = q.project(&x);
         let exact: Vec<f64> = w
@@ -327,11 +337,7 @@ mod tests {
         assert_eq!(argmax(&values, &odd_or_even), argmax(&masked, &odd_or_even));
         let best = argmax(&masked, &|_| true);
         assert!((values[best] - full[best]).abs() <= 1e-4 * full[best].abs().max(1.0));
-        let refined = values
-            .iter()
-            .zip(&approx.values)
-            .filter(|(a, b)| a != b)
-            .count();
+        let refined = recomputed(&values, &approx.values);
         assert!(
             refined < rows / 10,
             "only the few near the best are recomputed, not {refined}"
@@ -340,19 +346,17 @@ mod tests {
 
     #[test]
     fn refining_recomputes_only_what_may_beat_the_exact_value_of_the_approximate_best() {
-        let (rows, cols) = (3000, 384);
-        let mut seed = 11;
-        let w: Vec<f32> = (0..rows * cols).map(|_| noise(&mut seed) * 0.2).collect();
-        let x: Vec<f32> = (0..cols).map(|_| noise(&mut seed) * 4.0).collect();
+        let cols = 384;
+        let (w, x) = a_projection(11, 3000, cols);
         let approx = QuantizedRows::new(&w, cols).project(&x);
         let mut values = approx.values.clone();
         refine(&w, &x, &mut values, approx.bound, &[Among::All]);
+        let exact: Vec<f32> = w.chunks_exact(cols).map(|row| dot(row, &x)).collect();
         let top = Among::All.argmax(&approx.values).unwrap();
-        let floor = dot(&w[top * cols..(top + 1) * cols], &x) - approx.bound;
+        let floor = exact[top] - approx.bound;
         let mut within_twice = 0;
         let best = approx.values[top];
-        for (id, (a, v)) in approx.values.iter().zip(&values).enumerate() {
-            let exact = dot(&w[id * cols..(id + 1) * cols], &x);
+        for (id, ((a, v), &exact)) in approx.values.iter().zip(&values).zip(&exact).enumerate() {
             if id == top || *a >= floor {
                 assert_eq!(*v, exact, "token {id} is recomputed");
             } else {
@@ -362,14 +366,10 @@ mod tests {
             within_twice += usize::from(*a >= best - 2.0 * approx.bound);
         }
         // never more than the window of twice the bound around the approximate best
-        let recomputed = values
-            .iter()
-            .zip(&approx.values)
-            .filter(|(v, a)| v != a)
-            .count();
+        let refined = recomputed(&values, &approx.values);
         assert!(
-            recomputed <= within_twice,
-            "{recomputed} recomputed, {within_twice} within twice the bound"
+            refined <= within_twice,
+            "{refined} recomputed, {within_twice} within twice the bound"
         );
     }
 }
