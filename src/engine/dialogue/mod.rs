@@ -1042,6 +1042,36 @@ mod tests {
     }
 
     #[test]
+    fn a_caller_who_does_not_know_is_not_asked_again_nor_heard_as_a_no() {
+        let mut d = Dialogue::new(Arc::new(settings()), false);
+        d.start();
+        d.on_reply(Reply::Speech("my name is john smith"));
+        let t = d.on_reply(Reply::Speech("i live in chicago"));
+        assert_eq!(t.next, Next::Listen(Expect::Answer(QuestionKind::YesNo)));
+        // "not" is in it, and it is no "no": the recruiter goes over it, the call goes on
+        let t = d.on_reply(Reply::Speech("i'm not sure"));
+        assert_eq!(t.prompts[0].text, LETS_MOVE_ON);
+        assert_eq!(t.next, Next::Listen(Expect::Answer(QuestionKind::Number)));
+        let t = d.on_reply(Reply::Speech("no idea"));
+        assert_eq!(t.prompts[0].text, LETS_MOVE_ON);
+        let answers: Vec<_> = d
+            .take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                CallEvent::Answer(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers.len(), 2);
+        for a in &answers {
+            assert_eq!(a.value, AnswerValue::Unclear);
+            assert_eq!(a.attempts, 1);
+        }
+        assert_eq!(answers[0].raw, "i'm not sure");
+        assert_eq!(t.next, Next::Listen(Expect::CallerQuestion));
+    }
+
+    #[test]
     fn asks_at_most_three_times_and_flags_dealbreaker() {
         let mut s = settings();
         s.collect_location = false;

@@ -282,12 +282,73 @@ pub fn restates_yes_no(yes: bool, text: &str) -> bool {
 
 /// A yes/no reading of the caller's words, from the first decisive word ("no I don't" is no,
 /// "yes I do" is yes, "I do" and "I have" are yes).
+/// Ways of saying one does not know, which answer neither yes nor no ("I'm not sure" is no
+/// "no", "no sé" no "no"), in English and the languages above.
+const UNSURE: &[&[&str]] = &[
+    &["not", "sure"],
+    &["not", "really", "sure"],
+    &["not", "too", "sure"],
+    &["not", "quite", "sure"],
+    &["not", "certain"],
+    &["unsure"],
+    &["don't", "know"],
+    &["dont", "know"],
+    &["do", "not", "know"],
+    &["no", "idea"],
+    &["maybe"],
+    &["perhaps"],
+    &["depends"],
+    &["can't", "say"],
+    &["cant", "say"],
+    &["hard", "to", "say"],
+    &["no", "sé"],
+    &["no", "se"],
+    &["no", "lo", "sé"],
+    &["no", "lo", "se"],
+    &["quizás"],
+    &["quizas"],
+    &["tal", "vez"],
+    &["não", "sei"],
+    &["nao", "sei"],
+    &["talvez"],
+    &["ne", "sais", "pas"],
+    &["peut", "être"],
+    &["weiß", "nicht"],
+    &["weiss", "nicht"],
+    &["keine", "ahnung"],
+    &["vielleicht"],
+    &["non", "lo", "so"],
+    &["non", "so"],
+    &["forse"],
+];
+
+/// Whether words say the caller does not know: an [`UNSURE`] phrase, except "I don't know how
+/// to ..." (that is a no: "Can you drive a forklift?" "I don't know how to").
+fn unsure_of(w: &[String]) -> bool {
+    UNSURE.iter().any(|phrase| {
+        w.windows(phrase.len()).enumerate().any(|(i, window)| {
+            window.iter().zip(*phrase).all(|(a, b)| a == b)
+                && !(phrase.last() == Some(&"know")
+                    && w.get(i + phrase.len()).is_some_and(|n| n == "how"))
+        })
+    })
+}
+
+/// Whether `text` says the caller does not know ("I'm not sure", "maybe", "no idea"): an
+/// answer that is neither yes nor no, and no number.
+pub fn is_unsure(text: &str) -> bool {
+    unsure_of(&words(text))
+}
+
 pub fn parse_yes_no(text: &str) -> Option<bool> {
     yes_no_of(&words(text))
 }
 
 /// [`parse_yes_no`] of words already split.
 fn yes_no_of(w: &[String]) -> Option<bool> {
+    if unsure_of(w) {
+        return None;
+    }
     for (i, word) in w.iter().enumerate() {
         if NO_WORDS.contains(&word.as_str()) || NO_ABROAD.contains(&word.as_str()) {
             return Some(false);
@@ -678,13 +739,18 @@ fn is_only_done(text: &str) -> bool {
     }
 }
 
-/// The answer value for a question kind from spoken words; `None` when unclear.
+/// The answer value for a question kind from spoken words; `None` when unclear (the question is
+/// asked again). A caller who says they do not know ("I'm not sure", "no idea") has answered:
+/// [`AnswerValue::Unclear`], for the recruiter to go over, not a no and not asked again.
 pub fn understand(kind: QuestionKind, text: &str) -> Option<AnswerValue> {
     match kind {
-        QuestionKind::YesNo => {
-            parse_yes_no(text).map(|y| if y { AnswerValue::Yes } else { AnswerValue::No })
-        }
-        QuestionKind::Number => parse_number(text).map(AnswerValue::Number),
+        QuestionKind::YesNo => parse_yes_no(text)
+            .map(|y| if y { AnswerValue::Yes } else { AnswerValue::No })
+            .or_else(|| is_unsure(text).then_some(AnswerValue::Unclear)),
+        // "not sure, maybe five years" is five
+        QuestionKind::Number => parse_number(text)
+            .map(AnswerValue::Number)
+            .or_else(|| is_unsure(text).then_some(AnswerValue::Unclear)),
         QuestionKind::FreeText => {
             let t = text.trim();
             if normalize(t).is_empty() {
@@ -1042,6 +1108,51 @@ mod tests {
         }
         for u in ["", "banana", "what was the question"] {
             assert_eq!(parse_yes_no(u), None, "{u}");
+        }
+    }
+
+    #[test]
+    fn not_knowing_is_neither_yes_nor_no() {
+        for u in [
+            "I'm not sure.",
+            "i am not really sure",
+            "I don't know.",
+            "No idea.",
+            "Maybe.",
+            "Yes, maybe.",
+            "It depends.",
+            "Hmm, I can't say.",
+            "No sé.",
+            "Não sei.",
+            "Je ne sais pas.",
+            "Ich weiß nicht.",
+        ] {
+            assert_eq!(parse_yes_no(u), None, "{u}");
+            assert!(is_unsure(u), "{u}");
+            assert_eq!(
+                understand(QuestionKind::YesNo, u),
+                Some(AnswerValue::Unclear),
+                "{u}"
+            );
+        }
+        // knowing how is the skill: "I don't know how to" is a no
+        assert_eq!(parse_yes_no("I don't know how to drive one."), Some(false));
+        assert!(!is_unsure("I don't know how to drive one."));
+        // a number said unsurely is the number; none at all is a caller who does not know
+        assert_eq!(
+            understand(QuestionKind::Number, "Not sure, maybe five years."),
+            Some(AnswerValue::Number(5.0))
+        );
+        assert_eq!(
+            understand(QuestionKind::Number, "I don't know."),
+            Some(AnswerValue::Unclear)
+        );
+        // what is neither, and not unsure, is asked again
+        assert_eq!(understand(QuestionKind::YesNo, "banana"), None);
+        assert_eq!(understand(QuestionKind::Number, "hmm"), None);
+        // "not" and "no" still say no
+        for n in ["No, I'm sure.", "Not really.", "Surely not."] {
+            assert_eq!(parse_yes_no(n), Some(false), "{n}");
         }
     }
 
