@@ -147,7 +147,7 @@ pub(crate) const BACKCHANNEL_SOUNDS: &[&str] = &[
 ];
 /// Words that acknowledge rather than answer (unless what was cut off was a question): the
 /// common English backchannels ("okay", "yes", "all right", "got it", "I see", "I understand",
-/// "exactly", "makes sense", "sounds good", "of course", "perfect") word by word. Each word
+/// "exactly", "makes sense", "sounds good", "of course", "perfect", "sure thing") word by word. Each word
 /// here is no reason to stop the agent by itself; any other word in what was said is.
 pub(crate) const ACKNOWLEDGEMENTS: &[&str] = &[
     "okay",
@@ -185,6 +185,7 @@ pub(crate) const ACKNOWLEDGEMENTS: &[&str] = &[
     "sounds",
     "of",
     "course",
+    "thing",
 ];
 
 /// Whether the caller's words are only a backchannel ("uh-huh", "mm-hmm", and, with
@@ -979,7 +980,7 @@ mod tests {
         assert_eq!(read("uh ri").as_deref(), Some("uh right"));
         assert_eq!(read("okay").as_deref(), Some("okay"));
         assert_eq!(
-            read("sure thing"),
+            read("what go"),
             None,
             "a word that takes the floor before the last"
         );
@@ -1080,6 +1081,9 @@ mod tests {
         assert!(is_backchannel("Yes.", true));
         assert!(!is_backchannel("Yes.", false));
         assert!(is_backchannel("All right, sounds good.", true));
+        assert!(is_backchannel("Sure thing.", true));
+        assert!(!takes_the_floor("sure thing"));
+        assert!(takes_the_floor("one more thing"));
     }
 
     #[test]
