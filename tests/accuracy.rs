@@ -482,3 +482,67 @@ async fn told_a_number_is_expected_whisper_hears_numbers_it_misheard_and_invents
         );
     }
 }
+
+/// A cough: a noise burst rising fast and fading (`tests/neural.rs`'s), `ms` long, lowpassed by
+/// `smooth` (0: white).
+fn cough(ms: usize, smooth: f32, seed: u32) -> Vec<i16> {
+    let mut seed = seed;
+    let n = ms * 8;
+    let mut prev = 0.0f32;
+    (0..n)
+        .map(|i| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let noise = (seed as i32 >> 16) as f32 / 32768.0;
+            prev = prev * smooth + noise * (1.0 - smooth);
+            let t = i as f32 / n as f32;
+            let envelope = (t * 20.0).min(1.0) * (1.0 - t).powi(2);
+            (prev * envelope * 12_000.0 / (1.0 - smooth).sqrt()) as i16
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_short_clear_answer_is_not_taken_for_silence_and_a_cough_is() {
+    let models = models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let stt = WhisperStt::new(WhisperConfig::new(&models)).expect("whisper loads");
+    // answers whose no-speech estimate on the utterance's own window is above Whisper's 0.6
+    // (0.62 and 0.63 in scripts/accuracy's run) but below the 0.7 the recogniser now uses
+    for (i, (voice, text, word)) in [
+        ("espeak:en-gb-scotland", "no", "no"),
+        ("espeak:en-gb", "four", "4"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pcm = load_audio(
+            &utterance(dir.path(), &format!("s{i}"), voice, text, None),
+            true,
+        )
+        .unwrap();
+        let heard = heard_as(&stt, &pcm, SttHint::Any).await;
+        assert!(
+            heard.split(' ').any(|w| w == word),
+            "{voice} {text:?} heard as {heard:?}"
+        );
+    }
+    // coughs and noise bursts (no-speech 0.78-0.93, words unsure) still give no words, also
+    // where a yes or a no is expected (Whisper makes "i'm not a cop" of them)
+    for (i, (ms, smooth)) in [(250, 0.0), (300, 0.5), (400, 0.7), (500, 0.3)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut pcm8k = vec![0i16; 2400];
+        pcm8k.extend(cough(ms, smooth, 0x2545_f491 + i as u32));
+        pcm8k.extend(vec![0i16; 2400]);
+        let path = dir.path().join(format!("cough{i}.wav"));
+        receptionist::tools::write_wav_8k(&path, &pcm8k).unwrap();
+        let pcm = load_audio(&path, true).unwrap();
+        for hint in [SttHint::Any, SttHint::YesNo] {
+            let heard = heard_as(&stt, &pcm, hint).await;
+            assert_eq!(heard, "", "a {ms} ms cough ({smooth}) with {hint:?}");
+        }
+    }
+}
