@@ -323,16 +323,53 @@ const UNSURE: &[&[&str]] = &[
     &["forse"],
 ];
 
-/// Whether words say the caller does not know: an [`UNSURE`] phrase, except "I don't know how
-/// to ..." (that is a no: "Can you drive a forklift?" "I don't know how to").
-fn unsure_of(w: &[String]) -> bool {
-    UNSURE.iter().any(|phrase| {
+/// Ways of asking for the question again, which answer neither yes nor no ("I didn't hear
+/// you" is no "no", "I'm not sure what you mean" no "not sure").
+const ASKS_AGAIN: &[&[&str]] = &[
+    &["don't", "understand"],
+    &["dont", "understand"],
+    &["do", "not", "understand"],
+    &["didn't", "understand"],
+    &["didnt", "understand"],
+    &["what", "you", "mean"],
+    &["what", "do", "you", "mean"],
+    &["what", "that", "means"],
+    &["what", "you're", "asking"],
+    &["didn't", "hear"],
+    &["didnt", "hear"],
+    &["didn't", "catch"],
+    &["didnt", "catch"],
+    &["can't", "hear"],
+    &["cant", "hear"],
+    &["come", "again"],
+    &["say", "that", "again"],
+    &["repeat"],
+];
+
+/// Whether `w` holds one of `phrases` where it is not followed by `unless_next` (the phrase's
+/// next word).
+fn holds_phrase(w: &[String], phrases: &[&[&str]], unless_next: &[(&str, &str)]) -> bool {
+    phrases.iter().any(|phrase| {
         w.windows(phrase.len()).enumerate().any(|(i, window)| {
             window.iter().zip(*phrase).all(|(a, b)| a == b)
-                && !(phrase.last() == Some(&"know")
-                    && w.get(i + phrase.len()).is_some_and(|n| n == "how"))
+                && !unless_next.iter().any(|(last, next)| {
+                    phrase.last() == Some(last)
+                        && w.get(i + phrase.len()).is_some_and(|n| n == next)
+                })
         })
     })
+}
+
+/// Whether words say the caller does not know: an [`UNSURE`] phrase, except "I don't know how
+/// to ..." (that is a no: "Can you drive a forklift?" "I don't know how to"), and not a request
+/// to hear the question again ([`ASKS_AGAIN`]: "I'm not sure what you mean").
+fn unsure_of(w: &[String]) -> bool {
+    holds_phrase(w, UNSURE, &[("know", "how")]) && !asks_again_of(w)
+}
+
+/// Whether words ask for the question again ("I didn't hear you", "what do you mean").
+fn asks_again_of(w: &[String]) -> bool {
+    holds_phrase(w, ASKS_AGAIN, &[])
 }
 
 /// Whether `text` says the caller does not know ("I'm not sure", "maybe", "no idea"): an
@@ -347,7 +384,7 @@ pub fn parse_yes_no(text: &str) -> Option<bool> {
 
 /// [`parse_yes_no`] of words already split.
 fn yes_no_of(w: &[String]) -> Option<bool> {
-    if unsure_of(w) {
+    if unsure_of(w) || asks_again_of(w) {
         return None;
     }
     for (i, word) in w.iter().enumerate() {
@@ -1153,6 +1190,20 @@ mod tests {
         );
         // what is neither, and not unsure, is asked again
         assert_eq!(understand(QuestionKind::YesNo, "banana"), None);
+        // and so is a caller who asks for the question again, though the words hold "not",
+        // "didn't" or "don't"
+        for again in [
+            "I'm not sure what you mean.",
+            "Sorry, I didn't hear you.",
+            "I don't understand the question.",
+            "What do you mean?",
+            "No, can you repeat that?",
+        ] {
+            assert_eq!(parse_yes_no(again), None, "{again}");
+            assert!(!is_unsure(again), "{again}");
+            assert_eq!(understand(QuestionKind::YesNo, again), None, "{again}");
+            assert_eq!(understand(QuestionKind::Number, again), None, "{again}");
+        }
         assert_eq!(understand(QuestionKind::Number, "hmm"), None);
         // "not" and "no" still say no
         for n in ["No, I'm sure.", "Not really.", "Surely not."] {
