@@ -1001,6 +1001,17 @@ mod tests {
         s
     }
 
+    /// The answers among the dialogue's events since they were last taken.
+    fn answers(d: &mut Dialogue) -> Vec<AnswerRecord> {
+        d.take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                CallEvent::Answer(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn full_script() {
         let mut d = Dialogue::new(Arc::new(settings()), false);
@@ -1025,14 +1036,7 @@ mod tests {
         let t = d.on_reply(Reply::Speech("no thank you"));
         assert_eq!(t.next, Next::HangUp(EndReason::Completed));
         assert!(t.prompts[0].text.contains("John"));
-        let ev = d.take_events();
-        let answers: Vec<_> = ev
-            .iter()
-            .filter_map(|e| match e {
-                CallEvent::Answer(a) => Some(a),
-                _ => None,
-            })
-            .collect();
+        let answers = answers(&mut d);
         assert_eq!(answers.len(), 2);
         assert_eq!(answers[0].value, AnswerValue::Yes);
         assert!(answers[0].via_dtmf);
@@ -1054,14 +1058,7 @@ mod tests {
         assert_eq!(t.next, Next::Listen(Expect::Answer(QuestionKind::Number)));
         let t = d.on_reply(Reply::Speech("no idea"));
         assert_eq!(t.prompts[0].text, LETS_MOVE_ON);
-        let answers: Vec<_> = d
-            .take_events()
-            .into_iter()
-            .filter_map(|e| match e {
-                CallEvent::Answer(a) => Some(a),
-                _ => None,
-            })
-            .collect();
+        let answers = answers(&mut d);
         assert_eq!(answers.len(), 2);
         for a in &answers {
             assert_eq!(a.value, AnswerValue::Unclear);
@@ -1084,13 +1081,9 @@ mod tests {
         assert_eq!(t.next, Next::Listen(Expect::Answer(QuestionKind::Number)));
         let t = d.on_reply(Reply::Speech("none"));
         assert!(matches!(t.next, Next::Listen(_)));
-        let ev = d.take_events();
-        let a = ev
-            .iter()
-            .find_map(|e| match e {
-                CallEvent::Answer(a) if a.question_index == 0 => Some(a.clone()),
-                _ => None,
-            })
+        let a = answers(&mut d)
+            .into_iter()
+            .find(|a| a.question_index == 0)
             .unwrap();
         assert_eq!(a.value, AnswerValue::Unclear);
         assert_eq!(a.attempts, 3);
@@ -1101,14 +1094,7 @@ mod tests {
         d.on_reply(Reply::Speech("john"));
         d.on_reply(Reply::Speech("chicago"));
         d.on_reply(Reply::Speech("no"));
-        let a = d
-            .take_events()
-            .into_iter()
-            .find_map(|e| match e {
-                CallEvent::Answer(a) => Some(a),
-                _ => None,
-            })
-            .unwrap();
+        let a = answers(&mut d).into_iter().next().unwrap();
         assert!(a.dealbreaker_failed);
     }
 

@@ -281,8 +281,6 @@ pub fn restates_yes_no(yes: bool, text: &str) -> bool {
         && yes_no_of(&w).is_none_or(|said| said == yes)
 }
 
-/// A yes/no reading of the caller's words, from the first decisive word ("no I don't" is no,
-/// "yes I do" is yes, "I do" and "I have" are yes).
 /// Ways of saying one does not know, which answer neither yes nor no ("I'm not sure" is no
 /// "no", "no sé" no "no"), in English and the languages above.
 const UNSURE: &[&[&str]] = &[
@@ -346,30 +344,37 @@ const ASKS_AGAIN: &[&[&str]] = &[
     &["repeat"],
 ];
 
-/// Whether `w` holds one of `phrases` where it is not followed by `unless_next` (the phrase's
-/// next word).
-fn holds_phrase(w: &[String], phrases: &[&[&str]], unless_next: &[(&str, &str)]) -> bool {
-    phrases.iter().any(|phrase| {
-        w.windows(phrase.len()).enumerate().any(|(i, window)| {
-            window.iter().zip(*phrase).all(|(a, b)| a == b)
-                && !unless_next.iter().any(|(last, next)| {
-                    phrase.last() == Some(last)
-                        && w.get(i + phrase.len()).is_some_and(|n| n == next)
-                })
-        })
+/// Whether `w` holds one of `phrases` somewhere that `keep` (the phrase, and the words after
+/// it) allows.
+fn holds_phrase(
+    w: &[String],
+    phrases: &[&[&str]],
+    keep: impl Fn(&[&str], &[String]) -> bool,
+) -> bool {
+    (0..w.len()).any(|i| {
+        phrases
+            .iter()
+            .any(|p| starts_with(&w[i..], p) && keep(p, &w[i + p.len()..]))
     })
 }
 
-/// Whether words say the caller does not know: an [`UNSURE`] phrase, except "I don't know how
-/// to ..." (that is a no: "Can you drive a forklift?" "I don't know how to"), and not a request
-/// to hear the question again ([`ASKS_AGAIN`]: "I'm not sure what you mean").
-fn unsure_of(w: &[String]) -> bool {
-    holds_phrase(w, UNSURE, &[("know", "how")]) && !asks_again_of(w)
+/// Whether words hold an [`UNSURE`] phrase, except "I don't know how to ..." (that is a no:
+/// "Can you drive a forklift?" "I don't know how to").
+fn says_unsure(w: &[String]) -> bool {
+    holds_phrase(w, UNSURE, |phrase, after| {
+        phrase.last() != Some(&"know") || after.first().is_none_or(|n| n != "how")
+    })
 }
 
 /// Whether words ask for the question again ("I didn't hear you", "what do you mean").
 fn asks_again_of(w: &[String]) -> bool {
-    holds_phrase(w, ASKS_AGAIN, &[])
+    holds_phrase(w, ASKS_AGAIN, |_, _| true)
+}
+
+/// Whether words say the caller does not know, and do not ask for the question again
+/// ("I'm not sure what you mean" does).
+fn unsure_of(w: &[String]) -> bool {
+    says_unsure(w) && !asks_again_of(w)
 }
 
 /// Whether `text` says the caller does not know ("I'm not sure", "maybe", "no idea"): an
@@ -378,13 +383,16 @@ pub fn is_unsure(text: &str) -> bool {
     unsure_of(&words(text))
 }
 
+/// A yes/no reading of the caller's words, from the first decisive word ("no I don't" is no,
+/// "yes I do" is yes, "I do" and "I have" are yes); none when they say they do not know or ask
+/// for the question again.
 pub fn parse_yes_no(text: &str) -> Option<bool> {
     yes_no_of(&words(text))
 }
 
 /// [`parse_yes_no`] of words already split.
 fn yes_no_of(w: &[String]) -> Option<bool> {
-    if unsure_of(w) || asks_again_of(w) {
+    if says_unsure(w) || asks_again_of(w) {
         return None;
     }
     for (i, word) in w.iter().enumerate() {
@@ -782,9 +790,12 @@ fn is_only_done(text: &str) -> bool {
 /// [`AnswerValue::Unclear`], for the recruiter to go over, not a no and not asked again.
 pub fn understand(kind: QuestionKind, text: &str) -> Option<AnswerValue> {
     match kind {
-        QuestionKind::YesNo => parse_yes_no(text)
-            .map(|y| if y { AnswerValue::Yes } else { AnswerValue::No })
-            .or_else(|| is_unsure(text).then_some(AnswerValue::Unclear)),
+        QuestionKind::YesNo => {
+            let w = words(text);
+            yes_no_of(&w)
+                .map(|y| if y { AnswerValue::Yes } else { AnswerValue::No })
+                .or_else(|| unsure_of(&w).then_some(AnswerValue::Unclear))
+        }
         // "not sure, maybe five years" is five
         QuestionKind::Number => parse_number(text)
             .map(AnswerValue::Number)
