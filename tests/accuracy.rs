@@ -13,6 +13,10 @@ use std::process::Command;
 use receptionist::backends::{SpeechToText, SttHint, WhisperConfig, WhisperStt};
 use receptionist::tools::transcribe::load_audio;
 
+#[path = "common/cough.rs"]
+mod cough;
+use cough::cough;
+
 fn models_dir() -> PathBuf {
     let dir = std::env::var_os("RECEPTIONIST_MODELS_DIR")
         .map(PathBuf::from)
@@ -481,26 +485,6 @@ async fn told_a_number_is_expected_whisper_hears_numbers_it_misheard_and_invents
             "{text:?} ({voice}) heard as {heard:?}"
         );
     }
-}
-
-/// A cough: a noise burst rising fast and fading (`tests/neural.rs`'s), `ms` long, lowpassed by
-/// `smooth` (0: white).
-fn cough(ms: usize, smooth: f32, seed: u32) -> Vec<i16> {
-    let mut seed = seed;
-    let n = ms * 8;
-    let mut prev = 0.0f32;
-    (0..n)
-        .map(|i| {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            let noise = (seed as i32 >> 16) as f32 / 32768.0;
-            prev = prev * smooth + noise * (1.0 - smooth);
-            let t = i as f32 / n as f32;
-            let envelope = (t * 20.0).min(1.0) * (1.0 - t).powi(2);
-            (prev * envelope * 12_000.0 / (1.0 - smooth).sqrt()) as i16
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -53,22 +53,6 @@ fn over(after_secs: f64, label: &str, pcm8k: Vec<i16>) -> CallerTurn {
     }
 }
 
-/// A cough: 250 ms of a noise burst, rising fast and fading.
-fn cough() -> Vec<i16> {
-    let mut seed = 0x2545_f491_u32;
-    (0..2000)
-        .map(|i| {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            let noise = (seed as i32 >> 16) as f32 / 32768.0;
-            let t = i as f32 / 2000.0;
-            let envelope = (t * 20.0).min(1.0) * (1.0 - t).powi(2);
-            (noise * envelope * 12_000.0) as i16
-        })
-        .collect()
-}
-
 fn receptionist() -> Value {
     json!({
         "agent_name": "Chloe",
@@ -117,7 +101,7 @@ async fn the_neural_defaults_take_turns_like_a_person() {
         audio("name, with a 1 s pause", name),
         over(0.8, "uh-huh", espeak(tmp.path(), voice, "uh-huh")),
         audio("yes", espeak(tmp.path(), voice, "Yes, I am.")),
-        over(1.0, "cough", cough()),
+        over(1.0, "cough", common::cough::cough(250, 0.0, 0x2545_f491)),
         audio("no questions", espeak(tmp.path(), voice, "No, thank you.")),
     ];
     let out = simulate_call(served.sim(&phone, turns)).await.unwrap();

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod binary;
+pub mod cough;
 pub mod fakes;
 pub mod harness;
 pub mod outage;
