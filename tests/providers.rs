@@ -422,8 +422,15 @@ async fn a_multilingual_receptionist_answers_the_caller_in_their_language() {
 }
 
 async fn whole_call_with_openai_compatible_speech() {
-    let openai = FakeOpenAi::start(&TRANSCRIPTS).await;
-    let (log, call) = whole_call(
+    let openai = FakeOpenAi::start(&[
+        TRANSCRIPTS[0],
+        "I live in Mesa.",
+        TRANSCRIPTS[1],
+        TRANSCRIPTS[2],
+        TRANSCRIPTS[3],
+    ])
+    .await;
+    let (log, call) = whole_call_with(
         &["--stt", "openai", "--tts", "openai"],
         &[
             ("OPENAI_API_KEY", &openai.api_key),
@@ -431,18 +438,32 @@ async fn whole_call_with_openai_compatible_speech() {
             ("RECEPTIONIST_STT_MODEL", "whisper-large-v3"),
         ],
         &[&openai.api_key],
-        &TURNS,
+        &[TURNS[0], "location.wav", TURNS[1], TURNS[2], TURNS[3]],
+        json!({
+            "collect_location": true,
+            "custom_context": "We are hiring warehouse associates in Mesa and drivers near Tempe. \
+                Pay is $18 per hour.",
+        }),
     )
     .await;
     assert!(
         log.contains(r#"stt="openai" tts="openai" llm="none""#),
         "{log}"
     );
+    assert_eq!(call["location"], "Mesa", "{call}");
     // one upload per utterance, each a 16 kHz mono WAV, with the chosen model, naming the call
     // and the utterance
     let id = call["id"].as_str().unwrap();
     let uploads = openai.requests_to("/audio/transcriptions");
-    assert_eq!(uploads.len(), 4, "{uploads:?}");
+    assert_eq!(uploads.len(), 5, "{uploads:?}");
+    // what the dialogue expects biases each upload; asked where they live, the caller is
+    // heard with the places the receptionist's context names
+    assert_eq!(uploads[0].body["prompt"], "My name is Maria Lopez.");
+    assert_eq!(
+        uploads[1].body["prompt"],
+        "I live in San Antonio, Texas. Mesa, Tempe."
+    );
+    assert_eq!(uploads[2].body["prompt"], "Yes. No.");
     for u in &uploads {
         assert!(
             u.request_id

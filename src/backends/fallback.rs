@@ -56,15 +56,29 @@ impl FallbackStt {
     }
 }
 
-impl SpeechToText for FallbackStt {
-    fn start(&self, hint: SttHint) -> Box<dyn SttSession> {
+impl FallbackStt {
+    /// A session on `primary`, which the fallback takes over when it fails.
+    fn session(
+        &self,
+        primary: Box<dyn SttSession>,
+        hint: SttHint,
+        terms: &[String],
+        degraded: Arc<AtomicBool>,
+    ) -> Box<dyn SttSession> {
         Box::new(FallbackSession {
-            primary: Some(self.primary.start(hint)),
+            primary: Some(primary),
             buffer: UtteranceBuffer::default(),
             stt: self.clone(),
             hint,
-            degraded: Arc::new(AtomicBool::new(false)),
+            terms: terms.to_vec(),
+            degraded,
         })
+    }
+}
+
+impl SpeechToText for FallbackStt {
+    fn start(&self, hint: SttHint) -> Box<dyn SttSession> {
+        self.session(self.primary.start(hint), hint, &[], Arc::default())
     }
 
     /// The primary's: once a call degrades, its sessions are the fallback's, which answer
@@ -74,13 +88,17 @@ impl SpeechToText for FallbackStt {
     }
 
     fn start_in(&self, hint: SttHint, multilingual: bool) -> Box<dyn SttSession> {
-        Box::new(FallbackSession {
-            primary: Some(self.primary.start_in(hint, multilingual)),
-            buffer: UtteranceBuffer::default(),
-            stt: self.clone(),
-            hint,
-            degraded: Arc::new(AtomicBool::new(false)),
-        })
+        self.start_with_terms(hint, multilingual, &[])
+    }
+
+    fn start_with_terms(
+        &self,
+        hint: SttHint,
+        multilingual: bool,
+        terms: &[String],
+    ) -> Box<dyn SttSession> {
+        let primary = self.primary.start_with_terms(hint, multilingual, terms);
+        self.session(primary, hint, terms, Arc::default())
     }
 
     fn open_call(&self, multilingual: bool) -> Option<Box<dyn SttCall>> {
@@ -101,16 +119,16 @@ struct FallbackCall {
 
 impl SttCall for FallbackCall {
     fn start(&mut self, hint: SttHint) -> Box<dyn SttSession> {
+        self.start_with_terms(hint, &[])
+    }
+
+    fn start_with_terms(&mut self, hint: SttHint, terms: &[String]) -> Box<dyn SttSession> {
         if self.degraded.load(Ordering::Relaxed) {
-            return self.stt.fallback.start(hint);
+            return self.stt.fallback.start_with_terms(hint, false, terms);
         }
-        Box::new(FallbackSession {
-            primary: Some(self.primary.start(hint)),
-            buffer: UtteranceBuffer::default(),
-            stt: self.stt.clone(),
-            hint,
-            degraded: self.degraded.clone(),
-        })
+        let primary = self.primary.start_with_terms(hint, terms);
+        self.stt
+            .session(primary, hint, terms, self.degraded.clone())
     }
 }
 
@@ -119,6 +137,8 @@ struct FallbackSession {
     buffer: UtteranceBuffer,
     stt: FallbackStt,
     hint: SttHint,
+    /// The words the session is biased toward, for the fallback too.
+    terms: Vec<String>,
     degraded: Arc<AtomicBool>,
 }
 
@@ -157,6 +177,7 @@ impl SttSession for FallbackSession {
                 buffer,
                 stt,
                 hint,
+                terms,
                 degraded,
                 ..
             } = *self;
@@ -175,7 +196,7 @@ impl SttSession for FallbackSession {
                     "speech recognition failed; the offline recogniser takes over for the rest of the call"
                 );
             }
-            let mut session = stt.fallback.start(hint);
+            let mut session = stt.fallback.start_with_terms(hint, false, &terms);
             buffer.replay_into(session.as_mut());
             session.finish_heard().await
         })

@@ -203,6 +203,20 @@ pub trait SpeechToText: Send + Sync + 'static {
         self.start(hint)
     }
 
+    /// [`start_in`](Self::start_in) for an utterance in which the caller is likely to say some
+    /// of `terms` (the places of the receptionist's positions, when asked where they live): a
+    /// recogniser that can be biased toward words (Whisper's previous text, a provider's
+    /// prompt or key terms) is. The default ignores them.
+    fn start_with_terms(
+        &self,
+        hint: SttHint,
+        multilingual: bool,
+        terms: &[String],
+    ) -> Box<dyn SttSession> {
+        let _ = terms;
+        self.start_in(hint, multilingual)
+    }
+
     /// A per-call recogniser whose utterances share state (a streaming provider's one socket per
     /// call), or `None` (the default) when each utterance stands alone: use [`open_call`], which
     /// falls back to [`start_in`](Self::start_in) per utterance. `multilingual` as for
@@ -223,6 +237,13 @@ pub trait SpeechToText: Send + Sync + 'static {
 /// call's provider state (closes its socket).
 pub trait SttCall: Send {
     fn start(&mut self, hint: SttHint) -> Box<dyn SttSession>;
+
+    /// [`start`](Self::start) biased toward `terms`, as
+    /// [`SpeechToText::start_with_terms`]; the default ignores them.
+    fn start_with_terms(&mut self, hint: SttHint, terms: &[String]) -> Box<dyn SttSession> {
+        let _ = terms;
+        self.start(hint)
+    }
 }
 
 /// The per-call recogniser of `stt`: its own [`SpeechToText::open_call`], or one that starts an
@@ -238,6 +259,10 @@ struct PerUtterance(Arc<dyn SpeechToText>, bool);
 impl SttCall for PerUtterance {
     fn start(&mut self, hint: SttHint) -> Box<dyn SttSession> {
         self.0.start_in(hint, self.1)
+    }
+
+    fn start_with_terms(&mut self, hint: SttHint, terms: &[String]) -> Box<dyn SttSession> {
+        self.0.start_with_terms(hint, self.1, terms)
     }
 }
 

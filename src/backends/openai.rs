@@ -89,17 +89,19 @@ impl OpenAiStt {
 
     /// Transcribe 16 kHz mono audio, what the dialogue expects as `hint`.
     pub async fn transcribe(&self, pcm16k: &[i16], hint: SttHint) -> Result<String, BackendError> {
-        Ok(self.transcribe_heard(pcm16k, hint, false).await?.text)
+        Ok(self.transcribe_heard(pcm16k, hint, false, &[]).await?.text)
     }
 
     /// [`transcribe`](Self::transcribe); `multilingual`: in any language, and say which
     /// (`response_format=verbose_json`, whose `language` names it; no English prompt to bias
-    /// the model).
+    /// the model). `terms`, words the caller is likely to say, end the prompt (alone in
+    /// multilingual mode: names are not English).
     pub async fn transcribe_heard(
         &self,
         pcm16k: &[i16],
         hint: SttHint,
         multilingual: bool,
+        terms: &[String],
     ) -> Result<Heard, BackendError> {
         let inner = &self.inner;
         let wav = wav::encode(pcm16k, 16_000);
@@ -110,8 +112,18 @@ impl OpenAiStt {
             Part::text("model", &inner.config.model),
             Part::text("response_format", format),
         ];
-        if let Some(prompt) = hint_prompt(hint).filter(|_| !multilingual) {
-            parts.push(Part::text("prompt", prompt));
+        let prompt = [
+            hint_prompt(hint)
+                .filter(|_| !multilingual)
+                .map(str::to_string),
+            (!terms.is_empty()).then(|| format!("{}.", terms.join(", "))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+        if !prompt.is_empty() {
+            parts.push(Part::text("prompt", &prompt));
         }
         let body = multipart(&boundary, &parts);
         let url = http::join(&inner.config.base_url, "audio/transcriptions");
@@ -157,7 +169,8 @@ pub fn hint_prompt(hint: SttHint) -> Option<&'static str> {
     }
 }
 
-/// The hint a transcription `prompt` was made from ([`hint_prompt`]'s inverse; `Any` for none).
+/// The hint a transcription `prompt` was made from ([`hint_prompt`]'s inverse, key terms after
+/// it ignored; `Any` for none).
 pub fn hint_of_prompt(prompt: &str) -> SttHint {
     [
         SttHint::Name,
@@ -166,7 +179,7 @@ pub fn hint_of_prompt(prompt: &str) -> SttHint {
         SttHint::Number,
     ]
     .into_iter()
-    .find(|h| hint_prompt(*h) == Some(prompt))
+    .find(|h| hint_prompt(*h).is_some_and(|p| prompt.starts_with(p)))
     .unwrap_or(SttHint::Any)
 }
 
@@ -176,11 +189,22 @@ impl SpeechToText for OpenAiStt {
     }
 
     fn start_in(&self, hint: SttHint, multilingual: bool) -> Box<dyn SttSession> {
+        self.start_with_terms(hint, multilingual, &[])
+    }
+
+    /// The terms end the transcription's `prompt`.
+    fn start_with_terms(
+        &self,
+        hint: SttHint,
+        multilingual: bool,
+        terms: &[String],
+    ) -> Box<dyn SttSession> {
         Box::new(OpenAiSession {
             stt: self.clone(),
             buffer: UtteranceBuffer::default(),
             hint,
             multilingual,
+            terms: terms.to_vec(),
         })
     }
 }
@@ -190,6 +214,7 @@ struct OpenAiSession {
     buffer: UtteranceBuffer,
     hint: SttHint,
     multilingual: bool,
+    terms: Vec<String>,
 }
 
 impl SttSession for OpenAiSession {
@@ -212,6 +237,7 @@ impl SttSession for OpenAiSession {
             buffer,
             hint,
             multilingual,
+            terms,
         } = *self;
         Box::pin(async move {
             if buffer.len() == 0 {
@@ -223,7 +249,7 @@ impl SttSession for OpenAiSession {
                     "utterance longer than the bound; oldest audio dropped"
                 );
             }
-            stt.transcribe_heard(&buffer.into_vec(), hint, multilingual)
+            stt.transcribe_heard(&buffer.into_vec(), hint, multilingual, &terms)
                 .await
         })
     }

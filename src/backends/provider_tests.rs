@@ -8,7 +8,7 @@ use super::chat::{ChatClient, ChatConfig, ChatMessage, ChatRequest, Tool, ToolCa
 use super::deepgram::{DeepgramConfig, DeepgramStt};
 use super::elevenlabs::{self, ElevenLabsConfig, ElevenLabsTts};
 use super::http::RetryPolicy;
-use super::openai::{OpenAiConfig, OpenAiStt, OpenAiTts};
+use super::openai::{OpenAiConfig, OpenAiStt, OpenAiTts, hint_of_prompt};
 use super::*;
 use crate::config::Secret;
 use crate::engine::audio::{g711, resample};
@@ -258,7 +258,7 @@ fn openai_config(fake: &FakeOpenAi, model: &str) -> OpenAiConfig {
 
 #[tokio::test]
 async fn openai_transcription_in_a_multilingual_call_names_the_language() {
-    let fake = FakeOpenAi::start(&["Me llamo José.", "Sí."]).await;
+    let fake = FakeOpenAi::start(&["Me llamo José.", "Sí.", "Mesa.", "Mesa."]).await;
     fake.transcription_language("spanish");
     let stt = OpenAiStt::new(openai_config(&fake, "whisper-1")).unwrap();
     let mut s = stt.start_in(SttHint::Name, true);
@@ -276,6 +276,23 @@ async fn openai_transcription_in_a_multilingual_call_names_the_language() {
     let r = &fake.requests()[1];
     assert_eq!(r.body["response_format"], "json");
     assert_eq!(r.body["prompt"], "Yes. No.");
+    // asked where they live, biased toward the places of the positions, in either mode
+    let places = ["Mesa".to_string(), "Sun City West".to_string()];
+    for multilingual in [false, true] {
+        let mut s = stt.start_with_terms(SttHint::Location, multilingual, &places);
+        say(s.as_mut(), 300);
+        s.finish_heard().await.unwrap();
+    }
+    let requests = fake.requests();
+    assert_eq!(
+        requests[2].body["prompt"],
+        "I live in San Antonio, Texas. Mesa, Sun City West."
+    );
+    assert_eq!(requests[3].body["prompt"], "Mesa, Sun City West.");
+    assert_eq!(
+        hint_of_prompt("I live in San Antonio, Texas. Mesa, Sun City West."),
+        SttHint::Location
+    );
 }
 
 #[test]

@@ -994,8 +994,18 @@ struct Shared {
     backchannel: Option<(Vec<bool>, f64)>,
     specials: Specials,
     suppress: Suppress,
+    /// What primes a decode with the call's key terms ([`Shared::primer`]), when the model has
+    /// `<|startofprev|>` and a `tokenizer.json`.
+    priming: Option<Priming>,
     mel: mel::MelSpectrogram,
     min_window_secs: usize,
+}
+
+/// Whisper's "previous text": `<|startofprev|>` and the tokens of text the decoder reads as
+/// said before this utterance, which biases it toward those words' spelling.
+struct Priming {
+    start_of_prev: u32,
+    tokenizer: tokenizers::Tokenizer,
 }
 
 /// One decoder: its threads (the model is [`Shared`]; a decode's state is its own [`Steps`]).
@@ -1044,6 +1054,23 @@ impl Shared {
         let decoder = CachedDecoder::load(vb.pp("model.decoder"), &model_config)
             .map_err(|e| load_err(dir, e))?;
         let model = Whisper::load(&vb, model_config).map_err(|e| load_err(dir, e))?;
+        let priming = match (
+            vocab.find("<|startofprev|>"),
+            tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")),
+        ) {
+            (Some(start_of_prev), Ok(tokenizer)) => Some(Priming {
+                start_of_prev,
+                tokenizer,
+            }),
+            (_, Err(e)) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "whisper: no tokenizer.json ({e}); key terms will not prime its decodes"
+                );
+                None
+            }
+            (None, _) => None,
+        };
         Ok(Self {
             model,
             encoder,
@@ -1055,6 +1082,7 @@ impl Shared {
             vocab,
             specials,
             suppress,
+            priming,
             mel: mel::MelSpectrogram::new(n_mels),
             min_window_secs: config.min_window_secs.max(1),
         })
@@ -1068,7 +1096,7 @@ impl Shared {
         pcm: &[i16],
         cancel: &AtomicBool,
         prior: &[f32],
-        expect_number: bool,
+        expected: &Expected,
         over_agent: bool,
     ) -> candle_core::Result<Decoded> {
         let samples: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
@@ -1093,7 +1121,9 @@ impl Shared {
         let cap = ((8.0 + 8.0 * seconds) as usize).min(self.model.config.max_target_positions / 2);
         let sp = &self.specials;
         let mut languages = Vec::new();
-        let (tokens, language) = match sp.transcribe {
+        let mut tokens = self.primer(&expected.terms);
+        let sot_at = tokens.len();
+        let (transcript, language) = match sp.transcribe {
             None => (vec![sp.sot, sp.no_timestamps], None),
             Some(transcribe) => {
                 // the language tokens' log-probabilities after start-of-transcript; with the
@@ -1114,6 +1144,7 @@ impl Shared {
                 )
             }
         };
+        tokens.extend(transcript);
         let prompt = tokens.len();
         let vocab = self.model.config.vocab_size;
         let mut suppressed = vec![false; vocab];
@@ -1126,8 +1157,22 @@ impl Shared {
         for s in suppressed.iter_mut().skip(sp.eot as usize + 1) {
             *s = true;
         }
-        let free = self.greedy(fresh.clone(), &tokens, &suppressed, None, cap, cancel)?;
-        let no_speech = free.no_speech;
+        let free = self.greedy(
+            fresh.clone(),
+            &tokens,
+            sot_at,
+            &suppressed,
+            None,
+            cap,
+            cancel,
+        )?;
+        // the chance of no speech as the model estimates it unprimed: after key terms it runs
+        // far lower (coughs at 0.78-0.93 unprimed are heard as "i'm dead" primed)
+        let no_speech = if sot_at == 0 {
+            free.no_speech
+        } else {
+            self.no_speech(fresh.clone())?
+        };
         let avg_logprob = free.avg_logprob();
         // Whisper's rule for silence (no speech likely and the words unsure); encoding only the
         // utterance, not 30 s, makes the no-speech estimate run higher (the multilingual
@@ -1148,7 +1193,7 @@ impl Shared {
         // an answer to a number question with no number in it ("high beers" for "five years"):
         // decode again from the same features, with only the tokens such an answer is made of,
         // and take that when it holds a number and the model finds it nearly as likely
-        if expect_number
+        if expected.number
             && !silent
             && !text.is_empty()
             && language.as_deref().is_none_or(|l| l == "en")
@@ -1158,6 +1203,7 @@ impl Shared {
                 // the features' decode, kept for a barge-in check's second decode below
                 fresh.clone(),
                 &tokens,
+                sot_at,
                 &suppressed,
                 // its first tokens are the least sure: give up only well below the bar
                 Some((
@@ -1199,6 +1245,7 @@ impl Shared {
             let heard = self.greedy(
                 fresh,
                 &tokens,
+                sot_at,
                 &suppressed,
                 Some((allowed, avg_logprob - 2.0 * margin)),
                 cap,
@@ -1234,6 +1281,41 @@ impl Shared {
     }
 }
 
+/// What the dialogue expects of an utterance, as a decode uses it.
+#[derive(Debug, Clone, Default)]
+struct Expected {
+    /// An answer to a number question: a transcript without a number is decoded again, with
+    /// only the words such an answer is made of ([`Shared::transcribe`]).
+    number: bool,
+    /// Words the caller is likely to say that the model may not spell as the call knows them
+    /// (the places of the receptionist's positions): the decode is primed with them.
+    terms: Arc<[String]>,
+}
+
+/// At most this many tokens of key terms prime a decode (Whisper allows 223 of previous text;
+/// each costs the decoder a step's worth of work once per decode).
+const MAX_PRIMER_TOKENS: usize = 48;
+
+impl Shared {
+    /// `<|startofprev|>` and the tokens of `terms` as one line of text (" Phoenix, Mesa,
+    /// Tempe."), the last ones kept when they are too many; empty without terms or priming.
+    fn primer(&self, terms: &[String]) -> Vec<u32> {
+        let (Some(p), false) = (&self.priming, terms.is_empty()) else {
+            return Vec::new();
+        };
+        let text = format!(" {}.", terms.join(", "));
+        let Ok(encoding) = p.tokenizer.encode(text.as_str(), false) else {
+            return Vec::new();
+        };
+        let ids = encoding.get_ids();
+        let ids = &ids[ids.len().saturating_sub(MAX_PRIMER_TOKENS)..];
+        let mut primer = Vec::with_capacity(ids.len() + 1);
+        primer.push(p.start_of_prev);
+        primer.extend(ids.iter().filter(|&&id| id < self.specials.eot));
+        primer
+    }
+}
+
 /// How much less likely (mean log-probability per token, nats) a barge-in check's second
 /// decode, with only the tokens of backchannels, may be than what it heard and still be taken:
 /// "go" (of "got it") read as "got". Measured with `scripts/barge-in-words` on three sets of
@@ -1265,7 +1347,8 @@ impl Greedy {
 
 impl Shared {
     /// Greedy decoding after `prompt` on a decode of the encoded features just started
-    /// (`steps`: nothing fed yet). With `only`, each step takes
+    /// (`steps`: nothing fed yet); `sot_at`: where in `prompt` the start-of-transcript token
+    /// is (after the previous text, if any). With `only`, each step takes
     /// the likeliest of those tokens (or end-of-text), and the decode gives up once its mean
     /// log-probability after three tokens is below `floor` (it would not be taken); the
     /// log-probabilities are always the model's over every token it may emit, so that a
@@ -1275,6 +1358,7 @@ impl Shared {
         &self,
         mut steps: Steps,
         prompt: &[u32],
+        sot_at: usize,
         suppressed: &[bool],
         only: Option<(&[bool], f64)>,
         cap: usize,
@@ -1305,7 +1389,7 @@ impl Shared {
                 // the chance that there is no speech, read at the start-of-transcript position
                 let no = sp.no_speech as usize;
                 let first = self.decoder.logits_for_choice(
-                    &hidden.i((.., 0..1))?,
+                    &hidden.i((.., sot_at..sot_at + 1))?,
                     |_| {},
                     &[Among::All, Among::Token(no)],
                 )?;
@@ -1372,6 +1456,21 @@ impl Shared {
             sum_logprob,
             no_speech,
         })
+    }
+}
+
+impl Shared {
+    /// The chance that there is no speech, read after start-of-transcript alone (`steps`:
+    /// nothing fed yet).
+    fn no_speech(&self, mut steps: Steps) -> candle_core::Result<f64> {
+        let hidden = self.decoder.forward(&mut steps, &[self.specials.sot])?;
+        let no = self.specials.no_speech as usize;
+        let first = self.decoder.logits_for_choice(
+            &hidden.i((.., 0..1))?,
+            |_| {},
+            &[Among::All, Among::Token(no)],
+        )?;
+        Ok(softmax_at(&first, no))
     }
 }
 
@@ -1595,7 +1694,7 @@ async fn decode_leased(
     pcm: Arc<Vec<i16>>,
     cancel: Arc<AtomicBool>,
     prior: Vec<f32>,
-    expect_number: bool,
+    expected: Expected,
     over_agent: bool,
 ) -> Result<Decoded, BackendError> {
     let Lease { decoder, pool } = lease;
@@ -1605,7 +1704,7 @@ async fn decode_leased(
             threads
                 .install(|| {
                     pool.shared
-                        .transcribe(&pcm, &cancel, &prior, expect_number, over_agent)
+                        .transcribe(&pcm, &cancel, &prior, &expected, over_agent)
                 })
                 .map_err(|e| BackendError::Failed(format!("whisper: {e}")))
         })
@@ -1692,7 +1791,7 @@ impl WhisperStt {
             Arc::new(pcm16k),
             Arc::default(),
             Vec::new(),
-            false,
+            Expected::default(),
             false,
         )
         .await?
@@ -1717,7 +1816,17 @@ impl SpeechToText for WhisperStt {
     }
 
     fn start_in(&self, hint: SttHint, multilingual: bool) -> Box<dyn SttSession> {
-        self.session(hint, multilingual, None)
+        self.session(hint, multilingual, &[], None)
+    }
+
+    /// The decodes are primed with the terms as Whisper's previous text.
+    fn start_with_terms(
+        &self,
+        hint: SttHint,
+        multilingual: bool,
+        terms: &[String],
+    ) -> Box<dyn SttSession> {
+        self.session(hint, multilingual, terms, None)
     }
 
     /// A multilingual call's utterances share what they said about the caller's language. The
@@ -1742,11 +1851,15 @@ impl WhisperStt {
         &self,
         hint: SttHint,
         multilingual: bool,
+        terms: &[String],
         evidence: Option<LanguageEvidence>,
     ) -> Box<dyn SttSession> {
         Box::new(WhisperSession {
             model: self.model(multilingual).clone(),
-            expect_number: hint == SttHint::Number,
+            expected: Expected {
+                number: hint == SttHint::Number,
+                terms: terms.into(),
+            },
             buffer: UtteranceBuffer::default(),
             pause: PauseDetector::default(),
             early: None,
@@ -1764,7 +1877,12 @@ struct WhisperCall {
 
 impl SttCall for WhisperCall {
     fn start(&mut self, hint: SttHint) -> Box<dyn SttSession> {
-        self.stt.session(hint, true, Some(self.evidence.clone()))
+        self.start_with_terms(hint, &[])
+    }
+
+    fn start_with_terms(&mut self, hint: SttHint, terms: &[String]) -> Box<dyn SttSession> {
+        self.stt
+            .session(hint, true, terms, Some(self.evidence.clone()))
     }
 }
 
@@ -1842,9 +1960,8 @@ struct Early {
 
 struct WhisperSession {
     model: Arc<Model>,
-    /// The dialogue asked for a number: a transcript without one is decoded again, with only
-    /// the words such an answer is made of ([`Shared::transcribe`]).
-    expect_number: bool,
+    /// What the dialogue expects of the utterance.
+    expected: Expected,
     buffer: UtteranceBuffer,
     pause: PauseDetector,
     early: Option<Early>,
@@ -1895,13 +2012,13 @@ impl WhisperSession {
         let cancel = Arc::new(AtomicBool::new(false));
         let c = cancel.clone();
         let prior = Self::prior(&self.evidence);
-        let expect_number = self.expect_number;
+        let expected = self.expected.clone();
         let decode: BoxFuture<'static, Result<Decoded, BackendError>> = Box::pin(async move {
             let lease = match lease {
                 Some(l) => l,
                 None => model.lease().await?,
             };
-            decode_leased(lease, pcm, c, prior, expect_number, over_agent).await
+            decode_leased(lease, pcm, c, prior, expected, over_agent).await
         });
         let result = decode.shared();
         // it runs whether or not anyone waits for it
@@ -1986,7 +2103,7 @@ impl SttSession for WhisperSession {
     fn finish_heard(self: Box<Self>) -> BoxFuture<'static, Result<Heard, BackendError>> {
         let Self {
             model,
-            expect_number,
+            expected,
             buffer,
             pause,
             early,
@@ -2021,7 +2138,7 @@ impl SttSession for WhisperSession {
                 Arc::new(buffer.into_vec()),
                 Arc::default(),
                 prior,
-                expect_number,
+                expected,
                 false,
             )
             .await?;

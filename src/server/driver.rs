@@ -1090,6 +1090,7 @@ impl CallDriver<'_> {
                 }
                 Output::SttAudio => {
                     let stt_call = &mut self.stt_call;
+                    let settings = &self.settings;
                     let hint = stt_hint(self.engine.expecting());
                     while let Some((utterance, mulaw)) = self.engine.pop_stt_frame() {
                         if let Some(t) = &mut self.turn_audio {
@@ -1097,7 +1098,7 @@ impl CallDriver<'_> {
                         }
                         self.stt
                             .entry(utterance)
-                            .or_insert_with(|| stt_call.start(hint))
+                            .or_insert_with(|| start_utterance(stt_call.as_mut(), hint, settings))
                             .push_phone(&mulaw[..]);
                     }
                 }
@@ -1302,6 +1303,20 @@ impl TurnAudio {
 }
 
 /// What the recogniser should expect, from what the dialogue is waiting for.
+/// A recogniser session for the caller's next utterance; asked where they live, biased toward
+/// the places the receptionist's context names (callers mostly live near the positions).
+fn start_utterance(
+    stt_call: &mut dyn SttCall,
+    hint: SttHint,
+    settings: &crate::model::ReceptionistSettings,
+) -> Box<dyn SttSession> {
+    if hint != SttHint::Location {
+        return stt_call.start(hint);
+    }
+    let places = crate::engine::dialogue::context::named_places(&settings.custom_context);
+    stt_call.start_with_terms(hint, &places)
+}
+
 fn stt_hint(expect: Expect) -> SttHint {
     match expect {
         Expect::Name => SttHint::Name,

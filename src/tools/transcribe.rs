@@ -38,6 +38,11 @@ pub struct TranscribeArgs {
     /// words of a number answer, as in a call.
     #[arg(long, value_enum, default_value = "any")]
     pub hint: SttHint,
+    /// Words the caller is likely to say, comma-separated (a call passes the places of the
+    /// receptionist's positions when it asks where the caller lives): a recogniser that can be
+    /// biased toward words is (Whisper: as the text said before the utterance).
+    #[arg(long, value_delimiter = ',')]
+    pub terms: Vec<String>,
     /// Directory of the offline neural models. Default: `./data/models`.
     #[arg(long, env = "RECEPTIONIST_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
@@ -178,9 +183,10 @@ async fn run_one(
     realtime: bool,
     multilingual: bool,
     hint: SttHint,
+    terms: &[String],
     over_agent: bool,
 ) -> anyhow::Result<(Heard, Duration)> {
-    let mut session = stt.start_in(hint, multilingual);
+    let mut session = stt.start_with_terms(hint, multilingual, terms);
     let frames = match &audio {
         Audio::Wide(pcm) => pcm.len().div_ceil(SAMPLES_16K),
         Audio::Phone(mulaw) => mulaw.len().div_ceil(SAMPLES_8K),
@@ -231,9 +237,16 @@ async fn run_one(
 pub async fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     let stt = recogniser(&args)?;
     let jobs = args.jobs.max(1);
+    let terms: Vec<String> = args
+        .terms
+        .iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
     let results = futures_util::stream::iter(args.files.iter().cloned())
         .map(|path| {
             let stt = stt.clone();
+            let terms = terms.clone();
             let (phone, realtime, multilingual, hint, floor) = (
                 args.phone,
                 args.realtime,
@@ -243,7 +256,9 @@ pub async fn run(args: TranscribeArgs) -> anyhow::Result<()> {
             );
             async move {
                 let outcome = match load(&path, phone) {
-                    Ok(audio) => run_one(stt, audio, realtime, multilingual, hint, floor).await,
+                    Ok(audio) => {
+                        run_one(stt, audio, realtime, multilingual, hint, &terms, floor).await
+                    }
                     Err(e) => Err(e),
                 };
                 (path, outcome)

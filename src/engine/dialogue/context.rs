@@ -295,26 +295,51 @@ pub fn job_places(context: &str) -> Vec<String> {
         if !terms(&s).contains(&job) {
             continue;
         }
-        let words: Vec<&str> = s
-            .split_whitespace()
-            .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+        for place in places_in(&s, &["in"]) {
+            let place = place.to_lowercase();
+            if !out.contains(&place) {
+                out.push(place);
+            }
+        }
+    }
+    out
+}
+
+/// Every place the context names, as written: the capitalised words after "in" or "near" in
+/// any sentence ("a warehouse in Mesa", "near Tempe"), once each. A recogniser is primed with
+/// them when the caller is asked where they live: callers mostly live near the positions.
+pub fn named_places(context: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in sentences(context) {
+        for place in places_in(&s, &["in", "near"]) {
+            if !out.iter().any(|p| p.eq_ignore_ascii_case(&place)) {
+                out.push(place);
+            }
+        }
+    }
+    out
+}
+
+/// The runs of up to three capitalised words right after one of `after` in a sentence, as
+/// written.
+fn places_in(sentence: &str, after: &[&str]) -> Vec<String> {
+    let words: Vec<&str> = sentence
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+        .collect();
+    let mut out = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        if !after.iter().any(|a| w.eq_ignore_ascii_case(a)) {
+            continue;
+        }
+        let place: Vec<&str> = words[i + 1..]
+            .iter()
+            .take(3)
+            .take_while(|w| w.chars().next().is_some_and(char::is_uppercase))
+            .copied()
             .collect();
-        for (i, w) in words.iter().enumerate() {
-            if !w.eq_ignore_ascii_case("in") {
-                continue;
-            }
-            let place: Vec<&str> = words[i + 1..]
-                .iter()
-                .take(3)
-                .take_while(|w| w.chars().next().is_some_and(char::is_uppercase))
-                .copied()
-                .collect();
-            if !place.is_empty() {
-                let place = place.join(" ").to_lowercase();
-                if !out.contains(&place) {
-                    out.push(place);
-                }
-            }
+        if !place.is_empty() {
+            out.push(place.join(" "));
         }
     }
     out
@@ -373,6 +398,15 @@ mod tests {
         assert!(jobs_near(CTX, "Boston").is_empty());
         assert!(lists_jobs(CTX));
         assert_eq!(job_places(CTX), ["chicago", "dallas"]);
+        assert_eq!(named_places(CTX), ["Chicago", "Dallas"]);
+        assert_eq!(
+            named_places(
+                "Warehouse shifts in Mesa and near Tempe. Pickers in Sun City West, Arizona. \
+                 Apply in person in mesa or in Phoenix."
+            ),
+            ["Mesa", "Tempe", "Sun City West", "Phoenix"]
+        );
+        assert!(named_places("Pay is $18 per hour, paid in cash.").is_empty());
         assert!(!lists_jobs("Pay is $18 per hour."));
     }
 }
