@@ -457,13 +457,15 @@ async fn whole_call_with_openai_compatible_speech() {
     let uploads = openai.requests_to("/audio/transcriptions");
     assert_eq!(uploads.len(), 5, "{uploads:?}");
     // what the dialogue expects biases each upload; asked where they live, the caller is
-    // heard with the places the receptionist's context names
+    // heard with the places the receptionist's context names...
     assert_eq!(uploads[0].body["prompt"], "My name is Maria Lopez.");
     assert_eq!(
         uploads[1].body["prompt"],
         "I live in San Antonio, Texas. Mesa, Tempe."
     );
     assert_eq!(uploads[2].body["prompt"], "Yes. No.");
+    // and asked whether they have questions, with the places alone (callers ask about them)
+    assert_eq!(uploads[4].body["prompt"], "Mesa, Tempe.");
     for u in &uploads {
         assert!(
             u.request_id

@@ -204,7 +204,8 @@ pub trait SpeechToText: Send + Sync + 'static {
     }
 
     /// [`start_in`](Self::start_in) for an utterance in which the caller is likely to say some
-    /// of `terms` (the places of the receptionist's positions, when asked where they live): a
+    /// of `terms` (the places of the receptionist's positions, when asked where they live or
+    /// what they would like to know): a
     /// recogniser that can be biased toward words (Whisper's previous text, a provider's
     /// prompt or key terms) is. The default ignores them.
     fn start_with_terms(

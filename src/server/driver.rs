@@ -1303,14 +1303,15 @@ impl TurnAudio {
 }
 
 /// What the recogniser should expect, from what the dialogue is waiting for.
-/// A recogniser session for the caller's next utterance; asked where they live, biased toward
-/// the places the receptionist's context names (callers mostly live near the positions).
+/// A recogniser session for the caller's next utterance; asked where they live or what they
+/// would like to know, biased toward the places the receptionist's context names (callers
+/// mostly live near the positions, and ask about them).
 fn start_utterance(
     stt_call: &mut dyn SttCall,
     hint: SttHint,
     settings: &crate::model::ReceptionistSettings,
 ) -> Box<dyn SttSession> {
-    if hint != SttHint::Location {
+    if !matches!(hint, SttHint::Location | SttHint::Question) {
         return stt_call.start(hint);
     }
     let places = crate::engine::dialogue::context::named_places(&settings.custom_context);

@@ -307,7 +307,8 @@ pub fn job_places(context: &str) -> Vec<String> {
 
 /// Every place the context names, as written: the capitalised words after "in" or "near" in
 /// any sentence ("a warehouse in Mesa", "near Tempe"), once each. A recogniser is primed with
-/// them when the caller is asked where they live: callers mostly live near the positions.
+/// them when the caller is asked where they live or what they would like to know: callers
+/// mostly live near the positions, and ask about them.
 pub fn named_places(context: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for s in sentences(context) {
