@@ -295,7 +295,7 @@ pub fn job_places(context: &str) -> Vec<String> {
         if !terms(&s).contains(&job) {
             continue;
         }
-        for place in places_in(&s, &["in"]) {
+        for place in places_in(&s, &["in"], false) {
             let place = place.to_lowercase();
             if !out.contains(&place) {
                 out.push(place);
@@ -306,13 +306,14 @@ pub fn job_places(context: &str) -> Vec<String> {
 }
 
 /// Every place the context names, as written: the capitalised words after "in" or "near" in
-/// any sentence ("a warehouse in Mesa", "near Tempe"), once each. A recogniser is primed with
+/// any sentence, and the rest of a list they begin ("a warehouse in Mesa", "near Tempe",
+/// "in Mesa, Tempe and Chandler"), once each. A recogniser is primed with
 /// them when the caller is asked where they live or what they would like to know: callers
 /// mostly live near the positions, and ask about them.
 pub fn named_places(context: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for s in sentences(context) {
-        for place in places_in(&s, &["in", "near"]) {
+        for place in places_in(&s, &["in", "near"], true) {
             if !out.iter().any(|p| p.eq_ignore_ascii_case(&place)) {
                 out.push(place);
             }
@@ -321,27 +322,50 @@ pub fn named_places(context: &str) -> Vec<String> {
     out
 }
 
-/// The runs of up to three capitalised words right after one of `after` in a sentence, as
-/// written.
-fn places_in(sentence: &str, after: &[&str]) -> Vec<String> {
-    let words: Vec<&str> = sentence
+/// The places named right after one of `after` in a sentence, as written: a run of up to three
+/// capitalised words, which punctuation ends ("in Dallas, Texas" names Dallas). With `lists`,
+/// a list goes on after a comma, "and" or "or" ("in Mesa, Tempe and Chandler" names all three,
+/// "in Dallas, Texas" Texas too).
+fn places_in(sentence: &str, after: &[&str], lists: bool) -> Vec<String> {
+    // each word without its punctuation, and whether punctuation followed it
+    let words: Vec<(&str, bool)> = sentence
         .split_whitespace()
-        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+        .map(|raw| {
+            let ended = raw.ends_with(|c: char| !c.is_alphanumeric());
+            (raw.trim_matches(|c: char| !c.is_alphanumeric()), ended)
+        })
         .collect();
+    let capitalised = |w: &str| w.chars().next().is_some_and(char::is_uppercase);
     let mut out = Vec::new();
-    for (i, w) in words.iter().enumerate() {
-        if !after.iter().any(|a| w.eq_ignore_ascii_case(a)) {
+    let mut i = 0;
+    while i < words.len() {
+        if !after.iter().any(|a| words[i].0.eq_ignore_ascii_case(a)) {
+            i += 1;
             continue;
         }
-        let place: Vec<&str> = words[i + 1..]
-            .iter()
-            .take(3)
-            .take_while(|w| w.chars().next().is_some_and(char::is_uppercase))
-            .copied()
-            .collect();
-        if !place.is_empty() {
+        let mut j = i + 1;
+        loop {
+            let start = j;
+            while j < words.len() && j - start < 3 && capitalised(words[j].0) {
+                j += 1;
+                if words[j - 1].1 {
+                    break;
+                }
+            }
+            if j == start {
+                break;
+            }
+            let place: Vec<&str> = words[start..j].iter().map(|w| w.0).collect();
             out.push(place.join(" "));
+            let joined = words
+                .get(j)
+                .is_some_and(|w| w.0.eq_ignore_ascii_case("and") || w.0.eq_ignore_ascii_case("or"));
+            if !lists || !(joined || words[j - 1].1) {
+                break;
+            }
+            j += usize::from(joined);
         }
+        i = j.max(i + 1);
     }
     out
 }
@@ -405,8 +429,15 @@ mod tests {
                 "Warehouse shifts in Mesa and near Tempe. Pickers in Sun City West, Arizona. \
                  Apply in person in mesa or in Phoenix."
             ),
-            ["Mesa", "Tempe", "Sun City West", "Phoenix"]
+            ["Mesa", "Tempe", "Sun City West", "Arizona", "Phoenix"]
         );
+        let listed = "We have jobs in Mesa, Tempe and Chandler, and drivers in Dallas, Texas.";
+        assert_eq!(
+            named_places(listed),
+            ["Mesa", "Tempe", "Chandler", "Dallas", "Texas"]
+        );
+        // a job's place is the first of a list, without what follows a comma
+        assert_eq!(job_places(listed), ["mesa", "dallas"]);
         assert!(named_places("Pay is $18 per hour, paid in cash.").is_empty());
         assert!(!lists_jobs("Pay is $18 per hour."));
     }
