@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use receptionist::backends::{SpeechToText, SttHint, WhisperConfig, WhisperStt};
+use receptionist::backends::{SpeechToText, SttHint, SttSession, WhisperConfig, WhisperStt};
 use receptionist::tools::transcribe::load_audio;
 
 #[path = "common/cough.rs"]
@@ -419,7 +419,11 @@ async fn a_multilingual_model_that_cannot_load_leaves_the_english_one_hearing_it
 /// An answer to a number question, heard as a call hears it: pushed in 20 ms frames with the
 /// dialogue's hint, then finished.
 async fn heard_as(stt: &WhisperStt, pcm: &[i16], hint: SttHint) -> String {
-    let mut session = stt.start(hint);
+    heard_in(stt.start(hint), pcm).await
+}
+
+/// What a session makes of `pcm`, pushed in 20 ms frames, then finished.
+async fn heard_in(mut session: Box<dyn SttSession>, pcm: &[i16]) -> String {
     for frame in pcm.chunks(320) {
         session.push(frame);
     }
@@ -539,11 +543,7 @@ async fn a_short_clear_answer_is_not_taken_for_silence_and_a_cough_is() {
 /// An utterance heard as a call hears it when the caller is asked where they live, with the
 /// places of the receptionist's context as the recogniser's key terms.
 async fn heard_with_places(stt: &WhisperStt, pcm: &[i16], places: &[String]) -> String {
-    let mut session = stt.start_with_terms(SttHint::Location, false, places);
-    for frame in pcm.chunks(320) {
-        session.push(frame);
-    }
-    session.finish().await.unwrap()
+    heard_in(stt.start_with_terms(SttHint::Location, false, places), pcm).await
 }
 
 #[tokio::test]

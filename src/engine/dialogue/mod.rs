@@ -1150,6 +1150,15 @@ mod tests {
         assert!(run(&s, "boston").contains("I don't see open positions near Boston"));
 
         // the model's answer may not offer the positions elsewhere
+        let mut d = caller_from_dallas_asking_for_jobs(s);
+        let (p, stop) = d.answer_sentence("We have forklift drivers in Dallas.");
+        assert!(p.is_some() && !stop);
+        let (p, stop) = d.answer_sentence("There are also warehouse jobs in Chicago.");
+        assert!(p.is_none() && stop);
+    }
+
+    /// A call with the language model in which John Smith from Dallas asks what jobs there are.
+    fn caller_from_dallas_asking_for_jobs(s: ReceptionistSettings) -> Dialogue {
         let mut d = Dialogue::with_model(Arc::new(s), false, true);
         d.start();
         d.on_speech("i'm john smith from dallas");
@@ -1159,8 +1168,25 @@ mod tests {
             caller_question: Some("what jobs do you have".into()),
             ..Understanding::default()
         });
-        let (p, stop) = d.answer_sentence("We have forklift drivers in Dallas.");
-        assert!(p.is_some() && !stop);
+        d
+    }
+
+    /// With the job location match enforced, a position's place written with its state ("Dallas,
+    /// Texas") is the caller's when they live there: the model's sentence about it is said.
+    #[test]
+    fn a_place_written_with_its_state_is_the_callers() {
+        let mut s = settings();
+        s.questions.clear();
+        s.enforce_job_location_match = true;
+        s.custom_context = "We are hiring forklift drivers in Dallas, Texas and warehouse \
+            associates in Chicago."
+            .into();
+        let mut d = caller_from_dallas_asking_for_jobs(s);
+        let (p, stop) = d.answer_sentence("We have forklift drivers in Dallas, Texas.");
+        assert!(
+            p.is_some() && !stop,
+            "a Dallas caller hears about Dallas, Texas"
+        );
         let (p, stop) = d.answer_sentence("There are also warehouse jobs in Chicago.");
         assert!(p.is_none() && stop);
     }
