@@ -447,11 +447,7 @@ async fn told_a_number_is_expected_whisper_hears_numbers_it_misheard_and_invents
     ];
     let mut right = [0, 0];
     for (i, (number, text)) in answers.iter().enumerate() {
-        let pcm = load_audio(
-            &utterance(dir.path(), &format!("n{i}"), voice, text, None),
-            true,
-        )
-        .unwrap();
+        let pcm = spoken_in(dir.path(), &format!("n{i}"), voice, text);
         for (k, hint) in [SttHint::Any, SttHint::Number].into_iter().enumerate() {
             let heard = heard_as(&stt, &pcm, hint).await;
             eprintln!("{text:?} with {hint:?}: {heard:?}");
@@ -477,11 +473,7 @@ async fn told_a_number_is_expected_whisper_hears_numbers_it_misheard_and_invents
     .into_iter()
     .enumerate()
     {
-        let pcm = load_audio(
-            &utterance(dir.path(), &format!("q{i}"), voice, text, None),
-            true,
-        )
-        .unwrap();
+        let pcm = spoken_in(dir.path(), &format!("q{i}"), voice, text);
         let heard = heard_as(&stt, &pcm, SttHint::Number).await;
         assert_eq!(
             receptionist::engine::dialogue::understand::parse_number(&heard),
@@ -515,11 +507,7 @@ async fn a_short_clear_answer_is_not_taken_for_silence_and_a_cough_is() {
     .into_iter()
     .enumerate()
     {
-        let pcm = load_audio(
-            &utterance(dir.path(), &format!("s{i}"), voice, text, None),
-            true,
-        )
-        .unwrap();
+        let pcm = spoken_in(dir.path(), &format!("s{i}"), voice, text);
         let heard = heard_as(&stt, &pcm, SttHint::Any).await;
         assert!(
             heard.split(' ').any(|w| w == word),
@@ -564,8 +552,7 @@ async fn told_the_places_of_the_positions_whisper_hears_the_city_and_invents_non
     .into_iter()
     .enumerate()
     {
-        let path = utterance(dir.path(), &format!("c{i}"), voice, text, None);
-        let pcm = load_audio(&path, true).unwrap();
+        let pcm = spoken_in(dir.path(), &format!("c{i}"), voice, text);
         let plain = heard_as(&stt, &pcm, SttHint::Location).await;
         assert!(
             !plain.split(' ').any(|w| w == city),
@@ -586,8 +573,7 @@ async fn told_the_places_of_the_positions_whisper_hears_the_city_and_invents_non
     .into_iter()
     .enumerate()
     {
-        let path = utterance(dir.path(), &format!("o{i}"), voice, text, None);
-        let pcm = load_audio(&path, true).unwrap();
+        let pcm = spoken_in(dir.path(), &format!("o{i}"), voice, text);
         let primed = heard_with_places(&stt, &pcm, &places).await;
         let words: Vec<&str> = primed.split(' ').collect();
         assert!(words.contains(&keep), "{text:?} heard as {primed:?}");

@@ -1122,7 +1122,7 @@ impl Shared {
         let sp = &self.specials;
         let mut languages = Vec::new();
         let mut tokens = self.primer(&expected.terms);
-        let sot_at = tokens.len();
+        let primed = !tokens.is_empty();
         let (transcript, language) = match sp.transcribe {
             None => (vec![sp.sot, sp.no_timestamps], None),
             Some(transcribe) => {
@@ -1160,7 +1160,8 @@ impl Shared {
         let free = self.greedy(
             fresh.clone(),
             &tokens,
-            sot_at,
+            // unprimed, Whisper's estimate of no speech is read at its first step
+            !primed,
             &suppressed,
             None,
             cap,
@@ -1168,10 +1169,9 @@ impl Shared {
         )?;
         // the chance of no speech as the model estimates it unprimed: after key terms it runs
         // far lower (coughs at 0.78-0.93 unprimed are heard as "i'm dead" primed)
-        let no_speech = if sot_at == 0 {
-            free.no_speech
-        } else {
-            self.no_speech(fresh.clone())?
+        let no_speech = match free.no_speech {
+            Some(p) => p,
+            None => self.no_speech(fresh.clone())?,
         };
         let avg_logprob = free.avg_logprob();
         // Whisper's rule for silence (no speech likely and the words unsure); encoding only the
@@ -1203,7 +1203,7 @@ impl Shared {
                 // the features' decode, kept for a barge-in check's second decode below
                 fresh.clone(),
                 &tokens,
-                sot_at,
+                false,
                 &suppressed,
                 // its first tokens are the least sure: give up only well below the bar
                 Some((
@@ -1245,7 +1245,7 @@ impl Shared {
             let heard = self.greedy(
                 fresh,
                 &tokens,
-                sot_at,
+                false,
                 &suppressed,
                 Some((allowed, avg_logprob - 2.0 * margin)),
                 cap,
@@ -1330,12 +1330,12 @@ pub const BACKCHANNEL_MARGIN: f64 = 1.0;
 const NUMBER_RESCUE_MARGIN: f64 = 1.0;
 
 /// One greedy decode: the prompt and the tokens after it, their summed log-probability, and the
-/// chance of no speech read at the start.
+/// chance of no speech read at the start (when asked for).
 struct Greedy {
     tokens: Vec<u32>,
     generated: usize,
     sum_logprob: f64,
-    no_speech: f64,
+    no_speech: Option<f64>,
 }
 
 impl Greedy {
@@ -1347,8 +1347,8 @@ impl Greedy {
 
 impl Shared {
     /// Greedy decoding after `prompt` on a decode of the encoded features just started
-    /// (`steps`: nothing fed yet); `sot_at`: where in `prompt` the start-of-transcript token
-    /// is (after the previous text, if any). With `only`, each step takes
+    /// (`steps`: nothing fed yet); with `read_no_speech`, the chance of no speech is read at
+    /// the prompt's first token (start-of-transcript: no previous text). With `only`, each step takes
     /// the likeliest of those tokens (or end-of-text), and the decode gives up once its mean
     /// log-probability after three tokens is below `floor` (it would not be taken); the
     /// log-probabilities are always the model's over every token it may emit, so that a
@@ -1358,7 +1358,7 @@ impl Shared {
         &self,
         mut steps: Steps,
         prompt: &[u32],
-        sot_at: usize,
+        read_no_speech: bool,
         suppressed: &[bool],
         only: Option<(&[bool], f64)>,
         cap: usize,
@@ -1367,7 +1367,7 @@ impl Shared {
         let sp = &self.specials;
         let mut tokens = prompt.to_vec();
         let mut sum_logprob = 0f64;
-        let mut no_speech = 0f64;
+        let mut no_speech = None;
         // what each step chooses among: every token, and with `only` those it allows
         let both;
         let among: &[Among] = match only {
@@ -1385,15 +1385,8 @@ impl Shared {
             let fed = steps.fed();
             let hidden = self.decoder.forward(&mut steps, &tokens[fed..])?;
             let seq = hidden.dim(1)?;
-            if step == 0 {
-                // the chance that there is no speech, read at the start-of-transcript position
-                let no = sp.no_speech as usize;
-                let first = self.decoder.logits_for_choice(
-                    &hidden.i((.., sot_at..sot_at + 1))?,
-                    |_| {},
-                    &[Among::All, Among::Token(no)],
-                )?;
-                no_speech = softmax_at(&first, no);
+            if step == 0 && read_no_speech {
+                no_speech = Some(self.no_speech_at(&hidden)?);
             }
             let logits = self.decoder.logits_for_choice(
                 &hidden.i((.., seq - 1..))?,
@@ -1464,6 +1457,12 @@ impl Shared {
     /// nothing fed yet).
     fn no_speech(&self, mut steps: Steps) -> candle_core::Result<f64> {
         let hidden = self.decoder.forward(&mut steps, &[self.specials.sot])?;
+        self.no_speech_at(&hidden)
+    }
+
+    /// The chance that there is no speech, from the decoder's outputs for a first step fed
+    /// start-of-transcript first.
+    fn no_speech_at(&self, hidden: &Tensor) -> candle_core::Result<f64> {
         let no = self.specials.no_speech as usize;
         let first = self.decoder.logits_for_choice(
             &hidden.i((.., 0..1))?,

@@ -1302,7 +1302,6 @@ impl TurnAudio {
     }
 }
 
-/// What the recogniser should expect, from what the dialogue is waiting for.
 /// A recogniser session for the caller's next utterance; asked where they live or what they
 /// would like to know, biased toward the places the receptionist's context names (callers
 /// mostly live near the positions, and ask about them).
@@ -1318,6 +1317,7 @@ fn start_utterance(
     stt_call.start_with_terms(hint, &places)
 }
 
+/// What the recogniser should expect, from what the dialogue is waiting for.
 fn stt_hint(expect: Expect) -> SttHint {
     match expect {
         Expect::Name => SttHint::Name,

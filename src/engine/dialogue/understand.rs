@@ -395,6 +395,12 @@ fn yes_no_of(w: &[String]) -> Option<bool> {
     if says_unsure(w) || asks_again_of(w) {
         return None;
     }
+    decisive_yes_no(w)
+}
+
+/// The yes or no of the first decisive word, not asking whether the words say the caller does
+/// not know.
+fn decisive_yes_no(w: &[String]) -> Option<bool> {
     for (i, word) in w.iter().enumerate() {
         if NO_WORDS.contains(&word.as_str()) || NO_ABROAD.contains(&word.as_str()) {
             return Some(false);
@@ -792,9 +798,13 @@ pub fn understand(kind: QuestionKind, text: &str) -> Option<AnswerValue> {
     match kind {
         QuestionKind::YesNo => {
             let w = words(text);
-            yes_no_of(&w)
-                .map(|y| if y { AnswerValue::Yes } else { AnswerValue::No })
-                .or_else(|| unsure_of(&w).then_some(AnswerValue::Unclear))
+            if asks_again_of(&w) {
+                None
+            } else if says_unsure(&w) {
+                Some(AnswerValue::Unclear)
+            } else {
+                decisive_yes_no(&w).map(|y| if y { AnswerValue::Yes } else { AnswerValue::No })
+            }
         }
         // "not sure, maybe five years" is five
         QuestionKind::Number => parse_number(text)
