@@ -305,15 +305,17 @@ pub fn job_places(context: &str) -> Vec<String> {
     out
 }
 
-/// Every place the context names, as written: the capitalised words after "in" or "near" in
-/// any sentence, and the rest of a list they begin ("a warehouse in Mesa", "near Tempe",
-/// "in Mesa, Tempe and Chandler"), once each. A recogniser is primed with
+/// Every place the context names, as written: the capitalised words after "in", "near",
+/// "around" or "across" in any sentence, or after a label such as "Locations:" or "Sites:",
+/// and the rest of a list they begin ("a warehouse in Mesa", "near Tempe", "in Mesa, Tempe and
+/// Chandler", "Locations: Mesa, Tempe"), once each; months, days and languages are not places
+/// ("in March", "in Spanish"). A recogniser is primed with
 /// them when the caller is asked where they live or what they would like to know: callers
 /// mostly live near the positions, and ask about them.
 pub fn named_places(context: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for s in sentences(context) {
-        for place in places_in(&s, &["in", "near"], true) {
+        for place in places_in(&s, &["in", "near", "around", "across"], true) {
             if !out.iter().any(|p| p.eq_ignore_ascii_case(&place)) {
                 out.push(place);
             }
@@ -322,24 +324,89 @@ pub fn named_places(context: &str) -> Vec<String> {
     out
 }
 
+/// Labels that a list of places follows, with a colon ("Locations: Mesa, Tempe").
+const PLACE_LABELS: &[&str] = &[
+    "location",
+    "locations",
+    "site",
+    "sites",
+    "city",
+    "cities",
+    "area",
+    "areas",
+    "where",
+    "office",
+    "offices",
+    "branch",
+    "branches",
+    "region",
+    "regions",
+    "based",
+];
+
+/// Capitalised words that follow "in" and are no place ("in March", "in Spanish").
+const NOT_PLACES: &[&str] = &[
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "english",
+    "spanish",
+    "french",
+    "german",
+    "portuguese",
+    "chinese",
+    "person",
+    "i",
+    "the",
+    "a",
+    "an",
+    "our",
+    "your",
+];
+
 /// The places named right after one of `after` in a sentence, as written: a run of up to three
 /// capitalised words, which punctuation ends ("in Dallas, Texas" names Dallas). With `lists`,
 /// a list goes on after a comma, "and" or "or" ("in Mesa, Tempe and Chandler" names all three,
-/// "in Dallas, Texas" Texas too).
+/// "in Dallas, Texas" Texas too), and a list also follows one of [`PLACE_LABELS`] and a colon.
 fn places_in(sentence: &str, after: &[&str], lists: bool) -> Vec<String> {
-    // each word without its punctuation, and whether punctuation followed it
-    let words: Vec<(&str, bool)> = sentence
+    // each word without its punctuation, whether punctuation followed it, and whether a colon
+    let words: Vec<(&str, bool, bool)> = sentence
         .split_whitespace()
         .map(|raw| {
             let ended = raw.ends_with(|c: char| !c.is_alphanumeric());
-            (raw.trim_matches(|c: char| !c.is_alphanumeric()), ended)
+            (
+                raw.trim_matches(|c: char| !c.is_alphanumeric()),
+                ended,
+                raw.ends_with(':'),
+            )
         })
         .collect();
-    let capitalised = |w: &str| w.chars().next().is_some_and(char::is_uppercase);
+    let capitalised = |w: &str| {
+        w.chars().next().is_some_and(char::is_uppercase)
+            && !NOT_PLACES.iter().any(|n| w.eq_ignore_ascii_case(n))
+    };
     let mut out = Vec::new();
     let mut i = 0;
     while i < words.len() {
-        if !after.iter().any(|a| words[i].0.eq_ignore_ascii_case(a)) {
+        let (word, _, colon) = words[i];
+        let labelled = lists && colon && PLACE_LABELS.iter().any(|l| word.eq_ignore_ascii_case(l));
+        if !labelled && !after.iter().any(|a| word.eq_ignore_ascii_case(a)) {
             i += 1;
             continue;
         }
@@ -439,6 +506,32 @@ mod tests {
         // a job's place is the first of a list, without what follows a comma
         assert_eq!(job_places(listed), ["mesa", "dallas"]);
         assert!(named_places("Pay is $18 per hour, paid in cash.").is_empty());
+        // after a label, or "around" and "across"; never a month, a day or a language
+        assert_eq!(
+            named_places(
+                "Locations: Mesa, Tempe and Gilbert.\nSites: Sun City West\n\
+                 Drivers wanted across Chandler and around Scottsdale."
+            ),
+            [
+                "Mesa",
+                "Tempe",
+                "Gilbert",
+                "Sun City West",
+                "Chandler",
+                "Scottsdale"
+            ]
+        );
+        assert!(
+            named_places(
+                "Shifts start in March, training is in Spanish or English, interviews in \
+                 person on Monday. Note: Bring ID."
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            job_places("Picker jobs open in January in Mesa. Forklift jobs in Tempe start in May."),
+            ["mesa", "tempe"]
+        );
         assert!(!lists_jobs("Pay is $18 per hour."));
     }
 }
