@@ -367,11 +367,11 @@ async fn a_multilingual_call_has_its_model_loaded_before_the_callers_first_words
     let stt = WhisperStt::new(WhisperConfig::new(&models)).expect("whisper loads");
     assert!(stt.multilingual());
     // an English call leaves it unloaded
-    let _english = stt.open_call(false);
+    let _english = stt.open_call(false, &[]);
     assert!(!stt.multilingual_loaded());
     // a multilingual call starts the load at once, with no audio yet (it takes a few seconds;
     // the greeting and the first question take longer)
-    let _call = stt.open_call(true).expect("a multilingual call");
+    let _call = stt.open_call(true, &[]).expect("a multilingual call");
     let waited = std::time::Instant::now();
     while !stt.multilingual_loaded() {
         assert!(
@@ -407,7 +407,7 @@ async fn a_multilingual_model_that_cannot_load_leaves_the_english_one_hearing_it
         assert!(heard.text.contains("boston"), "{heard:?}");
         assert_eq!(heard.language, None, "{heard:?}");
     }
-    let mut call = stt.open_call(true).expect("a multilingual call");
+    let mut call = stt.open_call(true, &[]).expect("a multilingual call");
     let mut session = call.start(SttHint::Any);
     for frame in english.chunks(320) {
         session.push(frame);

@@ -499,16 +499,18 @@ async fn whole_call_with_openai_compatible_speech() {
 async fn whole_calls_with_the_other_pairings_of_providers() {
     let deepgram = FakeDeepgram::start(&TRANSCRIPTS).await;
     let openai = FakeOpenAi::start(&[]).await;
-    let (log, _) = whole_call(
+    let (log, _) = whole_call_with(
         &["--stt", "deepgram", "--tts", "openai"],
         &[
             ("DEEPGRAM_API_KEY", &deepgram.api_key),
             ("DEEPGRAM_URL", &deepgram.url),
+            ("RECEPTIONIST_STT_MODEL", "nova-3"),
             ("OPENAI_API_KEY", &openai.api_key),
             ("OPENAI_BASE_URL", &openai.url),
         ],
         &[&deepgram.api_key, &openai.api_key],
         &TURNS,
+        json!({"custom_context": "Pay is $18 per hour. Locations: Mesa, Tempe and San Tan Valley."}),
     )
     .await;
     assert!(
@@ -516,6 +518,15 @@ async fn whole_calls_with_the_other_pairings_of_providers() {
         "{log}"
     );
     assert!(!openai.requests_to("/audio/speech").is_empty());
+    // the call's one socket opened with the places the context names, as Nova-3 takes them
+    let connections = deepgram.connections();
+    let keyterms: Vec<&str> = connections[0]
+        .pairs
+        .iter()
+        .filter(|(k, _)| k == "keyterm")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(keyterms, ["Mesa", "Tempe", "San Tan Valley"]);
 
     let openai = FakeOpenAi::start(&TRANSCRIPTS_WITH_QUESTION).await;
     openai.chat_responder(scripted_model);

@@ -4,7 +4,9 @@
 //! The socket is opened when the call starts ([`SpeechToText::open_call`]) with
 //! `encoding=linear16&sample_rate=16000&channels=1&interim_results=true&endpointing=…&
 //! utterance_end_ms=…&smart_format=true` (and `model=` when `RECEPTIONIST_STT_MODEL` is set) and
-//! `Authorization: Token KEY`. Only utterance audio is sent, so the socket's audio timeline is the
+//! `Authorization: Token KEY`; the places the receptionist's context names go with it as
+//! `keyterm=` (Nova-3 models) or `keywords=` (an older model named explicitly), so that the
+//! caller's city and the places they ask about are heard as the call spells them. Only utterance audio is sent, so the socket's audio timeline is the
 //! call's utterances back to back: each `Results` message is credited, by the middle of the audio
 //! it covers, to the utterance that audio came from. When the engine ends an utterance the client
 //! sends `{"type":"Finalize"}`; the utterance's transcript is the concatenation of the `is_final`
@@ -77,7 +79,15 @@ pub struct DeepgramConfig {
     pub detect_language: bool,
     /// Sent as `X-Request-Id` when the socket opens (the call's id).
     pub request_id: Option<String>,
+    /// Words the call is likely to hold (the places of the receptionist's positions), at most
+    /// [`MAX_KEYTERMS`]: `keyterm=` each for a Nova-3 model, `keywords=` each of their words
+    /// for another model named in `model` (Deepgram's keyword boosting takes single words), none
+    /// for Deepgram's default model (which of the two it takes is not known here).
+    pub keyterms: Vec<String>,
 }
+
+/// Key terms a stream opens with (Deepgram takes at most 500 tokens of them).
+pub const MAX_KEYTERMS: usize = 50;
 
 impl std::fmt::Debug for DeepgramConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,6 +116,7 @@ impl DeepgramConfig {
             backoff: Duration::from_millis(250),
             detect_language: false,
             request_id: None,
+            keyterms: Vec::new(),
         }
     }
 
@@ -132,6 +143,24 @@ impl DeepgramConfig {
             }
             if self.detect_language {
                 q.append_pair("detect_language", "true");
+            }
+            let terms = self.keyterms.iter().take(MAX_KEYTERMS);
+            match self.model.as_deref() {
+                Some(m) if m.starts_with("nova-3") => {
+                    for term in terms {
+                        q.append_pair("keyterm", term);
+                    }
+                }
+                Some(_) => {
+                    let mut words: Vec<&str> = Vec::new();
+                    for word in terms.flat_map(|t| t.split_whitespace()) {
+                        if !words.iter().any(|w| w.eq_ignore_ascii_case(word)) {
+                            words.push(word);
+                            q.append_pair("keywords", word);
+                        }
+                    }
+                }
+                None => {}
             }
         }
         Ok(url)
@@ -160,24 +189,28 @@ impl SpeechToText for DeepgramStt {
     }
 
     fn start_in(&self, hint: SttHint, multilingual: bool) -> Box<dyn SttSession> {
-        DeepgramCall::open(self.config_for(multilingual)).start(hint)
+        DeepgramCall::open(self.config_for(multilingual, &[])).start(hint)
     }
 
     fn partials(&self) -> bool {
         true
     }
 
-    fn open_call(&self, multilingual: bool) -> Option<Box<dyn SttCall>> {
-        Some(Box::new(DeepgramCall::open(self.config_for(multilingual))))
+    fn open_call(&self, multilingual: bool, terms: &[String]) -> Option<Box<dyn SttCall>> {
+        Some(Box::new(DeepgramCall::open(
+            self.config_for(multilingual, terms),
+        )))
     }
 }
 
 impl DeepgramStt {
-    /// The configuration of a call's socket: with language detection in multilingual mode.
-    fn config_for(&self, multilingual: bool) -> Arc<DeepgramConfig> {
-        if multilingual && !self.config.detect_language {
+    /// The configuration of a call's socket: with language detection in multilingual mode, and
+    /// the call's key terms.
+    fn config_for(&self, multilingual: bool, terms: &[String]) -> Arc<DeepgramConfig> {
+        if (multilingual && !self.config.detect_language) || !terms.is_empty() {
             Arc::new(DeepgramConfig {
-                detect_language: true,
+                detect_language: self.config.detect_language || multilingual,
+                keyterms: terms.to_vec(),
                 ..(*self.config).clone()
             })
         } else {
@@ -998,6 +1031,41 @@ mod tests {
         });
         u.end = sent + samples;
         task.add_span(id, samples);
+    }
+
+    /// The call's places go to Nova-3 as key terms, to an older model as single keywords, and
+    /// to Deepgram's default model not at all (it may be either).
+    #[test]
+    fn the_places_of_the_positions_open_the_stream() {
+        let places = ["Mesa".to_string(), "San Tan Valley".into(), "mesa".into()];
+        let with = |model: Option<&str>| {
+            let config = DeepgramConfig {
+                model: model.map(String::from),
+                keyterms: places.to_vec(),
+                ..DeepgramConfig::new(DEFAULT_URL, Secret::new("k"))
+            };
+            let url = config.listen_url().unwrap();
+            let of = |key: &str| -> Vec<String> {
+                url.query_pairs()
+                    .filter(|(k, _)| k == key)
+                    .map(|(_, v)| v.into_owned())
+                    .collect()
+            };
+            (of("keyterm"), of("keywords"))
+        };
+        let (keyterms, keywords) = with(Some("nova-3-general"));
+        assert_eq!(keyterms, ["Mesa", "San Tan Valley", "mesa"]);
+        assert!(keywords.is_empty());
+        let (keyterms, keywords) = with(Some("nova-2"));
+        assert!(keyterms.is_empty());
+        assert_eq!(keywords, ["Mesa", "San", "Tan", "Valley"]);
+        assert_eq!(with(None), (vec![], vec![]));
+        // a call's socket gets them with language detection kept
+        let stt = DeepgramStt::new(DeepgramConfig::new(DEFAULT_URL, Secret::new("k"))).unwrap();
+        let config = stt.config_for(true, &places[..1]);
+        assert!(config.detect_language);
+        assert_eq!(config.keyterms, ["Mesa"]);
+        assert!(Arc::ptr_eq(&stt.config_for(false, &[]), &stt.config));
     }
 
     /// Words are credited by their own timings, so frames of another utterance interleaved on

@@ -101,9 +101,9 @@ impl SpeechToText for FallbackStt {
         self.session(primary, hint, terms, Arc::default())
     }
 
-    fn open_call(&self, multilingual: bool) -> Option<Box<dyn SttCall>> {
+    fn open_call(&self, multilingual: bool, terms: &[String]) -> Option<Box<dyn SttCall>> {
         Some(Box::new(FallbackCall {
-            primary: open_call(&self.primary, multilingual),
+            primary: open_call(&self.primary, multilingual, terms),
             stt: self.clone(),
             degraded: Arc::new(AtomicBool::new(false)),
         }))

@@ -221,9 +221,10 @@ pub trait SpeechToText: Send + Sync + 'static {
     /// A per-call recogniser whose utterances share state (a streaming provider's one socket per
     /// call), or `None` (the default) when each utterance stands alone: use [`open_call`], which
     /// falls back to [`start_in`](Self::start_in) per utterance. `multilingual` as for
-    /// `start_in`.
-    fn open_call(&self, multilingual: bool) -> Option<Box<dyn SttCall>> {
-        let _ = multilingual;
+    /// `start_in`; `terms`: words the whole call is likely to hold (the places of the
+    /// receptionist's positions), for a provider that can be biased only when its stream opens.
+    fn open_call(&self, multilingual: bool, terms: &[String]) -> Option<Box<dyn SttCall>> {
+        let _ = (multilingual, terms);
         None
     }
 
@@ -249,8 +250,12 @@ pub trait SttCall: Send {
 
 /// The per-call recogniser of `stt`: its own [`SpeechToText::open_call`], or one that starts an
 /// independent session per utterance.
-pub fn open_call(stt: &Arc<dyn SpeechToText>, multilingual: bool) -> Box<dyn SttCall> {
-    stt.open_call(multilingual)
+pub fn open_call(
+    stt: &Arc<dyn SpeechToText>,
+    multilingual: bool,
+    terms: &[String],
+) -> Box<dyn SttCall> {
+    stt.open_call(multilingual, terms)
         .unwrap_or_else(|| Box::new(PerUtterance(stt.clone(), multilingual)))
 }
 

@@ -58,7 +58,7 @@ async fn deepgram_one_socket_per_call_and_finals_joined() {
     config.model = Some("nova-3".into());
     let stt = DeepgramStt::new(config).unwrap();
     let mut call = stt
-        .open_call(false)
+        .open_call(false, &["Mesa".into(), "San Tan Valley".into()])
         .expect("Deepgram keeps a socket per call");
 
     let mut first = call.start(SttHint::Name);
@@ -116,6 +116,14 @@ async fn deepgram_one_socket_per_call_and_finals_joined() {
             c.query
         );
     }
+    // the places of the positions, as Nova-3 takes them
+    let keyterms: Vec<&str> = c
+        .pairs
+        .iter()
+        .filter(|(k, _)| k == "keyterm")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(keyterms, ["Mesa", "San Tan Valley"]);
     assert_eq!(
         fake.messages(),
         ["audio", "Finalize", "audio", "Finalize", "CloseStream"]
@@ -137,14 +145,14 @@ async fn deepgram_in_a_multilingual_call_asks_for_the_language_and_reports_it() 
         Arc::new(ScriptedStt::new(ScriptedAnswers(Vec::new()))),
         Duration::from_secs(5),
     ));
-    let mut call = open_call(&stt, true);
+    let mut call = open_call(&stt, true, &[]);
     let mut session = call.start(SttHint::Name);
     say(session.as_mut(), 1_000);
     let heard = session.finish_heard().await.unwrap();
     assert_eq!(heard.text, "me llamo juan pérez");
     assert_eq!(heard.language.as_deref(), Some("es"));
     // an English-only call does not ask, and hears no language
-    let mut call = open_call(&stt, false);
+    let mut call = open_call(&stt, false, &[]);
     let mut session = call.start(SttHint::Name);
     say(session.as_mut(), 1_000);
     let heard = session.finish_heard().await.unwrap();
@@ -166,7 +174,7 @@ async fn deepgram_keeps_an_idle_socket_alive() {
     let mut config = deepgram_config(&fake);
     config.keepalive = Duration::from_millis(200);
     let stt = DeepgramStt::new(config).unwrap();
-    let mut call = stt.open_call(false).unwrap();
+    let mut call = stt.open_call(false, &[]).unwrap();
     // between turns (the agent talking) no audio goes out: KeepAlive does
     eventually("two KeepAlives", || {
         fake.messages().iter().filter(|m| *m == "KeepAlive").count() >= 2
@@ -184,7 +192,7 @@ async fn deepgram_dropped_socket_reconnects_and_replays_the_utterance() {
     // the first socket dies half-way through the first utterance, without a close frame
     fake.drop_after(16_000);
     let stt = DeepgramStt::new(deepgram_config(&fake)).unwrap();
-    let mut call = stt.open_call(false).unwrap();
+    let mut call = stt.open_call(false, &[]).unwrap();
     let mut s = call.start(SttHint::Name);
     say(s.as_mut(), 1_000);
     assert_eq!(s.finish().await.unwrap(), "my name is maria lopez");
@@ -227,7 +235,7 @@ async fn deepgram_refused_key_fails_fast_and_falls_back_for_the_call() {
         Duration::from_secs(5),
     ));
     assert!(stt.partials(), "the wrapper offers the primary's partials");
-    let mut call = open_call(&stt, false);
+    let mut call = open_call(&stt, false, &[]);
     let mut s = call.start(SttHint::Any);
     say(s.as_mut(), 300);
     // the refused socket: a partial is an error (the engine waits for its deadline), not a hang

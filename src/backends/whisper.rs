@@ -1832,7 +1832,7 @@ impl SpeechToText for WhisperStt {
     /// multilingual model, loaded on first use, starts loading now (in the background), so that
     /// the first caller's first words do not wait for it: the greeting and the first question
     /// take longer than the load (4.5 s on a busy 2-core machine).
-    fn open_call(&self, multilingual: bool) -> Option<Box<dyn SttCall>> {
+    fn open_call(&self, multilingual: bool, _terms: &[String]) -> Option<Box<dyn SttCall>> {
         if let Some(model) = self.multilingual.as_ref().filter(|_| multilingual) {
             model.preload();
         }

@@ -477,8 +477,14 @@ fn run_call(
             persist: persist_tx.clone(),
             stt: HashMap::new(),
             // the call's recogniser: a streaming provider's socket carries the call's id
+            // (biased toward the places of the positions, for a provider that takes them only
+            // when its stream opens; the others get them per utterance, start_utterance)
             stt_call: crate::backends::with_request_id_sync(call_id.as_str(), || {
-                crate::backends::open_call(&state.backends.stt, multilingual)
+                crate::backends::open_call(
+                    &state.backends.stt,
+                    multilingual,
+                    &crate::engine::dialogue::context::named_places(&call.settings.custom_context),
+                )
             }),
             speak_in: None,
             goodbye_due: None,

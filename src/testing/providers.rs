@@ -59,7 +59,10 @@ pub fn tone(ms: u64, rate: u32) -> Vec<i16> {
 /// What one connection to the fake Deepgram presented.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeepgramConnection {
+    /// The query's parameters (the last of a repeated one).
     pub query: HashMap<String, String>,
+    /// Every parameter in order, repeated ones (`keyterm`) included.
+    pub pairs: Vec<(String, String)>,
     pub authorization: Option<String>,
     /// The `X-Request-Id` header.
     pub request_id: Option<String>,
@@ -163,16 +166,18 @@ impl Drop for FakeDeepgram {
 
 async fn deepgram_upgrade(
     State(state): State<Arc<DeepgramState>>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let query: HashMap<String, String> = pairs.iter().cloned().collect();
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
     lock(&state.connections).push(DeepgramConnection {
         query: query.clone(),
+        pairs,
         authorization: authorization.clone(),
         request_id: headers
             .get("x-request-id")
