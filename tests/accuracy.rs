@@ -595,3 +595,99 @@ async fn told_the_places_of_the_positions_whisper_hears_the_city_and_invents_non
         assert_eq!(heard, "", "a {ms} ms cough ({smooth}) with the places");
     }
 }
+
+/// The first `ms` of speech in `pcm` (16 kHz), after 200 ms of the quiet before it: what a call's
+/// barge-in check has heard of talk over the agent.
+fn first_of_speech(pcm: &[i16], ms: usize) -> Vec<i16> {
+    let onset = pcm
+        .chunks(320)
+        .position(|f| f.iter().any(|s| s.unsigned_abs() > 1_000))
+        .expect("speech")
+        * 320;
+    pcm[onset.saturating_sub(3_200)..(onset + ms * 16).min(pcm.len())].to_vec()
+}
+
+/// What a barge-in check makes of `pcm` said over the agent, and whether it stops the agent.
+async fn checked_over_agent(stt: &WhisperStt, pcm: &[i16]) -> (String, bool) {
+    let mut session = stt.start(SttHint::Any);
+    for frame in pcm.chunks(320) {
+        session.push(frame);
+    }
+    let words = session
+        .partial_over_agent()
+        .expect("Whisper checks talk over the agent")
+        .await
+        .unwrap();
+    let floor = receptionist::engine::dialogue::understand::takes_the_floor(&words);
+    (words, floor)
+}
+
+/// A barge-in check's decode is primed with a hum and "Sorry" (`whisper::CHECK_PRIMER`): robotic
+/// hums it made words of ("m a k", "and they can't") are heard as the hums they are, the first
+/// 200 ms of an interruption opening with "Sorry" are heard as one, interruptions are still heard,
+/// and the turn's own words are decoded without that primer.
+#[tokio::test]
+async fn a_barge_in_check_hears_hums_as_hums_and_an_interruption_as_one() {
+    let models = models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let primed = WhisperStt::new(WhisperConfig::new(&models)).expect("whisper loads");
+    let plain = WhisperStt::new(WhisperConfig {
+        check_primer: Vec::new(),
+        ..WhisperConfig::new(&models)
+    })
+    .expect("whisper loads");
+    // (voice, what is said over the agent, ms of it heard, whether it should stop the agent)
+    let cases = [
+        ("espeak:en-us+m1", "Mhm.", 400, false),
+        ("espeak:en-us+m7", "Mhm.", 400, false),
+        ("flite:rms", "Mm-hmm.", 400, false),
+        ("espeak:en-gb+m1", "Mm-hmm.", 400, false),
+        (
+            "espeak:en-gb+m1",
+            "Sorry, which job is this for?",
+            200,
+            true,
+        ),
+        (
+            "espeak:en-us+f5",
+            "Sorry to interrupt, but I have a question.",
+            200,
+            true,
+        ),
+    ];
+    for (i, (voice, text, ms, stops)) in cases.into_iter().enumerate() {
+        let pcm = first_of_speech(&spoken_in(dir.path(), &format!("c{i}"), voice, text), ms);
+        let (words, floor) = checked_over_agent(&primed, &pcm).await;
+        assert_eq!(floor, stops, "{voice} {text:?} ({ms} ms): {words:?}");
+        // without the primer each is read the other way: the primer is what does it
+        let (unprimed, floor) = checked_over_agent(&plain, &pcm).await;
+        assert_eq!(floor, !stops, "{voice} {text:?} unprimed: {unprimed:?}");
+    }
+    // interruptions that do not open with "sorry" are still heard
+    for (i, (voice, text, ms)) in [
+        ("espeak:en-us+m7", "Hello? Are you still there?", 200),
+        ("espeak:en-us+m7", "Stop, I need to go.", 400),
+        ("espeak:en-us+m3", "Sorry, which job is this for?", 200),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pcm = first_of_speech(&spoken_in(dir.path(), &format!("i{i}"), voice, text), ms);
+        let (words, floor) = checked_over_agent(&primed, &pcm).await;
+        assert!(floor, "{voice} {text:?} ({ms} ms): {words:?}");
+    }
+    // a check's decode does not stand for the turn's words: they are decoded as a turn's
+    let pcm = first_of_speech(
+        &spoken_in(dir.path(), "turn", "espeak:en-us+m7", "Mhm."),
+        400,
+    );
+    let mut session = primed.start(SttHint::Any);
+    for frame in pcm.chunks(320) {
+        session.push(frame);
+    }
+    let check = session.partial_over_agent().unwrap().await.unwrap();
+    assert_eq!(check, "mm hmm");
+    let turn = session.finish().await.unwrap();
+    assert_eq!(turn, heard_in(plain.start(SttHint::Any), &pcm).await);
+    assert_ne!(turn, check);
+}

@@ -81,6 +81,13 @@ pub struct TranscribeArgs {
     /// backchannel).
     #[arg(long, hide = true, conflicts_with = "backchannel_margin")]
     pub no_backchannel_reading: bool,
+    /// Whisper, with `--floor`: what a check's decode is primed with, comma-separated
+    /// (default: the server's, "Mm-hmm, Sorry").
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub check_primer: Option<Vec<String>>,
+    /// Whisper, with `--floor`: a check's decode is not primed.
+    #[arg(long, hide = true, conflicts_with = "check_primer")]
+    pub no_check_primer: bool,
     /// Whisper: threads per decode.
     #[arg(long, hide = true, default_value_t = 1)]
     pub threads: usize,
@@ -166,6 +173,11 @@ fn recogniser(args: &TranscribeArgs) -> anyhow::Result<Arc<dyn SpeechToText>> {
                 config.backchannel_margin = None;
             } else if let Some(margin) = args.backchannel_margin {
                 config.backchannel_margin = Some(margin);
+            }
+            if args.no_check_primer {
+                config.check_primer.clear();
+            } else if let Some(words) = &args.check_primer {
+                config.check_primer = words.iter().map(|w| w.trim().to_string()).collect();
             }
             config.early_decode = args.realtime && !args.no_early;
             config.pool_size = config.pool_size.max(args.jobs);
