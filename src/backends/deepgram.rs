@@ -5,7 +5,7 @@
 //! `encoding=linear16&sample_rate=16000&channels=1&interim_results=true&endpointing=…&
 //! utterance_end_ms=…&smart_format=true` (and `model=` when `RECEPTIONIST_STT_MODEL` is set) and
 //! `Authorization: Token KEY`; the places the receptionist's context names go with it as
-//! `keyterm=` (Nova-3 models) or `keywords=` (an older model named explicitly), so that the
+//! `keyterm=` (Nova-3 models) or `keywords=` (an older Nova, Enhanced or Base model), so that the
 //! caller's city and the places they ask about are heard as the call spells them. Only utterance audio is sent, so the socket's audio timeline is the
 //! call's utterances back to back: each `Results` message is credited, by the middle of the audio
 //! it covers, to the utterance that audio came from. When the engine ends an utterance the client
@@ -81,8 +81,9 @@ pub struct DeepgramConfig {
     pub request_id: Option<String>,
     /// Words the call is likely to hold (the places of the receptionist's positions), at most
     /// [`MAX_KEYTERMS`]: `keyterm=` each for a Nova-3 model, `keywords=` each of their words
-    /// for another model named in `model` (Deepgram's keyword boosting takes single words), none
-    /// for Deepgram's default model (which of the two it takes is not known here).
+    /// for an older Nova, Enhanced or Base model named in `model` (Deepgram's keyword boosting
+    /// takes single words), none for another model or Deepgram's default one (which of the two
+    /// it takes is not known here).
     pub keyterms: Vec<String>,
 }
 
@@ -151,7 +152,12 @@ impl DeepgramConfig {
                         q.append_pair("keyterm", term);
                     }
                 }
-                Some(_) => {
+                // the models that take keywords (Deepgram's Whisper, for one, does not)
+                Some(m)
+                    if ["nova", "enhanced", "base"]
+                        .iter()
+                        .any(|p| m.starts_with(p)) =>
+                {
                     let mut words: Vec<&str> = Vec::new();
                     for word in terms.flat_map(|t| t.split_whitespace()) {
                         if !words.iter().any(|w| w.eq_ignore_ascii_case(word)) {
@@ -160,7 +166,7 @@ impl DeepgramConfig {
                         }
                     }
                 }
-                None => {}
+                _ => {}
             }
         }
         Ok(url)
@@ -1060,6 +1066,7 @@ mod tests {
         assert!(keyterms.is_empty());
         assert_eq!(keywords, ["Mesa", "San", "Tan", "Valley"]);
         assert_eq!(with(None), (vec![], vec![]));
+        assert_eq!(with(Some("whisper-medium")), (vec![], vec![]));
         // a call's socket gets them with language detection kept
         let stt = DeepgramStt::new(DeepgramConfig::new(DEFAULT_URL, Secret::new("k"))).unwrap();
         let config = stt.config_for(true, &places[..1]);

@@ -2151,10 +2151,10 @@ impl SttSession for WhisperSession {
             );
         }
         Box::pin(async move {
-            // a barge-in check's decode was primed for talk over the agent: not the turn's words
-            if let Some(early) = early.filter(|e| !e.over_agent) {
-                if early.speech_end == pause.speech_end {
-                    // nothing was said after the pause: its transcript is the utterance's
+            if let Some(early) = early {
+                // nothing was said after the pause: its transcript is the utterance's (not a
+                // barge-in check's, primed for talk over the agent)
+                if early.speech_end == pause.speech_end && !early.over_agent {
                     if let Ok(decoded) = early.result.await {
                         Self::learn(&evidence, &decoded);
                         return Ok(decoded.heard);
