@@ -1455,10 +1455,11 @@ fn with_words_checked_a_backchannel_a_cough_or_noise_does_not_stop_the_agent() {
             100,
         );
         sim.run(180_000);
-        // asked after 200 ms of speech and every 200 ms more
+        // asked after 200 ms of speech and every 200 ms more, and at 300 ms when the first
+        // check heard no words and the sound goes on
         assert_eq!(
             sim.partials_asked.len() as u64,
-            (ms / 200).max(1),
+            (ms / 200).max(1) + u64::from(text.is_empty() && ms > 300),
             "{text:?} {ms}"
         );
         assert_eq!(sim.clears, 0, "{text:?} {ms}: the agent was stopped");
@@ -1543,6 +1544,46 @@ fn with_words_checked_a_real_interruption_stops_the_agent_within_400_ms() {
     assert_eq!(sim.clears, 1);
     let took = sim.clear_times[0] - sim.talk_over_at[0];
     assert!(took <= 1000, "stopped {took} ms after the caller started");
+}
+
+#[test]
+fn with_words_checked_a_first_check_that_heard_no_words_is_asked_again_half_a_step_later() {
+    // the recogniser answers in 80 ms and makes nothing of the first 200 ms: the words are asked
+    // for again at 300 ms of speech, not at 400, and the agent stops within 400 ms
+    let mut sim = Sim::with_partials(
+        talked_over(Act::SayOver {
+            after_ms: 300,
+            ms: 1500,
+            text: "sorry which job is this",
+        }),
+        80,
+    );
+    sim.partial_words_from = 1;
+    sim.run(180_000);
+    assert_eq!(sim.clears, 1);
+    let asked: Vec<u64> = sim
+        .partials_asked
+        .iter()
+        .map(|&(at, _)| at - sim.talk_over_at[0])
+        .collect();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(asked[1] - asked[0], 100, "{asked:?}");
+    let took = sim.clear_times[0] - sim.talk_over_at[0];
+    assert!(took <= 400, "stopped {took} ms after the caller started");
+    // a first check that heard words (a backchannel) keeps the steps: 200 and 400 ms
+    let mut sim = Sim::with_partials(
+        talked_over(Act::SayOver {
+            after_ms: 300,
+            ms: 500,
+            text: "okay",
+        }),
+        80,
+    );
+    sim.run(180_000);
+    assert_eq!(sim.clears, 0);
+    let asked: Vec<u64> = sim.partials_asked.iter().map(|&(at, _)| at).collect();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(asked[1] - asked[0], 200, "{asked:?}");
 }
 
 #[test]

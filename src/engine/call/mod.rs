@@ -800,6 +800,9 @@ impl CallEngine {
                         // the caller went on while these words were decoded: hear what they
                         // have said by now
                         self.ask_barge_in_words(utterance);
+                    } else if speaking && text.trim().is_empty() {
+                        // no words yet in the first check: ask again before the next step
+                        self.turn_taking.check_sooner(utterance);
                     }
                 }
             }

@@ -94,6 +94,9 @@ struct Capture {
     /// the sure one was.
     barge_signals: u32,
     barge_sure: bool,
+    /// A check between the first two, at this many frames from the onset: the first check
+    /// heard no words ([`TurnTaking::check_sooner`]).
+    barge_sooner: Option<u32>,
 }
 
 pub struct TurnTaking {
@@ -160,8 +163,8 @@ impl TurnTaking {
                 // caller is talking: what they said before a pause counts ("Sorry, which job"
                 // is not held back by its comma), and talk that has stopped (a backchannel
                 // over) is not asked about again
+                let frames = (now_ms.saturating_sub(cap.start_ms) / FRAME_MS) as u32;
                 let step = if speech {
-                    let frames = (now_ms.saturating_sub(cap.start_ms) / FRAME_MS) as u32;
                     let first = t.barge_in.max(1);
                     let every = if t.barge_in_every > 0 {
                         t.barge_in_every
@@ -174,14 +177,23 @@ impl TurnTaking {
                 } else {
                     cap.barge_signals
                 };
+                // the check asked for sooner, while the caller is talking, unless the next step
+                // asks anyway
+                let sooner = speech
+                    && step == cap.barge_signals
+                    && cap.barge_sooner.is_some_and(|at| frames >= at);
+                if sooner {
+                    cap.barge_sooner = None;
+                }
                 if sure && !cap.barge_sure {
                     cap.barge_sure = true;
                     self.events.push_back(TurnEvent::BargeIn {
                         utterance: cap.utterance,
                         sure: true,
                     });
-                } else if !sure && step > cap.barge_signals {
+                } else if !sure && (step > cap.barge_signals || sooner) {
                     cap.barge_signals = step;
+                    cap.barge_sooner = None;
                     self.events.push_back(TurnEvent::BargeIn {
                         utterance: cap.utterance,
                         sure: false,
@@ -214,6 +226,7 @@ impl TurnTaking {
                 during_agent: agent_interruptible,
                 barge_signals: 0,
                 barge_sure: false,
+                barge_sooner: None,
             });
             self.events.push_back(TurnEvent::Onset {
                 utterance,
@@ -236,6 +249,26 @@ impl TurnTaking {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The first check of `utterance`'s words over the agent heard none (its first 200 ms are
+    /// often too little for the recogniser): ask again half a step after it (at 300 ms of speech
+    /// by default), not only at the next step. Later checks keep the steps.
+    pub fn check_sooner(&mut self, utterance: u64) {
+        let t = self.timing;
+        if let Some(cap) = self
+            .capture
+            .as_mut()
+            .filter(|c| c.utterance == utterance && c.barge_signals == 1 && !c.barge_sure)
+        {
+            let first = t.barge_in.max(1);
+            let every = if t.barge_in_every > 0 {
+                t.barge_in_every
+            } else {
+                first
+            };
+            cap.barge_sooner = Some(first + (every / 2).max(1));
         }
     }
 
