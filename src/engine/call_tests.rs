@@ -1517,29 +1517,28 @@ fn the_rest_of_a_yes_said_over_the_reply_to_it_does_not_stop_the_agent() {
     }
 }
 
-#[test]
-fn with_words_checked_a_real_interruption_stops_the_agent_within_400_ms() {
-    let mut sim = Sim::with_partials(
+/// A call in which the caller says "Sorry, which job is this?" (1.5 s) over the agent's second
+/// line, with a recogniser that answers checks of the words in `partial_ms`.
+fn sorry_over_the_agent(partial_ms: u64) -> Sim {
+    Sim::with_partials(
         talked_over(Act::SayOver {
             after_ms: 300,
             ms: 1500,
             text: "sorry which job is this",
         }),
-        100,
-    );
+        partial_ms,
+    )
+}
+
+#[test]
+fn with_words_checked_a_real_interruption_stops_the_agent_within_400_ms() {
+    let mut sim = sorry_over_the_agent(100);
     sim.run(180_000);
     assert_eq!(sim.clears, 1);
     let took = sim.clear_times[0] - sim.talk_over_at[0];
     assert!(took <= 400, "stopped {took} ms after the caller started");
     // talk that goes on is an interruption even when the recogniser is too slow to say
-    let mut sim = Sim::with_partials(
-        talked_over(Act::SayOver {
-            after_ms: 300,
-            ms: 1500,
-            text: "sorry which job is this",
-        }),
-        5_000,
-    );
+    let mut sim = sorry_over_the_agent(5_000);
     sim.run(180_000);
     assert_eq!(sim.clears, 1);
     let took = sim.clear_times[0] - sim.talk_over_at[0];
@@ -1550,14 +1549,7 @@ fn with_words_checked_a_real_interruption_stops_the_agent_within_400_ms() {
 fn with_words_checked_a_first_check_that_heard_no_words_is_asked_again_half_a_step_later() {
     // the recogniser answers in 80 ms and makes nothing of the first 200 ms: the words are asked
     // for again at 300 ms of speech, not at 400, and the agent stops within 400 ms
-    let mut sim = Sim::with_partials(
-        talked_over(Act::SayOver {
-            after_ms: 300,
-            ms: 1500,
-            text: "sorry which job is this",
-        }),
-        80,
-    );
+    let mut sim = sorry_over_the_agent(80);
     sim.partial_words_from = 1;
     sim.run(180_000);
     assert_eq!(sim.clears, 1);
@@ -1591,14 +1583,7 @@ fn with_words_checked_talk_heard_while_its_words_were_decoded_is_asked_again_at_
     // the recogniser takes 250 ms, more than a step of the check (200 ms), and makes nothing of
     // the first 200 ms: the words it has by the time it answers are asked for then, not at the
     // next step (600 ms of speech) nor left to the sure stop (800 ms)
-    let mut sim = Sim::with_partials(
-        talked_over(Act::SayOver {
-            after_ms: 300,
-            ms: 1500,
-            text: "sorry which job is this",
-        }),
-        250,
-    );
+    let mut sim = sorry_over_the_agent(250);
     sim.partial_words_from = 1;
     sim.run(180_000);
     assert_eq!(sim.clears, 1);
