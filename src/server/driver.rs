@@ -450,6 +450,7 @@ fn run_call(
             },
         ));
         let multilingual = call.settings.language_mode == crate::model::LanguageMode::Multilingual;
+        let places = crate::engine::dialogue::context::named_places(&call.settings.custom_context);
         let (persist_tx, persist_rx) = mpsc::unbounded_channel::<Persist>();
         let (durable_tx, durable) = tokio::sync::oneshot::channel();
         // the persister outlives the call while a journal waits for the database (`persist.rs`)
@@ -480,12 +481,9 @@ fn run_call(
             // (biased toward the places of the positions, for a provider that takes them only
             // when its stream opens; the others get them per utterance, start_utterance)
             stt_call: crate::backends::with_request_id_sync(call_id.as_str(), || {
-                crate::backends::open_call(
-                    &state.backends.stt,
-                    multilingual,
-                    &crate::engine::dialogue::context::named_places(&call.settings.custom_context),
-                )
+                crate::backends::open_call(&state.backends.stt, multilingual, &places)
             }),
+            places,
             speak_in: None,
             goodbye_due: None,
             meaning,
@@ -548,6 +546,9 @@ struct CallDriver<'a> {
     stt: HashMap<u64, Box<dyn SttSession>>,
     /// The call's recogniser (a streaming provider's one socket per call); hands out `stt`.
     stt_call: Box<dyn SttCall>,
+    /// The places the receptionist's context names, read once per call: the recogniser is
+    /// biased toward them ([`start_utterance`]).
+    places: Vec<String>,
     tts: HashMap<u64, JoinHandle<()>>,
     /// The language model's consultations in progress (aborted when cancelled).
     consults: HashMap<u64, JoinHandle<()>>,
@@ -1096,7 +1097,7 @@ impl CallDriver<'_> {
                 }
                 Output::SttAudio => {
                     let stt_call = &mut self.stt_call;
-                    let settings = &self.settings;
+                    let places = &self.places;
                     let hint = stt_hint(self.engine.expecting());
                     while let Some((utterance, mulaw)) = self.engine.pop_stt_frame() {
                         if let Some(t) = &mut self.turn_audio {
@@ -1104,7 +1105,7 @@ impl CallDriver<'_> {
                         }
                         self.stt
                             .entry(utterance)
-                            .or_insert_with(|| start_utterance(stt_call.as_mut(), hint, settings))
+                            .or_insert_with(|| start_utterance(stt_call.as_mut(), hint, places))
                             .push_phone(&mulaw[..]);
                     }
                 }
@@ -1314,13 +1315,12 @@ impl TurnAudio {
 fn start_utterance(
     stt_call: &mut dyn SttCall,
     hint: SttHint,
-    settings: &crate::model::ReceptionistSettings,
+    places: &[String],
 ) -> Box<dyn SttSession> {
     if !matches!(hint, SttHint::Location | SttHint::Question) {
         return stt_call.start(hint);
     }
-    let places = crate::engine::dialogue::context::named_places(&settings.custom_context);
-    stt_call.start_with_terms(hint, &places)
+    stt_call.start_with_terms(hint, places)
 }
 
 /// What the recogniser should expect, from what the dialogue is waiting for.

@@ -38,6 +38,20 @@ pub struct TurnTiming {
     pub max_pre_roll: u32,
 }
 
+impl TurnTiming {
+    /// Frames from the onset to the first check of the words over the agent, and between the
+    /// later ones.
+    fn barge_in_steps(&self) -> (u32, u32) {
+        let first = self.barge_in.max(1);
+        let every = if self.barge_in_every > 0 {
+            self.barge_in_every
+        } else {
+            first
+        };
+        (first, every)
+    }
+}
+
 /// Whole frames in `d`, at least one.
 pub fn frames(d: Duration) -> u32 {
     (d.as_millis() as u64 / FRAME_MS).max(1) as u32
@@ -165,12 +179,7 @@ impl TurnTaking {
                 // over) is not asked about again
                 let frames = (now_ms.saturating_sub(cap.start_ms) / FRAME_MS) as u32;
                 let step = if speech {
-                    let first = t.barge_in.max(1);
-                    let every = if t.barge_in_every > 0 {
-                        t.barge_in_every
-                    } else {
-                        first
-                    };
+                    let (first, every) = t.barge_in_steps();
                     frames
                         .checked_sub(first)
                         .map_or(0, |after| 1 + after / every)
@@ -182,9 +191,6 @@ impl TurnTaking {
                 let sooner = speech
                     && step == cap.barge_signals
                     && cap.barge_sooner.is_some_and(|at| frames >= at);
-                if sooner {
-                    cap.barge_sooner = None;
-                }
                 if sure && !cap.barge_sure {
                     cap.barge_sure = true;
                     self.events.push_back(TurnEvent::BargeIn {
@@ -256,18 +262,12 @@ impl TurnTaking {
     /// often too little for the recogniser): ask again half a step after it (at 300 ms of speech
     /// by default), not only at the next step. Later checks keep the steps.
     pub fn check_sooner(&mut self, utterance: u64) {
-        let t = self.timing;
+        let (first, every) = self.timing.barge_in_steps();
         if let Some(cap) = self
             .capture
             .as_mut()
             .filter(|c| c.utterance == utterance && c.barge_signals == 1 && !c.barge_sure)
         {
-            let first = t.barge_in.max(1);
-            let every = if t.barge_in_every > 0 {
-                t.barge_in_every
-            } else {
-                first
-            };
             cap.barge_sooner = Some(first + (every / 2).max(1));
         }
     }
