@@ -373,9 +373,6 @@ const NOT_PLACES: &[&str] = &[
     "chinese",
     "person",
     "i",
-    "the",
-    "a",
-    "an",
     "our",
     "your",
 ];
@@ -528,6 +525,8 @@ mod tests {
             )
             .is_empty()
         );
+        // a place's own article is part of it
+        assert_eq!(named_places("Drivers in The Woodlands."), ["The Woodlands"]);
         assert_eq!(
             job_places("Picker jobs open in January in Mesa. Forklift jobs in Tempe start in May."),
             ["mesa", "tempe"]
