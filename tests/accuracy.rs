@@ -609,7 +609,12 @@ fn first_of_speech(pcm: &[i16], ms: usize) -> Vec<i16> {
 
 /// What a barge-in check makes of `pcm` said over the agent, and whether it stops the agent.
 async fn checked_over_agent(stt: &WhisperStt, pcm: &[i16]) -> (String, bool) {
-    let mut session = stt.start(SttHint::Any);
+    checked_over_agent_told(stt, SttHint::Any, pcm).await
+}
+
+/// The same, in a turn where the dialogue expects `hint`.
+async fn checked_over_agent_told(stt: &WhisperStt, hint: SttHint, pcm: &[i16]) -> (String, bool) {
+    let mut session = stt.start(hint);
     for frame in pcm.chunks(320) {
         session.push(frame);
     }
@@ -690,4 +695,26 @@ async fn a_barge_in_check_hears_hums_as_hums_and_an_interruption_as_one() {
     let turn = session.finish().await.unwrap();
     assert_eq!(turn, heard_in(plain.start(SttHint::Any), &pcm).await);
     assert_ne!(turn, check);
+}
+
+/// A barge-in check in a turn that expects a number reads the words as heard: the second decode
+/// with only a number answer's tokens is for the turn's words, and a check's words only say
+/// whether the caller takes the floor (forced into a number, "i do" came out "i'm two", and a
+/// backchannel could come out a number that takes it).
+#[tokio::test]
+async fn a_barge_in_check_is_not_read_as_a_number_answer() {
+    let models = models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let stt = WhisperStt::new(WhisperConfig::new(&models)).expect("whisper loads");
+    for (i, voice) in ["espeak:en+f3", "espeak:en-gb+m1"].into_iter().enumerate() {
+        let text = "Actually, I already applied.";
+        let pcm = first_of_speech(&spoken_in(dir.path(), &format!("n{i}"), voice, text), 400);
+        let (told_nothing, _) = checked_over_agent(&stt, &pcm).await;
+        assert!(
+            receptionist::engine::dialogue::understand::parse_number(&told_nothing).is_none(),
+            "{voice}: {told_nothing:?}"
+        );
+        let (told_a_number, _) = checked_over_agent_told(&stt, SttHint::Number, &pcm).await;
+        assert_eq!(told_a_number, told_nothing, "{voice}");
+    }
 }

@@ -1112,6 +1112,7 @@ impl Shared {
         expected: &Expected,
         over_agent: bool,
     ) -> candle_core::Result<Decoded> {
+        let started = std::time::Instant::now();
         let samples: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
         let max_frames = 2 * self.model.config.max_source_positions;
         // the utterance's frames, rounded up to a whole second (conv2 halves them), at least the
@@ -1127,6 +1128,7 @@ impl Shared {
         let mel = self.mel.compute(samples, n_frames);
         let mel = Tensor::from_vec(mel, (1, self.mel.n_mels(), n_frames), &Device::Cpu)?;
         let features = self.encoder.forward(&mel)?;
+        let encode_ms = started.elapsed().as_millis() as u64;
         // the features' keys and values, computed once for every decode below
         let fresh = self.decoder.start(&features)?;
 
@@ -1208,18 +1210,28 @@ impl Shared {
         let silent = no_speech > no_speech_threshold && avg_logprob < -1.0;
         let mut text = normalize_text(&self.vocab.decode(&free.tokens[prompt..]));
         // how sure it is, for tuning (never the words: they are personal data)
-        tracing::debug!(avg_logprob, no_speech, silent, "whisper: decoded");
+        tracing::debug!(
+            avg_logprob,
+            no_speech,
+            silent,
+            over_agent,
+            encode_ms,
+            ms = started.elapsed().as_millis() as u64,
+            "whisper: decoded"
+        );
         // an answer to a number question with no number in it ("high beers" for "five years"):
         // decode again from the same features, with only the tokens such an answer is made of,
-        // and take that when it holds a number and the model finds it nearly as likely
+        // and take that when it holds a number and the model finds it nearly as likely. Not in
+        // a barge-in check: its words only say whether the caller takes the floor, and forced
+        // into a number a backchannel would ("okay" made "8")
         if expected.number
+            && !over_agent
             && !silent
             && !text.is_empty()
             && language.as_deref().is_none_or(|l| l == "en")
             && understand::parse_number(&text).is_none()
         {
             let numbers = self.greedy(
-                // the features' decode, kept for a barge-in check's second decode below
                 fresh.clone(),
                 &tokens,
                 false,
