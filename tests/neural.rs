@@ -5,7 +5,9 @@
 //! - start-up picks the neural stack and says so;
 //! - a backchannel ("uh-huh") and a cough over the agent's question cause no `clear`;
 //! - a caller who pauses a second in the middle of their name is not cut off, and is understood;
-//! - a real interruption stops the agent at once.
+//! - a real interruption stops the agent at once;
+//! - the agent's own voice coming back on the caller's line (an echo) neither stops it nor
+//!   answers for the caller.
 //!
 //! The tests run one at a time (`ONE_CALL_AT_A_TIME`): each is one call on a server of its own,
 //! and two neural servers at once on a 2-core machine (Whisper decodes, Piper, Smart Turn, a
@@ -155,6 +157,36 @@ async fn the_neural_defaults_take_turns_like_a_person() {
         took <= 1200,
         "the agent stopped {took} ms after the caller began\n{}",
         served.log()
+    );
+
+    // the agent's voice comes back on the line, 150 ms late and 12 dB down, all call long
+    let turns = vec![
+        audio("name", espeak(tmp.path(), voice, "My name is Maria Lopez.")),
+        audio("yes", espeak(tmp.path(), voice, "Yes, I am.")),
+        audio("no questions", espeak(tmp.path(), voice, "No, thank you.")),
+    ];
+    let mut sim = served.sim(&phone, turns);
+    sim.line_echo = Some((std::time::Duration::from_millis(150), 0.25));
+    let out = simulate_call(sim).await.unwrap();
+    let id = out.call_id.clone().expect("connected");
+    let call = served.ended_call(&id).await;
+    assert_eq!(
+        out.clears,
+        0,
+        "the agent's echo stopped it: {call:#}\n{}",
+        served.log()
+    );
+    assert_eq!(call["end_reason"], "completed", "{call:#}");
+    assert!(
+        call["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("Maria ")),
+        "{call:#}"
+    );
+    assert_eq!(
+        call["answers"][0]["value"],
+        json!({"type": "yes"}),
+        "{call:#}"
     );
     served.stop().await;
 }

@@ -84,6 +84,12 @@ struct Sim {
     agent_replied: bool,
     /// The carrier's mark echoes never reach the engine.
     drop_echoes: bool,
+    /// The agent's audio comes back on the caller's line this many ms after it played, at this
+    /// gain (a line's hybrid, a speakerphone).
+    line_echo: Option<(u64, f32)>,
+    /// The agent's frames as the carrier plays them, with when (for `line_echo`); a clear
+    /// drops what had not played.
+    played: VecDeque<(u64, [u8; 160])>,
     marks_sent: usize,
     /// When the caller last stopped talking.
     caller_done_ms: u64,
@@ -413,6 +419,8 @@ impl Sim {
             hangup_at: None,
             agent_replied: true,
             drop_echoes: false,
+            line_echo: None,
+            played: VecDeque::new(),
             marks_sent: 0,
             caller_done_ms: 0,
             model,
@@ -469,10 +477,22 @@ impl Sim {
                 }
                 Output::ToCaller(msg) => {
                     match &msg {
-                        ToCaller::Media(audio) => self.sent_media += audio.frames().len(),
+                        ToCaller::Media(audio) => {
+                            self.sent_media += audio.frames().len();
+                            let mut at = self.played.back().map_or(0, |(t, _)| t + 20);
+                            at = at.max(self.now_ms);
+                            for f in audio.frames() {
+                                let mut frame = [0xFFu8; 160];
+                                frame[..f.len()].copy_from_slice(f);
+                                self.played.push_back((at, frame));
+                                at += 20;
+                            }
+                        }
                         ToCaller::Clear => {
                             self.clears += 1;
                             self.clear_times.push(self.now_ms);
+                            let now = self.now_ms;
+                            self.played.retain(|(t, _)| *t < now);
                         }
                         ToCaller::Mark(_) => self.marks_sent += 1,
                     }
@@ -851,15 +871,45 @@ impl Sim {
                 }
                 break;
             }
-            let frame = if self.speaking_until.is_some() {
+            let mut frame = if self.speaking_until.is_some() {
                 tone_frame(frame_n)
             } else {
                 [0xFFu8; 160]
             };
             frame_n += 1;
+            if let Some((delay, gain)) = self.line_echo {
+                self.add_echo(&mut frame, delay, gain);
+            }
             self.carrier.send_audio(&frame);
             let msgs = take_out(&mut self.carrier);
             self.feed_engine(msgs);
+        }
+    }
+
+    /// The agent's audio that played `delay` ms ago, at `gain`, added to the caller's frame.
+    fn add_echo(&mut self, frame: &mut [u8; 160], delay: u64, gain: f32) {
+        let Some(at) = self.now_ms.checked_sub(delay) else {
+            return;
+        };
+        while self
+            .played
+            .front()
+            .is_some_and(|(t, _)| t + 20 <= at.saturating_sub(1000))
+        {
+            self.played.pop_front();
+        }
+        // the frames the echoed 20 ms fall in, sample by sample
+        for (i, b) in frame.iter_mut().enumerate() {
+            let t8 = at * 8 + i as u64;
+            let agent = self
+                .played
+                .iter()
+                .find(|(t, _)| t * 8 <= t8 && t8 < (t + 20) * 8)
+                .map_or(0.0, |(t, f)| {
+                    f32::from(g711::ulaw_decode(f[(t8 - t * 8) as usize]))
+                });
+            let mixed = f32::from(g711::ulaw_decode(*b)) + gain * agent;
+            *b = g711::ulaw_encode(mixed.clamp(-32768.0, 32767.0) as i16);
         }
     }
 
@@ -1402,38 +1452,80 @@ fn what_a_caller_goes_on_with_is_no_words_the_words_before_it_are_answered() {
     assert_eq!(sim.clears, 0);
 }
 
+/// The agent's own voice on the caller's line, 10 dB down and 150 ms late (`Sim::line_echo`).
+const LINE_ECHO: (u64, f32) = (150, 0.316);
+
 #[test]
 fn barge_in_clears_and_keeps_only_what_was_heard() {
-    let mut sim = Sim::new(
-        settings(),
-        false,
-        vec![
-            Act::Say {
-                ms: 800,
-                text: Some("my name is john smith"),
-            },
-            // talk over "Got it. Which city or area do you live in?"
-            Act::SayOver {
-                after_ms: 300,
-                ms: 800,
-                text: "chicago",
-            },
-            Act::HangUp { after_ms: 3000 },
-        ],
-    );
-    sim.run(60_000);
-    assert_eq!(sim.clears, 1, "one clear on barge-in");
-    assert!(!sim.cancelled.is_empty());
-    let t = sim.transcript();
-    let interrupted: Vec<_> = t.iter().filter(|l| l.interrupted).collect();
-    assert_eq!(interrupted.len(), 1, "{t:#?}");
-    assert!(interrupted[0].text.ends_with('…'));
-    assert!(sim.events.contains(&CallEvent::Location {
-        location: "Chicago".into()
-    }));
-    // the agent's recorded audio stops at the barge-in: nothing after the clear is recorded as
-    // played beyond what the carrier had time to play
-    assert_eq!(sim.ended, Some(EndReason::CallerHangup));
+    // and the same over the agent's own echo on the line: the caller's voice is the caller's
+    for line_echo in [None, Some(LINE_ECHO)] {
+        let mut sim = Sim::new(
+            settings(),
+            false,
+            vec![
+                Act::Say {
+                    ms: 800,
+                    text: Some("my name is john smith"),
+                },
+                // talk over "Got it. Which city or area do you live in?"
+                Act::SayOver {
+                    after_ms: 300,
+                    ms: 800,
+                    text: "chicago",
+                },
+                Act::HangUp { after_ms: 3000 },
+            ],
+        );
+        sim.line_echo = line_echo;
+        sim.run(60_000);
+        assert_eq!(sim.clears, 1, "one clear on barge-in ({line_echo:?})");
+        assert!(!sim.cancelled.is_empty());
+        let t = sim.transcript();
+        let interrupted: Vec<_> = t.iter().filter(|l| l.interrupted).collect();
+        assert_eq!(interrupted.len(), 1, "{t:#?}");
+        assert!(interrupted[0].text.ends_with('…'));
+        assert!(sim.events.contains(&CallEvent::Location {
+            location: "Chicago".into()
+        }));
+        // the agent's recorded audio stops at the barge-in: nothing after the clear is recorded
+        // as played beyond what the carrier had time to play
+        assert_eq!(sim.ended, Some(EndReason::CallerHangup));
+    }
+}
+
+#[test]
+fn the_agents_own_echo_neither_stops_it_nor_answers_for_the_caller() {
+    for words_checked in [false, true] {
+        let mut sim = if words_checked {
+            Sim::with_partials(happy_script(), 150)
+        } else {
+            Sim::new(settings(), false, happy_script())
+        };
+        sim.line_echo = Some(LINE_ECHO);
+        sim.run(120_000);
+        assert_eq!(
+            sim.clears, 0,
+            "the echo stopped the agent ({words_checked})"
+        );
+        assert_eq!(sim.ended, Some(EndReason::Completed));
+        assert_eq!(sim.names(), vec!["John Smith".to_string()]);
+        assert_eq!(sim.answers().len(), 2);
+        // the caller's turns are the script's, each once: no echo was taken for one
+        let said: Vec<String> = sim
+            .transcript()
+            .iter()
+            .filter(|l| l.speaker == Speaker::Caller)
+            .map(|l| l.text.clone())
+            .collect();
+        let script: Vec<String> = happy_script()
+            .into_iter()
+            .filter_map(|a| match a {
+                Act::Say { text, .. } => text.map(String::from),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(said, script, "{words_checked}");
+    }
 }
 
 /// The happy call with `over` said over the agent's second turn (after the name).

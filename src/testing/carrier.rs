@@ -821,6 +821,39 @@ impl FakeCarrier {
 
     // ---- what happened ---------------------------------------------------------------------
 
+    /// The agent audio sample (8 kHz) that plays at `at`, 0 when nothing does: what a line that
+    /// echoes the agent's voice carries back. Exact from the last [`Self::handle_timeout`] on
+    /// (the queue), and before it back to the last time the queue ran dry (what was heard).
+    pub fn playing_at(&self, at: Instant) -> i16 {
+        let t = self.us(at);
+        if t < self.clock_us {
+            let Some(end) = self.last_played_us.filter(|&end| t < end) else {
+                return 0;
+            };
+            let back = ((end - t) / 125) as usize + 1;
+            return self
+                .heard
+                .len()
+                .checked_sub(back)
+                .map_or(0, |i| self.heard[i]);
+        }
+        // the queued chunks play back to back from the clock: `pending` holds their samples
+        let queued: usize = self
+            .queue
+            .iter()
+            .map(|q| match q {
+                Queued::Audio(n) => *n,
+                Queued::Mark(_) => 0,
+            })
+            .sum();
+        let i = ((t - self.clock_us) / 125) as usize;
+        if i < queued {
+            self.pending.get(i).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
     /// Whether agent audio is queued or playing.
     pub fn is_playing(&self) -> bool {
         self.queue.iter().any(|q| matches!(q, Queued::Audio(_)))

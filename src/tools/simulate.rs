@@ -108,6 +108,9 @@ pub struct SimOptions {
     pub codec: Option<AudioCodec>,
     /// Print progress to stderr.
     pub verbose: bool,
+    /// The agent's voice comes back on the caller's line this late and at this gain (a line's
+    /// hybrid, a speakerphone), added to what the caller sends.
+    pub line_echo: Option<(Duration, f32)>,
     /// Told the server's call id as soon as the webhook answers.
     pub call_id_tx: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
@@ -127,6 +130,7 @@ impl SimOptions {
             carrier: Carrier::Twilio,
             codec: None,
             verbose: false,
+            line_echo: None,
             call_id_tx: None,
         }
     }
@@ -258,6 +262,9 @@ pub async fn simulate_call(opts: SimOptions) -> anyhow::Result<SimOutcome> {
     let mut agent_spoke_since_turn = false;
     // since when the agent has been speaking without a pause (for a barge-in)
     let mut agent_speaking_since: Option<tokio::time::Instant> = None;
+    // the agent's audio as it played, a sample per 125 µs up to the last tick (for line_echo)
+    let mut line: VecDeque<i16> = VecDeque::new();
+    let mut line_clock: Option<std::time::Instant> = None;
 
     loop {
         if started.elapsed() > opts.max_duration {
@@ -289,8 +296,22 @@ pub async fn simulate_call(opts: SimOptions) -> anyhow::Result<SimOutcome> {
             }
             _ = tick.tick() => {
                 // play agent audio up to now, echoing the marks it reached
+                let now = std::time::Instant::now();
+                if let Some((delay, _)) = opts.line_echo {
+                    // the next 20 ms of what played, on a clock of its own that moves 20 ms a
+                    // tick as the caller's frames do (a late tick does not skip or repeat any)
+                    let from = line_clock.get_or_insert(now);
+                    for i in 0..audio::SAMPLES_8K as u32 {
+                        line.push_back(fake.playing_at(*from + Duration::from_micros(125 * u64::from(i))));
+                    }
+                    *from += Duration::from_millis(20);
+                    let keep = (delay.as_micros() / 125) as usize + audio::SAMPLES_8K;
+                    while line.len() > keep {
+                        line.pop_front();
+                    }
+                }
                 let before = fake.heard().len();
-                fake.handle_timeout(std::time::Instant::now());
+                fake.handle_timeout(now);
                 send_out(&mut fake, &mut tx).await?;
                 let played = fake.heard().len() > before;
                 outcome.heard.extend_from_slice(&fake.heard()[before..]);
@@ -386,6 +407,21 @@ pub async fn simulate_call(opts: SimOptions) -> anyhow::Result<SimOutcome> {
                         speaking = None;
                     }
                 }
+                if let Some((delay, gain)) = opts.line_echo {
+                    // the line carries what played `delay` ago
+                    let back = (delay.as_micros() / 125) as usize + audio::SAMPLES_8K;
+                    let from = line.len().saturating_sub(back);
+                    // through a path that smears it a little, as a line's hybrid does
+                    let at = |i: usize| line.get(i).map_or(0.0, |&v| f32::from(v));
+                    for (i, b) in frame.iter_mut().enumerate() {
+                        let n = from + i;
+                        let agent = at(n)
+                            - 0.4 * n.checked_sub(3).map_or(0.0, at)
+                            + 0.2 * n.checked_sub(9).map_or(0.0, at);
+                        let mixed = f32::from(g711::ulaw_decode(*b)) + gain * agent;
+                        *b = g711::ulaw_encode(mixed.clamp(-32768.0, 32767.0) as i16);
+                    }
+                }
                 fake.send_audio(&frame);
                 if send_out(&mut fake, &mut tx).await.is_err() {
                     outcome.server_hung_up = true;
@@ -430,6 +466,13 @@ pub struct SimulateArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 240)]
     pub max_secs: u64,
+    /// The agent's voice comes back on the caller's line this many ms late (with
+    /// --line-echo-db), as a line's hybrid or a speakerphone can send it.
+    #[arg(long, requires = "line_echo_db")]
+    pub line_echo_ms: Option<u64>,
+    /// ... this many dB below what the agent sent (e.g. -12).
+    #[arg(long, requires = "line_echo_ms", allow_hyphen_values = true)]
+    pub line_echo_db: Option<f32>,
     /// The caller's turns, in order: WAV files, `key:D`, `silence:SECS`, `barge:SECS:FILE.wav`,
     /// `hangup`, `drop`.
     pub turns: Vec<String>,
@@ -449,6 +492,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     opts.carrier = args.carrier;
     opts.max_duration = Duration::from_secs(args.max_secs);
     opts.verbose = true;
+    if let (Some(ms), Some(db)) = (args.line_echo_ms, args.line_echo_db) {
+        anyhow::ensure!(db <= 0.0, "--line-echo-db is a loss: 0 or below, not {db}");
+        opts.line_echo = Some((Duration::from_millis(ms), 10f32.powf(db / 20.0)));
+    }
     let server = opts.server.clone();
     let api_key = args.api_key.clone();
     let (id_tx, mut id_rx) = tokio::sync::mpsc::unbounded_channel::<String>();

@@ -13,6 +13,7 @@
 //!
 //! Time is call time: milliseconds since the engine was created (the carrier's `start`).
 
+mod echo;
 mod keypad;
 mod latency;
 mod playout;
@@ -37,6 +38,7 @@ use crate::model::{
 #[cfg(test)]
 use crate::model::DisclosureRecord;
 
+use echo::Echo;
 use keypad::Keypad;
 use latency::Latency;
 pub(crate) use playout::MAX_PENDING_MARKS;
@@ -516,6 +518,12 @@ pub struct CallEngine {
     playout: Playout,
     recognizer: Recognizer,
     recording: Recording,
+    /// The agent's audio as it played and the caller's last frames: is talk over the agent its
+    /// own echo?
+    echo: Echo,
+    /// The utterance whose first audio is to be compared with the agent's (it began while the
+    /// agent spoke or just after), and when.
+    echo_check: Option<(u64, u64)>,
     keypad: Keypad,
     latency: Latency,
     /// The language model's consultation in progress.
@@ -574,6 +582,10 @@ struct Answered {
 /// the answer again ("Yes, ... I am": a caller who paused at the comma, where a yes ends the
 /// turn at once) does not stop the agent: the answer was heard, and the reply is to it.
 const RESTATED_WITHIN_MS: u64 = 1500;
+
+/// An utterance that may be the agent's echo is compared with the agent's audio this long after
+/// its onset (the onset is 60 ms of speech in, so the window then is mostly the utterance's).
+const ECHO_CHECK_AFTER_ONSET_MS: u64 = 100;
 
 /// What the agent was saying when the caller talked over it.
 struct Resume {
@@ -651,6 +663,8 @@ impl CallEngine {
             playout: Playout::new(t, config.echoes_marks),
             recognizer: Recognizer::new(t.stt_timeout),
             recording: Recording::new(t.recording_delay),
+            echo: Echo::new(),
+            echo_check: None,
             keypad: Keypad::new(t.dtmf_gap),
             latency: Latency::default(),
             consult: None,
@@ -1108,6 +1122,11 @@ impl CallEngine {
     }
 
     fn on_frame(&mut self, frame: &audio::InboundFrame) {
+        self.echo.push_caller(&frame.mulaw);
+        let slot = self.now_ms / FRAME;
+        if self.recording.agent_played(slot).is_some() {
+            self.echo.agent_plays(slot);
+        }
         let capturing = self.turn_taking.utterance();
         // the recogniser keeps a short pre-roll outside utterances
         self.recognizer
@@ -1131,6 +1150,35 @@ impl CallEngine {
         self.turn_taking
             .handle_frame(self.now_ms, frame.speech, floor);
         self.on_turn_events(listening);
+        if let Some((utterance, at)) = self.echo_check
+            && at <= self.now_ms
+        {
+            self.echo_check = None;
+            if self.turn_taking.utterance() == Some(utterance) && self.hears_echo() {
+                self.drop_echo(utterance);
+            }
+        }
+    }
+
+    /// Whether talk heard now may be the agent's echo and is: the agent's audio played lately
+    /// and the caller's last frames correlate with it.
+    fn hears_echo(&self) -> bool {
+        let now = self.now_ms / FRAME;
+        self.echo.agent_recent(now) && self.echo.is_echo(now, |s| self.recording.agent_played(s))
+    }
+
+    /// `utterance` was the agent's own echo: no turn, no barge-in, and a new one needs a whole
+    /// onset again.
+    fn drop_echo(&mut self, utterance: u64) {
+        self.turn_taking.cancel_as_noise();
+        if self
+            .barge_check
+            .as_ref()
+            .is_some_and(|c| c.utterance == utterance)
+        {
+            self.barge_check = None;
+        }
+        self.discard_utterance(utterance);
     }
 
     /// What turn-taking decided; `listening`: the agent was waiting for the caller.
@@ -1146,9 +1194,17 @@ impl CallEngine {
                     if listening {
                         self.phase = Phase::Capturing;
                     }
+                    // talk that begins while the agent's audio may still come back is compared
+                    // with it once a window of it is heard
+                    if self.echo.agent_recent(self.now_ms / FRAME) {
+                        self.echo_check =
+                            Some((utterance, self.now_ms + ECHO_CHECK_AFTER_ONSET_MS));
+                    }
                 }
                 TurnEvent::BargeIn { utterance, sure } => {
-                    if sure || !self.barge_in_words {
+                    if self.hears_echo() {
+                        self.drop_echo(utterance);
+                    } else if sure || !self.barge_in_words {
                         self.barge_check = None;
                         self.interrupt_agent(true);
                     } else if let Some(check) = &mut self.barge_check {

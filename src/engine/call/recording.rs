@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::{AgentAudio, FRAME, Output};
+use super::{AgentAudio, FRAME, Output, echo};
 use crate::engine::audio::SAMPLES_8K;
 
 /// µ-law's zero.
@@ -50,6 +50,9 @@ pub(super) struct Recording {
     slots: VecDeque<[u8; SAMPLES_8K]>,
     /// Agent audio not yet committed, in play order.
     agent: VecDeque<AgentSpan>,
+    /// Agent audio committed in the last [`echo::AGENT_FRAMES`] slots before `base_slot`, kept
+    /// (shared, not copied) for comparing with what the caller's line carries.
+    played: VecDeque<AgentSpan>,
     dropped_late: u64,
     /// Interleaved µ-law, reused from chunk to chunk.
     chunk: Vec<u8>,
@@ -74,6 +77,7 @@ impl Recording {
             base_slot: 0,
             slots: VecDeque::with_capacity(MAX_PENDING_SLOTS),
             agent: VecDeque::with_capacity(4),
+            played: VecDeque::new(),
             dropped_late: 0,
             chunk: Vec::with_capacity(RECORDING_CHUNK_SAMPLES),
             announced: false,
@@ -140,6 +144,19 @@ impl Recording {
             return;
         }
         self.agent.push_back(AgentSpan { slot, audio });
+    }
+
+    /// The agent's audio that plays in `slot` (whole, or the last, short frame of a span), if
+    /// it is not committed yet or was in the last [`echo::AGENT_FRAMES`] slots committed.
+    pub(super) fn agent_played(&self, slot: u64) -> Option<&[u8]> {
+        let span = self
+            .played
+            .iter()
+            .chain(&self.agent)
+            .find(|s| s.slot <= slot && slot < s.end_slot())?;
+        let from = (slot - span.slot) as usize * SAMPLES_8K;
+        span.audio
+            .get(from..(from + SAMPLES_8K).min(span.audio.len()))
     }
 
     /// Erase agent audio at and after `from_ms` (it was cleared before playing).
@@ -226,10 +243,19 @@ impl Recording {
         self.slots.get_mut(idx)
     }
 
-    /// The agent's audio in `slot` (the oldest uncommitted one), spans before it dropped.
+    /// The agent's audio in `slot` (the oldest uncommitted one), spans before it moved to the
+    /// played ones.
     fn agent_frame(&mut self, slot: u64, mulaw: &mut [u8; SAMPLES_8K]) {
         while self.agent.front().is_some_and(|s| s.end_slot() <= slot) {
-            self.agent.pop_front();
+            self.played.extend(self.agent.pop_front());
+        }
+        let keep_from = slot.saturating_sub(echo::AGENT_FRAMES as u64);
+        while self
+            .played
+            .front()
+            .is_some_and(|s| s.end_slot() <= keep_from)
+        {
+            self.played.pop_front();
         }
         if let Some(span) = self.agent.front()
             && span.slot <= slot

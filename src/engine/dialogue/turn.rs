@@ -246,6 +246,13 @@ impl TurnTaking {
         self.capture.take().map(|c| c.utterance)
     }
 
+    /// Drop the utterance being captured as no speech at all (the agent's echo): a new one
+    /// needs a whole onset of speech again. Its id.
+    pub fn cancel_as_noise(&mut self) -> Option<u64> {
+        self.speech_run = 0;
+        self.cancel()
+    }
+
     /// End `utterance` now if it is still being captured and the caller is still silent (an
     /// end-of-turn model said they finished); the `Ended` event follows. Whether it ended.
     pub fn end_now(&mut self, utterance: u64) -> bool {
