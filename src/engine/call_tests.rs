@@ -479,6 +479,10 @@ impl Sim {
                     match &msg {
                         ToCaller::Media(audio) => {
                             self.sent_media += audio.frames().len();
+                            let keep_from = self.now_ms.saturating_sub(2_000);
+                            while self.played.front().is_some_and(|(t, _)| *t < keep_from) {
+                                self.played.pop_front();
+                            }
                             let mut at = self.played.back().map_or(0, |(t, _)| t + 20);
                             at = at.max(self.now_ms);
                             for f in audio.frames() {
