@@ -518,8 +518,8 @@ pub struct CallEngine {
     playout: Playout,
     recognizer: Recognizer,
     recording: Recording,
-    /// The agent's audio as it played and the caller's last frames: is talk over the agent its
-    /// own echo?
+    /// The caller's last frames and when the agent's audio last played: is talk over the agent
+    /// its own echo (compared with the agent's audio the recording keeps)?
     echo: Echo,
     /// The utterance whose first audio is to be compared with the agent's (it began while the
     /// agent spoke or just after), and when.
