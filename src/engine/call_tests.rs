@@ -1641,19 +1641,26 @@ fn with_words_checked_a_real_interruption_stops_the_agent_within_400_ms() {
     assert!(took <= 1000, "stopped {took} ms after the caller started");
 }
 
-#[test]
-fn with_words_checked_a_first_check_that_heard_no_words_is_asked_again_half_a_step_later() {
-    // the recogniser answers in 80 ms and makes nothing of the first 200 ms: the words are asked
-    // for again at 300 ms of speech, not at 400, and the agent stops within 400 ms
-    let mut sim = sorry_over_the_agent(80);
+/// [`sorry_over_the_agent`] whose first check makes nothing of the talk, run to the end of the
+/// call, which stops the agent once; and when the words were asked for, from the talk's start.
+fn sorry_not_heard_by_the_first_check(partial_ms: u64) -> (Sim, Vec<u64>) {
+    let mut sim = sorry_over_the_agent(partial_ms);
     sim.partial_words_from = 1;
     sim.run(180_000);
     assert_eq!(sim.clears, 1);
-    let asked: Vec<u64> = sim
+    let asked = sim
         .partials_asked
         .iter()
         .map(|&(at, _)| at - sim.talk_over_at[0])
         .collect();
+    (sim, asked)
+}
+
+#[test]
+fn with_words_checked_a_first_check_that_heard_no_words_is_asked_again_half_a_step_later() {
+    // the recogniser answers in 80 ms and makes nothing of the first 200 ms: the words are asked
+    // for again at 300 ms of speech, not at 400, and the agent stops within 400 ms
+    let (sim, asked) = sorry_not_heard_by_the_first_check(80);
     assert_eq!(asked.len(), 2, "{asked:?}");
     assert_eq!(asked[1] - asked[0], 100, "{asked:?}");
     let took = sim.clear_times[0] - sim.talk_over_at[0];
@@ -1679,11 +1686,7 @@ fn with_words_checked_talk_heard_while_its_words_were_decoded_is_asked_again_at_
     // the recogniser takes 250 ms, more than a step of the check (200 ms), and makes nothing of
     // the first 200 ms: the words it has by the time it answers are asked for then, not at the
     // next step (600 ms of speech) nor left to the sure stop (800 ms)
-    let mut sim = sorry_over_the_agent(250);
-    sim.partial_words_from = 1;
-    sim.run(180_000);
-    assert_eq!(sim.clears, 1);
-    let asked: Vec<u64> = sim.partials_asked.iter().map(|&(at, _)| at).collect();
+    let (sim, asked) = sorry_not_heard_by_the_first_check(250);
     assert_eq!(asked.len(), 2, "{asked:?}");
     // when the first answer came (the simulation steps a frame at a time)
     assert!(
