@@ -361,5 +361,41 @@ fn wire(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, inbound, call_inbound, call_outbound, wire);
+/// One decision of whether talk over the agent is its echo: the caller's last 160 ms correlated
+/// with the agent's last 640 ms at every delay (`engine::call::echo`).
+fn echo(c: &mut Criterion) {
+    use receptionist::engine::audio::g711;
+    use receptionist::engine::call::echo::Echo;
+    let agent: Vec<u8> = prompt_audio(4).iter().copied().collect();
+    let frame = |slot: u64| {
+        let at = slot as usize * SAMPLES_8K;
+        agent.get(at..at + SAMPLES_8K)
+    };
+    // the agent's own audio on the line, 10 dB down and 100 ms late, up to a slot where the
+    // window is loud enough to decide about
+    let mut echo = Echo::new();
+    let mut now = 0u64;
+    loop {
+        let late: Vec<u8> = (0..SAMPLES_8K)
+            .map(|i| {
+                let n = (now as usize * SAMPLES_8K + i).checked_sub(800);
+                let v = n
+                    .and_then(|n| agent.get(n))
+                    .map_or(0.0, |&b| f32::from(g711::ulaw_decode(b)));
+                g711::ulaw_encode((v * 0.316) as i16)
+            })
+            .collect();
+        echo.push_caller(&late);
+        if now >= 32 && echo.correlation(now, frame) > 0.9 {
+            break;
+        }
+        now += 1;
+        assert!(now < 190, "the bench's echo is never one");
+    }
+    c.bench_function("echo/decision", |b| {
+        b.iter(|| black_box(&echo).correlation(now, frame))
+    });
+}
+
+criterion_group!(benches, inbound, call_inbound, call_outbound, wire, echo);
 criterion_main!(benches);

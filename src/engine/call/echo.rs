@@ -53,7 +53,7 @@ const LOUDER: f32 = 1.26;
 const SILENCE: u8 = 0xFF;
 
 /// The caller's last frames, and when the agent's audio last played, for [`Echo::is_echo`].
-pub(super) struct Echo {
+pub struct Echo {
     /// The caller's µ-law, a ring of [`WINDOW`] samples; `caller_at` is the next write.
     caller: [u8; WINDOW],
     caller_at: usize,
@@ -61,8 +61,14 @@ pub(super) struct Echo {
     agent_last: Option<u64>,
 }
 
+impl Default for Echo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Echo {
-    pub(super) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             caller: [SILENCE; WINDOW],
             caller_at: 0,
@@ -71,7 +77,7 @@ impl Echo {
     }
 
     /// One caller frame (µ-law, at most [`SAMPLES_8K`]).
-    pub(super) fn push_caller(&mut self, mulaw: &[u8]) {
+    pub fn push_caller(&mut self, mulaw: &[u8]) {
         let mulaw = &mulaw[mulaw.len().saturating_sub(WINDOW)..];
         let first = mulaw.len().min(WINDOW - self.caller_at);
         let (head, tail) = mulaw.split_at(first);
@@ -101,11 +107,7 @@ impl Echo {
 
     /// The best normalised correlation of the caller's window with the agent's audio before it
     /// (0 with nothing to compare).
-    pub(super) fn correlation<'a>(
-        &self,
-        now: u64,
-        played: impl Fn(u64) -> Option<&'a [u8]>,
-    ) -> f32 {
+    pub fn correlation<'a>(&self, now: u64, played: impl Fn(u64) -> Option<&'a [u8]>) -> f32 {
         // the caller's window and the agent's audio of the slots up to `now`, oldest first
         let mut y = vec![0f32; FFT_LEN];
         let mut any = false;
@@ -330,26 +332,5 @@ mod tests {
             echo.push_caller(frame(&agent, slot).unwrap());
         }
         assert!(echo.correlation(9, |s| frame(&agent, s)) > 0.99);
-    }
-
-    #[test]
-    #[ignore = "timing; run with --release"]
-    fn correlation_timing() {
-        let agent = mulaw(&voice(7, 140.0, 8000));
-        let mut echo = Echo::new();
-        for slot in 0..40u64 {
-            echo.push_caller(frame(&agent, slot).unwrap());
-        }
-        let reps = 2000;
-        let start = std::time::Instant::now();
-        let mut sum = 0.0;
-        for _ in 0..reps {
-            sum += std::hint::black_box(&echo).correlation(39, |s| frame(&agent, s));
-        }
-        println!(
-            "one decision: {:.1} µs (correlation {:.2})",
-            start.elapsed().as_secs_f64() * 1e6 / f64::from(reps),
-            sum / f64::from(reps) as f32
-        );
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! Time is call time: milliseconds since the engine was created (the carrier's `start`).
 
-mod echo;
+pub mod echo;
 mod keypad;
 mod latency;
 mod playout;
