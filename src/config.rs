@@ -279,7 +279,7 @@ pub struct ServeConfig {
 
     /// Shortest time between two wake-ups of a connection thread, in milliseconds: what arrives
     /// meanwhile is handled together (0: wake at once for everything).
-    #[arg(long, env = "RECEPTIONIST_WAKE_INTERVAL_MS", default_value_t = 20)]
+    #[arg(long, env = "RECEPTIONIST_WAKE_INTERVAL_MS", default_value_t = crate::server::threads::WAKE_INTERVAL.as_millis() as u64)]
     pub wake_interval_ms: u64,
 
     /// Speech-to-text: offline (default: whisper when installed, else sphinx), whisper, sphinx,

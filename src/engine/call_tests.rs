@@ -118,6 +118,8 @@ struct Sim {
     /// When each `clear` went out, and when the caller started each talk over the agent.
     clear_times: Vec<u64>,
     talk_over_at: Vec<u64>,
+    /// The frames after which the engine said the caller talks over the agent.
+    over_agent_at: Vec<u64>,
     /// A streaming synthesiser: (bytes per piece, ms between pieces); `None`: whole audio at once.
     tts_stream: Option<(usize, u64)>,
     /// Texts whose stream breaks off after its first piece.
@@ -437,6 +439,7 @@ impl Sim {
             partial_words_from: 0,
             clear_times: Vec::new(),
             talk_over_at: Vec::new(),
+            over_agent_at: Vec::new(),
             tts_stream,
             caller_language,
             meaning_of,
@@ -887,6 +890,9 @@ impl Sim {
             self.carrier.send_audio(&frame);
             let msgs = take_out(&mut self.carrier);
             self.feed_engine(msgs);
+            if self.engine.caller_over_agent() {
+                self.over_agent_at.push(self.now_ms);
+            }
         }
     }
 
@@ -1459,27 +1465,28 @@ fn what_a_caller_goes_on_with_is_no_words_the_words_before_it_are_answered() {
 /// The agent's own voice on the caller's line, 10 dB down and 150 ms late (`Sim::line_echo`).
 const LINE_ECHO: (u64, f32) = (150, 0.316);
 
+/// The name, then "chicago" said over "Got it. Which city or area do you live in?", then a
+/// hang-up.
+fn chicago_over_the_agent() -> Vec<Act> {
+    vec![
+        Act::Say {
+            ms: 800,
+            text: Some("my name is john smith"),
+        },
+        Act::SayOver {
+            after_ms: 300,
+            ms: 800,
+            text: "chicago",
+        },
+        Act::HangUp { after_ms: 3000 },
+    ]
+}
+
 #[test]
 fn barge_in_clears_and_keeps_only_what_was_heard() {
     // and the same over the agent's own echo on the line: the caller's voice is the caller's
     for line_echo in [None, Some(LINE_ECHO)] {
-        let mut sim = Sim::new(
-            settings(),
-            false,
-            vec![
-                Act::Say {
-                    ms: 800,
-                    text: Some("my name is john smith"),
-                },
-                // talk over "Got it. Which city or area do you live in?"
-                Act::SayOver {
-                    after_ms: 300,
-                    ms: 800,
-                    text: "chicago",
-                },
-                Act::HangUp { after_ms: 3000 },
-            ],
-        );
+        let mut sim = Sim::new(settings(), false, chicago_over_the_agent());
         sim.line_echo = line_echo;
         sim.run(60_000);
         assert_eq!(sim.clears, 1, "one clear on barge-in ({line_echo:?})");
@@ -1495,6 +1502,22 @@ fn barge_in_clears_and_keeps_only_what_was_heard() {
         // as played beyond what the carrier had time to play
         assert_eq!(sim.ended, Some(EndReason::CallerHangup));
     }
+}
+
+#[test]
+fn the_engine_says_when_the_caller_talks_over_the_agent() {
+    // (the driver's connection thread then handles each frame at once, `server/threads.rs`)
+    let mut sim = Sim::new(settings(), false, chicago_over_the_agent());
+    sim.run(60_000);
+    assert_eq!(sim.clears, 1);
+    let (talk, clear) = (sim.talk_over_at[0], sim.clear_times[0]);
+    let over = &sim.over_agent_at;
+    // from the talk's onset (a few frames in) to the barge-in, frame by frame, and never else:
+    // not while the caller answered with the floor, nor after the agent stopped
+    let (first, last) = (over[0], *over.last().unwrap());
+    assert!(first > talk && first <= talk + 100, "{talk} {over:?}");
+    assert!(last < clear && last + 40 >= clear, "{clear} {over:?}");
+    assert_eq!(over.len() as u64, (last - first) / 20 + 1, "{over:?}");
 }
 
 #[test]

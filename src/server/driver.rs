@@ -577,11 +577,21 @@ impl CallDriver<'_> {
             // the server's drain period is over: say goodbye (`drain.rs`)
             let mut ending = self.state.calls.ending();
             let mut told_to_end = false;
+            // held while the caller talks over the agent: the thread then handles each of the
+            // call's frames as it comes instead of batching its wake-ups (`threads.rs`), so a
+            // barge-in stops the agent as soon as it did without the batching
+            let mut over_agent: Option<super::threads::WaitOnThread> = None;
             let reason = loop {
                 // carry out every output; stop at the next deadline
                 let (deadline, ended) = self.drain(&btx).await;
                 if let Some(reason) = ended {
                     break reason;
+                }
+                if self.engine.caller_over_agent() != over_agent.is_some() {
+                    over_agent = self
+                        .engine
+                        .caller_over_agent()
+                        .then(super::threads::WaitOnThread::enter);
                 }
                 let deadline = match &self.wire {
                     Wire::Carrier(w) => w

@@ -11,7 +11,7 @@
 //! on one of a few **connection threads**, each a single-threaded tokio runtime (no stealing, no
 //! waking a second worker), and a thread that serves many calls **coalesces its wake-ups**: when
 //! it runs out of work it first waits out the rest of [`WAKE_INTERVAL`] since it last woke, then
-//! polls for everything that became ready meanwhile. It then wakes at most 50 times a second
+//! polls for everything that became ready meanwhile. It then wakes at most 25 times a second
 //! however many calls it serves, each wake-up handling every call that has something to do. It
 //! does so only with at least [`COALESCE_FROM_CALLS`] calls (with one or two, each socket is
 //! readable only every 40 ms, so a wait would often be followed by a second sleep in `epoll_wait`:
@@ -19,7 +19,8 @@
 //! on the database several times, and each wait would add up to an interval: 50 ms per API
 //! request when measured), nor while a caller waits on a backend ([`WaitOnThread`]: the language
 //! model, synthesis, a final transcript; the model's answer took 41 ms instead of 1 ms from a local
-//! stand-in at 100 calls before this). The cost is at most one interval of added delay on a caller's frame or
+//! stand-in at 100 calls before this) or talks over the agent (each frame of that talk may be the
+//! one that stops the agent). The cost is at most one interval of added delay on a caller's frame or
 //! a mark echo (measured: the caller's reply latency did not move; the agent's audio goes out
 //! seconds ahead in bursts, see the engine's pacing); a busy thread never waits (it only waits
 //! when it would otherwise sleep).
@@ -44,8 +45,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::socket::PeerSocket;
 
-/// The default shortest time between two wake-ups of a connection thread: one media frame.
-pub const WAKE_INTERVAL: Duration = Duration::from_millis(20);
+/// The default shortest time between two wake-ups of a connection thread: two media frames, as
+/// often as a call's socket becomes readable once its receive low-water mark is raised
+/// (`socket.rs`), so that each wake-up finds every call with something to do. Measured (issue 9's
+/// fourteenth round, README): at 10 calls the server's CPU per call-second fell about a fifth
+/// against 20 ms, with the reply latency and the playout gaps unchanged; a caller talking over
+/// the agent is not held back at all (the driver holds a [`WaitOnThread`] meanwhile).
+pub const WAKE_INTERVAL: Duration = Duration::from_millis(40);
 
 /// Calls and open connections a thread takes before the next thread is used (see the module
 /// docs). At the measured cost of a call on a busy thread (under 0.1 % of a core, `loadgen
@@ -288,9 +294,10 @@ impl CallOnThread {
     }
 }
 
-/// A caller waiting on a backend (the language model, synthesis, the final transcript), counted
-/// as a request in progress while it lives: the thread does not hold back its wake-ups while a
-/// caller waits, since each of the request's waits would add up to an interval.
+/// A caller waiting on a backend (the language model, synthesis, the final transcript), or
+/// talking over the agent (whose frames decide a barge-in), counted as a request in progress
+/// while it lives: the thread does not hold back its wake-ups while a caller waits, since each of
+/// the request's waits would add up to an interval.
 pub struct WaitOnThread(#[allow(dead_code)] Option<Counted>);
 
 impl WaitOnThread {

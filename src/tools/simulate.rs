@@ -569,6 +569,18 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .unwrap_or("-".into()),
         args.out.display()
     );
+    // how soon each talk over the agent stopped it (the first clear after it began)
+    for (n, &began) in call.barge_ins_at_ms.iter().enumerate() {
+        let end = call.barge_ins_at_ms.get(n + 1).copied().unwrap_or(u64::MAX);
+        match call.clears_at_ms.iter().find(|&&c| c >= began && c < end) {
+            Some(c) => eprintln!(
+                "[simulator] barge-in {}: clear {} ms after the caller began",
+                n + 1,
+                c - began
+            ),
+            None => eprintln!("[simulator] barge-in {}: no clear", n + 1),
+        }
+    }
     Ok(())
 }
 

@@ -707,6 +707,14 @@ impl CallEngine {
         self.finished
     }
 
+    /// The caller is talking over the agent's interruptible speech, or a check of their words
+    /// is pending: whether the agent stops (a barge-in) depends on how soon each frame and each
+    /// check's answer is handled, so the driver should not hold them back to batch its wake-ups.
+    pub fn caller_over_agent(&self) -> bool {
+        matches!(self.phase, Phase::Speaking)
+            && (self.turn_taking.over_agent() || self.barge_check.is_some())
+    }
+
     /// What the dialogue is waiting for (a hint for recognisers).
     pub fn expecting(&self) -> Expect {
         self.dialogue.expect()

@@ -279,6 +279,11 @@ impl TurnTaking {
         }
     }
 
+    /// An utterance is being captured that began while the agent spoke (a possible barge-in).
+    pub fn over_agent(&self) -> bool {
+        self.capture.as_ref().is_some_and(|c| c.during_agent)
+    }
+
     /// The caller is talking now: an utterance is being captured and its last speech was less
     /// than `frames` frames ago.
     pub fn talking(&self, frames: u32) -> bool {
