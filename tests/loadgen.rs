@@ -58,6 +58,33 @@ fn self_spawned_run_completes_every_call() {
     }
 }
 
+/// `--barge-in-every 1`: from its third answer on, each caller talks over the agent's line; the
+/// agent stops for each (a `clear`) and the report says how soon.
+#[test]
+fn callers_who_talk_over_the_agent_stop_it_and_the_report_says_how_soon() {
+    let (r, stderr) = loadgen(&[
+        "--calls",
+        "3",
+        "--ramp-secs",
+        "1",
+        "--duration-secs",
+        "30",
+        "--max-secs",
+        "120",
+        "--barge-in-every",
+        "1",
+    ]);
+    assert_eq!(r["calls_completed"], 3, "{r}\n{stderr}");
+    assert_eq!(r["protocol_errors"], 0, "{r}");
+    let barge_ins = r["barge_ins"].as_u64().unwrap();
+    assert!(barge_ins >= 3, "each caller talked over the agent: {r}");
+    // 30 s end before the closing lines, which cannot be interrupted: every talk stopped it
+    assert_eq!(r["barge_ins_unstopped"], 0, "{r}");
+    assert!(r["clears"].as_u64().unwrap() >= barge_ins, "{r}");
+    assert!(r["barge_in_clear_ms_p50"].is_number(), "{r}");
+    assert!(r["barge_in_clear_ms_p99"].is_number(), "{r}");
+}
+
 /// The providers' paths under load: the server hears through a transcription stand-in, speaks
 /// through a streaming ElevenLabs stand-in (paced as it synthesises) and consults a chat model
 /// stand-in; every call completes and each path's stage is measured.

@@ -146,6 +146,12 @@ pub struct LoadgenArgs {
     /// The caller answers once the agent has been silent this long after speaking.
     #[arg(long, default_value_t = 700)]
     pub reply_gap_ms: u64,
+    /// Every Nth answer of each caller (from its third on) is said over the agent: it starts
+    /// 600 ms into the agent's line instead of after it, and the report gives how soon the agent
+    /// stopped (`barge_in_clear_ms_p50`/`_p99`, from the caller's first voiced frame to the
+    /// `clear`). 0: callers never talk over the agent.
+    #[arg(long, default_value_t = 0)]
+    pub barge_in_every: usize,
     /// White noise at this RMS level (dBFS, -90 to -20; -50 is a typical phone line) on every
     /// caller's line, under their speech and between their utterances, as a real line has.
     /// Default: digital silence between utterances.
@@ -467,8 +473,9 @@ fn take_sample(pid: Option<&str>) -> Option<Sample> {
 /// The fixture utterances as 20 ms µ-law frames, decoded once and shared by every call.
 struct Utterances {
     frames: Vec<Vec<[u8; SAMPLES_8K]>>,
-    /// Per utterance, the index of its last frame with speech in it (the recordings end with
-    /// about 0.4 s of silence).
+    /// Per utterance, the index of its first and of its last frame with speech in it (the
+    /// recordings end with about 0.4 s of silence).
+    first_voiced: Vec<usize>,
     last_voiced: Vec<usize>,
     /// What the line carries between utterances, in turn: digital silence, or a second of line
     /// noise (`--line-noise-dbfs`).
@@ -492,11 +499,17 @@ impl Utterances {
             None => s,
         };
         let mut frames = Vec::new();
+        let mut first_voiced = Vec::new();
         let mut last_voiced = Vec::new();
         for name in FIXTURES {
             let path = dir.join(name);
             let pcm = read_wav_8k(&path)
                 .with_context(|| format!("loading caller audio {}", path.display()))?;
+            first_voiced.push(
+                pcm.chunks(SAMPLES_8K)
+                    .position(|c| c.iter().any(|s| s.unsigned_abs() > VOICED_LEVEL))
+                    .unwrap_or(0),
+            );
             last_voiced.push(
                 pcm.chunks(SAMPLES_8K)
                     .rposition(|c| c.iter().any(|s| s.unsigned_abs() > VOICED_LEVEL))
@@ -523,6 +536,7 @@ impl Utterances {
         };
         Ok(Self {
             frames,
+            first_voiced,
             last_voiced,
             quiet,
         })
@@ -580,6 +594,10 @@ struct Metrics {
     agent_frames: AtomicU64,
     marks_echoed: AtomicU64,
     clears: AtomicU64,
+    /// Talk over the agent (`--barge-in-every`): from its first voiced frame to the `clear`,
+    /// and how many got none while the agent went on speaking to the end of the caller's talk.
+    barge_in_clear: Histogram,
+    barge_ins_unstopped: AtomicU64,
     late_frames: AtomicU64,
     gaps: Histogram,
     playout_gaps: Histogram,
@@ -620,6 +638,7 @@ struct Ctx {
     calls: usize,
     duration: Duration,
     reply_gap_ms: u64,
+    barge_in_every: usize,
     hard_deadline: Instant,
     audio: Utterances,
     m: Metrics,
@@ -742,6 +761,9 @@ async fn run_call(ctx: Arc<Ctx>, http: reqwest::Client) -> CallResult {
         awaiting_reply: None,
         speech_end: None,
         replied_early: false,
+        answers: 0,
+        agent_playing_ms: 0,
+        barging: None,
         started,
         first_audio: false,
         last_media_at: None,
@@ -855,6 +877,13 @@ struct Session<'a> {
     /// The agent's reply began while the caller's utterance was still being sent (in the silence
     /// after its speech): its response time is 0, not the wait for the agent's next line.
     replied_early: bool,
+    /// Utterances the caller has started.
+    answers: usize,
+    /// How long the agent's audio has been playing without a break, as of the last tick.
+    agent_playing_ms: u64,
+    /// The utterance being said over the agent (`--barge-in-every`) until its `clear` or its
+    /// end: when its first voiced frame was sent, once it was.
+    barging: Option<Option<Instant>>,
     started: Instant,
     first_audio: bool,
     last_media_at: Option<Instant>,
@@ -944,7 +973,7 @@ impl Session<'_> {
             }
             if let Some(sent) = self.awaiting_reply.take() {
                 m.response.record(now - sent);
-            } else if self.speaking.is_some() {
+            } else if self.speaking.is_some() && self.barging.is_none() {
                 // (the caller starts only once the agent has been quiet a while: this is a reply)
                 self.replied_early = true;
             }
@@ -975,6 +1004,12 @@ impl Session<'_> {
             .fetch_add(self.fake.marks_echoed() - marks, Ordering::Relaxed);
         m.clears
             .fetch_add(self.fake.clears() - clears, Ordering::Relaxed);
+        if self.fake.clears() > clears
+            && let Some(Some(voiced)) = self.barging
+        {
+            m.barge_in_clear.record(now - voiced);
+            self.barging = None;
+        }
         send_out(&mut self.fake, ws).await
     }
 
@@ -991,18 +1026,29 @@ impl Session<'_> {
         self.last_played = self.fake.last_played();
         if played {
             self.agent_idle_ms = 0;
+            self.agent_playing_ms += 20;
             self.agent_spoke = true;
         } else {
             self.agent_idle_ms += 20;
+            self.agent_playing_ms = 0;
         }
+        // this answer is said over the agent's line, 600 ms into it (past the first answers,
+        // whose turns hold the disclosures that cannot be interrupted)
+        let every = self.ctx.barge_in_every;
+        let barge = every > 0
+            && self.answers >= 2
+            && (self.answers - 2) % every == every - 1
+            && self.agent_playing_ms >= 600;
         if self.speaking.is_none()
             && self.agent_spoke
-            && self.agent_idle_ms >= self.ctx.reply_gap_ms
+            && (barge || self.agent_idle_ms >= self.ctx.reply_gap_ms)
         {
             self.speaking = Some((self.next_utterance, 0));
             self.next_utterance = (self.next_utterance + 1) % FIXTURES.len();
+            self.answers += 1;
             self.agent_spoke = false;
             self.replied_early = false;
+            self.barging = barge.then_some(None);
         }
         let audio = &self.ctx.audio;
         let mut last_of_utterance = false;
@@ -1013,6 +1059,11 @@ impl Session<'_> {
                     .frame(*u, *i)
                     .unwrap_or_else(|| audio.quiet(self.frames_sent));
                 last_voiced = *i == audio.last_voiced[*u];
+                if *i == audio.first_voiced[*u]
+                    && let Some(voiced @ None) = &mut self.barging
+                {
+                    *voiced = Some(Instant::now());
+                }
                 *i += 1;
                 if audio.frame(*u, *i).is_none() {
                     last_of_utterance = true;
@@ -1024,12 +1075,23 @@ impl Session<'_> {
         self.frames_sent += 1;
         self.fake.send_audio(frame);
         send_out(&mut self.fake, ws).await?;
-        if last_voiced {
+        if last_voiced && self.barging.is_none() {
             self.speech_end = Some(Instant::now());
         }
         if last_of_utterance {
             self.speaking = None;
-            if std::mem::take(&mut self.replied_early) {
+            if let Some(clear_due) = self.barging.take() {
+                // talk over the agent: its reply is not timed. Without a `clear` by its end, the
+                // agent talked over the caller if it is still speaking (a line that ended by
+                // itself first needed none)
+                self.replied_early = false;
+                if clear_due.is_some() && self.fake.is_playing() {
+                    self.ctx
+                        .m
+                        .barge_ins_unstopped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            } else if std::mem::take(&mut self.replied_early) {
                 self.ctx.m.response.record(Duration::ZERO);
             } else {
                 self.awaiting_reply = Some(Instant::now());
@@ -1580,6 +1642,7 @@ async fn drive(
         calls: args.calls,
         duration: Duration::from_secs_f64(args.duration_secs),
         reply_gap_ms: args.reply_gap_ms,
+        barge_in_every: args.barge_in_every,
         hard_deadline,
         audio,
         m: Metrics::default(),
@@ -1887,6 +1950,10 @@ async fn drive(
         &mut report,
         json!({
             "response_latency_ms_max": Histogram::ms(m.response.max_us()),
+            "barge_ins": m.barge_in_clear.count() + m.barge_ins_unstopped.load(Ordering::Relaxed),
+            "barge_ins_unstopped": m.barge_ins_unstopped.load(Ordering::Relaxed),
+            "barge_in_clear_ms_p50": Histogram::ms(m.barge_in_clear.percentile_us(50.0)),
+            "barge_in_clear_ms_p99": Histogram::ms(m.barge_in_clear.percentile_us(99.0)),
             "response_from_speech_end_ms_p50": Histogram::ms(m.response_from_speech.percentile_us(50.0)),
             "response_from_speech_end_ms_p99": Histogram::ms(m.response_from_speech.percentile_us(99.0)),
             "server_added_latency_n": server_added.len(),
