@@ -9,16 +9,7 @@ use serde_json::Value;
 
 #[test]
 fn self_spawned_run_completes_every_call() {
-    let (r, stderr) = loadgen(&[
-        "--calls",
-        "5",
-        "--ramp-secs",
-        "1",
-        "--duration-secs",
-        "15",
-        "--max-secs",
-        "90",
-    ]);
+    let (r, stderr) = short_run(5, 15, 90, &[]);
     assert_eq!(r["calls_started"], 5, "{r}");
     assert_eq!(r["calls_completed"], 5, "{r}\n{stderr}");
     assert_eq!(r["calls_failed"], 0, "{r}");
@@ -62,18 +53,7 @@ fn self_spawned_run_completes_every_call() {
 /// agent stops for each (a `clear`) and the report says how soon.
 #[test]
 fn callers_who_talk_over_the_agent_stop_it_and_the_report_says_how_soon() {
-    let (r, stderr) = loadgen(&[
-        "--calls",
-        "3",
-        "--ramp-secs",
-        "1",
-        "--duration-secs",
-        "30",
-        "--max-secs",
-        "120",
-        "--barge-in-every",
-        "1",
-    ]);
+    let (r, stderr) = short_run(3, 30, 120, &["--barge-in-every", "1"]);
     assert_eq!(r["calls_completed"], 3, "{r}\n{stderr}");
     assert_eq!(r["protocol_errors"], 0, "{r}");
     let barge_ins = r["barge_ins"].as_u64().unwrap();
@@ -90,21 +70,18 @@ fn callers_who_talk_over_the_agent_stop_it_and_the_report_says_how_soon() {
 /// stand-in; every call completes and each path's stage is measured.
 #[test]
 fn a_run_through_the_provider_stand_ins_completes_every_call() {
-    let (r, stderr) = loadgen(&[
-        "--calls",
-        "3",
-        "--ramp-secs",
-        "1",
-        "--duration-secs",
-        "20",
-        "--max-secs",
-        "90",
-        "--stt-stand-in",
-        "--llm-stand-in",
-        "--tts-stand-in",
-        "--tts-stand-in-pace-ms",
-        "20",
-    ]);
+    let (r, stderr) = short_run(
+        3,
+        20,
+        90,
+        &[
+            "--stt-stand-in",
+            "--llm-stand-in",
+            "--tts-stand-in",
+            "--tts-stand-in-pace-ms",
+            "20",
+        ],
+    );
     assert_eq!(r["calls_completed"], 3, "{r}\n{stderr}");
     assert_eq!(r["calls_failed"], 0, "{r}");
     assert_eq!(r["protocol_errors"], 0, "{r}");
@@ -123,20 +100,17 @@ fn a_run_through_the_provider_stand_ins_completes_every_call() {
 #[test]
 fn a_run_on_the_offline_models_completes_every_call() {
     let models = receptionist::testing::installed_models_dir();
-    let (r, stderr) = loadgen(&[
-        "--backends",
-        "offline",
-        "--models-dir",
-        models.to_str().unwrap(),
-        "--calls",
-        "2",
-        "--ramp-secs",
-        "1",
-        "--duration-secs",
-        "25",
-        "--max-secs",
-        "120",
-    ]);
+    let (r, stderr) = short_run(
+        2,
+        25,
+        120,
+        &[
+            "--backends",
+            "offline",
+            "--models-dir",
+            models.to_str().unwrap(),
+        ],
+    );
     assert_eq!(r["calls_completed"], 2, "{r}\n{stderr}");
     assert_eq!(r["calls_failed"], 0, "{r}");
     assert_eq!(r["protocol_errors"], 0, "{r}");
@@ -160,6 +134,28 @@ fn a_run_on_the_offline_models_completes_every_call() {
 
 /// `receptionist loadgen ARGS` on its own server with the fixtures: its one-line report (it
 /// must succeed), and its stderr.
+/// [`loadgen`] with `calls` calls started within a second, each `duration_secs` long, everything
+/// stopped after `max_secs`, and `extra` arguments.
+fn short_run(calls: u32, duration_secs: u32, max_secs: u32, extra: &[&str]) -> (Value, String) {
+    let (calls, duration, max) = (
+        calls.to_string(),
+        duration_secs.to_string(),
+        max_secs.to_string(),
+    );
+    let mut args = vec![
+        "--calls",
+        &calls,
+        "--ramp-secs",
+        "1",
+        "--duration-secs",
+        &duration,
+        "--max-secs",
+        &max,
+    ];
+    args.extend_from_slice(extra);
+    loadgen(&args)
+}
+
 fn loadgen(args: &[&str]) -> (Value, String) {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/audio-fixtures");
     let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))

@@ -587,11 +587,9 @@ impl CallDriver<'_> {
                 if let Some(reason) = ended {
                     break reason;
                 }
-                if self.engine.caller_over_agent() != over_agent.is_some() {
-                    over_agent = self
-                        .engine
-                        .caller_over_agent()
-                        .then(super::threads::WaitOnThread::enter);
+                let talking_over = self.engine.caller_over_agent();
+                if talking_over != over_agent.is_some() {
+                    over_agent = talking_over.then(super::threads::WaitOnThread::enter);
                 }
                 let deadline = match &self.wire {
                     Wire::Carrier(w) => w
