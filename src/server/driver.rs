@@ -578,8 +578,9 @@ impl CallDriver<'_> {
             let mut ending = self.state.calls.ending();
             let mut told_to_end = false;
             // held while the caller talks over the agent: the thread then handles each of the
-            // call's frames as it comes instead of batching its wake-ups (`threads.rs`), so a
-            // barge-in stops the agent as soon as it did without the batching
+            // call's frames as it comes instead of batching its wake-ups (`threads.rs`), and the
+            // socket's receive low-water mark is held at one byte (`socket.rs`), so a barge-in
+            // stops the agent as soon as it would without either batching
             let mut over_agent: Option<super::threads::WaitOnThread> = None;
             let reason = loop {
                 // carry out every output; stop at the next deadline
@@ -590,6 +591,10 @@ impl CallDriver<'_> {
                 let talking_over = self.engine.caller_over_agent();
                 if talking_over != over_agent.is_some() {
                     over_agent = talking_over.then(super::threads::WaitOnThread::enter);
+                    // and the socket reports each of the caller's frames as it arrives
+                    if let Wire::Carrier(w) = &mut self.wire {
+                        w.coalescer.hold(talking_over);
+                    }
                 }
                 let deadline = match &self.wire {
                     Wire::Carrier(w) => w

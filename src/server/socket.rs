@@ -9,6 +9,10 @@
 //! stranded: when nothing has arrived for [`WATCHDOG`], the mark drops back to one byte, which
 //! makes the kernel report any waiting bytes at once; it is raised again once the stream is
 //! steady. A closed connection is always reported. Only on Linux; elsewhere this does nothing.
+//!
+//! While the caller talks over the agent the mark is held at one byte ([`RecvCoalescer::hold`]):
+//! each of those frames may be the one at which the agent is stopped, or at which the recogniser
+//! is asked whether it should be, so none waits for the next.
 
 use std::time::{Duration, Instant};
 
@@ -71,6 +75,8 @@ pub struct RecvCoalescer {
     steady: u32,
     bytes: usize,
     last_rx: Instant,
+    /// The mark is held at one byte ([`Self::hold`]).
+    held: bool,
 }
 
 impl RecvCoalescer {
@@ -81,6 +87,7 @@ impl RecvCoalescer {
             steady: 0,
             bytes: 0,
             last_rx: now,
+            held: false,
         }
     }
 
@@ -98,7 +105,8 @@ impl RecvCoalescer {
                 self.bytes += len + FRAMING_BYTES;
                 if self.steady >= STEADY_MESSAGES {
                     let mark = self.bytes / self.steady as usize * 3 / 2;
-                    if self.set(mark) {
+                    // while held, the mark is learnt now and applied when released
+                    if self.held || self.set(mark) {
                         self.raised = Some(mark);
                     } else {
                         // not supported here: stop trying
@@ -113,15 +121,30 @@ impl RecvCoalescer {
         }
     }
 
-    /// When the watchdog is due, while the mark is raised.
+    /// Hold the mark at one byte (`true`: the caller talks over the agent, and each of their
+    /// frames is read as it arrives) or release it to what the stream has shown (`false`). Two
+    /// system calls per talk over the agent, none when the mark is not raised.
+    pub fn hold(&mut self, hold: bool) {
+        if self.held == hold {
+            return;
+        }
+        self.held = hold;
+        if let Some(mark) = self.raised {
+            self.set(if hold { 1 } else { mark });
+        }
+    }
+
+    /// When the watchdog is due, while the mark is raised (and not held).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.raised.map(|_| self.last_rx + WATCHDOG)
+        self.raised
+            .filter(|_| !self.held)
+            .map(|_| self.last_rx + WATCHDOG)
     }
 
     /// The watchdog: if nothing arrived for [`WATCHDOG`], drop the mark to one byte (the kernel
     /// then reports waiting bytes at once) and learn the stream again.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.raised.is_some() && now >= self.last_rx + WATCHDOG {
+        if self.raised.is_some() && !self.held && now >= self.last_rx + WATCHDOG {
             self.set(1);
             self.raised = None;
             self.steady = 0;
@@ -233,6 +256,55 @@ mod tests {
         );
         let mut buf = [0u8; 200];
         assert_eq!(server.read(&mut buf).unwrap(), 100);
+    }
+
+    #[test]
+    fn talk_over_the_agent_holds_the_mark_at_one_byte() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let fd = server.as_raw_fd();
+        let t0 = Instant::now();
+        let mut c = RecvCoalescer::new(MediaSocket(Some(PeerSocket { fd })), t0);
+        let mut now = t0;
+        for _ in 0..STEADY_MESSAGES {
+            now += Duration::from_millis(20);
+            c.on_message(now, 392, 1);
+        }
+        assert_eq!(lowat(fd), 600);
+        c.hold(true);
+        assert_eq!(lowat(fd), 1, "held: every frame is readable as it arrives");
+        assert_eq!(c.poll_timeout(), None, "no watchdog while held");
+        client.write_all(&[7u8; 100]).unwrap();
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one descriptor this test owns, waiting at most 1 s.
+        assert_eq!(unsafe { libc::poll(&mut poll, 1, 1000) }, 1);
+        c.hold(true);
+        assert_eq!(lowat(fd), 1);
+        c.hold(false);
+        assert_eq!(lowat(fd), 600, "released: back to the stream's mark");
+        assert_eq!(c.raised(), Some(600));
+        assert_eq!(c.poll_timeout(), Some(now + WATCHDOG));
+
+        // held before the stream was learnt: the mark is applied when released
+        let (server2, _) = {
+            let _client2 = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            listener.accept().unwrap()
+        };
+        let fd2 = server2.as_raw_fd();
+        let mut c = RecvCoalescer::new(MediaSocket(Some(PeerSocket { fd: fd2 })), t0);
+        c.hold(true);
+        for _ in 0..STEADY_MESSAGES {
+            c.on_message(t0, 392, 1);
+        }
+        assert_eq!(c.raised(), Some(600));
+        assert_eq!(lowat(fd2), 1);
+        c.hold(false);
+        assert_eq!(lowat(fd2), 600);
     }
 
     #[test]
