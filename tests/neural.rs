@@ -8,6 +8,7 @@
 //! - a real interruption stops the agent at once;
 //! - the agent's own voice coming back on the caller's line (an echo) neither stops it nor
 //!   answers for the caller.
+//! - `scripts/barge-in-latency` (two callers, two voices) times every interruption.
 //!
 //! The tests run one at a time (`ONE_CALL_AT_A_TIME`): each is one call on a server of its own,
 //! and two neural servers at once on a 2-core machine (Whisper decodes, Piper, Smart Turn, a
@@ -248,4 +249,42 @@ async fn an_offline_multilingual_call_names_the_callers_language() {
     let answers = call["answers"].as_array().unwrap();
     assert_eq!(answers[0]["value"], json!({"type": "yes"}), "{call:#}");
     served.stop().await;
+}
+
+/// CI's short version of `scripts/barge-in-latency` (README, turn-taking), run as a user runs it
+/// against this build's binary: two callers in two voices each talk over the agent, and the
+/// script reports each interruption's time to the `clear` (the figures themselves are the
+/// README's, from a release build; here only that every interruption stopped the agent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_barge_in_latency_script_times_every_interruption() {
+    let _alone = ONE_CALL_AT_A_TIME.lock().await;
+    let models = receptionist::testing::installed_models_dir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let out = Command::new("bash")
+        .arg("scripts/barge-in-latency")
+        .arg("2")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RECEPTIONIST_BIN", env!("CARGO_BIN_EXE_receptionist"))
+        .env("RECEPTIONIST_MODELS_DIR", &models)
+        .env("PORT", port.to_string())
+        .output()
+        .expect("bash runs the script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("2 interruptions: 0 did not stop the agent"),
+        "{stdout}\n{stderr}"
+    );
+    // one line per call: the time, the voice, the words
+    let times: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| l.split('\t').next()?.parse().ok())
+        .collect();
+    assert_eq!(times.len(), 2, "{stdout}");
+    assert!(times.iter().all(|&ms| ms > 0 && ms < 1500), "{stdout}");
+    assert!(stdout.contains("within 400 ms:"), "{stdout}");
 }
