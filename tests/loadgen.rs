@@ -132,8 +132,6 @@ fn a_run_on_the_offline_models_completes_every_call() {
     }
 }
 
-/// `receptionist loadgen ARGS` on its own server with the fixtures: its one-line report (it
-/// must succeed), and its stderr.
 /// [`loadgen`] with `calls` calls started within a second, each `duration_secs` long, everything
 /// stopped after `max_secs`, and `extra` arguments.
 fn short_run(calls: u32, duration_secs: u32, max_secs: u32, extra: &[&str]) -> (Value, String) {
@@ -156,6 +154,8 @@ fn short_run(calls: u32, duration_secs: u32, max_secs: u32, extra: &[&str]) -> (
     loadgen(&args)
 }
 
+/// `receptionist loadgen ARGS` on its own server with the fixtures: its one-line report (it
+/// must succeed), and its stderr.
 fn loadgen(args: &[&str]) -> (Value, String) {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/audio-fixtures");
     let out = Command::new(env!("CARGO_BIN_EXE_receptionist"))

@@ -129,8 +129,12 @@ impl RecvCoalescer {
             return;
         }
         self.held = hold;
-        if let Some(mark) = self.raised {
-            self.set(if hold { 1 } else { mark });
+        if let Some(mark) = self.raised
+            && !self.set(if hold { 1 } else { mark })
+        {
+            // a mark learnt while held that cannot be set: not supported here, stop trying
+            self.raised = None;
+            self.socket = None;
         }
     }
 
