@@ -11,6 +11,7 @@ pub mod rate;
 pub mod resample;
 pub mod transcode;
 pub mod vad;
+mod vad_front;
 
 pub use pipeline::{InboundFrame, InboundPipeline, MAX_BUFFERED_FRAMES, VAD_GATE_DBFS};
 pub use resample::{

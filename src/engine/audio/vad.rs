@@ -1,11 +1,13 @@
 //! Voice activity detection on 20 ms, 16 kHz frames, behind a narrow trait.
 //!
-//! * [`EarshotVad`]: the earshot neural detector (pure Rust, `Send`, 16 ms frames of 256 samples;
+//! * [`EarshotVad`]: the earshot neural detector (pure Rust, `Send`, 16 ms frames of 256 samples,
+//!   its features computed by `vad_front`;
 //!   this wrapper re-frames 320-sample frames into 256-sample ones). The default: see
 //!   [`super::InboundPipeline::with_default_vad`] and the measurements in `tests` below.
 //! * [`EnergyVad`]: a plain level threshold in dBFS, for tests and as a fallback.
 
 use super::SAMPLES_16K;
+use super::vad_front::Front;
 
 /// Decides, frame by frame, whether the caller is talking.
 pub trait VoiceDetector: Send {
@@ -91,7 +93,7 @@ impl VoiceDetector for EnergyVad {
 }
 
 /// earshot's frame: 16 ms at 16 kHz.
-const EARSHOT_FRAME: usize = 256;
+const EARSHOT_FRAME: usize = super::vad_front::FRAME;
 
 /// The earshot neural VAD, adapted to phone audio.
 ///
@@ -107,7 +109,7 @@ const EARSHOT_FRAME: usize = 256;
 /// frame passed in is not modified. For genuinely wideband input use
 /// [`EarshotVad::wideband`].
 pub struct EarshotVad {
-    detector: Box<earshot::Detector>,
+    detector: Box<Front>,
     pending: [i16; EARSHOT_FRAME],
     filled: usize,
     threshold: f32,
@@ -133,7 +135,7 @@ impl EarshotVad {
     /// A detector for upsampled phone audio with a custom score threshold in `[0, 1]`.
     pub fn with_threshold(threshold: f32) -> Self {
         Self {
-            detector: earshot::Detector::default_boxed(),
+            detector: Box::new(Front::new()),
             pending: [0; EARSHOT_FRAME],
             filled: 0,
             threshold,
@@ -189,8 +191,8 @@ impl EarshotVad {
             rest = &rest[take..];
             if self.filled == EARSHOT_FRAME {
                 self.filled = 0;
-                let s = self.detector.predict_i16(&self.pending);
-                // earshot returns -1 only for a wrong frame length; treat NaN/negatives as 0.
+                let s = self.detector.score(&self.pending);
+                // treat NaN/negatives as 0
                 let s = if s.is_finite() {
                     s.clamp(0.0, 1.0)
                 } else {
