@@ -2,8 +2,8 @@
 //! computed here, in front of earshot's own network ([`earshot::DefaultPredictor`]).
 //!
 //! Why: the detector is the largest part of what a call's audio costs (issue 9: a third of the
-//! connection thread's time at 10 calls, `perf record`), and almost half of it was earshot's
-//! portable FFT. This front end computes the same features with `realfft` (SIMD kernels chosen at
+//! connection thread's time at 10 calls, `perf record`), and more than a third of that was
+//! earshot's portable FFT. This front end computes the same features with `realfft` (SIMD kernels chosen at
 //! run time), and keeps the work buffers once per thread instead of once per call (earshot's
 //! `Detector` holds 4 KiB of them in each call). The network, its weights and its state are
 //! earshot's, unchanged.
