@@ -20,6 +20,13 @@ use crate::engine::audio::SAMPLES_8K;
 /// µ-law's zero.
 const SILENCE: u8 = 0xFF;
 
+/// A carrier's timestamp places its frame when it is within this of the call's time.
+const TRUSTED_MS: i64 = 1_000;
+
+/// How much later than it was heard a frame's timestamp may place it before the carrier's
+/// timeline is taken to run ahead of the call's (timestamps jitter by a frame or so).
+const EARLY_TOLERANCE_MS: i64 = 40;
+
 /// Caller slots that may be pending at once: the recording delay plus a carrier's timestamp
 /// jitter, with margin.
 pub(crate) const MAX_PENDING_SLOTS: usize = 36;
@@ -67,7 +74,9 @@ pub(super) struct Recording {
     /// timeline starts at its first media message, as Plivo's does once rebased, and whose first
     /// message came well after `start`); then the carrier's timeline is moved to when it was
     /// heard, where the engine placed it, instead of every frame being dropped as late.
-    timestamp_offset_ms: Option<u64>,
+    /// Lowered whenever a frame would land more than [`EARLY_TOLERANCE_MS`] after it was heard
+    /// (see [`Recording::handle_caller_frame`]).
+    timestamp_offset_ms: Option<i64>,
     delay_ms: u64,
 }
 
@@ -97,16 +106,33 @@ impl Recording {
         mulaw: &[u8; SAMPLES_8K],
         out: &mut VecDeque<Output>,
     ) {
-        let delay_ms = self.delay_ms;
+        let delay_ms = self.delay_ms as i64;
         let timestamp_ms = timestamp_ms.map(|ts| {
-            let offset = *self.timestamp_offset_ms.get_or_insert_with(|| {
-                let lag = now_ms.saturating_sub(ts);
+            // (a carrier's timestamp may be anything: saturated, never wrapped)
+            let (ts, now) = (i64::try_from(ts).unwrap_or(i64::MAX), now_ms as i64);
+            let mut offset = *self.timestamp_offset_ms.get_or_insert_with(|| {
+                let lag = now.saturating_sub(ts);
                 if lag >= delay_ms { lag } else { 0 }
             });
-            ts + offset
+            // A frame is never heard before its time. One that would land later than it was
+            // heard (within the second a timestamp is trusted for) says the carrier's timeline
+            // runs ahead of the call's: its stream began before the call's clock did and the
+            // frames of that gap came at once when the call was set up. The timeline moves back
+            // to when it is heard, where the engine's turns are timed, instead of every later
+            // caller frame being recorded that much after the agent audio it answered.
+            let placed = ts.saturating_add(offset);
+            if placed > now + EARLY_TOLERANCE_MS && placed <= now + TRUSTED_MS {
+                offset = now - ts;
+                self.timestamp_offset_ms = Some(offset);
+            }
+            u64::try_from(ts.saturating_add(offset)).unwrap_or(u64::MAX)
         });
+        const TRUSTED_SLOTS: u64 = TRUSTED_MS as u64 / FRAME;
         let slot = match timestamp_ms {
-            Some(ts) if ts / FRAME + 50 >= now_ms / FRAME && ts / FRAME <= now_ms / FRAME + 50 => {
+            Some(ts)
+                if ts / FRAME + TRUSTED_SLOTS >= now_ms / FRAME
+                    && ts / FRAME <= now_ms / FRAME + TRUSTED_SLOTS =>
+            {
                 ts / FRAME
             }
             // no usable timestamp, and the stream paused for longer than the recording delay
@@ -373,6 +399,40 @@ mod tests {
             "before the first frame"
         );
         assert_eq!(&caller[30..], &[d(5); 20], "heard from 600 ms on");
+    }
+
+    /// The carrier's stream began 560 ms before the call's clock (the call was being set up):
+    /// its first 28 frames come at once when the call starts, and every later frame arrives 560
+    /// ms before its timestamp says. The caller's audio is recorded when it was heard (where the
+    /// engine times the caller's turns and places the agent's audio), not 560 ms after it.
+    #[test]
+    fn a_carrier_timeline_ahead_of_the_call_is_moved_back_to_when_it_was_heard() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        let mut all = Vec::new();
+        for i in 0..28u64 {
+            rec.handle_caller_frame(0, Some(i * 20), &[1; SAMPLES_8K], &mut out);
+        }
+        rec.handle_time(0, &mut out);
+        for i in 0..40u64 {
+            let now = 20 + i * 20;
+            // a word from 400 ms of the call's time to 600 ms
+            let b = if (400..600).contains(&now) { 9 } else { 1 };
+            rec.handle_caller_frame(now + 3, Some(560 + now), &[b; SAMPLES_8K], &mut out);
+            rec.handle_time(now + 3, &mut out);
+            drain(&mut rec, &mut out, &mut all);
+        }
+        assert_eq!(rec.late_frames(), 0);
+        rec.finish(823, &mut out);
+        drain(&mut rec, &mut out, &mut all);
+        let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
+        let word: Vec<usize> = (0..caller.len()).filter(|&i| caller[i] == d(9)).collect();
+        // heard from slot 20 (400 ms); the timestamps place it up to the tolerance later (the
+        // carrier's timeline, 560 ms ahead, would put it at slot 48)
+        assert_eq!(word.len(), 10, "{word:?}");
+        assert!((20..=22).contains(&word[0]), "{word:?}");
+        assert_eq!(word[9] - word[0], 9, "{word:?}");
+        assert_eq!(caller.len(), 42, "the recording is as long as the call");
     }
 
     /// Ordinary network delay on the first frame moves nothing: the carrier's timeline stands.
