@@ -153,6 +153,8 @@ struct Extras {
     speaks_languages: bool,
     /// The context by meaning, and the meanings the recogniser's words come with.
     meanings: Option<(Arc<ContextMeanings>, MeaningOf)>,
+    /// The carrier's stream began this long before the call's clock: its timestamps run ahead.
+    carrier_ahead_ms: u64,
 }
 
 /// What the scripted model does with a reading request.
@@ -360,6 +362,7 @@ impl Sim {
             caller_language,
             speaks_languages,
             meanings,
+            carrier_ahead_ms,
         } = extras;
         let (context_meanings, meaning_of) = match meanings {
             Some((m, of)) => (Some(m), of),
@@ -367,6 +370,7 @@ impl Sim {
         };
         let t0 = Instant::now();
         let mut carrier = FakeCarrier::new(carrier, codec, CallInfo::default(), t0).unwrap();
+        carrier.skip_media_ms(carrier_ahead_ms);
         let mut codec = carrier.server_codec();
         carrier.connect();
         let start = take_out(&mut carrier)
@@ -1078,6 +1082,41 @@ fn a_whole_call_completes_with_answers_disclosures_and_a_gapless_recording() {
     for l in &lat {
         assert!(l.endpointing_ms >= 700 && l.endpointing_ms <= 1300, "{l:?}");
         assert!(l.total_ms >= l.endpointing_ms);
+    }
+}
+
+/// The carrier's stream began 560 ms before the call's clock (a slow call set-up): every caller
+/// turn's stored times still hold its audio in the recording, which before stop 49 put the
+/// caller's channel 560 ms after the turns and the agent audio they answered.
+#[test]
+fn a_carrier_timeline_ahead_of_the_call_keeps_the_callers_turns_on_their_audio() {
+    let extras = Extras {
+        carrier_ahead_ms: 560,
+        ..Extras::default()
+    };
+    let mut sim = Sim::twilio(settings(), happy_script(), extras);
+    sim.run(180_000);
+    assert_eq!(sim.ended, Some(EndReason::Completed));
+    let voiced = |slot: &RecordFrame| slot.caller.iter().any(|&s| s.abs() > 100);
+    let caller_frames = sim.record.iter().filter(|f| voiced(f)).count();
+    assert_eq!(
+        caller_frames as u64,
+        (800 + 600 + 400 + 500 + 700 + 500) / 20
+    );
+    let turns: Vec<_> = sim
+        .transcript()
+        .into_iter()
+        .filter(|l| l.speaker == Speaker::Caller && !l.dtmf)
+        .collect();
+    assert_eq!(turns.len(), 6, "{turns:?}");
+    for l in turns {
+        let slots = &sim.record[(l.start_ms / 20) as usize..(l.end_ms / 20) as usize];
+        let heard = slots.iter().filter(|f| voiced(f)).count();
+        assert!(
+            heard * 10 >= slots.len() * 9,
+            "{l:?}: {heard} of its {} slots voiced",
+            slots.len()
+        );
     }
 }
 

@@ -422,6 +422,12 @@ impl FakeCarrier {
         }
     }
 
+    /// The caller's media timestamps go on from `ms` (as if the stream had begun that long
+    /// before the first frame sent from now on).
+    pub fn skip_media_ms(&mut self, ms: u64) {
+        self.media_ms += ms;
+    }
+
     /// Caller audio, µ-law 8 kHz: one media message per 20 ms (a short last slice is padded
     /// with silence), with the carrier's counters and timestamps.
     pub fn send_audio(&mut self, mulaw: &[u8]) {
