@@ -27,6 +27,10 @@ const TRUSTED_MS: i64 = 1_000;
 /// timeline is taken to run ahead of the call's (timestamps jitter by a frame or so).
 const EARLY_TOLERANCE_MS: i64 = 40;
 
+/// Timestamped frames in a row that must say so before the timeline is moved back: one odd
+/// timestamp moves nothing.
+const EARLY_FRAMES: u8 = 5;
+
 /// Caller slots that may be pending at once: the recording delay plus a carrier's timestamp
 /// jitter, with margin.
 pub(crate) const MAX_PENDING_SLOTS: usize = 36;
@@ -74,9 +78,12 @@ pub(super) struct Recording {
     /// timeline starts at its first media message, as Plivo's does once rebased, and whose first
     /// message came well after `start`); then the carrier's timeline is moved to when it was
     /// heard, where the engine placed it, instead of every frame being dropped as late.
-    /// Lowered whenever a frame would land more than [`EARLY_TOLERANCE_MS`] after it was heard
-    /// (see [`Recording::handle_caller_frame`]).
+    /// Lowered when [`EARLY_FRAMES`] timestamped frames in a row would land more than
+    /// [`EARLY_TOLERANCE_MS`] after they were heard (see [`Recording::handle_caller_frame`]).
     timestamp_offset_ms: Option<i64>,
+    /// Timestamped frames in a row that would land that much after they were heard, and the
+    /// least of how much.
+    early: (u8, i64),
     delay_ms: u64,
 }
 
@@ -92,6 +99,7 @@ impl Recording {
             announced: false,
             caller_slot: 0,
             timestamp_offset_ms: None,
+            early: (0, 0),
             delay_ms: delay.as_millis() as u64,
         }
     }
@@ -114,16 +122,27 @@ impl Recording {
                 let lag = now.saturating_sub(ts);
                 if lag >= delay_ms { lag } else { 0 }
             });
-            // A frame is never heard before its time. One that would land later than it was
-            // heard (within the second a timestamp is trusted for) says the carrier's timeline
-            // runs ahead of the call's: its stream began before the call's clock did and the
-            // frames of that gap came at once when the call was set up. The timeline moves back
-            // to when it is heard, where the engine's turns are timed, instead of every later
-            // caller frame being recorded that much after the agent audio it answered.
-            let placed = ts.saturating_add(offset);
-            if placed > now + EARLY_TOLERANCE_MS && placed <= now + TRUSTED_MS {
-                offset = now - ts;
-                self.timestamp_offset_ms = Some(offset);
+            // A frame is never heard before its time. Frames that would land later than they
+            // were heard (within the second a timestamp is trusted for) say the carrier's
+            // timeline runs ahead of the call's: its stream began before the call's clock did
+            // and the frames of that gap came at once when the call was set up. The timeline
+            // moves back to when they are heard, where the engine's turns are timed, instead of
+            // every later caller frame being recorded that much after the agent audio it
+            // answered; by the least of a few frames' leads, so jitter does not overshoot.
+            let early = ts.saturating_add(offset) - now;
+            if early > EARLY_TOLERANCE_MS && early <= TRUSTED_MS {
+                let (frames, least) = self.early;
+                self.early = (
+                    frames + 1,
+                    if frames == 0 { early } else { least.min(early) },
+                );
+                if self.early.0 >= EARLY_FRAMES {
+                    offset -= self.early.1;
+                    self.timestamp_offset_ms = Some(offset);
+                    self.early = (0, 0);
+                }
+            } else {
+                self.early = (0, 0);
             }
             u64::try_from(ts.saturating_add(offset)).unwrap_or(u64::MAX)
         });
@@ -433,6 +452,28 @@ mod tests {
         assert!((20..=22).contains(&word[0]), "{word:?}");
         assert_eq!(word[9] - word[0], 9, "{word:?}");
         assert_eq!(caller.len(), 42, "the recording is as long as the call");
+    }
+
+    /// One frame whose timestamp jumps half a second ahead (a carrier's glitch) moves nothing:
+    /// the frames after it are recorded where their timestamps put them, none dropped as late.
+    #[test]
+    fn one_odd_timestamp_ahead_moves_nothing() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        let mut all = Vec::new();
+        for i in 0..40u64 {
+            let now = i * 20;
+            let ts = if i == 20 { now + 500 } else { now };
+            rec.handle_caller_frame(now + 5, Some(ts), &[7; SAMPLES_8K], &mut out);
+            rec.handle_time(now + 5, &mut out);
+            drain(&mut rec, &mut out, &mut all);
+        }
+        assert_eq!(rec.late_frames(), 0);
+        rec.finish(805, &mut out);
+        drain(&mut rec, &mut out, &mut all);
+        let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
+        let quiet: Vec<usize> = (0..40).filter(|&i| caller[i] != d(7)).collect();
+        assert_eq!(quiet, vec![20], "only the odd frame's own slot");
     }
 
     /// Ordinary network delay on the first frame moves nothing: the carrier's timeline stands.
