@@ -354,6 +354,19 @@ mod tests {
         g711::ulaw_decode(b)
     }
 
+    /// The call ends at `now_ms`: the rest of the recording is taken, and the caller's
+    /// channel, a sample per slot (the tests' frames are made of one code), returned.
+    fn finish_caller(
+        rec: &mut Recording,
+        now_ms: u64,
+        out: &mut VecDeque<Output>,
+        all: &mut Vec<i16>,
+    ) -> Vec<i16> {
+        rec.finish(now_ms, out);
+        drain(rec, out, all);
+        all.iter().step_by(2 * SAMPLES_8K).copied().collect()
+    }
+
     fn drain(rec: &mut Recording, out: &mut VecDeque<Output>, all: &mut Vec<i16>) {
         while let Some(o) = out.pop_front() {
             if matches!(o, Output::Recording) {
@@ -381,9 +394,7 @@ mod tests {
             rec.handle_time(now, &mut out);
         }
         assert_eq!(rec.late_frames(), 0);
-        rec.finish(1_400, &mut out);
-        drain(&mut rec, &mut out, &mut all);
-        let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
+        let caller = finish_caller(&mut rec, 1_400, &mut out, &mut all);
         assert_eq!(caller.len(), 70);
         assert_eq!(&caller[..10], &[d(1); 10]);
         assert!(
@@ -409,9 +420,7 @@ mod tests {
             drain(&mut rec, &mut out, &mut all);
         }
         assert_eq!(rec.late_frames(), 0);
-        rec.finish(1_000, &mut out);
-        drain(&mut rec, &mut out, &mut all);
-        let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
+        let caller = finish_caller(&mut rec, 1_000, &mut out, &mut all);
         assert_eq!(caller.len(), 50);
         assert!(
             caller[..30].iter().all(|&s| s == 0),
@@ -442,9 +451,7 @@ mod tests {
             drain(&mut rec, &mut out, &mut all);
         }
         assert_eq!(rec.late_frames(), 0);
-        rec.finish(823, &mut out);
-        drain(&mut rec, &mut out, &mut all);
-        let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
+        let caller = finish_caller(&mut rec, 823, &mut out, &mut all);
         let word: Vec<usize> = (0..caller.len()).filter(|&i| caller[i] == d(9)).collect();
         // heard from slot 20 (400 ms); the timestamps place it up to the tolerance later (the
         // carrier's timeline, 560 ms ahead, would put it at slot 48)
@@ -469,9 +476,7 @@ mod tests {
             drain(&mut rec, &mut out, &mut all);
         }
         assert_eq!(rec.late_frames(), 0);
-        rec.finish(805, &mut out);
-        drain(&mut rec, &mut out, &mut all);
-        let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
+        let caller = finish_caller(&mut rec, 805, &mut out, &mut all);
         let quiet: Vec<usize> = (0..40).filter(|&i| caller[i] != d(7)).collect();
         assert_eq!(quiet, vec![20], "only the odd frame's own slot");
     }
@@ -485,9 +490,7 @@ mod tests {
         for i in 0..5u64 {
             rec.handle_caller_frame(60 + i * 20, Some(i * 20), &[5; SAMPLES_8K], &mut out);
         }
-        rec.finish(160, &mut out);
-        drain(&mut rec, &mut out, &mut all);
-        let caller: Vec<i16> = all.iter().step_by(2 * SAMPLES_8K).copied().collect();
+        let caller = finish_caller(&mut rec, 160, &mut out, &mut all);
         assert_eq!(
             &caller[..5],
             &[d(5); 5],
