@@ -31,6 +31,9 @@ const EARLY_TOLERANCE_MS: i64 = 40;
 /// timestamp moves nothing.
 const EARLY_FRAMES: u8 = 5;
 
+/// No frames in a row have landed after they were heard.
+const NO_RUN: (u8, i64) = (0, i64::MAX);
+
 /// Caller slots that may be pending at once: the recording delay plus a carrier's timestamp
 /// jitter, with margin.
 pub(crate) const MAX_PENDING_SLOTS: usize = 36;
@@ -82,7 +85,7 @@ pub(super) struct Recording {
     /// [`EARLY_TOLERANCE_MS`] after they were heard (see [`Recording::handle_caller_frame`]).
     timestamp_offset_ms: Option<i64>,
     /// Timestamped frames in a row that would land that much after they were heard, and the
-    /// least of how much.
+    /// least of how much ([`NO_RUN`] when there are none).
     early: (u8, i64),
     delay_ms: u64,
 }
@@ -99,7 +102,7 @@ impl Recording {
             announced: false,
             caller_slot: 0,
             timestamp_offset_ms: None,
-            early: (0, 0),
+            early: NO_RUN,
             delay_ms: delay.as_millis() as u64,
         }
     }
@@ -132,17 +135,14 @@ impl Recording {
             let early = ts.saturating_add(offset) - now;
             if early > EARLY_TOLERANCE_MS && early <= TRUSTED_MS {
                 let (frames, least) = self.early;
-                self.early = (
-                    frames + 1,
-                    if frames == 0 { early } else { least.min(early) },
-                );
+                self.early = (frames + 1, least.min(early));
                 if self.early.0 >= EARLY_FRAMES {
                     offset -= self.early.1;
                     self.timestamp_offset_ms = Some(offset);
-                    self.early = (0, 0);
+                    self.early = NO_RUN;
                 }
             } else {
-                self.early = (0, 0);
+                self.early = NO_RUN;
             }
             u64::try_from(ts.saturating_add(offset)).unwrap_or(u64::MAX)
         });
@@ -367,6 +367,21 @@ mod tests {
         all.iter().step_by(2 * SAMPLES_8K).copied().collect()
     }
 
+    /// A caller frame of code `b` heard at `now_ms`, the time handled, and what is committed
+    /// taken.
+    fn hear(
+        rec: &mut Recording,
+        now_ms: u64,
+        timestamp_ms: u64,
+        b: u8,
+        out: &mut VecDeque<Output>,
+        all: &mut Vec<i16>,
+    ) {
+        rec.handle_caller_frame(now_ms, Some(timestamp_ms), &[b; SAMPLES_8K], out);
+        rec.handle_time(now_ms, out);
+        drain(rec, out, all);
+    }
+
     fn drain(rec: &mut Recording, out: &mut VecDeque<Output>, all: &mut Vec<i16>) {
         while let Some(o) = out.pop_front() {
             if matches!(o, Output::Recording) {
@@ -414,10 +429,7 @@ mod tests {
         let mut all = Vec::new();
         rec.handle_time(600, &mut out);
         for i in 0..20u64 {
-            let now = 600 + i * 20;
-            rec.handle_caller_frame(now, Some(i * 20), &[5; SAMPLES_8K], &mut out);
-            rec.handle_time(now, &mut out);
-            drain(&mut rec, &mut out, &mut all);
+            hear(&mut rec, 600 + i * 20, i * 20, 5, &mut out, &mut all);
         }
         assert_eq!(rec.late_frames(), 0);
         let caller = finish_caller(&mut rec, 1_000, &mut out, &mut all);
@@ -446,9 +458,7 @@ mod tests {
             let now = 20 + i * 20;
             // a word from 400 ms of the call's time to 600 ms
             let b = if (400..600).contains(&now) { 9 } else { 1 };
-            rec.handle_caller_frame(now + 3, Some(560 + now), &[b; SAMPLES_8K], &mut out);
-            rec.handle_time(now + 3, &mut out);
-            drain(&mut rec, &mut out, &mut all);
+            hear(&mut rec, now + 3, 560 + now, b, &mut out, &mut all);
         }
         assert_eq!(rec.late_frames(), 0);
         let caller = finish_caller(&mut rec, 823, &mut out, &mut all);
@@ -471,9 +481,7 @@ mod tests {
         for i in 0..40u64 {
             let now = i * 20;
             let ts = if i == 20 { now + 500 } else { now };
-            rec.handle_caller_frame(now + 5, Some(ts), &[7; SAMPLES_8K], &mut out);
-            rec.handle_time(now + 5, &mut out);
-            drain(&mut rec, &mut out, &mut all);
+            hear(&mut rec, now + 5, ts, 7, &mut out, &mut all);
         }
         assert_eq!(rec.late_frames(), 0);
         let caller = finish_caller(&mut rec, 805, &mut out, &mut all);
