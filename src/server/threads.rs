@@ -273,26 +273,6 @@ struct Dues {
 }
 
 impl Dues {
-    /// A slot for a new call (a freed one if there is one), with nothing due.
-    fn claim(&mut self) -> usize {
-        self.free.pop().unwrap_or_else(|| {
-            self.slots.push(None);
-            self.slots.len() - 1
-        })
-    }
-
-    fn set(&mut self, slot: usize, due: Option<Instant>) {
-        if let Some(s) = self.slots.get_mut(slot) {
-            *s = due;
-        }
-    }
-
-    /// The call of `slot` has ended: nothing due, and the slot free for the next call.
-    fn release(&mut self, slot: usize) {
-        self.set(slot, None);
-        self.free.push(slot);
-    }
-
     /// The earliest due time not more than [`DUE_GRACE`] before `now` (an older one is a call
     /// that has not been woken since: its frame is late, and waiting on it would stop the
     /// batching).
@@ -314,12 +294,6 @@ impl Load {
     /// Whether the thread holds back its wake-ups: only with enough calls for batching to pay
     /// ([`COALESCE_FROM_CALLS`]) and no HTTP request in progress (a request waits on the
     /// database several times; each wait would add up to an interval).
-    /// Its calls' due times (a call that panicked while holding them left them whole: each
-    /// change is one assignment).
-    fn dues(&self) -> std::sync::MutexGuard<'_, Dues> {
-        self.dues.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn coalesces(&self) -> bool {
         self.requests.load(Ordering::Relaxed) == 0
             && self.calls.load(Ordering::Relaxed) >= COALESCE_FROM_CALLS
@@ -381,13 +355,28 @@ pub struct DueOnThread(Option<(Arc<Load>, usize)>);
 
 impl DueOnThread {
     pub fn enter() -> Self {
-        Self(THREAD_LOAD.with_borrow(|load| load.as_ref().map(|l| (l.clone(), l.dues().claim()))))
+        Self(THREAD_LOAD.with_borrow(|load| {
+            load.as_ref().map(|l| {
+                let mut dues = l.dues.lock().unwrap_or_else(|e| e.into_inner());
+                let slot = match dues.free.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        dues.slots.push(None);
+                        dues.slots.len() - 1
+                    }
+                };
+                (l.clone(), slot)
+            })
+        }))
     }
 
     /// The call's next decision is due at `due` (`None`: nothing due).
     pub fn set(&self, due: Option<Instant>) {
         if let Some((load, slot)) = &self.0 {
-            load.dues().set(*slot, due);
+            let mut dues = load.dues.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = dues.slots.get_mut(*slot) {
+                *s = due;
+            }
         }
     }
 }
@@ -395,7 +384,11 @@ impl DueOnThread {
 impl Drop for DueOnThread {
     fn drop(&mut self) {
         if let Some((load, slot)) = self.0.take() {
-            load.dues().release(slot);
+            let mut dues = load.dues.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = dues.slots.get_mut(slot) {
+                *s = None;
+                dues.free.push(slot);
+            }
         }
     }
 }
@@ -425,7 +418,11 @@ fn coalesce_wake_ups(builder: &mut tokio::runtime::Builder, interval: Duration, 
                 return;
             }
             let now = Instant::now();
-            let due = load.dues().earliest(now);
+            let due = load
+                .dues
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .earliest(now);
             if let Some(wait) = wait_before_park(WOKE.get(), now, interval, due) {
                 std::thread::sleep(wait);
             }
@@ -556,16 +553,20 @@ mod tests {
         let b = DueOnThread::enter();
         a.set(Some(t0));
         b.set(Some(t0 + Duration::from_millis(5)));
-        assert_eq!(load.dues().earliest(t0), Some(t0));
+        assert_eq!(load.dues.lock().unwrap().earliest(t0), Some(t0));
         drop(a);
         assert_eq!(
-            load.dues().earliest(t0),
+            load.dues.lock().unwrap().earliest(t0),
             Some(t0 + Duration::from_millis(5))
         );
         let c = DueOnThread::enter();
-        assert_eq!(load.dues().slots.len(), 2, "the freed slot is reused");
+        assert_eq!(
+            load.dues.lock().unwrap().slots.len(),
+            2,
+            "the freed slot is reused"
+        );
         drop((b, c));
-        assert_eq!(load.dues().earliest(t0), None);
+        assert_eq!(load.dues.lock().unwrap().earliest(t0), None);
         THREAD_LOAD.set(None);
         assert!(DueOnThread::enter().0.is_none(), "not a connection thread");
     }
