@@ -74,8 +74,13 @@ pub(super) struct Recording {
     /// that commits more than a chunk's worth at once announces it once, not once per 25 slots
     /// (the driver takes everything committed at the first announcement).
     announced: bool,
-    /// Where the next caller frame goes when the carrier gives no usable timestamp.
-    caller_slot: u64,
+    /// Where the next caller frame goes when the carrier gives no usable timestamp; `None` until
+    /// the first frame, which goes where it is heard.
+    caller_slot: Option<u64>,
+    /// When the last caller frame was heard: frames heard at the same time came in one burst
+    /// (one message cut in frames, or a backlog read at once), and only the first of them says
+    /// where a stream without timestamps stands against the call's time.
+    caller_heard_ms: Option<u64>,
     /// Added to the carrier's timestamps, decided by the first frame that has one: zero, unless
     /// that frame arrived later than the recording delay after its timestamp (a carrier whose
     /// timeline starts at its first media message, as Plivo's does once rebased, and whose first
@@ -84,8 +89,8 @@ pub(super) struct Recording {
     /// Lowered when [`EARLY_FRAMES`] timestamped frames in a row would land more than
     /// [`EARLY_TOLERANCE_MS`] after they were heard (see [`Recording::handle_caller_frame`]).
     timestamp_offset_ms: Option<i64>,
-    /// Timestamped frames in a row that would land that much after they were heard, and the
-    /// least of how much ([`NO_RUN`] when there are none).
+    /// Frames in a row that would land that much after they were heard, and the least of how
+    /// much ([`NO_RUN`] when there are none); see [`Recording::early_run`].
     early: (u8, i64),
     delay_ms: u64,
 }
@@ -100,7 +105,8 @@ impl Recording {
             dropped_late: 0,
             chunk: Vec::with_capacity(RECORDING_CHUNK_SAMPLES),
             announced: false,
-            caller_slot: 0,
+            caller_slot: None,
+            caller_heard_ms: None,
             timestamp_offset_ms: None,
             early: NO_RUN,
             delay_ms: delay.as_millis() as u64,
@@ -109,7 +115,8 @@ impl Recording {
 
     /// One 20 ms caller frame. `timestamp_ms` (the carrier's, for the first frame of a message;
     /// moved by the call's timestamp offset, see `timestamp_offset_ms`) places it when it is
-    /// within a second of `now_ms`; otherwise it follows the previous one.
+    /// within a second of `now_ms`; otherwise it follows the previous one (the first one, or
+    /// one after a pause longer than the recording delay, goes where it is heard).
     pub(super) fn handle_caller_frame(
         &mut self,
         now_ms: u64,
@@ -125,45 +132,70 @@ impl Recording {
                 let lag = now.saturating_sub(ts);
                 if lag >= delay_ms { lag } else { 0 }
             });
-            // A frame is never heard before its time. Frames that would land later than they
-            // were heard (within the second a timestamp is trusted for) say the carrier's
-            // timeline runs ahead of the call's: its stream began before the call's clock did
-            // and the frames of that gap came at once when the call was set up. The timeline
-            // moves back to when they are heard, where the engine's turns are timed, instead of
-            // every later caller frame being recorded that much after the agent audio it
-            // answered; by the least of a few frames' leads, so jitter does not overshoot.
-            let early = ts.saturating_add(offset) - now;
-            if early > EARLY_TOLERANCE_MS && early <= TRUSTED_MS {
-                let (frames, least) = self.early;
-                self.early = (frames + 1, least.min(early));
-                if self.early.0 >= EARLY_FRAMES {
-                    offset -= self.early.1;
-                    self.timestamp_offset_ms = Some(offset);
-                    self.early = NO_RUN;
-                }
-            } else {
-                self.early = NO_RUN;
+            // Frames that would land later than they were heard say the carrier's timeline
+            // runs ahead of the call's: its stream began before the call's clock did and the
+            // frames of that gap came at once when the call was set up. The timeline moves back
+            // to when they are heard, where the engine's turns are timed, instead of every later
+            // caller frame being recorded that much after the agent audio it answered.
+            if let Some(least) = self.early_run(ts.saturating_add(offset) - now) {
+                offset -= least;
+                self.timestamp_offset_ms = Some(offset);
             }
             u64::try_from(ts.saturating_add(offset)).unwrap_or(u64::MAX)
         });
+        let burst = self.caller_heard_ms.replace(now_ms) == Some(now_ms);
         const TRUSTED_SLOTS: u64 = TRUSTED_MS as u64 / FRAME;
-        let slot = match timestamp_ms {
-            Some(ts)
+        let slot = match (timestamp_ms, self.caller_slot) {
+            (Some(ts), _)
                 if ts / FRAME + TRUSTED_SLOTS >= now_ms / FRAME
                     && ts / FRAME <= now_ms / FRAME + TRUSTED_SLOTS =>
             {
                 ts / FRAME
             }
-            // no usable timestamp, and the stream paused for longer than the recording delay
-            // (its next slot is already committed): it resumes now, not in the past, where every
-            // later frame would be late too
-            _ if self.caller_slot < self.base_slot => (now_ms / FRAME).max(self.base_slot),
-            _ => self.caller_slot,
+            // no usable timestamp: the frame follows the previous one, unless the first of a
+            // burst says the stream runs ahead of the call's time, as a stream without any does
+            // when what it sent while the call was set up is read at once. That lead would
+            // record every later caller frame after the agent audio it answered, and after the
+            // turn the engine timed; the stream moves back to when its frames are heard, by
+            // the least lead of a few bursts
+            (None, Some(next)) if next >= self.base_slot && burst => next,
+            (None, Some(next)) if next >= self.base_slot => {
+                let lead = (next * FRAME) as i64 - now_ms as i64;
+                match self.early_run(lead) {
+                    Some(least) => next
+                        .saturating_sub(least as u64 / FRAME)
+                        .max(self.base_slot),
+                    None => next,
+                }
+            }
+            (Some(_), Some(next)) if next >= self.base_slot => next,
+            // the first frame; or the stream paused for longer than the recording delay (its
+            // next slot is already committed): it goes where it is heard, not in the past, where
+            // every later frame would be late too
+            _ => (now_ms / FRAME).max(self.base_slot),
         };
-        self.caller_slot = slot + 1;
+        self.caller_slot = Some(slot + 1);
         if let Some(s) = self.slot(slot, out) {
             *s = *mulaw;
         }
+    }
+
+    /// A frame would land `early_ms` after it was heard. A frame is never heard before its time,
+    /// so [`EARLY_FRAMES`] in a row that would land more than [`EARLY_TOLERANCE_MS`] after (within
+    /// the second a timeline is trusted for) say the carrier's timeline runs ahead of the call's:
+    /// the least of their leads, by which to move it back (the least, so that jitter does not
+    /// overshoot), once the run is complete.
+    fn early_run(&mut self, early_ms: i64) -> Option<i64> {
+        if early_ms > EARLY_TOLERANCE_MS && early_ms <= TRUSTED_MS {
+            let (frames, least) = self.early;
+            self.early = (frames + 1, least.min(early_ms));
+            if self.early.0 >= EARLY_FRAMES {
+                return Some(std::mem::replace(&mut self.early, NO_RUN).1);
+            }
+        } else {
+            self.early = NO_RUN;
+        }
+        None
     }
 
     /// Agent audio (µ-law, whole frames) that plays from `play_at_ms`, a frame per slot. Audio
@@ -504,6 +536,69 @@ mod tests {
             &[d(5); 5],
             "placed by its timestamps, from slot 0"
         );
+    }
+
+    /// A stream without timestamps (Vonage) whose frames sent while the call was set up are read
+    /// at once runs ahead of the call's time by that backlog: it moves back to when its frames
+    /// are heard, where the engine times the caller's turns, within a few frames.
+    #[test]
+    fn frames_without_timestamps_running_ahead_move_back_to_when_they_are_heard() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        let mut all = Vec::new();
+        // 300 ms of backlog (code 1) read at once as the call starts, then frames in real time,
+        // each made of the slot it is heard in
+        for _ in 0..15 {
+            rec.handle_caller_frame(0, None, &[1; SAMPLES_8K], &mut out);
+        }
+        for i in 1..=40u64 {
+            rec.handle_caller_frame(i * FRAME, None, &[100 + i as u8; SAMPLES_8K], &mut out);
+            rec.handle_time(i * FRAME, &mut out);
+            drain(&mut rec, &mut out, &mut all);
+        }
+        let caller = finish_caller(&mut rec, 41 * FRAME, &mut out, &mut all);
+        // from the sixth real-time frame on, each lands where it was heard
+        for i in 6..=40u64 {
+            assert_eq!(caller[i as usize], d(100 + i as u8), "slot {i}: {caller:?}");
+        }
+        assert_eq!(rec.late_frames(), 0);
+    }
+
+    /// ...but one message cut in frames is one burst: a stream without timestamps sending 160 ms
+    /// messages in real time stays gapless, each message where it was heard.
+    #[test]
+    fn frames_without_timestamps_in_long_messages_stay_in_order() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        let mut all = Vec::new();
+        for m in 0..10u64 {
+            let now = m * 8 * FRAME;
+            for f in 0..8u64 {
+                let code = (m * 8 + f) as u8;
+                rec.handle_caller_frame(now, None, &[code; SAMPLES_8K], &mut out);
+            }
+            rec.handle_time(now, &mut out);
+            drain(&mut rec, &mut out, &mut all);
+        }
+        let caller = finish_caller(&mut rec, 80 * FRAME, &mut out, &mut all);
+        let expected: Vec<i16> = (0..80u8).map(d).collect();
+        assert_eq!(&caller[..80], &expected[..]);
+    }
+
+    /// The first frame of a stream without timestamps is recorded when it is heard, not at the
+    /// call's start.
+    #[test]
+    fn the_first_frame_without_a_timestamp_goes_where_it_is_heard() {
+        let mut rec = Recording::new(Duration::from_millis(400));
+        let mut out = VecDeque::new();
+        let mut all = Vec::new();
+        for i in 15..30u64 {
+            rec.handle_caller_frame(i * FRAME, None, &[3; SAMPLES_8K], &mut out);
+        }
+        let caller = finish_caller(&mut rec, 30 * FRAME, &mut out, &mut all);
+        assert_eq!(caller.len(), 30);
+        assert!(caller[..15].iter().all(|&s| s == 0), "{caller:?}");
+        assert!(caller[15..].iter().all(|&s| s == d(3)), "{caller:?}");
     }
 
     #[test]
