@@ -256,6 +256,9 @@ pub fn run_carrier(
     // a block, not an `async fn`: an async fn keeps its arguments twice for the whole call (as
     // captured and as moved into its locals), about 1.3 KB here (`-Zprint-type-sizes`)
     async move {
+        // until the greeting goes out, the thread handles this call as it comes: its `start`
+        // and the lookups after it would each wait out a batched wake-up (`threads.rs`)
+        let starting = super::threads::WaitOnThread::enter();
         let carrier = codec.carrier();
         let start = match wait_for_start(&mut socket, &mut codec).await {
             Ok(s) => s,
@@ -317,13 +320,14 @@ pub fn run_carrier(
             coalescer: RecvCoalescer::new(media_socket, Instant::now()),
             gaps: Default::default(),
         }));
-        run_call(state, socket, call, wire).await;
+        run_call(state, socket, call, wire, starting).await;
     }
 }
 
 /// Run a browser test call (`GET /web/call`, already authorised) to its end.
 pub async fn run_web(state: AppState, socket: WebSocket, call: crate::store::CallRow) {
-    run_call(state, socket, call, Wire::Web).await;
+    let starting = super::threads::WaitOnThread::enter();
+    run_call(state, socket, call, Wire::Web, starting).await;
 }
 
 /// How a call's audio and control messages travel on its socket.
@@ -361,6 +365,7 @@ fn run_call(
     mut socket: WebSocket,
     call: crate::store::CallRow,
     wire: Wire,
+    starting: super::threads::WaitOnThread,
 ) -> impl std::future::Future<Output = ()> {
     // (a block, as `run_carrier`)
     async move {
@@ -499,6 +504,7 @@ fn run_call(
             messages: Vec::new(),
             socket_open: true,
             unflushed: false,
+            starting: Some(starting),
         }
         .run()
         .await;
@@ -562,6 +568,9 @@ struct CallDriver<'a> {
     socket_open: bool,
     /// Messages fed to the socket since the last flush.
     unflushed: bool,
+    /// Held from the media socket's upgrade until the first outputs (the greeting) are carried
+    /// out: the thread does not batch its wake-ups meanwhile.
+    starting: Option<super::threads::WaitOnThread>,
 }
 
 impl CallDriver<'_> {
@@ -582,12 +591,17 @@ impl CallDriver<'_> {
             // socket's receive low-water mark is held at one byte (`socket.rs`), so a barge-in
             // stops the agent as soon as it would without either batching
             let mut over_agent: Option<super::threads::WaitOnThread> = None;
+            // when a caller quiet mid-turn will have been quiet long enough to end the turn: the
+            // thread does not batch its wake-ups past it, so the reply is not held back
+            let due_slot = super::threads::DueOnThread::enter();
+            let mut due_set = None;
             let reason = loop {
                 // carry out every output; stop at the next deadline
                 let (deadline, ended) = self.drain(&btx).await;
                 if let Some(reason) = ended {
                     break reason;
                 }
+                self.starting = None;
                 let talking_over = self.engine.caller_over_agent();
                 if talking_over != over_agent.is_some() {
                     over_agent = talking_over.then(super::threads::WaitOnThread::enter);
@@ -595,6 +609,11 @@ impl CallDriver<'_> {
                     if let Wire::Carrier(w) = &mut self.wire {
                         w.coalescer.hold(talking_over);
                     }
+                }
+                let due = self.engine.turn_decision_due();
+                if due != due_set {
+                    due_set = due;
+                    due_slot.set(due);
                 }
                 let deadline = match &self.wire {
                     Wire::Carrier(w) => w

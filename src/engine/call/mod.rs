@@ -715,6 +715,17 @@ impl CallEngine {
             && (self.turn_taking.over_agent() || self.barge_check.is_some())
     }
 
+    /// When the caller, quiet mid-turn, will have been quiet long enough for the turn's next
+    /// decision (the pause that asks the end-of-turn model, or the turn's end) if they stay
+    /// quiet: about when the frame that completes it arrives. `None` while no turn is being
+    /// captured or the caller is talking. A driver that batches its wake-ups wakes by then, so
+    /// that the reply is not held back (`server::threads`).
+    pub fn turn_decision_due(&self) -> Option<Instant> {
+        let frames = self.turn_taking.frames_to_decision()?;
+        let due_ms = self.now_ms + u64::from(frames) * FRAME;
+        Some(self.start + Duration::from_millis(due_ms))
+    }
+
     /// What the dialogue is waiting for (a hint for recognisers).
     pub fn expecting(&self) -> Expect {
         self.dialogue.expect()

@@ -279,6 +279,21 @@ impl TurnTaking {
         }
     }
 
+    /// Frames of quiet still to come, if the caller stays quiet, before the turn's next decision:
+    /// the pause that asks an end-of-turn model, or the end of the turn (the shorter window, then
+    /// the longer one allowed mid-answer, once the shorter has passed). `None` while no
+    /// utterance is captured, the caller is talking (nothing can be decided before they are
+    /// quiet), or every window has passed.
+    pub fn frames_to_decision(&self) -> Option<u32> {
+        let cap = self.capture.as_ref().filter(|c| c.silence_frames > 0)?;
+        let t = self.timing;
+        [t.pause, t.endpoint, t.endpoint_long]
+            .into_iter()
+            .filter(|&window| window > cap.silence_frames)
+            .min()
+            .map(|window| window - cap.silence_frames)
+    }
+
     /// An utterance is being captured that began while the agent spoke (a possible barge-in).
     pub fn over_agent(&self) -> bool {
         self.capture.as_ref().is_some_and(|c| c.during_agent)
@@ -341,6 +356,39 @@ mod tests {
         agent_interruptible: false,
         long_pause: false,
     };
+
+    #[test]
+    fn the_next_decision_is_due_after_the_quiet_still_to_come() {
+        let mut t = TurnTaking::new(TurnTiming {
+            pause: 10,
+            ..timing()
+        });
+        let mut ms = 0;
+        assert_eq!(t.frames_to_decision(), None, "no turn");
+        feed(&mut t, &mut ms, 20, true, LISTENING);
+        assert_eq!(t.frames_to_decision(), None, "the caller is talking");
+        feed(&mut t, &mut ms, 4, false, LISTENING);
+        assert_eq!(
+            t.frames_to_decision(),
+            Some(6),
+            "the pause that asks the model"
+        );
+        feed(&mut t, &mut ms, 10, false, LISTENING);
+        assert_eq!(t.frames_to_decision(), Some(21), "the turn's end");
+        let mid_answer = Floor {
+            long_pause: true,
+            ..LISTENING
+        };
+        feed(&mut t, &mut ms, 30, false, mid_answer);
+        assert_eq!(
+            t.frames_to_decision(),
+            Some(16),
+            "the longer window mid-answer"
+        );
+        let ev = feed(&mut t, &mut ms, 16, false, mid_answer);
+        assert!(ev.iter().any(|e| matches!(e, TurnEvent::Ended(_))));
+        assert_eq!(t.frames_to_decision(), None, "the turn has ended");
+    }
 
     /// Feed `n` frames from `*ms` on, collecting events.
     fn feed(
