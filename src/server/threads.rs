@@ -48,17 +48,18 @@ use tokio::sync::{mpsc, watch};
 
 use super::socket::PeerSocket;
 
-/// The default shortest time between two wake-ups of a connection thread: four media frames, two
-/// of a call's socket reports once its receive low-water mark is raised (`socket.rs`). Not
+/// The default shortest time between two wake-ups of a connection thread: five media frames. Not
 /// longer than the moments a call must be handled at once: a caller talking over the agent and
 /// a call being set up are not held back at all (the driver holds a [`WaitOnThread`]), and a
 /// caller quiet mid-turn is handled when the frame that may end the turn arrives (the driver's
 /// [`DueOnThread`]). Measured (README, performance, stop 50), at 10 calls against 40 ms: the
 /// server's CPU 28 % less (exact per-thread CPU), the replies as soon (p99 860 → 842 ms), the
 /// greeting sooner (42 → 2 ms, with the set-up's hold), the barge-in's `clear` and the playout
-/// gaps unchanged. (40 ms before stop 50, a fifth less than 20 ms in issue 9's fourteenth round;
-/// 80 ms without the due times delayed the slowest replies by about 35 ms.)
-pub const WAKE_INTERVAL: Duration = Duration::from_millis(80);
+/// gaps unchanged. 100 ms since stop 51, the most `Config::wake_interval` allows: about a tenth
+/// less CPU than 80 at 10, 100 and 500 calls, replies and gaps the same. (40 ms before stop 50,
+/// a fifth less than 20 ms in issue 9's fourteenth round; 80 ms without the due times delayed
+/// the slowest replies by about 35 ms.)
+pub const WAKE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Calls and open connections a thread takes before the next thread is used (see the module
 /// docs). At the measured cost of a call on a busy thread (under 0.1 % of a core, `loadgen
