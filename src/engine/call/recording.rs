@@ -158,17 +158,17 @@ impl Recording {
             // record every later caller frame after the agent audio it answered, and after the
             // turn the engine timed; the stream moves back to when its frames are heard, by
             // the least lead of a few bursts
-            (None, Some(next)) if next >= self.base_slot && burst => next,
-            (None, Some(next)) if next >= self.base_slot => {
+            (ts, Some(next)) if next >= self.base_slot => {
                 let lead = (next * FRAME) as i64 - now_ms as i64;
-                match self.early_run(lead) {
-                    Some(least) => next
-                        .saturating_sub(least as u64 / FRAME)
-                        .max(self.base_slot),
-                    None => next,
-                }
+                let least = if ts.is_none() && !burst {
+                    self.early_run(lead)
+                } else {
+                    None
+                };
+                least.map_or(next, |l| {
+                    next.saturating_sub(l as u64 / FRAME).max(self.base_slot)
+                })
             }
-            (Some(_), Some(next)) if next >= self.base_slot => next,
             // the first frame; or the stream paused for longer than the recording delay (its
             // next slot is already committed): it goes where it is heard, not in the past, where
             // every later frame would be late too
