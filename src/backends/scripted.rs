@@ -1,9 +1,8 @@
 //! Deterministic, nearly free speech backends for load tests and end-to-end robustness tests.
 //! They go through the same traits, sessions and bounded buffers as the real ones.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use super::{
     BackendError, BoxFuture, Speech, SpeechToText, SttHint, SttSession, TextToSpeech,
@@ -119,55 +118,63 @@ pub const SCRIPTED_MS_PER_CHAR: u64 = 60;
 /// Longest scripted speech.
 pub const SCRIPTED_MAX_MS: u64 = 8_000;
 const SCRIPTED_RATE: u32 = 8_000;
-const CACHE_ENTRIES: usize = 1_024;
 
 /// Text-to-speech that returns a speech-shaped tone (a voiced buzz with syllable-rate loudness
-/// changes) at 8 kHz lasting 60 ms per character (at most 8 s), cached per text.
-#[derive(Debug, Clone, Default)]
-pub struct ScriptedTts {
-    cache: Arc<Mutex<HashMap<String, Arc<[i16]>>>>,
-}
+/// changes) at 8 kHz lasting 60 ms per character (at most 8 s).
+///
+/// Every line is the start of one shared waveform ([`unfaded`], computed once), faded in and
+/// out at its ends: a line costs a multiplication and a rounding a sample. Computing each line's
+/// waveform from its sines cost about 5 ms of the calling thread for an 8 s line (a connection
+/// thread, when a call has a line with the caller's name made ahead), about 3 % of the server's
+/// CPU at 10 load-test calls (`perf record`, issue 9), and the lines were kept per text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScriptedTts;
 
 impl ScriptedTts {
     pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn speech(&self, text: &str) -> Arc<[i16]> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pcm) = cache.get(text) {
-            return pcm.clone();
-        }
-        let pcm: Arc<[i16]> = tone(text).into();
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(text.to_owned(), pcm.clone());
-        pcm
+        Self
     }
 }
 
-/// The scripted waveform for `text`.
+/// The scripted waveform of the longest line before its fade-in and fade-out (8 s, 512 KiB,
+/// computed on first use): a 140 Hz buzz with a few harmonics, 4 syllables per second, a little
+/// breath noise.
+fn unfaded() -> &'static [f64] {
+    static WAVE: OnceLock<Box<[f64]>> = OnceLock::new();
+    WAVE.get_or_init(|| {
+        let n = (SCRIPTED_MAX_MS * u64::from(SCRIPTED_RATE) / 1000) as usize;
+        let rate = f64::from(SCRIPTED_RATE);
+        let mut noise: u32 = 0x1234_5678;
+        (0..n)
+            .map(|i| {
+                let t = i as f64 / rate;
+                let f0 = 140.0 * (1.0 + 0.05 * (2.0 * std::f64::consts::PI * 0.7 * t).sin());
+                let phase = 2.0 * std::f64::consts::PI * f0 * t;
+                let voiced = phase.sin() + 0.5 * (2.0 * phase).sin() + 0.3 * (3.0 * phase).sin();
+                noise ^= noise << 13;
+                noise ^= noise >> 17;
+                noise ^= noise << 5;
+                let breath = (noise as f64 / u32::MAX as f64) * 2.0 - 1.0;
+                let syllable = (std::f64::consts::PI * 4.0 * t).sin().abs();
+                (0.8 * voiced + 0.1 * breath) * syllable
+            })
+            .collect()
+    })
+}
+
+/// The scripted waveform for `text`: the start of [`unfaded`], 20 ms fades at both ends.
 fn tone(text: &str) -> Vec<i16> {
     let ms = (text.chars().count() as u64 * SCRIPTED_MS_PER_CHAR).min(SCRIPTED_MAX_MS);
     let n = (ms * u64::from(SCRIPTED_RATE) / 1000) as usize;
     let rate = f64::from(SCRIPTED_RATE);
-    let mut noise: u32 = 0x1234_5678;
-    (0..n)
-        .map(|i| {
+    let secs = ms as f64 / 1000.0;
+    unfaded()[..n]
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
             let t = i as f64 / rate;
-            // A 140 Hz buzz with a few harmonics, 4 syllables per second, a little breath noise.
-            let f0 = 140.0 * (1.0 + 0.05 * (2.0 * std::f64::consts::PI * 0.7 * t).sin());
-            let phase = 2.0 * std::f64::consts::PI * f0 * t;
-            let voiced = phase.sin() + 0.5 * (2.0 * phase).sin() + 0.3 * (3.0 * phase).sin();
-            noise ^= noise << 13;
-            noise ^= noise >> 17;
-            noise ^= noise << 5;
-            let breath = (noise as f64 / u32::MAX as f64) * 2.0 - 1.0;
-            let syllable = (std::f64::consts::PI * 4.0 * t).sin().abs();
-            let fade = (t / 0.02).min(1.0) * ((ms as f64 / 1000.0 - t) / 0.02).clamp(0.0, 1.0);
-            let v = (0.8 * voiced + 0.1 * breath) * syllable * fade * 6_000.0;
-            v.round().clamp(-32_768.0, 32_767.0) as i16
+            let fade = (t / 0.02).min(1.0) * ((secs - t) / 0.02).clamp(0.0, 1.0);
+            (v * fade * 6_000.0).round().clamp(-32_768.0, 32_767.0) as i16
         })
         .collect()
 }
@@ -178,10 +185,10 @@ impl TextToSpeech for ScriptedTts {
         text: &str,
         _voice: &str,
     ) -> BoxFuture<'static, Result<Speech, BackendError>> {
-        let pcm = self.speech(text);
+        let pcm = tone(text);
         Box::pin(async move {
             Ok(Speech {
-                pcm: pcm.to_vec(),
+                pcm,
                 sample_rate: SCRIPTED_RATE,
                 fallback: false,
             })

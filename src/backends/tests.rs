@@ -258,6 +258,42 @@ async fn scripted_tts_duration_follows_text_length() {
     assert_eq!(tts.synthesize("", "slt").await.unwrap().pcm.len(), 0);
 }
 
+/// Each line is the start of one shared waveform, faded at its ends, and sample for sample what
+/// computing the line from its sines gives (the waveform before it was shared, issue 9).
+#[tokio::test]
+async fn scripted_tts_lines_are_the_waveform_computed_from_its_sines() {
+    fn from_sines(ms: u64) -> Vec<i16> {
+        let n = (ms * 8) as usize;
+        let mut noise: u32 = 0x1234_5678;
+        (0..n)
+            .map(|i| {
+                let t = i as f64 / 8000.0;
+                let f0 = 140.0 * (1.0 + 0.05 * (2.0 * std::f64::consts::PI * 0.7 * t).sin());
+                let phase = 2.0 * std::f64::consts::PI * f0 * t;
+                let voiced = phase.sin() + 0.5 * (2.0 * phase).sin() + 0.3 * (3.0 * phase).sin();
+                noise ^= noise << 13;
+                noise ^= noise >> 17;
+                noise ^= noise << 5;
+                let breath = (noise as f64 / u32::MAX as f64) * 2.0 - 1.0;
+                let syllable = (std::f64::consts::PI * 4.0 * t).sin().abs();
+                let fade = (t / 0.02).min(1.0) * ((ms as f64 / 1000.0 - t) / 0.02).clamp(0.0, 1.0);
+                let v = (0.8 * voiced + 0.1 * breath) * syllable * fade * 6_000.0;
+                v.round().clamp(-32_768.0, 32_767.0) as i16
+            })
+            .collect()
+    }
+    let tts = ScriptedTts::new();
+    for (text, ms) in [("hi", 120), ("hello there", 660), (&*"x".repeat(200), 8000)] {
+        let line = tts.synthesize(text, "slt").await.unwrap();
+        assert_eq!(line.pcm, from_sines(ms), "{ms} ms");
+    }
+    // a shorter line is not the start of a longer one where it fades out
+    let short = tts.synthesize("hello", "slt").await.unwrap().pcm;
+    let long = tts.synthesize("hello there", "slt").await.unwrap().pcm;
+    assert_eq!(short[160..2000], long[160..2000]);
+    assert_ne!(short[2300..], long[2300..2400]);
+}
+
 #[tokio::test]
 async fn scripted_backends_build() {
     let b = Backends::scripted(ScriptedAnswers::default());
