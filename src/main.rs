@@ -105,13 +105,10 @@ const MAIN_RUNTIME_WORKERS: usize = 1;
 /// and dropped on another, leave pages behind in several. Measured with `receptionist loadgen
 /// --levels 10,100,500 --ramp-secs 10 --duration-secs 40` (RSS per call, KiB): glibc's default
 /// 448 / 213 / 192, two arenas 335 / 188 / 178 (README, issue 9's fourth round). One arena
-/// (stop 53): a connection thread that got the second arena grew it afresh for its first calls,
-/// so a 10-call server's anonymous memory per call was 81-166 KiB over five runs with two arenas
-/// and 81-93 KiB with one (`loadgen --calls 10 --ramp-secs 5 --duration-secs 30
-/// --line-noise-dbfs -50`, alternated), 85 → 81 KiB at 500 calls; CPU per call-second unchanged
-/// within the run-to-run noise at 10, 200 and 500 calls (the hot path does not allocate, and
-/// each thread's cache serves most small allocations without the arena's lock), and the neural
-/// stack's peak RSS at 16 calls the same (812 / 820 MB).
+/// (stop 53): with two, a connection thread that got the second arena grew it afresh for its
+/// first calls, so a 10-call server's anonymous memory per call swung between 81 and 166 KiB;
+/// with one it stayed at 81-93 KiB, CPU unchanged within the noise at 10, 200 and 500 calls
+/// (README, "Stop 53: one malloc arena").
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "dhat-heap")))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
