@@ -104,9 +104,11 @@ impl WavWriter {
         scratch: &mut Vec<u8>,
     ) -> io::Result<()> {
         scratch.clear();
-        scratch.reserve(gap * 2 + samples.len() * 2);
-        scratch.resize(gap * 2, 0);
-        scratch.extend(samples.flat_map(i16::to_le_bytes));
+        scratch.resize(gap * 2 + samples.len() * 2, 0);
+        // (pairs of bytes by index: `extend` over a `flat_map` pushed a byte at a time)
+        for (bytes, sample) in scratch[gap * 2..].chunks_exact_mut(2).zip(samples) {
+            bytes.copy_from_slice(&sample.to_le_bytes());
+        }
         self.file.write_all(scratch)?;
         self.data_len += scratch.len() as u64;
         self.chunks_since_header += 1;
@@ -118,11 +120,20 @@ impl WavWriter {
     }
 
     fn rewrite_header(&mut self) -> io::Result<()> {
-        let f = &mut self.file;
-        f.seek(SeekFrom::Start(0))?;
-        f.write_all(&header(self.data_len.min(u32::MAX as u64 - 36) as u32))?;
-        f.seek(SeekFrom::End(0))?;
-        Ok(())
+        let header = header(self.data_len.min(u32::MAX as u64 - 36) as u32);
+        // one positioned write: the file's offset stays at its end for the next chunk
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::write_all_at(&self.file, &header, 0)
+        }
+        #[cfg(not(unix))]
+        {
+            let f = &mut self.file;
+            f.seek(SeekFrom::Start(0))?;
+            f.write_all(&header)?;
+            f.seek(SeekFrom::End(0))?;
+            Ok(())
+        }
     }
 
     pub fn finish(mut self) -> io::Result<()> {

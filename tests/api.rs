@@ -1112,6 +1112,33 @@ async fn events_of_many_calls_go_in_one_transaction(h: Harness) {
         .await;
     assert!(matches!(refused, Err(StoreError::NotFound)), "{refused:?}");
     assert_eq!(detail(1).await["transcript"].as_array().unwrap().len(), 1);
+    // the usual batch (lines only, one insert's worth) is one statement, stored once when retried
+    let (one, two) = (
+        [line(Speaker::Caller, "one", 20, 30)],
+        [
+            line(Speaker::Caller, "two", 20, 30),
+            line(Speaker::Caller, "three", 30, 40),
+        ],
+    );
+    let plain = [
+        EventBatch {
+            call_id: &calls[0].id,
+            first_seq: 3,
+            events: &one,
+        },
+        EventBatch {
+            call_id: &calls[1].id,
+            first_seq: 2,
+            events: &two,
+        },
+    ];
+    h.store.append_events_batch(&plain).await.unwrap();
+    h.store.append_events_batch(&plain).await.unwrap();
+    assert_eq!(detail(0).await["transcript"].as_array().unwrap().len(), 2);
+    let second = detail(1).await;
+    let transcript = second["transcript"].as_array().unwrap();
+    assert_eq!(transcript.len(), 3);
+    assert_eq!(transcript[2]["text"], "three");
     // an empty batch is nothing to do
     h.store.append_events_batch(&[]).await.unwrap();
 }
