@@ -178,6 +178,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// `PRAGMA cache_size` of SQLite's one writing connection: 256 KiB (see [`Store::connect`]).
+const WRITER_CACHE: &str = "-256";
+
 impl Store {
     /// Connect by URL scheme (`sqlite:` or `postgres:`/`postgresql:`) and run the migrations.
     /// SQLite: the file and its directory are created if missing; WAL mode; foreign keys on.
@@ -201,10 +204,15 @@ impl Store {
                 // no ping before each use: an embedded connection cannot have dropped, and the
                 // ping was a round trip to SQLite's worker thread (a context switch each way) per
                 // transaction
+                // the writer's page cache: 256 KiB instead of SQLite's 2 MB (negative: KiB). It
+                // appends events and rows at each call's place in the indexes; what falls out
+                // is read back from the OS's cache. Measured at 100 calls (`receptionist
+                // loadgen --calls 100 --line-noise-dbfs -50`, two alternated pairs): RSS per
+                // call 99.8 / 100.7 -> 94.5 / 96.3 KiB, CPU the same.
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)
                     .test_before_acquire(false)
-                    .connect_with(options.clone())
+                    .connect_with(options.clone().pragma("cache_size", WRITER_CACHE))
                     .await?;
                 sqlx::migrate!("migrations/sqlite").run(&write).await?;
                 let read = if in_memory {
