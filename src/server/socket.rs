@@ -241,6 +241,28 @@ mod tests {
         value
     }
 
+    /// A loopback connection (listener, client, server) whose server side's coalescer has seen
+    /// a steady stream of 392-byte one-frame messages, and when the last came.
+    fn raised_on_loopback() -> (
+        std::net::TcpListener,
+        std::net::TcpStream,
+        std::net::TcpStream,
+        RecvCoalescer,
+        Instant,
+    ) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let fd = server.as_raw_fd();
+        let mut now = Instant::now();
+        let mut c = RecvCoalescer::new(MediaSocket(Some(PeerSocket { fd })), now);
+        for _ in 0..STEADY_MESSAGES {
+            now += Duration::from_millis(20);
+            c.on_message(now, 392, 1);
+        }
+        (listener, client, server, c, now)
+    }
+
     #[test]
     fn the_mark_rises_on_a_steady_stream_and_the_watchdog_drops_it() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -296,17 +318,8 @@ mod tests {
     /// wake-ups) keeps the mark: the socket is readable, nothing is stuck.
     #[test]
     fn the_watchdog_keeps_the_mark_while_a_marks_worth_waits() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
+        let (_listener, mut client, mut server, mut c, now) = raised_on_loopback();
         let fd = server.as_raw_fd();
-        let t0 = Instant::now();
-        let mut c = RecvCoalescer::new(MediaSocket(Some(PeerSocket { fd })), t0);
-        let mut now = t0;
-        for _ in 0..STEADY_MESSAGES {
-            now += Duration::from_millis(20);
-            c.on_message(now, 392, 1);
-        }
         assert_eq!(c.raised(), Some(600));
         client.write_all(&[7u8; 700]).unwrap();
         let mut poll = libc::pollfd {
@@ -335,17 +348,8 @@ mod tests {
 
     #[test]
     fn talk_over_the_agent_holds_the_mark_at_one_byte() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
+        let (listener, mut client, server, mut c, now) = raised_on_loopback();
         let fd = server.as_raw_fd();
-        let t0 = Instant::now();
-        let mut c = RecvCoalescer::new(MediaSocket(Some(PeerSocket { fd })), t0);
-        let mut now = t0;
-        for _ in 0..STEADY_MESSAGES {
-            now += Duration::from_millis(20);
-            c.on_message(now, 392, 1);
-        }
         assert_eq!(lowat(fd), 600);
         c.hold(true);
         assert_eq!(lowat(fd), 1, "held: every frame is readable as it arrives");
@@ -371,10 +375,10 @@ mod tests {
             listener.accept().unwrap()
         };
         let fd2 = server2.as_raw_fd();
-        let mut c = RecvCoalescer::new(MediaSocket(Some(PeerSocket { fd: fd2 })), t0);
+        let mut c = RecvCoalescer::new(MediaSocket(Some(PeerSocket { fd: fd2 })), now);
         c.hold(true);
         for _ in 0..STEADY_MESSAGES {
-            c.on_message(t0, 392, 1);
+            c.on_message(now, 392, 1);
         }
         assert_eq!(c.raised(), Some(600));
         assert_eq!(lowat(fd2), 1);
