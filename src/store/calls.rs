@@ -24,6 +24,30 @@ pub struct EventBatch<'a> {
 /// limits on parameters per statement.
 const EVENT_ROWS_PER_INSERT: usize = 200;
 
+/// One row of `call_events`: (call, seq, kind, payload).
+type EventRow<'a> = (&'a str, i64, &'static str, String);
+
+/// The multi-row insert of `rows` into `call_events`, a row already stored skipped, then `tail`.
+fn insert_events<DB>(rows: &[EventRow<'_>], tail: &str) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    DB::Arguments: Default,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut insert =
+        sqlx::QueryBuilder::new("INSERT INTO call_events (call_id, seq, kind, payload) ");
+    insert.push_values(rows, |mut row, (call_id, seq, kind, payload)| {
+        row.push_bind(*call_id)
+            .push_bind(*seq)
+            .push_bind(*kind)
+            .push_bind(payload.as_str());
+    });
+    insert.push(" ON CONFLICT (call_id, seq) DO NOTHING");
+    insert.push(tail);
+    insert
+}
+
 const CALL_COLUMNS: &str = "id, workspace_id, receptionist_id, carrier, carrier_call_sid, \
     stream_sid, from_number, to_number, forwarded_from, token_hash, node_id, status, accepted_at, \
     started_at, ended_at, duration_ms, end_reason, recording_path, recording_incomplete, \
@@ -370,7 +394,7 @@ impl Store {
     /// gathers every call's events for a moment into one of these (`server/persist.rs`).
     pub async fn append_events_batch(&self, batches: &[EventBatch<'_>]) -> StoreResult<()> {
         // (call, seq, kind, payload) of every event, in order
-        let mut rows: Vec<(&str, i64, &'static str, String)> = Vec::new();
+        let mut rows: Vec<EventRow<'_>> = Vec::new();
         for b in batches {
             for (i, event) in b.events.iter().enumerate() {
                 rows.push((
@@ -384,13 +408,6 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut calls: Vec<&str> = batches
-            .iter()
-            .filter(|b| !b.events.is_empty())
-            .map(|b| b.call_id)
-            .collect();
-        calls.sort_unstable();
-        calls.dedup();
         // The usual batch (no name or location, one insert's worth of rows) is one statement and
         // no transaction: a statement is all or nothing on its own, and an unknown call is
         // refused by the events' foreign key. One round trip to the database instead of four
@@ -403,22 +420,23 @@ impl Store {
             .any(|e| matches!(e, CallEvent::Name { .. } | CallEvent::Location { .. }));
         if !updates_candidates && rows.len() <= EVENT_ROWS_PER_INSERT {
             let inserted = on_pool!(self, |pool| {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO call_events (call_id, seq, kind, payload) ",
-                );
-                insert.push_values(&rows, |mut row, (call_id, seq, kind, payload)| {
-                    row.push_bind(*call_id)
-                        .push_bind(*seq)
-                        .push_bind(*kind)
-                        .push_bind(payload.as_str());
-                });
-                insert.push(" ON CONFLICT (call_id, seq) DO NOTHING");
-                insert.build().execute(pool).await.map(|_| ())
+                insert_events(&rows, "")
+                    .build()
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
             });
             if inserted.is_ok() {
                 return Ok(());
             }
         }
+        let mut calls: Vec<&str> = batches
+            .iter()
+            .filter(|b| !b.events.is_empty())
+            .map(|b| b.call_id)
+            .collect();
+        calls.sort_unstable();
+        calls.dedup();
         let now = now_ms();
         on_pool!(self, |pool, begin| {
             let mut tx = open_tx(pool, begin).await?;
@@ -440,18 +458,8 @@ impl Store {
             }
             let mut inserted: std::collections::HashSet<(String, i64)> = Default::default();
             for chunk in rows.chunks(EVENT_ROWS_PER_INSERT) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO call_events (call_id, seq, kind, payload) ",
-                );
-                insert.push_values(chunk, |mut row, (call_id, seq, kind, payload)| {
-                    row.push_bind(*call_id)
-                        .push_bind(*seq)
-                        .push_bind(*kind)
-                        .push_bind(payload.as_str());
-                });
-                insert.push(" ON CONFLICT (call_id, seq) DO NOTHING RETURNING call_id, seq");
                 inserted.extend(
-                    insert
+                    insert_events(chunk, " RETURNING call_id, seq")
                         .build_query_as::<(String, i64)>()
                         .fetch_all(&mut *tx)
                         .await?,
