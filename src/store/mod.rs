@@ -180,6 +180,9 @@ pub enum Backend {
 
 /// `PRAGMA cache_size` of SQLite's one writing connection: 256 KiB (see [`Store::connect`]).
 const WRITER_CACHE: &str = "-256";
+/// `PRAGMA synchronous` of SQLite's writing connection: every commit waits for the disk (the
+/// usual events batch excepted: `calls::insert_events_unsynced`).
+const WRITER_SYNCHRONOUS: &str = "FULL";
 
 impl Store {
     /// Connect by URL scheme (`sqlite:` or `postgres:`/`postgresql:`) and run the migrations.
@@ -212,7 +215,12 @@ impl Store {
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)
                     .test_before_acquire(false)
-                    .connect_with(options.clone().pragma("cache_size", WRITER_CACHE))
+                    .connect_with(
+                        options
+                            .clone()
+                            .pragma("cache_size", WRITER_CACHE)
+                            .pragma("synchronous", WRITER_SYNCHRONOUS),
+                    )
                     .await?;
                 sqlx::migrate!("migrations/sqlite").run(&write).await?;
                 let read = if in_memory {
