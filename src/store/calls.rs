@@ -27,21 +27,16 @@ const EVENT_ROWS_PER_INSERT: usize = 200;
 /// One row of `call_events`: (call, seq, kind, payload).
 type EventRow<'a> = (&'a str, i64, &'static str, String);
 
-/// `head`, then the multi-row insert of `rows` into `call_events`, a row already stored skipped,
-/// then `tail`.
-fn insert_events<DB>(
-    head: &'static str,
-    rows: &[EventRow<'_>],
-    tail: &str,
-) -> sqlx::QueryBuilder<DB>
+/// The multi-row insert of `rows` into `call_events`, a row already stored skipped, then `tail`.
+fn insert_events<DB>(rows: &[EventRow<'_>], tail: &str) -> sqlx::QueryBuilder<DB>
 where
     DB: sqlx::Database,
     DB::Arguments: Default,
     for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
 {
-    let mut insert = sqlx::QueryBuilder::new(head);
-    insert.push("INSERT INTO call_events (call_id, seq, kind, payload) ");
+    let mut insert =
+        sqlx::QueryBuilder::new("INSERT INTO call_events (call_id, seq, kind, payload) ");
     insert.push_values(rows, |mut row, (call_id, seq, kind, payload)| {
         row.push_bind(*call_id)
             .push_bind(*seq)
@@ -51,42 +46,6 @@ where
     insert.push(" ON CONFLICT (call_id, seq) DO NOTHING");
     insert.push(tail);
     insert
-}
-
-/// SQLite: the usual events batch of [`Store::append_events_batch`] (one statement), committed
-/// without waiting for the disk (`synchronous = NORMAL` for this statement, then back to
-/// [`super::WRITER_SYNCHRONOUS`]).
-///
-/// In WAL mode that commit is in the log and survives the process crashing or being killed; only
-/// the machine losing power or its kernel crashing before the log reaches the disk can take it,
-/// and then the call it belongs to (whose recording is not on the disk either) is cut off
-/// anyway. Every other write, a call's end and each API write included, waits for the disk as
-/// before, and takes these events with it. At 10 calls the wait was a disk flush a second
-/// (`fsync`, about 130 µs of the server's CPU each, `strace -c`) that only a power cut needs.
-async fn insert_events_unsynced(
-    pool: &sqlx::SqlitePool,
-    rows: &[EventRow<'_>],
-) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let tail = format!("; PRAGMA synchronous = {}", super::WRITER_SYNCHRONOUS);
-    let inserted = insert_events("PRAGMA synchronous = NORMAL; ", rows, &tail)
-        .build()
-        .execute(&mut *conn)
-        .await
-        .map(|_| ());
-    if inserted.is_err() {
-        // refused before its last statement: the connection goes back to waiting for the disk,
-        // or is not used again
-        let restore = format!("PRAGMA synchronous = {}", super::WRITER_SYNCHRONOUS);
-        if sqlx::raw_sql(AssertSqlSafe(restore))
-            .execute(&mut *conn)
-            .await
-            .is_err()
-        {
-            conn.close_on_drop();
-        }
-    }
-    inserted
 }
 
 const CALL_COLUMNS: &str = "id, workspace_id, receptionist_id, carrier, carrier_call_sid, \
@@ -460,14 +419,13 @@ impl Store {
             .flat_map(|b| b.events)
             .any(|e| matches!(e, CallEvent::Name { .. } | CallEvent::Location { .. }));
         if !updates_candidates && rows.len() <= EVENT_ROWS_PER_INSERT {
-            let inserted = match &self.pool {
-                super::Pool::Sqlite(pools) => insert_events_unsynced(&pools.write, &rows).await,
-                super::Pool::Postgres(pool) => insert_events("", &rows, "")
+            let inserted = on_pool!(self, |pool| {
+                insert_events(&rows, "")
                     .build()
                     .execute(pool)
                     .await
-                    .map(|_| ()),
-            };
+                    .map(|_| ())
+            });
             if inserted.is_ok() {
                 return Ok(());
             }
@@ -501,7 +459,7 @@ impl Store {
             let mut inserted: std::collections::HashSet<(String, i64)> = Default::default();
             for chunk in rows.chunks(EVENT_ROWS_PER_INSERT) {
                 inserted.extend(
-                    insert_events("", chunk, " RETURNING call_id, seq")
+                    insert_events(chunk, " RETURNING call_id, seq")
                         .build_query_as::<(String, i64)>()
                         .fetch_all(&mut *tx)
                         .await?,
@@ -813,60 +771,5 @@ impl Store {
                 },
             )
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The events batch that skips the disk flush puts the writer back to waiting for the disk,
-    /// whether its insert went in or was refused part way.
-    #[tokio::test]
-    async fn the_unsynced_events_insert_leaves_the_writer_waiting_for_the_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("rx.db").display());
-        let store = Store::connect(&url).await.unwrap();
-        let super::super::Pool::Sqlite(pools) = &store.pool else {
-            unreachable!("a sqlite URL")
-        };
-        let write = &pools.write;
-        let synchronous = || async {
-            sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
-                .fetch_one(write)
-                .await
-                .unwrap()
-        };
-        const FULL: i64 = 2;
-        assert_eq!(synchronous().await, FULL, "the writer starts at FULL");
-
-        let event = CallEvent::Language {
-            language: "es".into(),
-            answered_in: true,
-        };
-        let rows = vec![(
-            "no-such-call",
-            0,
-            event_kind(&event),
-            to_json(&event).unwrap(),
-        )];
-        assert!(
-            insert_events_unsynced(write, &rows).await.is_err(),
-            "the foreign key refuses an unknown call"
-        );
-        assert_eq!(synchronous().await, FULL, "back to FULL after a refusal");
-
-        sqlx::query("PRAGMA foreign_keys = OFF")
-            .execute(write)
-            .await
-            .unwrap();
-        insert_events_unsynced(write, &rows).await.unwrap();
-        assert_eq!(synchronous().await, FULL, "back to FULL after an insert");
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM call_events")
-            .fetch_one(write)
-            .await
-            .unwrap();
-        assert_eq!(stored, 1);
-        store.close().await;
     }
 }
