@@ -45,7 +45,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::model::{
     AnswerRecord, CandidateStatus, DisclosureRecord, EndReason, ReceptionistSettings,
@@ -188,7 +190,7 @@ const WRITER_CACHE: &str = "-256";
 /// (SQLite's default) each commit waited for a disk flush: at 10 calls that was one `fsync` a
 /// second for the events alone, about a third of SQLite's worker's CPU (README: stop 55), and the
 /// one writing connection was held, in front of every other write, for as long as the disk took.
-const WRITER_SYNCHRONOUS: &str = "NORMAL";
+const WRITER_SYNCHRONOUS: SqliteSynchronous = SqliteSynchronous::Normal;
 
 impl Store {
     /// Connect by URL scheme (`sqlite:` or `postgres:`/`postgresql:`) and run the migrations.
@@ -225,7 +227,7 @@ impl Store {
                         options
                             .clone()
                             .pragma("cache_size", WRITER_CACHE)
-                            .pragma("synchronous", WRITER_SYNCHRONOUS),
+                            .synchronous(WRITER_SYNCHRONOUS),
                     )
                     .await?;
                 sqlx::migrate!("migrations/sqlite").run(&write).await?;
