@@ -330,6 +330,9 @@ pub async fn run_web(state: AppState, socket: WebSocket, call: crate::store::Cal
     run_call(state, socket, call, Wire::Web, starting).await;
 }
 
+/// How long a call's socket waits, after its close, for the peer's close.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
 /// How a call's audio and control messages travel on its socket.
 enum Wire {
     /// A carrier's media stream, through its sans-IO codec and the call's transcoders.
@@ -518,12 +521,23 @@ fn run_call(
         drop(persist_tx);
         // the call's slot goes to the next caller; the drain still waits for these records
         let _storing = state.calls.storing(slot);
-        // every record is in the database or the journal: the call is done with
-        match tokio::time::timeout(Duration::from_secs(60), durable).await {
-            Ok(Ok(())) => {}
-            _ => {
-                tracing::error!(call = %call_id, "call records not all stored or journaled in time")
+        // the closing handshake, meanwhile: what the peer still sends (a mark's echo on its way,
+        // its own close) is read, so the connection ends with its close, not with a reset that
+        // can cost the peer the last messages (`ended`, the close) unread
+        let closing = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+            while let Some(Ok(msg)) = socket.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
             }
+        });
+        // every record is in the database or the journal: the call is done with
+        let (stored, _) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(60), durable),
+            closing
+        );
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::error!(call = %call_id, "call records not all stored or journaled in time")
         }
         tracing::info!(call = %call_id, reason = reason.as_str(), "call ended");
     }
