@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::AppState;
-use super::persist::{Persist, persist_call};
+use super::persist::{HandOver, Persist, persist_call};
 use super::socket::{MediaSocket, RecvCoalescer};
 use crate::backends::{BackendError, SttCall, SttHint, SttSession};
 use crate::engine::call::Timing;
@@ -484,6 +484,7 @@ fn run_call(
             engine,
             socket: &mut socket,
             persist: persist_tx.clone(),
+            events: HandOver::default(),
             stt: HashMap::new(),
             // the call's recogniser: a streaming provider's socket carries the call's id
             // (biased toward the places of the positions, for a provider that takes them only
@@ -563,6 +564,8 @@ struct CallDriver<'a> {
     engine: Box<CallEngine>,
     socket: &'a mut WebSocket,
     persist: mpsc::UnboundedSender<Persist>,
+    /// The call's events on their way to `persist`, handed over once a second (`persist.rs`).
+    events: HandOver,
     stt: HashMap<u64, Box<dyn SttSession>>,
     /// The call's recogniser (a streaming provider's one socket per call); hands out `stt`.
     stt_call: Box<dyn SttCall>,
@@ -696,6 +699,8 @@ impl CallDriver<'_> {
                 .recorder
                 .close(self.call_id, &mut self.recording)
                 .await;
+            // the events still held go first, in order, then the end
+            self.events.hand_over(&self.persist);
             // the flag goes with the call's records (journaled like them when the database is away)
             // once the recorder has closed the file; the call's end does not wait for it
             let persist = self.persist.clone();
@@ -999,6 +1004,10 @@ impl CallDriver<'_> {
                 Output::Timeout(t) => {
                     self.flush().await;
                     self.prepare_goodbye();
+                    let t = match self.events.poll(Instant::now(), &self.persist) {
+                        Some(due) => t.min(due),
+                        None => t,
+                    };
                     return (t, ended);
                 }
                 Output::ToCaller(msg) => match &mut self.wire {
@@ -1308,7 +1317,7 @@ impl CallDriver<'_> {
                         }
                         self.feed(Message::Text(live.to_string().into())).await;
                     }
-                    let _ = self.persist.send(Persist::Event(e));
+                    self.events.hold(Instant::now(), e);
                 }
                 Output::Ended(reason) => ended = Some(reason),
             }

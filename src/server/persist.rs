@@ -3,7 +3,10 @@
 //!
 //! Each call has a persister task ([`persist_call`]) fed by the driver through a channel the driver
 //! never waits on (unbounded: a call makes a few records per turn, for at most the maximum call
-//! length). The persister hands what it has to the server's one [`EventWriter`], which gathers
+//! length). The driver hands its events over once a second ([`HandOver`]), every call at the same
+//! moment, and its last ones with the call's end: the persisters run on the main runtime and the
+//! drivers on connection threads, so each hand-over wakes that runtime from another thread, and
+//! calls handing over as their events came woke it about once a second per call. The persister hands what it has to the server's one [`EventWriter`], which gathers
 //! every call's events for [`GROUP_WINDOW`] into one transaction of a few statements (multi-row
 //! inserts): a handful of database round trips a second however many calls are in progress,
 //! where a transaction per call and burst took about seven round trips each, every one waking
@@ -45,9 +48,17 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// written at once, see [`EventWriter::append`]). Measured at 10 calls (`scripts/thread-cpu`
 /// during `receptionist loadgen --calls 10 --line-noise-dbfs -50`, three runs each): from 250 ms
 /// to 1 s, SQLite's workers 40 → 17 switches and 1.2 → 0.6 ms of CPU a second, the main runtime's
-/// worker 35 → 18 and 0.93 → 0.51 ms; events reach the database at most a second after they
-/// happened.
+/// worker 35 → 18 and 0.93 → 0.51 ms. Since the drivers hand their events over together
+/// ([`HAND_OVER_INTERVAL`]), the window is as long as that interval, so the write falls in the
+/// same wake-up of the runtime as the next hand-over: events reach the database at most about two
+/// seconds after they happened.
 pub const GROUP_WINDOW: Duration = Duration::from_millis(1000);
+/// How often a call's driver hands its events to its persister ([`HandOver`]): every call
+/// holds the events of one interval and hands them over in the first wake-up of its thread after
+/// the interval's end, which is the same moment for every call (the intervals are counted from
+/// the process's start), so the persisters on the main runtime are woken together once a second
+/// instead of once per burst of each call. A call's end hands over what it holds at once.
+pub const HAND_OVER_INTERVAL: Duration = Duration::from_millis(1000);
 /// Most events a call hands the writer at once.
 const MAX_BATCH: usize = 256;
 /// Most calls in one transaction of the writer (the rest wait for the next).
@@ -68,6 +79,60 @@ pub enum Persist {
     },
     /// The recorder could not write all of the call's recording (a full or failing disk).
     RecordingIncomplete,
+}
+
+/// A call's events held by its driver until the end of the current [`HAND_OVER_INTERVAL`]
+/// (the driver runs on a connection thread, its persister on the main runtime: each hand-over
+/// wakes that runtime from another thread). Events are handed over in order, and before the
+/// call's end.
+#[derive(Default)]
+pub struct HandOver {
+    held: Vec<Persist>,
+    /// The interval the first held event came in.
+    since: Option<u64>,
+}
+
+/// The process's start, which the hand-over intervals are counted from.
+static INTERVALS_FROM: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+fn interval_of(at: std::time::Instant) -> u64 {
+    let since = at.saturating_duration_since(*INTERVALS_FROM);
+    (since.as_millis() / HAND_OVER_INTERVAL.as_millis()) as u64
+}
+
+impl HandOver {
+    /// Hold `event`, which came `now`.
+    pub fn hold(&mut self, now: std::time::Instant, event: Box<CallEvent>) {
+        if self.held.is_empty() {
+            self.since = Some(interval_of(now));
+        }
+        self.held.push(Persist::Event(event));
+    }
+
+    /// Hand over what is held when its interval is over (`now`); else when it will be.
+    pub fn poll(
+        &mut self,
+        now: std::time::Instant,
+        to: &mpsc::UnboundedSender<Persist>,
+    ) -> Option<std::time::Instant> {
+        let since = self.since?;
+        if interval_of(now) > since {
+            self.hand_over(to);
+            return None;
+        }
+        let u = HAND_OVER_INTERVAL.as_millis() as u64;
+        Some(*INTERVALS_FROM + Duration::from_millis((since + 1) * u))
+    }
+
+    /// Hand over everything held now (the call is ending).
+    pub fn hand_over(&mut self, to: &mpsc::UnboundedSender<Persist>) {
+        self.since = None;
+        for p in self.held.drain(..) {
+            // (the persister outlives the call: it is gone only when the runtime is)
+            let _ = to.send(p);
+        }
+    }
 }
 
 /// One journal line: a call's records, in the order they are applied.
@@ -642,6 +707,53 @@ mod tests {
             interrupted: false,
             dtmf: false,
         })
+    }
+
+    fn texts(rx: &mut mpsc::UnboundedReceiver<Persist>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            match p {
+                Persist::Event(e) => match *e {
+                    CallEvent::Transcript(l) => out.push(l.text),
+                    other => panic!("unexpected event {other:?}"),
+                },
+                _ => panic!("only events are held"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_call_hands_its_events_over_once_an_interval_in_order_and_all_at_its_end() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut events = HandOver::default();
+        // nothing held: nothing due
+        let t0 = std::time::Instant::now();
+        assert_eq!(events.poll(t0, &tx), None);
+        let boundary = INTERVALS_FROM
+            .checked_add(HAND_OVER_INTERVAL * (interval_of(t0) as u32 + 1))
+            .unwrap();
+
+        events.hold(t0, Box::new(line("one")));
+        events.hold(t0, Box::new(line("two")));
+        // held until the interval they came in is over, and due then
+        assert_eq!(events.poll(t0, &tx), Some(boundary));
+        let just_before = boundary - Duration::from_millis(1);
+        assert_eq!(events.poll(just_before.max(t0), &tx), Some(boundary));
+        assert!(texts(&mut rx).is_empty());
+        // the first look after it hands them all over, in order
+        assert_eq!(events.poll(boundary, &tx), None);
+        assert_eq!(texts(&mut rx), ["one", "two"]);
+        assert_eq!(events.poll(boundary, &tx), None);
+
+        // an event in the next interval waits for that one's end, counted from when it came
+        let later = boundary + HAND_OVER_INTERVAL / 2;
+        events.hold(later, Box::new(line("three")));
+        assert_eq!(events.poll(later, &tx), Some(boundary + HAND_OVER_INTERVAL));
+        // the call ends: what is held goes at once
+        events.hand_over(&tx);
+        assert_eq!(texts(&mut rx), ["three"]);
+        assert_eq!(events.poll(later, &tx), None);
     }
 
     #[tokio::test]
