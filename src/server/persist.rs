@@ -3,17 +3,16 @@
 //!
 //! Each call has a persister task ([`persist_call`]) fed by the driver through a channel the driver
 //! never waits on (unbounded: a call makes a few records per turn, for at most the maximum call
-//! length). The driver hands its events over once a second ([`HandOver`]), every call at the same
-//! moment, and its last ones with the call's end: the persisters run on the main runtime and the
-//! drivers on connection threads, so each hand-over wakes that runtime from another thread, and
-//! calls handing over as their events came woke it about once a second per call. The persister hands what it has to the server's one [`EventWriter`], which gathers
-//! every call's events for [`GROUP_WINDOW`] into one transaction of a few statements (multi-row
-//! inserts): a handful of database round trips a second however many calls are in progress,
-//! where a transaction per call and burst took about seven round trips each, every one waking
-//! SQLite's worker thread and a runtime worker (at 10 calls, 150 of the server's 310 context
-//! switches a second, `/proc/PID/task/*/status`). Each attempt is bounded by [`ATTEMPT_TIMEOUT`],
-//! so the channel always drains and the call never waits on the database. When an attempt fails
-//! or times out, the records go to the call's **journal** instead
+//! length). The driver hands its events over once a second, every call at the same moment, and
+//! its last ones with the call's end ([`HandOver`]). The persister hands what it has to the
+//! server's one [`EventWriter`], which gathers every call's events for [`GROUP_WINDOW`] into one
+//! transaction of a few statements (multi-row inserts): a handful of database round trips a
+//! second however many calls are in progress, where a transaction per call and burst took about
+//! seven round trips each, every one waking SQLite's worker thread and a runtime worker (at 10
+//! calls, 150 of the server's 310 context switches a second, `/proc/PID/task/*/status`). Each
+//! attempt is bounded by [`ATTEMPT_TIMEOUT`], so the channel always drains and the call never
+//! waits on the database. When an attempt fails or times out, the records go to the call's
+//! **journal** instead
 //! (`DATA_DIR/journal/CALL_ID.jsonl`: one JSON record per line, appended and synced on the
 //! blocking pool, never on the connection thread), and from then on every later record of that
 //! call goes there too, so their order is kept. The persister replays the journal
@@ -83,29 +82,34 @@ pub enum Persist {
 
 /// A call's events held by its driver until the end of the current [`HAND_OVER_INTERVAL`]
 /// (the driver runs on a connection thread, its persister on the main runtime: each hand-over
-/// wakes that runtime from another thread). Events are handed over in order, and before the
-/// call's end.
+/// wakes that runtime from another thread, and calls handing over as their events came woke it
+/// about once a second per call). Events are handed over in order, and before the call's end.
 #[derive(Default)]
 pub struct HandOver {
     held: Vec<Persist>,
-    /// The interval the first held event came in.
-    since: Option<u64>,
+    /// The end of the interval the first held event came in.
+    due: Option<std::time::Instant>,
 }
 
 /// The process's start, which the hand-over intervals are counted from.
 static INTERVALS_FROM: std::sync::LazyLock<std::time::Instant> =
     std::sync::LazyLock::new(std::time::Instant::now);
 
-fn interval_of(at: std::time::Instant) -> u64 {
+fn interval_of(at: std::time::Instant) -> u32 {
     let since = at.saturating_duration_since(*INTERVALS_FROM);
-    (since.as_millis() / HAND_OVER_INTERVAL.as_millis()) as u64
+    (since.as_millis() / HAND_OVER_INTERVAL.as_millis()) as u32
+}
+
+/// When the interval `at` is in ends.
+fn interval_end(at: std::time::Instant) -> std::time::Instant {
+    *INTERVALS_FROM + HAND_OVER_INTERVAL * (interval_of(at) + 1)
 }
 
 impl HandOver {
     /// Hold `event`, which came `now`.
     pub fn hold(&mut self, now: std::time::Instant, event: Box<CallEvent>) {
         if self.held.is_empty() {
-            self.since = Some(interval_of(now));
+            self.due = Some(interval_end(now));
         }
         self.held.push(Persist::Event(event));
     }
@@ -116,18 +120,17 @@ impl HandOver {
         now: std::time::Instant,
         to: &mpsc::UnboundedSender<Persist>,
     ) -> Option<std::time::Instant> {
-        let since = self.since?;
-        if interval_of(now) > since {
-            self.hand_over(to);
-            return None;
+        let due = self.due?;
+        if now < due {
+            return Some(due);
         }
-        let u = HAND_OVER_INTERVAL.as_millis() as u64;
-        Some(*INTERVALS_FROM + Duration::from_millis((since + 1) * u))
+        self.hand_over(to);
+        None
     }
 
     /// Hand over everything held now (the call is ending).
     pub fn hand_over(&mut self, to: &mpsc::UnboundedSender<Persist>) {
-        self.since = None;
+        self.due = None;
         for p in self.held.drain(..) {
             // (the persister outlives the call: it is gone only when the runtime is)
             let _ = to.send(p);
@@ -730,9 +733,7 @@ mod tests {
         // nothing held: nothing due
         let t0 = std::time::Instant::now();
         assert_eq!(events.poll(t0, &tx), None);
-        let boundary = INTERVALS_FROM
-            .checked_add(HAND_OVER_INTERVAL * (interval_of(t0) as u32 + 1))
-            .unwrap();
+        let boundary = interval_end(t0);
 
         events.hold(t0, Box::new(line("one")));
         events.hold(t0, Box::new(line("two")));
