@@ -93,8 +93,24 @@ impl WavWriter {
         interleaved: &[u8],
         scratch: &mut Vec<u8>,
     ) -> io::Result<()> {
-        let pcm = interleaved.iter().map(|&b| g711::ulaw_decode(b));
-        self.write_after_gap(gap, pcm, scratch)
+        self.append_mulaw_chunks([(gap, interleaved)], scratch)
+    }
+
+    /// Several µ-law chunks of the call, each after its gap of silence, converted together and
+    /// written with one `write`: the kernel's cost of a buffered write is mostly per write (a
+    /// new block's unwritten part zeroed, the inode's times), not per byte.
+    pub fn append_mulaw_chunks<'a>(
+        &mut self,
+        chunks: impl IntoIterator<Item = (usize, &'a [u8])>,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        scratch.clear();
+        let mut count = 0;
+        for (gap, mulaw) in chunks {
+            extend_pcm(scratch, gap, mulaw.iter().map(|&b| g711::ulaw_decode(b)));
+            count += 1;
+        }
+        self.write_chunks(scratch, count)
     }
 
     fn write_after_gap(
@@ -104,14 +120,16 @@ impl WavWriter {
         scratch: &mut Vec<u8>,
     ) -> io::Result<()> {
         scratch.clear();
-        scratch.resize(gap * 2 + samples.len() * 2, 0);
-        // (pairs of bytes by index: `extend` over a `flat_map` pushed a byte at a time)
-        for (bytes, sample) in scratch[gap * 2..].chunks_exact_mut(2).zip(samples) {
-            bytes.copy_from_slice(&sample.to_le_bytes());
-        }
-        self.file.write_all(scratch)?;
-        self.data_len += scratch.len() as u64;
-        self.chunks_since_header += 1;
+        extend_pcm(scratch, gap, samples);
+        self.write_chunks(scratch, 1)
+    }
+
+    /// `bytes` (`chunks` chunks of the call) to the file, and the header refreshed every
+    /// [`HEADER_EVERY_CHUNKS`] chunks.
+    fn write_chunks(&mut self, bytes: &[u8], chunks: u32) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.data_len += bytes.len() as u64;
+        self.chunks_since_header += chunks;
         if self.chunks_since_header >= HEADER_EVERY_CHUNKS {
             self.chunks_since_header = 0;
             self.rewrite_header()?;
@@ -148,6 +166,16 @@ impl WavWriter {
         self.file.set_len(HEADER_LEN + self.data_len)?;
         self.rewrite_header()?;
         self.file.sync_data()
+    }
+}
+
+/// `gap` interleaved samples of silence, then `samples`, appended to `out` as 16-bit little-endian
+/// PCM (pairs of bytes by index: `extend` over a `flat_map` pushed a byte at a time).
+fn extend_pcm(out: &mut Vec<u8>, gap: usize, samples: impl ExactSizeIterator<Item = i16>) {
+    let start = out.len() + gap * 2;
+    out.resize(start + samples.len() * 2, 0);
+    for (bytes, sample) in out[start..].chunks_exact_mut(2).zip(samples) {
+        bytes.copy_from_slice(&sample.to_le_bytes());
     }
 }
 
@@ -222,12 +250,14 @@ pub struct Recorder {
 }
 
 /// After each wake-up the recording thread lets chunks gather this long before it looks again,
-/// so that it wakes a few times a second rather than once or twice for every chunk: a wake-up of
+/// so that it wakes about once a second rather than once or twice for every chunk: a wake-up of
 /// a thread costs this project's 2-core reference VM more than writing a chunk (measured with
 /// `scripts/thread-cpu` under `loadgen`: 10 calls woke it about 10 times a second, 500 calls 645
-/// times). A call's end, and [`GATHER_CHUNKS`] waiting, wake it at once; a chunk reaches the disk
-/// at most this much later, which only a crash could notice (the header is repaired then anyway).
-pub const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
+/// times), and a call's chunks that gathered go to its file with one write (about four at 10
+/// calls; the kernel's cost of a buffered write is mostly per write). A call's end, and
+/// [`GATHER_CHUNKS`] waiting, wake it at once; a chunk reaches the file at most this much later,
+/// which only a crash of the process could notice (the header is repaired then anyway).
+pub const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// Chunks waiting that wake the recording thread before its window is over: a bound on the audio
 /// held in memory for it (about 240 KiB) however many calls there are.
@@ -256,6 +286,97 @@ impl RecordingFeed {
     }
 }
 
+impl Command {
+    fn id(&self) -> &str {
+        match self {
+            Command::Open { id, .. } | Command::Append { id, .. } | Command::Close { id, .. } => id,
+        }
+    }
+}
+
+/// The recording thread's open files.
+#[derive(Default)]
+struct Files {
+    open: HashMap<String, WavWriter>,
+    /// Calls whose file the disk refused: the rest of each is not written (one log line each,
+    /// not one per chunk), and its close says so.
+    failed: std::collections::HashSet<String>,
+    /// One conversion buffer for every call's chunks (grows to the largest batch of one call).
+    scratch: Vec<u8>,
+    /// One call's chunks in a batch, written together.
+    group: Vec<(usize, Vec<u8>, Arc<AtomicUsize>)>,
+}
+
+impl Files {
+    /// Carry out `batch` (emptied). Each call's commands keep their order (a stable sort by
+    /// call), so that its chunks in the batch are consecutive and go to its file with one
+    /// write: at 10 calls and [`GATHER_WINDOW`], about four chunks a write instead of one.
+    fn run(&mut self, batch: &mut Vec<Command>) {
+        batch.sort_by(|a, b| a.id().cmp(b.id()));
+        let mut cmds = batch.drain(..).peekable();
+        while let Some(cmd) = cmds.next() {
+            match cmd {
+                Command::Open { id, path } => match WavWriter::create(&path) {
+                    Ok(w) => {
+                        self.open.insert(id, w);
+                    }
+                    Err(e) => {
+                        write_error(&id, &e, "cannot create the recording");
+                        self.failed.insert(id);
+                    }
+                },
+                Command::Append {
+                    id,
+                    gap,
+                    mulaw,
+                    queued,
+                } => {
+                    self.group.push((gap, mulaw, queued));
+                    while let Some(Command::Append { id: next, .. }) = cmds.peek()
+                        && *next == id
+                    {
+                        if let Some(Command::Append {
+                            gap, mulaw, queued, ..
+                        }) = cmds.next()
+                        {
+                            self.group.push((gap, mulaw, queued));
+                        }
+                    }
+                    self.append(id);
+                }
+                Command::Close { id, gap, written } => {
+                    let mut ok = !self.failed.remove(&id);
+                    if let Some(mut w) = self.open.remove(&id) {
+                        let padded = w.append_after_gap(gap, &[], &mut self.scratch);
+                        if let Err(e) = padded.and_then(|()| w.finish()) {
+                            write_error(&id, &e, "cannot finish the recording");
+                            ok = false;
+                        }
+                    }
+                    let _ = written.send(ok);
+                }
+            }
+        }
+    }
+
+    /// The call's chunks in [`group`](Self::group) (emptied), with one write.
+    fn append(&mut self, id: String) {
+        if let Some(w) = self.open.get_mut(&id) {
+            let chunks = self.group.iter().map(|(gap, m, _)| (*gap, m.as_slice()));
+            if let Err(e) = w.append_mulaw_chunks(chunks, &mut self.scratch) {
+                write_error(&id, &e, "the rest of the call is not recorded");
+                if let Some(w) = self.open.remove(&id) {
+                    let _ = w.abandon();
+                }
+                self.failed.insert(id);
+            }
+        }
+        for (_, _, queued) in self.group.drain(..) {
+            queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Recorder {
     /// Start the recording thread. `queue` bounds the chunks waiting to be written.
     pub fn start(queue: usize) -> Self {
@@ -279,12 +400,9 @@ impl Recorder {
         let handle = std::thread::Builder::new()
             .name("recorder".into())
             .spawn(move || {
-                let mut open: HashMap<String, WavWriter> = HashMap::new();
-                // calls whose file the disk refused: the rest of each is not written (one log
-                // line each, not one per chunk), and its close says so
-                let mut failed: std::collections::HashSet<String> = Default::default();
-                // one conversion buffer for every call's chunks (grows to the largest chunk)
-                let mut scratch: Vec<u8> = Vec::new();
+                let mut files = Files::default();
+                // what was taken from the queue since the last write, written together
+                let mut batch: Vec<Command> = Vec::with_capacity(GATHER_CHUNKS);
                 // the first command is taken when it comes, and the window counts from it (a
                 // thread that found its queue empty before the first `open` came would
                 // otherwise wait out a whole window for it, unless a full batch woke it)
@@ -292,67 +410,33 @@ impl Recorder {
                 let mut woke = std::time::Instant::now();
                 loop {
                     let cmd = match first.take().map_or_else(|| rx.try_recv(), Ok) {
-                        Ok(cmd) => cmd,
-                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                        Ok(cmd) => Some(cmd),
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
                         Err(mpsc::error::TryRecvError::Empty) => {
-                            // all that waited is written: let the next chunks gather (a call's
-                            // end or a full batch unparks this thread sooner; a spurious return
-                            // only means an early look)
+                            // all that waited is taken: write it, then let the next chunks
+                            // gather (a call's end or a full batch unparks this thread sooner;
+                            // a spurious return only means an early look)
+                            files.run(&mut batch);
                             let due = woke + window;
                             let now = std::time::Instant::now();
                             if now < due {
                                 std::thread::park_timeout(due - now);
                             }
-                            match rx.blocking_recv() {
-                                Some(cmd) => {
-                                    woke = std::time::Instant::now();
-                                    cmd
-                                }
-                                None => break,
-                            }
+                            let cmd = rx.blocking_recv();
+                            woke = std::time::Instant::now();
+                            cmd
                         }
+                    };
+                    let Some(cmd) = cmd else {
+                        files.run(&mut batch);
+                        break;
                     };
                     if let Some(delay) = write_delay {
                         std::thread::sleep(delay);
                     }
-                    match cmd {
-                        Command::Open { id, path } => match WavWriter::create(&path) {
-                            Ok(w) => {
-                                open.insert(id, w);
-                            }
-                            Err(e) => {
-                                write_error(&id, &e, "cannot create the recording");
-                                failed.insert(id);
-                            }
-                        },
-                        Command::Append {
-                            id,
-                            gap,
-                            mulaw,
-                            queued,
-                        } => {
-                            queued.fetch_sub(1, Ordering::Relaxed);
-                            if let Some(w) = open.get_mut(&id)
-                                && let Err(e) = w.append_mulaw_after_gap(gap, &mulaw, &mut scratch)
-                            {
-                                write_error(&id, &e, "the rest of the call is not recorded");
-                                if let Some(w) = open.remove(&id) {
-                                    let _ = w.abandon();
-                                }
-                                failed.insert(id);
-                            }
-                        }
-                        Command::Close { id, gap, written } => {
-                            let mut ok = !failed.remove(&id);
-                            if let Some(mut w) = open.remove(&id) {
-                                let padded = w.append_after_gap(gap, &[], &mut scratch);
-                                if let Err(e) = padded.and_then(|()| w.finish()) {
-                                    write_error(&id, &e, "cannot finish the recording");
-                                    ok = false;
-                                }
-                            }
-                            let _ = written.send(ok);
-                        }
+                    batch.push(cmd);
+                    if batch.len() >= GATHER_CHUNKS {
+                        files.run(&mut batch);
                     }
                 }
             })
@@ -462,6 +546,80 @@ mod tests {
         assert_eq!(bytes.len(), 44 + 12);
         assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 36 + 12);
         assert_eq!(&bytes[44..46], &1i16.to_le_bytes());
+    }
+
+    /// A batch's chunks of one call go to its file together, in order, whatever the other
+    /// calls' chunks between them; an open comes before the call's chunks and a close after
+    /// them; each chunk's gap becomes silence in its place; every chunk taken is counted off its
+    /// call's share of the queue.
+    #[test]
+    fn a_batch_writes_each_calls_chunks_in_order_and_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.wav"), dir.path().join("b.wav"));
+        let (qa, qb) = (Arc::new(AtomicUsize::new(3)), Arc::new(AtomicUsize::new(2)));
+        let append = |id: &str, gap: usize, v: u8, queued: &Arc<AtomicUsize>| Command::Append {
+            id: id.into(),
+            gap,
+            mulaw: vec![v; 4],
+            queued: queued.clone(),
+        };
+        let (close_a, closed_a) = tokio::sync::oneshot::channel();
+        let mut batch = vec![
+            Command::Open {
+                id: "b".into(),
+                path: b.clone(),
+            },
+            Command::Open {
+                id: "a".into(),
+                path: a.clone(),
+            },
+            append("b", 0, 10, &qb),
+            append("a", 0, 1, &qa),
+            append("b", 2, 11, &qb),
+            append("a", 0, 2, &qa),
+            append("a", 4, 3, &qa),
+            Command::Close {
+                id: "a".into(),
+                gap: 2,
+                written: close_a,
+            },
+        ];
+        let mut files = Files::default();
+        files.run(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(closed_a.blocking_recv(), Ok(true));
+        assert_eq!(
+            (qa.load(Ordering::Relaxed), qb.load(Ordering::Relaxed)),
+            (0, 0)
+        );
+        let pcm = |v: u8, n: usize| std::iter::repeat_n(g711::ulaw_decode(v), n);
+        let read = |path: &Path| -> Vec<i16> {
+            std::fs::read(path).unwrap()[44..]
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect()
+        };
+        let want_a: Vec<i16> = pcm(1, 4)
+            .chain(pcm(2, 4))
+            .chain([0; 4])
+            .chain(pcm(3, 4))
+            .chain([0; 2])
+            .collect();
+        assert_eq!(
+            read(&a),
+            want_a,
+            "a: in order, its gaps and its close's gap as silence"
+        );
+        let bytes = std::fs::read(&a).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(bytes[40..44].try_into().unwrap()),
+            36,
+            "a's header"
+        );
+        // b is still open: its chunks are in the file, its header not yet rewritten
+        let want_b: Vec<i16> = pcm(10, 4).chain([0; 2]).chain(pcm(11, 4)).collect();
+        assert_eq!(read(&b), want_b);
+        assert!(files.open.contains_key("b") && !files.open.contains_key("a"));
     }
 
     /// A disk that stops (here: a FIFO nobody reads, where the recorder's thread blocks) never
