@@ -332,15 +332,13 @@ impl Files {
                     queued,
                 } => {
                     self.group.push((gap, mulaw, queued));
-                    while let Some(Command::Append { id: next, .. }) = cmds.peek()
-                        && *next == id
+                    // the call's next chunks in the batch join them
+                    while let Some(Command::Append {
+                        gap, mulaw, queued, ..
+                    }) = cmds
+                        .next_if(|c| matches!(c, Command::Append { id: next, .. } if *next == id))
                     {
-                        if let Some(Command::Append {
-                            gap, mulaw, queued, ..
-                        }) = cmds.next()
-                        {
-                            self.group.push((gap, mulaw, queued));
-                        }
+                        self.group.push((gap, mulaw, queued));
                     }
                     self.append(id);
                 }
